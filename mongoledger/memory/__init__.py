@@ -1,0 +1,1 @@
+"""In-memory MongoDB engine (placeholder; being built)."""
