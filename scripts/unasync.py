@@ -84,7 +84,9 @@ def targets() -> dict[Path, str]:
 def stale_files() -> list[Path]:
     """Generated files that differ from what the sources produce, or should not exist."""
     expected = targets()
-    stale = [path for path, text in expected.items() if not path.exists() or path.read_text() != text]
+    stale = [
+        path for path, text in expected.items() if not path.exists() or path.read_text() != text
+    ]
     for base in PAIRS:
         sync_dir = base / "_sync"
         if sync_dir.is_dir():

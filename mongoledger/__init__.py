@@ -1,0 +1,71 @@
+"""mongoledger: a balance ledger in MongoDB.
+
+Atomic increases, decreases, transfers, multi-leg posts and safe reverts, each one MongoDB
+multi-document transaction; idempotency keys, overdraft guards, reconciliation and
+change-stream consumers. ``Ledger`` (sync) and ``AsyncLedger`` (async) share one behaviour.
+"""
+
+from mongoledger._async.ledger import AsyncLedger
+from mongoledger._sync.ledger import Ledger
+from mongoledger.errors import (
+    AccountNotFound,
+    AlreadyReverted,
+    ChangeStreamError,
+    ChangeStreamHistoryLost,
+    ChangeStreamInvalidated,
+    ChangeStreamsUnsupported,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidAccount,
+    InvalidAmount,
+    InvalidConfiguration,
+    InvalidData,
+    LedgerError,
+    NoTransactionsWarning,
+    TransactionNotFound,
+    TransactionsUnsupported,
+)
+from mongoledger.models import (
+    Account,
+    BalanceMismatch,
+    BrokenLink,
+    HookContext,
+    LedgerEvent,
+    PeriodStatistics,
+    Transaction,
+    UnbalancedOperation,
+    VerifyReport,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Account",
+    "AccountNotFound",
+    "AlreadyReverted",
+    "AsyncLedger",
+    "BalanceMismatch",
+    "BrokenLink",
+    "ChangeStreamError",
+    "ChangeStreamHistoryLost",
+    "ChangeStreamInvalidated",
+    "ChangeStreamsUnsupported",
+    "HookContext",
+    "IdempotencyConflict",
+    "InsufficientFunds",
+    "InvalidAccount",
+    "InvalidAmount",
+    "InvalidConfiguration",
+    "InvalidData",
+    "Ledger",
+    "LedgerError",
+    "LedgerEvent",
+    "NoTransactionsWarning",
+    "PeriodStatistics",
+    "Transaction",
+    "TransactionNotFound",
+    "TransactionsUnsupported",
+    "UnbalancedOperation",
+    "VerifyReport",
+    "__version__",
+]

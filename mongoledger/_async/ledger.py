@@ -1,0 +1,985 @@
+"""``AsyncLedger``: the balance ledger on PyMongo's async API (the source of ``Ledger``).
+
+Round trips each write sends (a "known" account is referenced by ``_id``; an attribute set
+costs one extra indexed read to resolve it and detect ambiguity):
+
+* ``increase`` / ``decrease``: one ``findAndModify`` (guarded ``$inc``, upsert when creating)
+  + one ``insert`` + ``commitTransaction``.
+* ``transfer``: one ``findAndModify`` per account + one ``insert`` for both legs + commit.
+* ``post`` with n legs: n ``findAndModify`` + one ``insert`` + commit.
+* ``revert`` of an n-leg operation: two reads (the leg, then its operation's legs) + one
+  ``update`` (bulk: mark the originals ``reverted_by``) + n ``findAndModify`` + one ``insert``
+  + commit.
+* with an ``idempotency_key``: one more indexed read first (the retry check).
+* once per ledger instance: ``hello`` (transaction support) and ``createIndexes``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from bson import ObjectId
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import ReadPreference
+from pymongo.write_concern import WriteConcern
+
+from mongoledger import _core
+from mongoledger._async._io import aggregate, call_hook, maybe_await, to_list
+from mongoledger._core import AccountRef, Leg, LedgerConfig
+from mongoledger.errors import (
+    AccountNotFound,
+    AlreadyReverted,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidAccount,
+    InvalidAmount,
+    InvalidConfiguration,
+    LedgerError,
+    NoTransactionsWarning,
+    TransactionNotFound,
+    TransactionsUnsupported,
+)
+from mongoledger.models import (
+    Account,
+    BalanceMismatch,
+    BrokenLink,
+    HookContext,
+    OperationKind,
+    PeriodStatistics,
+    Transaction,
+    UnbalancedOperation,
+    VerifyReport,
+)
+
+__all__ = ["AsyncLedger"]
+
+_IS_SYNC = False
+_MAX_ATTEMPTS = 5  # re-runs of an operation whose guard failed for a reason that went away
+
+Hook = Callable[[HookContext], Any]
+F = TypeVar("F", bound=Hook)
+
+
+class _GuardFailed(Exception):
+    """A guarded ``$inc`` matched nothing; diagnosed after the DB transaction has ended."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+class _Reverted(Exception):
+    """A leg to revert was marked ``reverted_by`` concurrently."""
+
+
+class _DuplicateKey(Exception):
+    """The idempotency key was inserted concurrently."""
+
+
+class AsyncLedger:
+    """A balance ledger kept in two MongoDB collections (accounts and transactions).
+
+    Every write is one MongoDB multi-document transaction: its transaction documents are
+    inserted and the accounts' cached balances moved with ``$inc``, all or nothing.
+    """
+
+    def __init__(
+        self,
+        database: Any,
+        *,
+        accounts_collection: str = "accounts",
+        transactions_collection: str = "transactions",
+        checkpoints_collection: str = "ledger_checkpoints",
+        auto_create_account: bool = True,
+        balance_field: str | None = "balance",
+        extra_account_link_field: str | None = "extra_account_id",
+        account_link_field: str = "account_id",
+        amount_field: str = "amount",
+        date_field: str = "date",
+        date_value: Any = None,
+        data_field: str | None = None,
+        require_transactions: bool = False,
+    ) -> None:
+        self._cfg = LedgerConfig(
+            accounts_collection=accounts_collection,
+            transactions_collection=transactions_collection,
+            checkpoints_collection=checkpoints_collection,
+            auto_create_account=auto_create_account,
+            balance_field=balance_field,
+            extra_account_link_field=extra_account_link_field,
+            account_link_field=account_link_field,
+            amount_field=amount_field,
+            date_field=date_field,
+            date_value=date_value,
+            data_field=data_field,
+            require_transactions=require_transactions,
+        )
+        self._db = database
+        self._accounts = database[accounts_collection]
+        self._transactions = database[transactions_collection]
+        self._before: list[Hook] = []
+        self._after: list[Hook] = []
+        self._transactional: bool | None = None
+        self._indexed = False
+
+    # Properties
+
+    @property
+    def config(self) -> LedgerConfig:
+        return self._cfg
+
+    @property
+    def database(self) -> Any:
+        return self._db
+
+    @property
+    def accounts(self) -> Any:
+        """The accounts collection (for direct queries)."""
+        return self._accounts
+
+    @property
+    def transactions(self) -> Any:
+        """The transactions collection (for direct queries)."""
+        return self._transactions
+
+    # Hooks
+
+    def before_write(self, fn: F) -> F:
+        """Register ``fn(ctx)``: runs per transaction document before the write; may veto."""
+        self._before.append(self._check_hook(fn))
+        return fn
+
+    def after_write(self, fn: F) -> F:
+        """Register ``fn(ctx)``: runs per transaction document after the operation committed."""
+        self._after.append(self._check_hook(fn))
+        return fn
+
+    @staticmethod
+    def _check_hook(fn: Hook) -> Hook:
+        if not callable(fn):
+            raise TypeError(f"hook {fn!r} is not callable")
+        if _IS_SYNC and inspect.iscoroutinefunction(fn):
+            raise TypeError(f"hook {fn!r} is a coroutine function; use AsyncLedger for async hooks")
+        return fn
+
+    # Writes
+
+    async def increase(
+        self,
+        account: Any,
+        amount: Any,
+        data: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> ObjectId:
+        """Move ``amount`` into ``account`` (negative: out of it). Returns the transaction id."""
+        value = _core.validate_amount(amount)
+        ids = await self._operation("increase", [(account, value, None)], data, idempotency_key)
+        return ids[0]
+
+    async def decrease(
+        self,
+        account: Any,
+        amount: Any,
+        data: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> ObjectId:
+        """Move ``amount`` out of ``account``; the same as ``increase(account, -amount)``."""
+        value = _core.validate_amount(amount)
+        ids = await self._operation("decrease", [(account, -value, None)], data, idempotency_key)
+        return ids[0]
+
+    async def transfer(
+        self,
+        from_account: Any,
+        to_account: Any,
+        amount: Any,
+        data: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[ObjectId]:
+        """Move ``amount`` (> 0) between two accounts. Returns ``[from_leg_id, to_leg_id]``."""
+        value = _core.validate_amount(amount)
+        if value < 0:
+            raise InvalidAmount(f"transfer amount {value!r} must be positive; swap the accounts")
+        owned = self._cfg.owned_account_fields
+        if _core.validate_account(from_account, owned) == _core.validate_account(to_account, owned):
+            raise InvalidAccount(f"transfer from account {from_account!r} to itself")
+        legs = [(from_account, -value, None), (to_account, value, None)]
+        return await self._operation("transfer", legs, data, idempotency_key)
+
+    async def post(
+        self,
+        legs: Sequence[Sequence[Any]],
+        data: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[ObjectId]:
+        """Post a balanced multi-leg operation: ``legs`` are ``(account, amount[, data])``.
+
+        Amounts must sum to zero. Returns the transaction ids in leg order.
+        """
+        if isinstance(legs, Mapping | str | bytes) or not isinstance(legs, Sequence):
+            raise InvalidAmount(f"legs {legs!r} must be a list of (account, amount) pairs")
+        if len(legs) < 2:
+            raise InvalidAmount(f"a post needs at least two legs, got {len(legs)}: {list(legs)!r}")
+        planned = []
+        for i, leg in enumerate(legs):
+            if isinstance(leg, Mapping | str | bytes) or not isinstance(leg, Sequence):
+                raise InvalidAmount(f"leg {i} {leg!r} is not an (account, amount[, data]) tuple")
+            if len(leg) not in (2, 3):
+                raise InvalidAmount(f"leg {i} {leg!r} is not an (account, amount[, data]) tuple")
+            amount = _core.validate_amount(leg[1], what=f"leg {i} amount")
+            planned.append((leg[0], amount, leg[2] if len(leg) == 3 else None))
+        _core.check_balanced("post", [amount for _, amount, _ in planned])
+        return await self._operation("post", planned, data, idempotency_key)
+
+    async def revert(
+        self,
+        transaction_id: Any,
+        data: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> ObjectId | list[ObjectId]:
+        """Compensate the operation of ``transaction_id`` (never deletes).
+
+        A leg of a transfer or post reverts the whole operation. Returns the new transaction
+        id for a one-leg operation, else the ids in leg order. The originals are marked
+        ``reverted_by``; reverting again raises ``AlreadyReverted``.
+        """
+        tid = _core.validate_transaction_id(transaction_id)
+        cfg = self._cfg
+        extra = _core.validate_data(cfg, data)
+        key = _core.validate_idempotency_key(idempotency_key)
+        fp = _core.fingerprint("revert", [(tid, 0)], extra)
+        if key is not None:
+            found = await self._idempotent_result(key, fp)
+            if found is not None:
+                return found[0] if len(found) == 1 else found
+        original = await self._transactions.find_one({"_id": tid})
+        if original is None:
+            raise TransactionNotFound(tid)
+        docs = await to_list(
+            self._transactions.find({_core.OPERATION_ID: original[_core.OPERATION_ID]}).sort(
+                _core.LEG, 1
+            )
+        )
+        for doc in docs:
+            if doc.get(_core.REVERTED_BY) is not None:
+                raise AlreadyReverted(doc["_id"], doc[_core.REVERTED_BY])
+        legs = _core.reversal_legs(cfg, docs)
+        for leg in legs:
+            leg.data = dict(extra)
+        ids = await self._execute("revert", legs, key, fp, revert=True)
+        return ids[0] if len(ids) == 1 else ids
+
+    async def open_account(
+        self,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        min_balance: int | None = None,
+    ) -> Any:
+        """Get or create the account with exactly these attributes; returns its ``_id``.
+
+        ``min_balance`` (e.g. 0) makes every operation that would take the balance below it
+        fail with ``InsufficientFunds``. An existing account with another ``min_balance`` is
+        an ``InvalidAccount`` error. ``attributes=None`` creates a new anonymous account.
+        """
+        cfg = self._cfg
+        floor = _core.validate_min_balance(min_balance)
+        if floor is not None and cfg.balance_field is None:
+            raise InvalidConfiguration("min_balance needs a cached balance (balance_field)")
+        await self._prepare()
+        if attributes is None:
+            ref = AccountRef(id=ObjectId())
+            flt: dict[str, Any] = {"_id": ref.id}
+        else:
+            if not isinstance(attributes, Mapping):
+                raise InvalidAccount(f"attributes {attributes!r} is not a mapping")
+            ref = _core.validate_account(attributes, cfg.owned_account_fields)
+            existing = await self._find_by_attributes(ref)
+            if existing is not None:
+                return self._check_floor(existing, ref, floor)
+            flt = {_core.ATTRIBUTES_KEY: ref.key}
+        update: dict[str, Any] = {"$setOnInsert": _core.new_account_fields(cfg, ref, floor)}
+        if cfg.balance_field:
+            update["$setOnInsert"][cfg.balance_field] = 0
+        update["$setOnInsert"][_core.SEQ] = 0
+        try:
+            doc = await self._accounts.find_one_and_update(
+                flt, update, upsert=True, return_document=ReturnDocument.AFTER
+            )
+        except DuplicateKeyError:  # a concurrent caller created it first
+            doc = await self._accounts.find_one(flt)
+        return self._check_floor(doc, ref, floor)
+
+    @staticmethod
+    def _check_floor(doc: Mapping[str, Any], ref: AccountRef, floor: int | None) -> Any:
+        if doc.get(_core.MIN_BALANCE) != floor:
+            raise InvalidAccount(
+                f"account {ref.describe()!r} exists with min_balance "
+                f"{doc.get(_core.MIN_BALANCE)!r}, not {floor!r}"
+            )
+        return doc["_id"]
+
+    # The write path
+
+    async def _operation(
+        self,
+        kind: OperationKind,
+        legs: Sequence[tuple[Any, int, Any]],
+        data: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> list[ObjectId]:
+        cfg = self._cfg
+        owned = cfg.owned_account_fields
+        extra = _core.validate_data(cfg, data)
+        refs = [_core.validate_account(account, owned) for account, _, _ in legs]
+        planned = []
+        for i, ((_, amount, leg_data), ref) in enumerate(zip(legs, refs, strict=True)):
+            merged = dict(extra)
+            merged.update(_core.validate_data(cfg, leg_data, what=f"leg {i} data"))
+            planned.append(Leg(account=ref, amount=amount, data=merged))
+        key = _core.validate_idempotency_key(idempotency_key)
+        fp = _core.fingerprint(
+            kind, [(r, a) for r, (_, a, _) in zip(refs, legs, strict=True)], extra
+        )
+        if key is not None:
+            found = await self._idempotent_result(key, fp)
+            if found is not None:
+                return found
+        return await self._execute(kind, planned, key, fp)
+
+    async def _execute(
+        self,
+        kind: OperationKind,
+        legs: list[Leg],
+        key: str | None,
+        fp: str,
+        *,
+        revert: bool = False,
+    ) -> list[ObjectId]:
+        cfg = self._cfg
+        await self._prepare()
+        operation_id = ObjectId()
+        for leg in legs:
+            if leg.account_id is None:
+                leg.account_id = await self._resolve_for_write(leg.account)
+        await self._run_before_hooks(kind, legs, operation_id, revert=revert)
+        date = cfg.operation_date()
+        idempotency = None if key is None else (key, fp)
+        for _attempt in range(_MAX_ATTEMPTS):
+            try:
+                await self._write(kind, legs, operation_id, date, idempotency, revert)
+                break
+            except _GuardFailed as failed:
+                await self._diagnose(legs, failed.index)
+            except _Reverted:
+                for leg in legs:
+                    doc = await self._transactions.find_one({"_id": leg.reverts})
+                    if doc is not None and doc.get(_core.REVERTED_BY) is not None:
+                        raise AlreadyReverted(leg.reverts, doc[_core.REVERTED_BY]) from None
+            except _DuplicateKey:
+                found = await self._idempotent_result(key or "", fp)
+                if found is not None:
+                    return found
+        else:  # pragma: no cover - needs a guard that flips back and forth five times
+            raise LedgerError(f"{kind} kept conflicting with concurrent writes; try again")
+        await self._run_after_hooks(kind, legs, operation_id)
+        return [leg.id for leg in legs]
+
+    async def _write(
+        self,
+        kind: OperationKind,
+        legs: list[Leg],
+        operation_id: ObjectId,
+        date: Any,
+        idempotency: tuple[str, str] | None,
+        revert: bool,
+    ) -> None:
+        cfg = self._cfg
+
+        resolved = [leg.account_id for leg in legs]
+
+        async def body(session: Any) -> None:
+            # with_transaction may run this again: start from the resolved ids every time.
+            for leg, account_id in zip(legs, resolved, strict=True):
+                leg.account_id = account_id
+            applied: list[tuple[Leg, bool]] = []
+            try:
+                if revert:
+                    await self._mark_reverted(legs, session)
+                for index, leg in enumerate(legs):
+                    create = leg.account_id is None or (
+                        cfg.auto_create_account and leg.account.is_id
+                    )
+                    target = (
+                        AccountRef(id=leg.account_id) if leg.account_id is not None else leg.account
+                    )
+                    update = _core.leg_update(cfg, target, leg.amount, create=create)
+                    try:
+                        doc = await self._accounts.find_one_and_update(
+                            update.filter,
+                            update.update,
+                            upsert=update.upsert,
+                            return_document=ReturnDocument.AFTER,
+                            session=session,
+                        )
+                    except DuplicateKeyError:  # an upsert whose guard failed on an existing _id
+                        doc = None
+                    if doc is None:
+                        raise _GuardFailed(index)
+                    leg.account_id = doc["_id"]
+                    leg.account_seq = int(doc[_core.SEQ])
+                    if cfg.balance_field:
+                        leg.balance_after = int(doc[cfg.balance_field])
+                    created = (
+                        create
+                        and leg.account_seq == 1
+                        and doc.get(_core.CREATED_AT)
+                        == update.update["$setOnInsert"].get(_core.CREATED_AT)
+                    )
+                    applied.append((leg, created))
+                if len(legs) == 2 and cfg.extra_account_link_field:
+                    legs[0].extra_account = AccountRef(id=legs[1].account_id)
+                    legs[1].extra_account = AccountRef(id=legs[0].account_id)
+                docs = [
+                    _core.transaction_document(
+                        cfg,
+                        leg,
+                        index=i,
+                        count=len(legs),
+                        kind=kind,
+                        operation_id=operation_id,
+                        date=date,
+                        idempotency=idempotency,
+                    )
+                    for i, leg in enumerate(legs)
+                ]
+                try:
+                    await self._transactions.insert_many(docs, ordered=True, session=session)
+                except (DuplicateKeyError, BulkWriteError) as exc:
+                    if idempotency is not None and _is_duplicate(exc):
+                        raise _DuplicateKey from None
+                    raise
+            except BaseException:
+                if session is None:
+                    await self._compensate(applied, legs if revert else [])
+                raise
+
+        await self._run(body)
+
+    async def _mark_reverted(self, legs: list[Leg], session: Any) -> None:
+        """Mark the originals ``reverted_by`` (one command), unless one already is."""
+        updates = [
+            (
+                {"_id": leg.reverts, _core.REVERTED_BY: {"$exists": False}},
+                {"$set": {_core.REVERTED_BY: leg.id}},
+            )
+            for leg in legs
+        ]
+        if len(updates) == 1 or _is_plain_mongomock(self._transactions):
+            modified = 0
+            for flt, update in updates:
+                result = await self._transactions.update_one(flt, update, session=session)
+                modified += result.modified_count
+        else:
+            requests = [UpdateOne(flt, update) for flt, update in updates]
+            result = await self._transactions.bulk_write(requests, ordered=True, session=session)
+            modified = result.modified_count
+        if modified != len(legs):
+            if session is None:
+                await self._unmark(legs)
+            raise _Reverted
+
+    async def _unmark(self, legs: list[Leg]) -> None:
+        for leg in legs:
+            await self._transactions.update_one(
+                {"_id": leg.reverts, _core.REVERTED_BY: leg.id},
+                {"$unset": {_core.REVERTED_BY: ""}},
+            )
+
+    async def _compensate(self, applied: list[tuple[Leg, bool]], marked: list[Leg]) -> None:
+        """Undo the writes of a refused operation on a deployment without DB transactions."""
+        cfg = self._cfg
+        for leg, created in reversed(applied):
+            if created:
+                result = await self._accounts.delete_one({"_id": leg.account_id, _core.SEQ: 1})
+                if result.deleted_count:
+                    continue
+            if cfg.balance_field:
+                await self._accounts.update_one(
+                    {"_id": leg.account_id}, {"$inc": {cfg.balance_field: -leg.amount}}
+                )
+        if marked:
+            await self._unmark(marked)
+
+    async def _run(self, body: Callable[[Any], Any]) -> None:
+        """Run ``body(session)`` in one DB transaction (PyMongo's retry rules), or without one."""
+        if not await self._supports_transactions():
+            await body(None)
+            return
+        session = await maybe_await(self._db.client.start_session())
+        async with session:
+            await session.with_transaction(
+                body,
+                read_concern=ReadConcern("snapshot"),
+                write_concern=WriteConcern("majority"),
+                read_preference=ReadPreference.PRIMARY,
+            )
+
+    async def _diagnose(self, legs: list[Leg], index: int) -> None:
+        """Explain why leg ``index``'s guard failed, or return to let the caller retry."""
+        cfg = self._cfg
+        leg = legs[index]
+        target = leg.account_id
+        if target is None:
+            flt = {_core.ATTRIBUTES_KEY: leg.account.key}
+        else:
+            flt = {"_id": target}
+        doc = await self._accounts.find_one(flt)
+        if doc is None:
+            if not cfg.auto_create_account:
+                raise AccountNotFound(leg.account.describe())
+            return
+        if cfg.balance_field is None:
+            return
+        earlier = sum(other.amount for other in legs[:index] if other.account_id == doc["_id"])
+        balance = int(doc.get(cfg.balance_field, 0)) + earlier
+        result = balance + leg.amount
+        if not _core.INT64_MIN <= result <= _core.INT64_MAX:
+            raise InvalidAmount(
+                f"amount {leg.amount} would overflow the int64 balance {balance} of account "
+                f"{doc['_id']!r}"
+            )
+        floor = doc.get(_core.MIN_BALANCE)
+        if floor is not None and leg.amount < 0 and result < floor:
+            raise InsufficientFunds(doc["_id"], balance, leg.amount, floor)
+
+    async def _resolve_for_write(self, ref: AccountRef) -> Any:
+        """The ``_id`` a leg writes to, or None when the operation will create the account."""
+        if ref.is_id:
+            return ref.id
+        doc = await self._find_by_attributes(ref)
+        if doc is not None:
+            return doc["_id"]
+        if not self._cfg.auto_create_account:
+            raise AccountNotFound(ref.describe(), "auto_create_account is off")
+        return None
+
+    async def _find_by_attributes(self, ref: AccountRef) -> Mapping[str, Any] | None:
+        assert ref.attributes is not None
+        docs = await to_list(self._accounts.find(_core.account_lookup_filter(ref)).limit(2))
+        if len(docs) > 1:
+            raise InvalidAccount(
+                f"account {ref.attributes!r} is ambiguous: it matches several accounts "
+                f"({docs[0]['_id']!r}, {docs[1]['_id']!r}, ...); add attributes to single one out"
+            )
+        return docs[0] if docs else None
+
+    async def _run_before_hooks(
+        self, kind: OperationKind, legs: list[Leg], operation_id: ObjectId, *, revert: bool
+    ) -> None:
+        if not self._before:
+            return
+        cfg = self._cfg
+        for index, leg in enumerate(legs):
+            ctx = HookContext(
+                kind=kind,
+                account=leg.account.describe(),
+                account_id=leg.account_id,
+                amount=leg.amount,
+                data=dict(leg.data),
+                operation_id=operation_id,
+                leg=index,
+            )
+            for fn in self._before:
+                await call_hook(fn, ctx)
+            amount = _core.validate_amount(ctx.amount, what=f"amount set by a before_write hook")
+            if revert and amount != leg.amount:
+                raise InvalidAmount(
+                    f"a before_write hook changed a reversal amount from {leg.amount} to {amount}; "
+                    "reversal amounts are fixed"
+                )
+            leg.amount = amount
+            leg.data = _core.validate_data(cfg, ctx.data, what="data set by a before_write hook")
+        if kind in ("transfer", "post"):
+            _core.check_balanced(kind, [leg.amount for leg in legs])
+
+    async def _run_after_hooks(
+        self, kind: OperationKind, legs: list[Leg], operation_id: ObjectId
+    ) -> None:
+        for index, leg in enumerate(legs):
+            if not self._after:
+                return
+            ctx = HookContext(
+                kind=kind,
+                account=leg.account.describe(),
+                account_id=leg.account_id,
+                amount=leg.amount,
+                data=dict(leg.data),
+                operation_id=operation_id,
+                leg=index,
+                transaction_id=leg.id,
+                balance_after=leg.balance_after,
+            )
+            for fn in self._after:
+                await call_hook(fn, ctx)
+
+    async def _idempotent_result(self, key: str, fp: str) -> list[ObjectId] | None:
+        docs = await to_list(
+            self._transactions.find({_core.IDEMPOTENCY_KEY: key}).sort(_core.LEG, 1)
+        )
+        if not docs:
+            return None
+        ids = [doc["_id"] for doc in docs]
+        if docs[0].get(_core.IDEMPOTENCY_HASH) != fp:
+            raise IdempotencyConflict(key, ids)
+        return ids
+
+    # Deployment
+
+    async def _prepare(self) -> None:
+        if not self._indexed:
+            await self.ensure_indexes()
+
+    async def _supports_transactions(self) -> bool:
+        if self._transactional is None:
+            try:
+                hello = await maybe_await(self._db.command("hello"))
+            except Exception:  # plain mongomock has no "hello"; old servers call it isMaster
+                hello = {}
+            capable = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+            capable = capable and hello.get("logicalSessionTimeoutMinutes") is not None
+            if not capable:
+                if self._cfg.require_transactions:
+                    raise TransactionsUnsupported(
+                        f"database {self._db.name!r} is not on a replica set or sharded cluster, "
+                        "so it has no multi-document transactions; require_transactions=True "
+                        "refuses to write without them"
+                    )
+                warnings.warn(
+                    f"database {self._db.name!r} has no multi-document transactions (standalone "
+                    "or mongomock): operations write without one, and a failure mid-operation "
+                    "can leave drift that verify() reports and verify(repair=True) fixes",
+                    NoTransactionsWarning,
+                    stacklevel=4,
+                )
+            self._transactional = capable
+        return self._transactional
+
+    async def ensure_indexes(self) -> None:
+        """Create every index the ledger's queries need (idempotent)."""
+        for spec in _core.index_specs(self._cfg):
+            collection = self._accounts if spec.collection == "accounts" else self._transactions
+            await collection.create_index(list(spec.keys), **spec.kwargs())
+        self._indexed = True
+
+    # Reads
+
+    async def _find_account(self, account: Any) -> Mapping[str, Any]:
+        ref = _core.validate_account(account, self._cfg.owned_account_fields)
+        if ref.is_id:
+            doc = await self._accounts.find_one({"_id": ref.id})
+        else:
+            doc = await self._find_by_attributes(ref)
+        if doc is None:
+            raise AccountNotFound(ref.describe())
+        return doc
+
+    async def _sum(self, match: dict[str, Any]) -> int:
+        rows = await aggregate(self._transactions, _core.sum_pipeline(self._cfg, match))
+        return int(rows[0]["total"]) if rows else 0
+
+    async def calculate_balance(self, account: Any) -> int:
+        """The sum of the account's transaction amounts, computed on the server."""
+        doc = await self._find_account(account)
+        return await self._sum({self._cfg.account_link_field: doc["_id"]})
+
+    async def balance(self, account: Any) -> int:
+        """The account's cached balance (calculated when ``balance_field`` is None)."""
+        doc = await self._find_account(account)
+        if self._cfg.balance_field is None:
+            return await self._sum({self._cfg.account_link_field: doc["_id"]})
+        return int(doc.get(self._cfg.balance_field, 0))
+
+    async def balance_at(self, account: Any, when: Any) -> int:
+        """The balance after every transaction dated at or before ``when``."""
+        cfg = self._cfg
+        doc = await self._find_account(account)
+        flt = _core.history_filter(cfg, doc["_id"], end=when)
+        if cfg.balance_field is None:
+            return await self._sum(flt)
+        last = await self._transactions.find_one(flt, sort=[(_core.ACCOUNT_SEQ, -1)])
+        return 0 if last is None else int(last.get(_core.BALANCE_AFTER, 0))
+
+    async def get_account(self, account: Any) -> Account:
+        doc = await self._find_account(account)
+        balance = None
+        if self._cfg.balance_field is None:
+            balance = await self._sum({self._cfg.account_link_field: doc["_id"]})
+        return _core.account_to_model(self._cfg, doc, balance)
+
+    async def get_transaction(self, transaction_id: Any) -> Transaction:
+        tid = _core.validate_transaction_id(transaction_id)
+        doc = await self._transactions.find_one({"_id": tid})
+        if doc is None:
+            raise TransactionNotFound(tid)
+        return _core.transaction_to_model(self._cfg, doc)
+
+    async def history(
+        self,
+        account: Any,
+        *,
+        start: Any = None,
+        end: Any = None,
+        limit: int | None = None,
+        before_seq: int | None = None,
+    ) -> list[Transaction]:
+        """The balance sheet: the account's transactions, newest first, with running balance.
+
+        ``start``/``end`` bound the dates (inclusive). Page with ``limit`` and ``before_seq``
+        (the ``account_seq`` of the last row of the previous page).
+        """
+        cfg = self._cfg
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise ValueError(f"limit {limit!r} must be a positive integer")
+        doc = await self._find_account(account)
+        flt = _core.history_filter(cfg, doc["_id"], start=start, end=end, before_seq=before_seq)
+        cursor = self._transactions.find(flt).sort(_core.ACCOUNT_SEQ, -1)
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        rows = [_core.transaction_to_model(cfg, d) for d in await to_list(cursor)]
+        if cfg.balance_field is None and rows:
+            running = await self._sum(
+                {
+                    cfg.account_link_field: doc["_id"],
+                    _core.ACCOUNT_SEQ: {"$lte": rows[0].account_seq},
+                }
+            )
+            filled = []
+            for row in rows:
+                filled.append(row.model_copy(update={"balance_after": running}))
+                running -= row.amount
+            rows = filled
+        return rows
+
+    async def report(
+        self,
+        *,
+        sort: str = "-balance",
+        limit: int | None = None,
+        skip: int = 0,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> list[Account]:
+        """Every account with its balance (the "all balances" report).
+
+        ``sort``: ``balance``, ``id`` or ``created_at``, ``-`` prefix for descending.
+        ``attributes`` narrows the report to accounts having those attribute values.
+        """
+        cfg = self._cfg
+        field = sort.lstrip("-")
+        direction = -1 if sort.startswith("-") else 1
+        columns = {"balance": cfg.balance_field, "id": "_id", "created_at": _core.CREATED_AT}
+        if field not in columns:
+            raise ValueError(f"sort {sort!r} is not one of balance, id, created_at (- to reverse)")
+        flt: dict[str, Any] = {}
+        if attributes:
+            flt = _core.validate_attributes(attributes, cfg.owned_account_fields)
+        if cfg.balance_field is None:
+            totals = {
+                row["_id"]: int(row["total"])
+                for row in await aggregate(self._transactions, _core.balances_pipeline(cfg))
+            }
+            docs = await to_list(self._accounts.find(flt))
+            accounts = [_core.account_to_model(cfg, d, totals.get(d["_id"], 0)) for d in docs]
+            key = {
+                "balance": lambda a: a.balance,
+                "id": lambda a: a.id,
+                "created_at": lambda a: a.created_at,
+            }[field]
+            accounts.sort(key=key, reverse=direction < 0)  # type: ignore[arg-type]
+            return accounts[skip : None if limit is None else skip + limit]
+        cursor = self._accounts.find(flt).sort([(columns[field], direction), ("_id", 1)])
+        if skip:
+            cursor = cursor.skip(skip)
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        return [_core.account_to_model(cfg, d) for d in await to_list(cursor)]
+
+    async def statistics(
+        self,
+        account: Any = None,
+        *,
+        period: str = "month",
+        start: Any = None,
+        end: Any = None,
+    ) -> list[PeriodStatistics]:
+        """Credit and debit totals per period (``day``, ``month``, ``year``), oldest first."""
+        account_id = None if account is None else (await self._find_account(account))["_id"]
+        pipeline = _core.statistics_pipeline(
+            self._cfg, account_id, period=period, start=start, end=end
+        )
+        rows = await aggregate(self._transactions, pipeline)
+        return [
+            PeriodStatistics(
+                period=row["_id"],
+                credit=int(row["credit"]),
+                debit=int(row["debit"]),
+                net=int(row["credit"]) - int(row["debit"]),
+                count=int(row["count"]),
+            )
+            for row in rows
+        ]
+
+    async def verify(self, *, repair: bool = False) -> VerifyReport:
+        """Check cached balances, operation legs and revert links against the transactions.
+
+        ``repair=True`` rebuilds drifted cached balances from the transactions (the source
+        of truth), each with a conditional update that leaves concurrent writes intact.
+        """
+        cfg = self._cfg
+        totals = {
+            row["_id"]: row
+            for row in await aggregate(self._transactions, _core.balances_pipeline(cfg))
+        }
+        accounts = await to_list(self._accounts.find({}))
+        known = {repr(a["_id"]) for a in accounts}
+        mismatches, repaired = [], []
+        for doc in accounts:
+            calculated = int(totals.get(doc["_id"], {}).get("total", 0))
+            if cfg.balance_field is None:
+                continue
+            cached = doc.get(cfg.balance_field)
+            if cached is None or int(cached) != calculated:
+                mismatches.append(
+                    BalanceMismatch(account_id=doc["_id"], cached=cached, calculated=calculated)
+                )
+                if repair:
+                    result = await self._accounts.update_one(
+                        {"_id": doc["_id"], cfg.balance_field: cached},
+                        {"$set": {cfg.balance_field: calculated}},
+                    )
+                    if result.modified_count:
+                        repaired.append(doc["_id"])
+        missing = [account_id for account_id in totals if repr(account_id) not in known]
+        operations = await aggregate(self._transactions, _verify_operations_pipeline(cfg))
+        unbalanced = []
+        for op in operations:
+            if op["count"] != op["legs"]:
+                unbalanced.append(
+                    UnbalancedOperation(
+                        operation_id=op["_id"],
+                        kind=op["kind"],
+                        problem=f"has {op['count']} legs, its documents say {op['legs']}",
+                    )
+                )
+            elif op["kind"] in ("transfer", "post") and op["total"] != 0:
+                unbalanced.append(
+                    UnbalancedOperation(
+                        operation_id=op["_id"],
+                        kind=op["kind"],
+                        problem=f"legs sum to {op['total']}",
+                    )
+                )
+        links = await to_list(
+            self._transactions.find(
+                {
+                    "$or": [
+                        {_core.REVERTS: {"$exists": True}},
+                        {_core.REVERTED_BY: {"$exists": True}},
+                    ]
+                },
+                {_core.REVERTS: 1, _core.REVERTED_BY: 1, cfg.amount_field: 1},
+            )
+        )
+        broken = _check_links(cfg, links)
+        return VerifyReport(
+            accounts_checked=len(accounts),
+            transactions_checked=sum(int(row["count"]) for row in totals.values()),
+            operations_checked=len(operations),
+            balance_mismatches=mismatches,
+            unbalanced_operations=unbalanced,
+            broken_links=broken,
+            missing_accounts=missing,
+            repaired=repaired,
+        )
+
+    async def rebuild_balances(self) -> VerifyReport:
+        """Rebuild every drifted cached balance from the transactions: ``verify(repair=True)``."""
+        return await self.verify(repair=True)
+
+
+def _is_plain_mongomock(collection: Any) -> bool:
+    # mongomock 4.3's bulk_write rejects the UpdateOne of PyMongo >= 4.11 (its "sort" option).
+    return type(collection).__module__.startswith("mongomock")
+
+
+def _is_duplicate(exc: Exception) -> bool:
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    if isinstance(exc, BulkWriteError):
+        return any(err.get("code") == 11000 for err in exc.details.get("writeErrors", []))
+    return False
+
+
+def _verify_operations_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
+    return [
+        {
+            "$group": {
+                "_id": f"${_core.OPERATION_ID}",
+                "kind": {"$first": f"${_core.KIND}"},
+                "legs": {"$first": f"${_core.LEGS}"},
+                "count": {"$sum": 1},
+                "total": {"$sum": f"${cfg.amount_field}"},
+            }
+        }
+    ]
+
+
+def _check_links(cfg: LedgerConfig, docs: list[Mapping[str, Any]]) -> list[BrokenLink]:
+    by_id = {repr(d["_id"]): d for d in docs}
+    broken = []
+    for doc in docs:
+        reverts = doc.get(_core.REVERTS)
+        if reverts is not None:
+            target = by_id.get(repr(reverts))
+            if target is None:
+                broken.append(
+                    BrokenLink(
+                        transaction_id=doc["_id"],
+                        problem=f"reverts {reverts!r}, which is missing or not marked",
+                    )
+                )
+            elif target.get(_core.REVERTED_BY) != doc["_id"]:
+                broken.append(
+                    BrokenLink(
+                        transaction_id=doc["_id"],
+                        problem=f"reverts {reverts!r}, which is marked reverted_by {target.get(_core.REVERTED_BY)!r}",
+                    )
+                )
+            elif int(target[cfg.amount_field]) != -int(doc[cfg.amount_field]):
+                broken.append(
+                    BrokenLink(
+                        transaction_id=doc["_id"],
+                        problem=f"amount {doc[cfg.amount_field]} does not negate {target[cfg.amount_field]}",
+                    )
+                )
+        reverted_by = doc.get(_core.REVERTED_BY)
+        if reverted_by is not None:
+            reversal = by_id.get(repr(reverted_by))
+            if reversal is None or reversal.get(_core.REVERTS) != doc["_id"]:
+                broken.append(
+                    BrokenLink(
+                        transaction_id=doc["_id"],
+                        problem=f"reverted_by {reverted_by!r}, which does not revert it",
+                    )
+                )
+    return broken

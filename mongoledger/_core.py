@@ -1,0 +1,756 @@
+"""The I/O-free heart of the ledger, shared by ``AsyncLedger`` and ``Ledger``.
+
+Argument validation, document building, filters, index specifications, query shapes and the
+conversion of documents to models live here as pure functions, tested without a database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import bson
+from bson import ObjectId
+from bson.codec_options import CodecOptions
+from bson.errors import InvalidDocument
+
+from .errors import (
+    InvalidAccount,
+    InvalidAmount,
+    InvalidConfiguration,
+    InvalidData,
+    TransactionNotFound,
+)
+from .models import Account, OperationKind, Transaction
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+MAX_BSON_SIZE = 16 * 1024 * 1024
+
+# Fields the ledger owns on a transaction document besides the configurable ``*_field`` ones.
+OPERATION_ID = "operation_id"
+KIND = "kind"
+REVERTS = "reverts"
+REVERTED_BY = "reverted_by"
+IDEMPOTENCY_KEY = "idempotency_key"
+IDEMPOTENCY_HASH = "idempotency_hash"
+BALANCE_AFTER = "balance_after"
+ACCOUNT_SEQ = "account_seq"
+LEG = "leg"
+LEGS = "legs"
+FIXED_TRANSACTION_FIELDS = (
+    "_id",
+    OPERATION_ID,
+    KIND,
+    REVERTS,
+    REVERTED_BY,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENCY_HASH,
+    BALANCE_AFTER,
+    ACCOUNT_SEQ,
+    LEG,
+    LEGS,
+)
+
+# Fields the ledger owns on an account document besides ``balance_field``.
+MIN_BALANCE = "min_balance"
+CREATED_AT = "created_at"
+ATTRIBUTES_KEY = "attributes_key"
+SEQ = "seq"
+FIXED_ACCOUNT_FIELDS = ("_id", MIN_BALANCE, CREATED_AT, ATTRIBUTES_KEY, SEQ)
+
+_CODEC = CodecOptions(tz_aware=False)
+_SCALARS = (str, int, float, bool, ObjectId, datetime, bytes, bson.Binary, bson.Decimal128)
+
+
+# Configuration
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """The ledger's options, validated once."""
+
+    accounts_collection: str = "accounts"
+    transactions_collection: str = "transactions"
+    checkpoints_collection: str = "ledger_checkpoints"
+    auto_create_account: bool = True
+    balance_field: str | None = "balance"
+    extra_account_link_field: str | None = "extra_account_id"
+    account_link_field: str = "account_id"
+    amount_field: str = "amount"
+    date_field: str = "date"
+    date_value: Any = None
+    data_field: str | None = None
+    require_transactions: bool = False
+
+    def __post_init__(self) -> None:
+        names = {
+            "account_link_field": self.account_link_field,
+            "amount_field": self.amount_field,
+            "date_field": self.date_field,
+            "extra_account_link_field": self.extra_account_link_field,
+            "data_field": self.data_field,
+        }
+        seen: dict[str, str] = {}
+        for option, name in names.items():
+            if name is None:
+                continue
+            _check_field_name(option, name)
+            if name in FIXED_TRANSACTION_FIELDS:
+                raise InvalidConfiguration(
+                    f"{option}={name!r} collides with a field the ledger owns; choose another name"
+                )
+            if name in seen:
+                raise InvalidConfiguration(
+                    f"{option}={name!r} is also used by {seen[name]}; field names must differ"
+                )
+            seen[name] = option
+        if self.balance_field is not None:
+            _check_field_name("balance_field", self.balance_field)
+            if self.balance_field in FIXED_ACCOUNT_FIELDS:
+                raise InvalidConfiguration(
+                    f"balance_field={self.balance_field!r} collides with a field the ledger owns"
+                )
+        for option in ("accounts_collection", "transactions_collection", "checkpoints_collection"):
+            value = getattr(self, option)
+            if not isinstance(value, str) or not value or "$" in value:
+                raise InvalidConfiguration(f"{option}={value!r} is not a usable collection name")
+
+    @property
+    def owned_transaction_fields(self) -> frozenset[str]:
+        names = [self.account_link_field, self.amount_field, self.date_field]
+        names += [n for n in (self.extra_account_link_field, self.data_field) if n]
+        return frozenset((*FIXED_TRANSACTION_FIELDS, *names))
+
+    @property
+    def owned_account_fields(self) -> frozenset[str]:
+        extra = (self.balance_field,) if self.balance_field else ()
+        return frozenset((*FIXED_ACCOUNT_FIELDS, *extra))
+
+    def operation_date(self) -> Any:
+        """The date of a new operation (Decision 4: evaluated once per operation)."""
+        if self.date_value is None:
+            return utcnow()
+        if callable(self.date_value):
+            return self.date_value()
+        return self.date_value
+
+
+def _check_field_name(option: str, name: object) -> None:
+    if not isinstance(name, str) or not name or name.startswith("$") or "." in name:
+        raise InvalidConfiguration(
+            f"{option}={name!r} is not a usable field name (non-empty, no '$' prefix, no '.')"
+        )
+
+
+def utcnow() -> datetime:
+    """Now in UTC, at the millisecond precision BSON stores."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+# Amounts
+
+
+def validate_amount(value: object, *, what: str = "amount") -> int:
+    """Return ``value`` as a non-zero int64 or raise ``InvalidAmount`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = type(value).__name__
+        hint = ""
+        if isinstance(value, float | Decimal):
+            hint = "; amounts are integers in the smallest unit (cents, credits)"
+        raise InvalidAmount(f"{what} {value!r} is a {kind}, not an integer{hint}")
+    if value == 0:
+        raise InvalidAmount(f"{what} 0 would move nothing; amounts must be non-zero")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidAmount(f"{what} {value!r} is outside the signed 64-bit range")
+    return int(value)
+
+
+def validate_min_balance(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidAmount(f"min_balance {value!r} is not an integer")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidAmount(f"min_balance {value!r} is outside the signed 64-bit range")
+    return int(value)
+
+
+def check_balanced(kind: str, amounts: Sequence[int]) -> None:
+    total = sum(amounts)
+    if total != 0:
+        raise InvalidAmount(
+            f"{kind} legs must sum to zero (double entry); amounts {list(amounts)} sum to {total}"
+        )
+
+
+# Accounts
+
+
+@dataclass(frozen=True)
+class AccountRef:
+    """A validated account reference: an ``_id`` or an attribute set."""
+
+    id: Any = None
+    attributes: dict[str, Any] | None = None
+    key: str | None = None
+
+    @property
+    def is_id(self) -> bool:
+        return self.attributes is None
+
+    def describe(self) -> Any:
+        return self.id if self.attributes is None else self.attributes
+
+
+def validate_account(value: object, owned: Iterable[str] = ()) -> AccountRef:
+    """Validate an account reference (Decision 1 and 5) without touching the database."""
+    if value is None:
+        raise InvalidAccount("account None is not a reference; pass an _id or an attribute mapping")
+    if isinstance(value, Mapping):
+        return AccountRef(attributes=validate_attributes(value, owned), key=attributes_key(value))
+    if isinstance(value, list | tuple | set | frozenset | dict):
+        raise InvalidAccount(
+            f"account {value!r} is a {type(value).__name__}, not an _id or mapping"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidAccount(f"account {value!r} is not a usable _id")
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not INT64_MIN <= value <= INT64_MAX
+    ):
+        raise InvalidAccount(f"account {value!r} is outside the signed 64-bit range")
+    try:
+        bson.encode({"_id": value})
+    except (InvalidDocument, TypeError, OverflowError) as exc:
+        raise InvalidAccount(f"account {value!r} cannot be stored as an _id: {exc}") from None
+    return AccountRef(id=value)
+
+
+def validate_attributes(value: Mapping[Any, Any], owned: Iterable[str] = ()) -> dict[str, Any]:
+    if not value:
+        raise InvalidAccount("account {} is an empty attribute set; name at least one attribute")
+    owned = set(owned)
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidAccount(f"account attribute key {key!r} is not a non-empty string")
+        if key.startswith("$") or "." in key:
+            raise InvalidAccount(
+                f"account attribute {key!r} is not allowed: '$' prefixes and dots would be "
+                f"read as query operators or paths (in {dict(value)!r})"
+            )
+        if key in owned:
+            raise InvalidAccount(f"account attribute {key!r} is a field the ledger owns")
+        if isinstance(item, Mapping):
+            raise InvalidAccount(
+                f"account attribute {key!r} has a mapping value {item!r}; only plain values "
+                "are allowed (a mapping could be a query operator such as $gt)"
+            )
+        if item is None or not isinstance(item, _SCALARS) or isinstance(item, Decimal):
+            raise InvalidAccount(
+                f"account attribute {key!r} has value {item!r} of type {type(item).__name__}; "
+                "use a string, number, boolean, ObjectId, datetime or binary value"
+            )
+        if isinstance(item, float) and not math.isfinite(item):
+            raise InvalidAccount(f"account attribute {key!r} has non-finite value {item!r}")
+        if isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
+            raise InvalidAccount(f"account attribute {key!r} value {item!r} overflows int64")
+        out[key] = item
+    return out
+
+
+def attributes_key(attributes: Mapping[str, Any]) -> str:
+    """A canonical digest of an exact attribute set: the unique key that makes auto-create atomic."""
+    canonical = {k: attributes[k] for k in sorted(attributes)}
+    return hashlib.sha256(bson.encode({"a": canonical})).hexdigest()
+
+
+def account_lookup_filter(ref: AccountRef) -> dict[str, Any]:
+    """The query that finds a referenced account (Decision 1: exactly the given fields)."""
+    if ref.attributes is None:
+        return {"_id": ref.id}
+    return dict(ref.attributes)
+
+
+def new_account_fields(
+    cfg: LedgerConfig, ref: AccountRef, min_balance: int | None
+) -> dict[str, Any]:
+    """``$setOnInsert`` fields of an account created for ``ref``."""
+    doc: dict[str, Any] = {CREATED_AT: utcnow()}
+    if ref.attributes is not None:
+        doc.update(ref.attributes)
+        doc[ATTRIBUTES_KEY] = ref.key
+    if min_balance is not None:
+        doc[MIN_BALANCE] = min_balance
+    return doc
+
+
+@dataclass(frozen=True)
+class LegUpdate:
+    """The single ``find_one_and_update`` that moves one account for one leg."""
+
+    filter: dict[str, Any]
+    update: dict[str, Any]
+    upsert: bool
+
+
+def leg_update(
+    cfg: LedgerConfig,
+    target: AccountRef,
+    amount: int,
+    *,
+    create: bool,
+) -> LegUpdate:
+    """Build the guarded ``$inc`` for one leg.
+
+    ``target`` is the resolved account: its ``_id``, or (to create it) its attribute set. The
+    filter carries the guards, so the balance check and the move are one atomic step and a
+    failed guard simply matches nothing: the min_balance floor (only for debits) and int64
+    overflow of the resulting balance.
+    """
+    flt: dict[str, Any] = {"_id": target.id} if target.is_id else {ATTRIBUTES_KEY: target.key}
+    inc: dict[str, Any] = {SEQ: 1}
+    if cfg.balance_field is not None:
+        bal = cfg.balance_field
+        inc[bal] = bson.Int64(amount)
+        if amount > 0:
+            flt[bal] = {"$lte": INT64_MAX - amount}
+        else:
+            flt[bal] = {"$gte": INT64_MIN - amount}
+            flt["$or"] = [
+                {MIN_BALANCE: {"$exists": False}},
+                {MIN_BALANCE: None},
+                {"$expr": {"$gte": [{"$add": [f"${bal}", amount]}, f"${MIN_BALANCE}"]}},
+            ]
+    update: dict[str, Any] = {"$inc": inc}
+    if create:
+        update["$setOnInsert"] = new_account_fields(cfg, target, None)
+    return LegUpdate(filter=flt, update=update, upsert=create)
+
+
+def account_to_model(
+    cfg: LedgerConfig, doc: Mapping[str, Any], balance: int | None = None
+) -> Account:
+    owned = cfg.owned_account_fields
+    if balance is None:
+        balance = int(doc.get(cfg.balance_field, 0) or 0) if cfg.balance_field else 0
+    return Account(
+        id=doc["_id"],
+        balance=balance,
+        min_balance=doc.get(MIN_BALANCE),
+        attributes={k: v for k, v in doc.items() if k not in owned},
+        created_at=doc.get(CREATED_AT),
+    )
+
+
+# Extra data
+
+
+def validate_data(cfg: LedgerConfig, data: object, *, what: str = "data") -> dict[str, Any]:
+    """Return a deep copy of the extra data, or raise ``InvalidData`` naming the bad key/value."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise InvalidData(f"{what} {data!r} is a {type(data).__name__}, not a mapping")
+    out = _check_keys(data, path="")
+    if cfg.data_field is None:
+        owned = cfg.owned_transaction_fields
+        for key in out:
+            if key in owned:
+                raise InvalidData(
+                    f"{what} key {key!r} is a field the ledger owns; rename it or set data_field"
+                )
+    try:
+        bson.encode(out, codec_options=_CODEC)
+    except (InvalidDocument, TypeError, OverflowError) as exc:
+        raise InvalidData(f"{what} cannot be stored in MongoDB: {exc}") from None
+    return out
+
+
+def _check_keys(value: Any, path: str) -> Any:
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if not isinstance(key, str):
+                raise InvalidData(f"data key {key!r} at {path or 'top level'} is not a string")
+            if key.startswith("$") or "." in key or "\x00" in key:
+                raise InvalidData(
+                    f"data key {key!r} at {path or 'top level'} is not allowed "
+                    "('$' prefix, '.' or NUL would be read as an operator or a path)"
+                )
+            out[key] = _check_keys(item, where)
+        return out
+    if isinstance(value, list | tuple):
+        return [_check_keys(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    return value
+
+
+def check_document_size(doc: Mapping[str, Any], *, what: str) -> None:
+    size = len(bson.encode(doc, codec_options=_CODEC))
+    if size > MAX_BSON_SIZE:
+        raise InvalidData(
+            f"{what} would be {size} bytes, over MongoDB's {MAX_BSON_SIZE}-byte document limit"
+        )
+
+
+# Transaction documents
+
+
+@dataclass
+class Leg:
+    """One planned transaction document of an operation."""
+
+    account: AccountRef
+    amount: int
+    data: dict[str, Any]
+    extra_account: AccountRef | None = None
+    reverts: Any = None
+    account_id: Any = None  # resolved _id, or None when the operation creates the account
+    id: ObjectId = field(default_factory=ObjectId)
+    balance_after: int | None = None
+    account_seq: int | None = None
+
+
+def transaction_document(
+    cfg: LedgerConfig,
+    leg: Leg,
+    *,
+    index: int,
+    count: int,
+    kind: OperationKind,
+    operation_id: ObjectId,
+    date: Any,
+    idempotency: tuple[str, str] | None,
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "_id": leg.id,
+        cfg.account_link_field: leg.account_id,
+        cfg.amount_field: bson.Int64(leg.amount),
+        cfg.date_field: date,
+        OPERATION_ID: operation_id,
+        KIND: kind,
+        LEG: index,
+        LEGS: count,
+    }
+    if leg.account_seq is not None:
+        doc[ACCOUNT_SEQ] = leg.account_seq
+    if leg.balance_after is not None:
+        doc[BALANCE_AFTER] = bson.Int64(leg.balance_after)
+    if cfg.extra_account_link_field and leg.extra_account is not None:
+        doc[cfg.extra_account_link_field] = leg.extra_account.id
+    if leg.reverts is not None:
+        doc[REVERTS] = leg.reverts
+    if idempotency is not None:
+        doc[IDEMPOTENCY_KEY], doc[IDEMPOTENCY_HASH] = idempotency
+    if cfg.data_field is not None:
+        if leg.data:
+            doc[cfg.data_field] = leg.data
+    else:
+        doc.update(leg.data)
+    check_document_size(doc, what=f"transaction document for account {leg.account.describe()!r}")
+    return doc
+
+
+def transaction_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Transaction:
+    if cfg.data_field is not None:
+        data = dict(doc.get(cfg.data_field) or {})
+    else:
+        owned = cfg.owned_transaction_fields
+        data = {k: v for k, v in doc.items() if k not in owned}
+    link = cfg.extra_account_link_field
+    balance_after = doc.get(BALANCE_AFTER)
+    return Transaction(
+        id=doc["_id"],
+        account_id=doc.get(cfg.account_link_field),
+        amount=int(doc[cfg.amount_field]),
+        date=doc.get(cfg.date_field),
+        balance_after=None if balance_after is None else int(balance_after),
+        operation_id=doc.get(OPERATION_ID),
+        kind=doc.get(KIND, "increase"),
+        extra_account_id=doc.get(link) if link else None,
+        reverts=doc.get(REVERTS),
+        reverted_by=doc.get(REVERTED_BY),
+        idempotency_key=doc.get(IDEMPOTENCY_KEY),
+        account_seq=doc.get(ACCOUNT_SEQ),
+        leg=int(doc.get(LEG, 0)),
+        legs=int(doc.get(LEGS, 1)),
+        data=data,
+    )
+
+
+def validate_transaction_id(value: object) -> ObjectId:
+    """Transaction ids are ObjectIds; a 24-hex-digit string is accepted for the CLI."""
+    if isinstance(value, ObjectId):
+        return value
+    if isinstance(value, str) and ObjectId.is_valid(value):
+        return ObjectId(value)
+    raise TransactionNotFound(value, "not a transaction id (an ObjectId or 24 hex digits)")
+
+
+# Idempotency
+
+
+def fingerprint(kind: str, legs: Sequence[tuple[Any, int]], data: Mapping[str, Any]) -> str:
+    """A digest of an operation's arguments, before hooks: equal calls have equal digests."""
+    canon = {
+        "kind": kind,
+        "legs": [[_canonical(account), amount] for account, amount in legs],
+        "data": _canonical(data),
+    }
+    return hashlib.sha256(bson.encode(canon, codec_options=_CODEC)).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, AccountRef):
+        return (
+            {"attributes": _canonical(value.attributes)} if value.attributes else {"id": value.id}
+        )
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def validate_idempotency_key(key: object) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key or len(key) > 512:
+        raise InvalidData(
+            f"idempotency_key {key!r} must be a non-empty string of at most 512 chars"
+        )
+    return key
+
+
+# Revert
+
+
+def reversal_legs(cfg: LedgerConfig, originals: Sequence[Mapping[str, Any]]) -> list[Leg]:
+    """The compensating legs of an operation: same accounts, negated amounts, in leg order."""
+    link = cfg.extra_account_link_field
+    legs = []
+    for doc in sorted(originals, key=lambda d: d.get(LEG, 0)):
+        counterpart = doc.get(link) if link else None
+        legs.append(
+            Leg(
+                account=AccountRef(id=doc[cfg.account_link_field]),
+                amount=-int(doc[cfg.amount_field]),
+                data={},
+                extra_account=None if counterpart is None else AccountRef(id=counterpart),
+                reverts=doc["_id"],
+                account_id=doc[cfg.account_link_field],
+            )
+        )
+    return legs
+
+
+# Indexes and query shapes
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    collection: str  # "accounts" | "transactions" | "checkpoints"
+    keys: tuple[tuple[str, int | str], ...]
+    name: str
+    unique: bool = False
+    partial: dict[str, Any] | None = None
+    wildcard_projection: dict[str, int] | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.unique:
+            out["unique"] = True
+        if self.partial is not None:
+            out["partialFilterExpression"] = self.partial
+        if self.wildcard_projection is not None:
+            out["wildcardProjection"] = self.wildcard_projection
+        return out
+
+
+def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
+    """Every index the ledger's queries need (see ``QUERY_SHAPES``)."""
+    acc, date = cfg.account_link_field, cfg.date_field
+    specs = [
+        IndexSpec("transactions", ((acc, 1), (ACCOUNT_SEQ, -1)), "ledger_account_seq"),
+        IndexSpec("transactions", ((acc, 1), (date, 1)), "ledger_account_date"),
+        IndexSpec("transactions", ((OPERATION_ID, 1), (LEG, 1)), "ledger_operation"),
+        IndexSpec("transactions", ((date, 1),), "ledger_date"),
+        IndexSpec(
+            "transactions",
+            ((IDEMPOTENCY_KEY, 1), (LEG, 1)),
+            "ledger_idempotency",
+            unique=True,
+            partial={IDEMPOTENCY_KEY: {"$exists": True}},
+        ),
+        IndexSpec(
+            "accounts",
+            ((ATTRIBUTES_KEY, 1),),
+            "ledger_attributes_key",
+            unique=True,
+            partial={ATTRIBUTES_KEY: {"$exists": True}},
+        ),
+        # Attribute-set lookups query arbitrary fields: one wildcard index serves them all.
+        IndexSpec(
+            "accounts",
+            (("$**", 1),),
+            "ledger_attributes",
+            wildcard_projection={f: 0 for f in sorted(cfg.owned_account_fields - {"_id"})},
+        ),
+    ]
+    if cfg.balance_field:
+        specs.append(IndexSpec("accounts", ((cfg.balance_field, 1),), "ledger_balance"))
+    return specs
+
+
+@dataclass(frozen=True)
+class QueryShape:
+    """A query the ledger sends: equality fields, then range fields, then the sort."""
+
+    name: str
+    collection: str
+    equality: tuple[str, ...]
+    sort: tuple[str, ...] = ()
+    range: tuple[str, ...] = ()
+    attribute_lookup: bool = False
+
+
+def query_shapes(cfg: LedgerConfig) -> list[QueryShape]:
+    acc, date = cfg.account_link_field, cfg.date_field
+    shapes = [
+        QueryShape("history", "transactions", (acc,), sort=(ACCOUNT_SEQ,), range=(ACCOUNT_SEQ,)),
+        QueryShape("history by date", "transactions", (acc,), sort=(ACCOUNT_SEQ,)),
+        QueryShape("balance_at", "transactions", (acc,), sort=(ACCOUNT_SEQ,)),
+        QueryShape("calculate_balance", "transactions", (acc,)),
+        QueryShape("account statistics", "transactions", (acc,), range=(date,)),
+        QueryShape("statistics", "transactions", (), range=(date,)),
+        QueryShape("operation legs", "transactions", (OPERATION_ID,), sort=(LEG,)),
+        QueryShape("idempotency", "transactions", (IDEMPOTENCY_KEY,), sort=(LEG,)),
+        QueryShape("account by id", "accounts", ("_id",)),
+        QueryShape("account by key", "accounts", (ATTRIBUTES_KEY,)),
+        QueryShape("account by attributes", "accounts", (), attribute_lookup=True),
+    ]
+    if cfg.balance_field:
+        shapes.append(QueryShape("report by balance", "accounts", (), sort=(cfg.balance_field,)))
+    return shapes
+
+
+def index_serves(spec: IndexSpec, shape: QueryShape) -> bool:
+    """Whether ``spec`` can serve ``shape`` (equality prefix, then a sort or range field)."""
+    if spec.collection != shape.collection:
+        return False
+    fields = [k for k, _ in spec.keys]
+    if shape.attribute_lookup:
+        return fields == ["$**"]
+    if shape.equality == ("_id",):
+        return True  # the implicit _id index
+    n = len(shape.equality)
+    if set(fields[:n]) != set(shape.equality):
+        return False
+    rest = fields[n:]
+    wanted = shape.sort or shape.range
+    return not wanted or (bool(rest) and rest[0] == wanted[0])
+
+
+# Queries
+
+
+def history_filter(
+    cfg: LedgerConfig,
+    account_id: Any,
+    *,
+    start: Any = None,
+    end: Any = None,
+    before_seq: int | None = None,
+) -> dict[str, Any]:
+    flt: dict[str, Any] = {cfg.account_link_field: account_id}
+    dates: dict[str, Any] = {}
+    if start is not None:
+        dates["$gte"] = start
+    if end is not None:
+        dates["$lte"] = end
+    if dates:
+        flt[cfg.date_field] = dates
+    if before_seq is not None:
+        flt[ACCOUNT_SEQ] = {"$lt": before_seq}
+    return flt
+
+
+STATISTICS_FORMATS = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}
+
+
+def statistics_pipeline(
+    cfg: LedgerConfig,
+    account_id: Any,
+    *,
+    period: str,
+    start: Any = None,
+    end: Any = None,
+) -> list[dict[str, Any]]:
+    if period not in STATISTICS_FORMATS:
+        raise ValueError(f"period {period!r} is not one of {sorted(STATISTICS_FORMATS)}")
+    match: dict[str, Any] = {}
+    if account_id is not None:
+        match[cfg.account_link_field] = account_id
+    dates: dict[str, Any] = {}
+    if start is not None:
+        dates["$gte"] = start
+    if end is not None:
+        dates["$lte"] = end
+    if dates:
+        match[cfg.date_field] = dates
+    amount = f"${cfg.amount_field}"
+    return [
+        {"$match": match},
+        {
+            "$group": {
+                "_id": {
+                    "$dateToString": {
+                        "format": STATISTICS_FORMATS[period],
+                        "date": f"${cfg.date_field}",
+                    }
+                },
+                "credit": {"$sum": {"$cond": [{"$gt": [amount, 0]}, amount, 0]}},
+                "debit": {"$sum": {"$cond": [{"$lt": [amount, 0]}, {"$subtract": [0, amount]}, 0]}},
+                "count": {"$sum": 1},
+            }
+        },
+        {"$sort": {"_id": 1}},
+    ]
+
+
+def sum_pipeline(cfg: LedgerConfig, match: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"$match": match},
+        {"$group": {"_id": None, "total": {"$sum": f"${cfg.amount_field}"}}},
+    ]
+
+
+def balances_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
+    """Per-account totals and counts over the whole transactions collection (verify, rebuild)."""
+    return [
+        {
+            "$group": {
+                "_id": f"${cfg.account_link_field}",
+                "total": {"$sum": f"${cfg.amount_field}"},
+                "count": {"$sum": 1},
+                "seq": {"$max": f"${ACCOUNT_SEQ}"},
+            }
+        }
+    ]
+
+
+def describe_date(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else repr(value)
+
+
+def call_date_value(value: Callable[[], Any] | Any) -> Any:
+    return value() if callable(value) else value

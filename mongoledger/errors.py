@@ -1,0 +1,163 @@
+"""The errors mongoledger raises.
+
+Every error derives from :class:`LedgerError`; lookup failures are also ``LookupError`` and bad
+arguments also ``ValueError``, so callers can catch them by meaning as well as by class::
+
+    LedgerError
+    ├── AccountNotFound            (LookupError)
+    ├── TransactionNotFound        (LookupError)
+    ├── InvalidAmount              (ValueError)
+    ├── InvalidAccount             (ValueError)
+    ├── InvalidData                (ValueError)
+    ├── InvalidConfiguration       (ValueError)
+    ├── InsufficientFunds
+    ├── AlreadyReverted
+    ├── IdempotencyConflict
+    ├── TransactionsUnsupported
+    └── ChangeStreamError
+        ├── ChangeStreamsUnsupported
+        ├── ChangeStreamInvalidated
+        └── ChangeStreamHistoryLost
+
+    NoTransactionsWarning (UserWarning): writing without DB transactions (standalone, mongomock)
+
+Every message names the offending value, and says what to do where there is something to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AccountNotFound",
+    "AlreadyReverted",
+    "ChangeStreamError",
+    "ChangeStreamHistoryLost",
+    "ChangeStreamInvalidated",
+    "ChangeStreamsUnsupported",
+    "IdempotencyConflict",
+    "InsufficientFunds",
+    "InvalidAccount",
+    "InvalidAmount",
+    "InvalidConfiguration",
+    "InvalidData",
+    "LedgerError",
+    "NoTransactionsWarning",
+    "TransactionNotFound",
+    "TransactionsUnsupported",
+]
+
+
+class LedgerError(Exception):
+    """Root of every error mongoledger raises."""
+
+
+# Lookups
+
+
+class AccountNotFound(LedgerError, LookupError):
+    """The account does not exist (and the call may not create it)."""
+
+    def __init__(self, account: Any, reason: str = "") -> None:
+        self.account = account
+        message = f"account {account!r} does not exist"
+        super().__init__(f"{message}: {reason}" if reason else message)
+
+
+class TransactionNotFound(LedgerError, LookupError):
+    """No transaction has this id."""
+
+    def __init__(self, transaction_id: Any, reason: str = "") -> None:
+        self.transaction_id = transaction_id
+        message = f"transaction {transaction_id!r} does not exist"
+        super().__init__(f"{message}: {reason}" if reason else message)
+
+
+# Bad arguments
+
+
+class InvalidAmount(LedgerError, ValueError):
+    """An amount is not a non-zero int64, an operation does not balance, or a balance would overflow."""
+
+
+class InvalidAccount(LedgerError, ValueError):
+    """An account reference is malformed or ambiguous, or an account conflicts with a request."""
+
+
+class InvalidData(LedgerError, ValueError):
+    """Extra data cannot be stored: reserved or unsafe keys, unencodable values, too large."""
+
+
+class InvalidConfiguration(LedgerError, ValueError):
+    """The ledger's options contradict each other or name unusable fields."""
+
+
+# Refusals
+
+
+class InsufficientFunds(LedgerError):
+    """The operation would take an account below its ``min_balance``; nothing was written."""
+
+    def __init__(self, account_id: Any, balance: int, amount: int, min_balance: int) -> None:
+        self.account_id = account_id
+        self.balance = balance
+        self.amount = amount
+        self.min_balance = min_balance
+        super().__init__(
+            f"insufficient funds on account {account_id!r}: balance {balance} {amount:+d} "
+            f"would be {balance + amount}, below its min_balance {min_balance}"
+        )
+
+
+class AlreadyReverted(LedgerError):
+    """The transaction (or its operation) has been reverted already."""
+
+    def __init__(self, transaction_id: Any, reverted_by: Any) -> None:
+        self.transaction_id = transaction_id
+        self.reverted_by = reverted_by
+        super().__init__(
+            f"transaction {transaction_id!r} is already reverted by {reverted_by!r}; "
+            "revert the reversal to re-apply it"
+        )
+
+
+class IdempotencyConflict(LedgerError):
+    """The idempotency key was used before with different arguments."""
+
+    def __init__(self, key: str, first_ids: Any) -> None:
+        self.key = key
+        self.first_ids = first_ids
+        super().__init__(
+            f"idempotency key {key!r} was already used for a different operation "
+            f"(transactions {first_ids!r}); use a new key for a new operation"
+        )
+
+
+class TransactionsUnsupported(LedgerError):
+    """The deployment cannot run multi-document transactions and the ledger requires them."""
+
+
+# Change streams
+
+
+class ChangeStreamError(LedgerError):
+    """A change stream could not be opened or continued."""
+
+
+class ChangeStreamsUnsupported(ChangeStreamError):
+    """The deployment has no change streams (standalone mongod, plain mongomock)."""
+
+
+class ChangeStreamInvalidated(ChangeStreamError):
+    """The watched collection was dropped or renamed: the stream has ended."""
+
+
+class ChangeStreamHistoryLost(ChangeStreamError):
+    """The resume point is no longer in the oplog: events after it may be lost."""
+
+
+# Warnings
+
+
+class NoTransactionsWarning(UserWarning):
+    """The deployment has no multi-document transactions: writes are not all-or-nothing."""

@@ -1,0 +1,935 @@
+"""The shared, I/O-free core of the in-memory engine: storage hooks, locking, transactions.
+
+Both client flavours (sync and async) drive one ``MemoryServer``. Every operation runs
+synchronously under ``MemoryServer._mutex``; what differs between the flavours is only how an
+operation waits for its turn (a thread blocks on a condition, a task awaits a future).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import datetime
+import hashlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import bson
+import mongomock
+from bson.codec_options import CodecOptions
+from bson.int64 import Int64
+from bson.timestamp import Timestamp
+from mongomock import store as mm_store
+from pymongo.errors import (
+    AutoReconnect,
+    DocumentTooLarge,
+    InvalidOperation,
+    OperationFailure,
+    PyMongoError,
+    WriteError,
+)
+from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES
+
+T = TypeVar("T")
+Ctx = tuple[int, int]
+DocKey = tuple[str, str, Any]
+Document = dict[str, Any]
+
+MAX_BSON_SIZE = 16 * 1024 * 1024
+_CODEC = CodecOptions(document_class=dict, tz_aware=False)
+
+__all__ = ["MemoryServer", "StrictModeError"]
+
+
+class StrictModeError(InvalidOperation):
+    """An operation ran without ``session=`` while its thread/task has a transaction open."""
+
+
+def current_ctx() -> Ctx:
+    """The owner context: the thread, plus the asyncio task when there is one."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    return (threading.get_ident(), id(task) if task is not None else 0)
+
+
+def _describe_ctx(ctx: Ctx) -> str:
+    return "task" if ctx[1] else "thread"
+
+
+def roundtrip(document: Mapping[str, Any]) -> Document:
+    """Encode and decode like a server would store it (validates keys, ints, size)."""
+    raw = bson.encode(document, codec_options=_CODEC)
+    if len(raw) > MAX_BSON_SIZE:
+        raise DocumentTooLarge(
+            f"BSON document too large ({len(raw)} bytes) - the connected server supports "
+            f"BSON document sizes up to {MAX_BSON_SIZE} bytes."
+        )
+    return bson.decode(raw, codec_options=_CODEC)
+
+
+def operation_failure(
+    code: int, code_name: str, message: str, labels: tuple[str, ...] | list[str] = ()
+) -> OperationFailure:
+    details: Document = {"ok": 0.0, "errmsg": message, "code": code, "codeName": code_name}
+    if labels:
+        details["errorLabels"] = list(labels)
+    return OperationFailure(message, code, details)
+
+
+def write_conflict() -> OperationFailure:
+    exc = operation_failure(
+        112,
+        "WriteConflict",
+        "Caused by :: Write conflict during plan execution and yielding is disabled. :: "
+        "Please retry your operation or multi-document transaction.",
+        ["TransientTransactionError"],
+    )
+    exc._memory_rollback = True  # type: ignore[attr-defined]
+    return exc
+
+
+# --------------------------------------------------------------------------- storage hooks
+
+
+class _ServerStore(mm_store.ServerStore):  # type: ignore[misc]
+    def __init__(self, server: MemoryServer) -> None:
+        super().__init__()
+        self._server = server
+
+    def __getitem__(self, db_name: str) -> _DatabaseStore:
+        try:
+            return self._databases[db_name]  # type: ignore[no-any-return]
+        except KeyError:
+            db = self._databases[db_name] = _DatabaseStore(self._server, db_name)
+            return db
+
+
+class _DatabaseStore(mm_store.DatabaseStore):  # type: ignore[misc]
+    def __init__(self, server: MemoryServer, db_name: str) -> None:
+        super().__init__()
+        self._server = server
+        self._db_name = db_name
+
+    def __getitem__(self, col_name: str) -> _CollectionStore:
+        try:
+            return self._collections[col_name]  # type: ignore[no-any-return]
+        except KeyError:
+            col = self._collections[col_name] = _CollectionStore(
+                self._server, self._db_name, col_name
+            )
+            return col
+
+
+class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
+    """Records each key's pre-image before a write, in the running operation's write log."""
+
+    def __init__(self, server: MemoryServer, db_name: str, name: str) -> None:
+        super().__init__(name)
+        self._server = server
+        self.db_name = db_name
+
+    def __setitem__(self, key: Any, val: Any) -> None:
+        self._server._before_write(self, key, self._documents.get(key))
+        super().__setitem__(key, val)
+
+    def __delitem__(self, key: Any) -> None:
+        self._server._before_write(self, key, self._documents.get(key))
+        super().__delitem__(key)
+
+
+def _store_key(doc_id: Any) -> Any:
+    return mongomock.helpers.hashdict(doc_id) if isinstance(doc_id, dict) else doc_id
+
+
+class _MockCollection(mongomock.Collection):  # type: ignore[misc]
+    """A mongomock collection whose in-place updates report their pre-images first."""
+
+    def __init__(self, server: MemoryServer, database: Any, name: str) -> None:
+        super().__init__(database, name, _db_store=database._store)
+        self._server = server
+
+    def _capture_in_place(self, existing_document: Document) -> None:
+        store = self._store
+        key = _store_key(existing_document.get("_id"))
+        if store._documents.get(key) is existing_document:
+            self._server._before_write(store, key, copy.deepcopy(existing_document))
+
+    def _apply_update_document(
+        self, existing_document: Document, spec: Any, document: Any, was_insert: bool
+    ) -> Any:
+        if not was_insert:
+            self._capture_in_place(existing_document)
+        return super()._apply_update_document(existing_document, spec, document, was_insert)
+
+    def _apply_update_pipeline(
+        self, existing_document: Document, pipeline: Any, session: Any
+    ) -> Any:
+        self._capture_in_place(existing_document)
+        return super()._apply_update_pipeline(existing_document, pipeline, session)
+
+
+# --------------------------------------------------------------------------- state
+
+
+class _TxnState:
+    NONE = "none"
+    STARTING = "starting"
+    IN_PROGRESS = "in_progress"
+    COMMITTED = "committed"
+    COMMITTED_EMPTY = "committed_empty"
+    ABORTED = "aborted"
+
+
+@dataclass(eq=False)
+class _Txn:
+    """One server-side transaction: its undo log and its buffered change events."""
+
+    session: SessionState
+    number: int
+    ctx: Ctx
+    log: dict[DocKey, Document | None] = field(default_factory=dict)
+    events: list[_Entry] = field(default_factory=list)
+    holds: bool = False
+
+
+@dataclass(eq=False)
+class _Op:
+    """The write log of the single operation now running (first pre-image per key)."""
+
+    txn: _Txn | None
+    kind: str
+    log: dict[DocKey, Document | None] = field(default_factory=dict)
+    new_in_txn: set[DocKey] = field(default_factory=set)
+    others: list[_Txn] = field(default_factory=list)
+    swapped: bool = False
+
+
+@dataclass
+class _Entry:
+    """One oplog entry (a change event before it is shaped for a stream)."""
+
+    op_type: str
+    db: str
+    coll: str
+    doc_id: Any = None
+    full_document: Document | None = None
+    update_description: Document | None = None
+    pos: int = 0
+    cluster_time: Timestamp | None = None
+    wall_time: datetime.datetime | None = None
+    lsid: Document | None = None
+    txn_number: int | None = None
+
+
+class SessionState:
+    """PyMongo's client-session state machine, shared by the sync and async sessions."""
+
+    def __init__(self, server: MemoryServer) -> None:
+        self.server = server
+        self.session_id: Document = {"id": bson.Binary(uuid.uuid4().bytes, 4)}
+        self.txn_number = 0
+        self.state = _TxnState.NONE
+        self.txn: _Txn | None = None
+        self.txn_ctx: Ctx = current_ctx()
+        self.ended = False
+        self.operation_time: Timestamp | None = None
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.state in (_TxnState.STARTING, _TxnState.IN_PROGRESS)
+
+    def check_ended(self) -> None:
+        if self.ended:
+            raise InvalidOperation("Cannot use ended session")
+
+    def start_transaction(self) -> None:
+        self.check_ended()
+        if self.in_transaction:
+            raise InvalidOperation("Transaction already in progress")
+        if self.txn is not None:
+            # A new txnNumber aborts the server-side transaction left open (e.g. failed commit).
+            self.server._abort(self.txn, count=False)
+        self.txn_number += 1
+        self.state = _TxnState.STARTING
+        self.txn_ctx = current_ctx()
+        self.server._session_opened(self)
+
+    def txn_for_op(self) -> _Txn | None:
+        """The server transaction an operation on this session joins (started lazily)."""
+        self.check_ended()
+        if self.state == _TxnState.STARTING:
+            self.txn = _Txn(self, self.txn_number, self.txn_ctx)
+            self.state = _TxnState.IN_PROGRESS
+        if self.state == _TxnState.IN_PROGRESS:
+            return self.txn
+        return None
+
+    def commit_transaction(self) -> None:
+        self.check_ended()
+        state = self.state
+        if state == _TxnState.NONE:
+            raise InvalidOperation("No transaction started")
+        if state in (_TxnState.STARTING, _TxnState.COMMITTED_EMPTY):
+            self.state = _TxnState.COMMITTED_EMPTY
+            self.server._session_closed(self)
+            return
+        if state == _TxnState.ABORTED:
+            raise InvalidOperation("Cannot call commitTransaction after calling abortTransaction")
+        self.state = _TxnState.IN_PROGRESS
+        try:
+            self._finish_with_retry(commit=True)
+        except AutoReconnect as exc:
+            exc._remove_error_label("TransientTransactionError")
+            exc._add_error_label("UnknownTransactionCommitResult")
+            raise
+        except OperationFailure as exc:
+            if exc.code in _UNKNOWN_COMMIT_ERROR_CODES:
+                exc._add_error_label("UnknownTransactionCommitResult")
+            raise
+        finally:
+            self.state = _TxnState.COMMITTED
+            self.server._session_closed(self)
+
+    def abort_transaction(self) -> None:
+        self.check_ended()
+        state = self.state
+        if state == _TxnState.NONE:
+            raise InvalidOperation("No transaction started")
+        if state == _TxnState.STARTING:
+            self.state = _TxnState.ABORTED
+            self.server._session_closed(self)
+            return
+        if state == _TxnState.ABORTED:
+            raise InvalidOperation("Cannot call abortTransaction twice")
+        if state in (_TxnState.COMMITTED, _TxnState.COMMITTED_EMPTY):
+            raise InvalidOperation("Cannot call abortTransaction after calling commitTransaction")
+        try:
+            self._finish_with_retry(commit=False)
+        except (OperationFailure, AutoReconnect):
+            pass  # the transactions spec says to ignore abortTransaction errors
+        finally:
+            self.state = _TxnState.ABORTED
+            self.server._session_closed(self)
+
+    def _finish_with_retry(self, *, commit: bool) -> None:
+        # PyMongo retries commitTransaction/abortTransaction once after a retryable error.
+        for attempt in range(2):
+            try:
+                if commit:
+                    self.server._commit(self)
+                else:
+                    self.server._abort_session(self)
+            except PyMongoError as exc:
+                if attempt == 0 and _is_retryable(exc):
+                    continue
+                raise
+            return
+
+    def end_session(self) -> None:
+        if self.ended:
+            return
+        if self.in_transaction:
+            self.abort_transaction()
+        elif self.txn is not None:
+            self.server._abort(self.txn, count=False)
+        self.ended = True
+
+
+_UNKNOWN_COMMIT_ERROR_CODES = _RETRYABLE_ERROR_CODES | frozenset([64, 50])
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, AutoReconnect):
+        return True
+    if isinstance(exc, OperationFailure):
+        return exc.code in _RETRYABLE_ERROR_CODES or exc.has_error_label("RetryableWriteError")
+    return False
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class _Waiters:
+    """Wakes sync waiters (a Condition) and async waiters (futures on their loops)."""
+
+    def __init__(self, mutex: threading.RLock) -> None:
+        self.cond = threading.Condition(mutex)
+        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def future(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._futures.append((loop, fut))
+        return fut
+
+    def notify_all(self) -> None:
+        self.cond.notify_all()
+        futures, self._futures = self._futures, []
+        for loop, fut in futures:
+            try:
+                loop.call_soon_threadsafe(_resolve, fut)
+            except RuntimeError:  # loop closed
+                pass
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class MemoryServer:
+    """One in-process MongoDB "deployment": data, sessions, oplog, fail points, counters.
+
+    Clients created with ``server=`` share it (and therefore their data, transactions and
+    change streams). ``oplog_size`` caps the number of change events kept for resuming.
+    """
+
+    def __init__(self, *, oplog_size: int | None = None) -> None:
+        self._mutex = threading.RLock()
+        self._lock_waiters = _Waiters(self._mutex)
+        self._oplog_waiters = _Waiters(self._mutex)
+        self._store = _ServerStore(self)
+        self._mock = mongomock.MongoClient(_store=self._store)
+        self._mock_collections: dict[tuple[str, str], _MockCollection] = {}
+        # The server-wide lock: held by a context (its open transactions and single ops).
+        self._holder: Ctx | None = None
+        self._holding: list[_Txn] = []
+        self._single_ops = 0
+        self._open_sessions: set[SessionState] = set()
+        self._op: _Op | None = None
+        # Oplog.
+        self.oplog_size = oplog_size
+        self._oplog: list[_Entry] = []
+        self._oplog_base = 0
+        self._last_time = (0, 0)
+        self.server_id = os.urandom(8).hex().upper()
+        # Fault injection and statistics.
+        self._fail_point: Document | None = None
+        self._fail_times: int | None = None
+        self.command_counts: collections.Counter[str] = collections.Counter()
+        self.last_abort_restored = 0
+
+    # -- statistics ---------------------------------------------------------------------
+
+    def reset_command_counts(self) -> None:
+        """Forget every command counted so far."""
+        with self._mutex:
+            self.command_counts.clear()
+
+    # -- fail points --------------------------------------------------------------------
+
+    def configure_fail_point(self, command: Mapping[str, Any]) -> Document:
+        """Apply ``{"configureFailPoint": "failCommand", "mode": ..., "data": {...}}``."""
+        name = command.get("configureFailPoint")
+        if name != "failCommand":
+            raise operation_failure(
+                2, "BadValue", f"memory engine: unsupported fail point {name!r} (failCommand only)"
+            )
+        mode = command.get("mode")
+        with self._mutex:
+            if mode == "off":
+                self._fail_point, self._fail_times = None, None
+            elif mode == "alwaysOn":
+                self._fail_point, self._fail_times = dict(command.get("data") or {}), None
+            elif isinstance(mode, Mapping) and "times" in mode:
+                self._fail_point = dict(command.get("data") or {})
+                self._fail_times = int(mode["times"])
+            else:
+                raise operation_failure(2, "BadValue", f"invalid fail point mode: {mode!r}")
+        return {"count": 0, "ok": 1.0}
+
+    def _check_fail_point(self, cmd: str, in_txn: bool) -> None:
+        fp = self._fail_point
+        if fp is None or cmd not in fp.get("failCommands", ()):
+            return
+        if self._fail_times is not None:
+            self._fail_times -= 1
+            if self._fail_times <= 0:
+                self._fail_point, self._fail_times = None, None
+        labels = list(fp.get("errorLabels", ()))
+        if fp.get("closeConnection"):
+            exc: PyMongoError = AutoReconnect(
+                f"memory engine: connection closed by failCommand fail point ({cmd})"
+            )
+            if in_txn and cmd not in ("commitTransaction", "abortTransaction"):
+                exc._add_error_label("TransientTransactionError")
+            for label in labels:
+                exc._add_error_label(label)
+            raise exc
+        code = fp.get("errorCode")
+        if code is not None:
+            msg = f"Failing command {cmd!r} via 'failCommand' failpoint"
+            raise operation_failure(int(code), _CODE_NAMES.get(int(code), ""), msg, labels)
+
+    # -- the lock -----------------------------------------------------------------------
+
+    def _try_admit(self, ctx: Ctx, txn: _Txn | None) -> str | None:
+        if txn is not None:
+            if txn.holds:
+                return "txn"
+            if self._holder is None or self._holder == txn.ctx:
+                self._holder = txn.ctx
+                self._holding.append(txn)
+                txn.holds = True
+                return "txn"
+            return None
+        if self._holder is None or self._holder == ctx:
+            self._holder = ctx
+            self._single_ops += 1
+            return "single"
+        return None
+
+    def _release_single(self) -> None:
+        with self._mutex:
+            self._single_ops -= 1
+            self._maybe_free()
+
+    def _release_txn(self, txn: _Txn) -> None:
+        if txn.holds:
+            txn.holds = False
+            self._holding.remove(txn)
+            self._maybe_free()
+
+    def _maybe_free(self) -> None:
+        if not self._holding and self._single_ops == 0:
+            self._holder = None
+            self._lock_waiters.notify_all()
+
+    def _session_opened(self, session: SessionState) -> None:
+        with self._mutex:
+            self._open_sessions.add(session)
+
+    def _session_closed(self, session: SessionState) -> None:
+        with self._mutex:
+            self._open_sessions.discard(session)
+
+    def _check_strict(
+        self, strict: bool, session: SessionState | None, ctx: Ctx, what: str
+    ) -> None:
+        if not strict or session is not None:
+            return
+        with self._mutex:
+            for other in self._open_sessions:
+                if other.txn_ctx == ctx and other.in_transaction:
+                    raise StrictModeError(
+                        f"{what} ran without session= while a transaction is open on this "
+                        f"{_describe_ctx(ctx)}; pass session= so the operation joins the "
+                        "transaction (or use strict=False to read committed data outside it)"
+                    )
+
+    # -- running operations ---------------------------------------------------------------
+
+    def run_sync(
+        self,
+        cmd: str,
+        session: SessionState | None,
+        fn: Callable[[_Op], T],
+        *,
+        strict: bool,
+        what: str,
+        kind: str = "",
+        retryable: bool = True,
+    ) -> T:
+        ctx = current_ctx()
+        self._check_strict(strict, session, ctx, what)
+        txn = session.txn_for_op() if session is not None else None
+        attempts = 2 if retryable and txn is None else 1
+        for attempt in range(attempts):
+            with self._lock_waiters.cond:
+                admitted = self._try_admit(ctx, txn)
+                while admitted is None:
+                    self._lock_waiters.cond.wait()
+                    admitted = self._try_admit(ctx, txn)
+            try:
+                return self._execute(cmd, session, txn, fn, kind)
+            except PyMongoError as exc:
+                if attempt + 1 < attempts and _is_retryable(exc):
+                    continue
+                raise
+            finally:
+                if admitted == "single":
+                    self._release_single()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def run_async(
+        self,
+        cmd: str,
+        session: SessionState | None,
+        fn: Callable[[_Op], T],
+        *,
+        strict: bool,
+        what: str,
+        kind: str = "",
+        retryable: bool = True,
+    ) -> T:
+        ctx = current_ctx()
+        self._check_strict(strict, session, ctx, what)
+        txn = session.txn_for_op() if session is not None else None
+        attempts = 2 if retryable and txn is None else 1
+        for attempt in range(attempts):
+            while True:
+                with self._mutex:
+                    admitted = self._try_admit(ctx, txn)
+                    if admitted is not None:
+                        break
+                    fut = self._lock_waiters.future()
+                await fut
+            try:
+                return self._execute(cmd, session, txn, fn, kind)
+            except PyMongoError as exc:
+                if attempt + 1 < attempts and _is_retryable(exc):
+                    continue
+                raise
+            finally:
+                if admitted == "single":
+                    self._release_single()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _execute(
+        self,
+        cmd: str,
+        session: SessionState | None,
+        txn: _Txn | None,
+        fn: Callable[[_Op], T],
+        kind: str,
+    ) -> T:
+        with self._mutex:
+            if cmd:
+                self.command_counts[cmd] += 1
+                self._check_fail_point(cmd, txn is not None)
+            op = _Op(txn, kind, others=[t for t in self._holding if t is not txn])
+            saved = self._swap_out(op.others)
+            op.swapped = bool(op.others)
+            self._op = op
+            try:
+                result = fn(op)
+                if op.log:
+                    self._finish_writes(op)
+            except BaseException as exc:
+                if op.log and (
+                    not isinstance(exc, PyMongoError) or getattr(exc, "_memory_rollback", False)
+                ):
+                    self._rollback_op(op)
+                raise
+            finally:
+                self._op = None
+                self._swap_back(saved)
+            if session is not None:
+                session.operation_time = self.cluster_time
+            return result
+
+    def _store_for(self, db: str, coll: str) -> _CollectionStore:
+        return self._store[db][coll]
+
+    def mock_collection(self, db: str, coll: str) -> _MockCollection:
+        key = (db, coll)
+        mc = self._mock_collections.get(key)
+        if mc is None:
+            mc = self._mock_collections[key] = _MockCollection(self, self._mock[db], coll)
+        return mc
+
+    # Decision 13: an operation that is not part of an open transaction sees committed data.
+    def _swap_out(self, others: list[_Txn]) -> list[tuple[_CollectionStore, Any, Any]]:
+        saved: list[tuple[_CollectionStore, Any, Any]] = []
+        for txn in others:
+            for (db, coll, key), pre in txn.log.items():
+                docs = self._store_for(db, coll)._documents
+                saved.append((self._store_for(db, coll), key, docs.get(key)))
+                _put(docs, key, pre)
+        return saved
+
+    def _swap_back(self, saved: list[tuple[_CollectionStore, Any, Any]]) -> None:
+        for store, key, current in reversed(saved):
+            _put(store._documents, key, current)
+
+    def _before_write(self, store: _CollectionStore, key: Any, pre: Document | None) -> None:
+        op = self._op
+        if op is None:
+            return
+        dk: DocKey = (store.db_name, store.name, key)
+        for other in op.others:
+            if dk in other.log:
+                raise write_conflict()
+        if dk not in op.log:
+            op.log[dk] = pre
+            txn = op.txn
+            if txn is not None and dk not in txn.log:
+                txn.log[dk] = pre
+                op.new_in_txn.add(dk)
+
+    def _rollback_op(self, op: _Op) -> None:
+        for (db, coll, key), pre in reversed(list(op.log.items())):
+            _put(self._store_for(db, coll)._documents, key, pre)
+        if op.txn is not None:
+            for dk in op.new_in_txn:
+                op.txn.log.pop(dk, None)
+        op.log.clear()
+
+    def _finish_writes(self, op: _Op) -> None:
+        entries: list[_Entry] = []
+        for (db, coll, key), pre in op.log.items():
+            docs = self._store_for(db, coll)._documents
+            post = docs.get(key)
+            if post is not None:
+                try:
+                    raw = bson.encode(post, codec_options=_CODEC)
+                except OverflowError as exc:
+                    err = WriteError(
+                        "Failed to apply $inc operations to current value for document "
+                        f"{{_id: {post.get('_id')!r}}}: the result overflows a 64-bit integer",
+                        2,
+                        {"code": 2, "codeName": "BadValue"},
+                    )
+                    err._memory_rollback = True  # type: ignore[attr-defined]
+                    raise err from exc
+                if len(raw) > MAX_BSON_SIZE:
+                    if pre is None and op.kind != "update":
+                        err = DocumentTooLarge(
+                            f"BSON document too large ({len(raw)} bytes) - the connected server "
+                            f"supports BSON document sizes up to {MAX_BSON_SIZE} bytes."
+                        )
+                    else:
+                        msg = f"Resulting document after update is larger than {MAX_BSON_SIZE}"
+                        err = WriteError(msg, 17419, {"code": 17419, "errmsg": msg})
+                    err._memory_rollback = True  # type: ignore[attr-defined]
+                    raise err
+                post = bson.decode(raw, codec_options=_CODEC)
+                docs[key] = post
+            entry = _change_entry(op.kind, db, coll, pre, post)
+            if entry is not None:
+                entries.append(entry)
+        if not entries:
+            return
+        if op.txn is not None:
+            op.txn.events.extend(entries)
+        else:
+            self._publish(entries)
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def _commit(self, session: SessionState) -> None:
+        with self._mutex:
+            self.command_counts["commitTransaction"] += 1
+            txn = session.txn
+            self._check_fail_point("commitTransaction", txn is not None)
+            if txn is None:
+                return  # already committed: a retried commit succeeds
+            self._publish(
+                txn.events,
+                lsid={
+                    "id": session.session_id["id"],
+                    "uid": bson.Binary(hashlib.sha256(b"").digest(), 0),
+                },
+                txn_number=txn.number,
+            )
+            txn.log.clear()
+            txn.events = []
+            session.txn = None
+            self._release_txn(txn)
+
+    def _abort_session(self, session: SessionState) -> None:
+        with self._mutex:
+            self.command_counts["abortTransaction"] += 1
+            self._check_fail_point("abortTransaction", session.txn is not None)
+            if session.txn is not None:
+                self._abort(session.txn, count=False)
+
+    def _abort(self, txn: _Txn, *, count: bool = True) -> None:
+        with self._mutex:
+            if count:
+                self.command_counts["abortTransaction"] += 1
+            for (db, coll, key), pre in reversed(list(txn.log.items())):
+                _put(self._store_for(db, coll)._documents, key, pre)
+            self.last_abort_restored = len(txn.log)
+            txn.log.clear()
+            txn.events = []
+            if txn.session.txn is txn:
+                txn.session.txn = None
+            self._release_txn(txn)
+
+    def touched_by_open_transactions(self, db: str, coll: str) -> bool:
+        return any(k[0] == db and k[1] == coll for t in self._holding for k in t.log)
+
+    # -- oplog ----------------------------------------------------------------------------
+
+    @property
+    def cluster_time(self) -> Timestamp:
+        """The cluster time of the latest write (``Timestamp(0, 0)`` before any)."""
+        return Timestamp(*self._last_time)
+
+    def _next_cluster_time(self) -> Timestamp:
+        secs = int(time.time())
+        last_secs, last_inc = self._last_time
+        self._last_time = (secs, 1) if secs > last_secs else (last_secs, last_inc + 1)
+        return Timestamp(*self._last_time)
+
+    def _publish(
+        self, entries: list[_Entry], *, lsid: Document | None = None, txn_number: int | None = None
+    ) -> None:
+        if not entries:
+            return
+        ct = self._next_cluster_time()
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        wall = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        for entry in entries:
+            entry.pos = self._oplog_base + len(self._oplog)
+            entry.cluster_time = ct
+            entry.wall_time = wall
+            entry.lsid = lsid
+            entry.txn_number = txn_number
+            self._oplog.append(entry)
+        if self.oplog_size is not None and len(self._oplog) > self.oplog_size:
+            drop = len(self._oplog) - self.oplog_size
+            del self._oplog[:drop]
+            self._oplog_base += drop
+        self._oplog_waiters.notify_all()
+
+    @property
+    def oplog_end(self) -> int:
+        return self._oplog_base + len(self._oplog)
+
+    def oplog_entries(self, start: int) -> Iterator[_Entry]:
+        for i in range(max(start - self._oplog_base, 0), len(self._oplog)):
+            yield self._oplog[i]
+
+    def publish_drop(self, db: str, coll: str) -> None:
+        self._publish([_Entry("drop", db, coll)])
+
+    # -- commands -------------------------------------------------------------------------
+
+    def hello(self, legacy: bool = False) -> Document:
+        me = "memory:27017"
+        reply: Document = {
+            "topologyVersion": {
+                "processId": bson.ObjectId(self.server_id[:24].ljust(24, "0")),
+                "counter": Int64(0),
+            },
+            "hosts": [me],
+            "setName": "memory",
+            "setVersion": 1,
+            "isWritablePrimary": True,
+            "secondary": False,
+            "primary": me,
+            "me": me,
+            "electionId": bson.ObjectId("7fffffff0000000000000001"),
+            "lastWrite": {"opTime": {"ts": self.cluster_time, "t": Int64(1)}},
+            "maxBsonObjectSize": MAX_BSON_SIZE,
+            "maxMessageSizeBytes": 48000000,
+            "maxWriteBatchSize": 100000,
+            "localTime": datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None),
+            "logicalSessionTimeoutMinutes": 30,
+            "connectionId": 1,
+            "minWireVersion": 0,
+            "maxWireVersion": 21,
+            "readOnly": False,
+            "ok": 1.0,
+        }
+        if legacy:
+            reply["ismaster"] = reply.pop("isWritablePrimary")
+        return reply
+
+    def command(self, db: str, command: Mapping[str, Any]) -> Document:
+        """Run a database command (the few an application or test needs)."""
+        name = next(iter(command), None)
+        if name is None:
+            raise operation_failure(59, "CommandNotFound", "no such command: ''")
+        with self._mutex:
+            self.command_counts[name] += 1
+        lname = name.lower()
+        if lname == "hello":
+            return self.hello()
+        if lname == "ismaster":
+            return self.hello(legacy=True)
+        if lname == "ping":
+            return {"ok": 1.0}
+        if lname == "buildinfo":
+            return {"version": "7.0.0", "versionArray": [7, 0, 0, 0], "ok": 1.0}
+        if name == "configureFailPoint":
+            if db != "admin":
+                raise operation_failure(
+                    13,
+                    "Unauthorized",
+                    "configureFailPoint may only be run against the admin database.",
+                )
+            return self.configure_fail_point(command)
+        raise operation_failure(
+            59, "CommandNotFound", f"no such command: '{name}' (not emulated by the memory engine)"
+        )
+
+
+def _put(docs: collections.OrderedDict[Any, Any], key: Any, value: Document | None) -> None:
+    if value is None:
+        docs.pop(key, None)
+    else:
+        docs[key] = value
+
+
+_CODE_NAMES = {
+    2: "BadValue",
+    6: "HostUnreachable",
+    7: "HostNotFound",
+    11: "UserNotFound",
+    50: "MaxTimeMSExpired",
+    64: "WriteConcernFailed",
+    89: "NetworkTimeout",
+    91: "ShutdownInProgress",
+    112: "WriteConflict",
+    189: "PrimarySteppedDown",
+    251: "NoSuchTransaction",
+    262: "ExceededTimeLimit",
+    10107: "NotWritablePrimary",
+    11000: "DuplicateKey",
+    11600: "InterruptedAtShutdown",
+    11602: "InterruptedDueToReplStateChange",
+    13435: "NotPrimaryNoSecondaryOk",
+    13436: "NotPrimaryOrSecondary",
+}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as BSON (so ``1`` and ``True`` and ``1.0`` differ, as they do on a server)."""
+    return bson.encode({"v": a}) == bson.encode({"v": b})
+
+
+def _diff(
+    pre: Document, post: Document, prefix: str, updated: Document, removed: list[str]
+) -> None:
+    for k, v in post.items():
+        if k not in pre:
+            updated[prefix + k] = copy.deepcopy(v)
+        elif not _same(pre[k], v):
+            old = pre[k]
+            if isinstance(old, dict) and isinstance(v, dict) and v:
+                _diff(old, v, f"{prefix}{k}.", updated, removed)
+            else:
+                updated[prefix + k] = copy.deepcopy(v)
+    removed.extend(prefix + k for k in pre if k not in post)
+
+
+def _change_entry(
+    kind: str, db: str, coll: str, pre: Document | None, post: Document | None
+) -> _Entry | None:
+    if pre is None and post is None:
+        return None
+    if pre is None:
+        assert post is not None
+        return _Entry("insert", db, coll, post["_id"], copy.deepcopy(post))
+    if post is None:
+        return _Entry("delete", db, coll, pre["_id"])
+    if _same(pre, post):
+        return None  # a no-op update writes nothing and emits nothing
+    if kind == "replace":
+        return _Entry("replace", db, coll, post["_id"], copy.deepcopy(post))
+    updated: Document = {}
+    removed: list[str] = []
+    _diff(pre, post, "", updated, removed)
+    desc = {"updatedFields": updated, "removedFields": removed, "truncatedArrays": []}
+    return _Entry("update", db, coll, post["_id"], copy.deepcopy(post), desc)

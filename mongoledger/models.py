@@ -1,0 +1,146 @@
+"""The typed views of ledger documents, reports and events (pydantic v2).
+
+The documents themselves stay plain MongoDB documents; these models are what the library returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Account",
+    "BalanceMismatch",
+    "BrokenLink",
+    "HookContext",
+    "LedgerEvent",
+    "OperationKind",
+    "PeriodStatistics",
+    "Transaction",
+    "UnbalancedOperation",
+    "VerifyReport",
+]
+
+OperationKind = Literal["increase", "decrease", "transfer", "post", "revert"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+
+class Transaction(_Model):
+    """One movement on one account: a document of the transactions collection."""
+
+    id: Any
+    account_id: Any
+    amount: int
+    date: Any
+    balance_after: int | None = None
+    operation_id: Any
+    kind: OperationKind
+    extra_account_id: Any = None
+    reverts: Any = None
+    reverted_by: Any = None
+    idempotency_key: str | None = None
+    account_seq: int | None = Field(
+        default=None, description="Position in the account's commit order (1, 2, ...)."
+    )
+    leg: int = Field(default=0, description="Position of this leg in its operation.")
+    legs: int = Field(default=1, description="Number of legs of the operation.")
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Account(_Model):
+    """An account document with its identifying attributes and cached balance."""
+
+    id: Any
+    balance: int
+    min_balance: int | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+class LedgerEvent(_Model):
+    """One committed operation, as seen on the change stream."""
+
+    operation_id: Any
+    kind: OperationKind
+    transactions: list[Transaction]
+    account_ids: list[Any]
+    committed_at: Any
+    resume_token: dict[str, Any]
+
+
+class PeriodStatistics(_Model):
+    """Credit and debit totals of one period (``"2026-11"``, ``"2026-11-25"``, ``"2026"``)."""
+
+    period: str
+    credit: int
+    debit: int
+    net: int
+    count: int
+
+
+class BalanceMismatch(_Model):
+    account_id: Any
+    cached: int | None
+    calculated: int
+
+
+class UnbalancedOperation(_Model):
+    operation_id: Any
+    kind: str
+    problem: str
+
+
+class BrokenLink(_Model):
+    transaction_id: Any
+    problem: str
+
+
+class VerifyReport(_Model):
+    """What :meth:`Ledger.verify` found; ``ok`` is True when everything is consistent."""
+
+    accounts_checked: int
+    transactions_checked: int
+    operations_checked: int
+    balance_mismatches: list[BalanceMismatch] = Field(default_factory=list)
+    unbalanced_operations: list[UnbalancedOperation] = Field(default_factory=list)
+    broken_links: list[BrokenLink] = Field(default_factory=list)
+    missing_accounts: list[Any] = Field(default_factory=list)
+    repaired: list[Any] = Field(
+        default_factory=list, description="Accounts whose cached balance was rebuilt."
+    )
+
+    @property
+    def ok(self) -> bool:
+        """True when no discrepancy is left (repaired balances count as fixed)."""
+        repaired = {repr(a) for a in self.repaired}
+        unrepaired = [m for m in self.balance_mismatches if repr(m.account_id) not in repaired]
+        return not (
+            unrepaired or self.unbalanced_operations or self.broken_links or self.missing_accounts
+        )
+
+
+@dataclass
+class HookContext:
+    """What a ``before_write`` / ``after_write`` hook sees of one transaction document.
+
+    Before the write, ``amount`` and ``data`` may be changed (``data`` is always a mutable
+    dict) and raising vetoes the whole operation. ``account_id`` is None before the write when
+    the operation is about to create the account. After the write ``transaction_id`` and
+    ``balance_after`` are set.
+    """
+
+    kind: OperationKind
+    account: Any
+    account_id: Any
+    amount: int
+    data: dict[str, Any]
+    operation_id: Any
+    leg: int = 0
+    transaction_id: Any = None
+    balance_after: int | None = None
