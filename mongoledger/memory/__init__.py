@@ -1,1 +1,47 @@
-"""In-memory MongoDB engine (placeholder; being built)."""
+"""An in-process MongoDB engine for demos and tests (transactions and change streams included).
+
+``MemoryClient`` (PyMongo's synchronous surface) and ``AsyncMemoryClient`` (PyMongo's native
+async surface) serve databases and collections whose query and update semantics come from
+mongomock, plus what mongomock lacks:
+
+* answers ``hello`` as a replica-set primary, so transaction detection works;
+* sessions and multi-document transactions (``start_transaction``, ``commit_transaction``,
+  ``abort_transaction``, ``with_transaction`` with PyMongo's retry rules): transactions are
+  serialized by one server-wide lock; abort restores every touched document at a cost
+  proportional to the documents touched;
+* strict mode (default): an operation without ``session=`` from the thread/task that has a
+  transaction open raises ``StrictModeError``;
+* two sessions in one thread never deadlock: reads outside the transaction see committed data,
+  writes to a document the transaction wrote fail with ``WriteConflict`` (code 112,
+  ``TransientTransactionError``);
+* change streams (``watch`` on a collection, database or client) with MongoDB's event shapes,
+  events only after commit, resume tokens, ``start_at_operation_time``, an optional oplog cap;
+* MongoDB's ``failCommand`` fail point (``client.fail_command(...)`` or
+  ``client.admin.command({"configureFailPoint": "failCommand", ...})``) and per-command counters
+  (``server.command_counts``);
+* server checks: 16 MiB documents, int64 overflow (``$inc`` included), unique indexes, BSON
+  round trip of stored documents.
+
+Not emulated: snapshot isolation between concurrent transactions (they run one at a time
+instead), read/write concerns and read preferences (accepted, ignored), causal consistency,
+``array_filters`` and other operators mongomock lacks, collations, ``$redact`` in change
+streams, pre-images (``fullDocumentBeforeChange``), ``showExpandedEvents`` events (create,
+createIndexes, ...), ``updateLookup`` returning a document newer than the event (it returns the
+document as the event's commit left it), DDL inside transactions (``drop`` is refused with code
+263; index builds are not rolled back), server-side transaction timeouts
+(``transactionLifetimeLimitSeconds``), cursors with server-side batching (results are
+materialized), authentication, and the wire protocol (Motor cannot drive it).
+"""
+
+from ._engine import MemoryServer, StrictModeError
+from ._sync import ChangeStream, ClientSession, Collection, Database, MemoryClient
+
+__all__ = [
+    "ChangeStream",
+    "ClientSession",
+    "Collection",
+    "Database",
+    "MemoryClient",
+    "MemoryServer",
+    "StrictModeError",
+]

@@ -28,6 +28,7 @@ from bson.timestamp import Timestamp
 from mongomock import store as mm_store
 from pymongo.errors import (
     AutoReconnect,
+    NetworkTimeout,
     DocumentTooLarge,
     InvalidOperation,
     OperationFailure,
@@ -344,6 +345,27 @@ class SessionState:
 
 
 _UNKNOWN_COMMIT_ERROR_CODES = _RETRYABLE_ERROR_CODES | frozenset([64, 50])
+
+# with_transaction's constants, as in PyMongo's client_session_shared.
+WITH_TRANSACTION_RETRY_TIME_LIMIT = 120
+BACKOFF_MAX = 0.500
+BACKOFF_INITIAL = 0.005
+
+
+def within_time_limit(start_time: float, backoff: float = 0) -> bool:
+    return time.monotonic() + backoff - start_time < WITH_TRANSACTION_RETRY_TIME_LIMIT
+
+
+def max_time_expired_error(exc: PyMongoError) -> bool:
+    return isinstance(exc, OperationFailure) and exc.code == 50
+
+
+def make_timeout_error(error: BaseException) -> PyMongoError:
+    timeout_error = NetworkTimeout(str(error))
+    if isinstance(error, PyMongoError):
+        for label in error._error_labels:
+            timeout_error._add_error_label(label)
+    return timeout_error
 
 
 def _is_retryable(exc: BaseException) -> bool:

@@ -11,11 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import mongomock
 from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.common import validate_ok_for_replace, validate_ok_for_update
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from pymongo.operations import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 from pymongo.results import (
     BulkWriteResult,
@@ -201,28 +200,30 @@ class CollectionOps:
         """One call per run of same-kind requests, like the driver's batches."""
         if not isinstance(requests, Sequence) or not requests:
             raise TypeError("requests must be a non-empty list")
-        runs: list[tuple[str, list[tuple[int, Any]]]] = []
+        runs: list[tuple[str, str, list[tuple[int, Any]]]] = []
         for i, req in enumerate(requests):
+            kind = "update"
             if isinstance(req, InsertOne):
-                cmd = "insert"
+                cmd = kind = "insert"
                 _ensure_id(req._doc)
             elif isinstance(req, (UpdateOne, UpdateMany, ReplaceOne)):
                 cmd = "update"
                 if isinstance(req, ReplaceOne):
+                    kind = "replace"
                     validate_ok_for_replace(req._doc)
                 else:
                     validate_ok_for_update(req._doc)
             elif isinstance(req, (DeleteOne, DeleteMany)):
-                cmd = "delete"
+                cmd = kind = "delete"
             else:
                 raise TypeError(f"{req!r} is not a valid request")
-            if runs and runs[-1][0] == cmd:
-                runs[-1][1].append((i, req))
+            if runs and runs[-1][1] == kind:
+                runs[-1][2].append((i, req))
             else:
-                runs.append((cmd, [(i, req)]))
-        return [self._bulk_run(cmd, items, ordered) for cmd, items in runs]
+                runs.append((cmd, kind, [(i, req)]))
+        return [self._bulk_run(cmd, kind, items, ordered) for cmd, kind, items in runs]
 
-    def _bulk_run(self, cmd: str, items: list[tuple[int, Any]], ordered: bool) -> Call:
+    def _bulk_run(self, cmd: str, kind: str, items: list[tuple[int, Any]], ordered: bool) -> Call:
         def fn(op: _Op) -> Document:
             result: Document = {
                 "writeErrors": [],
@@ -245,7 +246,6 @@ class CollectionOps:
                         res = (mc.delete_many if many else mc.delete_one)(req._filter)
                         result["nRemoved"] += res.deleted_count
                     else:
-                        op.kind = "replace" if isinstance(req, ReplaceOne) else "update"
                         upsert = bool(req._upsert)
                         if isinstance(req, ReplaceOne):
                             doc = roundtrip(req._doc)
@@ -278,7 +278,7 @@ class CollectionOps:
                         break
             return result
 
-        return Call(cmd, fn, self._what("bulk_write"), "update", retryable=False)
+        return Call(cmd, fn, self._what("bulk_write"), kind, retryable=False)
 
     @staticmethod
     def merge_bulk(results: list[Document]) -> Document:
@@ -410,7 +410,3 @@ def list_collection_names(server: MemoryServer, db: str) -> Call:
         return list(server._mock[db].list_collection_names())
 
     return Call("listCollections", fn, f"list_collection_names on {db}")
-
-
-def _unused() -> Any:  # pragma: no cover - keeps mongomock import used for typing tools
-    return mongomock

@@ -1,0 +1,287 @@
+"""Change streams over the engine's oplog: resume tokens, event shapes, stage application."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bson.int64 import Int64
+from bson.timestamp import Timestamp
+from mongomock import aggregate as mm_aggregate
+from mongomock import filtering as mm_filtering
+from pymongo.errors import OperationFailure
+
+from ._engine import Document, MemoryServer, _Entry, operation_failure
+
+_ALLOWED_STAGES = {
+    "$match",
+    "$project",
+    "$addFields",
+    "$set",
+    "$unset",
+    "$replaceRoot",
+    "$replaceWith",
+    "$redact",
+}
+_OTHER_KNOWN_STAGES = {
+    "$changeStream",
+    "$changeStreamSplitLargeEvent",
+    "$densify",
+    "$documents",
+    "$fill",
+    "$setWindowFields",
+    "$unionWith",
+    "$search",
+    "$searchMeta",
+    "$vectorSearch",
+}
+_FULL_DOCUMENT = {None, "default", "updateLookup", "whenAvailable", "required"}
+_TOKEN_LEN = 2 + 8 + 8 + 16 + 16 + 2
+
+
+def make_token(server: MemoryServer, pos: int, ct: Timestamp | None, invalidate: bool = False) -> Document:
+    """A resume token ``{"_data": <hex>}`` naming an oplog position ("resume before pos")."""
+    t = ct or Timestamp(0, 0)
+    flag = "01" if invalidate else "00"
+    return {"_data": f"82{t.time:08X}{t.inc:08X}{server.server_id}{pos:016X}{flag}"}
+
+
+def _parse_token(server: MemoryServer, token: Any) -> tuple[int, bool]:
+    data = token.get("_data") if isinstance(token, Mapping) else None
+    try:
+        if not isinstance(data, str) or len(data) != _TOKEN_LEN or not data.startswith("82"):
+            raise ValueError(data)
+        int(data, 16)
+    except ValueError:
+        raise operation_failure(9, "FailedToParse", f"Invalid resume token: {token!r}") from None
+    if data[18:34] != server.server_id:
+        raise _not_found(token)
+    pos = int(data[34:50], 16)
+    if pos > server.oplog_end:
+        raise _not_found(token)
+    return pos, data[50:] == "01"
+
+
+def _not_found(token: Any) -> OperationFailure:
+    return operation_failure(
+        280,
+        "ChangeStreamFatalError",
+        f"cannot resume stream; the resume token was not found. {token!r}",
+        ["NonResumableChangeStreamError"],
+    )
+
+
+def history_lost() -> OperationFailure:
+    return operation_failure(
+        286,
+        "ChangeStreamHistoryLost",
+        "Resume of change stream was not possible, as the resume point may no longer be in "
+        "the oplog.",
+        ["NonResumableChangeStreamError"],
+    )
+
+
+def _apply_stage(name: str, spec: Any, docs: list[Document]) -> list[Document]:
+    if name == "$match":
+        return [d for d in docs if mm_filtering.filter_applies(spec, d)]
+    if name == "$project":
+        return list(mm_aggregate._handle_project_stage(docs, None, spec))
+    if name in ("$addFields", "$set"):
+        return list(mm_aggregate._handle_add_fields_stage(docs, None, spec))
+    if name == "$unset":
+        fields = [spec] if isinstance(spec, str) else list(spec)
+        return list(mm_aggregate._handle_project_stage(docs, None, dict.fromkeys(fields, 0)))
+    if name == "$replaceRoot":
+        return list(mm_aggregate._handle_replace_root_stage(docs, None, spec))
+    if name == "$replaceWith":
+        return list(mm_aggregate._handle_replace_root_stage(docs, None, {"newRoot": spec}))
+    raise AssertionError(name)  # pragma: no cover - validated at watch()
+
+
+def validate_pipeline(pipeline: Any) -> list[tuple[str, Any]]:
+    """Check every stage now, so a bad pipeline fails at ``watch()``, not at first event."""
+    if pipeline is None:
+        return []
+    if not isinstance(pipeline, Sequence) or isinstance(pipeline, (str, Mapping)):
+        raise TypeError("pipeline must be a list")
+    stages: list[tuple[str, Any]] = []
+    for stage in pipeline:
+        if not isinstance(stage, Mapping) or len(stage) != 1:
+            raise operation_failure(
+                40323,
+                "Location40323",
+                f"A pipeline stage specification object must contain exactly one field: {stage!r}",
+            )
+        name, spec = next(iter(stage.items()))
+        if name not in _ALLOWED_STAGES:
+            if name in mm_aggregate._PIPELINE_HANDLERS or name in _OTHER_KNOWN_STAGES:
+                raise operation_failure(
+                    20, "IllegalOperation", f"{name} is not permitted in a $changeStream pipeline"
+                )
+            raise operation_failure(
+                40324, "Location40324", f"Unrecognized pipeline stage name: '{name}'"
+            )
+        if name == "$redact":
+            raise operation_failure(
+                2, "BadValue", "$redact in a change stream is not emulated by the memory engine"
+            )
+        stages.append((name, spec))
+    sample: Document = {
+        "_id": {"_data": "00"},
+        "operationType": "insert",
+        "clusterTime": Timestamp(1, 1),
+        "fullDocument": {"_id": 0},
+        "ns": {"db": "db", "coll": "coll"},
+        "documentKey": {"_id": 0},
+    }
+    docs = [sample]
+    for name, spec in stages:
+        try:
+            docs = _apply_stage(name, spec, docs)
+        except OperationFailure:
+            raise
+        except Exception as exc:
+            raise operation_failure(
+                2, "BadValue", f"invalid {name} stage in change stream pipeline: {exc}"
+            ) from exc
+    return stages
+
+
+class StreamCore:
+    """The position and filters of one change stream; every method runs under the mutex."""
+
+    def __init__(
+        self,
+        server: MemoryServer,
+        db: str | None,
+        coll: str | None,
+        pipeline: Any,
+        full_document: str | None,
+        resume_after: Any,
+        start_after: Any,
+        start_at_operation_time: Timestamp | None,
+        max_await_time_ms: int | None,
+    ) -> None:
+        self.server = server
+        self.db = db
+        self.coll = coll
+        self.stages = validate_pipeline(pipeline)
+        if full_document not in _FULL_DOCUMENT:
+            raise operation_failure(
+                2, "BadValue", f"unknown full_document option: {full_document!r}"
+            )
+        self.full_document = full_document
+        self.max_await = 0.02 if max_await_time_ms is None else max_await_time_ms / 1000
+        self.alive = True
+        self._pending_invalidate: _Entry | None = None
+        with server._mutex:
+            if start_after is not None:
+                self.pos, _ = _parse_token(server, start_after)
+            elif resume_after is not None:
+                self.pos, invalidate = _parse_token(server, resume_after)
+                if invalidate:
+                    raise operation_failure(
+                        260,
+                        "InvalidResumeToken",
+                        "Attempting to resume a change stream using 'resumeAfter' is not allowed "
+                        "from an invalidate notification.",
+                    )
+            elif start_at_operation_time is not None:
+                self.pos = server.oplog_end
+                for entry in server.oplog_entries(0):
+                    assert entry.cluster_time is not None
+                    if entry.cluster_time >= start_at_operation_time:
+                        self.pos = entry.pos
+                        break
+                base = server._oplog_base
+                if base and self.pos <= base and server._oplog:
+                    first = server._oplog[0].cluster_time
+                    assert first is not None
+                    if start_at_operation_time < first:
+                        raise history_lost()
+            else:
+                self.pos = server.oplog_end
+            self._check_history()
+            self.resume_token: Document = make_token(server, self.pos, server.cluster_time)
+
+    def _check_history(self) -> None:
+        if self.pos < self.server._oplog_base:
+            raise history_lost()
+
+    def _matches(self, entry: _Entry) -> bool:
+        if self.db is not None and entry.db != self.db:
+            return False
+        return self.coll is None or entry.coll == self.coll
+
+    def _event(self, entry: _Entry) -> Document:
+        ev: Document = {
+            "_id": make_token(self.server, entry.pos + 1, entry.cluster_time),
+            "operationType": entry.op_type,
+            "clusterTime": entry.cluster_time,
+            "wallTime": entry.wall_time,
+        }
+        if entry.op_type in ("insert", "replace") or (
+            entry.op_type == "update" and self.full_document not in (None, "default")
+        ):
+            ev["fullDocument"] = copy.deepcopy(entry.full_document)
+        ev["ns"] = {"db": entry.db, "coll": entry.coll}
+        if entry.op_type != "drop":
+            ev["documentKey"] = {"_id": copy.deepcopy(entry.doc_id)}
+        if entry.update_description is not None:
+            ev["updateDescription"] = copy.deepcopy(entry.update_description)
+        if entry.lsid is not None:
+            ev["lsid"] = copy.deepcopy(entry.lsid)
+            ev["txnNumber"] = Int64(entry.txn_number or 0)
+        return ev
+
+    def _shape(self, ev: Document) -> Document | None:
+        docs = [ev]
+        for name, spec in self.stages:
+            docs = _apply_stage(name, spec, docs)
+            if not docs:
+                return None
+        out = docs[0]
+        if out.get("_id") != ev["_id"]:
+            raise operation_failure(
+                280,
+                "ChangeStreamFatalError",
+                "Encountered an event whose _id field, which contains the resume token, was "
+                "modified by the pipeline. Modifying the _id field of an event makes it "
+                "impossible to resume the stream from that point. Only transformations that "
+                "retain the unmodified _id field are allowed.",
+            )
+        return out
+
+    def poll(self) -> Document | None:
+        """The next event, or None when the stream is at the end of the oplog (or dead)."""
+        if not self.alive:
+            return None
+        server = self.server
+        if self._pending_invalidate is not None:
+            entry = self._pending_invalidate
+            token = make_token(server, entry.pos + 1, entry.cluster_time, invalidate=True)
+            self.alive = False
+            self.resume_token = token
+            return {
+                "_id": token,
+                "operationType": "invalidate",
+                "clusterTime": entry.cluster_time,
+                "wallTime": entry.wall_time,
+            }
+        self._check_history()
+        for entry in server.oplog_entries(self.pos):
+            self.pos = entry.pos + 1
+            if not self._matches(entry):
+                continue
+            if entry.op_type == "drop" and self.coll is not None:
+                self._pending_invalidate = entry
+            out = self._shape(self._event(entry))
+            if out is not None:
+                self.resume_token = out["_id"]
+                return out
+            if self._pending_invalidate is not None:
+                return self.poll()
+        self.pos = max(self.pos, server.oplog_end)
+        self.resume_token = make_token(server, self.pos, server.cluster_time)
+        return None
