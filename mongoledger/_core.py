@@ -371,8 +371,29 @@ def validate_data(cfg: LedgerConfig, data: object, *, what: str = "data") -> dic
     try:
         bson.encode(out, codec_options=_CODEC)
     except (InvalidDocument, TypeError, OverflowError) as exc:
-        raise InvalidData(f"{what} cannot be stored in MongoDB: {exc}") from None
+        path, value = _unencodable(out, "")
+        raise InvalidData(
+            f"{what} value {value!r} at {path or 'top level'} cannot be stored in MongoDB: {exc}"
+        ) from None
     return out
+
+
+def _unencodable(value: Any, path: str) -> tuple[str, Any]:
+    """The path and value of the first leaf BSON cannot encode."""
+    if isinstance(value, Mapping):
+        items: Iterable[tuple[str, Any]] = (
+            (f"{path}.{k}" if path else k, v) for k, v in value.items()
+        )
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return path, value
+    for where, item in items:
+        try:
+            bson.encode({"v": item}, codec_options=_CODEC)
+        except (InvalidDocument, TypeError, OverflowError):
+            return _unencodable(item, where)
+    return path, value
 
 
 def _check_keys(value: Any, path: str) -> Any:

@@ -264,6 +264,8 @@ class AsyncLedger:
         original = await self._transactions.find_one({"_id": tid})
         if original is None:
             raise TransactionNotFound(tid)
+        if original.get(_core.REVERTED_BY) is not None:
+            raise AlreadyReverted(tid, original[_core.REVERTED_BY])
         docs = await to_list(
             self._transactions.find({_core.OPERATION_ID: original[_core.OPERATION_ID]}).sort(
                 _core.LEG, 1
@@ -512,10 +514,14 @@ class AsyncLedger:
                 result = await self._accounts.delete_one({"_id": leg.account_id, _core.SEQ: 1})
                 if result.deleted_count:
                     continue
-            if cfg.balance_field:
-                await self._accounts.update_one(
-                    {"_id": leg.account_id}, {"$inc": {cfg.balance_field: -leg.amount}}
-                )
+            undo: dict[str, Any] = {cfg.balance_field: -leg.amount} if cfg.balance_field else {}
+            # Give the sequence number back only if no other operation took the next one.
+            result = await self._accounts.update_one(
+                {"_id": leg.account_id, _core.SEQ: leg.account_seq},
+                {"$inc": {**undo, _core.SEQ: -1}},
+            )
+            if not result.modified_count and undo:
+                await self._accounts.update_one({"_id": leg.account_id}, {"$inc": undo})
         if marked:
             await self._unmark(marked)
 

@@ -266,6 +266,8 @@ class Ledger:
         original = self._transactions.find_one({"_id": tid})
         if original is None:
             raise TransactionNotFound(tid)
+        if original.get(_core.REVERTED_BY) is not None:
+            raise AlreadyReverted(tid, original[_core.REVERTED_BY])
         docs = to_list(
             self._transactions.find({_core.OPERATION_ID: original[_core.OPERATION_ID]}).sort(
                 _core.LEG, 1
@@ -514,10 +516,14 @@ class Ledger:
                 result = self._accounts.delete_one({"_id": leg.account_id, _core.SEQ: 1})
                 if result.deleted_count:
                     continue
-            if cfg.balance_field:
-                self._accounts.update_one(
-                    {"_id": leg.account_id}, {"$inc": {cfg.balance_field: -leg.amount}}
-                )
+            undo: dict[str, Any] = {cfg.balance_field: -leg.amount} if cfg.balance_field else {}
+            # Give the sequence number back only if no other operation took the next one.
+            result = self._accounts.update_one(
+                {"_id": leg.account_id, _core.SEQ: leg.account_seq},
+                {"$inc": {**undo, _core.SEQ: -1}},
+            )
+            if not result.modified_count and undo:
+                self._accounts.update_one({"_id": leg.account_id}, {"$inc": undo})
         if marked:
             self._unmark(marked)
 

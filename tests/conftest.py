@@ -1,0 +1,91 @@
+"""Engine parametrisation shared by every test.
+
+Sync tests take ``db`` (engines: ``memory``, ``mongomock`` and ``real``); async tests take
+``async_db`` (``memory``, ``motor`` and ``real``). ``real`` runs only when
+``MONGOLEDGER_TEST_URI`` names a replica set; each test gets a fresh database, dropped after.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+REAL_URI = os.environ.get("MONGOLEDGER_TEST_URI")
+SKIP_REAL = (
+    "MONGOLEDGER_TEST_URI is not set: set it to a replica-set URI to run the real-server tier"
+)
+NO_TXN = pytest.mark.filterwarnings("ignore::mongoledger.errors.NoTransactionsWarning")
+
+SYNC_ENGINES = [
+    pytest.param("memory", id="memory"),
+    pytest.param("mongomock", id="mongomock", marks=NO_TXN),
+    pytest.param("real", id="real", marks=pytest.mark.skipif(not REAL_URI, reason=SKIP_REAL)),
+]
+ASYNC_ENGINES = [
+    pytest.param("memory", id="memory"),
+    pytest.param("motor", id="motor"),
+    pytest.param("real", id="real", marks=pytest.mark.skipif(not REAL_URI, reason=SKIP_REAL)),
+]
+
+
+def _db_name() -> str:
+    return f"mongoledger_test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=SYNC_ENGINES)
+def db(request: pytest.FixtureRequest) -> Iterator[Any]:
+    engine = request.param
+    if engine == "memory":
+        from mongoledger.memory import MemoryClient
+
+        yield MemoryClient()["test"]
+    elif engine == "mongomock":
+        import mongomock
+
+        yield mongomock.MongoClient()["test"]
+    else:
+        from pymongo import MongoClient
+
+        client: Any = MongoClient(REAL_URI)
+        name = _db_name()
+        try:
+            yield client[name]
+        finally:
+            client.drop_database(name)
+            client.close()
+
+
+@pytest.fixture(params=ASYNC_ENGINES)
+async def async_db(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    engine = request.param
+    if engine == "memory":
+        from mongoledger.memory import AsyncMemoryClient
+
+        yield AsyncMemoryClient()["test"]
+    elif engine == "motor":
+        from tests.motor_shim import motor_database
+
+        yield motor_database()
+    else:
+        from pymongo import AsyncMongoClient
+
+        client: Any = AsyncMongoClient(REAL_URI)
+        name = _db_name()
+        try:
+            yield client[name]
+        finally:
+            await client.drop_database(name)
+            await client.close()
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> str:
+    """The id of the engine the current test runs on."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None:
+        return "none"
+    return str(callspec.params.get("db", callspec.params.get("async_db", "none")))
