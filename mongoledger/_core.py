@@ -612,6 +612,16 @@ def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
             unique=True,
             partial={IDEMPOTENCY_KEY: {"$exists": True}},
         ),
+        # verify() reads every revert link: sparse indexes keep that proportional to reverts.
+        IndexSpec(
+            "transactions", ((REVERTS, 1),), "ledger_reverts", partial={REVERTS: {"$exists": True}}
+        ),
+        IndexSpec(
+            "transactions",
+            ((REVERTED_BY, 1),),
+            "ledger_reverted_by",
+            partial={REVERTED_BY: {"$exists": True}},
+        ),
         IndexSpec(
             "accounts",
             ((ATTRIBUTES_KEY, 1),),
@@ -655,6 +665,8 @@ def query_shapes(cfg: LedgerConfig) -> list[QueryShape]:
         QueryShape("statistics", "transactions", (), range=(date,)),
         QueryShape("operation legs", "transactions", (OPERATION_ID,), sort=(LEG,)),
         QueryShape("idempotency", "transactions", (IDEMPOTENCY_KEY,), sort=(LEG,)),
+        QueryShape("revert links", "transactions", (), range=(REVERTS,)),
+        QueryShape("reverted links", "transactions", (), range=(REVERTED_BY,)),
         QueryShape("account by id", "accounts", ("_id",)),
         QueryShape("account by key", "accounts", (ATTRIBUTES_KEY,)),
         QueryShape("account by attributes", "accounts", (), attribute_lookup=True),

@@ -1,0 +1,143 @@
+"""Every query the ledger sends is served by an index that ``ensure_indexes`` declares.
+
+A recording proxy captures the filter and sort of every read and guarded write the ledger
+sends while it exercises its whole API; each must be served by a declared index (or the
+implicit ``_id`` index). Only the deliberate whole-collection reads are exempt.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from mongoledger import Ledger, _core
+from mongoledger.memory import MemoryClient
+
+OPERATORS_THAT_BOUND = {"$lt", "$lte", "$gt", "$gte", "$eq", "$in"}
+
+
+class RecordingCollection:
+    def __init__(self, inner: Any, log: list[tuple[str, str, dict[str, Any], Any]]) -> None:
+        self._inner = inner
+        self._log = log
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name in ("find", "find_one", "find_one_and_update", "update_one", "count_documents"):
+
+            def call(filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+                self._log.append((self._inner.name, name, dict(filter or {}), kwargs.get("sort")))
+                result = attr(filter, *args, **kwargs)
+                if name == "find":
+                    return RecordingCursor(result, self._log, self._inner.name, dict(filter or {}))
+                return result
+
+            return call
+        if name == "aggregate":
+
+            def aggregate(pipeline: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+                match = pipeline[0].get("$match", {}) if pipeline else {}
+                self._log.append((self._inner.name, "aggregate", dict(match), None))
+                return attr(pipeline, *args, **kwargs)
+
+            return aggregate
+        return attr
+
+
+class RecordingCursor:
+    def __init__(self, inner: Any, log: list[Any], coll: str, flt: dict[str, Any]) -> None:
+        self._inner, self._log, self._coll, self._flt = inner, log, coll, flt
+
+    def sort(self, key: Any, direction: Any = None) -> RecordingCursor:
+        spec = [(key, direction or 1)] if isinstance(key, str) else list(key)
+        self._log.append((self._coll, "find.sort", self._flt, spec))
+        self._inner = self._inner.sort(key, direction) if direction else self._inner.sort(key)
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name in ("limit", "skip"):
+            return lambda n: (setattr(self, "_inner", attr(n)), self)[1]
+        return attr
+
+    def __iter__(self) -> Any:
+        return iter(self._inner)
+
+
+class RecordingDatabase:
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.log: list[tuple[str, str, dict[str, Any], Any]] = []
+
+    def __getitem__(self, name: str) -> RecordingCollection:
+        return RecordingCollection(self._inner[name], self.log)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _served(cfg: _core.LedgerConfig, coll: str, flt: dict[str, Any], sort: Any) -> bool:
+    if set(flt) == {"$or"}:  # each branch must be served on its own
+        return all(_served(cfg, coll, branch, None) for branch in flt["$or"])
+    specs = [s for s in _core.index_specs(cfg) if _collection(cfg, s.collection) == coll]
+    bounded = {
+        key
+        for key, value in flt.items()
+        if not key.startswith("$")
+        and (
+            not isinstance(value, dict)
+            or bool(OPERATORS_THAT_BOUND & set(value))
+            or value.get("$exists") is True  # served by a partial index on {$exists: true}
+        )
+    }
+    if "_id" in bounded:
+        return True
+    sort_fields = [k for k, _ in sort] if sort else []
+    owned = cfg.owned_account_fields
+    for spec in specs:
+        leading = spec.keys[0][0]
+        if leading == "$**":
+            if coll == cfg.accounts_collection and bounded and not (bounded & owned):
+                return True
+            continue
+        if leading in bounded or (not bounded and sort_fields and leading == sort_fields[0]):
+            return True
+    return False
+
+
+def _collection(cfg: _core.LedgerConfig, name: str) -> str:
+    return cfg.accounts_collection if name == "accounts" else cfg.transactions_collection
+
+
+def test_every_query_sent_is_served_by_a_declared_index() -> None:
+    db = RecordingDatabase(MemoryClient()["test"])
+    ledger = Ledger(db)
+    wallet = ledger.open_account({"user_id": 1}, min_balance=0)
+    ledger.increase(wallet, 100, idempotency_key="k1")
+    ledger.increase({"user_id": 2}, 5)
+    ids = ledger.transfer({"user_id": 1}, {"user_id": 2}, 10)
+    ledger.post([(wallet, -3), ("x", 2), ("y", 1)])
+    ledger.revert(ids[1], idempotency_key="k2")
+    ledger.decrease("x", 1)
+    ledger.balance(wallet)
+    ledger.calculate_balance({"user_id": 2})
+    ledger.balance_at(wallet, datetime(2100, 1, 1))
+    ledger.history(wallet, start=datetime(2000, 1, 1), limit=2, before_seq=10)
+    ledger.get_account({"user_id": 2})
+    ledger.get_transaction(ids[0])
+    ledger.statistics(wallet, period="day")
+    ledger.statistics(start=datetime(2000, 1, 1))
+    ledger.report(sort="-balance", limit=5)
+    ledger.verify()
+    cfg = ledger.config
+    exempt = []
+    unserved = []
+    for coll, op, flt, sort in db.log:
+        if not flt and not sort:
+            exempt.append((coll, op))  # verify and full reports read whole collections on purpose
+            continue
+        if not _served(cfg, coll, flt, sort):
+            unserved.append((coll, op, flt, sort))
+    assert not unserved
+    assert len(db.log) > 30
+    assert {op for _, op in exempt} <= {"find", "aggregate"}
