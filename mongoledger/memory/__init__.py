@@ -33,10 +33,22 @@ document as the event's commit left it), DDL inside transactions (``drop`` is re
 materialized), authentication, and the wire protocol (Motor cannot drive it).
 """
 
+from ._async import (
+    AsyncChangeStream,
+    AsyncClientSession,
+    AsyncCollection,
+    AsyncDatabase,
+    AsyncMemoryClient,
+)
 from ._engine import MemoryServer, StrictModeError
 from ._sync import ChangeStream, ClientSession, Collection, Database, MemoryClient
 
 __all__ = [
+    "AsyncChangeStream",
+    "AsyncClientSession",
+    "AsyncCollection",
+    "AsyncDatabase",
+    "AsyncMemoryClient",
     "ChangeStream",
     "ClientSession",
     "Collection",

@@ -8,11 +8,14 @@ from typing import Any
 
 from bson.int64 import Int64
 from bson.timestamp import Timestamp
-from mongomock import aggregate as mm_aggregate
-from mongomock import filtering as mm_filtering
+from mongomock import aggregate as _mm_aggregate
+from mongomock import filtering as _mm_filtering
 from pymongo.errors import OperationFailure
 
 from ._engine import Document, MemoryServer, _Entry, operation_failure
+
+mm_aggregate: Any = _mm_aggregate
+mm_filtering: Any = _mm_filtering
 
 _ALLOWED_STAGES = {
     "$match",
@@ -40,7 +43,9 @@ _FULL_DOCUMENT = {None, "default", "updateLookup", "whenAvailable", "required"}
 _TOKEN_LEN = 2 + 8 + 8 + 16 + 16 + 2
 
 
-def make_token(server: MemoryServer, pos: int, ct: Timestamp | None, invalidate: bool = False) -> Document:
+def make_token(
+    server: MemoryServer, pos: int, ct: Timestamp | None, invalidate: bool = False
+) -> Document:
     """A resume token ``{"_data": <hex>}`` naming an oplog position ("resume before pos")."""
     t = ct or Timestamp(0, 0)
     flag = "01" if invalidate else "00"
@@ -139,7 +144,7 @@ def validate_pipeline(pipeline: Any) -> list[tuple[str, Any]]:
     for name, spec in stages:
         try:
             docs = _apply_stage(name, spec, docs)
-        except OperationFailure:
+        except OperationFailure:  # noqa: PERF203 - runs once per stage, at watch()
             raise
         except Exception as exc:
             raise operation_failure(
@@ -151,7 +156,7 @@ def validate_pipeline(pipeline: Any) -> list[tuple[str, Any]]:
 class StreamCore:
     """The position and filters of one change stream; every method runs under the mutex."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the watch() options, forwarded
         self,
         server: MemoryServer,
         db: str | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import copy
 import datetime
 import hashlib
@@ -21,21 +22,25 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import bson
-import mongomock
+import mongomock as _mongomock
 from bson.codec_options import CodecOptions
 from bson.int64 import Int64
 from bson.timestamp import Timestamp
-from mongomock import store as mm_store
+from mongomock import store as _mm_store
 from pymongo.errors import (
     AutoReconnect,
-    NetworkTimeout,
     DocumentTooLarge,
     InvalidOperation,
+    NetworkTimeout,
     OperationFailure,
     PyMongoError,
     WriteError,
 )
 from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES
+
+# mongomock is untyped: reach it through Any.
+mongomock: Any = _mongomock
+mm_store: Any = _mm_store
 
 T = TypeVar("T")
 Ctx = tuple[int, int]
@@ -93,6 +98,14 @@ def write_conflict() -> OperationFailure:
         "Please retry your operation or multi-document transaction.",
         ["TransientTransactionError"],
     )
+    return _rollback_marked(exc)
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _rollback_marked(exc: E) -> E:
+    """Mark an error raised mid-operation: the engine undoes the operation's partial writes."""
     exc._memory_rollback = True  # type: ignore[attr-defined]
     return exc
 
@@ -396,10 +409,8 @@ class _Waiters:
         self.cond.notify_all()
         futures, self._futures = self._futures, []
         for loop, fut in futures:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
                 loop.call_soon_threadsafe(_resolve, fut)
-            except RuntimeError:  # loop closed
-                pass
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -419,7 +430,7 @@ class MemoryServer:
         self._lock_waiters = _Waiters(self._mutex)
         self._oplog_waiters = _Waiters(self._mutex)
         self._store = _ServerStore(self)
-        self._mock = mongomock.MongoClient(_store=self._store)
+        self._mock: Any = mongomock.MongoClient(_store=self._store)
         self._mock_collections: dict[tuple[str, str], _MockCollection] = {}
         # The server-wide lock: held by a context (its open transactions and single ops).
         self._holder: Ctx | None = None
@@ -704,14 +715,13 @@ class MemoryServer:
                 try:
                     raw = bson.encode(post, codec_options=_CODEC)
                 except OverflowError as exc:
-                    err = WriteError(
+                    err: Exception = WriteError(
                         "Failed to apply $inc operations to current value for document "
                         f"{{_id: {post.get('_id')!r}}}: the result overflows a 64-bit integer",
                         2,
                         {"code": 2, "codeName": "BadValue"},
                     )
-                    err._memory_rollback = True  # type: ignore[attr-defined]
-                    raise err from exc
+                    raise _rollback_marked(err) from exc
                 if len(raw) > MAX_BSON_SIZE:
                     if pre is None and op.kind != "update":
                         err = DocumentTooLarge(
@@ -721,8 +731,7 @@ class MemoryServer:
                     else:
                         msg = f"Resulting document after update is larger than {MAX_BSON_SIZE}"
                         err = WriteError(msg, 17419, {"code": 17419, "errmsg": msg})
-                    err._memory_rollback = True  # type: ignore[attr-defined]
-                    raise err
+                    raise _rollback_marked(err)
                 post = bson.decode(raw, codec_options=_CODEC)
                 docs[key] = post
             entry = _change_entry(op.kind, db, coll, pre, post)

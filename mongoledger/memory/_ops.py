@@ -7,7 +7,8 @@ Query and update semantics are mongomock's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,7 @@ def sort_list(sort: Any, direction: Any = None) -> list[tuple[str, Any]] | None:
         return [(sort, 1 if direction is None else direction)]
     if isinstance(sort, Mapping):
         return list(sort.items())
-    return [tuple(item) if not isinstance(item, str) else (item, 1) for item in sort]  # type: ignore[misc]
+    return [(item, 1) if isinstance(item, str) else (item[0], item[1]) for item in sort]
 
 
 def _dup_key(ns: str, exc: DuplicateKeyError) -> DuplicateKeyError:
@@ -78,9 +79,11 @@ class CollectionOps:
     def _what(self, method: str) -> str:
         return f"{method} on {self.ns}"
 
-    def _guard(self, fn: Callable[[], Any]) -> Any:
+    @contextlib.contextmanager
+    def _translate(self) -> Iterator[None]:
+        """Give mongomock's duplicate-key errors the server's message."""
         try:
-            return fn()
+            yield
         except DuplicateKeyError as exc:
             if isinstance(exc, BulkWriteError):
                 raise
@@ -93,7 +96,8 @@ class CollectionOps:
         stored = roundtrip(document)
 
         def fn(_op: _Op) -> InsertOneResult:
-            self._guard(lambda: self._mc.insert_one(stored))
+            with self._translate():
+                self._mc.insert_one(stored)
             return InsertOneResult(doc_id, True)
 
         return Call("insert", fn, self._what("insert_one"), "insert")
@@ -105,7 +109,8 @@ class CollectionOps:
         stored = [roundtrip(d) for d in documents]
 
         def fn(_op: _Op) -> InsertManyResult:
-            self._guard(lambda: self._mc.insert_many(stored, ordered=ordered))
+            with self._translate():
+                self._mc.insert_many(stored, ordered=ordered)
             return InsertManyResult(ids, True)
 
         return Call("insert", fn, self._what("insert_many"), "insert")
@@ -135,7 +140,8 @@ class CollectionOps:
             if array_filters:
                 kwargs["array_filters"] = array_filters
             call = self._mc.update_many if multi else self._mc.update_one
-            res = self._guard(lambda: call(flt, update, **kwargs))
+            with self._translate():
+                res = call(flt, update, **kwargs)
             return UpdateResult(dict(res.raw_result), True)
 
         return Call("update", fn, self._what(method), "update", retryable=not multi)
@@ -148,7 +154,8 @@ class CollectionOps:
 
         def fn(_op: _Op) -> UpdateResult:
             flt = self._by_sort(filter, sort)
-            res = self._guard(lambda: self._mc.replace_one(flt, stored, upsert=upsert))
+            with self._translate():
+                res = self._mc.replace_one(flt, stored, upsert=upsert)
             return UpdateResult(dict(res.raw_result), True)
 
         return Call("update", fn, self._what("replace_one"), "replace")
@@ -191,7 +198,8 @@ class CollectionOps:
                 ReturnDocument.AFTER if return_document else ReturnDocument.BEFORE
             )
             call = mc.find_one_and_update if method == "update" else mc.find_one_and_replace
-            return self._guard(lambda: call(filter, update, **kwargs))
+            with self._translate():
+                return call(filter, update, **kwargs)
 
         kind = "replace" if method == "replace" else "update"
         return Call("findAndModify", fn, self._what(f"find_one_and_{method}"), kind)
@@ -239,7 +247,8 @@ class CollectionOps:
             for index, req in items:
                 try:
                     if isinstance(req, InsertOne):
-                        self._guard(lambda req=req: mc.insert_one(roundtrip(req._doc)))
+                        with self._translate():
+                            mc.insert_one(roundtrip(req._doc))
                         result["nInserted"] += 1
                     elif isinstance(req, (DeleteOne, DeleteMany)):
                         many = isinstance(req, DeleteMany)
@@ -247,20 +256,15 @@ class CollectionOps:
                         result["nRemoved"] += res.deleted_count
                     else:
                         upsert = bool(req._upsert)
-                        if isinstance(req, ReplaceOne):
-                            doc = roundtrip(req._doc)
-                            res = self._guard(
-                                lambda req=req, doc=doc, upsert=upsert: mc.replace_one(
-                                    req._filter, doc, upsert=upsert
+                        with self._translate():
+                            if isinstance(req, ReplaceOne):
+                                res = mc.replace_one(
+                                    req._filter, roundtrip(req._doc), upsert=upsert
                                 )
-                            )
-                        else:
-                            call = mc.update_many if isinstance(req, UpdateMany) else mc.update_one
-                            res = self._guard(
-                                lambda req=req, call=call, upsert=upsert: call(
-                                    req._filter, req._doc, upsert=upsert
-                                )
-                            )
+                            elif isinstance(req, UpdateMany):
+                                res = mc.update_many(req._filter, req._doc, upsert=upsert)
+                            else:
+                                res = mc.update_one(req._filter, req._doc, upsert=upsert)
                         raw = res.raw_result
                         if raw.get("upserted") is not None:
                             result["nUpserted"] += 1
@@ -268,8 +272,8 @@ class CollectionOps:
                         else:
                             result["nMatched"] += raw.get("n", 0)
                             result["nModified"] += raw.get("nModified", 0)
-                except OperationFailure as exc:
-                    if getattr(exc, "_memory_rollback", False) or not isinstance(exc, PyMongoError):
+                except OperationFailure as exc:  # noqa: PERF203 - one write error per request
+                    if getattr(exc, "_memory_rollback", False):
                         raise
                     result["writeErrors"].append(
                         {"index": index, "code": exc.code, "errmsg": str(exc), "op": req}

@@ -1,5 +1,7 @@
 """The synchronous client: PyMongo's ``MongoClient`` surface over a ``MemoryServer``."""
 
+# ruff: noqa: PLR0917 - signatures mirror PyMongo's positional parameters
+
 from __future__ import annotations
 
 import random
@@ -188,8 +190,11 @@ class MemoryClient:
         return f"MemoryClient(strict={self.strict})"
 
 
-def _watch(client: MemoryClient, db: str | None, coll: str | None, args: dict[str, Any]) -> ChangeStream:
+def _watch(
+    client: MemoryClient, db: str | None, coll: str | None, args: dict[str, Any]
+) -> ChangeStream:
     state = client._session_state(args.get("session"))
+
     def fn(_op: Any) -> StreamCore:
         return StreamCore(
             client.server,
@@ -258,19 +263,31 @@ class Database:
     def list_collection_names(
         self, session: ClientSession | None = None, filter: Any = None, **_kwargs: Any
     ) -> list[str]:
-        names: list[str] = self.client._run(list_collection_names(self.client.server, self.name), session)
+        names: list[str] = self.client._run(
+            list_collection_names(self.client.server, self.name), session
+        )
         if filter and "name" in filter:
             names = [n for n in names if n == filter["name"]]
         return names
 
-    def create_collection(self, name: str, session: ClientSession | None = None, **_kw: Any) -> Collection:
+    def create_collection(
+        self, name: str, session: ClientSession | None = None, **_kw: Any
+    ) -> Collection:
         if name in self.list_collection_names(session=session):
-            raise operation_failure(48, "NamespaceExists", f"Collection {self.name}.{name} already exists.")
+            raise operation_failure(
+                48, "NamespaceExists", f"Collection {self.name}.{name} already exists."
+            )
         self.client.server._store[self.name].create_collection(name)
         return Collection(self, name)
 
-    def drop_collection(self, name_or_collection: Any, session: ClientSession | None = None, **_kw: Any) -> Document:
-        name = name_or_collection.name if isinstance(name_or_collection, Collection) else name_or_collection
+    def drop_collection(
+        self, name_or_collection: Any, session: ClientSession | None = None, **_kw: Any
+    ) -> Document:
+        name = (
+            name_or_collection.name
+            if isinstance(name_or_collection, Collection)
+            else name_or_collection
+        )
         Collection(self, name).drop(session=session)
         return {"ok": 1.0}
 
@@ -326,88 +343,172 @@ class Collection:
     # -- writes ---------------------------------------------------------------------------
 
     def insert_one(
-        self, document: Any, bypass_document_validation: bool | None = None,
-        session: ClientSession | None = None, comment: Any = None,
+        self,
+        document: Any,
+        bypass_document_validation: bool | None = None,
+        session: ClientSession | None = None,
+        comment: Any = None,
     ) -> InsertOneResult:
         return self._run(self._ops.insert_one(document), session)  # type: ignore[no-any-return]
 
     def insert_many(
-        self, documents: Any, ordered: bool = True, bypass_document_validation: bool | None = None,
-        session: ClientSession | None = None, comment: Any = None,
+        self,
+        documents: Any,
+        ordered: bool = True,
+        bypass_document_validation: bool | None = None,
+        session: ClientSession | None = None,
+        comment: Any = None,
     ) -> InsertManyResult:
         return self._run(self._ops.insert_many(documents, ordered), session)  # type: ignore[no-any-return]
 
     def update_one(
-        self, filter: Mapping[str, Any], update: Any, upsert: bool = False,
-        bypass_document_validation: bool | None = None, collation: Any = None,
-        array_filters: Any = None, hint: Any = None, session: ClientSession | None = None,
-        let: Any = None, sort: Any = None, comment: Any = None,
+        self,
+        filter: Mapping[str, Any],
+        update: Any,
+        upsert: bool = False,
+        bypass_document_validation: bool | None = None,
+        collation: Any = None,
+        array_filters: Any = None,
+        hint: Any = None,
+        session: ClientSession | None = None,
+        let: Any = None,
+        sort: Any = None,
+        comment: Any = None,
     ) -> UpdateResult:
-        call = self._ops.update(filter, update, multi=False, upsert=upsert,
-                                array_filters=array_filters, sort=sort)
+        call = self._ops.update(
+            filter, update, multi=False, upsert=upsert, array_filters=array_filters, sort=sort
+        )
         return self._run(call, session)  # type: ignore[no-any-return]
 
     def update_many(
-        self, filter: Mapping[str, Any], update: Any, upsert: bool = False,
-        array_filters: Any = None, bypass_document_validation: bool | None = None,
-        collation: Any = None, hint: Any = None, session: ClientSession | None = None,
-        let: Any = None, comment: Any = None,
+        self,
+        filter: Mapping[str, Any],
+        update: Any,
+        upsert: bool = False,
+        array_filters: Any = None,
+        bypass_document_validation: bool | None = None,
+        collation: Any = None,
+        hint: Any = None,
+        session: ClientSession | None = None,
+        let: Any = None,
+        comment: Any = None,
     ) -> UpdateResult:
-        call = self._ops.update(filter, update, multi=True, upsert=upsert, array_filters=array_filters)
+        call = self._ops.update(
+            filter, update, multi=True, upsert=upsert, array_filters=array_filters
+        )
         return self._run(call, session)  # type: ignore[no-any-return]
 
     def replace_one(
-        self, filter: Mapping[str, Any], replacement: Mapping[str, Any], upsert: bool = False,
-        bypass_document_validation: bool | None = None, collation: Any = None, hint: Any = None,
-        session: ClientSession | None = None, let: Any = None, sort: Any = None, comment: Any = None,
+        self,
+        filter: Mapping[str, Any],
+        replacement: Mapping[str, Any],
+        upsert: bool = False,
+        bypass_document_validation: bool | None = None,
+        collation: Any = None,
+        hint: Any = None,
+        session: ClientSession | None = None,
+        let: Any = None,
+        sort: Any = None,
+        comment: Any = None,
     ) -> UpdateResult:
         return self._run(self._ops.replace_one(filter, replacement, upsert, sort), session)  # type: ignore[no-any-return]
 
     def delete_one(
-        self, filter: Mapping[str, Any], collation: Any = None, hint: Any = None,
-        session: ClientSession | None = None, let: Any = None, comment: Any = None,
+        self,
+        filter: Mapping[str, Any],
+        collation: Any = None,
+        hint: Any = None,
+        session: ClientSession | None = None,
+        let: Any = None,
+        comment: Any = None,
     ) -> DeleteResult:
         return self._run(self._ops.delete(filter, multi=False), session)  # type: ignore[no-any-return]
 
     def delete_many(
-        self, filter: Mapping[str, Any], collation: Any = None, hint: Any = None,
-        session: ClientSession | None = None, let: Any = None, comment: Any = None,
+        self,
+        filter: Mapping[str, Any],
+        collation: Any = None,
+        hint: Any = None,
+        session: ClientSession | None = None,
+        let: Any = None,
+        comment: Any = None,
     ) -> DeleteResult:
         return self._run(self._ops.delete(filter, multi=True), session)  # type: ignore[no-any-return]
 
     def find_one_and_update(
-        self, filter: Mapping[str, Any], update: Any, projection: Any = None, sort: Any = None,
-        upsert: bool = False, return_document: bool = ReturnDocument.BEFORE,
-        array_filters: Any = None, hint: Any = None, session: ClientSession | None = None,
-        let: Any = None, comment: Any = None, **_kwargs: Any,
+        self,
+        filter: Mapping[str, Any],
+        update: Any,
+        projection: Any = None,
+        sort: Any = None,
+        upsert: bool = False,
+        return_document: bool = ReturnDocument.BEFORE,
+        array_filters: Any = None,
+        hint: Any = None,
+        session: ClientSession | None = None,
+        let: Any = None,
+        comment: Any = None,
+        **_kwargs: Any,
     ) -> Any:
-        call = self._ops.find_one_and("update", filter, update, projection=projection, sort=sort,
-                                      upsert=upsert, return_document=return_document,
-                                      array_filters=array_filters)
+        call = self._ops.find_one_and(
+            "update",
+            filter,
+            update,
+            projection=projection,
+            sort=sort,
+            upsert=upsert,
+            return_document=return_document,
+            array_filters=array_filters,
+        )
         return self._run(call, session)
 
     def find_one_and_replace(
-        self, filter: Mapping[str, Any], replacement: Mapping[str, Any], projection: Any = None,
-        sort: Any = None, upsert: bool = False, return_document: bool = ReturnDocument.BEFORE,
-        hint: Any = None, session: ClientSession | None = None, let: Any = None,
-        comment: Any = None, **_kwargs: Any,
+        self,
+        filter: Mapping[str, Any],
+        replacement: Mapping[str, Any],
+        projection: Any = None,
+        sort: Any = None,
+        upsert: bool = False,
+        return_document: bool = ReturnDocument.BEFORE,
+        hint: Any = None,
+        session: ClientSession | None = None,
+        let: Any = None,
+        comment: Any = None,
+        **_kwargs: Any,
     ) -> Any:
-        call = self._ops.find_one_and("replace", filter, replacement, projection=projection,
-                                      sort=sort, upsert=upsert, return_document=return_document)
+        call = self._ops.find_one_and(
+            "replace",
+            filter,
+            replacement,
+            projection=projection,
+            sort=sort,
+            upsert=upsert,
+            return_document=return_document,
+        )
         return self._run(call, session)
 
     def find_one_and_delete(
-        self, filter: Mapping[str, Any], projection: Any = None, sort: Any = None,
-        hint: Any = None, session: ClientSession | None = None, let: Any = None,
-        comment: Any = None, **_kwargs: Any,
+        self,
+        filter: Mapping[str, Any],
+        projection: Any = None,
+        sort: Any = None,
+        hint: Any = None,
+        session: ClientSession | None = None,
+        let: Any = None,
+        comment: Any = None,
+        **_kwargs: Any,
     ) -> Any:
         call = self._ops.find_one_and("delete", filter, projection=projection, sort=sort)
         return self._run(call, session)
 
     def bulk_write(
-        self, requests: Sequence[Any], ordered: bool = True,
-        bypass_document_validation: bool | None = None, session: ClientSession | None = None,
-        comment: Any = None, let: Any = None,
+        self,
+        requests: Sequence[Any],
+        ordered: bool = True,
+        bypass_document_validation: bool | None = None,
+        session: ClientSession | None = None,
+        comment: Any = None,
+        let: Any = None,
     ) -> BulkWriteResult:
         results: list[Document] = []
         for call in self._ops.bulk_write(requests, ordered):
@@ -422,8 +523,13 @@ class Collection:
     # -- reads ----------------------------------------------------------------------------
 
     def find(
-        self, filter: Mapping[str, Any] | None = None, projection: Any = None,
-        skip: int = 0, limit: int = 0, sort: Any = None, session: ClientSession | None = None,
+        self,
+        filter: Mapping[str, Any] | None = None,
+        projection: Any = None,
+        skip: int = 0,
+        limit: int = 0,
+        sort: Any = None,
+        session: ClientSession | None = None,
         **_kwargs: Any,
     ) -> Cursor:
         return Cursor(self, filter or {}, projection, sort_list(sort), skip, limit, session)
@@ -436,7 +542,9 @@ class Collection:
         return None
 
     def aggregate(
-        self, pipeline: Sequence[Mapping[str, Any]], session: ClientSession | None = None,
+        self,
+        pipeline: Sequence[Mapping[str, Any]],
+        session: ClientSession | None = None,
         **_kwargs: Any,
     ) -> CommandCursor:
         return CommandCursor(self._run(self._ops.aggregate(pipeline), session))
@@ -450,8 +558,11 @@ class Collection:
         return self._run(self._ops.estimated_document_count(), None)  # type: ignore[no-any-return]
 
     def distinct(
-        self, key: str, filter: Mapping[str, Any] | None = None,
-        session: ClientSession | None = None, **_kwargs: Any,
+        self,
+        key: str,
+        filter: Mapping[str, Any] | None = None,
+        session: ClientSession | None = None,
+        **_kwargs: Any,
     ) -> list[Any]:
         return self._run(self._ops.distinct(key, filter), session)  # type: ignore[no-any-return]
 
@@ -460,7 +571,9 @@ class Collection:
     def create_index(self, keys: Any, session: ClientSession | None = None, **kwargs: Any) -> str:
         return self._run(self._ops.create_index(keys, **kwargs), session)  # type: ignore[no-any-return]
 
-    def create_indexes(self, indexes: Sequence[Any], session: ClientSession | None = None, **_kw: Any) -> list[str]:
+    def create_indexes(
+        self, indexes: Sequence[Any], session: ClientSession | None = None, **_kw: Any
+    ) -> list[str]:
         return self._run(self._ops.create_indexes(indexes), session)  # type: ignore[no-any-return]
 
     def list_indexes(self, session: ClientSession | None = None, **_kw: Any) -> CommandCursor:
@@ -469,7 +582,9 @@ class Collection:
     def index_information(self, session: ClientSession | None = None, **_kw: Any) -> Document:
         return self._run(self._ops.index_information(), session)  # type: ignore[no-any-return]
 
-    def drop_index(self, index_or_name: Any, session: ClientSession | None = None, **_kw: Any) -> None:
+    def drop_index(
+        self, index_or_name: Any, session: ClientSession | None = None, **_kw: Any
+    ) -> None:
         self._run(self._ops.drop_index(index_or_name), session)
 
     def watch(
@@ -494,12 +609,22 @@ class Cursor:
     """A ``find`` cursor: chain ``sort``/``skip``/``limit``, then iterate (runs on first use)."""
 
     def __init__(
-        self, collection: Collection, filter: Any, projection: Any,
-        sort: list[tuple[str, Any]] | None, skip: int, limit: int, session: ClientSession | None,
+        self,
+        collection: Collection,
+        filter: Any,
+        projection: Any,
+        sort: list[tuple[str, Any]] | None,
+        skip: int,
+        limit: int,
+        session: ClientSession | None,
     ) -> None:
         self.collection = collection
         self._args: dict[str, Any] = {
-            "filter": filter, "projection": projection, "sort": sort, "skip": skip, "limit": limit,
+            "filter": filter,
+            "projection": projection,
+            "sort": sort,
+            "skip": skip,
+            "limit": limit,
         }
         self._session = session
         self._docs: Iterator[Document] | None = None
@@ -544,7 +669,7 @@ class Cursor:
         docs = self._execute()
         if length is None:
             return list(docs)
-        return [doc for _, doc in zip(range(length), docs)]
+        return [doc for _, doc in zip(range(length), docs, strict=False)]
 
     def close(self) -> None:
         self._docs = iter(())
@@ -573,7 +698,7 @@ class CommandCursor:
     def to_list(self, length: int | None = None) -> list[Document]:
         if length is None:
             return list(self._docs)
-        return [doc for _, doc in zip(range(length), self._docs)]
+        return [doc for _, doc in zip(range(length), self._docs, strict=False)]
 
     def close(self) -> None:
         self._docs = iter(())
@@ -593,7 +718,10 @@ class _TransactionContext:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._session.in_transaction:
             if exc_type is None:
@@ -626,8 +754,11 @@ class ClientSession:
         return self._state.operation_time
 
     def start_transaction(
-        self, read_concern: Any = None, write_concern: Any = None,
-        read_preference: Any = None, max_commit_time_ms: int | None = None,
+        self,
+        read_concern: Any = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        max_commit_time_ms: int | None = None,
     ) -> _TransactionContext:
         self._state.start_transaction()
         return _TransactionContext(self)
@@ -662,7 +793,7 @@ class ClientSession:
         last_error: BaseException | None = None
         while True:
             if retry:
-                jitter = random.random()  # noqa: S311
+                jitter = random.random()
                 backoff = jitter * min(BACKOFF_INITIAL * (1.5**retry), BACKOFF_MAX)
                 if not within_time_limit(start_time, backoff):
                     assert last_error is not None
@@ -676,7 +807,9 @@ class ClientSession:
                 last_error = exc
                 if self.in_transaction:
                     self.abort_transaction()
-                if isinstance(exc, PyMongoError) and exc.has_error_label("TransientTransactionError"):
+                if isinstance(exc, PyMongoError) and exc.has_error_label(
+                    "TransientTransactionError"
+                ):
                     if within_time_limit(start_time):
                         continue
                     raise make_timeout_error(last_error) from exc
@@ -690,7 +823,9 @@ class ClientSession:
                     self.commit_transaction()
                 except PyMongoError as exc:
                     last_error = exc
-                    if exc.has_error_label("UnknownTransactionCommitResult") and not max_time_expired_error(exc):
+                    if exc.has_error_label(
+                        "UnknownTransactionCommitResult"
+                    ) and not max_time_expired_error(exc):
                         if not within_time_limit(start_time):
                             raise make_timeout_error(last_error) from exc
                         continue

@@ -1,0 +1,916 @@
+"""The asyncio client: PyMongo's native async surface (``AsyncMongoClient``) over a server.
+
+Operations run on the event loop itself (they are in-memory and short); an operation that has
+to wait for another transaction awaits a future, so the loop is never blocked.
+"""
+
+# ruff: noqa: PLR0917 - signatures mirror PyMongo's positional parameters
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from bson.timestamp import Timestamp
+from pymongo import ReturnDocument
+from pymongo.errors import InvalidOperation, PyMongoError
+from pymongo.results import (
+    BulkWriteResult,
+    DeleteResult,
+    InsertManyResult,
+    InsertOneResult,
+    UpdateResult,
+)
+
+from ._changestream import StreamCore
+from ._engine import (
+    BACKOFF_INITIAL,
+    BACKOFF_MAX,
+    Document,
+    MemoryServer,
+    SessionState,
+    make_timeout_error,
+    max_time_expired_error,
+    operation_failure,
+    within_time_limit,
+)
+from ._ops import Call, CollectionOps, list_collection_names, sort_list
+from ._sync import fail_command_spec
+
+T = TypeVar("T")
+
+__all__ = [
+    "AsyncChangeStream",
+    "AsyncClientSession",
+    "AsyncCollection",
+    "AsyncCommandCursor",
+    "AsyncCursor",
+    "AsyncDatabase",
+    "AsyncMemoryClient",
+]
+
+
+class AsyncMemoryClient:
+    """An in-process MongoDB replica set with PyMongo's ``AsyncMongoClient`` surface.
+
+    ``strict`` (default True) refuses an operation sent without ``session=`` from the task
+    that has a transaction open. Pass ``server=other_client.server`` to share data,
+    transactions and change streams with another client (sync or async).
+    """
+
+    def __init__(self, strict: bool = True, server: MemoryServer | None = None) -> None:
+        self.server = server if server is not None else MemoryServer()
+        self.strict = strict
+
+    async def _run(self, call: Call, session: AsyncClientSession | None) -> Any:
+        return await self.server.run_async(
+            call.cmd,
+            self._session_state(session),
+            call.fn,
+            strict=self.strict,
+            what=call.what,
+            kind=call.kind,
+            retryable=call.retryable,
+        )
+
+    def _session_state(self, session: AsyncClientSession | None) -> SessionState | None:
+        if session is None:
+            return None
+        if not isinstance(session, AsyncClientSession) or session._state.server is not self.server:
+            raise InvalidOperation("Can only use session with the MongoClient that started it")
+        return session._state
+
+    def __getitem__(self, name: str) -> AsyncDatabase:
+        return AsyncDatabase(self, name)
+
+    def __getattr__(self, name: str) -> AsyncDatabase:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return AsyncDatabase(self, name)
+
+    def get_database(self, name: str | None = None, **_options: Any) -> AsyncDatabase:
+        """The database ``name`` (default ``"test"``); options are accepted and ignored."""
+        return AsyncDatabase(self, name or "test")
+
+    @property
+    def admin(self) -> AsyncDatabase:
+        return AsyncDatabase(self, "admin")
+
+    def start_session(
+        self,
+        causal_consistency: bool | None = None,
+        default_transaction_options: Any = None,
+        snapshot: bool | None = False,
+    ) -> AsyncClientSession:
+        return AsyncClientSession(self)
+
+    async def list_database_names(self, session: AsyncClientSession | None = None) -> list[str]:
+        return list(self.server._mock.list_database_names())
+
+    async def drop_database(self, name: Any, session: AsyncClientSession | None = None) -> None:
+        db = name.name if isinstance(name, AsyncDatabase) else name
+        for coll in list(self.server._mock[db].list_collection_names()):
+            await AsyncDatabase(self, db).drop_collection(coll, session=session)
+
+    async def server_info(self) -> Document:
+        return self.server.command("admin", {"buildInfo": 1})
+
+    async def fail_command(
+        self,
+        commands: Sequence[str] | str,
+        *,
+        times: int | None = 1,
+        error_code: int | None = None,
+        error_labels: Sequence[str] = (),
+        close_connection: bool = False,
+    ) -> None:
+        """Set MongoDB's ``failCommand`` fail point (``times=None``: until turned off)."""
+        spec = fail_command_spec(
+            commands,
+            times=times,
+            error_code=error_code,
+            error_labels=error_labels,
+            close_connection=close_connection,
+        )
+        await self.admin.command(spec)
+
+    async def watch(
+        self,
+        pipeline: Sequence[Mapping[str, Any]] | None = None,
+        full_document: str | None = None,
+        resume_after: Mapping[str, Any] | None = None,
+        max_await_time_ms: int | None = None,
+        batch_size: int | None = None,
+        collation: Any = None,
+        start_at_operation_time: Timestamp | None = None,
+        session: AsyncClientSession | None = None,
+        start_after: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        full_document_before_change: str | None = None,
+        show_expanded_events: bool | None = None,
+    ) -> AsyncChangeStream:
+        return await _watch(self, None, None, locals())
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("memory", 27017)
+
+    async def aconnect(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> AsyncMemoryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncMemoryClient(strict={self.strict})"
+
+
+async def _watch(
+    client: AsyncMemoryClient, db: str | None, coll: str | None, args: dict[str, Any]
+) -> AsyncChangeStream:
+    state = client._session_state(args.get("session"))
+
+    def fn(_op: Any) -> StreamCore:
+        return StreamCore(
+            client.server,
+            db,
+            coll,
+            args.get("pipeline"),
+            args.get("full_document"),
+            args.get("resume_after"),
+            args.get("start_after"),
+            args.get("start_at_operation_time"),
+            args.get("max_await_time_ms"),
+        )
+
+    what = f"watch on {db}.{coll}" if coll else f"watch on {db or 'the deployment'}"
+    core = await client.server.run_async("aggregate", state, fn, strict=client.strict, what=what)
+    return AsyncChangeStream(core)
+
+
+class AsyncDatabase:
+    """A database of an :class:`AsyncMemoryClient`."""
+
+    def __init__(self, client: AsyncMemoryClient, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def __getitem__(self, name: str) -> AsyncCollection:
+        return AsyncCollection(self, name)
+
+    def __getattr__(self, name: str) -> AsyncCollection:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return AsyncCollection(self, name)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, AsyncDatabase)
+            and other.client.server is self.client.server
+            and other.name == self.name
+        )
+
+    def __hash__(self) -> int:
+        return hash(("db", self.name))
+
+    def __repr__(self) -> str:
+        return f"AsyncDatabase({self.client!r}, {self.name!r})"
+
+    def get_collection(self, name: str, **_options: Any) -> AsyncCollection:
+        return AsyncCollection(self, name)
+
+    def with_options(self, **_options: Any) -> AsyncDatabase:
+        return self
+
+    async def command(
+        self,
+        command: str | Mapping[str, Any],
+        value: Any = 1,
+        check: bool = True,
+        allowable_errors: Any = None,
+        session: AsyncClientSession | None = None,
+        **kwargs: Any,
+    ) -> Document:
+        cmd: dict[str, Any] = {command: value} if isinstance(command, str) else dict(command)
+        cmd.update(kwargs)
+        return self.client.server.command(self.name, cmd)
+
+    async def list_collection_names(
+        self, session: AsyncClientSession | None = None, filter: Any = None, **_kwargs: Any
+    ) -> list[str]:
+        call = list_collection_names(self.client.server, self.name)
+        names: list[str] = await self.client._run(call, session)
+        if filter and "name" in filter:
+            names = [n for n in names if n == filter["name"]]
+        return names
+
+    async def create_collection(
+        self, name: str, session: AsyncClientSession | None = None, **_kw: Any
+    ) -> AsyncCollection:
+        if name in await self.list_collection_names(session=session):
+            raise operation_failure(
+                48, "NamespaceExists", f"Collection {self.name}.{name} already exists."
+            )
+        self.client.server._store[self.name].create_collection(name)
+        return AsyncCollection(self, name)
+
+    async def drop_collection(
+        self, name_or_collection: Any, session: AsyncClientSession | None = None, **_kw: Any
+    ) -> Document:
+        name = (
+            name_or_collection.name
+            if isinstance(name_or_collection, AsyncCollection)
+            else name_or_collection
+        )
+        await AsyncCollection(self, name).drop(session=session)
+        return {"ok": 1.0}
+
+    async def watch(
+        self,
+        pipeline: Sequence[Mapping[str, Any]] | None = None,
+        full_document: str | None = None,
+        resume_after: Mapping[str, Any] | None = None,
+        max_await_time_ms: int | None = None,
+        batch_size: int | None = None,
+        collation: Any = None,
+        start_at_operation_time: Timestamp | None = None,
+        session: AsyncClientSession | None = None,
+        start_after: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        full_document_before_change: str | None = None,
+        show_expanded_events: bool | None = None,
+    ) -> AsyncChangeStream:
+        return await _watch(self.client, self.name, None, locals())
+
+
+class AsyncCollection:
+    """A collection of an :class:`AsyncMemoryClient` (PyMongo's ``AsyncCollection`` surface)."""
+
+    def __init__(self, database: AsyncDatabase, name: str) -> None:
+        self.database = database
+        self.name = name
+        self.full_name = f"{database.name}.{name}"
+        self._ops = CollectionOps(database.client.server, database.name, name)
+
+    def __getitem__(self, name: str) -> AsyncCollection:
+        return AsyncCollection(self.database, f"{self.name}.{name}")
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, AsyncCollection)
+            and other.database == self.database
+            and other.name == self.name
+        )
+
+    def __hash__(self) -> int:
+        return hash(("coll", self.full_name))
+
+    def __repr__(self) -> str:
+        return f"AsyncCollection({self.database!r}, {self.name!r})"
+
+    async def _run(self, call: Call, session: AsyncClientSession | None) -> Any:
+        return await self.database.client._run(call, session)
+
+    def with_options(self, **_options: Any) -> AsyncCollection:
+        return self
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def insert_one(
+        self,
+        document: Any,
+        bypass_document_validation: bool | None = None,
+        session: AsyncClientSession | None = None,
+        comment: Any = None,
+    ) -> InsertOneResult:
+        result: InsertOneResult = await self._run(self._ops.insert_one(document), session)
+        return result
+
+    async def insert_many(
+        self,
+        documents: Any,
+        ordered: bool = True,
+        bypass_document_validation: bool | None = None,
+        session: AsyncClientSession | None = None,
+        comment: Any = None,
+    ) -> InsertManyResult:
+        result: InsertManyResult = await self._run(
+            self._ops.insert_many(documents, ordered), session
+        )
+        return result
+
+    async def update_one(
+        self,
+        filter: Mapping[str, Any],
+        update: Any,
+        upsert: bool = False,
+        bypass_document_validation: bool | None = None,
+        collation: Any = None,
+        array_filters: Any = None,
+        hint: Any = None,
+        session: AsyncClientSession | None = None,
+        let: Any = None,
+        sort: Any = None,
+        comment: Any = None,
+    ) -> UpdateResult:
+        call = self._ops.update(
+            filter, update, multi=False, upsert=upsert, array_filters=array_filters, sort=sort
+        )
+        result: UpdateResult = await self._run(call, session)
+        return result
+
+    async def update_many(
+        self,
+        filter: Mapping[str, Any],
+        update: Any,
+        upsert: bool = False,
+        array_filters: Any = None,
+        bypass_document_validation: bool | None = None,
+        collation: Any = None,
+        hint: Any = None,
+        session: AsyncClientSession | None = None,
+        let: Any = None,
+        comment: Any = None,
+    ) -> UpdateResult:
+        call = self._ops.update(
+            filter, update, multi=True, upsert=upsert, array_filters=array_filters
+        )
+        result: UpdateResult = await self._run(call, session)
+        return result
+
+    async def replace_one(
+        self,
+        filter: Mapping[str, Any],
+        replacement: Mapping[str, Any],
+        upsert: bool = False,
+        bypass_document_validation: bool | None = None,
+        collation: Any = None,
+        hint: Any = None,
+        session: AsyncClientSession | None = None,
+        let: Any = None,
+        sort: Any = None,
+        comment: Any = None,
+    ) -> UpdateResult:
+        call = self._ops.replace_one(filter, replacement, upsert, sort)
+        result: UpdateResult = await self._run(call, session)
+        return result
+
+    async def delete_one(
+        self,
+        filter: Mapping[str, Any],
+        collation: Any = None,
+        hint: Any = None,
+        session: AsyncClientSession | None = None,
+        let: Any = None,
+        comment: Any = None,
+    ) -> DeleteResult:
+        result: DeleteResult = await self._run(self._ops.delete(filter, multi=False), session)
+        return result
+
+    async def delete_many(
+        self,
+        filter: Mapping[str, Any],
+        collation: Any = None,
+        hint: Any = None,
+        session: AsyncClientSession | None = None,
+        let: Any = None,
+        comment: Any = None,
+    ) -> DeleteResult:
+        result: DeleteResult = await self._run(self._ops.delete(filter, multi=True), session)
+        return result
+
+    async def find_one_and_update(
+        self,
+        filter: Mapping[str, Any],
+        update: Any,
+        projection: Any = None,
+        sort: Any = None,
+        upsert: bool = False,
+        return_document: bool = ReturnDocument.BEFORE,
+        array_filters: Any = None,
+        hint: Any = None,
+        session: AsyncClientSession | None = None,
+        let: Any = None,
+        comment: Any = None,
+        **_kwargs: Any,
+    ) -> Any:
+        call = self._ops.find_one_and(
+            "update",
+            filter,
+            update,
+            projection=projection,
+            sort=sort,
+            upsert=upsert,
+            return_document=return_document,
+            array_filters=array_filters,
+        )
+        return await self._run(call, session)
+
+    async def find_one_and_replace(
+        self,
+        filter: Mapping[str, Any],
+        replacement: Mapping[str, Any],
+        projection: Any = None,
+        sort: Any = None,
+        upsert: bool = False,
+        return_document: bool = ReturnDocument.BEFORE,
+        hint: Any = None,
+        session: AsyncClientSession | None = None,
+        let: Any = None,
+        comment: Any = None,
+        **_kwargs: Any,
+    ) -> Any:
+        call = self._ops.find_one_and(
+            "replace",
+            filter,
+            replacement,
+            projection=projection,
+            sort=sort,
+            upsert=upsert,
+            return_document=return_document,
+        )
+        return await self._run(call, session)
+
+    async def find_one_and_delete(
+        self,
+        filter: Mapping[str, Any],
+        projection: Any = None,
+        sort: Any = None,
+        hint: Any = None,
+        session: AsyncClientSession | None = None,
+        let: Any = None,
+        comment: Any = None,
+        **_kwargs: Any,
+    ) -> Any:
+        call = self._ops.find_one_and("delete", filter, projection=projection, sort=sort)
+        return await self._run(call, session)
+
+    async def bulk_write(
+        self,
+        requests: Sequence[Any],
+        ordered: bool = True,
+        bypass_document_validation: bool | None = None,
+        session: AsyncClientSession | None = None,
+        comment: Any = None,
+        let: Any = None,
+    ) -> BulkWriteResult:
+        results: list[Document] = []
+        for call in self._ops.bulk_write(requests, ordered):
+            results.append(await self._run(call, session))
+            if ordered and results[-1]["writeErrors"]:
+                break
+        return CollectionOps.bulk_result(CollectionOps.merge_bulk(results))
+
+    async def drop(
+        self, session: AsyncClientSession | None = None, comment: Any = None, **_kw: Any
+    ) -> None:
+        await self._run(self._ops.drop(), session)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def find(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        projection: Any = None,
+        skip: int = 0,
+        limit: int = 0,
+        sort: Any = None,
+        session: AsyncClientSession | None = None,
+        **_kwargs: Any,
+    ) -> AsyncCursor:
+        return AsyncCursor(self, filter or {}, projection, sort_list(sort), skip, limit, session)
+
+    async def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if filter is not None and not isinstance(filter, Mapping):
+            filter = {"_id": filter}
+        docs = await self.find(filter, *args, **kwargs).limit(-1).to_list()
+        return docs[0] if docs else None
+
+    async def aggregate(
+        self,
+        pipeline: Sequence[Mapping[str, Any]],
+        session: AsyncClientSession | None = None,
+        **_kwargs: Any,
+    ) -> AsyncCommandCursor:
+        return AsyncCommandCursor(await self._run(self._ops.aggregate(pipeline), session))
+
+    async def count_documents(
+        self, filter: Mapping[str, Any], session: AsyncClientSession | None = None, **kwargs: Any
+    ) -> int:
+        result: int = await self._run(self._ops.count_documents(filter, **kwargs), session)
+        return result
+
+    async def estimated_document_count(self, **_kwargs: Any) -> int:
+        result: int = await self._run(self._ops.estimated_document_count(), None)
+        return result
+
+    async def distinct(
+        self,
+        key: str,
+        filter: Mapping[str, Any] | None = None,
+        session: AsyncClientSession | None = None,
+        **_kwargs: Any,
+    ) -> list[Any]:
+        result: list[Any] = await self._run(self._ops.distinct(key, filter), session)
+        return result
+
+    # -- indexes --------------------------------------------------------------------------
+
+    async def create_index(
+        self, keys: Any, session: AsyncClientSession | None = None, **kwargs: Any
+    ) -> str:
+        result: str = await self._run(self._ops.create_index(keys, **kwargs), session)
+        return result
+
+    async def create_indexes(
+        self, indexes: Sequence[Any], session: AsyncClientSession | None = None, **_kw: Any
+    ) -> list[str]:
+        result: list[str] = await self._run(self._ops.create_indexes(indexes), session)
+        return result
+
+    async def list_indexes(
+        self, session: AsyncClientSession | None = None, **_kw: Any
+    ) -> AsyncCommandCursor:
+        return AsyncCommandCursor(await self._run(self._ops.list_indexes(), session))
+
+    async def index_information(
+        self, session: AsyncClientSession | None = None, **_kw: Any
+    ) -> Document:
+        result: Document = await self._run(self._ops.index_information(), session)
+        return result
+
+    async def drop_index(
+        self, index_or_name: Any, session: AsyncClientSession | None = None, **_kw: Any
+    ) -> None:
+        await self._run(self._ops.drop_index(index_or_name), session)
+
+    async def watch(
+        self,
+        pipeline: Sequence[Mapping[str, Any]] | None = None,
+        full_document: str | None = None,
+        resume_after: Mapping[str, Any] | None = None,
+        max_await_time_ms: int | None = None,
+        batch_size: int | None = None,
+        collation: Any = None,
+        start_at_operation_time: Timestamp | None = None,
+        session: AsyncClientSession | None = None,
+        start_after: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        full_document_before_change: str | None = None,
+        show_expanded_events: bool | None = None,
+    ) -> AsyncChangeStream:
+        return await _watch(self.database.client, self.database.name, self.name, locals())
+
+
+class AsyncCursor:
+    """A ``find`` cursor: chain ``sort``/``skip``/``limit``, then ``to_list`` or ``async for``."""
+
+    def __init__(
+        self,
+        collection: AsyncCollection,
+        filter: Any,
+        projection: Any,
+        sort: list[tuple[str, Any]] | None,
+        skip: int,
+        limit: int,
+        session: AsyncClientSession | None,
+    ) -> None:
+        self.collection = collection
+        self._args: dict[str, Any] = {
+            "filter": filter,
+            "projection": projection,
+            "sort": sort,
+            "skip": skip,
+            "limit": limit,
+        }
+        self._session = session
+        self._docs: list[Document] | None = None
+
+    def _check(self) -> None:
+        if self._docs is not None:
+            raise InvalidOperation("cannot set options after executing query")
+
+    def sort(self, key_or_list: Any, direction: Any = None) -> AsyncCursor:
+        self._check()
+        self._args["sort"] = sort_list(key_or_list, direction)
+        return self
+
+    def skip(self, skip: int) -> AsyncCursor:
+        self._check()
+        self._args["skip"] = skip
+        return self
+
+    def limit(self, limit: int) -> AsyncCursor:
+        self._check()
+        self._args["limit"] = limit
+        return self
+
+    def batch_size(self, _batch_size: int) -> AsyncCursor:
+        return self
+
+    async def _execute(self) -> list[Document]:
+        if self._docs is None:
+            call = self.collection._ops.find(**self._args)
+            self._docs = list(await self.collection._run(call, self._session))
+        return self._docs
+
+    def __aiter__(self) -> AsyncCursor:
+        return self
+
+    async def __anext__(self) -> Document:
+        docs = await self._execute()
+        if not docs:
+            raise StopAsyncIteration
+        return docs.pop(0)
+
+    async def next(self) -> Document:
+        docs = await self._execute()
+        if not docs:
+            raise StopAsyncIteration
+        return docs.pop(0)
+
+    async def to_list(self, length: int | None = None) -> list[Document]:
+        docs = await self._execute()
+        n = len(docs) if length is None else min(length, len(docs))
+        out, docs[:n] = docs[:n], []
+        return out
+
+    async def close(self) -> None:
+        self._docs = []
+
+    async def __aenter__(self) -> AsyncCursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncCommandCursor:
+    """The result cursor of ``aggregate`` and ``list_indexes``."""
+
+    def __init__(self, docs: list[Document]) -> None:
+        self._docs = list(docs)
+
+    def __aiter__(self) -> AsyncCommandCursor:
+        return self
+
+    async def __anext__(self) -> Document:
+        if not self._docs:
+            raise StopAsyncIteration
+        return self._docs.pop(0)
+
+    next = __anext__
+
+    async def to_list(self, length: int | None = None) -> list[Document]:
+        n = len(self._docs) if length is None else min(length, len(self._docs))
+        out, self._docs[:n] = self._docs[:n], []
+        return out
+
+    async def close(self) -> None:
+        self._docs = []
+
+    async def __aenter__(self) -> AsyncCommandCursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class _AsyncTransactionContext:
+    def __init__(self, session: AsyncClientSession) -> None:
+        self._session = session
+
+    async def __aenter__(self) -> _AsyncTransactionContext:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session.in_transaction:
+            if exc_type is None:
+                await self._session.commit_transaction()
+            else:
+                await self._session.abort_transaction()
+
+
+class AsyncClientSession:
+    """A logical session (PyMongo's ``AsyncClientSession``)."""
+
+    def __init__(self, client: AsyncMemoryClient) -> None:
+        self.client = client
+        self._state = SessionState(client.server)
+
+    @property
+    def session_id(self) -> Document:
+        return self._state.session_id
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._state.in_transaction
+
+    @property
+    def has_ended(self) -> bool:
+        return self._state.ended
+
+    @property
+    def operation_time(self) -> Timestamp | None:
+        return self._state.operation_time
+
+    async def start_transaction(
+        self,
+        read_concern: Any = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        max_commit_time_ms: int | None = None,
+    ) -> _AsyncTransactionContext:
+        self._state.start_transaction()
+        return _AsyncTransactionContext(self)
+
+    async def commit_transaction(self) -> None:
+        self._state.commit_transaction()
+
+    async def abort_transaction(self) -> None:
+        self._state.abort_transaction()
+
+    async def end_session(self) -> None:
+        self._state.end_session()
+
+    async def __aenter__(self) -> AsyncClientSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.end_session()
+
+    async def with_transaction(
+        self,
+        callback: Callable[[AsyncClientSession], Awaitable[T]],
+        read_concern: Any = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        max_commit_time_ms: int | None = None,
+    ) -> T:
+        """Run ``await callback(session)`` in a transaction with PyMongo's retry rules."""
+        # Mirrors pymongo.asynchronous.client_session.AsyncClientSession.with_transaction.
+        start_time = time.monotonic()
+        retry = 0
+        last_error: BaseException | None = None
+        while True:
+            if retry:
+                jitter = random.random()
+                backoff = jitter * min(BACKOFF_INITIAL * (1.5**retry), BACKOFF_MAX)
+                if not within_time_limit(start_time, backoff):
+                    assert last_error is not None
+                    raise make_timeout_error(last_error) from last_error
+                await asyncio.sleep(backoff)
+            retry += 1
+            await self.start_transaction(
+                read_concern, write_concern, read_preference, max_commit_time_ms
+            )
+            try:
+                ret = await callback(self)
+            except BaseException as exc:
+                last_error = exc
+                if self.in_transaction:
+                    await self.abort_transaction()
+                if isinstance(exc, PyMongoError) and exc.has_error_label(
+                    "TransientTransactionError"
+                ):
+                    if within_time_limit(start_time):
+                        continue
+                    raise make_timeout_error(last_error) from exc
+                raise
+
+            if not self.in_transaction:
+                return ret  # the callback ended the transaction itself
+
+            while True:
+                try:
+                    await self.commit_transaction()
+                except PyMongoError as exc:
+                    last_error = exc
+                    if exc.has_error_label(
+                        "UnknownTransactionCommitResult"
+                    ) and not max_time_expired_error(exc):
+                        if not within_time_limit(start_time):
+                            raise make_timeout_error(last_error) from exc
+                        continue
+                    if exc.has_error_label("TransientTransactionError"):
+                        if not within_time_limit(start_time):
+                            raise make_timeout_error(last_error) from exc
+                        break
+                    raise
+                return ret
+
+
+class AsyncChangeStream:
+    """A change stream (PyMongo's ``AsyncChangeStream``)."""
+
+    def __init__(self, core: StreamCore) -> None:
+        self._core = core
+        self._server = core.server
+        self._closed = False
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed and self._core.alive
+
+    @property
+    def resume_token(self) -> Document:
+        return self._core.resume_token
+
+    async def _wait(self, timeout: float | None) -> Document | None:
+        if self._closed:
+            raise InvalidOperation("Cannot call next() on a closed change stream")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._server._mutex:
+                event = self._core.poll()
+                if event is not None or not self._core.alive:
+                    return event
+                fut = self._server._oplog_waiters.future()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except asyncio.TimeoutError:
+                with self._server._mutex:
+                    return self._core.poll()
+
+    async def try_next(self) -> Document | None:
+        """The next event, or None if none arrives within ``max_await_time_ms``."""
+        return await self._wait(self._core.max_await)
+
+    async def next(self) -> Document:
+        """Wait for the next event; StopAsyncIteration once invalidated or closed."""
+        event = None if self._closed else await self._wait(None)
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    __anext__ = next
+
+    def __aiter__(self) -> AsyncIterator[Document]:
+        return self
+
+    async def close(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> AsyncChangeStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
