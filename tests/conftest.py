@@ -1,7 +1,8 @@
 """Engine parametrisation shared by every test.
 
 Sync tests take ``db`` (engines: ``memory``, ``mongomock`` and ``real``); async tests take
-``async_db`` (``memory``, ``motor`` and ``real``). ``real`` runs only when
+``async_db`` (``memory``, ``motor-shape`` — Motor's call shapes over the memory engine —
+``real`` and ``motor``). ``real`` runs only when
 ``MONGOLEDGER_TEST_URI`` names a replica set; each test gets a fresh database, dropped after.
 """
 
@@ -27,9 +28,18 @@ SYNC_ENGINES = [
 ]
 ASYNC_ENGINES = [
     pytest.param("memory", id="memory"),
-    pytest.param("motor", id="motor"),
+    pytest.param("motor-shape", id="motor-shape"),
     pytest.param("real", id="real", marks=pytest.mark.skipif(not REAL_URI, reason=SKIP_REAL)),
+    pytest.param("motor", id="motor", marks=pytest.mark.skipif(not REAL_URI, reason=SKIP_REAL)),
 ]
+
+
+def pytest_report_header() -> str:
+    if REAL_URI:
+        return "mongoledger engines: memory, mongomock, motor-shape, real and motor (MONGOLEDGER_TEST_URI)"
+    return (
+        f"mongoledger engines: memory, mongomock, motor-shape; real and motor skipped ({SKIP_REAL})"
+    )
 
 
 def _db_name() -> str:
@@ -66,10 +76,20 @@ async def async_db(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
         from mongoledger.memory import AsyncMemoryClient
 
         yield AsyncMemoryClient()["test"]
-    elif engine == "motor":
-        from tests.motor_shim import motor_database
+    elif engine == "motor-shape":
+        from tests.motor_shim import motor_shape_database
 
-        yield motor_database()
+        yield motor_shape_database()
+    elif engine == "motor":
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        motor_client: Any = AsyncIOMotorClient(REAL_URI)
+        name = _db_name()
+        try:
+            yield motor_client[name]
+        finally:
+            await motor_client.drop_database(name)
+            motor_client.close()
     else:
         from pymongo import AsyncMongoClient
 
