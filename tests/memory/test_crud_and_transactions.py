@@ -1,0 +1,429 @@
+"""The in-memory engine: CRUD surface, sessions, rollback of every write kind, isolation."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import mongomock
+import pytest
+from bson import Int64
+from pymongo import DeleteOne, InsertOne, ReplaceOne, ReturnDocument, UpdateMany, UpdateOne
+from pymongo.errors import (
+    AutoReconnect,
+    DocumentTooLarge,
+    DuplicateKeyError,
+    InvalidOperation,
+    OperationFailure,
+    WriteError,
+)
+from pymongo.results import InsertManyResult, InsertOneResult, UpdateResult
+
+from mongoledger.memory import MemoryClient, MemoryServer, StrictModeError
+from mongoledger.memory import _engine
+
+
+@pytest.fixture
+def client() -> MemoryClient:
+    return MemoryClient()
+
+
+@pytest.fixture
+def coll(client: MemoryClient):
+    return client["db"]["c"]
+
+
+def docs(coll) -> list[dict]:
+    return list(coll.find({}, {"_id": 0}).sort("k", 1))
+
+
+# -- surface -------------------------------------------------------------------------------
+
+
+def test_hello_answers_as_replica_set_primary(client: MemoryClient) -> None:
+    hello = client.admin.command("hello")
+    assert hello["isWritablePrimary"] is True
+    assert hello["setName"] == "memory"
+    assert hello["logicalSessionTimeoutMinutes"] == 30
+    assert hello["maxWireVersion"] == 21
+    assert client["x"].command("ping") == {"ok": 1.0}
+    # plain mongomock stays what it is: no hello, no sessions
+    with pytest.raises(NotImplementedError):
+        mongomock.MongoClient().admin.command("hello")
+
+
+def test_names_and_links(client: MemoryClient, coll) -> None:
+    assert coll.name == "c"
+    assert coll.full_name == "db.c"
+    assert coll.database.client is client
+    assert client.get_database("db").get_collection("c") == coll
+    coll.insert_one({"k": 1})
+    assert client["db"].list_collection_names() == ["c"]
+    client["db"].drop_collection("c")
+    assert client["db"].list_collection_names() == []
+
+
+def test_crud_basics(coll) -> None:
+    res = coll.insert_one({"k": 1, "v": "a"})
+    assert isinstance(res, InsertOneResult)
+    many = coll.insert_many([{"k": 2}, {"k": 3}, {"k": 4}])
+    assert isinstance(many, InsertManyResult)
+    assert len(many.inserted_ids) == 3
+    upd = coll.update_one({"k": 2}, {"$set": {"v": "b"}})
+    assert isinstance(upd, UpdateResult)
+    assert (upd.matched_count, upd.modified_count) == (1, 1)
+    up = coll.update_one({"k": 9}, {"$set": {"v": "z"}}, upsert=True)
+    assert up.upserted_id is not None
+    assert up.matched_count == 0
+    assert coll.update_many({"k": {"$gte": 3}}, {"$inc": {"n": 1}}).modified_count == 3
+    assert coll.replace_one({"k": 4}, {"k": 4, "r": True}).modified_count == 1
+    after = coll.find_one_and_update(
+        {"k": 1}, {"$inc": {"n": 5}}, return_document=ReturnDocument.AFTER, projection={"_id": 0}
+    )
+    assert after == {"k": 1, "v": "a", "n": 5}
+    before = coll.find_one_and_replace({"k": 3}, {"k": 3}, projection={"_id": 0})
+    assert before == {"k": 3, "n": 1}
+    assert coll.find_one_and_delete({"k": 9}, projection={"_id": 0}) == {"k": 9, "v": "z", "n": 1}
+    assert [d["k"] for d in coll.find(sort=[("k", -1)], skip=1, limit=2)] == [3, 2]
+    assert [d["k"] for d in coll.find().sort("k", 1).skip(1).limit(2)] == [2, 3]
+    assert coll.count_documents({"k": {"$gt": 1}}) == 3
+    assert coll.estimated_document_count() == 4
+    assert sorted(coll.distinct("k")) == [1, 2, 3, 4]
+    total = list(coll.aggregate([{"$group": {"_id": None, "s": {"$sum": "$k"}}}]))
+    assert total[0]["s"] == 10
+    assert coll.delete_one({"k": 1}).deleted_count == 1
+    assert coll.delete_many({}).deleted_count == 3
+    assert coll.find_one({}) is None
+
+
+def test_bulk_write_and_indexes(coll) -> None:
+    name = coll.create_index("k", unique=True, name="k_unique")
+    assert name == "k_unique"
+    coll.create_index([("p", 1)], partialFilterExpression={"p": {"$exists": True}})
+    assert {ix["name"] for ix in coll.list_indexes()} >= {"_id_", "k_unique"}
+    assert "k_unique" in coll.index_information()
+    res = coll.bulk_write(
+        [
+            InsertOne({"k": 1}),
+            InsertOne({"k": 2}),
+            UpdateOne({"k": 1}, {"$set": {"a": 1}}),
+            UpdateMany({}, {"$inc": {"n": 1}}),
+            ReplaceOne({"k": 3}, {"k": 3}, upsert=True),
+            DeleteOne({"k": 2}),
+        ]
+    )
+    assert (res.inserted_count, res.matched_count, res.upserted_count) == (2, 3, 1)
+    assert res.deleted_count == 1
+    with pytest.raises(DuplicateKeyError) as info:
+        coll.insert_one({"k": 1})
+    assert info.value.code == 11000
+    coll.drop_index("k_unique")
+    coll.insert_one({"k": 1})
+
+
+def test_stored_documents_are_bson_copies(coll) -> None:
+    doc = {"k": 1, "nested": {"a": [1, 2]}}
+    coll.insert_one(doc)
+    doc["nested"]["a"].append(3)
+    assert coll.find_one({"k": 1})["nested"]["a"] == [1, 2]
+    with pytest.raises(OverflowError):
+        coll.insert_one({"k": 2**63})
+    with pytest.raises(DocumentTooLarge):
+        coll.insert_one({"k": 3, "blob": "x" * (16 * 1024 * 1024)})
+    assert coll.count_documents({}) == 1
+
+
+def test_inc_overflow_and_too_large_update_fail_like_the_server(coll) -> None:
+    coll.insert_one({"_id": 1, "n": Int64(2**63 - 1), "s": ""})
+    with pytest.raises(WriteError):
+        coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
+    assert coll.find_one({"_id": 1})["n"] == 2**63 - 1
+    with pytest.raises(WriteError) as info:
+        coll.update_one({"_id": 1}, {"$set": {"s": "x" * (16 * 1024 * 1024)}})
+    assert info.value.code == 17419
+    assert coll.find_one({"_id": 1})["s"] == ""
+
+
+# -- sessions ------------------------------------------------------------------------------
+
+
+def test_session_state_machine(client: MemoryClient, coll) -> None:
+    s = client.start_session()
+    assert s.client is client
+    assert isinstance(s.session_id["id"].subtype, int) and s.session_id["id"].subtype == 4
+    with pytest.raises(InvalidOperation, match="No transaction started"):
+        s.commit_transaction()
+    s.start_transaction()
+    assert s.in_transaction
+    with pytest.raises(InvalidOperation, match="already in progress"):
+        s.start_transaction()
+    coll.insert_one({"k": 1}, session=s)
+    s.abort_transaction()
+    with pytest.raises(InvalidOperation, match="after calling abortTransaction"):
+        s.commit_transaction()
+    s.start_transaction()
+    coll.insert_one({"k": 2}, session=s)
+    s.end_session()  # ends with an open transaction: aborted
+    assert s.has_ended
+    assert docs(coll) == []
+
+
+WRITE_KINDS = {
+    "insert_one": lambda c, s: c.insert_one({"k": 9}, session=s),
+    "insert_many": lambda c, s: c.insert_many([{"k": 8}, {"k": 9}], session=s),
+    "update_one": lambda c, s: c.update_one({"k": 1}, {"$set": {"v": "new"}}, session=s),
+    "update_many": lambda c, s: c.update_many({}, {"$unset": {"v": ""}}, session=s),
+    "upsert": lambda c, s: c.update_one({"k": 7}, {"$set": {"v": 1}}, upsert=True, session=s),
+    "replace_one": lambda c, s: c.replace_one({"k": 2}, {"k": 2, "x": 1}, session=s),
+    "delete_one": lambda c, s: c.delete_one({"k": 1}, session=s),
+    "delete_many": lambda c, s: c.delete_many({}, session=s),
+    "find_one_and_update": lambda c, s: c.find_one_and_update(
+        {"k": 5}, {"$set": {"v": 1}}, upsert=True, session=s
+    ),
+    "find_one_and_replace": lambda c, s: c.find_one_and_replace({"k": 1}, {"k": 1}, session=s),
+    "find_one_and_delete": lambda c, s: c.find_one_and_delete({"k": 2}, session=s),
+    "bulk_write": lambda c, s: c.bulk_write(
+        [InsertOne({"k": 6}), UpdateOne({"k": 1}, {"$inc": {"n": 1}}), DeleteOne({"k": 2})],
+        session=s,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(WRITE_KINDS))
+def test_abort_rolls_back_and_commit_keeps(client: MemoryClient, coll, kind: str) -> None:
+    coll.insert_many([{"k": 1, "v": "old"}, {"k": 2, "v": "old"}])
+    before = docs(coll)
+    with client.start_session() as s:
+        s.start_transaction()
+        WRITE_KINDS[kind](coll, s)
+        outside = MemoryClient(strict=False, server=client.server)["db"]["c"]
+        changed = docs(outside)  # the committed view is unchanged while the txn is open
+        s.abort_transaction()
+    assert changed == before
+    assert docs(coll) == before
+    with client.start_session() as s, s.start_transaction():
+        WRITE_KINDS[kind](coll, s)
+    assert docs(coll) != before
+
+
+def test_unique_violation_inside_transaction(client: MemoryClient, coll) -> None:
+    coll.create_index("k", unique=True)
+    coll.insert_one({"k": 1})
+    with client.start_session() as s:
+        s.start_transaction()
+        coll.insert_one({"k": 2}, session=s)
+        with pytest.raises(DuplicateKeyError):
+            coll.insert_one({"k": 1}, session=s)
+        with pytest.raises(DuplicateKeyError):
+            coll.update_one({"k": 2}, {"$set": {"k": 1}}, session=s)
+        s.abort_transaction()
+    assert docs(coll) == [{"k": 1}]
+    coll.insert_one({"k": 2})  # the aborted insert left no index entry behind
+
+
+def test_abort_cost_is_proportional_to_touched_documents(client: MemoryClient, coll) -> None:
+    coll.insert_many([{"k": i} for i in range(50_000)])
+    with client.start_session() as s:
+        s.start_transaction()
+        coll.update_one({"k": 25_000}, {"$set": {"x": 1}}, session=s)
+        s.abort_transaction()
+    assert client.server.last_abort_restored == 1
+    assert coll.count_documents({"x": 1}) == 0
+
+
+def test_drop_inside_a_transaction_is_refused(client: MemoryClient, coll) -> None:
+    with client.start_session() as s, s.start_transaction():
+        with pytest.raises(OperationFailure) as info:
+            coll.drop(session=s)
+        assert info.value.code == 263
+
+
+# -- strict mode and Decision 13 ----------------------------------------------------------
+
+
+def test_strict_mode_names_the_operation(client: MemoryClient, coll) -> None:
+    with client.start_session() as s, s.start_transaction():
+        coll.insert_one({"k": 1}, session=s)
+        with pytest.raises(StrictModeError, match=r"update_one on db\.c ran without session="):
+            coll.update_one({"k": 1}, {"$set": {"v": 1}})
+        assert isinstance(StrictModeError("x"), InvalidOperation)
+
+
+def test_other_session_reads_committed_data_and_conflicts_on_writes(
+    client: MemoryClient, coll
+) -> None:
+    coll.insert_many([{"k": 1, "v": 0}, {"k": 2, "v": 0}])
+    with client.start_session() as s, client.start_session() as other:
+        s.start_transaction()
+        coll.update_one({"k": 1}, {"$set": {"v": 1}}, session=s)
+        coll.insert_one({"k": 3}, session=s)
+        coll.delete_one({"k": 2}, session=s)
+        committed = [d for d in coll.find({}, {"_id": 0}, session=other).sort("k", 1)]
+        assert committed == [{"k": 1, "v": 0}, {"k": 2, "v": 0}]
+        with pytest.raises(OperationFailure) as info:
+            coll.update_one({"k": 1}, {"$set": {"v": 2}}, session=other)
+        assert info.value.code == 112
+        assert info.value.has_error_label("TransientTransactionError")
+        coll.insert_one({"k": 4}, session=other)  # untouched documents are writable
+        s.commit_transaction()
+    assert docs(coll) == [{"k": 1, "v": 1}, {"k": 3}, {"k": 4}]
+
+
+def test_strict_off_reads_committed_data_without_session(coll) -> None:
+    client = MemoryClient(strict=False)
+    coll = client["db"]["c"]
+    coll.insert_one({"k": 1})
+    with client.start_session() as s, s.start_transaction():
+        coll.insert_one({"k": 2}, session=s)
+        assert coll.count_documents({}) == 1
+        assert coll.count_documents({}, session=s) == 2
+
+
+def test_two_transactions_in_one_thread_do_not_deadlock(client: MemoryClient, coll) -> None:
+    coll.insert_many([{"k": 1}, {"k": 2}])
+    with client.start_session() as a, client.start_session() as b:
+        a.start_transaction()
+        b.start_transaction()
+        coll.update_one({"k": 1}, {"$set": {"a": 1}}, session=a)
+        coll.update_one({"k": 2}, {"$set": {"b": 1}}, session=b)
+        with pytest.raises(OperationFailure) as info:
+            coll.update_one({"k": 1}, {"$set": {"b": 1}}, session=b)
+        assert info.value.code == 112
+        b.abort_transaction()
+        a.commit_transaction()
+    assert docs(coll) == [{"k": 1, "a": 1}, {"k": 2}]
+
+
+def test_other_threads_wait_for_the_transaction(client: MemoryClient, coll) -> None:
+    coll.insert_one({"k": 1, "n": 0})
+    seen: list[int] = []
+    with client.start_session() as s:
+        s.start_transaction()
+        coll.update_one({"k": 1}, {"$inc": {"n": 1}}, session=s)
+        t = threading.Thread(target=lambda: seen.append(coll.find_one({"k": 1})["n"]))
+        t.start()
+        time.sleep(0.05)
+        assert seen == []  # blocked: nobody reads uncommitted data
+        s.commit_transaction()
+        t.join(5)
+    assert seen == [1]
+
+
+def test_threads_with_transactions_keep_exact_totals() -> None:
+    client = MemoryClient()
+    coll = client["db"]["acc"]
+    coll.insert_many([{"_id": i, "n": 0} for i in range(3)])
+
+    def work(tid: int) -> None:
+        with client.start_session() as s:
+            for i in range(200):
+
+                def cb(s, i=i):
+                    coll.update_one({"_id": i % 3}, {"$inc": {"n": 1}}, session=s)
+                    coll.update_one({"_id": (i + tid) % 3}, {"$inc": {"n": 1}}, session=s)
+
+                s.with_transaction(cb)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sum(d["n"] for d in coll.find()) == 8 * 200 * 2
+
+
+# -- with_transaction and fault injection --------------------------------------------------
+
+
+def test_with_transaction_retries_transient_errors(client: MemoryClient, coll) -> None:
+    client.fail_command(["insert"], times=2, error_code=112, error_labels=["TransientTransactionError"])
+    calls = []
+
+    def cb(s):
+        calls.append(1)
+        coll.insert_one({"k": len(calls)}, session=s)
+
+    with client.start_session() as s:
+        s.with_transaction(cb)
+    assert len(calls) == 3
+    assert docs(coll) == [{"k": 3}]
+
+
+def test_with_transaction_retries_unknown_commit_result(client: MemoryClient, coll) -> None:
+    with client.start_session() as s:
+        client.fail_command(["commitTransaction"], times=2, close_connection=True)
+        client.server.reset_command_counts()
+        s.with_transaction(lambda s: coll.insert_one({"k": 1}, session=s))
+    # network error twice, then success: pymongo's internal retry plus the commit retry loop
+    assert client.server.command_counts["commitTransaction"] == 3
+    assert client.server.command_counts["insert"] == 1
+    assert docs(coll) == [{"k": 1}]
+
+
+def test_commit_failure_with_transient_label_reruns_the_callback(
+    client: MemoryClient, coll
+) -> None:
+    client.fail_command(
+        "commitTransaction", times=1, error_code=112, error_labels=["TransientTransactionError"]
+    )
+    calls = []
+
+    def cb(s):
+        calls.append(1)
+        coll.insert_one({"k": len(calls)}, session=s)
+
+    with client.start_session() as s:
+        s.with_transaction(cb)
+    assert docs(coll) == [{"k": 2}]  # the first attempt's insert never committed
+
+
+def test_persistent_failure_gives_up(client: MemoryClient, coll, monkeypatch) -> None:
+    monkeypatch.setattr(_engine, "WITH_TRANSACTION_RETRY_TIME_LIMIT", 0.05)
+    client.fail_command(
+        ["insert"], times=None, error_code=112, error_labels=["TransientTransactionError"]
+    )
+    with client.start_session() as s, pytest.raises(Exception) as info:
+        s.with_transaction(lambda s: coll.insert_one({"k": 1}, session=s))
+    assert info.value.has_error_label("TransientTransactionError")
+    client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    client.fail_command(["update"], times=1, error_code=2)
+    with client.start_session() as s, pytest.raises(OperationFailure) as info2:
+        s.with_transaction(lambda s: coll.update_one({}, {"$set": {"a": 1}}, session=s))
+    assert info2.value.code == 2
+    assert docs(coll) == []
+
+
+def test_network_error_outside_transaction_is_retried_once(client: MemoryClient, coll) -> None:
+    client.fail_command("insert", times=1, close_connection=True)
+    coll.insert_one({"k": 1})  # retryable write: retried, like PyMongo does
+    client.fail_command("insert", times=2, close_connection=True)
+    with pytest.raises(AutoReconnect):
+        coll.insert_one({"k": 2})
+    assert docs(coll) == [{"k": 1}]
+
+
+def test_command_counts(client: MemoryClient, coll) -> None:
+    client.server.reset_command_counts()
+    coll.insert_one({"k": 1})
+    coll.find_one({})
+    coll.count_documents({})
+    with client.start_session() as s, s.start_transaction():
+        coll.update_one({"k": 1}, {"$set": {"a": 1}}, session=s)
+        coll.find_one_and_update({"k": 1}, {"$set": {"b": 1}}, session=s)
+    counts = client.server.command_counts
+    assert counts == {
+        "insert": 1,
+        "find": 1,
+        "aggregate": 1,
+        "update": 1,
+        "findAndModify": 1,
+        "commitTransaction": 1,
+    }
+
+
+def test_clients_share_a_server() -> None:
+    server = MemoryServer()
+    a = MemoryClient(server=server)
+    b = MemoryClient(server=a.server)
+    a["db"]["c"].insert_one({"k": 1})
+    assert b["db"]["c"].find_one({}, {"_id": 0}) == {"k": 1}
