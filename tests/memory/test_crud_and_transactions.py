@@ -19,8 +19,7 @@ from pymongo.errors import (
 )
 from pymongo.results import InsertManyResult, InsertOneResult, UpdateResult
 
-from mongoledger.memory import MemoryClient, MemoryServer, StrictModeError
-from mongoledger.memory import _engine
+from mongoledger.memory import MemoryClient, MemoryServer, StrictModeError, _engine
 
 
 @pytest.fixture
@@ -150,7 +149,8 @@ def test_inc_overflow_and_too_large_update_fail_like_the_server(coll) -> None:
 def test_session_state_machine(client: MemoryClient, coll) -> None:
     s = client.start_session()
     assert s.client is client
-    assert isinstance(s.session_id["id"].subtype, int) and s.session_id["id"].subtype == 4
+    assert isinstance(s.session_id["id"].subtype, int)
+    assert s.session_id["id"].subtype == 4
     with pytest.raises(InvalidOperation, match="No transaction started"):
         s.commit_transaction()
     s.start_transaction()
@@ -258,7 +258,7 @@ def test_other_session_reads_committed_data_and_conflicts_on_writes(
         coll.update_one({"k": 1}, {"$set": {"v": 1}}, session=s)
         coll.insert_one({"k": 3}, session=s)
         coll.delete_one({"k": 2}, session=s)
-        committed = [d for d in coll.find({}, {"_id": 0}, session=other).sort("k", 1)]
+        committed = list(coll.find({}, {"_id": 0}, session=other).sort("k", 1))
         assert committed == [{"k": 1, "v": 0}, {"k": 2, "v": 0}]
         with pytest.raises(OperationFailure) as info:
             coll.update_one({"k": 1}, {"$set": {"v": 2}}, session=other)
@@ -336,7 +336,9 @@ def test_threads_with_transactions_keep_exact_totals() -> None:
 
 
 def test_with_transaction_retries_transient_errors(client: MemoryClient, coll) -> None:
-    client.fail_command(["insert"], times=2, error_code=112, error_labels=["TransientTransactionError"])
+    client.fail_command(
+        ["insert"], times=2, error_code=112, error_labels=["TransientTransactionError"]
+    )
     calls = []
 
     def cb(s):
