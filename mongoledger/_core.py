@@ -64,7 +64,7 @@ ATTRIBUTES_KEY = "attributes_key"
 SEQ = "seq"
 FIXED_ACCOUNT_FIELDS = ("_id", MIN_BALANCE, CREATED_AT, ATTRIBUTES_KEY, SEQ)
 
-_CODEC = CodecOptions(tz_aware=False)
+_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=False)
 _SCALARS = (str, int, float, bool, ObjectId, datetime, bytes, bson.Binary, bson.Decimal128)
 
 
@@ -268,7 +268,7 @@ def validate_attributes(value: Mapping[Any, Any], owned: Iterable[str] = ()) -> 
 
 
 def attributes_key(attributes: Mapping[str, Any]) -> str:
-    """A canonical digest of an exact attribute set: the unique key that makes auto-create atomic."""
+    """The canonical digest of an exact attribute set: the unique key behind atomic auto-create."""
     canonical = {k: attributes[k] for k in sorted(attributes)}
     return hashlib.sha256(bson.encode({"a": canonical})).hexdigest()
 
@@ -360,7 +360,7 @@ def validate_data(cfg: LedgerConfig, data: object, *, what: str = "data") -> dic
         return {}
     if not isinstance(data, Mapping):
         raise InvalidData(f"{what} {data!r} is a {type(data).__name__}, not a mapping")
-    out = _check_keys(data, path="")
+    out: dict[str, Any] = _check_keys(data, path="")
     if cfg.data_field is None:
         owned = cfg.owned_transaction_fields
         for key in out:
@@ -634,7 +634,7 @@ def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
             "accounts",
             (("$**", 1),),
             "ledger_attributes",
-            wildcard_projection={f: 0 for f in sorted(cfg.owned_account_fields - {"_id"})},
+            wildcard_projection=dict.fromkeys(sorted(cfg.owned_account_fields - {"_id"}), 0),
         ),
     ]
     if cfg.balance_field:

@@ -77,7 +77,7 @@ class TransactionNotFound(LedgerError, LookupError):
 
 
 class InvalidAmount(LedgerError, ValueError):
-    """An amount is not a non-zero int64, an operation does not balance, or a balance would overflow."""
+    """An amount is not a non-zero int64, legs do not balance, or a balance would overflow."""
 
 
 class InvalidAccount(LedgerError, ValueError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -59,7 +60,8 @@ _COMPILED = [(re.compile(pattern), repl) for pattern, repl in SUBS]
 def unasync_text(text: str) -> str:
     """Return the sync twin of an async module's source text."""
     lines = []
-    for line in text.splitlines(keepends=True):
+    for source_line in text.splitlines(keepends=True):
+        line = source_line
         for pattern, repl in _COMPILED:
             line = pattern.sub(repl, line)
         lines.append(line)
@@ -77,8 +79,23 @@ def targets() -> dict[Path, str]:
             relative = source.relative_to(source_dir)
             dest = base / "_sync" / relative
             header = HEADER.format(source=source.relative_to(ROOT).as_posix())
-            out[dest] = header + unasync_text(source.read_text())
+            out[dest] = tidy(dest, header + unasync_text(source.read_text()))
     return out
+
+
+def tidy(path: Path, text: str) -> str:
+    """Sort imports, drop the ones the sync twin no longer uses, and format, as ruff would."""
+    ruff = [sys.executable, "-m", "ruff"]
+    name = str(path.relative_to(ROOT))
+    steps = [
+        [*ruff, "check", "--quiet", "--fix-only", "--select", "I,F401", "--stdin-filename", name],
+        [*ruff, "format", "--quiet", "--stdin-filename", name],
+    ]
+    for step in steps:
+        text = subprocess.run(
+            step, input=text, capture_output=True, text=True, check=True, cwd=ROOT
+        ).stdout
+    return text
 
 
 def stale_files() -> list[Path]:

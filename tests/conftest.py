@@ -36,7 +36,7 @@ ASYNC_ENGINES = [
 
 def pytest_report_header() -> str:
     if REAL_URI:
-        return "mongoledger engines: memory, mongomock, motor-shape, real and motor (MONGOLEDGER_TEST_URI)"
+        return "mongoledger engines: memory, mongomock, motor-shape, real, motor (the URI's server)"
     return (
         f"mongoledger engines: memory, mongomock, motor-shape; real and motor skipped ({SKIP_REAL})"
     )

@@ -9,7 +9,7 @@ import pytest
 from bson import ObjectId
 
 from mongoledger import _core
-from mongoledger._core import AccountRef, Leg, LedgerConfig
+from mongoledger._core import AccountRef, LedgerConfig, Leg
 from mongoledger.errors import InvalidAccount, InvalidAmount, InvalidConfiguration, InvalidData
 
 
@@ -50,7 +50,7 @@ def test_config_rejects_colliding_and_unusable_names() -> None:
         LedgerConfig(amount_field="x", date_field="x")
     with pytest.raises(InvalidConfiguration, match=r"\$x"):
         LedgerConfig(date_field="$x")
-    with pytest.raises(InvalidConfiguration, match="a.b"):
+    with pytest.raises(InvalidConfiguration, match=r"a\.b"):
         LedgerConfig(data_field="a.b")
     with pytest.raises(InvalidConfiguration, match="seq"):
         LedgerConfig(balance_field="seq")

@@ -7,7 +7,12 @@ import warnings
 import mongomock
 import pytest
 
-from mongoledger import Ledger, NoTransactionsWarning, TransactionsUnsupported
+from mongoledger import (
+    ChangeStreamsUnsupported,
+    Ledger,
+    NoTransactionsWarning,
+    TransactionsUnsupported,
+)
 from mongoledger.memory import MemoryClient
 
 
@@ -39,3 +44,11 @@ def test_memory_engine_is_transactional() -> None:
         warnings.simplefilter("error")
         ledger.increase("a", 1)
     assert ledger.balance("a") == 1
+
+
+def test_mongomock_has_no_change_streams() -> None:
+    ledger = Ledger(mongomock.MongoClient()["test"])
+    with pytest.raises(ChangeStreamsUnsupported, match="no change streams"):
+        ledger.watch()
+    with pytest.raises(ChangeStreamsUnsupported):
+        ledger.listen(print, checkpoint="x")

@@ -6,7 +6,9 @@ PyMongo's async API and Motor differ in which calls are coroutines (``start_sess
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import time
 from typing import Any
 
 _IS_SYNC = False
@@ -33,3 +35,16 @@ async def aggregate(collection: Any, pipeline: list[dict[str, Any]], **kwargs: A
 
 async def call_hook(fn: Any, ctx: Any) -> None:
     await maybe_await(fn(ctx))
+
+
+async def sleep(seconds: float) -> None:
+    if _IS_SYNC:
+        time.sleep(seconds)
+    else:
+        await asyncio.sleep(seconds)
+
+
+def is_plain_mongomock(collection: Any) -> bool:
+    """Plain mongomock: no sessions, no change streams, and a ``bulk_write`` that rejects the
+    ``UpdateOne`` of PyMongo >= 4.11."""
+    return type(collection).__module__.startswith("mongomock")

@@ -9,6 +9,7 @@ PyMongo's async API and Motor differ in which calls are coroutines (``start_sess
 from __future__ import annotations
 
 import inspect
+import time
 from typing import Any
 
 _IS_SYNC = True
@@ -35,3 +36,16 @@ def aggregate(collection: Any, pipeline: list[dict[str, Any]], **kwargs: Any) ->
 
 def call_hook(fn: Any, ctx: Any) -> None:
     maybe_await(fn(ctx))
+
+
+def sleep(seconds: float) -> None:
+    if _IS_SYNC:
+        time.sleep(seconds)
+    else:
+        time.sleep(seconds)
+
+
+def is_plain_mongomock(collection: Any) -> bool:
+    """Plain mongomock: no sessions, no change streams, and a ``bulk_write`` that rejects the
+    ``UpdateOne`` of PyMongo >= 4.11."""
+    return type(collection).__module__.startswith("mongomock")

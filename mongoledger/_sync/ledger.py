@@ -30,9 +30,10 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
-from mongoledger import _core
-from mongoledger._sync._io import aggregate, call_hook, maybe_await, to_list
-from mongoledger._core import AccountRef, Leg, LedgerConfig
+from mongoledger import _core, _events
+from mongoledger._core import AccountRef, LedgerConfig, Leg
+from mongoledger._sync._io import aggregate, call_hook, is_plain_mongomock, maybe_await, to_list
+from mongoledger._sync.stream import LedgerStream, listen, open_stream
 from mongoledger.errors import (
     AccountNotFound,
     AlreadyReverted,
@@ -487,7 +488,7 @@ class Ledger:
             )
             for leg in legs
         ]
-        if len(updates) == 1 or _is_plain_mongomock(self._transactions):
+        if len(updates) == 1 or is_plain_mongomock(self._transactions):
             modified = 0
             for flt, update in updates:
                 result = self._transactions.update_one(flt, update, session=session)
@@ -546,10 +547,7 @@ class Ledger:
         cfg = self._cfg
         leg = legs[index]
         target = leg.account_id
-        if target is None:
-            flt = {_core.ATTRIBUTES_KEY: leg.account.key}
-        else:
-            flt = {"_id": target}
+        flt = {_core.ATTRIBUTES_KEY: leg.account.key} if target is None else {"_id": target}
         doc = self._accounts.find_one(flt)
         if doc is None:
             if not cfg.auto_create_account:
@@ -608,7 +606,7 @@ class Ledger:
             )
             for fn in self._before:
                 call_hook(fn, ctx)
-            amount = _core.validate_amount(ctx.amount, what=f"amount set by a before_write hook")
+            amount = _core.validate_amount(ctx.amount, what="amount set by a before_write hook")
             if revert and amount != leg.amount:
                 raise InvalidAmount(
                     f"a before_write hook changed a reversal amount from {leg.amount} to {amount}; "
@@ -640,9 +638,7 @@ class Ledger:
                 call_hook(fn, ctx)
 
     def _idempotent_result(self, key: str, fp: str) -> list[ObjectId] | None:
-        docs = to_list(
-            self._transactions.find({_core.IDEMPOTENCY_KEY: key}).sort(_core.LEG, 1)
-        )
+        docs = to_list(self._transactions.find({_core.IDEMPOTENCY_KEY: key}).sort(_core.LEG, 1))
         if not docs:
             return None
         ids = [doc["_id"] for doc in docs]
@@ -698,7 +694,7 @@ class Ledger:
             doc = self._find_by_attributes(ref)
         if doc is None:
             raise AccountNotFound(ref.describe())
-        return doc
+        return dict(doc)
 
     def _sum(self, match: dict[str, Any]) -> int:
         rows = aggregate(self._transactions, _core.sum_pipeline(self._cfg, match))
@@ -808,12 +804,7 @@ class Ledger:
             }
             docs = to_list(self._accounts.find(flt))
             accounts = [_core.account_to_model(cfg, d, totals.get(d["_id"], 0)) for d in docs]
-            key = {
-                "balance": lambda a: a.balance,
-                "id": lambda a: a.id,
-                "created_at": lambda a: a.created_at,
-            }[field]
-            accounts.sort(key=key, reverse=direction < 0)  # type: ignore[arg-type]
+            accounts.sort(key=lambda a: getattr(a, field), reverse=direction < 0)
             return accounts[skip : None if limit is None else skip + limit]
         cursor = self._accounts.find(flt).sort([(columns[field], direction), ("_id", 1)])
         if skip:
@@ -855,8 +846,7 @@ class Ledger:
         """
         cfg = self._cfg
         totals = {
-            row["_id"]: row
-            for row in aggregate(self._transactions, _core.balances_pipeline(cfg))
+            row["_id"]: row for row in aggregate(self._transactions, _core.balances_pipeline(cfg))
         }
         accounts = to_list(self._accounts.find({}))
         known = {repr(a["_id"]) for a in accounts}
@@ -920,14 +910,91 @@ class Ledger:
             repaired=repaired,
         )
 
+    # Change streams
+
+    def watch(
+        self,
+        *,
+        accounts: Sequence[Any] | None = None,
+        kinds: Sequence[str] | None = None,
+        resume_after: Mapping[str, Any] | None = None,
+        start_after: Mapping[str, Any] | None = None,
+        start_at_operation_time: Any = None,
+        max_await_time_ms: int = 500,
+    ) -> LedgerStream:
+        """Open a change stream of committed operations (one ``LedgerEvent`` each).
+
+        The stream is open when this returns: every operation committed after it is seen.
+        ``accounts`` (references) and ``kinds`` filter on the server. Resume with a token
+        from ``event.resume_token`` or ``stream.resume_token``.
+        """
+        account_ids = None
+        if accounts is not None:
+            if isinstance(accounts, Mapping | str) or not isinstance(accounts, Sequence):
+                accounts = [accounts]
+            account_ids = [self._account_id(a) for a in accounts]
+        return open_stream(
+            self._cfg,
+            self._transactions,
+            account_ids=account_ids,
+            kinds=_events.validate_kinds(kinds),
+            resume_after=resume_after,
+            start_after=start_after,
+            start_at_operation_time=start_at_operation_time,
+            max_await_time_ms=max_await_time_ms,
+        )
+
+    def listen(
+        self,
+        handler: Callable[[Any], Any],
+        *,
+        checkpoint: str = "default",
+        accounts: Sequence[Any] | None = None,
+        kinds: Sequence[str] | None = None,
+        start_at_operation_time: Any = None,
+        retries: int = 3,
+        backoff: float = 0.5,
+        stop: Any = None,
+        checkpoint_interval: float = 5.0,
+        max_await_time_ms: int = 500,
+        ready: Any = None,
+    ) -> None:
+        """Run ``handler(event)`` for every committed operation, resuming from a checkpoint.
+
+        Delivery is at least once: the resume token is stored (in ``checkpoints_collection``,
+        one document per ``checkpoint`` name) only after the handler returned, so a restart
+        re-delivers at most the event that was in flight. Without a stored token it starts
+        now, or at ``start_at_operation_time``. During quiet periods the stored token is
+        refreshed every ``checkpoint_interval`` seconds so it does not age out of the oplog.
+        A failing handler is retried ``retries`` times with exponential ``backoff``, then its
+        error stops the listener (the event is not skipped). It runs until ``stop.is_set()``
+        (a ``threading.Event`` or ``asyncio.Event``), cancellation, or KeyboardInterrupt.
+        ``ready.set()`` is called once the change stream is open.
+        """
+        listen(
+            self,
+            handler,
+            checkpoint=checkpoint,
+            accounts=accounts,
+            kinds=kinds,
+            start_at_operation_time=start_at_operation_time,
+            retries=retries,
+            backoff=backoff,
+            stop=stop,
+            checkpoint_interval=checkpoint_interval,
+            max_await_time_ms=max_await_time_ms,
+            ready=ready,
+        )
+
+    def _account_id(self, account: Any) -> Any:
+        ref = _core.validate_account(account, self._cfg.owned_account_fields)
+        if ref.is_id:
+            return ref.id
+        return (self._find_account(account))["_id"]
+
     def rebuild_balances(self) -> VerifyReport:
         """Rebuild every drifted cached balance from the transactions: ``verify(repair=True)``."""
         return self.verify(repair=True)
-
-
-def _is_plain_mongomock(collection: Any) -> bool:
-    # mongomock 4.3's bulk_write rejects the UpdateOne of PyMongo >= 4.11 (its "sort" option).
-    return type(collection).__module__.startswith("mongomock")
 
 
 def _is_duplicate(exc: Exception) -> bool:
@@ -970,14 +1037,20 @@ def _check_links(cfg: LedgerConfig, docs: list[Mapping[str, Any]]) -> list[Broke
                 broken.append(
                     BrokenLink(
                         transaction_id=doc["_id"],
-                        problem=f"reverts {reverts!r}, which is marked reverted_by {target.get(_core.REVERTED_BY)!r}",
+                        problem=(
+                            f"reverts {reverts!r}, which is marked reverted_by "
+                            f"{target.get(_core.REVERTED_BY)!r}"
+                        ),
                     )
                 )
             elif int(target[cfg.amount_field]) != -int(doc[cfg.amount_field]):
                 broken.append(
                     BrokenLink(
                         transaction_id=doc["_id"],
-                        problem=f"amount {doc[cfg.amount_field]} does not negate {target[cfg.amount_field]}",
+                        problem=(
+                            f"amount {doc[cfg.amount_field]} does not negate "
+                            f"{target[cfg.amount_field]}"
+                        ),
                     )
                 )
         reverted_by = doc.get(_core.REVERTED_BY)

@@ -15,11 +15,11 @@ from bson import ObjectId
 from mongoledger import (
     AccountNotFound,
     AlreadyReverted,
-    Ledger,
     IdempotencyConflict,
     InvalidAccount,
     InvalidAmount,
     InvalidData,
+    Ledger,
     LedgerError,
     TransactionNotFound,
 )

@@ -13,11 +13,11 @@ from bson import ObjectId
 from mongoledger import (
     AccountNotFound,
     AlreadyReverted,
-    Ledger,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidAccount,
     InvalidAmount,
+    Ledger,
     TransactionNotFound,
 )
 

@@ -1,0 +1,244 @@
+"""Change-stream consumers: ``AsyncLedgerStream`` (``watch``) and the checkpointed ``listen``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pymongo.errors import OperationFailure, PyMongoError
+
+from mongoledger import _core, _events
+from mongoledger._async._io import is_plain_mongomock, maybe_await, sleep, to_list
+from mongoledger._core import LedgerConfig
+from mongoledger.errors import ChangeStreamError, ChangeStreamsUnsupported
+from mongoledger.models import LedgerEvent
+
+__all__ = ["AsyncLedgerStream", "listen", "open_stream"]
+
+_IS_SYNC = False
+log = logging.getLogger("mongoledger.listen")
+
+
+async def open_stream(
+    cfg: LedgerConfig,
+    transactions: Any,
+    *,
+    account_ids: Sequence[Any] | None,
+    kinds: Sequence[str] | None,
+    resume_after: Mapping[str, Any] | None,
+    start_after: Mapping[str, Any] | None,
+    start_at_operation_time: Any,
+    max_await_time_ms: int,
+) -> AsyncLedgerStream:
+    pipeline = _events.change_stream_pipeline(cfg, account_ids=account_ids, kinds=kinds)
+    options: dict[str, Any] = {"max_await_time_ms": max_await_time_ms}
+    if resume_after is not None:
+        options["resume_after"] = resume_after
+    if start_after is not None:
+        options["start_after"] = start_after
+    if start_at_operation_time is not None:
+        options["start_at_operation_time"] = start_at_operation_time
+    if is_plain_mongomock(transactions):
+        raise ChangeStreamsUnsupported(
+            "this database has no change streams (plain mongomock); use a replica set, a "
+            "sharded cluster or mongoledger.memory"
+        )
+    try:
+        raw = await maybe_await(transactions.watch(pipeline, **options))
+        # Motor opens its change stream lazily, at the first next() or on entering it: open it
+        # now, so that every operation committed after watch() returns is seen.
+        if hasattr(raw, "__aenter__"):
+            raw = await raw.__aenter__()
+    except OperationFailure as exc:
+        raise _translate(exc) from exc
+    return AsyncLedgerStream(cfg, transactions, raw, fetch_missing=account_ids is not None)
+
+
+def _translate(exc: PyMongoError) -> Exception:
+    translated = _events.translate_error(exc)
+    if translated is not None:
+        return translated
+    if getattr(exc, "code", None) in _events.UNSUPPORTED_CODES:
+        return ChangeStreamsUnsupported(
+            f"this deployment has no change streams ({exc}): they need a replica set or a "
+            "sharded cluster; a standalone mongod can be started as a one-member replica set"
+        )
+    return exc
+
+
+class AsyncLedgerStream:
+    """An open change stream of committed ledger operations: one ``LedgerEvent`` each.
+
+    Iterate it (``async for event in stream``), poll it (``await stream.try_next()``), and
+    close it (``await stream.close()`` or ``async with``). ``resume_token`` is where a new
+    stream must resume to lose nothing.
+    """
+
+    def __init__(
+        self, cfg: LedgerConfig, transactions: Any, raw: Any, *, fetch_missing: bool
+    ) -> None:
+        self._cfg = cfg
+        self._transactions = transactions
+        self._raw = raw
+        self._grouper = _events.Grouper(cfg)
+        self._fetch_missing = fetch_missing
+        self._closed = False
+
+    @property
+    def resume_token(self) -> dict[str, Any] | None:
+        """Resume here to see every operation not yet returned (at least once)."""
+        token = self._grouper.safe_token(self._raw.resume_token)
+        return None if token is None else dict(token)
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed and bool(getattr(self._raw, "alive", True))
+
+    async def try_next(self) -> LedgerEvent | None:
+        """The next committed operation, or None when none is available right now."""
+        while True:
+            try:
+                change = await self._raw.try_next()
+            except OperationFailure as exc:
+                raise _translate(exc) from exc
+            if change is None:
+                return await self._complete_from_collection()
+            done = self._grouper.feed(change)
+            if done is not None:
+                _, partial = done
+                return self._grouper.event(partial, self.resume_token)
+            if self._fetch_missing:
+                event = await self._complete_from_collection()
+                if event is not None:
+                    return event
+
+    async def _complete_from_collection(self) -> LedgerEvent | None:
+        """Read the legs an account filter hid, once the operation has committed."""
+        if not self._fetch_missing:
+            return None
+        oldest = self._grouper.oldest_incomplete()
+        if oldest is None:
+            return None
+        operation_id, partial = oldest
+        docs = await to_list(
+            self._transactions.find({_core.OPERATION_ID: operation_id}).sort(_core.LEG, 1)
+        )
+        if len(docs) < partial.expected:
+            return None  # a non-transactional operation still being written
+        finished = self._grouper.complete_with(operation_id, docs)
+        return self._grouper.event(finished, self.resume_token)
+
+    async def next(self) -> LedgerEvent:
+        """Wait for the next committed operation."""
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            event = await self.try_next()
+            if event is not None:
+                return event
+
+    def __aiter__(self) -> AsyncLedgerStream:
+        return self
+
+    async def __anext__(self) -> LedgerEvent:
+        return await self.next()
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await maybe_await(self._raw.close())
+
+    async def __aenter__(self) -> AsyncLedgerStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def listen(
+    ledger: Any,
+    handler: Callable[[LedgerEvent], Any],
+    *,
+    checkpoint: str,
+    accounts: Sequence[Any] | None = None,
+    kinds: Sequence[str] | None = None,
+    start_at_operation_time: Any = None,
+    retries: int = 3,
+    backoff: float = 0.5,
+    stop: Any = None,
+    checkpoint_interval: float = 5.0,
+    max_await_time_ms: int = 500,
+    ready: Any = None,
+) -> None:
+    """Run ``handler(event)`` for every committed operation; see ``AsyncLedger.listen``."""
+    if not isinstance(checkpoint, str) or not checkpoint:
+        raise ChangeStreamError(f"checkpoint {checkpoint!r} must be a non-empty name")
+    store = ledger.database[ledger.config.checkpoints_collection]
+    saved = await store.find_one({"_id": checkpoint})
+    token = None if saved is None else saved.get("resume_token")
+    stream = await ledger.watch(
+        accounts=accounts,
+        kinds=kinds,
+        resume_after=token,
+        start_at_operation_time=None if token else start_at_operation_time,
+        max_await_time_ms=max_await_time_ms,
+    )
+    last_saved = time.monotonic()
+    async with stream:
+        if ready is not None:
+            ready.set()
+        while stop is None or not stop.is_set():
+            event = await stream.try_next()
+            if event is None:
+                # Quiet: keep the stored token fresh (post-batch token) so it stays in the oplog.
+                if time.monotonic() - last_saved >= checkpoint_interval:
+                    fresh = stream.resume_token
+                    if fresh is not None and fresh != token:
+                        await _save(store, checkpoint, fresh, None)
+                        token = fresh
+                    last_saved = time.monotonic()
+                continue
+            await _handle(handler, event, retries=retries, backoff=backoff)
+            token = event.resume_token
+            await _save(store, checkpoint, token, event.operation_id)
+            last_saved = time.monotonic()
+
+
+async def _handle(
+    handler: Callable[[LedgerEvent], Any], event: LedgerEvent, *, retries: int, backoff: float
+) -> None:
+    """Run the handler; retry with exponential backoff, then stop with its error."""
+    attempt = 0
+    while True:
+        try:
+            await maybe_await(handler(event))
+            return
+        except Exception as exc:
+            if attempt >= retries:
+                log.error(
+                    "handler failed on operation %s after %d attempts; stopping "
+                    "(the checkpoint stays before it, so a restart delivers it again)",
+                    event.operation_id,
+                    attempt + 1,
+                )
+                raise
+            delay = backoff * 2**attempt
+            log.warning(
+                "handler failed on operation %s (%r); retry %d/%d in %.2fs",
+                event.operation_id,
+                exc,
+                attempt + 1,
+                retries,
+                delay,
+            )
+            attempt += 1
+            await sleep(delay)
+
+
+async def _save(store: Any, name: str, token: Mapping[str, Any], operation_id: Any) -> None:
+    update: dict[str, Any] = {"resume_token": dict(token), "updated_at": _core.utcnow()}
+    if operation_id is not None:
+        update["operation_id"] = operation_id
+    await store.update_one({"_id": name}, {"$set": update}, upsert=True)
