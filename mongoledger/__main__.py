@@ -1,0 +1,7 @@
+"""``python -m mongoledger``: the ``mongoledger`` command."""
+
+import sys
+
+from mongoledger.cli import main
+
+sys.exit(main())

@@ -1,0 +1,177 @@
+"""The ``mongoledger`` command: operate a ledger from a shell (``mongoledger --help``).
+
+``main(argv)`` runs one command in-process and returns its exit status: 0 success, 1 a ledger
+or database error (one line on stderr, no traceback), 2 a usage error. ``database=`` runs the
+command against a database object you already hold (several commands can share one in-memory
+engine)::
+
+    from mongoledger.cli import main
+    from mongoledger.memory import MemoryClient
+
+    db = MemoryClient()["ledger"]
+    main(["increase", "--account", "user_id=7", "500"], database=db)
+    main(["--json", "balance", "--account", "user_id=7"], database=db)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+from mongoledger._format import CurrencyFormat
+from mongoledger._sync.ledger import Ledger
+from mongoledger.cli._commands import COMMANDS, Context
+from mongoledger.cli._parser import build_parser
+from mongoledger.cli._values import UsageError
+from mongoledger.errors import LedgerError
+
+__all__ = ["build_parser", "main"]
+
+_SERVER_SELECTION_MS = 10_000
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    database: Any = None,
+    environ: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run ``mongoledger`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    ``database`` (a PyMongo-compatible database) replaces ``--uri``/``--db``/``--memory``;
+    ``environ`` replaces ``os.environ`` for the MONGOLEDGER_* defaults.
+    """
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    parser = build_parser(environ)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        money = CurrencyFormat(
+            symbol=_symbol(args),
+            position=args.symbol_position,
+            thousands_sep=args.thousands_sep,
+            decimal_sep=args.decimal_sep,
+            decimals=args.decimals,
+        )
+    except ValueError as exc:
+        return _usage_error(parser, args, str(exc), err)
+    client = None
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_printer(err)
+        try:
+            if args.command == "demo":
+                ledger: Any = None
+            else:
+                if database is None:
+                    client, database = _connect(args)
+                ledger = _ledger(args, database)
+            ctx = Context(
+                ledger=ledger,
+                money=money,
+                date_format=args.date_format,
+                json=args.json,
+                show_progress=args.progress,
+                major=args.major,
+                out=out,
+            )
+            return COMMANDS[args.command](args, ctx)
+        except UsageError as exc:
+            return _usage_error(parser, args, str(exc), err)
+        except LedgerError as exc:
+            err.write(f"mongoledger: error: {exc}\n")
+            return 1
+        except KeyboardInterrupt:
+            err.write("mongoledger: interrupted\n")
+            return 130
+        except Exception as exc:
+            from pymongo.errors import PyMongoError
+
+            if isinstance(exc, PyMongoError):
+                err.write(f"mongoledger: database error: {_one_line(exc)}\n")
+                return 1
+            raise
+        finally:
+            out.flush()
+            if client is not None:
+                client.close()
+
+
+def _symbol(args: argparse.Namespace) -> str:
+    if args.currency_symbol is not None:
+        return str(args.currency_symbol)
+    return "$" if args.command == "demo" else ""
+
+
+def _connect(args: argparse.Namespace) -> tuple[Any, Any]:
+    if args.memory:
+        from mongoledger.memory import MemoryClient
+
+        memory = MemoryClient()
+        return memory, memory[args.db]
+    from pymongo import MongoClient
+
+    uri = args.uri or "mongodb://localhost:27017"
+    options: dict[str, Any] = {"appname": "mongoledger-cli"}
+    if "serverselectiontimeoutms" not in uri.lower():
+        options["serverSelectionTimeoutMS"] = _SERVER_SELECTION_MS
+    client: Any = MongoClient(uri, **options)
+    return client, client[args.db]
+
+
+def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
+    try:
+        return Ledger(
+            database,
+            accounts_collection=args.accounts_collection,
+            transactions_collection=args.transactions_collection,
+            balance_field=args.balance_field,
+            account_link_field=args.account_link_field,
+            amount_field=args.amount_field,
+            date_field=args.date_field,
+            data_field=args.data_field,
+            auto_create_account=args.auto_create,
+            require_transactions=args.require_transactions,
+        )
+    except ValueError as exc:
+        if isinstance(exc, LedgerError):
+            raise
+        raise UsageError(str(exc)) from None
+
+
+def _usage_error(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, message: str, err: TextIO
+) -> int:
+    command = getattr(args, "command", None)
+    prog = f"{parser.prog} {command}" if command else parser.prog
+    err.write(f"usage: {prog} --help\n{prog}: error: {message}\n")
+    return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _warning_printer(err: TextIO) -> Any:
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        err.write(f"mongoledger: warning: {_one_line(Exception(str(message)))}\n")
+
+    return show
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

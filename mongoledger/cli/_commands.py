@@ -1,0 +1,447 @@
+"""The ``mongoledger`` commands: each takes the parsed arguments and a :class:`Context`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from mongoledger._format import (
+    CurrencyFormat,
+    format_date,
+    format_value,
+    render_table,
+    to_jsonable,
+)
+from mongoledger._sync.ledger import Ledger
+from mongoledger.cli._progress import progress
+from mongoledger.cli._values import (
+    UsageError,
+    parse_account,
+    parse_account_id,
+    parse_data,
+    parse_resume_token,
+    parse_value,
+    parse_when,
+)
+from mongoledger.errors import ChangeStreamsUnsupported, LedgerError
+from mongoledger.models import Account, Transaction
+
+__all__ = ["COMMANDS", "Context", "VerifyFailed"]
+
+
+class VerifyFailed(LedgerError):
+    """``verify`` found inconsistencies (exit status 1)."""
+
+
+@dataclass
+class Context:
+    """What a command needs besides its arguments."""
+
+    ledger: Ledger
+    money: CurrencyFormat
+    date_format: str
+    json: bool
+    show_progress: bool
+    major: bool
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+
+    def print(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+
+    def emit(self, document: Any) -> None:
+        """One JSON document on stdout."""
+        self.print(json.dumps(to_jsonable(document), indent=2, ensure_ascii=False))
+
+    def amount(self, text: str) -> int:
+        try:
+            return self.money.parse(text, major=self.major)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def date(self, value: Any) -> str:
+        return format_date(value, self.date_format)
+
+    def progress(self, label: str) -> Any:
+        return progress(label, enabled=self.show_progress and not self.json)
+
+
+# Shared rendering
+
+
+def account_label(account: Account) -> str:
+    return format_value(account.attributes) if account.attributes else format_value(account.id)
+
+
+def _labels(ctx: Context, account_ids: Sequence[Any]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for account_id in account_ids:
+        key = repr(account_id)
+        if key not in labels:
+            try:
+                labels[key] = account_label(ctx.ledger.get_account(account_id))
+            except LedgerError:
+                labels[key] = format_value(account_id)
+    return labels
+
+
+def _flags(row: Transaction) -> str:
+    flags = []
+    if row.reverts is not None:
+        flags.append(f"reverts {row.reverts}")
+    if row.reverted_by is not None:
+        flags.append(f"reverted by {row.reverted_by}")
+    if row.data:
+        flags.append(format_value(row.data))
+    return "; ".join(flags)
+
+
+def _print_written(ctx: Context, kind: str, ids: Sequence[Any]) -> None:
+    rows = [ctx.ledger.get_transaction(i) for i in ids]
+    if ctx.json:
+        ctx.emit(
+            {
+                "kind": kind,
+                "operation_id": rows[0].operation_id if rows else None,
+                "transaction_ids": list(ids),
+                "transactions": rows,
+            }
+        )
+        return
+    labels = _labels(ctx, [r.account_id for r in rows])
+    operation = rows[0].operation_id if rows else None
+    ctx.print(f"{kind} committed: operation {operation}, {len(rows)} transaction(s)")
+    ctx.print(
+        render_table(
+            ["transaction", "account", "amount", "balance after"],
+            [
+                [
+                    str(r.id),
+                    labels[repr(r.account_id)],
+                    ctx.money.signed(r.amount),
+                    ctx.money.format(r.balance_after),
+                ]
+                for r in rows
+            ],
+            right=(2, 3),
+        )
+    )
+
+
+def _account(args: argparse.Namespace, name: str = "account") -> Any:
+    return parse_account(getattr(args, name), getattr(args, f"{name}_id"), option=f"--{name}")
+
+
+# Commands
+
+
+def cmd_init(args: argparse.Namespace, ctx: Context) -> int:
+    with ctx.progress("creating indexes"):
+        ctx.ledger.ensure_indexes()
+    cfg = ctx.ledger.config
+    collections = [cfg.accounts_collection, cfg.transactions_collection]
+    if ctx.json:
+        ctx.emit({"ok": True, "collections": collections})
+    else:
+        ctx.print(f"indexes ensured on {', '.join(collections)}")
+    return 0
+
+
+def cmd_open(args: argparse.Namespace, ctx: Context) -> int:
+    account = _account(args)
+    floor = None if args.min_balance is None else ctx.amount(args.min_balance)
+    if isinstance(account, dict):
+        account_id = ctx.ledger.open_account(account, min_balance=floor)
+    else:
+        if floor is not None:
+            raise UsageError("--min-balance needs an attribute set (--account KEY=VALUE)")
+        account_id = ctx.ledger.get_account(account).id
+    model = ctx.ledger.get_account(account_id)
+    if ctx.json:
+        ctx.emit(model)
+    else:
+        _print_accounts(ctx, [model], total=False)
+    return 0
+
+
+def cmd_increase(args: argparse.Namespace, ctx: Context) -> int:
+    account = _account(args)
+    amount = ctx.amount(args.amount)
+    data = parse_data(args.data)
+    write = ctx.ledger.increase if args.command == "increase" else ctx.ledger.decrease
+    tid = write(account, amount, data, idempotency_key=args.idempotency_key)
+    _print_written(ctx, args.command, [tid])
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace, ctx: Context) -> int:
+    source = _account(args, "from")
+    target = _account(args, "to")
+    amount = ctx.amount(args.amount)
+    ids = ctx.ledger.transfer(
+        source, target, amount, parse_data(args.data), idempotency_key=args.idempotency_key
+    )
+    _print_written(ctx, "transfer", ids)
+    return 0
+
+
+def cmd_post(args: argparse.Namespace, ctx: Context) -> int:
+    legs = []
+    for i, tokens in enumerate(args.leg):
+        if len(tokens) < 2:
+            raise UsageError(f"--leg {' '.join(tokens)!r}: give AMOUNT then the account KEY=VALUE")
+        amount = ctx.amount(tokens[0])
+        legs.append((parse_account(tokens[1:], None, option=f"--leg {i + 1}"), amount))
+    ids = ctx.ledger.post(legs, parse_data(args.data), idempotency_key=args.idempotency_key)
+    _print_written(ctx, "post", ids)
+    return 0
+
+
+def cmd_revert(args: argparse.Namespace, ctx: Context) -> int:
+    result = ctx.ledger.revert(
+        args.transaction_id, parse_data(args.data), idempotency_key=args.idempotency_key
+    )
+    _print_written(ctx, "revert", result if isinstance(result, list) else [result])
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace, ctx: Context) -> int:
+    account = ctx.ledger.get_account(_account(args))
+    if args.at is not None:
+        when = parse_when(args.at, end_of_day=True)
+        balance = ctx.ledger.balance_at(account.id, when)
+    elif args.calculated:
+        balance = ctx.ledger.calculate_balance(account.id)
+    else:
+        balance = account.balance
+    if ctx.json:
+        document: dict[str, Any] = {
+            "account_id": account.id,
+            "attributes": account.attributes,
+            "balance": balance,
+        }
+        if args.at is not None:
+            document["at"] = parse_when(args.at, end_of_day=True)
+        ctx.emit(document)
+    else:
+        suffix = f" at {ctx.date(parse_when(args.at, end_of_day=True))}" if args.at else ""
+        ctx.print(f"{account_label(account)}{suffix}: {ctx.money.format(balance)}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
+    if args.limit < 0:
+        raise UsageError(f"--limit {args.limit} must be 0 (all) or positive")
+    account = ctx.ledger.get_account(_account(args))
+    start = None if args.start is None else parse_when(args.start)
+    end = None if args.end is None else parse_when(args.end, end_of_day=True)
+    with ctx.progress("reading the balance sheet"):
+        rows = ctx.ledger.history(
+            account.id,
+            start=start,
+            end=end,
+            limit=args.limit or None,
+            before_seq=args.before_seq,
+        )
+    more = None
+    if args.limit and len(rows) == args.limit and (rows[-1].account_seq or 0) > 1:
+        more = rows[-1].account_seq
+    if ctx.json:
+        ctx.emit(
+            {
+                "account": account,
+                "transactions": rows,
+                "next_before_seq": more,
+            }
+        )
+        return 0
+    ctx.print(
+        f"balance sheet of {account_label(account)} ({account.id}), "
+        f"balance {ctx.money.format(account.balance)}"
+    )
+    ctx.print(
+        render_table(
+            ["seq", "date", "kind", "amount", "balance", "transaction", "notes"],
+            [
+                [
+                    "" if r.account_seq is None else str(r.account_seq),
+                    ctx.date(r.date),
+                    r.kind,
+                    ctx.money.signed(r.amount),
+                    ctx.money.format(r.balance_after),
+                    str(r.id),
+                    _flags(r),
+                ]
+                for r in rows
+            ],
+            right=(0, 3, 4),
+        )
+    )
+    if not rows:
+        ctx.print("(no transactions)")
+    if more is not None:
+        ctx.print(f"more: add --before-seq {more}")
+    return 0
+
+
+def _print_accounts(ctx: Context, accounts: Sequence[Account], *, total: bool) -> None:
+    ctx.print(
+        render_table(
+            ["account", "attributes", "balance", "min balance", "created"],
+            [
+                [
+                    str(a.id),
+                    format_value(a.attributes) if a.attributes else "",
+                    ctx.money.format(a.balance),
+                    ctx.money.format(a.min_balance),
+                    ctx.date(a.created_at),
+                ]
+                for a in accounts
+            ],
+            right=(2, 3),
+        )
+    )
+    if total:
+        total_balance = ctx.money.format(sum(a.balance for a in accounts))
+        ctx.print(f"{len(accounts)} account(s), total {total_balance}")
+
+
+def cmd_report(args: argparse.Namespace, ctx: Context) -> int:
+    if args.limit < 0 or args.skip < 0:
+        raise UsageError("--limit and --skip must not be negative")
+    where: dict[str, Any] = {}
+    for pair in args.where or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--where {pair!r} is not KEY=VALUE")
+        where[key] = parse_value(raw, what=f"--where {key}")
+    with ctx.progress("reading balances"):
+        accounts = ctx.ledger.report(
+            sort=args.sort, limit=args.limit or None, skip=args.skip, attributes=where or None
+        )
+    if ctx.json:
+        ctx.emit(
+            {
+                "accounts": accounts,
+                "count": len(accounts),
+                "total": sum(a.balance for a in accounts),
+            }
+        )
+    else:
+        _print_accounts(ctx, accounts, total=True)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
+    account_id = None
+    if args.account or args.account_id:
+        account_id = ctx.ledger.get_account(_account(args)).id
+    start = None if args.start is None else parse_when(args.start)
+    end = None if args.end is None else parse_when(args.end, end_of_day=True)
+    with ctx.progress("computing statistics"):
+        rows = ctx.ledger.statistics(account_id, period=args.period, start=start, end=end)
+    if ctx.json:
+        ctx.emit({"account_id": account_id, "period": args.period, "periods": rows})
+        return 0
+    m = ctx.money
+    body = [
+        [r.period, m.format(r.credit), m.format(r.debit), m.format(r.net), str(r.count)]
+        for r in rows
+    ]
+    if rows:
+        body.append(
+            [
+                "total",
+                m.format(sum(r.credit for r in rows)),
+                m.format(sum(r.debit for r in rows)),
+                m.format(sum(r.net for r in rows)),
+                str(sum(r.count for r in rows)),
+            ]
+        )
+    ctx.print(
+        render_table([args.period, "credit", "debit", "net", "count"], body, right=(1, 2, 3, 4))
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
+    label = "verifying and repairing the ledger" if args.repair else "verifying the ledger"
+    with ctx.progress(label):
+        report = ctx.ledger.verify(repair=args.repair)
+    if ctx.json:
+        document = to_jsonable(report)
+        document["ok"] = report.ok
+        ctx.emit(document)
+    else:
+        ctx.print(
+            f"checked {report.accounts_checked} accounts, {report.transactions_checked} "
+            f"transactions, {report.operations_checked} operations"
+        )
+        repaired = {repr(r) for r in report.repaired}
+        for m in report.balance_mismatches:
+            fixed = " (repaired)" if repr(m.account_id) in repaired else ""
+            ctx.print(
+                f"  balance mismatch on {m.account_id}: cached {ctx.money.format(m.cached)}, "
+                f"calculated {ctx.money.format(m.calculated)}{fixed}"
+            )
+        for u in report.unbalanced_operations:
+            ctx.print(f"  unbalanced {u.kind} operation {u.operation_id}: {u.problem}")
+        for b in report.broken_links:
+            ctx.print(f"  broken link on transaction {b.transaction_id}: {b.problem}")
+        for a in report.missing_accounts:
+            ctx.print(f"  transactions reference missing account {format_value(a)}")
+        ctx.print("ok" if report.ok else "NOT OK")
+    if not report.ok:
+        hint = "" if args.repair else "; balance drift can be rebuilt with verify --repair"
+        raise VerifyFailed(f"the ledger is inconsistent{hint}")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
+    watch = getattr(ctx.ledger, "watch", None)
+    if watch is None:
+        raise ChangeStreamsUnsupported("this mongoledger has no Ledger.watch() yet")
+    if args.limit < 0:
+        raise UsageError(f"--limit {args.limit} must be 0 (no limit) or positive")
+    accounts: list[Any] = [parse_account_id(i) for i in args.account_ids or []]
+    if args.account:
+        accounts.append(ctx.ledger.get_account(parse_account(args.account, None)).id)
+    resume = None if args.resume_after is None else parse_resume_token(args.resume_after)
+    count = 0
+    with watch(accounts=accounts or None, kinds=args.kind or None, resume_after=resume) as stream:
+        for event in stream:
+            ctx.print(json.dumps(to_jsonable(event), ensure_ascii=False))
+            ctx.out.flush()
+            count += 1
+            if args.limit and count >= args.limit:
+                break
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
+    from mongoledger.demo import run_demo
+
+    return run_demo(out=ctx.out, money=ctx.money, date_format=ctx.date_format)
+
+
+Command = Callable[[argparse.Namespace, Context], int]
+
+COMMANDS: dict[str, Command] = {
+    "init": cmd_init,
+    "open": cmd_open,
+    "increase": cmd_increase,
+    "decrease": cmd_increase,
+    "transfer": cmd_transfer,
+    "post": cmd_post,
+    "revert": cmd_revert,
+    "balance": cmd_balance,
+    "history": cmd_history,
+    "report": cmd_report,
+    "stats": cmd_stats,
+    "verify": cmd_verify,
+    "watch": cmd_watch,
+    "demo": cmd_demo,
+}

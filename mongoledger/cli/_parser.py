@@ -1,0 +1,429 @@
+"""The ``mongoledger`` argument parser: global options, commands, help texts with examples."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+
+from mongoledger._format import DEFAULT_DATE_FORMAT
+
+__all__ = ["build_parser"]
+
+KINDS = ("increase", "decrease", "transfer", "post", "revert")
+SORTS = ("balance", "-balance", "id", "-id", "created_at", "-created_at")
+
+DESCRIPTION = """\
+Operate a mongoledger balance ledger kept in MongoDB: write operations, read balances,
+balance sheets and reports, verify consistency, follow committed operations.
+"""
+
+VALUES_HELP = """\
+accounts:
+  --account KEY=VALUE (repeatable) names an account by its attribute set;
+  --account-id ID (or --account _id=ID) by its _id. An unknown attribute set is
+  created by write commands (unless --no-auto-create); reads never create.
+
+values (accounts, --data, --where):
+  7, -3          integers (no leading zeros) are ints
+  true, false    booleans
+  anything else  a string: wallet, 007, 1.5
+  null           refused as ambiguous (write str:null or json:null)
+  prefixes force a type: str:7  int:7  float:1.5  bool:true  oid:65ab...
+  date:2026-11-25T10:00Z  json:"7"  json:{"a":[1,2]}
+  an _id of 24 hex digits is an ObjectId; other ids follow the rules above.
+
+amounts:
+  integers in the minor unit (cents) by default: 1234 is 12.34 with --decimals 2;
+  with --major, decimal text in major units, converted exactly: 12.34 -> 1234
+  (more places than --decimals is an error, nothing is rounded).
+
+dates: ISO 8601, UTC unless an offset is given (2026-11-25, 2026-11-25T10:30Z).
+  A bare --end date includes that whole day. Shown in UTC with --date-format.
+
+exit status: 0 success; 1 a ledger or database error (one line on stderr), or
+  verify found inconsistencies; 2 a usage error.
+
+environment: MONGOLEDGER_URI (--uri), MONGOLEDGER_DB (--db).
+
+examples:
+  mongoledger --uri mongodb://localhost:27017/?replicaSet=rs0 init
+  mongoledger increase --account user_id=7 --account type=wallet 500 --data note=top-up
+  mongoledger --major --currency-symbol '$' balance --account user_id=7 --account type=wallet
+  mongoledger demo
+"""
+
+
+def _env(environ: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = environ.get(name)
+    return value if value else default
+
+
+def _add_global_options(
+    parser: argparse.ArgumentParser, *, environ: Mapping[str, str], suppress: bool
+) -> None:
+    """The global options; on subcommands they default to SUPPRESS so either place works."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    conn = parser.add_argument_group("connection")
+    conn.add_argument(
+        "--uri",
+        default=default(_env(environ, "MONGOLEDGER_URI")),
+        help="MongoDB connection string (env MONGOLEDGER_URI; default mongodb://localhost:27017)",
+    )
+    conn.add_argument(
+        "--db",
+        default=default(_env(environ, "MONGOLEDGER_DB", "ledger")),
+        help="database name (env MONGOLEDGER_DB; default %(default)s)"
+        if not suppress
+        else "database name (env MONGOLEDGER_DB; default ledger)",
+    )
+    conn.add_argument(
+        "--memory",
+        action="store_true",
+        default=default(False),
+        help="use a fresh in-memory engine instead of a server (empty at every start)",
+    )
+
+    layout = parser.add_argument_group("ledger layout (match the application's Ledger options)")
+    layout.add_argument("--accounts-collection", default=default("accounts"), metavar="NAME")
+    layout.add_argument(
+        "--transactions-collection", default=default("transactions"), metavar="NAME"
+    )
+    layout.add_argument("--balance-field", default=default("balance"), metavar="FIELD")
+    layout.add_argument("--account-link-field", default=default("account_id"), metavar="FIELD")
+    layout.add_argument("--amount-field", default=default("amount"), metavar="FIELD")
+    layout.add_argument("--date-field", default=default("date"), metavar="FIELD")
+    layout.add_argument(
+        "--data-field",
+        default=default(None),
+        metavar="FIELD",
+        help="extra data is nested under FIELD (default: top-level fields)",
+    )
+    layout.add_argument(
+        "--no-auto-create",
+        dest="auto_create",
+        action="store_false",
+        default=default(True),
+        help="write commands refuse unknown accounts instead of creating them",
+    )
+    layout.add_argument(
+        "--require-transactions",
+        action="store_true",
+        default=default(False),
+        help="refuse to write where the deployment lacks multi-document transactions",
+    )
+
+    fmt = parser.add_argument_group("output")
+    fmt.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print one JSON document (amounts as integers in the minor unit)",
+    )
+    fmt.add_argument(
+        "--major",
+        action="store_true",
+        default=default(False),
+        help="amounts on the command line are in major units (12.34), not minor units (1234)",
+    )
+    fmt.add_argument("--currency-symbol", default=default(None), metavar="SYMBOL")
+    fmt.add_argument("--symbol-position", choices=("before", "after"), default=default("before"))
+    fmt.add_argument("--thousands-sep", default=default(","), metavar="SEP")
+    fmt.add_argument("--decimal-sep", default=default("."), metavar="SEP")
+    fmt.add_argument(
+        "--decimals",
+        type=int,
+        default=default(2),
+        metavar="N",
+        help="decimal places of the minor unit (2: 1234 is 12.34; 0: whole units)",
+    )
+    fmt.add_argument(
+        "--date-format",
+        default=default(DEFAULT_DATE_FORMAT),
+        metavar="STRFTIME",
+        help="strftime format for dates (UTC)",
+    )
+    fmt.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=default(True),
+        help="never show a spinner (it only appears when stderr is a terminal)",
+    )
+
+
+def _add_account(parser: argparse.ArgumentParser, name: str = "account", what: str = "") -> None:
+    group = parser.add_argument_group(f"{name} account{what}")
+    group.add_argument(
+        f"--{name}",
+        dest=name,
+        action="append",
+        metavar="KEY=VALUE",
+        help="an identifying attribute (repeat for each); _id=ID names the account by id",
+    )
+    group.add_argument(f"--{name}-id", dest=f"{name}_id", metavar="ID", help="the account's _id")
+
+
+def _add_write_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        action="append",
+        metavar="KEY=VALUE",
+        help="extra data stored on the transactions (repeatable)",
+    )
+    parser.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="a retried command with the same key writes nothing and prints the first result",
+    )
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    example: str,
+    environ: Mapping[str, str],
+    description: str = "",
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        name,
+        help=summary,
+        description=(description or summary),
+        epilog="example:\n" + example,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    _add_global_options(parser, environ=environ, suppress=True)
+    return parser
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The ``mongoledger`` parser; ``environ`` supplies the MONGOLEDGER_* defaults."""
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(
+        prog="mongoledger",
+        description=DESCRIPTION,
+        epilog=VALUES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --account must never be read as --accounts-collection
+    )
+    _add_global_options(parser, environ=environ, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _command(
+        sub,
+        "init",
+        "create the indexes the ledger needs (idempotent)",
+        "  mongoledger --uri mongodb://db0/?replicaSet=rs0 --db payments init",
+        environ,
+    )
+
+    p = _command(
+        sub,
+        "open",
+        "get or create an account, optionally with an overdraft floor",
+        "  mongoledger open --account user_id=7 --account type=wallet --min-balance 0",
+        environ,
+    )
+    _add_account(p)
+    p.add_argument(
+        "--min-balance",
+        metavar="AMOUNT",
+        help="refuse operations that would take the balance below AMOUNT (e.g. 0)",
+    )
+
+    for name, summary, example in (
+        (
+            "increase",
+            "move AMOUNT into an account (a negative AMOUNT moves it out)",
+            "  mongoledger increase --account user_id=7 --account type=wallet 500 "
+            "--data reason=bonus\n"
+            "  mongoledger --major increase --account-id 65ab12cd34ef56ab78cd90ef 12.50",
+        ),
+        (
+            "decrease",
+            "move AMOUNT out of an account",
+            "  mongoledger decrease --account user_id=7 --account type=wallet 250 "
+            "--idempotency-key order-1187",
+        ),
+    ):
+        p = _command(sub, name, summary, example, environ)
+        _add_account(p)
+        p.add_argument("amount", metavar="AMOUNT")
+        _add_write_options(p)
+
+    p = _command(
+        sub,
+        "transfer",
+        "move AMOUNT (> 0) from one account to another, atomically",
+        "  mongoledger transfer --from user_id=1 --from type=wallet "
+        "--to user_id=2 --to type=wallet 1500 --data note=rent",
+        environ,
+    )
+    _add_account(p, "from", " (debited)")
+    _add_account(p, "to", " (credited)")
+    p.add_argument("amount", metavar="AMOUNT")
+    _add_write_options(p)
+
+    p = _command(
+        sub,
+        "post",
+        "post a balanced multi-leg operation (amounts must sum to zero)",
+        "  mongoledger post --leg -1000 user_id=3 type=wallet \\\n"
+        "                   --leg 900 user_id=3 type=purchases \\\n"
+        "                   --leg 100 user_id=1 type=commission --data order=A-17",
+        environ,
+        description="Post a balanced multi-leg operation: every --leg is AMOUNT followed by the "
+        "account's KEY=VALUE attributes (or _id=ID); the amounts must sum to zero.",
+    )
+    p.add_argument(
+        "--leg",
+        action="append",
+        nargs="+",
+        required=True,
+        metavar="AMOUNT KEY=VALUE",
+        help="one leg: a signed AMOUNT, then the account (repeat --leg for each leg)",
+    )
+    _add_write_options(p)
+
+    p = _command(
+        sub,
+        "revert",
+        "compensate an operation (never deletes); a leg reverts its whole operation",
+        "  mongoledger revert 65ab12cd34ef56ab78cd90ef --data reason=refund",
+        environ,
+    )
+    p.add_argument("transaction_id", metavar="TRANSACTION_ID", help="24 hex digits")
+    _add_write_options(p)
+
+    p = _command(
+        sub,
+        "balance",
+        "show an account's balance",
+        "  mongoledger balance --account user_id=7 --account type=wallet\n"
+        "  mongoledger balance --account-id 65ab12cd34ef56ab78cd90ef --at 2026-10-31",
+        environ,
+    )
+    _add_account(p)
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--at", metavar="DATE", help="the balance after everything up to DATE")
+    how.add_argument(
+        "--calculated",
+        action="store_true",
+        help="sum the transactions on the server instead of reading the cached balance",
+    )
+
+    p = _command(
+        sub,
+        "history",
+        "the balance sheet: an account's transactions, newest first, with running balance",
+        "  mongoledger history --account user_id=7 --account type=wallet --start 2026-11-01 "
+        "--limit 20\n"
+        "  mongoledger history --account user_id=7 --account type=wallet --limit 20 "
+        "--before-seq 41",
+        environ,
+    )
+    _add_account(p)
+    p.add_argument("--start", metavar="DATE", help="from DATE (inclusive)")
+    p.add_argument("--end", metavar="DATE", help="up to DATE (inclusive)")
+    p.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="rows per page (default 50; 0: all)"
+    )
+    p.add_argument(
+        "--before-seq",
+        type=int,
+        metavar="SEQ",
+        help="next page: rows older than SEQ (the last row's seq)",
+    )
+
+    p = _command(
+        sub,
+        "report",
+        "every account with its balance (the all-balances report)",
+        "  mongoledger report --sort -balance --limit 20 --where type=wallet",
+        environ,
+    )
+    p.add_argument("--sort", choices=SORTS, default="-balance", help="default %(default)s")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N accounts")
+    p.add_argument("--skip", type=int, default=0, metavar="N", help="skip the first N accounts")
+    p.add_argument(
+        "--where",
+        action="append",
+        metavar="KEY=VALUE",
+        help="only accounts with this attribute value (repeatable)",
+    )
+
+    p = _command(
+        sub,
+        "stats",
+        "credit and debit totals per day, month or year (all accounts or one)",
+        "  mongoledger stats --period day --start 2026-11-01\n"
+        "  mongoledger stats --period month --account user_id=7 --account type=wallet",
+        environ,
+    )
+    p.add_argument("--period", choices=("day", "month", "year"), default="month")
+    _add_account(p, what=" (optional; default: all accounts)")
+    p.add_argument("--start", metavar="DATE", help="from DATE (inclusive)")
+    p.add_argument("--end", metavar="DATE", help="up to DATE (inclusive)")
+
+    p = _command(
+        sub,
+        "verify",
+        "check cached balances, operation legs and revert links; exit 1 on a discrepancy",
+        "  mongoledger verify\n  mongoledger verify --repair",
+        environ,
+    )
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="rebuild drifted cached balances from the transactions (the source of truth)",
+    )
+
+    p = _command(
+        sub,
+        "watch",
+        "print committed operations as JSON lines, one per operation (needs change streams)",
+        "  mongoledger watch --kind transfer | jq .transactions[].amount\n"
+        '  mongoledger watch --resume-after \'{"_data": "8263..."}\' --limit 100',
+        environ,
+    )
+    p.add_argument(
+        "--account",
+        dest="account",
+        action="append",
+        metavar="KEY=VALUE",
+        help="only operations touching this account (its attributes; repeatable)",
+    )
+    p.add_argument(
+        "--account-id",
+        dest="account_ids",
+        action="append",
+        metavar="ID",
+        help="only operations touching this account _id (repeatable)",
+    )
+    p.add_argument("--kind", action="append", choices=KINDS, help="only these kinds (repeatable)")
+    p.add_argument(
+        "--resume-after",
+        metavar="TOKEN",
+        help="continue after this resume_token (as printed in an event)",
+    )
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="stop after N operations")
+
+    _command(
+        sub,
+        "demo",
+        "run a realistic scenario on the in-memory engine (no server needed)",
+        "  mongoledger demo\n  mongoledger --currency-symbol ' EUR' --symbol-position after "
+        "--thousands-sep . --decimal-sep , demo",
+        environ,
+        description="Run a realistic scenario on the in-memory engine, no server needed: users "
+        "with virtual-money, payment-gateway and purchases accounts; top-ups, purchases, a "
+        "refund, a refused overdraft, an idempotent retry, a commission split, a change-stream "
+        "consumer, the zero-sum check, a balance sheet and the all-balances report. Amounts "
+        "are shown in dollars unless --currency-symbol is given.",
+    )
+    return parser
