@@ -4,8 +4,6 @@ Operations run on the event loop itself (they are in-memory and short); an opera
 to wait for another transaction awaits a future, so the loop is never blocked.
 """
 
-# ruff: noqa: PLR0917 - signatures mirror PyMongo's positional parameters
-
 from __future__ import annotations
 
 import asyncio

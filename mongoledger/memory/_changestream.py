@@ -144,7 +144,7 @@ def validate_pipeline(pipeline: Any) -> list[tuple[str, Any]]:
     for name, spec in stages:
         try:
             docs = _apply_stage(name, spec, docs)
-        except OperationFailure:  # noqa: PERF203 - runs once per stage, at watch()
+        except OperationFailure:
             raise
         except Exception as exc:
             raise operation_failure(
@@ -156,7 +156,7 @@ def validate_pipeline(pipeline: Any) -> list[tuple[str, Any]]:
 class StreamCore:
     """The position and filters of one change stream; every method runs under the mutex."""
 
-    def __init__(  # noqa: PLR0917 - the watch() options, forwarded
+    def __init__(
         self,
         server: MemoryServer,
         db: str | None,

@@ -30,6 +30,7 @@ from mongomock import store as _mm_store
 from pymongo.errors import (
     AutoReconnect,
     DocumentTooLarge,
+    DuplicateKeyError,
     InvalidOperation,
     NetworkTimeout,
     OperationFailure,
@@ -88,6 +89,15 @@ def operation_failure(
     if labels:
         details["errorLabels"] = list(labels)
     return OperationFailure(message, code, details)
+
+
+def no_such_transaction(number: int) -> OperationFailure:
+    return operation_failure(
+        251,
+        "NoSuchTransaction",
+        f"Transaction with {{ txnNumber: {number} }} has been aborted.",
+        labels=("TransientTransactionError",),
+    )
 
 
 def write_conflict() -> OperationFailure:
@@ -176,6 +186,44 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         if store._documents.get(key) is existing_document:
             self._server._before_write(store, key, copy.deepcopy(existing_document))
 
+    def create_index(
+        self, key_or_list: Any, cache_for: int = 300, session: Any = None, **kwargs: Any
+    ) -> Any:
+        """mongomock checks a new unique index against every document, ignoring its
+        ``partialFilterExpression``; the server checks only the documents the filter selects."""
+        partial = kwargs.get("partialFilterExpression")
+        if not kwargs.get("unique") or partial is None:
+            return super().create_index(key_or_list, cache_for, session, **kwargs)
+        helpers = mongomock.helpers
+        index_list = helpers.create_index_list(key_or_list)
+        name = kwargs.get("name") or helpers.gen_index_name(index_list)
+        spec: Document = {"key": index_list, "unique": True, "partialFilterExpression": partial}
+        existing = self._store.indexes.get(name)
+        if existing is not None:
+            if existing != spec:
+                raise OperationFailure(
+                    f"Index with name: {name} already exists with different options", 85
+                )
+            return name
+        seen: set[bytes] = set()
+        for doc in list(self._store.documents):
+            if not mongomock.filtering.filter_applies(partial, doc):
+                continue
+            key = []
+            for field_name, _ in index_list:
+                try:
+                    key.append(helpers.get_value_by_dot(doc, field_name))
+                except KeyError:
+                    key.append(None)
+            encoded = bson.encode({"k": key})
+            if encoded in seen:
+                raise DuplicateKeyError(
+                    f"E11000 duplicate key error collection: {self.full_name} index: {name}", 11000
+                )
+            seen.add(encoded)
+        self._store.create_index(name, spec)
+        return name
+
     def _apply_update_document(
         self, existing_document: Document, spec: Any, document: Any, was_insert: bool
     ) -> Any:
@@ -212,6 +260,7 @@ class _Txn:
     log: dict[DocKey, Document | None] = field(default_factory=dict)
     events: list[_Entry] = field(default_factory=list)
     holds: bool = False
+    aborted: bool = False  # by the server, after a statement failed (as MongoDB does)
 
 
 @dataclass(eq=False)
@@ -268,9 +317,10 @@ class SessionState:
         self.check_ended()
         if self.in_transaction:
             raise InvalidOperation("Transaction already in progress")
-        if self.txn is not None:
+        if self.txn is not None and not self.txn.aborted:
             # A new txnNumber aborts the server-side transaction left open (e.g. failed commit).
             self.server._abort(self.txn, count=False)
+        self.txn = None
         self.txn_number += 1
         self.state = _TxnState.STARTING
         self.txn_ctx = current_ctx()
@@ -283,6 +333,8 @@ class SessionState:
             self.txn = _Txn(self, self.txn_number, self.txn_ctx)
             self.state = _TxnState.IN_PROGRESS
         if self.state == _TxnState.IN_PROGRESS:
+            if self.txn is not None and self.txn.aborted:
+                raise no_such_transaction(self.txn_number)
             return self.txn
         return None
 
@@ -352,7 +404,7 @@ class SessionState:
             return
         if self.in_transaction:
             self.abort_transaction()
-        elif self.txn is not None:
+        elif self.txn is not None and not self.txn.aborted:
             self.server._abort(self.txn, count=False)
         self.ended = True
 
@@ -651,6 +703,13 @@ class MemoryServer:
                     not isinstance(exc, PyMongoError) or getattr(exc, "_memory_rollback", False)
                 ):
                     self._rollback_op(op)
+                if txn is not None and isinstance(exc, OperationFailure):
+                    # A failed statement aborts the whole transaction on the server: later
+                    # statements and the commit get NoSuchTransaction (251).
+                    self._rollback_op(op)
+                    self._abort(txn, count=False)
+                    txn.aborted = True
+                    txn.session.txn = txn
                 raise
             finally:
                 self._op = None
@@ -753,6 +812,8 @@ class MemoryServer:
             self._check_fail_point("commitTransaction", txn is not None)
             if txn is None:
                 return  # already committed: a retried commit succeeds
+            if txn.aborted:
+                raise no_such_transaction(txn.number)
             self._publish(
                 txn.events,
                 lsid={
@@ -770,8 +831,9 @@ class MemoryServer:
         with self._mutex:
             self.command_counts["abortTransaction"] += 1
             self._check_fail_point("abortTransaction", session.txn is not None)
-            if session.txn is not None:
+            if session.txn is not None and not session.txn.aborted:
                 self._abort(session.txn, count=False)
+            session.txn = None
 
     def _abort(self, txn: _Txn, *, count: bool = True) -> None:
         with self._mutex:

@@ -272,7 +272,7 @@ class CollectionOps:
                         else:
                             result["nMatched"] += raw.get("n", 0)
                             result["nModified"] += raw.get("nModified", 0)
-                except OperationFailure as exc:  # noqa: PERF203 - one write error per request
+                except OperationFailure as exc:
                     if getattr(exc, "_memory_rollback", False):
                         raise
                     result["writeErrors"].append(

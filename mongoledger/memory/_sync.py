@@ -1,7 +1,5 @@
 """The synchronous client: PyMongo's ``MongoClient`` surface over a ``MemoryServer``."""
 
-# ruff: noqa: PLR0917 - signatures mirror PyMongo's positional parameters
-
 from __future__ import annotations
 
 import random

@@ -214,11 +214,31 @@ def test_unique_violation_inside_transaction(client: MemoryClient, coll) -> None
         coll.insert_one({"k": 2}, session=s)
         with pytest.raises(DuplicateKeyError):
             coll.insert_one({"k": 1}, session=s)
-        with pytest.raises(DuplicateKeyError):
-            coll.update_one({"k": 2}, {"$set": {"k": 1}}, session=s)
-        s.abort_transaction()
+        # As on a server, the failed statement aborted the whole transaction.
+        with pytest.raises(OperationFailure) as info:
+            coll.update_one({"k": 2}, {"$set": {"k": 3}}, session=s)
+        assert info.value.code == 251
+        assert info.value.has_error_label("TransientTransactionError")
+        with pytest.raises(OperationFailure) as info:
+            s.commit_transaction()
+        assert info.value.code == 251
     assert docs(coll) == [{"k": 1}]
     coll.insert_one({"k": 2})  # the aborted insert left no index entry behind
+
+
+def test_failed_statement_then_abort(client: MemoryClient, coll) -> None:
+    coll.create_index("k", unique=True)
+    coll.insert_one({"k": 1})
+    with client.start_session() as s:
+        s.start_transaction()
+        coll.insert_one({"k": 2}, session=s)
+        with pytest.raises(DuplicateKeyError):
+            coll.update_one({"k": 2}, {"$set": {"k": 1}}, session=s)
+        s.abort_transaction()  # succeeds: the server already aborted it
+        s.start_transaction()
+        coll.insert_one({"k": 5}, session=s)
+        s.commit_transaction()
+    assert docs(coll) == [{"k": 1}, {"k": 5}]
 
 
 def test_abort_cost_is_proportional_to_touched_documents(client: MemoryClient, coll) -> None:
@@ -232,10 +252,12 @@ def test_abort_cost_is_proportional_to_touched_documents(client: MemoryClient, c
 
 
 def test_drop_inside_a_transaction_is_refused(client: MemoryClient, coll) -> None:
-    with client.start_session() as s, s.start_transaction():
+    with client.start_session() as s:
+        s.start_transaction()
         with pytest.raises(OperationFailure) as info:
             coll.drop(session=s)
         assert info.value.code == 263
+        s.abort_transaction()
 
 
 # -- strict mode and Decision 13 ----------------------------------------------------------
@@ -429,3 +451,19 @@ def test_clients_share_a_server() -> None:
     b = MemoryClient(server=a.server)
     a["db"]["c"].insert_one({"k": 1})
     assert b["db"]["c"].find_one({}, {"_id": 0}) == {"k": 1}
+
+
+def test_partial_unique_index_on_existing_documents(client: MemoryClient, coll) -> None:
+    coll.insert_many([{"a": 1}, {"a": 2}, {"k": "x"}])  # two documents without "k"
+    spec = {"unique": True, "partialFilterExpression": {"k": {"$exists": True}}}
+    assert coll.create_index("k", **spec) == "k_1"
+    assert coll.create_index("k", **spec) == "k_1"  # the same index again: a no-op
+    coll.insert_one({"b": 1})
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"k": "x"})
+    with pytest.raises(OperationFailure, match="different options"):
+        coll.create_index("k", unique=True, partialFilterExpression={"k": {"$type": "string"}})
+    coll.insert_one({"k2": 1})
+    coll.insert_one({"k2": 1})
+    with pytest.raises(DuplicateKeyError):
+        coll.create_index("k2", unique=True, partialFilterExpression={"k2": {"$exists": True}})
