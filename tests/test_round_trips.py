@@ -1,0 +1,81 @@
+"""The commands each operation sends, counted by the in-memory engine (steady state).
+
+These are the floors the ledger promises: no read before a write, one guarded ``$inc`` per
+account, one insert for all legs, one commit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from mongoledger import Ledger
+from mongoledger.memory import MemoryClient
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    ledger = Ledger(MemoryClient()["test"])
+    for account in ("a", "b", "c", "d", "e"):
+        ledger.increase(account, 1000)  # warm: indexes, transaction support, accounts exist
+    return ledger
+
+
+def commands(ledger: Ledger, call: Callable[[], Any]) -> Counter[str]:
+    server = ledger.database.client.server
+    server.reset_command_counts()
+    call()
+    return Counter({k: v for k, v in server.command_counts.items() if v})
+
+
+def test_increase_and_decrease(ledger: Ledger) -> None:
+    expected = {"findAndModify": 1, "insert": 1, "commitTransaction": 1}
+    assert commands(ledger, lambda: ledger.increase("a", 5)) == expected
+    assert commands(ledger, lambda: ledger.decrease("a", 5)) == expected
+
+
+def test_transfer_between_known_accounts(ledger: Ledger) -> None:
+    sent = commands(ledger, lambda: ledger.transfer("a", "b", 5))
+    assert sent == {"findAndModify": 2, "insert": 1, "commitTransaction": 1}
+
+
+def test_five_leg_post(ledger: Ledger) -> None:
+    legs = [("a", -4), ("b", 1), ("c", 1), ("d", 1), ("e", 1)]
+    sent = commands(ledger, lambda: ledger.post(legs))
+    assert sent == {"findAndModify": 5, "insert": 1, "commitTransaction": 1}
+
+
+def test_revert_of_a_transfer(ledger: Ledger) -> None:
+    ids = ledger.transfer("a", "b", 5)
+    sent = commands(ledger, lambda: ledger.revert(ids[0]))
+    # two reads (the leg, its operation), one bulk update marking both, 2 $inc, 1 insert
+    assert sent == {
+        "find": 2,
+        "update": 1,
+        "findAndModify": 2,
+        "insert": 1,
+        "commitTransaction": 1,
+    }
+
+
+def test_attribute_reference_costs_one_read(ledger: Ledger) -> None:
+    ledger.increase({"user_id": 1}, 5)
+    sent = commands(ledger, lambda: ledger.increase({"user_id": 1}, 5))
+    assert sent == {"find": 1, "findAndModify": 1, "insert": 1, "commitTransaction": 1}
+
+
+def test_idempotency_key_costs_one_read(ledger: Ledger) -> None:
+    sent = commands(ledger, lambda: ledger.increase("a", 5, idempotency_key="k"))
+    assert sent == {"find": 1, "findAndModify": 1, "insert": 1, "commitTransaction": 1}
+    assert commands(ledger, lambda: ledger.increase("a", 5, idempotency_key="k")) == {"find": 1}
+
+
+def test_reads(ledger: Ledger) -> None:
+    assert commands(ledger, lambda: ledger.balance("a")) == {"find": 1}
+    assert commands(ledger, lambda: ledger.history("a", limit=10)) == {"find": 2}
+    assert commands(ledger, lambda: ledger.balance_at("a", ledger.config.operation_date())) == {
+        "find": 2
+    }
