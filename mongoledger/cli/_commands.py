@@ -209,9 +209,9 @@ def cmd_revert(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_balance(args: argparse.Namespace, ctx: Context) -> int:
+    when = None if args.at is None else parse_when(args.at, end_of_day=True)
     account = ctx.ledger.get_account(_account(args))
-    if args.at is not None:
-        when = parse_when(args.at, end_of_day=True)
+    if when is not None:
         balance = ctx.ledger.balance_at(account.id, when)
     elif args.calculated:
         balance = ctx.ledger.calculate_balance(account.id)
@@ -223,11 +223,11 @@ def cmd_balance(args: argparse.Namespace, ctx: Context) -> int:
             "attributes": account.attributes,
             "balance": balance,
         }
-        if args.at is not None:
-            document["at"] = parse_when(args.at, end_of_day=True)
+        if when is not None:
+            document["at"] = when
         ctx.emit(document)
     else:
-        suffix = f" at {ctx.date(parse_when(args.at, end_of_day=True))}" if args.at else ""
+        suffix = "" if when is None else f" at {ctx.date(when)}"
         ctx.print(f"{account_label(account)}{suffix}: {ctx.money.format(balance)}")
     return 0
 
@@ -235,9 +235,9 @@ def cmd_balance(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
     if args.limit < 0:
         raise UsageError(f"--limit {args.limit} must be 0 (all) or positive")
-    account = ctx.ledger.get_account(_account(args))
     start = None if args.start is None else parse_when(args.start)
     end = None if args.end is None else parse_when(args.end, end_of_day=True)
+    account = ctx.ledger.get_account(_account(args))
     with ctx.progress("reading the balance sheet"):
         rows = ctx.ledger.history(
             account.id,
@@ -336,11 +336,11 @@ def cmd_report(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
+    start = None if args.start is None else parse_when(args.start)
+    end = None if args.end is None else parse_when(args.end, end_of_day=True)
     account_id = None
     if args.account or args.account_id:
         account_id = ctx.ledger.get_account(_account(args)).id
-    start = None if args.start is None else parse_when(args.start)
-    end = None if args.end is None else parse_when(args.end, end_of_day=True)
     with ctx.progress("computing statistics"):
         rows = ctx.ledger.statistics(account_id, period=args.period, start=start, end=end)
     if ctx.json:
@@ -408,7 +408,7 @@ def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError(f"--limit {args.limit} must be 0 (no limit) or positive")
     accounts: list[Any] = [parse_account_id(i) for i in args.account_ids or []]
     if args.account:
-        accounts.append(ctx.ledger.get_account(parse_account(args.account, None)).id)
+        accounts.append(parse_account(args.account, None))
     resume = None if args.resume_after is None else parse_resume_token(args.resume_after)
     count = 0
     with watch(accounts=accounts or None, kinds=args.kind or None, resume_after=resume) as stream:

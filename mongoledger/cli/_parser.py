@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 from collections.abc import Mapping
+from typing import Any
 
 from mongoledger._format import DEFAULT_DATE_FORMAT
 
@@ -54,6 +56,14 @@ examples:
 """
 
 
+GLOBAL_HINT = """
+
+The global options (--uri, --db, --memory, --json, --major, the currency and date
+formats, the ledger layout) may be given before or after the command; see
+mongoledger --help, which also explains the value, amount and date syntax.
+"""
+
+
 def _env(environ: Mapping[str, str], name: str, default: str | None = None) -> str | None:
     value = environ.get(name)
     return value if value else default
@@ -67,7 +77,18 @@ def _add_global_options(
     def default(value: object) -> object:
         return argparse.SUPPRESS if suppress else value
 
-    conn = parser.add_argument_group("connection")
+    class _Group:
+        """An argument group; on subcommands the options are accepted but not listed."""
+
+        def __init__(self, title: str) -> None:
+            self._group = parser if suppress else parser.add_argument_group(title)
+
+        def add_argument(self, *names: str, **kwargs: Any) -> None:
+            if suppress:
+                kwargs["help"] = argparse.SUPPRESS
+            self._group.add_argument(*names, **kwargs)
+
+    conn = _Group("connection")
     conn.add_argument(
         "--uri",
         default=default(_env(environ, "MONGOLEDGER_URI")),
@@ -76,9 +97,7 @@ def _add_global_options(
     conn.add_argument(
         "--db",
         default=default(_env(environ, "MONGOLEDGER_DB", "ledger")),
-        help="database name (env MONGOLEDGER_DB; default %(default)s)"
-        if not suppress
-        else "database name (env MONGOLEDGER_DB; default ledger)",
+        help="database name (env MONGOLEDGER_DB; default ledger)",
     )
     conn.add_argument(
         "--memory",
@@ -87,7 +106,7 @@ def _add_global_options(
         help="use a fresh in-memory engine instead of a server (empty at every start)",
     )
 
-    layout = parser.add_argument_group("ledger layout (match the application's Ledger options)")
+    layout = _Group("ledger layout (match the application's Ledger options)")
     layout.add_argument("--accounts-collection", default=default("accounts"), metavar="NAME")
     layout.add_argument(
         "--transactions-collection", default=default("transactions"), metavar="NAME"
@@ -116,7 +135,7 @@ def _add_global_options(
         help="refuse to write where the deployment lacks multi-document transactions",
     )
 
-    fmt = parser.add_argument_group("output")
+    fmt = _Group("output")
     fmt.add_argument(
         "--json",
         action="store_true",
@@ -192,8 +211,8 @@ def _command(
     parser = sub.add_parser(
         name,
         help=summary,
-        description=(description or summary),
-        epilog="example:\n" + example,
+        description=textwrap.fill(description or summary, 88),
+        epilog="example:\n" + example + GLOBAL_HINT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
@@ -218,7 +237,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         sub,
         "init",
         "create the indexes the ledger needs (idempotent)",
-        "  mongoledger --uri mongodb://db0/?replicaSet=rs0 --db payments init",
+        "  mongoledger init --uri mongodb://db0/?replicaSet=rs0 --db payments",
         environ,
     )
 
@@ -285,7 +304,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         action="append",
         nargs="+",
         required=True,
-        metavar="AMOUNT KEY=VALUE",
+        metavar=("AMOUNT", "KEY=VALUE"),
         help="one leg: a signed AMOUNT, then the account (repeat --leg for each leg)",
     )
     _add_write_options(p)

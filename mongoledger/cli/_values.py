@@ -22,6 +22,7 @@ from datetime import date, datetime, time, timezone
 from typing import Any
 
 from bson import ObjectId
+from bson.errors import InvalidId
 
 __all__ = [
     "UsageError",
@@ -75,7 +76,7 @@ def _typed(prefix: str, text: str, what: str) -> Any:
         if prefix == "date":
             return parse_when(text)
         return json.loads(text)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, InvalidId) as exc:
         raise UsageError(f"{what} {prefix}:{text!r} is not a valid {prefix}: {exc}") from None
 
 
@@ -89,7 +90,7 @@ def parse_pair(text: str, *, what: str) -> tuple[str, Any]:
 
 def parse_account_id(text: str) -> Any:
     """An account ``_id``: 24 hex digits are an ObjectId, else the typed-value rules."""
-    if ObjectId.is_valid(text) and len(text) == 24:
+    if len(text) == 24 and ObjectId.is_valid(text):
         return ObjectId(text)
     return parse_value(text, what="account id")
 
