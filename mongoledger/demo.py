@@ -13,6 +13,7 @@ all-balances report and ``verify()``.
 from __future__ import annotations
 
 import sys
+import textwrap
 import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -28,6 +29,7 @@ __all__ = ["run_demo"]
 USERS = {1: "alice", 2: "bob", 3: "carol"}
 ACCOUNT_TYPES = ("virtual-money", "payment-gateway", "purchases")
 _WAIT_SECONDS = 10.0
+_WIDTH = 88
 
 
 class _StreamConsumer:
@@ -44,6 +46,7 @@ class _StreamConsumer:
         self._stop_at: int | None = None
         self._ready = threading.Event()
         self.error: BaseException | None = None
+        self._stream: Any = None
         self._thread = threading.Thread(target=self._run, name="demo-consumer", daemon=True)
 
     def start(self) -> None:
@@ -56,6 +59,7 @@ class _StreamConsumer:
     def _run(self) -> None:
         try:
             with self._demo.ledger.watch() as stream:
+                self._stream = stream
                 self._ready.set()
                 for event in stream:
                     self._demo.print_event(event)
@@ -87,10 +91,19 @@ class _StreamConsumer:
     def join(self) -> None:
         self._thread.join(_WAIT_SECONDS)
 
+    def shutdown(self) -> None:
+        """End the thread early (the scenario failed before its last write)."""
+        if self._thread.is_alive() and self._stream is not None:
+            self._stream.close()
+            self._thread.join(_WAIT_SECONDS)
+
 
 class _Demo:
-    def __init__(self, out: TextIO, money: CurrencyFormat, date_format: str) -> None:
+    def __init__(
+        self, out: TextIO, money: CurrencyFormat, date_format: str, *, use_watch: bool
+    ) -> None:
         self.out = out
+        self.use_watch = use_watch
         self.money = money
         self.date_format = date_format
         self.client = MemoryClient()
@@ -101,7 +114,17 @@ class _Demo:
 
     # Output
 
-    def say(self, text: str = "") -> None:
+    def say(self, text: str = "", *, wrap: bool = True) -> None:
+        """Print a line; long prose is wrapped for an 88-column terminal."""
+        if wrap and "\n" not in text and len(text) > _WIDTH:
+            indent = " " * (len(text) - len(text.lstrip()))
+            text = textwrap.fill(
+                text,
+                _WIDTH,
+                subsequent_indent=indent + "    ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
         self.out.write(text + "\n")
 
     def section(self, title: str) -> None:
@@ -178,7 +201,7 @@ class _Demo:
         )
 
         self.section("2. a change-stream consumer")
-        if hasattr(ledger, "watch"):
+        if self.use_watch and hasattr(ledger, "watch"):
             self.consumer = _StreamConsumer(self)
             self.consumer.start()
             self.say("a thread follows ledger.watch(); it prints every operation once committed")
@@ -186,7 +209,7 @@ class _Demo:
             # TODO(watch): switch to the change-stream consumer once Ledger.watch() lands; until
             # then the in-process after_write hook stands in (it sees only this process's writes).
             ledger.after_write(self.print_hook)
-            self.say("Ledger.watch() is not available: after_write hooks print each transaction")
+            self.say("after_write hooks print each transaction (in-process only, no change stream)")
 
         self.section("3. top-ups through the payment gateway")
         for user, amount, ref in (("alice", 5000, "ch_1001"), ("bob", 2000, "ch_1002")):
@@ -235,7 +258,11 @@ class _Demo:
         try:
             self.purchase("bob", 2500, "headphones", "A-1004")
         except InsufficientFunds as exc:
-            self.say(f"refused: {type(exc).__name__}: {exc}")
+            self.say(
+                f"refused: {type(exc).__name__} on {self.name(exc.account_id)}: balance "
+                f"{m.format(exc.balance)} {m.signed(exc.amount)} would go below its "
+                f"min_balance {m.format(exc.min_balance)}"
+            )
         else:  # pragma: no cover - min_balance guards the account
             self.say("ERROR: the overdraft was accepted")
             return 1
@@ -324,7 +351,8 @@ class _Demo:
         holds = total == net_external
         self.say(
             f"zero-sum check: sum of all balances {total} = net external money {net_external} "
-            f"(minor units): {'holds' if holds else 'FAILS'}"
+            f"(minor units): {'holds' if holds else 'FAILS'}",
+            wrap=False,
         )
 
         self.section("13. verify")
@@ -349,16 +377,24 @@ def run_demo(
     out: TextIO | None = None,
     money: CurrencyFormat | None = None,
     date_format: str = DEFAULT_DATE_FORMAT,
+    use_watch: bool = True,
 ) -> int:
-    """Run the scenario, printing to ``out`` (default stdout); 0 when every check held."""
+    """Run the scenario, printing to ``out`` (default stdout); 0 when every check held.
+
+    ``use_watch=False`` prints operations from an ``after_write`` hook instead of a
+    change-stream consumer.
+    """
     demo = _Demo(
         out if out is not None else sys.stdout,
         money if money is not None else CurrencyFormat(symbol="$"),
         date_format,
+        use_watch=use_watch,
     )
     try:
         return demo.run()
     finally:
+        if demo.consumer is not None:
+            demo.consumer.shutdown()
         demo.client.close()
 
 

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -474,6 +475,14 @@ def test_memory_option_runs_without_a_server(capsys: pytest.CaptureFixture[str])
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_an_unreachable_server_is_one_line_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    uri = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200"
+    assert main(["--uri", uri, "balance", *ALICE], environ={}) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("mongoledger: error: cannot reach MongoDB")
+
+
 # watch
 
 
@@ -528,6 +537,27 @@ def test_demo_runs_and_its_zero_sum_check_holds() -> None:
     assert re.search(r"verify\(\): .*: ok$", text, re.MULTILINE)
     stream_lines = re.findall(r"^   \[(change stream|after_write)\]", text, re.MULTILINE)
     assert len(stream_lines) >= 10
+
+
+def test_demo_with_after_write_hooks_instead_of_a_stream() -> None:
+    from mongoledger.demo import run_demo
+
+    out = io.StringIO()
+    assert run_demo(out=out, use_watch=False) == 0
+    assert "[after_write] post: alice/virtual-money +$2.00" in out.getvalue()
+    assert "[change stream]" not in out.getvalue()
+
+
+def test_demo_failing_midway_leaves_no_consumer_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mongoledger import demo
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(demo._Demo, "purchase", fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        demo.run_demo(out=io.StringIO())
+    assert not [t for t in threading.enumerate() if t.name == "demo-consumer"]
 
 
 def test_demo_honours_currency_options() -> None:

@@ -1,7 +1,8 @@
 """The ``mongoledger`` command: operate a ledger from a shell (``mongoledger --help``).
 
 ``main(argv)`` runs one command in-process and returns its exit status: 0 success, 1 a ledger
-or database error (one line on stderr, no traceback), 2 a usage error. ``database=`` runs the
+or database error (one line on stderr, no traceback), 2 a usage error (130 on Ctrl-C, 141
+when the reader of stdout went away). ``database=`` runs the
 command against a database object you already hold (several commands can share one in-memory
 engine)::
 
@@ -16,6 +17,8 @@ engine)::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -88,18 +91,31 @@ def main(
         except LedgerError as exc:
             err.write(f"mongoledger: error: {exc}\n")
             return 1
+        except BrokenPipeError:  # the reader left (mongoledger watch | head -1): stop quietly
+            if out is sys.stdout:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes
+            return 141
         except KeyboardInterrupt:
             err.write("mongoledger: interrupted\n")
             return 130
         except Exception as exc:
-            from pymongo.errors import PyMongoError
+            from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
+            if isinstance(exc, ServerSelectionTimeoutError):
+                reason = _one_line(exc).split(", Timeout:", 1)[0]
+                err.write(
+                    f"mongoledger: error: cannot reach MongoDB ({reason}); check --uri or "
+                    "MONGOLEDGER_URI (mongoledger demo needs no server)\n"
+                )
+                return 1
             if isinstance(exc, PyMongoError):
                 err.write(f"mongoledger: database error: {_one_line(exc)}\n")
                 return 1
             raise
         finally:
-            out.flush()
+            with contextlib.suppress(BrokenPipeError):
+                out.flush()
             if client is not None:
                 client.close()
 
