@@ -91,10 +91,8 @@ class AsyncLedger:
     def __init__(
         self,
         database: Any,
-        *,
         accounts_collection: str = "accounts",
         transactions_collection: str = "transactions",
-        checkpoints_collection: str = "ledger_checkpoints",
         auto_create_account: bool = True,
         balance_field: str | None = "balance",
         extra_account_link_field: str | None = "extra_account_id",
@@ -104,6 +102,7 @@ class AsyncLedger:
         date_value: Any = None,
         data_field: str | None = None,
         require_transactions: bool = False,
+        checkpoints_collection: str = "ledger_checkpoints",
     ) -> None:
         self._cfg = LedgerConfig(
             accounts_collection=accounts_collection,

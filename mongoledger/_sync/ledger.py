@@ -93,10 +93,8 @@ class Ledger:
     def __init__(
         self,
         database: Any,
-        *,
         accounts_collection: str = "accounts",
         transactions_collection: str = "transactions",
-        checkpoints_collection: str = "ledger_checkpoints",
         auto_create_account: bool = True,
         balance_field: str | None = "balance",
         extra_account_link_field: str | None = "extra_account_id",
@@ -106,6 +104,7 @@ class Ledger:
         date_value: Any = None,
         data_field: str | None = None,
         require_transactions: bool = False,
+        checkpoints_collection: str = "ledger_checkpoints",
     ) -> None:
         self._cfg = LedgerConfig(
             accounts_collection=accounts_collection,
