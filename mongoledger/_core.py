@@ -22,6 +22,7 @@ from bson.errors import InvalidDocument
 from .errors import (
     InvalidAccount,
     InvalidAmount,
+    InvalidArgument,
     InvalidConfiguration,
     InvalidData,
     TransactionNotFound,
@@ -729,7 +730,7 @@ def statistics_pipeline(
     end: Any = None,
 ) -> list[dict[str, Any]]:
     if period not in STATISTICS_FORMATS:
-        raise ValueError(f"period {period!r} is not one of {sorted(STATISTICS_FORMATS)}")
+        raise InvalidArgument(f"period {period!r} is not one of {sorted(STATISTICS_FORMATS)}")
     match: dict[str, Any] = {}
     if account_id is not None:
         match[cfg.account_link_field] = account_id

@@ -19,7 +19,7 @@ from bson.timestamp import Timestamp
 
 from . import _core
 from ._core import LedgerConfig
-from .errors import ChangeStreamHistoryLost, ChangeStreamInvalidated, InvalidData
+from .errors import ChangeStreamHistoryLost, ChangeStreamInvalidated, InvalidArgument
 from .models import LedgerEvent, OperationKind
 
 __all__ = ["Grouper", "change_stream_pipeline", "validate_kinds"]
@@ -39,7 +39,9 @@ def validate_kinds(kinds: Sequence[str] | None) -> list[str] | None:
         kinds = [kinds]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
-        raise InvalidData(f"kinds {unknown!r} are not operation kinds; use some of {list(KINDS)}")
+        raise InvalidArgument(
+            f"kinds {unknown!r} are not operation kinds; use some of {list(KINDS)}"
+        )
     return list(kinds)
 
 

@@ -10,6 +10,7 @@ arguments also ``ValueError``, so callers can catch them by meaning as well as b
     ├── InvalidAccount             (ValueError)
     ├── InvalidData                (ValueError)
     ├── InvalidConfiguration       (ValueError)
+    ├── InvalidArgument            (ValueError)
     ├── InsufficientFunds
     ├── AlreadyReverted
     ├── IdempotencyConflict
@@ -39,6 +40,7 @@ __all__ = [
     "InsufficientFunds",
     "InvalidAccount",
     "InvalidAmount",
+    "InvalidArgument",
     "InvalidConfiguration",
     "InvalidData",
     "LedgerError",
@@ -86,6 +88,10 @@ class InvalidAccount(LedgerError, ValueError):
 
 class InvalidData(LedgerError, ValueError):
     """Extra data cannot be stored: reserved or unsafe keys, unencodable values, too large."""
+
+
+class InvalidArgument(LedgerError, ValueError):
+    """Another argument is out of range: a page size, a sort key, a period, an event kind."""
 
 
 class InvalidConfiguration(LedgerError, ValueError):

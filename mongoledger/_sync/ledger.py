@@ -41,6 +41,7 @@ from mongoledger.errors import (
     InsufficientFunds,
     InvalidAccount,
     InvalidAmount,
+    InvalidArgument,
     InvalidConfiguration,
     LedgerError,
     NoTransactionsWarning,
@@ -374,6 +375,12 @@ class Ledger:
         for leg in legs:
             if leg.account_id is None:
                 leg.account_id = self._resolve_for_write(leg.account)
+        if kind == "transfer" and legs[0].account_id is not None:
+            if legs[0].account_id == legs[1].account_id:
+                raise InvalidAccount(
+                    f"transfer from account {legs[0].account.describe()!r} to "
+                    f"{legs[1].account.describe()!r}: both are account {legs[0].account_id!r}"
+                )
         self._run_before_hooks(kind, legs, operation_id, revert=revert)
         date = cfg.operation_date()
         idempotency = None if key is None else (key, fp)
@@ -753,7 +760,7 @@ class Ledger:
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
         ):
-            raise ValueError(f"limit {limit!r} must be a positive integer")
+            raise InvalidArgument(f"limit {limit!r} must be a positive integer")
         doc = self._find_account(account)
         flt = _core.history_filter(cfg, doc["_id"], start=start, end=end, before_seq=before_seq)
         cursor = self._transactions.find(flt).sort(_core.ACCOUNT_SEQ, -1)
@@ -792,7 +799,9 @@ class Ledger:
         direction = -1 if sort.startswith("-") else 1
         columns = {"balance": cfg.balance_field, "id": "_id", "created_at": _core.CREATED_AT}
         if field not in columns:
-            raise ValueError(f"sort {sort!r} is not one of balance, id, created_at (- to reverse)")
+            raise InvalidArgument(
+                f"sort {sort!r} is not one of balance, id, created_at (- to reverse)"
+            )
         flt: dict[str, Any] = {}
         if attributes:
             flt = _core.validate_attributes(attributes, cfg.owned_account_fields)

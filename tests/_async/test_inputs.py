@@ -17,6 +17,7 @@ from mongoledger import (
     IdempotencyConflict,
     InvalidAccount,
     InvalidAmount,
+    InvalidArgument,
     InvalidData,
     LedgerError,
     TransactionNotFound,
@@ -257,3 +258,22 @@ async def test_auto_create_off_unknown_id(async_db: Any) -> None:
 async def test_errors_share_the_root(ledger: AsyncLedger) -> None:
     with pytest.raises(LedgerError):
         await ledger.increase({"user_id": 1}, 0)
+
+
+async def test_same_account_by_attributes_and_id(ledger: AsyncLedger) -> None:
+    account_id = (await ledger.get_account({"user_id": 1})).id
+    before = await snapshot(ledger)
+    with pytest.raises(InvalidAccount, match="both are account"):
+        await ledger.transfer({"user_id": 1}, account_id, 5)
+    assert await snapshot(ledger) == before
+
+
+async def test_bad_query_arguments(ledger: AsyncLedger) -> None:
+    for call, shown in (
+        (lambda: ledger.history({"user_id": 1}, limit=0), "limit 0"),
+        (lambda: ledger.report(sort="name"), "'name'"),
+        (lambda: ledger.statistics(period="week"), "'week'"),
+        (lambda: ledger.watch(kinds=["refund"]), "refund"),
+    ):
+        with pytest.raises(InvalidArgument, match=shown):
+            await call()

@@ -18,6 +18,7 @@ from mongoledger import (
     IdempotencyConflict,
     InvalidAccount,
     InvalidAmount,
+    InvalidArgument,
     InvalidData,
     Ledger,
     LedgerError,
@@ -259,3 +260,22 @@ def test_auto_create_off_unknown_id(db: Any) -> None:
 def test_errors_share_the_root(ledger: Ledger) -> None:
     with pytest.raises(LedgerError):
         ledger.increase({"user_id": 1}, 0)
+
+
+def test_same_account_by_attributes_and_id(ledger: Ledger) -> None:
+    account_id = (ledger.get_account({"user_id": 1})).id
+    before = snapshot(ledger)
+    with pytest.raises(InvalidAccount, match="both are account"):
+        ledger.transfer({"user_id": 1}, account_id, 5)
+    assert snapshot(ledger) == before
+
+
+def test_bad_query_arguments(ledger: Ledger) -> None:
+    for call, shown in (
+        (lambda: ledger.history({"user_id": 1}, limit=0), "limit 0"),
+        (lambda: ledger.report(sort="name"), "'name'"),
+        (lambda: ledger.statistics(period="week"), "'week'"),
+        (lambda: ledger.watch(kinds=["refund"]), "refund"),
+    ):
+        with pytest.raises(InvalidArgument, match=shown):
+            call()
