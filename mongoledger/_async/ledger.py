@@ -373,12 +373,12 @@ class AsyncLedger:
         for leg in legs:
             if leg.account_id is None:
                 leg.account_id = await self._resolve_for_write(leg.account)
-        if kind == "transfer" and legs[0].account_id is not None:
-            if legs[0].account_id == legs[1].account_id:
-                raise InvalidAccount(
-                    f"transfer from account {legs[0].account.describe()!r} to "
-                    f"{legs[1].account.describe()!r}: both are account {legs[0].account_id!r}"
-                )
+        same = legs[0].account_id is not None and legs[0].account_id == legs[-1].account_id
+        if kind == "transfer" and same:
+            raise InvalidAccount(
+                f"transfer from account {legs[0].account.describe()!r} to "
+                f"{legs[1].account.describe()!r}: both are account {legs[0].account_id!r}"
+            )
         await self._run_before_hooks(kind, legs, operation_id, revert=revert)
         date = cfg.operation_date()
         idempotency = None if key is None else (key, fp)
