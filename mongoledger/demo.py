@@ -23,6 +23,7 @@ from mongoledger._sync.ledger import Ledger
 from mongoledger.errors import InsufficientFunds
 from mongoledger.memory import MemoryClient
 from mongoledger.models import HookContext, LedgerEvent
+from mongoledger.notifier import describe
 
 __all__ = ["run_demo"]
 
@@ -135,10 +136,8 @@ class _Demo:
         return self.names.get(repr(account_id), str(account_id))
 
     def print_event(self, event: LedgerEvent) -> None:
-        legs = ", ".join(
-            f"{self.name(t.account_id)} {self.money.signed(t.amount)}" for t in event.transactions
-        )
-        self.say(f"   [change stream] {event.kind}: {legs}")
+        line = describe(event, name=self.name, amount=self.money.signed, details=False)
+        self.say(f"   [change stream] {line}")
 
     def print_hook(self, ctx: HookContext) -> None:
         self.say(

@@ -1,0 +1,54 @@
+"""The example consumer (scripts/notifier): its line format and a run under listen()."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pytest
+
+from mongoledger import Ledger
+from mongoledger.memory import MemoryClient
+from mongoledger.notifier import describe, main, printer
+
+
+def test_notifier_prints_each_operation_once_it_commits() -> None:
+    ledger = Ledger(MemoryClient()["shop"])
+    ledger.ensure_indexes()
+    out = io.StringIO()
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=ledger.listen,
+        args=(printer(out),),
+        kwargs={"checkpoint": "n", "stop": stop, "ready": ready, "max_await_time_ms": 20},
+    )
+    thread.start()
+    assert ready.wait(10)
+    ledger.transfer("alice", "bob", 250, {"order": 7})
+    ledger.increase("carol", 5)
+    deadline = time.monotonic() + 10
+    while out.getvalue().count("\n") < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join(10)
+    first, second = out.getvalue().splitlines()
+    assert "transfer: alice -250 (= -250), bob +250 (= +250)  {'order': 7}" in first
+    assert "increase: carol +5 (= +5)" in second
+
+
+def test_describe_short_form() -> None:
+    ledger = Ledger(MemoryClient()["shop"])
+    ledger.ensure_indexes()
+    with ledger.watch(max_await_time_ms=20) as stream:
+        ledger.post([("a", -3), ("b", 1), ("c", 2)])
+        event = stream.next()
+    assert describe(event, details=False) == "post: a -3, b +1, c +2"
+    assert describe(event, name=str.upper, amount=str, details=False) == "post: A -3, B 1, C 2"
+
+
+def test_main_reports_errors_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--uri", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=50"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("notifier: 127.0.0.1:1")
+    assert err.count("\n") == 1
