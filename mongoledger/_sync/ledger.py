@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from bson import ObjectId
@@ -452,8 +453,10 @@ class Ledger:
                     created = (
                         create
                         and leg.account_seq == 1
-                        and doc.get(_core.CREATED_AT)
-                        == update.update["$setOnInsert"].get(_core.CREATED_AT)
+                        and _same_instant(
+                            doc.get(_core.CREATED_AT),
+                            update.update["$setOnInsert"].get(_core.CREATED_AT),
+                        )
                     )
                     applied.append((leg, created))
                 if len(legs) == 2 and cfg.extra_account_link_field:
@@ -1003,6 +1006,15 @@ class Ledger:
     def rebuild_balances(self) -> VerifyReport:
         """Rebuild every drifted cached balance from the transactions: ``verify(repair=True)``."""
         return self.verify(repair=True)
+
+
+def _same_instant(stored: Any, sent: Any) -> bool:
+    # Drivers read dates back naive (UTC) unless tz_aware=True; ``sent`` is aware UTC.
+    if not isinstance(stored, datetime) or not isinstance(sent, datetime):
+        return False
+    if stored.tzinfo is not None:
+        stored = stored.astimezone(timezone.utc)
+    return bool(stored.replace(tzinfo=None) == sent.astimezone(timezone.utc).replace(tzinfo=None))
 
 
 def _is_duplicate(exc: Exception) -> bool:
