@@ -315,3 +315,30 @@ def test_concurrent_writers_while_listening(ledger: Ledger) -> None:
     stop_listener(stop, runner)
     assert set(recorder.seen) - written == {recorder.seen[0]}
     assert len(recorder.seen) == len(written) + 1
+
+
+def test_listen_keeps_a_quiet_checkpoint_fresh(ledger: Ledger) -> None:
+    recorder = Recorder()
+    store = ledger.database["ledger_checkpoints"]
+    stop, runner = start_listener(
+        ledger, recorder, checkpoint="quiet", kinds=["transfer"], checkpoint_interval=0.01
+    )
+    ledger.increase("a", 1)  # not for this listener: only the stream position moves
+    saved: list[Any] = []
+
+    def stored() -> None:
+        saved.append(store.find_one({"_id": "quiet"}))
+
+    deadline = time.monotonic() + WAIT
+    while not (saved and saved[-1]) and time.monotonic() < deadline:
+        stored()
+        sleep(0.01)
+    stop_listener(stop, runner)
+    assert recorder.seen == []
+    assert saved[-1] is not None
+    assert "operation_id" not in saved[-1]  # refreshed without handling an event
+    # Resuming from the refreshed token skips the filtered operation and sees the next one.
+    with ledger.watch(resume_after=saved[-1]["resume_token"]) as stream:
+        ids = ledger.transfer("a", "b", 1)
+        (event,) = drain(stream, 1)
+    assert [t.id for t in event.transactions] == ids
