@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -780,11 +780,3 @@ def balances_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
             }
         }
     ]
-
-
-def describe_date(value: Any) -> str:
-    return value.isoformat() if isinstance(value, datetime) else repr(value)
-
-
-def call_date_value(value: Callable[[], Any] | Any) -> Any:
-    return value() if callable(value) else value

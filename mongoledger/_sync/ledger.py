@@ -629,9 +629,9 @@ class Ledger:
     def _run_after_hooks(
         self, kind: OperationKind, legs: list[Leg], operation_id: ObjectId
     ) -> None:
+        if not self._after:
+            return
         for index, leg in enumerate(legs):
-            if not self._after:
-                return
             ctx = HookContext(
                 kind=kind,
                 account=leg.account.describe(),
@@ -853,7 +853,9 @@ class Ledger:
         """Check cached balances, operation legs and revert links against the transactions.
 
         ``repair=True`` rebuilds drifted cached balances from the transactions (the source
-        of truth), each with a conditional update that leaves concurrent writes intact.
+        of truth), each with a conditional update that leaves concurrent writes intact, and
+        clears ``reverted_by`` marks whose reversal does not exist (left by a revert that
+        failed midway without a DB transaction), so those transactions can be reverted again.
         """
         cfg = self._cfg
         totals = {
@@ -909,6 +911,8 @@ class Ledger:
                 {_core.REVERTS: 1, _core.REVERTED_BY: 1, cfg.amount_field: 1},
             )
         )
+        if repair:
+            self._clear_stale_marks(links)
         broken = _check_links(cfg, links)
         return VerifyReport(
             accounts_checked=len(accounts),
@@ -1002,6 +1006,20 @@ class Ledger:
         if ref.is_id:
             return ref.id
         return (self._find_account(account))["_id"]
+
+    def _clear_stale_marks(self, links: list[dict[str, Any]]) -> None:
+        ids = {repr(d["_id"]) for d in links}
+        for doc in links:
+            mark = doc.get(_core.REVERTED_BY)
+            if mark is None or repr(mark) in ids:
+                continue
+            if self._transactions.find_one({"_id": mark}) is not None:
+                continue  # the reversal was written after links were read
+            result = self._transactions.update_one(
+                {"_id": doc["_id"], _core.REVERTED_BY: mark}, {"$unset": {_core.REVERTED_BY: ""}}
+            )
+            if result.modified_count:
+                del doc[_core.REVERTED_BY]
 
     def rebuild_balances(self) -> VerifyReport:
         """Rebuild every drifted cached balance from the transactions: ``verify(repair=True)``."""
