@@ -21,6 +21,9 @@ mongomock, plus what mongomock lacks:
   (``server.command_counts``);
 * server checks: 16 MiB documents, int64 overflow (``$inc`` included), unique indexes, BSON
   round trip of stored documents.
+* indexed lookups: equality on ``_id`` and on fields that lead an index (any top-level field
+  under a wildcard index) reads a hash bucket instead of testing every document; other
+  queries scan, as a server would without a suitable index (see ``_index``).
 
 Not emulated: snapshot isolation between concurrent transactions (they run one at a time
 instead), read/write concerns and read preferences (accepted, ignored), causal consistency,

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import datetime
 import hashlib
+import itertools
 import os
 import threading
 import time
@@ -38,6 +39,8 @@ from pymongo.errors import (
     WriteError,
 )
 from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES
+
+from ._index import IndexedDocuments, index_fields, wildcard_covers
 
 # mongomock is untyped: reach it through Any.
 mongomock: Any = _mongomock
@@ -159,6 +162,16 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
         super().__init__(name)
         self._server = server
         self.db_name = db_name
+        self._documents: IndexedDocuments = IndexedDocuments()
+
+    def drop(self) -> None:
+        super().drop()
+        self._documents = IndexedDocuments()
+
+    def indexed(self, name: str) -> bool:
+        """Whether an index serves equality on the top-level field ``name``."""
+        leading, wildcard = index_fields(self.indexes)
+        return name in leading or (wildcard is not None and wildcard_covers(wildcard, name))
 
     def __setitem__(self, key: Any, val: Any) -> None:
         self._server._before_write(self, key, self._documents.get(key))
@@ -185,6 +198,9 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         key = _store_key(existing_document.get("_id"))
         if store._documents.get(key) is existing_document:
             self._server._before_write(store, key, copy.deepcopy(existing_document))
+            # Changed in place: a candidate of every lookup until re-indexed.
+            store._documents.dirty.add(key)
+            self._server._dirty_stores.add(store)
 
     def create_index(
         self, key_or_list: Any, cache_for: int = 300, session: Any = None, **kwargs: Any
@@ -223,6 +239,81 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
             seen.add(encoded)
         self._store.create_index(name, spec)
         return name
+
+    # -- index-served reads (see _index) ---------------------------------------------------
+
+    def _iter_documents(self, filter: Any) -> Iterator[Document]:
+        store = self._store
+        docs: IndexedDocuments = store._documents
+        keys = None
+        if not store._ttl_indexes and isinstance(filter, Mapping):
+            keys = docs.candidates(filter, store.indexed)
+        if keys is None:
+            return super()._iter_documents(filter)  # type: ignore[no-any-return]
+        if not docs:
+            mongomock.filtering.filter_applies(filter, {})  # validates the filter, as mongomock
+        applies = mongomock.filtering.filter_applies
+        found = [docs[k] for k in keys if k in docs]
+        return (doc for doc in found if applies(filter, doc))
+
+    def _ensure_uniques(self, new_data: Document) -> None:
+        """mongomock's check, served by the indexes: a document outside a partial index's
+        filter is not in that index, so it cannot collide."""
+        helpers, applies = mongomock.helpers, mongomock.filtering.filter_applies
+        store = self._store
+        own = _store_key(new_data.get("_id"))
+        for index in store.indexes.values():
+            if not index.get("unique"):
+                continue
+            partial = index.get("partialFilterExpression")
+            if partial is not None and not applies(partial, new_data):
+                continue
+            query: Document = {}
+            for key, _ in index.get("key"):
+                try:
+                    query[key] = helpers.get_value_by_dot(new_data, key)
+                except KeyError:
+                    query[key] = None
+            if index.get("sparse") and set(query.values()) == {None}:
+                continue
+            if partial is not None:
+                query = {"$and": [partial, query]}
+            docs: IndexedDocuments = store._documents
+            keys = docs.candidates(query, store.indexed, ordered=False)
+            if keys is None:
+                keys = list(docs)
+            for k in keys:
+                doc = docs.get(k)
+                if doc is not None and k != own and applies(query, doc):
+                    raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
+
+    def find_list(
+        self,
+        filter: Any,
+        projection: Any,
+        sort: list[tuple[str, Any]] | None,
+        skip: int,
+        limit: int,
+    ) -> list[Document]:
+        """``list(find(...).sort().skip().limit())`` copying only the documents returned."""
+        helpers = mongomock.helpers
+        spec = {} if filter is None else filter
+        mongomock.collection.validate_is_mapping("filter", spec)
+        spec = helpers.patch_datetime_awareness_in_document(spec)
+        dataset = self._get_dataset(spec, sort or None, projection, dict)
+        stop = skip + abs(limit) if limit else None
+        results = list(itertools.islice(dataset, skip, stop))
+        if self.codec_options.tz_aware:  # pragma: no cover - the engine stores naive dates
+            results = [helpers.make_datetime_timezone_aware_in_document(d) for d in results]
+        return results
+
+    def aggregate(self, pipeline: Any, session: Any = None, **kwargs: Any) -> Any:
+        """A leading ``$match`` selects through the indexes instead of copying every document."""
+        stages = list(pipeline)
+        if stages and isinstance(stages[0], Mapping) and list(stages[0]) == ["$match"]:
+            matched = list(self.find(stages[0]["$match"]))
+            return mongomock.aggregate.process_pipeline(matched, self.database, stages[1:], session)
+        return super().aggregate(stages, session=session, **kwargs)
 
     def _apply_update_document(
         self, existing_document: Document, spec: Any, document: Any, was_insert: bool
@@ -490,6 +581,7 @@ class MemoryServer:
         self._single_ops = 0
         self._open_sessions: set[SessionState] = set()
         self._op: _Op | None = None
+        self._dirty_stores: set[_CollectionStore] = set()
         # Oplog.
         self.oplog_size = oplog_size
         self._oplog: list[_Entry] = []
@@ -714,9 +806,17 @@ class MemoryServer:
             finally:
                 self._op = None
                 self._swap_back(saved)
+                self._reindex_dirty()
             if session is not None:
                 session.operation_time = self.cluster_time
             return result
+
+    def _reindex_dirty(self) -> None:
+        """Re-index the documents the operation changed in place."""
+        while self._dirty_stores:
+            docs = self._dirty_stores.pop()._documents
+            for key in list(docs.dirty):
+                docs.reindex(key)
 
     def _store_for(self, db: str, coll: str) -> _CollectionStore:
         return self._store[db][coll]

@@ -25,7 +25,15 @@ from pymongo.results import (
     UpdateResult,
 )
 
-from ._engine import Document, MemoryServer, _Op, operation_failure, roundtrip, write_conflict
+from ._engine import (
+    Document,
+    MemoryServer,
+    _Op,
+    mongomock,
+    operation_failure,
+    roundtrip,
+    write_conflict,
+)
 
 
 @dataclass
@@ -338,14 +346,8 @@ class CollectionOps:
         limit: int,
     ) -> Call:
         def fn(_op: _Op) -> list[Document]:
-            cursor = self._mc.find(filter, projection)
-            if sort:
-                cursor = cursor.sort(sort)
-            if skip:
-                cursor = cursor.skip(skip)
-            if limit:
-                cursor = cursor.limit(abs(limit))
-            return list(cursor)
+            order = mongomock.helpers.create_index_list(sort) if sort else None
+            return self._mc.find_list(filter, projection, order, skip, limit)  # type: ignore[no-any-return]
 
         return Call("find", fn, self._what("find"))
 

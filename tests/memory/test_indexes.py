@@ -1,0 +1,154 @@
+"""The engine's equality indexes narrow scans but never change an answer."""
+
+from __future__ import annotations
+
+import random
+
+import mongomock
+import pytest
+from bson import Int64, ObjectId
+from pymongo.errors import DuplicateKeyError
+
+from mongoledger.memory import MemoryClient
+
+VALUES = [1, 1.0, Int64(1), True, 2, "1", "a", None, [1, "a"], [[1]], {"x": 1}, float("nan")]
+
+QUERIES = [
+    {"k": 1},
+    {"k": "a"},
+    {"k": True},
+    {"k": 2.0},
+    {"k": {"$eq": 1}},
+    {"k": {"$in": [2, "a"]}},
+    {"k": None},
+    {"k": [1, "a"]},
+    {"k": 1, "j": 2},
+    {"$and": [{"k": 1}, {"j": {"$gte": 0}}]},
+    {"_id": 3},
+    {"_id": {"$in": [5, 1, 3]}},
+    {"w": "x"},
+]
+
+
+def brute(client: MemoryClient, query: dict) -> list:
+    docs = client.server._store["db"]["c"]._documents
+    return [d["_id"] for d in docs.values() if mongomock.filtering.filter_applies(query, d)]
+
+
+def check(client: MemoryClient, coll) -> None:
+    for query in QUERIES:
+        found = [d["_id"] for d in coll.find(query)]
+        assert found == brute(client, query), query
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_indexed_finds_equal_a_scan(seed: int) -> None:
+    rng = random.Random(seed)
+    client = MemoryClient()
+    coll = client["db"]["c"]
+    coll.create_index("k")
+    coll.create_index([("j", 1), ("k", 1)])
+    for i in range(30):
+        coll.insert_one({"_id": i, "k": rng.choice(VALUES), "j": rng.randrange(3)})
+    check(client, coll)
+    for _ in range(60):
+        action = rng.randrange(5)
+        i = rng.randrange(40)
+        if action == 0:
+            coll.update_one({"_id": i}, {"$set": {"k": rng.choice(VALUES)}})
+        elif action == 1:
+            coll.update_many({"j": rng.randrange(3)}, {"$set": {"k": rng.choice(VALUES)}})
+        elif action == 2:
+            coll.delete_one({"_id": i})
+        elif action == 3:
+            coll.replace_one({"_id": i}, {"k": rng.choice(VALUES), "j": 1}, upsert=True)
+        else:
+            with client.start_session() as s:
+                s.start_transaction()
+                coll.update_one({"_id": i}, {"$set": {"k": rng.choice(VALUES)}}, session=s)
+                coll.insert_one({"k": rng.choice(VALUES)}, session=s)
+                if rng.random() < 0.5:
+                    s.abort_transaction()
+                else:
+                    s.commit_transaction()
+        check(client, coll)
+
+
+def test_natural_order_survives_an_update_into_a_bucket() -> None:
+    client = MemoryClient()
+    coll = client["db"]["c"]
+    coll.create_index("k")
+    coll.insert_many([{"_id": 1, "k": "a"}, {"_id": 2, "k": "b"}, {"_id": 3, "k": "b"}])
+    assert [d["_id"] for d in coll.find({"k": "b"})] == [2, 3]
+    coll.update_one({"_id": 1}, {"$set": {"k": "b"}})
+    assert [d["_id"] for d in coll.find({"k": "b"})] == [1, 2, 3]
+    assert list(coll.find({"k": "a"})) == []
+
+
+def test_reads_outside_a_transaction_use_committed_values() -> None:
+    client = MemoryClient(strict=False)
+    coll = client["db"]["c"]
+    coll.create_index("k")
+    coll.insert_one({"_id": 1, "k": "old"})
+    with client.start_session() as s:
+        s.start_transaction()
+        coll.update_one({"_id": 1}, {"$set": {"k": "new"}}, session=s)
+        assert coll.count_documents({"k": "new"}) == 0
+        assert coll.count_documents({"k": "old"}) == 1
+        assert coll.count_documents({"k": "new"}, session=s) == 1
+        s.abort_transaction()
+    assert coll.count_documents({"k": "old"}) == 1
+
+
+def test_unique_checks_see_documents_changed_in_the_same_command() -> None:
+    client = MemoryClient()
+    coll = client["db"]["c"]
+    coll.create_index("u", unique=True)
+    coll.insert_many([{"_id": 1, "u": 1, "g": 0}, {"_id": 2, "u": 2, "g": 0}])
+    with pytest.raises(DuplicateKeyError):
+        coll.update_many({"g": 0}, {"$set": {"u": 3}})
+    # Like a server: the first document stays updated, the second collides.
+    assert [d["_id"] for d in coll.find({"u": 3})] == [1]
+    assert [d["_id"] for d in coll.find({"u": 2})] == [2]
+
+
+def test_partial_unique_index_ignores_documents_outside_its_filter() -> None:
+    client = MemoryClient()
+    coll = client["db"]["c"]
+    coll.create_index(
+        [("key", 1), ("leg", 1)], unique=True, partialFilterExpression={"key": {"$exists": True}}
+    )
+    coll.insert_many([{"leg": 0}, {"leg": 0}, {"key": "a", "leg": 0}])
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"key": "a", "leg": 0})
+    coll.insert_one({"key": "a", "leg": 1})
+
+
+def test_wildcard_index_serves_any_top_level_field() -> None:
+    client = MemoryClient()
+    coll = client["db"]["c"]
+    coll.create_index([("$**", 1)])
+    ids = coll.insert_many([{"user": i % 7, "t": "w"} for i in range(50)]).inserted_ids
+    assert [d["_id"] for d in coll.find({"user": 3, "t": "w"})] == ids[3::7]
+    docs = client.server._store["db"]["c"]._documents
+    assert "user" in docs.fields
+
+
+def test_id_lookups_do_not_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = MemoryClient()
+    coll = client["db"]["c"]
+    coll.insert_many([{"_id": ObjectId(), "n": i} for i in range(200)])
+    target = coll.find_one({"n": 150})
+    calls = 0
+    original = mongomock.filtering.filter_applies
+
+    def counting(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mongomock.filtering, "filter_applies", counting)
+    monkeypatch.setattr(mongomock.collection, "filter_applies", counting)
+    assert coll.find_one({"_id": target["_id"]})["n"] == 150
+    coll.update_one({"_id": target["_id"]}, {"$inc": {"n": 1}})
+    assert calls <= 4
