@@ -1,0 +1,264 @@
+"""Model-based test: random operation sequences against a plain-Python model of the ledger.
+
+Hypothesis drives a ``Ledger`` on the memory engine with increases (of either sign),
+decreases, transfers, multi-leg posts (an account may appear in several legs), reverts of any
+transaction (reversals included), ``open_account`` with floors, idempotent retries and key
+conflicts. The model predicts every outcome, refusals included; after every step the
+balances, each account's history (rows, order and running balances) and ``verify()`` must
+agree with it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from mongoledger import (
+    AlreadyReverted,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidAccount,
+    Ledger,
+)
+from mongoledger.memory import MemoryClient
+
+NAMES = st.integers(min_value=0, max_value=4)
+AMOUNTS = st.integers(min_value=1, max_value=500)
+FLOORS = st.sampled_from([0, -50, 100])
+
+
+def ref(name: int) -> dict[str, Any]:
+    return {"user_id": name}
+
+
+@dataclass
+class ModelAccount:
+    floor: int | None = None
+    balance: int = 0
+    rows: list[tuple[ObjectId, int, int]] = field(default_factory=list)  # (id, amount, after)
+
+
+@dataclass
+class ModelOperation:
+    legs: list[tuple[int, int]]  # (account name, amount), in leg order
+    ids: list[ObjectId]
+    reverted: bool = False
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger = Ledger(MemoryClient()["model"])
+        self.accounts: dict[int, ModelAccount] = {}
+        self.operations: list[ModelOperation] = []
+        self.by_id: dict[ObjectId, ModelOperation] = {}
+        self.keys: dict[str, tuple[Any, list[ObjectId]]] = {}  # key -> (call, ids)
+        self.next_key = 0
+
+    # The model
+
+    def refused(self, legs: list[tuple[int, int]]) -> bool:
+        """Would applying ``legs`` in order take a guarded account below its floor?"""
+        balances = {name: acc.balance for name, acc in self.accounts.items()}
+        for name, amount in legs:
+            after = balances.get(name, 0) + amount
+            floor = self.accounts[name].floor if name in self.accounts else None
+            if amount < 0 and floor is not None and after < floor:
+                return True
+            balances[name] = after
+        return False
+
+    def apply(self, legs: list[tuple[int, int]], ids: list[ObjectId]) -> ModelOperation:
+        op = ModelOperation(legs, ids)
+        for (name, amount), tid in zip(legs, ids, strict=True):
+            acc = self.accounts.setdefault(name, ModelAccount())
+            acc.balance += amount
+            acc.rows.append((tid, amount, acc.balance))
+            self.by_id[tid] = op
+        self.operations.append(op)
+        return op
+
+    def key(self, use: bool) -> str | None:
+        if not use:
+            return None
+        self.next_key += 1
+        return f"key-{self.next_key}"
+
+    def perform(self, call: tuple[Any, ...], legs: list[tuple[int, int]], key: str | None) -> None:
+        """Run one ledger call; expect a refusal exactly when the model predicts one."""
+        if self.refused(legs):
+            with pytest.raises(InsufficientFunds):
+                self.invoke(call, key)
+            return
+        result = self.invoke(call, key)
+        ids = result if isinstance(result, list) else [result]
+        self.apply(legs, ids)
+        if key is not None:
+            self.keys[key] = (call, ids)
+
+    def invoke(self, call: tuple[Any, ...], key: str | None) -> Any:
+        method, *args = call
+        return getattr(self.ledger, method)(*args, idempotency_key=key)
+
+    # Rules
+
+    @rule(name=NAMES, floor=FLOORS)
+    def open_account(self, name: int, floor: int) -> None:
+        existing = self.accounts.get(name)
+        if existing is not None and existing.floor != floor:
+            with pytest.raises(InvalidAccount, match="min_balance"):
+                self.ledger.open_account(ref(name), min_balance=floor)
+            return
+        account_id = self.ledger.open_account(ref(name), min_balance=floor)
+        assert self.ledger.get_account(ref(name)).id == account_id
+        if existing is None:
+            self.accounts[name] = ModelAccount(floor=floor)
+
+    @rule(
+        name=NAMES,
+        amount=AMOUNTS,
+        negative=st.booleans(),
+        keyed=st.booleans(),
+    )
+    def increase(self, name: int, amount: int, negative: bool, keyed: bool) -> None:
+        value = -amount if negative else amount
+        self.perform(("increase", ref(name), value), [(name, value)], self.key(keyed))
+
+    @rule(name=NAMES, amount=AMOUNTS, keyed=st.booleans())
+    def decrease(self, name: int, amount: int, keyed: bool) -> None:
+        self.perform(("decrease", ref(name), amount), [(name, -amount)], self.key(keyed))
+
+    @rule(source=NAMES, sink=NAMES, amount=AMOUNTS, keyed=st.booleans())
+    def transfer(self, source: int, sink: int, amount: int, keyed: bool) -> None:
+        if source == sink:
+            with pytest.raises(InvalidAccount):
+                self.ledger.transfer(ref(source), ref(sink), amount)
+            return
+        legs = [(source, -amount), (sink, amount)]
+        self.perform(("transfer", ref(source), ref(sink), amount), legs, self.key(keyed))
+
+    @rule(
+        legs=st.lists(st.tuples(NAMES, AMOUNTS, st.booleans()), min_size=1, max_size=3),
+        sink=NAMES,
+        keyed=st.booleans(),
+    )
+    def post(self, legs: list[tuple[int, int, bool]], sink: int, keyed: bool) -> None:
+        planned = [(name, -amount if negative else amount) for name, amount, negative in legs]
+        total = sum(amount for _, amount in planned)
+        if total == 0:
+            planned.append((sink, 1))
+            planned.append((sink, -1))
+        else:
+            planned.append((sink, -total))
+        call = ("post", [(ref(name), amount) for name, amount in planned])
+        self.perform(call, planned, self.key(keyed))
+
+    @precondition(lambda self: self.by_id)
+    @rule(pick=st.integers(min_value=0), keyed=st.booleans())
+    def revert(self, pick: int, keyed: bool) -> None:
+        ids = sorted(self.by_id, key=str)
+        tid = ids[pick % len(ids)]
+        original = self.by_id[tid]
+        key = self.key(keyed)
+        if original.reverted:
+            with pytest.raises(AlreadyReverted):
+                self.ledger.revert(tid, idempotency_key=key)
+            return
+        legs = [(name, -amount) for name, amount in original.legs]
+        if self.refused(legs):
+            with pytest.raises(InsufficientFunds):
+                self.ledger.revert(tid, idempotency_key=key)
+            return
+        result = self.ledger.revert(tid, idempotency_key=key)
+        ids_new = result if isinstance(result, list) else [result]
+        assert len(ids_new) == len(legs)
+        self.apply(legs, ids_new)
+        original.reverted = True
+        for old, new in zip(original.ids, ids_new, strict=True):
+            assert self.ledger.get_transaction(old).reverted_by == new
+            assert self.ledger.get_transaction(new).reverts == old
+        if key is not None:
+            self.keys[key] = (("revert", tid), ids_new)
+
+    @precondition(lambda self: self.keys)
+    @rule(pick=st.integers(min_value=0))
+    def retry(self, pick: int) -> None:
+        """A caller retries an earlier keyed call: the first ids come back, nothing is written."""
+        keys = sorted(self.keys)
+        key = keys[pick % len(keys)]
+        call, ids = self.keys[key]
+        count = self.ledger.transactions.count_documents({})
+        result = self.invoke(call, key)
+        assert (result if isinstance(result, list) else [result]) == ids
+        assert self.ledger.transactions.count_documents({}) == count
+
+    @precondition(lambda self: self.keys)
+    @rule(pick=st.integers(min_value=0), name=NAMES)
+    def reuse_key_with_other_arguments(self, pick: int, name: int) -> None:
+        keys = sorted(self.keys)
+        key = keys[pick % len(keys)]
+        call, _ = self.keys[key]
+        count = self.ledger.transactions.count_documents({})
+        other: tuple[Any, ...] = ("increase", ref(name), 999_999)
+        if call[0] == "increase":
+            other = ("decrease", *call[1:])
+        with pytest.raises(IdempotencyConflict, match=key):
+            self.invoke(other, key)
+        assert self.ledger.transactions.count_documents({}) == count
+
+    # Invariants
+
+    @invariant()
+    def balances_match(self) -> None:
+        for name, acc in self.accounts.items():
+            assert self.ledger.balance(ref(name)) == acc.balance, name
+        assert self.ledger.accounts.count_documents({}) == len(self.accounts)
+
+    @invariant()
+    def histories_match(self) -> None:
+        for name, acc in self.accounts.items():
+            rows = self.ledger.history(ref(name))
+            got = [(row.id, row.amount, row.balance_after) for row in rows]
+            assert got == list(reversed(acc.rows)), name
+
+    @invariant()
+    def verify_is_ok(self) -> None:
+        report = self.ledger.verify()
+        assert report.ok, report
+        assert report.transactions_checked == len(self.by_id)
+        assert report.operations_checked == len(self.operations)
+
+
+DEFAULT = settings(
+    max_examples=30,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestLedgerModel = LedgerMachine.TestCase
+TestLedgerModel.settings = DEFAULT
+
+
+@pytest.mark.slow
+def test_ledger_model_long_runs(request: pytest.FixtureRequest) -> None:
+    if not (
+        os.environ.get("MONGOLEDGER_SLOW") or "slow" in str(request.config.getoption("markexpr"))
+    ):
+        pytest.skip("heavier variant: set MONGOLEDGER_SLOW=1 or select -m slow")
+    run_state_machine_as_test(
+        LedgerMachine,
+        settings=settings(DEFAULT, max_examples=300, stateful_step_count=60),
+    )
