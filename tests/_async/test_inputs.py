@@ -62,6 +62,8 @@ BAD_DATA = [
     ({"nested": {"$gt": 1}}, "$gt"),
     ({"nested": [{"deep": {"x.y": 1}}]}, "x.y"),
     ({1: "x"}, "1"),
+    ({"nested": {"deeper": {2: "x"}}}, "2"),
+    ({"nested": [1, {"deeper": [{"$inc": 1}]}]}, "$inc"),
     ({"value": object()}, "object"),
     ({"value": 2**64}, "value"),
     ("not a mapping", "not a mapping"),
