@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from mongoledger import AlreadyReverted, AsyncLedger, InsufficientFunds
+from mongoledger import AlreadyReverted, AsyncLedger, IdempotencyConflict, InsufficientFunds
 from mongoledger._async._io import aggregate, sleep, to_list
 from tests.conftest import REAL_URI, SKIP_REAL
 
@@ -432,4 +432,28 @@ async def test_concurrent_retries_of_one_key(async_shared_db: Any) -> None:
     assert all(r == results[0] for r in results)
     assert await ledger.transactions.count_documents({}) == 2
     assert await ledger.balance({"user_id": 2}) == 7
+    assert (await ledger.verify()).ok
+
+
+async def test_concurrent_conflicting_uses_of_one_key(async_shared_db: Any) -> None:
+    """Twenty callers send one key with twenty different amounts: one posts, the rest conflict."""
+    ledger = AsyncLedger(async_shared_db)
+    ledger.before_write(yield_point)
+    outcomes: list[str] = []
+
+    def sender(i: int) -> Callable[[], Awaitable[None]]:
+        async def go() -> None:
+            try:
+                await ledger.increase({"user_id": 1}, i + 1, idempotency_key="contested")
+                outcomes.append("ok")
+            except IdempotencyConflict:
+                outcomes.append("conflict")
+
+        return go
+
+    await run_concurrently([sender(i) for i in range(20)])
+    assert sorted(outcomes) == ["conflict"] * 19 + ["ok"]
+    docs = await to_list(ledger.transactions.find({}))
+    assert len(docs) == 1
+    assert await ledger.balance({"user_id": 1}) == docs[0]["amount"]
     assert (await ledger.verify()).ok

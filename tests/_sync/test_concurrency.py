@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from mongoledger import AlreadyReverted, InsufficientFunds, Ledger
+from mongoledger import AlreadyReverted, IdempotencyConflict, InsufficientFunds, Ledger
 from mongoledger._sync._io import aggregate, sleep, to_list
 from tests.conftest import REAL_URI, SKIP_REAL
 
@@ -428,4 +428,28 @@ def test_concurrent_retries_of_one_key(shared_db: Any) -> None:
     assert all(r == results[0] for r in results)
     assert ledger.transactions.count_documents({}) == 2
     assert ledger.balance({"user_id": 2}) == 7
+    assert (ledger.verify()).ok
+
+
+def test_concurrent_conflicting_uses_of_one_key(shared_db: Any) -> None:
+    """Twenty callers send one key with twenty different amounts: one posts, the rest conflict."""
+    ledger = Ledger(shared_db)
+    ledger.before_write(yield_point)
+    outcomes: list[str] = []
+
+    def sender(i: int) -> Callable[[], None]:
+        def go() -> None:
+            try:
+                ledger.increase({"user_id": 1}, i + 1, idempotency_key="contested")
+                outcomes.append("ok")
+            except IdempotencyConflict:
+                outcomes.append("conflict")
+
+        return go
+
+    run_concurrently([sender(i) for i in range(20)])
+    assert sorted(outcomes) == ["conflict"] * 19 + ["ok"]
+    docs = to_list(ledger.transactions.find({}))
+    assert len(docs) == 1
+    assert ledger.balance({"user_id": 1}) == docs[0]["amount"]
     assert (ledger.verify()).ok
