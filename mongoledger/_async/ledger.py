@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+import bson
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -125,7 +126,8 @@ class AsyncLedger:
         self._transactions = database[transactions_collection]
         self._before: list[Hook] = []
         self._after: list[Hook] = []
-        self._transactional: bool | None = None
+        self._capable: bool | None = None  # does the deployment have DB transactions?
+        self._warned = False
         self._indexed = False
 
     # Properties
@@ -661,30 +663,37 @@ class AsyncLedger:
         if not self._indexed:
             await self.ensure_indexes()
 
-    async def _supports_transactions(self) -> bool:
-        if self._transactional is None:
+    async def _has_transactions(self) -> bool:
+        """Detect once whether the deployment runs multi-document transactions."""
+        if self._capable is None:
             try:
                 hello = await maybe_await(self._db.command("hello"))
             except Exception:  # plain mongomock has no "hello"; old servers call it isMaster
                 hello = {}
             capable = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
-            capable = capable and hello.get("logicalSessionTimeoutMinutes") is not None
-            if not capable:
-                if self._cfg.require_transactions:
-                    raise TransactionsUnsupported(
-                        f"database {self._db.name!r} is not on a replica set or sharded cluster, "
-                        "so it has no multi-document transactions; require_transactions=True "
-                        "refuses to write without them"
-                    )
-                warnings.warn(
-                    f"database {self._db.name!r} has no multi-document transactions (standalone "
-                    "or mongomock): operations write without one, and a failure mid-operation "
-                    "can leave drift that verify() reports and verify(repair=True) fixes",
-                    NoTransactionsWarning,
-                    stacklevel=4,
-                )
-            self._transactional = capable
-        return self._transactional
+            self._capable = capable and hello.get("logicalSessionTimeoutMinutes") is not None
+        return self._capable
+
+    async def _supports_transactions(self) -> bool:
+        """Whether writes use DB transactions; refuses or warns (once) when they cannot."""
+        if await self._has_transactions():
+            return True
+        if self._cfg.require_transactions:
+            raise TransactionsUnsupported(
+                f"database {self._db.name!r} is not on a replica set or sharded cluster, "
+                "so it has no multi-document transactions; require_transactions=True "
+                "refuses to write without them"
+            )
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"database {self._db.name!r} has no multi-document transactions (standalone "
+                "or mongomock): operations write without one, and a failure mid-operation "
+                "can leave drift that verify() reports and verify(repair=True) fixes",
+                NoTransactionsWarning,
+                stacklevel=4,
+            )
+        return False
 
     async def ensure_indexes(self) -> None:
         """Create every index the ledger's queries need (idempotent)."""
@@ -866,21 +875,20 @@ class AsyncLedger:
         known = {repr(a["_id"]) for a in accounts}
         mismatches, repaired = [], []
         for doc in accounts:
-            calculated = int(totals.get(doc["_id"], {}).get("total", 0))
             if cfg.balance_field is None:
                 continue
+            calculated = int(totals.get(doc["_id"], {}).get("total", 0))
             cached = doc.get(cfg.balance_field)
-            if cached is None or int(cached) != calculated:
-                mismatches.append(
-                    BalanceMismatch(account_id=doc["_id"], cached=cached, calculated=calculated)
-                )
-                if repair:
-                    result = await self._accounts.update_one(
-                        {"_id": doc["_id"], cfg.balance_field: cached},
-                        {"$set": {cfg.balance_field: calculated}},
-                    )
-                    if result.modified_count:
-                        repaired.append(doc["_id"])
+            if cached is not None and int(cached) == calculated:
+                continue
+            # The two reads above are not one snapshot: confirm on this account alone.
+            found = await self._confirm_drift(doc["_id"])
+            if found is None:
+                continue
+            mismatch, state = found
+            mismatches.append(mismatch)
+            if repair and await self._repair_balance(mismatch, state):
+                repaired.append(doc["_id"])
         missing = [account_id for account_id in totals if repr(account_id) not in known]
         operations = await aggregate(self._transactions, _verify_operations_pipeline(cfg))
         unbalanced = []
@@ -1007,6 +1015,59 @@ class AsyncLedger:
         if ref.is_id:
             return ref.id
         return (await self._find_account(account))["_id"]
+
+    async def _confirm_drift(
+        self, account_id: Any
+    ) -> tuple[BalanceMismatch, dict[str, Any]] | None:
+        """Compare one account's cached balance with its transactions, consistently.
+
+        The two reads describe the same moment when the account's ``seq`` equals the highest
+        ``account_seq`` of its transactions, or when a second look finds nothing changed (a
+        corrupted sequence, or an operation that failed midway without a DB transaction).
+        Returns None when the account is consistent, or kept moving under concurrent writes.
+        """
+        cfg = self._cfg
+        assert cfg.balance_field is not None
+        previous = None
+        for _attempt in range(_MAX_ATTEMPTS):
+            doc = await self._accounts.find_one({"_id": account_id})
+            if doc is None:
+                return None
+            rows = await aggregate(
+                self._transactions,
+                [
+                    {"$match": {cfg.account_link_field: account_id}},
+                    *_core.balances_pipeline(cfg),
+                ],
+            )
+            calculated = int(rows[0]["total"]) if rows else 0
+            top = int(rows[0]["seq"] or 0) if rows else 0
+            cached = doc.get(cfg.balance_field)
+            seq = doc.get(_core.SEQ)
+            state = {"cached": cached, "seq": seq, "top": top, "calculated": calculated}
+            if int(seq or 0) == top or state == previous:
+                if int(seq or 0) == top and cached is not None and int(cached) == calculated:
+                    return None
+                mismatch = BalanceMismatch(
+                    account_id=account_id, cached=cached, calculated=calculated
+                )
+                return mismatch, state
+            previous = state
+        return None
+
+    async def _repair_balance(self, mismatch: BalanceMismatch, state: dict[str, Any]) -> bool:
+        """Set the cached balance (and sequence) from the transactions, unless it moved."""
+        cfg = self._cfg
+        assert cfg.balance_field is not None
+        result = await self._accounts.update_one(
+            {
+                "_id": mismatch.account_id,
+                cfg.balance_field: state["cached"],
+                _core.SEQ: state["seq"],
+            },
+            {"$set": {cfg.balance_field: bson.Int64(mismatch.calculated), _core.SEQ: state["top"]}},
+        )
+        return bool(result.modified_count)
 
     async def _clear_stale_marks(self, links: list[dict[str, Any]]) -> None:
         ids = {repr(d["_id"]) for d in links}
