@@ -28,6 +28,7 @@ from bson.codec_options import CodecOptions
 from bson.int64 import Int64
 from bson.timestamp import Timestamp
 from mongomock import store as _mm_store
+from pymongo import ReturnDocument
 from pymongo.errors import (
     AutoReconnect,
     DocumentTooLarge,
@@ -168,9 +169,23 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
         super().drop()
         self._documents = IndexedDocuments()
 
+    def create_index(self, index_name: str, index_dict: Any) -> None:
+        super().create_index(index_name, index_dict)
+        self._index_cache = None
+
+    def drop_index(self, index_name: str) -> None:
+        super().drop_index(index_name)
+        self._index_cache = None
+
+    _index_cache: tuple[Any, set[str], Any] | None = None
+
     def indexed(self, name: str) -> bool:
         """Whether an index serves equality on the top-level field ``name``."""
-        leading, wildcard = index_fields(self.indexes)
+        version = (id(self.indexes), tuple(self.indexes))
+        cache = self._index_cache
+        if cache is None or cache[0] != version:
+            cache = self._index_cache = (version, *index_fields(self.indexes))
+        _, leading, wildcard = cache
         return name in leading or (wildcard is not None and wildcard_covers(wildcard, name))
 
     def __setitem__(self, key: Any, val: Any) -> None:
@@ -197,7 +212,7 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         store = self._store
         key = _store_key(existing_document.get("_id"))
         if store._documents.get(key) is existing_document:
-            self._server._before_write(store, key, copy.deepcopy(existing_document))
+            self._server._before_write(store, key, existing_document, snapshot=True)
             # Changed in place: a candidate of every lookup until re-indexed.
             store._documents.dirty.add(key)
             self._server._dirty_stores.add(store)
@@ -262,10 +277,13 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         helpers, applies = mongomock.helpers, mongomock.filtering.filter_applies
         store = self._store
         own = _store_key(new_data.get("_id"))
+        pre = self._pre_image(own)
         for index in store.indexes.values():
             if not index.get("unique"):
                 continue
             partial = index.get("partialFilterExpression")
+            if pre is not None and _unchanged(index, pre, new_data):
+                continue  # an update that leaves the index entry as it was
             if partial is not None and not applies(partial, new_data):
                 continue
             query: Document = {}
@@ -287,6 +305,34 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
                 if doc is not None and k != own and applies(query, doc):
                     raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
 
+    def _pre_image(self, key: Any) -> Document | None:
+        """The document as the running operation found it, when it is the only document of
+        this collection the operation changed (so no other index entry moved meanwhile)."""
+        op = self._server._op
+        if op is None:
+            return None
+        db, name = self._store.db_name, self._store.name
+        pre = op.log.get((db, name, key))
+        if pre is None or op.per_collection[db, name] != 1:
+            return None
+        return pre
+
+    def _select(self, spec: Any, sort: Any) -> Iterator[Document]:
+        """The stored documents matching ``spec`` in ``sort`` order (mongomock's
+        ``_get_dataset`` without copying each one)."""
+        dataset: Iterator[Document] = iter(self._iter_documents(spec))
+        for sort_key, sort_direction in reversed(list(sort or ())):
+            if sort_key == "$natural":
+                if sort_direction < 0:
+                    dataset = iter(list(dataset)[::-1])
+                continue
+            if sort_key.startswith("$"):
+                raise NotImplementedError(
+                    f"Sorting by {sort_key} is not implemented in mongomock yet"
+                )
+            dataset = iter(sorted(dataset, key=_sort_key(sort_key), reverse=sort_direction < 0))
+        return dataset
+
     def find_list(
         self,
         filter: Any,
@@ -300,12 +346,49 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         spec = {} if filter is None else filter
         mongomock.collection.validate_is_mapping("filter", spec)
         spec = helpers.patch_datetime_awareness_in_document(spec)
-        dataset = self._get_dataset(spec, sort or None, projection, dict)
         stop = skip + abs(limit) if limit else None
-        results = list(itertools.islice(dataset, skip, stop))
-        if self.codec_options.tz_aware:  # pragma: no cover - the engine stores naive dates
-            results = [helpers.make_datetime_timezone_aware_in_document(d) for d in results]
-        return results
+        found = itertools.islice(self._select(spec, sort), skip, stop)
+        return [self._copy_only_fields(d, projection, dict) for d in found]
+
+    def _find_and_modify(
+        self,
+        query: Any,
+        projection: Any = None,
+        update: Any = None,
+        upsert: bool = False,
+        sort: Any = None,
+        return_document: Any = False,
+        session: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """mongomock's, reading the matched document once instead of through two cursors."""
+        remove = kwargs.get("remove", False)
+        if not (remove or update):
+            raise ValueError("Must either update or remove")
+        spec = mongomock.helpers.patch_datetime_awareness_in_document(query)
+        stored = next(self._select(spec, sort), None)
+        if stored is None and not upsert:
+            return None
+        after = return_document is ReturnDocument.AFTER or kwargs.get("new")
+        old = None
+        if stored is not None:
+            if not after:
+                old = self._copy_only_fields(stored, projection, dict)
+            query = {"_id": stored["_id"]}
+        if remove:
+            self.delete_one(query)
+        else:
+            updated = self._update(query, update, upsert)
+            if updated["upserted"]:
+                query = {"_id": updated["upserted"]}
+        if after:
+            doc = self._store._documents.get(_store_key(query.get("_id")))
+            if doc is None or "_id" not in query:
+                return self.find_one(query, projection)
+            if projection is None:
+                return _private_copy(doc)  # what the next read returns once it is stored
+            return self._copy_only_fields(doc, projection, dict)
+        return old
 
     def aggregate(self, pipeline: Any, session: Any = None, **kwargs: Any) -> Any:
         """A leading ``$match`` selects through the indexes instead of copying every document."""
@@ -361,6 +444,9 @@ class _Op:
     txn: _Txn | None
     kind: str
     log: dict[DocKey, Document | None] = field(default_factory=dict)
+    per_collection: collections.Counter[tuple[str, str]] = field(
+        default_factory=collections.Counter
+    )
     new_in_txn: set[DocKey] = field(default_factory=set)
     others: list[_Txn] = field(default_factory=list)
     swapped: bool = False
@@ -842,7 +928,10 @@ class MemoryServer:
         for store, key, current in reversed(saved):
             _put(store._documents, key, current)
 
-    def _before_write(self, store: _CollectionStore, key: Any, pre: Document | None) -> None:
+    def _before_write(
+        self, store: _CollectionStore, key: Any, pre: Document | None, *, snapshot: bool = False
+    ) -> None:
+        """Record ``pre`` (copied when ``snapshot``: it is about to change in place)."""
         op = self._op
         if op is None:
             return
@@ -851,7 +940,10 @@ class MemoryServer:
             if dk in other.log:
                 raise write_conflict()
         if dk not in op.log:
+            if snapshot and pre is not None:
+                pre = _private_copy(pre)
             op.log[dk] = pre
+            op.per_collection[dk[:2]] += 1
             txn = op.txn
             if txn is not None and dk not in txn.log:
                 txn.log[dk] = pre
@@ -864,12 +956,14 @@ class MemoryServer:
             for dk in op.new_in_txn:
                 op.txn.log.pop(dk, None)
         op.log.clear()
+        op.per_collection.clear()
 
     def _finish_writes(self, op: _Op) -> None:
         entries: list[_Entry] = []
         for (db, coll, key), pre in op.log.items():
             docs = self._store_for(db, coll)._documents
             post = docs.get(key)
+            raw = None
             if post is not None:
                 try:
                     raw = bson.encode(post, codec_options=_CODEC)
@@ -893,7 +987,7 @@ class MemoryServer:
                     raise _rollback_marked(err)
                 post = bson.decode(raw, codec_options=_CODEC)
                 docs[key] = post
-            entry = _change_entry(op.kind, db, coll, pre, post)
+            entry = _change_entry(op.kind, db, coll, pre, post, raw)
             if entry is not None:
                 entries.append(entry)
         if not entries:
@@ -1058,6 +1152,51 @@ class MemoryServer:
         )
 
 
+def _sort_key(name: str) -> Callable[[Document], Any]:
+    resolve = mongomock.filtering.resolve_sort_key
+    return lambda doc: resolve(name, doc)
+
+
+_SCALARS = (str, int, bson.ObjectId, datetime.datetime, bytes)
+
+
+_ABSENT = object()
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """``_same``, quicker for two scalars of one type."""
+    if a is b:
+        return True
+    if a is _ABSENT or b is _ABSENT:
+        return False
+    if type(a) is type(b) and isinstance(a, _SCALARS):
+        return bool(a == b)
+    return _same(a, b)
+
+
+def _unchanged(index: Mapping[str, Any], pre: Document, post: Document) -> bool:
+    """Whether ``post`` has the same entry in a unique ``index`` as ``pre`` (top-level key
+    fields and partial-filter fields all the same value)."""
+    names = [key for key, _ in index.get("key", ())]
+    partial = index.get("partialFilterExpression") or {}
+    names += list(partial)
+    for name in names:
+        if name.startswith("$") or "." in name:
+            return False
+        if not _same_value(pre.get(name, _ABSENT), post.get(name, _ABSENT)):
+            return False
+    return True
+
+
+def _private_copy(doc: Document) -> Document:
+    """A deep copy of a stored document (stored documents are BSON-clean: decoding their
+    encoding is the same copy, several times faster than ``deepcopy``)."""
+    try:
+        return bson.decode(bson.encode(doc, codec_options=_CODEC), codec_options=_CODEC)
+    except Exception:
+        return copy.deepcopy(doc)
+
+
 def _put(docs: collections.OrderedDict[Any, Any], key: Any, value: Document | None) -> None:
     if value is None:
         docs.pop(key, None)
@@ -1098,7 +1237,7 @@ def _diff(
     for k, v in post.items():
         if k not in pre:
             updated[prefix + k] = copy.deepcopy(v)
-        elif not _same(pre[k], v):
+        elif not _same_value(pre[k], v):
             old = pre[k]
             if isinstance(old, dict) and isinstance(v, dict) and v:
                 _diff(old, v, f"{prefix}{k}.", updated, removed)
@@ -1108,21 +1247,34 @@ def _diff(
 
 
 def _change_entry(
-    kind: str, db: str, coll: str, pre: Document | None, post: Document | None
+    kind: str,
+    db: str,
+    coll: str,
+    pre: Document | None,
+    post: Document | None,
+    raw: bytes | None = None,
 ) -> _Entry | None:
+    """The change event of one write; ``raw`` is ``post`` encoded (decoding it is a cheaper
+    private copy than ``deepcopy``)."""
     if pre is None and post is None:
         return None
+
+    def snapshot(doc: Document) -> Document:
+        return copy.deepcopy(doc) if raw is None else bson.decode(raw, codec_options=_CODEC)
+
     if pre is None:
         assert post is not None
-        return _Entry("insert", db, coll, post["_id"], copy.deepcopy(post))
+        return _Entry("insert", db, coll, post["_id"], snapshot(post))
     if post is None:
         return _Entry("delete", db, coll, pre["_id"])
-    if _same(pre, post):
+    if raw is not None and bson.encode(pre, codec_options=_CODEC) == raw:
         return None  # a no-op update writes nothing and emits nothing
+    if raw is None and _same(pre, post):
+        return None
     if kind == "replace":
-        return _Entry("replace", db, coll, post["_id"], copy.deepcopy(post))
+        return _Entry("replace", db, coll, post["_id"], snapshot(post))
     updated: Document = {}
     removed: list[str] = []
     _diff(pre, post, "", updated, removed)
     desc = {"updatedFields": updated, "removedFields": removed, "truncatedArrays": []}
-    return _Entry("update", db, coll, post["_id"], copy.deepcopy(post), desc)
+    return _Entry("update", db, coll, post["_id"], snapshot(post), desc)

@@ -9,9 +9,9 @@ narrows the scan; it never decides a match.
 
 What stays O(n), as a collection scan would on a server without a suitable index: queries with
 no accelerable equality (ranges, ``$or``, ``$exists``, ``$expr``, dotted paths, ``null``),
-equality on a value type outside ``_KEY_TYPES`` or on a field where some document holds such a
-value, sorts (over the matching documents), aggregation stages after a leading ``$match``, and
-building a field's index (once, on its first query).
+equality on a value type outside ``_KEY_TYPES`` (documents holding such a value in an indexed
+field are candidates of every lookup on it), sorts (over the matching documents), aggregation
+stages after a leading ``$match``, and building a field's index (once, on its first query).
 """
 
 from __future__ import annotations
@@ -115,18 +115,24 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
         super().__init__()
         self.fields: dict[str, _FieldIndex] = {}
         self.dirty: set[Any] = set()
+        self.position: dict[Any, int] = {}  # natural order, without walking the collection
+        self._next = 0
 
     # -- mutation (every path keeps the indexes current) ----------------------------------
 
     def __setitem__(self, key: Any, doc: Any) -> None:
         appended = key not in self
         super().__setitem__(key, doc)
+        if appended:
+            self.position[key] = self._next
+            self._next += 1
         for index in self.fields.values():
             index.add(key, doc, appended=appended)
         self.dirty.discard(key)
 
     def __delitem__(self, key: Any) -> None:
         super().__delitem__(key)
+        del self.position[key]
         for index in self.fields.values():
             index.remove(key)
         self.dirty.discard(key)
@@ -155,6 +161,7 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
         super().clear()
         self.fields.clear()
         self.dirty.clear()
+        self.position.clear()
 
     def move_to_end(self, key: Any, last: bool = True) -> None:
         raise NotImplementedError("the engine never reorders documents")
@@ -202,8 +209,6 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
             index = self.fields[name] = _FieldIndex(name)
             for key, doc in self.items():
                 index.add(key, doc, appended=True)
-        if index.wild and ordered:
-            return None  # merging the unbucketed documents in order costs a scan anyway
         for value_key in wanted:
             if value_key in index.unordered:
                 bucket = index.buckets[value_key]
@@ -213,12 +218,12 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
         extra = [k for k in self.dirty if all(k not in b for b in buckets)]
         if not ordered:
             return [k for b in buckets for k in b] + list(index.wild) + extra
-        if len(buckets) == 1 and not extra:
+        if len(buckets) == 1 and not extra and not index.wild:
             return list(buckets[0])
-        return self._natural({k for b in buckets for k in b} | set(extra))
+        return self._natural({k for b in buckets for k in b} | set(extra) | set(index.wild))
 
     def _natural(self, keys: set[Any]) -> list[Any]:
-        return [k for k in self if k in keys]
+        return sorted(keys, key=self.position.__getitem__)
 
 
 def _clauses(flt: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:

@@ -1,0 +1,1 @@
+"""mongoledger's benchmark (run it with ``scripts/bench``; see ``benchmarks.bench``)."""

@@ -1,0 +1,866 @@
+"""Benchmark: commands per operation, throughput against a hand-written PyMongo baseline, and
+growth with collection size.
+
+    scripts/bench [--uri URI] [--quick] [--large] [--json PATH]
+
+Without ``--uri`` everything runs on the in-memory engine (``mongoledger.memory``) and commands
+are counted by the engine; with ``--uri`` (a replica set: the ledger needs DB transactions) on
+that server, counted with PyMongo's command monitoring, in a throw-away database.
+
+* **Commands per operation** in steady state: the accounts exist, the indexes are built and
+  the ledger instance has written once, so one-time ``hello``/``createIndexes`` are excluded.
+* **Throughput**: the same operations on the ledger and on a baseline written by hand the way a
+  careful user would without the library (one ``with_transaction`` per operation: ``$inc`` per
+  account with ``update_one`` and one ``insert``), on the same engine in the same run. Each
+  async worker writes to its own accounts, so concurrency measures the engine, not conflicts.
+* **Growth**: the first ``history`` page, ``balance_at``, the first ``report`` page and
+  ``verify`` on collections of N transactions (about 100 per account), loaded in bulk in the
+  ledger's own document shapes; the growth exponent is the least-squares slope of
+  log(time) against log(N) (0: independent of size, 1: linear).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import inspect
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import bson
+import pymongo
+from bson import Int64, ObjectId
+from pymongo import monitoring
+from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import ReadPreference
+from pymongo.write_concern import WriteConcern
+
+from mongoledger import AsyncLedger, Ledger, _core
+from mongoledger._core import AccountRef, Leg
+
+WRITES = ("increase", "transfer", "post", "revert")
+CONCURRENCY = (1, 16, 64)
+LEGS = 5  # accounts per worker: a 5-leg post touches all of them
+PAGE = 20
+
+# The fewest commands each operation can take (see the AsyncLedger module docstring).
+FLOORS: dict[str, dict[str, int]] = {
+    "increase": {"findAndModify": 1, "insert": 1, "commitTransaction": 1},
+    "decrease": {"findAndModify": 1, "insert": 1, "commitTransaction": 1},
+    "transfer": {"findAndModify": 2, "insert": 1, "commitTransaction": 1},
+    "post (5 legs)": {"findAndModify": 5, "insert": 1, "commitTransaction": 1},
+    # Reading the leg, then its operation's legs, precedes the DB transaction.
+    "revert (transfer)": {
+        "find": 2,
+        "update": 1,
+        "findAndModify": 2,
+        "insert": 1,
+        "commitTransaction": 1,
+    },
+    "balance": {"find": 1},
+    "history page": {"find": 2},
+    "balance_at": {"find": 2},
+}
+WRITE_ROWS = {"increase", "decrease", "transfer", "post (5 legs)", "revert (transfer)"}
+
+
+@dataclass
+class Settings:
+    quick: bool
+    large: bool
+    ops: int  # operations per throughput measurement
+    rounds: int  # best of
+    sizes: list[int]
+    samples: int  # query repetitions per growth point
+
+
+def settings(quick: bool, large: bool) -> Settings:
+    if quick:
+        return Settings(quick, large, ops=128, rounds=1, sizes=[1_000, 4_000], samples=5)
+    sizes = [10_000, 100_000] + ([1_000_000] if large else [])
+    return Settings(quick, large, ops=1024, rounds=3, sizes=sizes, samples=20)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+class _Listener(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.counts[event.command_name] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@dataclass
+class Target:
+    """Where the benchmark runs: a sync and an async client on one deployment."""
+
+    name: str
+    sync: Any
+    async_: Any
+    counts: Callable[[], Counter[str]]
+    reset: Callable[[], None]
+    databases: list[str] = field(default_factory=list)
+
+    def database(self, label: str) -> tuple[Any, Any]:
+        name = f"mongoledger_bench_{label}_{os.getpid()}_{len(self.databases)}"
+        self.databases.append(name)
+        return self.sync[name], self.async_[name]
+
+    def drop(self) -> None:
+        for name in self.databases:
+            self.sync.drop_database(name)
+        self.databases.clear()
+
+
+def memory_target(oplog_size: int | None = None) -> Target:
+    from mongoledger.memory import AsyncMemoryClient, MemoryClient, MemoryServer
+
+    server = MemoryServer(oplog_size=oplog_size)
+    return Target(
+        "memory engine",
+        MemoryClient(server=server),
+        AsyncMemoryClient(server=server),
+        lambda: Counter(server.command_counts),
+        server.reset_command_counts,
+    )
+
+
+def uri_target(uri: str) -> Target:
+    listener = _Listener()
+    sync = pymongo.MongoClient(uri, event_listeners=[listener])
+    async_ = pymongo.AsyncMongoClient(uri, event_listeners=[listener])
+    nodes = ",".join(f"{h}:{p}" for h, p in pymongo.uri_parser.parse_uri(uri)["nodelist"])
+    return Target(
+        f"MongoDB at {nodes}",
+        sync,
+        async_,
+        lambda: Counter(listener.counts),
+        listener.counts.clear,
+    )
+
+
+async def maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+TXN_OPTIONS: dict[str, Any] = {
+    "read_concern": ReadConcern("snapshot"),
+    "write_concern": WriteConcern("majority"),
+    "read_preference": ReadPreference.PRIMARY,
+}
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+# --------------------------------------------------------------------------- workloads
+#
+# A workload is fn(worker, i) -> result; "prepare" writes what a revert needs (untimed).
+
+
+class SyncBaseline:
+    """The hand-written alternative: with_transaction, insert + $inc, no library."""
+
+    def __init__(self, db: Any) -> None:
+        self.client = db.client
+        self.accounts = db["base_accounts"]
+        self.transactions = db["base_transactions"]
+
+    def setup(self, ledger: Ledger, ids: Sequence[Any]) -> None:
+        """The same accounts (the user's attributes), without the ledger's bookkeeping."""
+        docs = []
+        for doc in ledger.accounts.find({"_id": {"$in": list(ids)}}):
+            for owned in (_core.ATTRIBUTES_KEY, _core.SEQ):
+                doc.pop(owned, None)
+            doc["balance"] = Int64(0)
+            docs.append(doc)
+        self.accounts.insert_many(docs)
+        self.transactions.create_index([("account_id", 1), ("date", -1)])
+        self.transactions.create_index([("operation_id", 1)])
+
+    def _write(self, legs: Sequence[tuple[Any, int]], kind: str, extra: Any = None) -> list[Any]:
+        op, date = ObjectId(), now()
+        docs = [
+            {
+                "_id": ObjectId(),
+                "account_id": account,
+                "amount": Int64(amount),
+                "date": date,
+                "operation_id": op,
+                "kind": kind,
+                "leg": n,
+            }
+            for n, (account, amount) in enumerate(legs)
+        ]
+
+        def body(session: Any) -> None:
+            if extra is not None:
+                extra(session, docs)
+            for account, amount in legs:
+                self.accounts.update_one(
+                    {"_id": account}, {"$inc": {"balance": Int64(amount)}}, session=session
+                )
+            self.transactions.insert_many(docs, session=session)
+
+        with self.client.start_session() as session:
+            session.with_transaction(body, **TXN_OPTIONS)
+        return [d["_id"] for d in docs]
+
+    def increase(self, account: Any, amount: int) -> Any:
+        return self._write([(account, amount)], "increase")[0]
+
+    def transfer(self, a: Any, b: Any, amount: int) -> list[Any]:
+        return self._write([(a, -amount), (b, amount)], "transfer")
+
+    def post(self, legs: Sequence[tuple[Any, int]]) -> list[Any]:
+        return self._write(legs, "post")
+
+    def revert(self, transaction_id: Any) -> list[Any]:
+        leg = self.transactions.find_one({"_id": transaction_id})
+        legs = list(self.transactions.find({"operation_id": leg["operation_id"]}).sort("leg", 1))
+        ids = [d["_id"] for d in legs]
+
+        def mark(session: Any, docs: list[dict[str, Any]]) -> None:
+            result = self.transactions.update_many(
+                {"_id": {"$in": ids}, "reverted_by": {"$exists": False}},
+                {"$set": {"reverted_by": docs[0]["operation_id"]}},
+                session=session,
+            )
+            if result.modified_count != len(ids):
+                raise RuntimeError(f"{transaction_id} is already reverted")
+
+        return self._write([(d["account_id"], -d["amount"]) for d in legs], "revert", mark)
+
+
+class AsyncBaseline:
+    """``SyncBaseline`` on the async client."""
+
+    def __init__(self, db: Any) -> None:
+        self.client = db.client
+        self.accounts = db["base_accounts"]
+        self.transactions = db["base_transactions"]
+
+    async def _write(
+        self, legs: Sequence[tuple[Any, int]], kind: str, extra: Any = None
+    ) -> list[Any]:
+        op, date = ObjectId(), now()
+        docs = [
+            {
+                "_id": ObjectId(),
+                "account_id": account,
+                "amount": Int64(amount),
+                "date": date,
+                "operation_id": op,
+                "kind": kind,
+                "leg": n,
+            }
+            for n, (account, amount) in enumerate(legs)
+        ]
+
+        async def body(session: Any) -> None:
+            if extra is not None:
+                await extra(session, docs)
+            for account, amount in legs:
+                await self.accounts.update_one(
+                    {"_id": account}, {"$inc": {"balance": Int64(amount)}}, session=session
+                )
+            await self.transactions.insert_many(docs, session=session)
+
+        session = await maybe_await(self.client.start_session())
+        async with session:
+            await session.with_transaction(body, **TXN_OPTIONS)
+        return [d["_id"] for d in docs]
+
+    async def increase(self, account: Any, amount: int) -> Any:
+        return (await self._write([(account, amount)], "increase"))[0]
+
+    async def transfer(self, a: Any, b: Any, amount: int) -> list[Any]:
+        return await self._write([(a, -amount), (b, amount)], "transfer")
+
+    async def post(self, legs: Sequence[tuple[Any, int]]) -> list[Any]:
+        return await self._write(legs, "post")
+
+    async def revert(self, transaction_id: Any) -> list[Any]:
+        leg = await self.transactions.find_one({"_id": transaction_id})
+        cursor = self.transactions.find({"operation_id": leg["operation_id"]}).sort("leg", 1)
+        legs = await cursor.to_list(None)
+        ids = [d["_id"] for d in legs]
+
+        async def mark(session: Any, docs: list[dict[str, Any]]) -> None:
+            result = await self.transactions.update_many(
+                {"_id": {"$in": ids}, "reverted_by": {"$exists": False}},
+                {"$set": {"reverted_by": docs[0]["operation_id"]}},
+                session=session,
+            )
+            if result.modified_count != len(ids):
+                raise RuntimeError(f"{transaction_id} is already reverted")
+
+        return await self._write([(d["account_id"], -d["amount"]) for d in legs], "revert", mark)
+
+
+def post_legs(accounts: Sequence[Any]) -> list[tuple[Any, int]]:
+    return [(accounts[0], -(LEGS - 1))] + [(a, 1) for a in accounts[1:LEGS]]
+
+
+def sync_workload(api: Any, kind: str, pool: list[Any]) -> Callable[[int, Any], Any]:
+    def accounts(worker: int) -> list[Any]:
+        return pool[worker * LEGS : (worker + 1) * LEGS]
+
+    if kind == "increase":
+        return lambda w, _: api.increase(accounts(w)[0], 5)
+    if kind == "transfer":
+        return lambda w, _: api.transfer(accounts(w)[0], accounts(w)[1], 1)
+    if kind == "post":
+        return lambda w, _: api.post(post_legs(accounts(w)))
+    return lambda _w, tid: api.revert(tid)
+
+
+def async_workload(api: Any, kind: str, pool: list[Any]) -> Callable[[int, Any], Awaitable[Any]]:
+    return sync_workload(api, kind, pool)  # the same calls; they return coroutines
+
+
+def time_sync(fn: Callable[[int, Any], Any], args: Sequence[Any]) -> float:
+    start = time.perf_counter()
+    for arg in args:
+        fn(0, arg)
+    return len(args) / (time.perf_counter() - start)
+
+
+async def time_async(
+    fn: Callable[[int, Any], Awaitable[Any]], args: Sequence[Sequence[Any]]
+) -> float:
+    async def worker(w: int) -> None:
+        for arg in args[w]:
+            await fn(w, arg)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(len(args))))
+    return sum(len(a) for a in args) / (time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def count_commands(target: Target, ledger: Ledger, pool: list[Any]) -> list[dict[str, Any]]:
+    a, b = pool[0], pool[1]
+    when = now()
+    ops: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
+        ("increase", lambda: None, lambda: ledger.increase(a, 5)),
+        ("decrease", lambda: None, lambda: ledger.decrease(a, 1)),
+        ("transfer", lambda: None, lambda: ledger.transfer(a, b, 1)),
+        ("post (5 legs)", lambda: None, lambda: ledger.post(post_legs(pool))),
+        ("revert (transfer)", lambda: ledger.transfer(a, b, 1)[0], ledger.revert),
+        ("balance", lambda: None, lambda: ledger.balance(a)),
+        ("history page", lambda: None, lambda: ledger.history(a, limit=PAGE)),
+        ("balance_at", lambda: None, lambda: ledger.balance_at(a, when)),
+    ]
+    rows = []
+    for name, prepare, run in ops:
+        counts: Counter[str] = Counter()
+        for _ in range(2):  # the second run is the steady state
+            arg = prepare()
+            target.reset()
+            if arg is None:
+                run()  # type: ignore[call-arg]
+            else:
+                run(arg)  # type: ignore[call-arg]
+            counts = target.counts()
+        floor = FLOORS[name]
+        rows.append(
+            {
+                "operation": name,
+                "commands": dict(sorted(counts.items())),
+                "total": sum(counts.values()),
+                "floor": floor,
+                "floor_total": sum(floor.values()),
+                "write": name in WRITE_ROWS,
+                "meets_floor": Counter(counts) == Counter(floor),
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+def open_pool(ledger: Ledger, size: int) -> list[Any]:
+    return [ledger.open_account({"bench": "pool", "n": n}) for n in range(size)]
+
+
+def throughput(target: Target, cfg: Settings, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    sync_db, async_db = target.database("throughput")
+    ledger = Ledger(sync_db)
+    pool = open_pool(ledger, LEGS * max(CONCURRENCY))
+    baseline = SyncBaseline(sync_db)
+    baseline.setup(ledger, pool)
+    abase = AsyncBaseline(async_db)
+    rows: list[dict[str, Any]] = []
+
+    async def run_async() -> None:
+        aledger = AsyncLedger(async_db)
+        await aledger.ensure_indexes()
+        for kind in WRITES:
+            for c in CONCURRENCY:
+                per = max(cfg.ops // c, 2)
+                best = {"ledger": 0.0, "baseline": 0.0}
+                for _ in range(cfg.rounds):
+                    for label, api, sapi in (
+                        ("ledger", aledger, ledger),
+                        ("baseline", abase, baseline),
+                    ):
+                        args = prepare_args(sapi, kind, pool, c, per)
+                        rate = await time_async(async_workload(api, kind, pool), args)
+                        best[label] = max(best[label], rate)
+                rows.append(row(kind, f"async x{c}", best))
+                log(f"  {kind:9s} async x{c:<3d} {fmt_rate(best)}")
+
+    for kind in WRITES:
+        best = {"ledger": 0.0, "baseline": 0.0}
+        for _ in range(cfg.rounds):
+            for label, api in (("ledger", ledger), ("baseline", baseline)):
+                args = prepare_args(api, kind, pool, 1, cfg.ops)[0]
+                fn = sync_workload(api, kind, pool)
+                for arg in args[:3]:  # warm-up, not timed
+                    fn(0, arg)
+                best[label] = max(best[label], time_sync(fn, args[3:]))
+        rows.append(row(kind, "sync", best))
+        log(f"  {kind:9s} sync       {fmt_rate(best)}")
+    asyncio.run(run_async())
+    return rows
+
+
+def prepare_args(api: Any, kind: str, pool: list[Any], workers: int, per: int) -> list[list[Any]]:
+    """Per worker, the argument of each call: a fresh transfer's leg for a revert."""
+    if kind != "revert":
+        return [list(range(per + 3)) for _ in range(workers)]
+    out = []
+    for w in range(workers):
+        a, b = pool[w * LEGS], pool[w * LEGS + 1]
+        out.append([api.transfer(a, b, 1)[0] for _ in range(per + 3)])
+    return out
+
+
+def row(kind: str, mode: str, best: dict[str, float]) -> dict[str, Any]:
+    return {
+        "operation": kind,
+        "mode": mode,
+        "ledger_ops_s": round(best["ledger"], 1),
+        "baseline_ops_s": round(best["baseline"], 1),
+        # time per operation, ledger over baseline
+        "ratio": round(best["baseline"] / best["ledger"], 3) if best["ledger"] else None,
+    }
+
+
+def fmt_rate(best: dict[str, float]) -> str:
+    ratio = best["baseline"] / best["ledger"] if best["ledger"] else float("nan")
+    return f"ledger {best['ledger']:8.0f}/s  baseline {best['baseline']:8.0f}/s  ratio {ratio:.2f}"
+
+
+# --------------------------------------------------------------------------- growth
+
+BASE_DATE = datetime.datetime(2024, 1, 1)
+
+
+def generate(cfg: _core.LedgerConfig, n: int, seed: int = 7) -> tuple[list[Any], Iterator[Any]]:
+    """Accounts (about 100 transactions each) and a stream of transaction documents shaped
+    exactly as the ledger writes them (half increases, half transfers)."""
+    rng = random.Random(seed)
+    n_accounts = max(n // 100, 10)
+    refs = [_core.validate_account({"user_id": i, "type": "wallet"}) for i in range(n_accounts)]
+    accounts = []
+    for ref in refs:
+        doc = {"_id": ObjectId(), **_core.new_account_fields(cfg, ref, None)}
+        doc["balance"], doc[_core.SEQ] = 0, 0
+        accounts.append(doc)
+
+    def legs_of(doc: dict[str, Any], amount: int) -> Leg:
+        doc[_core.SEQ] += 1
+        doc["balance"] += amount
+        return Leg(
+            account=AccountRef(id=doc["_id"]),
+            amount=amount,
+            data={},
+            account_id=doc["_id"],
+            balance_after=doc["balance"],
+            account_seq=doc[_core.SEQ],
+        )
+
+    def stream() -> Iterator[dict[str, Any]]:
+        written, second = 0, 0
+        while written < n:
+            second += 1
+            date = BASE_DATE + datetime.timedelta(seconds=second)
+            op = ObjectId()
+            if rng.random() < 0.5 or n - written < 2:
+                legs = [legs_of(rng.choice(accounts), rng.randrange(1, 10_000))]
+                kind = "increase"
+            else:
+                a, b = rng.sample(accounts, 2)
+                amount = rng.randrange(1, 1_000)
+                legs = [legs_of(a, -amount), legs_of(b, amount)]
+                legs[0].extra_account = AccountRef(id=b["_id"])
+                legs[1].extra_account = AccountRef(id=a["_id"])
+                kind = "transfer"
+            for i, leg in enumerate(legs):
+                yield _core.transaction_document(
+                    cfg,
+                    leg,
+                    index=i,
+                    count=len(legs),
+                    kind=kind,  # type: ignore[arg-type]
+                    operation_id=op,
+                    date=date,
+                    idempotency=None,
+                )
+            written += len(legs)
+
+    return accounts, stream()
+
+
+def load(db: Any, ledger: Ledger, n: int) -> tuple[list[dict[str, Any]], datetime.datetime]:
+    accounts, docs = generate(ledger.config, n)
+    chunk: list[dict[str, Any]] = []
+    last = BASE_DATE
+    for doc in docs:
+        chunk.append(doc)
+        last = doc["date"]
+        if len(chunk) == 5_000:
+            ledger.transactions.insert_many(chunk, ordered=False)
+            chunk = []
+    if chunk:
+        ledger.transactions.insert_many(chunk, ordered=False)
+    # The cached balances and sequences the stream ended with, as the ledger keeps them.
+    for doc in accounts:
+        doc["balance"] = Int64(doc["balance"])
+    ledger.accounts.insert_many(accounts, ordered=False)
+    ledger.ensure_indexes()
+    return accounts, last
+
+
+def median_time(fn: Callable[[], Any], samples: int) -> float:
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys, strict=True) if y > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    den = sum((p[0] - mx) ** 2 for p in pts)
+    return round(sum((p[0] - mx) * (p[1] - my) for p in pts) / den, 2) if den else None
+
+
+def growth(
+    uri: str | None, cfg: Settings, log: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    seconds: dict[str, list[float]] = {q: [] for q in GROWTH_QUERIES}
+    plans: dict[str, Any] = {}
+    load_seconds = []
+    for n in cfg.sizes:
+        # A capped oplog: the bulk load should not keep a million change events around.
+        target = uri_target(uri) if uri else memory_target(oplog_size=10_000)
+        try:
+            loaded, times, explained = measure_size(target, n, cfg, explain=bool(uri))
+        finally:
+            target.drop()
+        load_seconds.append(loaded)
+        plans = explained or plans
+        for q in GROWTH_QUERIES:
+            seconds[q].append(times[q])
+        log(
+            f"  {n:>9,d} transactions: loaded in {loaded}s; "
+            + ", ".join(f"{q} {times[q] * 1000:.2f} ms" for q in GROWTH_QUERIES)
+        )
+    result = {
+        "sizes": cfg.sizes,
+        "load_seconds": load_seconds,
+        "queries": {
+            q: {
+                "seconds": [round(s, 6) for s in seconds[q]],
+                "exponent": slope(cfg.sizes, seconds[q]),
+            }
+            for q in GROWTH_QUERIES
+        },
+    }
+    return result, plans
+
+
+GROWTH_QUERIES = ("history page", "balance_at", "report page", "verify")
+
+
+def measure_size(
+    target: Target, n: int, cfg: Settings, *, explain: bool
+) -> tuple[float, dict[str, float], dict[str, Any]]:
+    db, _ = target.database(f"growth{n}")
+    ledger = Ledger(db)
+    start = time.perf_counter()
+    accounts, last = load(db, ledger, n)
+    loaded = round(time.perf_counter() - start, 2)
+    rng = random.Random(n)
+    picks = [rng.choice(accounts)["_id"] for _ in range(cfg.samples)]
+    middle = BASE_DATE + (last - BASE_DATE) / 2
+    ledger.history(picks[0], limit=PAGE)  # warm: the engine builds an index on first use
+    ledger.balance_at(picks[0], middle)
+    histories = iter(picks)
+    balances = iter(picks)
+    times = {
+        "history page": median_time(
+            lambda: ledger.history(next(histories), limit=PAGE), cfg.samples
+        ),
+        "balance_at": median_time(lambda: ledger.balance_at(next(balances), middle), cfg.samples),
+        "report page": median_time(lambda: ledger.report(limit=PAGE), max(cfg.samples // 4, 1)),
+    }
+    start = time.perf_counter()
+    report = ledger.verify()
+    times["verify"] = time.perf_counter() - start
+    if not report.ok:
+        raise RuntimeError(f"the loaded data does not verify: {report}")
+    plans = explain_plans(ledger, picks[0], middle) if explain else {}
+    return loaded, times, plans
+
+
+def explain_plans(ledger: Ledger, account: Any, when: Any) -> dict[str, Any]:
+    """The winning plan of every query shape the ledger sends (a real server only)."""
+    cfg = ledger.config
+    tx, acc = ledger.transactions, ledger.accounts
+    leg = tx.find_one({cfg.account_link_field: account})
+    doc = acc.find_one({"_id": account})
+    attrs = {"user_id": doc["user_id"], "type": doc["type"]}
+    finds: dict[str, tuple[Any, dict[str, Any], Any, int]] = {
+        "history page": (
+            tx,
+            _core.history_filter(cfg, account),
+            [(_core.ACCOUNT_SEQ, -1)],
+            PAGE,
+        ),
+        "history by date": (
+            tx,
+            _core.history_filter(cfg, account, start=BASE_DATE, end=when),
+            [(_core.ACCOUNT_SEQ, -1)],
+            PAGE,
+        ),
+        "balance_at": (
+            tx,
+            _core.history_filter(cfg, account, end=when),
+            [(_core.ACCOUNT_SEQ, -1)],
+            1,
+        ),
+        "operation legs": (tx, {_core.OPERATION_ID: leg[_core.OPERATION_ID]}, [(_core.LEG, 1)], 0),
+        "idempotency": (tx, {_core.IDEMPOTENCY_KEY: "k"}, [(_core.LEG, 1)], 0),
+        "revert links": (tx, {_core.REVERTS: {"$exists": True}}, None, 0),
+        "reverted links": (tx, {_core.REVERTED_BY: {"$exists": True}}, None, 0),
+        "account by id": (acc, {"_id": account}, None, 1),
+        "account by key": (acc, {_core.ATTRIBUTES_KEY: doc[_core.ATTRIBUTES_KEY]}, None, 1),
+        "account by attributes": (acc, attrs, None, 2),
+        "report by balance": (acc, {}, [("balance", -1), ("_id", 1)], PAGE),
+    }
+    plans = {}
+    for name, (coll, flt, sort, limit) in finds.items():
+        cursor = coll.find(flt)
+        if sort:
+            cursor = cursor.sort(sort)
+        if limit:
+            cursor = cursor.limit(limit)
+        plans[name] = plan_summary(cursor.explain())
+    pipelines = {
+        "calculate_balance": _core.sum_pipeline(cfg, {cfg.account_link_field: account}),
+        "account statistics": _core.statistics_pipeline(cfg, account, period="month"),
+    }
+    for name, pipeline in pipelines.items():
+        explained = ledger.database.command("aggregate", tx.name, pipeline=pipeline, explain=True)
+        plans[name] = plan_summary(explained)
+    return plans
+
+
+# Where explain output nests plans (find, aggregate, sharded).
+PLAN_KEYS = frozenset(
+    {"winningPlan", "inputStage", "inputStages", "queryPlan", "queryPlanner", "$cursor"}
+    | {"stages", "shards"}
+)
+
+
+def plan_summary(explained: dict[str, Any]) -> dict[str, Any]:
+    stages: list[str] = []
+    indexes: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "stage" in node:
+                stages.append(node["stage"])
+                if "indexName" in node:
+                    indexes.append(node["indexName"])
+            for key, value in node.items():
+                if key in PLAN_KEYS:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(explained)
+    scans = [s for s in stages if "SCAN" in s or s in ("IDHACK", "EXPRESS_IXSCAN")]
+    collscan = any(s == "COLLSCAN" for s in stages)
+    return {
+        "stages": stages,
+        "indexes": indexes,
+        "access": "COLLSCAN" if collscan else ("IXSCAN" if scans else "?"),
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "pymongo": pymongo.version,
+        "bson_c_extension": bson.has_c(),
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    out = []
+    meta = results["meta"]
+    m = meta["machine"]
+    out.append(
+        f"Target: {meta['target']}. Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, "
+        f"Python {m['python']}, PyMongo {m['pymongo']}."
+        + (" Quick run (small counts)." if meta["quick"] else "")
+    )
+    out.append("")
+    out.append("### Commands per operation (steady state)")
+    out.append("")
+    out.append("| operation | commands | total | floor | meets floor |")
+    out.append("|---|---|---:|---:|---|")
+    for r in results["commands"]:
+        cmds = " + ".join(f"{k}×{v}" if v > 1 else k for k, v in r["commands"].items())
+        meets = ("yes" if r["meets_floor"] else "**no**") if r["write"] else "(read)"
+        out.append(f"| {r['operation']} | {cmds} | {r['total']} | {r['floor_total']} | {meets} |")
+    out.append("")
+    out.append("### Throughput: ledger vs hand-written PyMongo baseline (same engine, same run)")
+    out.append("")
+    out.append("| operation | mode | ledger ops/s | baseline ops/s | ledger/baseline time |")
+    out.append("|---|---|---:|---:|---:|")
+    for r in results["throughput"]:
+        ratio = r["ratio"]
+        mark = "" if ratio is None or ratio <= 1.3 else " **> 1.3**"
+        out.append(
+            f"| {r['operation']} | {r['mode']} | {r['ledger_ops_s']:,.0f} | "
+            f"{r['baseline_ops_s']:,.0f} | {ratio:.2f}{mark} |"
+        )
+    g = results["growth"]
+    out.append("")
+    out.append("### Growth with collection size (median time per call)")
+    out.append("")
+    sizes = g["sizes"]
+    out.append("| query | " + " | ".join(f"{n:,} txns" for n in sizes) + " | growth exponent |")
+    out.append("|---|" + "---:|" * (len(sizes) + 1))
+    for q, data in g["queries"].items():
+        cells = " | ".join(f"{s * 1000:,.2f} ms" for s in data["seconds"])
+        exp = "n/a" if data["exponent"] is None else f"{data['exponent']:.2f}"
+        out.append(f"| {q} | {cells} | {exp} |")
+    if results.get("explain"):
+        out.append("")
+        out.append("### Winning plans (explain)")
+        out.append("")
+        out.append("| query shape | access | indexes | stages |")
+        out.append("|---|---|---|---|")
+        for name, plan in results["explain"].items():
+            out.append(
+                f"| {name} | {plan['access']} | {', '.join(plan['indexes']) or '-'} | "
+                f"{' → '.join(reversed(plan['stages']))} |"
+            )
+    return "\n".join(out) + "\n"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = settings(args.quick, args.large)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    target = uri_target(args.uri) if args.uri else memory_target()
+    started = time.perf_counter()
+    try:
+        log(f"commands per operation on the {target.name}")
+        db, _ = target.database("commands")
+        ledger = Ledger(db)
+        pool = open_pool(ledger, LEGS)
+        ledger.increase(pool[0], 1)  # warm: transaction detection and indexes
+        commands = count_commands(target, ledger, pool)
+        log(f"throughput (best of {cfg.rounds}, {cfg.ops} operations each)")
+        rates = throughput(target, cfg, log)
+    finally:
+        target.drop()
+    log("growth")
+    grown, plans = growth(args.uri, cfg, log)
+    return {
+        "meta": {
+            "target": target.name,
+            "quick": cfg.quick,
+            "large": cfg.large,
+            "date": now().isoformat(timespec="seconds"),
+            "machine": machine(),
+            "ops_per_measurement": cfg.ops,
+            "rounds": cfg.rounds,
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+        "commands": commands,
+        "throughput": rates,
+        "growth": grown,
+        "explain": plans,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--uri", help="a MongoDB replica set (default: the in-memory engine)")
+    parser.add_argument("--quick", action="store_true", help="small counts (under a minute)")
+    parser.add_argument("--large", action="store_true", help="add the 1M-transaction point")
+    parser.add_argument("--json", default="bench-results.json", help="where to write the JSON")
+    args = parser.parse_args(argv)
+    results = run(args)
+    print(markdown(results))
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=2, default=str)
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
