@@ -42,6 +42,7 @@ from pymongo.errors import (
 from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES
 
 from ._index import IndexedDocuments, index_fields, wildcard_covers
+from ._match import match as fast_match
 
 # mongomock is untyped: reach it through Any.
 mongomock: Any = _mongomock
@@ -260,21 +261,18 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
     def _iter_documents(self, filter: Any) -> Iterator[Document]:
         store = self._store
         docs: IndexedDocuments = store._documents
-        keys = None
-        if not store._ttl_indexes and isinstance(filter, Mapping):
-            keys = docs.candidates(filter, store.indexed)
-        if keys is None:
+        if store._ttl_indexes or not isinstance(filter, Mapping):
             return super()._iter_documents(filter)  # type: ignore[no-any-return]
+        keys = docs.candidates(filter, store.indexed)
         if not docs:
             mongomock.filtering.filter_applies(filter, {})  # validates the filter, as mongomock
-        applies = mongomock.filtering.filter_applies
-        found = [docs[k] for k in keys if k in docs]
-        return (doc for doc in found if applies(filter, doc))
+        found = list(docs.values()) if keys is None else [docs[k] for k in keys if k in docs]
+        return (doc for doc in found if _applies(filter, doc))
 
     def _ensure_uniques(self, new_data: Document) -> None:
         """mongomock's check, served by the indexes: a document outside a partial index's
         filter is not in that index, so it cannot collide."""
-        helpers, applies = mongomock.helpers, mongomock.filtering.filter_applies
+        helpers, applies = mongomock.helpers, _applies
         store = self._store
         own = _store_key(new_data.get("_id"))
         pre = self._pre_image(own)
@@ -1150,6 +1148,14 @@ class MemoryServer:
         raise operation_failure(
             59, "CommandNotFound", f"no such command: '{name}' (not emulated by the memory engine)"
         )
+
+
+def _applies(flt: Any, doc: Document) -> bool:
+    """mongomock's ``filter_applies``, through the fast path when it can decide."""
+    result = fast_match(flt, doc)
+    if result is None:
+        return bool(mongomock.filtering.filter_applies(flt, doc))
+    return result
 
 
 def _sort_key(name: str) -> Callable[[Document], Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import random
 
 import mongomock
@@ -9,7 +10,8 @@ import pytest
 from bson import Int64, ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from mongoledger.memory import MemoryClient
+from mongoledger.memory import MemoryClient, _engine
+from mongoledger.memory._match import match
 
 VALUES = [1, 1.0, Int64(1), True, 2, "1", "a", None, [1, "a"], [[1]], {"x": 1}, float("nan")]
 
@@ -149,6 +151,66 @@ def test_id_lookups_do_not_scan(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(mongomock.filtering, "filter_applies", counting)
     monkeypatch.setattr(mongomock.collection, "filter_applies", counting)
+    monkeypatch.setattr(_engine, "fast_match", counting)
     assert coll.find_one({"_id": target["_id"]})["n"] == 150
     coll.update_one({"_id": target["_id"]}, {"$inc": {"n": 1}})
     assert calls <= 4
+
+
+SCALARS = [
+    0,
+    1,
+    -1,
+    2.5,
+    1.0,
+    Int64(1),
+    True,
+    False,
+    None,
+    "",
+    "a",
+    "b",
+    float("nan"),
+    ObjectId("5f0000000000000000000001"),
+    datetime.datetime(2024, 1, 1),
+    datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+]
+DOC_VALUES = [*SCALARS, [1, 2], {"x": 1}, b"a"]
+
+
+def random_filter(rng: random.Random, depth: int = 0) -> dict:
+    flt: dict = {}
+    for _ in range(rng.randrange(1, 3)):
+        roll = rng.random()
+        if roll < 0.15 and depth < 2:
+            flt[rng.choice(["$and", "$or"])] = [
+                random_filter(rng, depth + 1) for _ in range(rng.randrange(1, 3))
+            ]
+            continue
+        name = rng.choice(["a", "b", "c"])
+        if roll < 0.5:
+            flt[name] = rng.choice(SCALARS)
+        else:
+            op = rng.choice(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$exists", "$in"])
+            if op == "$exists":
+                arg = rng.choice([True, False])
+            elif op == "$in":
+                arg = rng.sample(SCALARS, 2)
+            else:
+                arg = rng.choice(SCALARS)
+            flt[name] = {op: arg}
+    return flt
+
+
+def test_fast_matcher_agrees_with_mongomock() -> None:
+    rng = random.Random(1)
+    decided = 0
+    for _ in range(20_000):
+        doc = {k: rng.choice(DOC_VALUES) for k in ("a", "b", "c") if rng.random() < 0.8}
+        flt = random_filter(rng)
+        fast = match(flt, doc)
+        if fast is None:
+            continue
+        decided += 1
+        assert fast == mongomock.filtering.filter_applies(flt, doc), (flt, doc)
+    assert decided > 10_000

@@ -1,0 +1,122 @@
+"""A fast path for mongomock's matcher on the filters an application sends most.
+
+``match(filter, doc)`` decides filters made of top-level fields compared with plain scalars
+(equality, ``$eq``/``$ne``/``$gt``/``$gte``/``$lt``/``$lte``/``$exists``/``$in``) joined by
+``$and``/``$or``, exactly as ``mongomock.filtering.filter_applies`` would, several times
+faster. Anything else (arrays or sub-documents in the document, dotted paths, ``$expr``,
+regexes, mixed-type comparisons, ...) returns None, and the caller asks mongomock.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from bson import ObjectId
+
+_ABSENT = object()
+# Types whose Python equality/ordering is what mongomock applies to them.
+_EQ_TYPES = (str, int, float, ObjectId, datetime.datetime, type(None))
+_NUMBERS = (int, float)
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, _EQ_TYPES) and not _nan(value)  # mongomock compares NaN by identity
+
+
+def _equal(value: Any, wanted: Any) -> bool | None:
+    if not _plain(wanted):
+        return None
+    if value is _ABSENT:
+        return wanted is None
+    return bool(value == wanted)
+
+
+def _compare(op: Callable[[Any, Any], bool], value: Any, bound: Any) -> bool | None:
+    if value is _ABSENT:
+        return False
+    if isinstance(value, bool) or isinstance(bound, bool):
+        return None
+    if isinstance(value, _NUMBERS) and isinstance(bound, _NUMBERS):
+        if _nan(value) or _nan(bound):  # NaN sorts below every number in BSON
+            return None
+        return bool(op(value, bound))
+    if type(value) is type(bound) is str:
+        return bool(op(value, bound))
+    if type(value) is type(bound) is datetime.datetime and (value.tzinfo is None) == (
+        bound.tzinfo is None
+    ):
+        return bool(op(value, bound))
+    return None
+
+
+def _operator(op: str, arg: Any, value: Any) -> bool | None:
+    if op == "$eq":
+        return _equal(value, arg)
+    if op == "$ne":
+        result = _equal(value, arg)
+        return None if result is None else not result
+    if op in _COMPARE:
+        return _compare(_COMPARE[op], value, arg)
+    if op == "$exists":
+        return bool(arg) == (value is not _ABSENT)
+    if op == "$in" and isinstance(arg, list) and value is not _ABSENT:
+        results = [_equal(value, item) for item in arg]
+        return None if None in results else any(results)
+    return None
+
+
+def match(flt: Any, doc: dict[str, Any]) -> bool | None:
+    """Whether ``doc`` matches ``flt``; None when this fast path cannot tell."""
+    if type(flt) is not dict:
+        return None
+    for name, cond in flt.items():
+        if name in ("$and", "$or"):
+            if not isinstance(cond, list) or not cond:
+                return None
+            want_all = name == "$and"
+            for sub in cond:
+                result = match(sub, doc)
+                if result is None:
+                    return None
+                if result != want_all:
+                    break
+            else:
+                result = want_all
+            if not result:
+                return False
+            continue
+        if name.startswith("$") or "." in name:
+            return None
+        value = doc.get(name, _ABSENT)
+        if value is not _ABSENT and not _plain(value):
+            return None  # arrays and sub-documents have their own matching rules
+        if isinstance(cond, dict):
+            if not cond or not all(isinstance(op, str) and op.startswith("$") for op in cond):
+                return None
+            for op, arg in cond.items():
+                result = _operator(op, arg, value)
+                if result is None:
+                    return None
+                if not result:
+                    return False
+        else:
+            result = _equal(value, cond)
+            if result is None:
+                return None
+            if not result:
+                return False
+    return True
