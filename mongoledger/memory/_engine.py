@@ -391,10 +391,20 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
     def aggregate(self, pipeline: Any, session: Any = None, **kwargs: Any) -> Any:
         """A leading ``$match`` selects through the indexes instead of copying every document."""
         stages = list(pipeline)
+        if session or self.codec_options.tz_aware:  # pragma: no cover - mongomock's own errors
+            return super().aggregate(stages, session=session, **kwargs)
+        selected: Iterator[Document]
         if stages and isinstance(stages[0], Mapping) and list(stages[0]) == ["$match"]:
-            matched = list(self.find(stages[0]["$match"]))
-            return mongomock.aggregate.process_pipeline(matched, self.database, stages[1:], session)
-        return super().aggregate(stages, session=session, **kwargs)
+            spec = stages.pop(0)["$match"]
+            mongomock.collection.validate_is_mapping("filter", spec)
+            selected = self._select(
+                mongomock.helpers.patch_datetime_awareness_in_document(spec), None
+            )
+        else:
+            selected = iter(list(self._store._documents.values()))
+        # Private copies (stages may change them); BSON copies are several times cheaper.
+        docs = [_private_copy(d) for d in selected]
+        return mongomock.aggregate.process_pipeline(docs, self.database, stages, session)
 
     def _apply_update_document(
         self, existing_document: Document, spec: Any, document: Any, was_insert: bool
