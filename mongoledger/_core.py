@@ -290,7 +290,7 @@ def new_account_fields(
         doc.update(ref.attributes)
         doc[ATTRIBUTES_KEY] = ref.key
     if min_balance is not None:
-        doc[MIN_BALANCE] = min_balance
+        doc[MIN_BALANCE] = bson.Int64(min_balance)
     return doc
 
 
@@ -316,6 +316,10 @@ def leg_update(
     filter carries the guards, so the balance check and the move are one atomic step and a
     failed guard simply matches nothing: the min_balance floor (only for debits) and int64
     overflow of the resulting balance.
+
+    A credit may create its account in the same step (an upsert). A debit cannot: its floor
+    guard needs ``$expr``, which no server accepts in an upsert's filter, so ``upsert`` is
+    False and a missing account is created first with :func:`account_creation`.
     """
     flt: dict[str, Any] = {"_id": target.id} if target.is_id else {ATTRIBUTES_KEY: target.key}
     inc: dict[str, Any] = {SEQ: 1}
@@ -332,9 +336,22 @@ def leg_update(
                 {"$expr": {"$gte": [{"$add": [f"${bal}", amount]}, f"${MIN_BALANCE}"]}},
             ]
     update: dict[str, Any] = {"$inc": inc}
-    if create:
+    upsert = create and not (cfg.balance_field is not None and amount < 0)
+    if upsert:
         update["$setOnInsert"] = new_account_fields(cfg, target, None)
-    return LegUpdate(filter=flt, update=update, upsert=create)
+    return LegUpdate(filter=flt, update=update, upsert=upsert)
+
+
+def account_creation(
+    cfg: LedgerConfig, target: AccountRef, min_balance: int | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The filter and ``$setOnInsert`` upsert that creates an account at zero if it is missing."""
+    flt: dict[str, Any] = {"_id": target.id} if target.is_id else {ATTRIBUTES_KEY: target.key}
+    fields = new_account_fields(cfg, target, min_balance)
+    if cfg.balance_field is not None:
+        fields[cfg.balance_field] = bson.Int64(0)
+    fields[SEQ] = 0
+    return flt, {"$setOnInsert": fields}
 
 
 def account_to_model(

@@ -79,3 +79,15 @@ def test_reads(ledger: Ledger) -> None:
     assert commands(ledger, lambda: ledger.balance_at("a", ledger.config.operation_date())) == {
         "find": 2
     }
+
+
+def test_first_debit_creates_the_account_without_an_expr_upsert(ledger: Ledger) -> None:
+    # A server refuses $expr (the floor guard) in an upsert: the account is created first.
+    sent = commands(ledger, lambda: ledger.decrease("new", 5))
+    assert sent == {"findAndModify": 2, "update": 1, "insert": 1, "commitTransaction": 1}
+    assert ledger.balance("new") == -5
+    assert commands(ledger, lambda: ledger.increase("newer", 5)) == {
+        "findAndModify": 1,
+        "insert": 1,
+        "commitTransaction": 1,
+    }

@@ -303,7 +303,6 @@ class AsyncLedger:
         await self._prepare()
         if attributes is None:
             ref = AccountRef(id=ObjectId())
-            flt: dict[str, Any] = {"_id": ref.id}
         else:
             if not isinstance(attributes, Mapping):
                 raise InvalidAccount(f"attributes {attributes!r} is not a mapping")
@@ -311,11 +310,7 @@ class AsyncLedger:
             existing = await self._find_by_attributes(ref)
             if existing is not None:
                 return self._check_floor(existing, ref, floor)
-            flt = {_core.ATTRIBUTES_KEY: ref.key}
-        update: dict[str, Any] = {"$setOnInsert": _core.new_account_fields(cfg, ref, floor)}
-        if cfg.balance_field:
-            update["$setOnInsert"][cfg.balance_field] = 0
-        update["$setOnInsert"][_core.SEQ] = 0
+        flt, update = _core.account_creation(cfg, ref, floor)
         try:
             doc = await self._accounts.find_one_and_update(
                 flt, update, upsert=True, return_document=ReturnDocument.AFTER
@@ -434,30 +429,32 @@ class AsyncLedger:
                         AccountRef(id=leg.account_id) if leg.account_id is not None else leg.account
                     )
                     update = _core.leg_update(cfg, target, leg.amount, create=create)
-                    try:
-                        doc = await self._accounts.find_one_and_update(
-                            update.filter,
-                            update.update,
-                            upsert=update.upsert,
-                            return_document=ReturnDocument.AFTER,
-                            session=session,
+                    doc = await self._move(update, session)
+                    created = False
+                    if doc is None and create and not update.upsert:
+                        # A debit to an account that may not exist yet (see leg_update):
+                        # create it at zero, then move it.
+                        flt, insert = _core.account_creation(cfg, target)
+                        result = await self._accounts.update_one(
+                            flt, insert, upsert=True, session=session
                         )
-                    except DuplicateKeyError:  # an upsert whose guard failed on an existing _id
-                        doc = None
+                        created = result.upserted_id is not None
+                        doc = await self._move(update, session)
+                    elif doc is not None and update.upsert:
+                        created = doc[_core.SEQ] == 1 and _same_instant(
+                            doc.get(_core.CREATED_AT),
+                            update.update["$setOnInsert"].get(_core.CREATED_AT),
+                        )
                     if doc is None:
+                        if created and session is None:
+                            await self._accounts.delete_one(
+                                {"_id": result.upserted_id, _core.SEQ: 0}
+                            )
                         raise _GuardFailed(index)
                     leg.account_id = doc["_id"]
                     leg.account_seq = int(doc[_core.SEQ])
                     if cfg.balance_field:
                         leg.balance_after = int(doc[cfg.balance_field])
-                    created = (
-                        create
-                        and leg.account_seq == 1
-                        and _same_instant(
-                            doc.get(_core.CREATED_AT),
-                            update.update["$setOnInsert"].get(_core.CREATED_AT),
-                        )
-                    )
                     applied.append((leg, created))
                 if len(legs) == 2 and cfg.extra_account_link_field:
                     legs[0].extra_account = AccountRef(id=legs[1].account_id)
@@ -487,6 +484,21 @@ class AsyncLedger:
                 raise
 
         await self._run(body)
+
+    async def _move(self, update: _core.LegUpdate, session: Any) -> Any:
+        """The guarded ``$inc`` of one leg: the account after it, or None if a guard failed."""
+        try:
+            return await self._accounts.find_one_and_update(
+                update.filter,
+                update.update,
+                upsert=update.upsert,
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
+        except DuplicateKeyError:
+            # The upsert of a credit whose guard failed on an existing account. In a DB
+            # transaction the server has aborted it: nothing more may be sent on the session.
+            return None
 
     async def _mark_reverted(self, legs: list[Leg], session: Any) -> None:
         """Mark the originals ``reverted_by`` (one command), unless one already is."""

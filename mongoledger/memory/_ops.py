@@ -123,6 +123,15 @@ class CollectionOps:
 
         return Call("insert", fn, self._what("insert_many"), "insert")
 
+    @staticmethod
+    def _check_upsert(filter: Any, upsert: bool) -> None:
+        if upsert and _mentions(filter, "$expr"):
+            raise operation_failure(
+                224,
+                "QueryFeatureNotAllowed",
+                "$expr is not allowed in the query predicate for an upsert",
+            )
+
     def _by_sort(self, filter: Any, sort: Any) -> Any:
         if sort is None:
             return filter
@@ -143,6 +152,7 @@ class CollectionOps:
         method = "update_many" if multi else "update_one"
 
         def fn(_op: _Op) -> UpdateResult:
+            self._check_upsert(filter, upsert)
             flt = self._by_sort(filter, sort) if not multi else filter
             kwargs: dict[str, Any] = {"upsert": upsert}
             if array_filters:
@@ -161,6 +171,7 @@ class CollectionOps:
         stored = roundtrip(replacement)
 
         def fn(_op: _Op) -> UpdateResult:
+            self._check_upsert(filter, upsert)
             flt = self._by_sort(filter, sort)
             with self._translate():
                 res = self._mc.replace_one(flt, stored, upsert=upsert)
@@ -201,6 +212,7 @@ class CollectionOps:
             kwargs: dict[str, Any] = {"projection": projection, "sort": sort_list(sort)}
             if method == "delete":
                 return mc.find_one_and_delete(filter, **kwargs)
+            self._check_upsert(filter, upsert)
             kwargs["upsert"] = upsert
             kwargs["return_document"] = (
                 ReturnDocument.AFTER if return_document else ReturnDocument.BEFORE
@@ -264,6 +276,7 @@ class CollectionOps:
                         result["nRemoved"] += res.deleted_count
                     else:
                         upsert = bool(req._upsert)
+                        self._check_upsert(req._filter, upsert)
                         with self._translate():
                             if isinstance(req, ReplaceOne):
                                 res = mc.replace_one(
@@ -416,3 +429,12 @@ def list_collection_names(server: MemoryServer, db: str) -> Call:
         return list(server._mock[db].list_collection_names())
 
     return Call("listCollections", fn, f"list_collection_names on {db}")
+
+
+def _mentions(value: Any, key: str) -> bool:
+    """Whether ``key`` appears as a field name anywhere in a query document."""
+    if isinstance(value, Mapping):
+        return any(k == key or _mentions(v, key) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_mentions(v, key) for v in value)
+    return False

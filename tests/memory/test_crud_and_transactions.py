@@ -467,3 +467,16 @@ def test_partial_unique_index_on_existing_documents(client: MemoryClient, coll) 
     coll.insert_one({"k2": 1})
     with pytest.raises(DuplicateKeyError):
         coll.create_index("k2", unique=True, partialFilterExpression={"k2": {"$exists": True}})
+
+
+def test_expr_in_an_upsert_filter_is_refused_as_by_the_server(client: MemoryClient, coll) -> None:
+    flt = {"_id": 1, "$or": [{"x": 1}, {"$expr": {"$gt": ["$a", 0]}}]}
+    for call in (
+        lambda: coll.update_one(flt, {"$set": {"a": 1}}, upsert=True),
+        lambda: coll.find_one_and_update(flt, {"$set": {"a": 1}}, upsert=True),
+        lambda: coll.replace_one(flt, {"a": 1}, upsert=True),
+    ):
+        with pytest.raises(OperationFailure, match=r"\$expr is not allowed") as info:
+            call()
+        assert info.value.code == 224
+    assert coll.find_one_and_update(flt, {"$set": {"a": 1}}) is None  # fine without upsert
