@@ -52,3 +52,47 @@ def test_mongomock_has_no_change_streams() -> None:
         ledger.watch()
     with pytest.raises(ChangeStreamsUnsupported):
         ledger.listen(print, checkpoint="x")
+
+
+class _Handshake:
+    """A database whose handshake answers as told (to test detection alone)."""
+
+    def __init__(self, inner: object, replies: list[object]) -> None:
+        self._inner = inner
+        self._replies = replies
+        self.name = "test"
+
+    def __getitem__(self, name: str) -> object:
+        return self._inner[name]  # type: ignore[index]
+
+    def command(self, name: str) -> object:
+        reply = self._replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_a_network_error_during_detection_is_not_taken_for_no_transactions() -> None:
+    from pymongo.errors import AutoReconnect
+
+    inner = MemoryClient()["test"]
+    db = _Handshake(inner, [AutoReconnect("connection reset"), inner.command("hello")])
+    ledger = Ledger(db, require_transactions=True)
+    with pytest.raises(AutoReconnect):
+        ledger.increase("a", 1)
+    ledger.increase("a", 1)  # detected on the next call, with transactions
+    assert ledger.balance("a") == 1
+
+
+def test_servers_without_hello_are_asked_is_master() -> None:
+    from pymongo.errors import OperationFailure
+
+    inner = MemoryClient()["test"]
+    missing = OperationFailure("no such command: 'hello'", 59)
+    db = _Handshake(inner, [missing, inner.command("hello")])
+    ledger = Ledger(db, require_transactions=True)
+    ledger.increase("a", 1)
+    assert ledger.balance("a") == 1

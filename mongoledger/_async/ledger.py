@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import bson
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
@@ -63,6 +63,7 @@ from mongoledger.models import (
 __all__ = ["AsyncLedger"]
 
 _IS_SYNC = False
+_COMMAND_NOT_FOUND = 59
 _MAX_ATTEMPTS = 5  # re-runs of an operation whose guard failed for a reason that went away
 
 Hook = Callable[[HookContext], Any]
@@ -678,13 +679,23 @@ class AsyncLedger:
     async def _has_transactions(self) -> bool:
         """Detect once whether the deployment runs multi-document transactions."""
         if self._capable is None:
-            try:
-                hello = await maybe_await(self._db.command("hello"))
-            except Exception:  # plain mongomock has no "hello"; old servers call it isMaster
-                hello = {}
+            hello = await self._hello()
             capable = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
             self._capable = capable and hello.get("logicalSessionTimeoutMinutes") is not None
         return self._capable
+
+    async def _hello(self) -> Mapping[str, Any]:
+        """The server's handshake reply; any error but "no such command" propagates, so a
+        network failure is never mistaken for a deployment without transactions."""
+        for command in ("hello", "isMaster"):  # isMaster: servers before 4.4.2
+            try:
+                return dict(await maybe_await(self._db.command(command)))
+            except NotImplementedError:  # plain mongomock implements neither
+                return {}
+            except OperationFailure as exc:
+                if exc.code != _COMMAND_NOT_FOUND:
+                    raise
+        return {}
 
     async def _supports_transactions(self) -> bool:
         """Whether writes use DB transactions; refuses or warns (once) when they cannot."""

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import bson
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
@@ -65,6 +65,7 @@ from mongoledger.models import (
 __all__ = ["Ledger"]
 
 _IS_SYNC = True
+_COMMAND_NOT_FOUND = 59
 _MAX_ATTEMPTS = 5  # re-runs of an operation whose guard failed for a reason that went away
 
 Hook = Callable[[HookContext], Any]
@@ -676,13 +677,23 @@ class Ledger:
     def _has_transactions(self) -> bool:
         """Detect once whether the deployment runs multi-document transactions."""
         if self._capable is None:
-            try:
-                hello = maybe_await(self._db.command("hello"))
-            except Exception:  # plain mongomock has no "hello"; old servers call it isMaster
-                hello = {}
+            hello = self._hello()
             capable = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
             self._capable = capable and hello.get("logicalSessionTimeoutMinutes") is not None
         return self._capable
+
+    def _hello(self) -> Mapping[str, Any]:
+        """The server's handshake reply; any error but "no such command" propagates, so a
+        network failure is never mistaken for a deployment without transactions."""
+        for command in ("hello", "isMaster"):  # isMaster: servers before 4.4.2
+            try:
+                return dict(maybe_await(self._db.command(command)))
+            except NotImplementedError:  # plain mongomock implements neither
+                return {}
+            except OperationFailure as exc:
+                if exc.code != _COMMAND_NOT_FOUND:
+                    raise
+        return {}
 
     def _supports_transactions(self) -> bool:
         """Whether writes use DB transactions; refuses or warns (once) when they cannot."""
