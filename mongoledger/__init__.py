@@ -9,6 +9,7 @@ from mongoledger._async.ledger import AsyncLedger
 from mongoledger._sync.ledger import Ledger
 from mongoledger.errors import (
     AccountNotFound,
+    AfterWriteError,
     AlreadyReverted,
     ChangeStreamError,
     ChangeStreamHistoryLost,
@@ -43,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Account",
     "AccountNotFound",
+    "AfterWriteError",
     "AlreadyReverted",
     "AsyncLedger",
     "BalanceMismatch",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -222,6 +223,8 @@ def validate_account(value: object, owned: Iterable[str] = ()) -> AccountRef:
         )
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidAccount(f"account {value!r} is not a usable _id")
+    if isinstance(value, bson.Regex | re.Pattern):
+        raise InvalidAccount(f"account {value!r} is a regular expression: it would match many ids")
     if (
         isinstance(value, int)
         and not isinstance(value, bool)
@@ -538,12 +541,12 @@ def validate_transaction_id(value: object) -> ObjectId:
 # Idempotency
 
 
-def fingerprint(kind: str, legs: Sequence[tuple[Any, int]], data: Mapping[str, Any]) -> str:
-    """A digest of an operation's arguments, before hooks: equal calls have equal digests."""
+def fingerprint(kind: str, legs: Sequence[tuple[Any, int, Mapping[str, Any]]]) -> str:
+    """A digest of an operation's arguments (accounts, amounts and each leg's data), before
+    hooks: equal calls have equal digests."""
     canon = {
         "kind": kind,
-        "legs": [[_canonical(account), amount] for account, amount in legs],
-        "data": _canonical(data),
+        "legs": [[_canonical(account), amount, _canonical(data)] for account, amount, data in legs],
     }
     return hashlib.sha256(bson.encode(canon, codec_options=_CODEC)).hexdigest()
 
@@ -656,7 +659,8 @@ def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
         ),
     ]
     if cfg.balance_field:
-        specs.append(IndexSpec("accounts", ((cfg.balance_field, 1),), "ledger_balance"))
+        specs.append(IndexSpec("accounts", ((cfg.balance_field, 1), ("_id", 1)), "ledger_balance"))
+    specs.append(IndexSpec("accounts", ((CREATED_AT, 1), ("_id", 1)), "ledger_created_at"))
     return specs
 
 
@@ -691,6 +695,7 @@ def query_shapes(cfg: LedgerConfig) -> list[QueryShape]:
     ]
     if cfg.balance_field:
         shapes.append(QueryShape("report by balance", "accounts", (), sort=(cfg.balance_field,)))
+    shapes.append(QueryShape("report by creation", "accounts", (), sort=(CREATED_AT,)))
     return shapes
 
 

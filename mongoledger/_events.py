@@ -29,6 +29,7 @@ KINDS: tuple[OperationKind, ...] = ("increase", "decrease", "transfer", "post", 
 
 # Server error codes a change stream can end with.
 HISTORY_LOST_CODES = {280, 286}  # ChangeStreamFatalError (token not found), ChangeStreamHistoryLost
+INVALID_TOKEN_CODES = {260}  # InvalidResumeToken: e.g. from a dropped and re-created collection
 UNSUPPORTED_CODES = {40573, 40324}  # "only supported on replica sets", unknown stage $changeStream
 
 
@@ -77,12 +78,19 @@ class _Partial:
 class Grouper:
     """Turns inserted-leg change events into one ``LedgerEvent`` per operation."""
 
-    def __init__(self, cfg: LedgerConfig, *, remember: int = 10_000) -> None:
+    def __init__(
+        self,
+        cfg: LedgerConfig,
+        *,
+        start_token: Mapping[str, Any] | None = None,
+        remember: int = 10_000,
+    ) -> None:
         self._cfg = cfg
         self._partial: OrderedDict[Any, _Partial] = OrderedDict()
         self._done: OrderedDict[Any, None] = OrderedDict()  # recently completed operations
         self._remember = remember
-        self._last_token: Mapping[str, Any] | None = None
+        # Where the stream opened: the token before the first event it will see.
+        self._last_token: Mapping[str, Any] | None = start_token
 
     @property
     def pending(self) -> bool:
@@ -178,5 +186,11 @@ def translate_error(exc: Exception) -> Exception | None:
             f"the resume point is no longer in the oplog ({exc}); events after it may be lost. "
             "Reconcile with verify() and history(), then restart the consumer without a "
             "checkpoint (or from a known time); size the oplog to cover the longest downtime"
+        )
+    if code in INVALID_TOKEN_CODES:
+        return ChangeStreamInvalidated(
+            f"the resume token cannot be used here ({exc}): it may belong to a dropped or "
+            "re-created collection. Reconcile, then restart without a checkpoint (delete the "
+            "checkpoint document) or from a known time"
         )
     return None

@@ -15,6 +15,7 @@ arguments also ``ValueError``, so callers can catch them by meaning as well as b
     ├── AlreadyReverted
     ├── IdempotencyConflict
     ├── TransactionsUnsupported
+    ├── AfterWriteError            (the operation committed; an after_write hook failed)
     └── ChangeStreamError
         ├── ChangeStreamsUnsupported
         ├── ChangeStreamInvalidated
@@ -31,6 +32,7 @@ from typing import Any
 
 __all__ = [
     "AccountNotFound",
+    "AfterWriteError",
     "AlreadyReverted",
     "ChangeStreamError",
     "ChangeStreamHistoryLost",
@@ -136,6 +138,23 @@ class IdempotencyConflict(LedgerError):
         super().__init__(
             f"idempotency key {key!r} was already used for a different operation "
             f"(transactions {first_ids!r}); use a new key for a new operation"
+        )
+
+
+class AfterWriteError(LedgerError):
+    """The operation COMMITTED, but an ``after_write`` hook raised: do not retry the write.
+
+    ``transaction_ids`` are the committed transactions; ``errors`` what the hooks raised
+    (every hook ran, for every document).
+    """
+
+    def __init__(self, transaction_ids: list[Any], errors: list[BaseException]) -> None:
+        self.transaction_ids = transaction_ids
+        self.errors = errors
+        super().__init__(
+            f"the operation committed (transactions {transaction_ids!r}) but "
+            f"{len(errors)} after_write hook call(s) failed, the first with {errors[0]!r}; "
+            "do not retry the write"
         )
 
 

@@ -123,11 +123,13 @@ def test_validate_data_copies_deeply() -> None:
 
 def test_fingerprint_distinguishes_arguments() -> None:
     a, b = AccountRef(id="a"), AccountRef(attributes={"u": 1}, key="k")
-    base = _core.fingerprint("transfer", [(a, -5), (b, 5)], {"x": 1})
-    assert base == _core.fingerprint("transfer", [(a, -5), (b, 5)], {"x": 1})
-    assert base != _core.fingerprint("transfer", [(a, -6), (b, 6)], {"x": 1})
-    assert base != _core.fingerprint("transfer", [(a, -5), (b, 5)], {"x": 2})
-    assert base != _core.fingerprint("post", [(a, -5), (b, 5)], {"x": 1})
+    x1, x2 = {"x": 1}, {"x": 2}
+    base = _core.fingerprint("transfer", [(a, -5, x1), (b, 5, x1)])
+    assert base == _core.fingerprint("transfer", [(a, -5, {"x": 1}), (b, 5, {"x": 1})])
+    assert base != _core.fingerprint("transfer", [(a, -6, x1), (b, 6, x1)])
+    assert base != _core.fingerprint("transfer", [(a, -5, x2), (b, 5, x2)])
+    assert base != _core.fingerprint("transfer", [(a, -5, x1), (b, 5, x2)])  # one leg's data
+    assert base != _core.fingerprint("post", [(a, -5, x1), (b, 5, x1)])
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,9 @@ class RecordingDatabase:
     def __getitem__(self, name: str) -> RecordingCollection:
         return RecordingCollection(self._inner[name], self.log)
 
+    def get_collection(self, name: str, **options: Any) -> RecordingCollection:
+        return RecordingCollection(self._inner.get_collection(name, **options), self.log)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 

@@ -1,4 +1,4 @@
-"""``AsyncLedger``: the balance ledger on PyMongo's async API (the source of ``Ledger``).
+"""The balance ledger. The async class here is the source; the sync ``Ledger`` is generated.
 
 Round trips each write sends (a "known" account is referenced by ``_id``; an attribute set
 costs one extra indexed read to resolve it and detect ambiguity):
@@ -36,6 +36,7 @@ from mongoledger._async.stream import AsyncLedgerStream, listen, open_stream
 from mongoledger._core import AccountRef, LedgerConfig, Leg
 from mongoledger.errors import (
     AccountNotFound,
+    AfterWriteError,
     AlreadyReverted,
     IdempotencyConflict,
     InsufficientFunds,
@@ -123,8 +124,14 @@ class AsyncLedger:
             require_transactions=require_transactions,
         )
         self._db = database
-        self._accounts = database[accounts_collection]
-        self._transactions = database[transactions_collection]
+        # The ledger reads what it just wrote (retries, reverts, idempotency): always from the
+        # primary, whatever the client's read preference.
+        self._accounts = database.get_collection(
+            accounts_collection, read_preference=ReadPreference.PRIMARY
+        )
+        self._transactions = database.get_collection(
+            transactions_collection, read_preference=ReadPreference.PRIMARY
+        )
         self._before: list[Hook] = []
         self._after: list[Hook] = []
         self._capable: bool | None = None  # does the deployment have DB transactions?
@@ -261,7 +268,7 @@ class AsyncLedger:
         cfg = self._cfg
         extra = _core.validate_data(cfg, data)
         key = _core.validate_idempotency_key(idempotency_key)
-        fp = _core.fingerprint("revert", [(tid, 0)], extra)
+        fp = _core.fingerprint("revert", [(tid, 0, extra)])
         if key is not None:
             found = await self._idempotent_result(key, fp)
             if found is not None:
@@ -301,6 +308,7 @@ class AsyncLedger:
         floor = _core.validate_min_balance(min_balance)
         if floor is not None and cfg.balance_field is None:
             raise InvalidConfiguration("min_balance needs a cached balance (balance_field)")
+        await self._supports_transactions()  # Decision 9: detected (or refused) at a first write
         await self._prepare()
         if attributes is None:
             ref = AccountRef(id=ObjectId())
@@ -348,9 +356,7 @@ class AsyncLedger:
             merged.update(_core.validate_data(cfg, leg_data, what=f"leg {i} data"))
             planned.append(Leg(account=ref, amount=amount, data=merged))
         key = _core.validate_idempotency_key(idempotency_key)
-        fp = _core.fingerprint(
-            kind, [(r, a) for r, (_, a, _) in zip(refs, legs, strict=True)], extra
-        )
+        fp = _core.fingerprint(kind, [(leg.account, leg.amount, leg.data) for leg in planned])
         if key is not None:
             found = await self._idempotent_result(key, fp)
             if found is not None:
@@ -577,8 +583,14 @@ class AsyncLedger:
             return
         if cfg.balance_field is None:
             return
+        cached = doc.get(cfg.balance_field)
+        if isinstance(cached, bool) or not isinstance(cached, int):
+            raise InvalidAccount(
+                f"account {doc['_id']!r} has no integer {cfg.balance_field!r} field "
+                f"({cached!r}: created outside the ledger?); verify(repair=True) rebuilds it"
+            )
         earlier = sum(other.amount for other in legs[:index] if other.account_id == doc["_id"])
-        balance = int(doc.get(cfg.balance_field, 0)) + earlier
+        balance = int(cached) + earlier
         result = balance + leg.amount
         if not _core.INT64_MIN <= result <= _core.INT64_MAX:
             raise InvalidAmount(
@@ -644,6 +656,7 @@ class AsyncLedger:
     ) -> None:
         if not self._after:
             return
+        failures: list[BaseException] = []
         for index, leg in enumerate(legs):
             ctx = HookContext(
                 kind=kind,
@@ -657,7 +670,12 @@ class AsyncLedger:
                 balance_after=leg.balance_after,
             )
             for fn in self._after:
-                await call_hook(fn, ctx)
+                try:
+                    await call_hook(fn, ctx)
+                except Exception as exc:  # the operation is committed: run the other hooks
+                    failures.append(exc)
+        if failures:
+            raise AfterWriteError([leg.id for leg in legs], failures) from failures[0]
 
     async def _idempotent_result(self, key: str, fp: str) -> list[ObjectId] | None:
         docs = await to_list(
@@ -995,7 +1013,7 @@ class AsyncLedger:
         self,
         handler: Callable[[Any], Any],
         *,
-        checkpoint: str = "default",
+        checkpoint: str,
         accounts: Sequence[Any] | None = None,
         kinds: Sequence[str] | None = None,
         start_at_operation_time: Any = None,

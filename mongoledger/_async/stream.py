@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from pymongo.errors import OperationFailure, PyMongoError
 
@@ -52,8 +52,17 @@ async def open_stream(
         if hasattr(raw, "__aenter__"):
             raw = await raw.__aenter__()
     except OperationFailure as exc:
-        raise _translate(exc) from exc
-    return AsyncLedgerStream(cfg, transactions, raw, fetch_missing=account_ids is not None)
+        _raise_translated(exc)
+    return AsyncLedgerStream(
+        cfg, transactions, raw, fetch_missing=account_ids is not None, start_token=resume_after
+    )
+
+
+def _raise_translated(exc: PyMongoError) -> NoReturn:
+    translated = _translate(exc)
+    if translated is exc:
+        raise exc
+    raise translated from exc
 
 
 def _translate(exc: PyMongoError) -> Exception:
@@ -77,12 +86,20 @@ class AsyncLedgerStream:
     """
 
     def __init__(
-        self, cfg: LedgerConfig, transactions: Any, raw: Any, *, fetch_missing: bool
+        self,
+        cfg: LedgerConfig,
+        transactions: Any,
+        raw: Any,
+        *,
+        fetch_missing: bool,
+        start_token: Mapping[str, Any] | None = None,
     ) -> None:
         self._cfg = cfg
         self._transactions = transactions
         self._raw = raw
-        self._grouper = _events.Grouper(cfg)
+        # A token for "before the first event" even if no event arrives: the one resumed
+        # from, else the stream's own opening (post-batch) token.
+        self._grouper = _events.Grouper(cfg, start_token=start_token or raw.resume_token)
         self._fetch_missing = fetch_missing
         self._closed = False
 
@@ -99,10 +116,15 @@ class AsyncLedgerStream:
     async def try_next(self) -> LedgerEvent | None:
         """The next committed operation, or None when none is available right now."""
         while True:
+            if self._closed:
+                return None
+            if not getattr(self._raw, "alive", True):  # the driver closed it (invalidated)
+                self._closed = True
+                return None
             try:
                 change = await self._raw.try_next()
             except OperationFailure as exc:
-                raise _translate(exc) from exc
+                _raise_translated(exc)
             if change is None:
                 return await self._complete_from_collection()
             done = self._grouper.feed(change)
@@ -238,6 +260,8 @@ async def _handle(
 
 
 async def _save(store: Any, name: str, token: Mapping[str, Any], operation_id: Any) -> None:
+    if not token:
+        return  # never store a token a restart could not resume from
     update: dict[str, Any] = {"resume_token": dict(token), "updated_at": _core.utcnow()}
     if operation_id is not None:
         update["operation_id"] = operation_id

@@ -279,3 +279,17 @@ async def test_bad_query_arguments(ledger: AsyncLedger) -> None:
     ):
         with pytest.raises(InvalidArgument, match=shown):
             await call()
+
+
+async def test_regex_account_ids_are_refused(ledger: AsyncLedger) -> None:
+    import re
+
+    from bson import Regex
+
+    before = await snapshot(ledger)
+    for pattern in (re.compile(".*"), Regex(".*")):
+        with pytest.raises(InvalidAccount, match="regular expression"):
+            await ledger.increase(pattern, 5)
+        with pytest.raises(InvalidAccount, match="regular expression"):
+            await ledger.balance(pattern)
+    assert await snapshot(ledger) == before

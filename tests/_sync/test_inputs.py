@@ -281,3 +281,17 @@ def test_bad_query_arguments(ledger: Ledger) -> None:
     ):
         with pytest.raises(InvalidArgument, match=shown):
             call()
+
+
+def test_regex_account_ids_are_refused(ledger: Ledger) -> None:
+    import re
+
+    from bson import Regex
+
+    before = snapshot(ledger)
+    for pattern in (re.compile(".*"), Regex(".*")):
+        with pytest.raises(InvalidAccount, match="regular expression"):
+            ledger.increase(pattern, 5)
+        with pytest.raises(InvalidAccount, match="regular expression"):
+            ledger.balance(pattern)
+    assert snapshot(ledger) == before

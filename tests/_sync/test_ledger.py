@@ -12,6 +12,7 @@ from bson import ObjectId
 
 from mongoledger import (
     AccountNotFound,
+    AfterWriteError,
     AlreadyReverted,
     IdempotencyConflict,
     InsufficientFunds,
@@ -541,3 +542,26 @@ def test_get_transaction_model(ledger: Ledger) -> None:
     assert model.idempotency_key == "k"
     assert model.data == {"note": "n"}
     assert (ledger.get_transaction(str(tid))).id == tid
+
+
+def test_after_write_failure_says_the_operation_committed(ledger: Ledger) -> None:
+    calls: list[Any] = []
+
+    def broken(ctx: Any) -> None:
+        calls.append(ctx.transaction_id)
+        raise RuntimeError("mail server down")
+
+    ledger.after_write(broken)
+    ledger.after_write(lambda ctx: calls.append("second hook ran"))
+    with pytest.raises(AfterWriteError, match="do not retry") as info:
+        ledger.transfer(ALICE, BOB, 5)
+    assert ledger.balance(BOB) == 5
+    assert info.value.transaction_ids == [calls[0], calls[2]]
+    assert calls.count("second hook ran") == 2
+    assert len(info.value.errors) == 2
+
+
+def test_account_without_a_numeric_balance_is_reported(ledger: Ledger) -> None:
+    ledger.accounts.insert_one({"_id": "legacy", "balance": "12.50"})
+    with pytest.raises(InvalidAccount, match="no integer 'balance'"):
+        ledger.increase("legacy", 5)
