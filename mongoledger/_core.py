@@ -80,6 +80,7 @@ class LedgerConfig:
     accounts_collection: str = "accounts"
     transactions_collection: str = "transactions"
     checkpoints_collection: str = "ledger_checkpoints"
+    idempotency_collection: str = "ledger_idempotency"
     auto_create_account: bool = True
     balance_field: str | None = "balance"
     extra_account_link_field: str | None = "extra_account_id"
@@ -118,7 +119,12 @@ class LedgerConfig:
                 raise InvalidConfiguration(
                     f"balance_field={self.balance_field!r} collides with a field the ledger owns"
                 )
-        for option in ("accounts_collection", "transactions_collection", "checkpoints_collection"):
+        for option in (
+            "accounts_collection",
+            "transactions_collection",
+            "checkpoints_collection",
+            "idempotency_collection",
+        ):
             value = getattr(self, option)
             if not isinstance(value, str) or not value or "$" in value:
                 raise InvalidConfiguration(f"{option}={value!r} is not a usable collection name")
@@ -563,6 +569,20 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+def idempotency_document(
+    key: str, fp: str, kind: str, operation_id: ObjectId, ids: Sequence[ObjectId]
+) -> dict[str, Any]:
+    """The record that makes a key's first operation the only one (``_id`` is the key)."""
+    return {
+        "_id": key,
+        "hash": fp,
+        KIND: kind,
+        OPERATION_ID: operation_id,
+        "transaction_ids": list(ids),
+        CREATED_AT: utcnow(),
+    }
+
+
 def validate_idempotency_key(key: object) -> str | None:
     if key is None:
         return None
@@ -626,13 +646,10 @@ def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
         IndexSpec("transactions", ((acc, 1), (date, 1)), "ledger_account_date"),
         IndexSpec("transactions", ((OPERATION_ID, 1), (LEG, 1)), "ledger_operation"),
         IndexSpec("transactions", ((date, 1),), "ledger_date"),
-        IndexSpec(
-            "transactions",
-            ((IDEMPOTENCY_KEY, 1), (LEG, 1)),
-            "ledger_idempotency",
-            unique=True,
-            partial={IDEMPOTENCY_KEY: {"$exists": True}},
-        ),
+        # Keys live in their own collection, unique by _id: that works on a sharded cluster,
+        # where a unique index on the transactions would need their shard key as its prefix.
+        # This index also creates the collection before the first DB transaction inserts.
+        IndexSpec("idempotency", ((CREATED_AT, 1),), "ledger_idempotency_created"),
         # verify() reads every revert link: sparse indexes keep that proportional to reverts.
         IndexSpec(
             "transactions", ((REVERTS, 1),), "ledger_reverts", partial={REVERTS: {"$exists": True}}
@@ -686,7 +703,7 @@ def query_shapes(cfg: LedgerConfig) -> list[QueryShape]:
         QueryShape("account statistics", "transactions", (acc,), range=(date,)),
         QueryShape("statistics", "transactions", (), range=(date,)),
         QueryShape("operation legs", "transactions", (OPERATION_ID,), sort=(LEG,)),
-        QueryShape("idempotency", "transactions", (IDEMPOTENCY_KEY,), sort=(LEG,)),
+        QueryShape("idempotency", "idempotency", ("_id",)),
         QueryShape("revert links", "transactions", (), range=(REVERTS,)),
         QueryShape("reverted links", "transactions", (), range=(REVERTED_BY,)),
         QueryShape("account by id", "accounts", ("_id",)),

@@ -96,3 +96,34 @@ def test_servers_without_hello_are_asked_is_master() -> None:
     ledger = Ledger(db, require_transactions=True)
     ledger.increase("a", 1)
     assert ledger.balance("a") == 1
+
+
+@pytest.mark.filterwarnings("ignore::mongoledger.errors.NoTransactionsWarning")
+def test_without_transactions_an_orphaned_key_is_reported_and_repaired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pymongo.errors import AutoReconnect
+
+    ledger = Ledger(mongomock.MongoClient()["test"])
+    ledger.increase("a", 10)
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise AutoReconnect("connection lost")
+
+    # The crash: the key's record is written, the transactions are not, and nothing can be
+    # cleaned up (the server is gone).
+    monkeypatch.setattr(ledger.transactions, "insert_many", down)
+    monkeypatch.setattr(ledger._idempotency, "delete_one", down)
+    monkeypatch.setattr(ledger.accounts, "update_one", down)
+    with pytest.raises(AutoReconnect):
+        ledger.increase("a", 5, idempotency_key="pay-1")
+    monkeypatch.undo()
+    report = ledger.verify()
+    assert [link.problem for link in report.broken_links] == [
+        "idempotency key 'pay-1' records transactions that were never written"
+    ]
+    assert ledger.verify(repair=True).broken_links  # reported, then repaired
+    assert ledger.verify().ok
+    tid = ledger.increase("a", 5, idempotency_key="pay-1")
+    assert ledger.increase("a", 5, idempotency_key="pay-1") == tid
+    assert ledger.balance("a") == 15

@@ -67,9 +67,10 @@ def test_attribute_reference_costs_one_read(ledger: Ledger) -> None:
     assert sent == {"find": 1, "findAndModify": 1, "insert": 1, "commitTransaction": 1}
 
 
-def test_idempotency_key_costs_one_read(ledger: Ledger) -> None:
+def test_idempotency_key_costs_one_read_and_one_insert(ledger: Ledger) -> None:
+    # the retry check, and the key's record written in the same DB transaction
     sent = commands(ledger, lambda: ledger.increase("a", 5, idempotency_key="k"))
-    assert sent == {"find": 1, "findAndModify": 1, "insert": 1, "commitTransaction": 1}
+    assert sent == {"find": 1, "findAndModify": 1, "insert": 2, "commitTransaction": 1}
     assert commands(ledger, lambda: ledger.increase("a", 5, idempotency_key="k")) == {"find": 1}
 
 

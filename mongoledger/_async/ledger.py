@@ -10,7 +10,8 @@ costs one extra indexed read to resolve it and detect ambiguity):
 * ``revert`` of an n-leg operation: two reads (the leg, then its operation's legs) + one
   ``update`` (bulk: mark the originals ``reverted_by``) + n ``findAndModify`` + one ``insert``
   + commit.
-* with an ``idempotency_key``: one more indexed read first (the retry check).
+* with an ``idempotency_key``: one more read first (the retry check) and one more insert
+  (the key's record, in the idempotency collection, inside the same DB transaction).
 * once per ledger instance: ``hello`` (transaction support) and ``createIndexes``.
 """
 
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 import bson
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
@@ -108,11 +109,13 @@ class AsyncLedger:
         data_field: str | None = None,
         require_transactions: bool = False,
         checkpoints_collection: str = "ledger_checkpoints",
+        idempotency_collection: str = "ledger_idempotency",
     ) -> None:
         self._cfg = LedgerConfig(
             accounts_collection=accounts_collection,
             transactions_collection=transactions_collection,
             checkpoints_collection=checkpoints_collection,
+            idempotency_collection=idempotency_collection,
             auto_create_account=auto_create_account,
             balance_field=balance_field,
             extra_account_link_field=extra_account_link_field,
@@ -131,6 +134,9 @@ class AsyncLedger:
         )
         self._transactions = database.get_collection(
             transactions_collection, read_preference=ReadPreference.PRIMARY
+        )
+        self._idempotency = database.get_collection(
+            idempotency_collection, read_preference=ReadPreference.PRIMARY
         )
         self._before: list[Hook] = []
         self._after: list[Hook] = []
@@ -425,7 +431,17 @@ class AsyncLedger:
             for leg, account_id in zip(legs, resolved, strict=True):
                 leg.account_id = account_id
             applied: list[tuple[Leg, bool]] = []
+            recorded = False
             try:
+                if idempotency is not None:
+                    record = _core.idempotency_document(
+                        *idempotency, kind, operation_id, [leg.id for leg in legs]
+                    )
+                    try:
+                        await self._idempotency.insert_one(record, session=session)
+                    except DuplicateKeyError:  # a concurrent call with this key got there first
+                        raise _DuplicateKey from None
+                    recorded = True
                 if revert:
                     await self._mark_reverted(legs, session)
                 for index, leg in enumerate(legs):
@@ -479,15 +495,14 @@ class AsyncLedger:
                     )
                     for i, leg in enumerate(legs)
                 ]
-                try:
-                    await self._transactions.insert_many(docs, ordered=True, session=session)
-                except (DuplicateKeyError, BulkWriteError) as exc:
-                    if idempotency is not None and _is_duplicate(exc):
-                        raise _DuplicateKey from None
-                    raise
+                await self._transactions.insert_many(docs, ordered=True, session=session)
             except BaseException:
                 if session is None:
                     await self._compensate(applied, legs if revert else [])
+                    if recorded and idempotency is not None:
+                        await self._idempotency.delete_one(
+                            {"_id": idempotency[0], _core.OPERATION_ID: operation_id}
+                        )
                 raise
 
         await self._run(body)
@@ -678,13 +693,11 @@ class AsyncLedger:
             raise AfterWriteError([leg.id for leg in legs], failures) from failures[0]
 
     async def _idempotent_result(self, key: str, fp: str) -> list[ObjectId] | None:
-        docs = await to_list(
-            self._transactions.find({_core.IDEMPOTENCY_KEY: key}).sort(_core.LEG, 1)
-        )
-        if not docs:
+        record = await self._idempotency.find_one({"_id": key})
+        if record is None:
             return None
-        ids = [doc["_id"] for doc in docs]
-        if docs[0].get(_core.IDEMPOTENCY_HASH) != fp:
+        ids = list(record["transaction_ids"])
+        if record.get("hash") != fp:
             raise IdempotencyConflict(key, ids)
         return ids
 
@@ -738,8 +751,13 @@ class AsyncLedger:
 
     async def ensure_indexes(self) -> None:
         """Create every index the ledger's queries need (idempotent)."""
+        collections = {
+            "accounts": self._accounts,
+            "transactions": self._transactions,
+            "idempotency": self._idempotency,
+        }
         for spec in _core.index_specs(self._cfg):
-            collection = self._accounts if spec.collection == "accounts" else self._transactions
+            collection = collections[spec.collection]
             await collection.create_index(list(spec.keys), **spec.kwargs())
         self._indexed = True
 
@@ -964,6 +982,8 @@ class AsyncLedger:
         if repair:
             await self._clear_stale_marks(links)
         broken = _check_links(cfg, links)
+        if not await self._has_transactions():
+            broken += await self._orphan_keys(repair=repair)
         return VerifyReport(
             accounts_checked=len(accounts),
             transactions_checked=sum(int(row["count"]) for row in totals.values()),
@@ -1110,6 +1130,36 @@ class AsyncLedger:
         )
         return bool(result.modified_count)
 
+    async def _orphan_keys(self, *, repair: bool) -> list[BrokenLink]:
+        """Idempotency records whose operation never got written (a crash between the two
+        writes, possible only without DB transactions); repair deletes them so the key can
+        be used again."""
+        broken = []
+        records = await to_list(
+            self._idempotency.find({}, {"transaction_ids": 1, "operation_id": 1})
+        )
+        for start in range(0, len(records), 1000):
+            batch = records[start : start + 1000]
+            firsts = [r["transaction_ids"][0] for r in batch if r.get("transaction_ids")]
+            found = await to_list(self._transactions.find({"_id": {"$in": firsts}}, {"_id": 1}))
+            present = {repr(d["_id"]) for d in found}
+            for record in batch:
+                ids = record.get("transaction_ids") or [None]
+                if repr(ids[0]) in present:
+                    continue
+                broken.append(
+                    BrokenLink(
+                        transaction_id=ids[0],
+                        problem=f"idempotency key {record['_id']!r} records transactions "
+                        "that were never written",
+                    )
+                )
+                if repair:
+                    await self._idempotency.delete_one(
+                        {"_id": record["_id"], _core.OPERATION_ID: record.get("operation_id")}
+                    )
+        return broken
+
     async def _clear_stale_marks(self, links: list[dict[str, Any]]) -> None:
         ids = {repr(d["_id"]) for d in links}
         for doc in links:
@@ -1136,14 +1186,6 @@ def _same_instant(stored: Any, sent: Any) -> bool:
     if stored.tzinfo is not None:
         stored = stored.astimezone(timezone.utc)
     return bool(stored.replace(tzinfo=None) == sent.astimezone(timezone.utc).replace(tzinfo=None))
-
-
-def _is_duplicate(exc: Exception) -> bool:
-    if isinstance(exc, DuplicateKeyError):
-        return True
-    if isinstance(exc, BulkWriteError):
-        return any(err.get("code") == 11000 for err in exc.details.get("writeErrors", []))
-    return False
 
 
 def _verify_operations_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:

@@ -12,7 +12,8 @@ costs one extra indexed read to resolve it and detect ambiguity):
 * ``revert`` of an n-leg operation: two reads (the leg, then its operation's legs) + one
   ``update`` (bulk: mark the originals ``reverted_by``) + n ``findAndModify`` + one ``insert``
   + commit.
-* with an ``idempotency_key``: one more indexed read first (the retry check).
+* with an ``idempotency_key``: one more read first (the retry check) and one more insert
+  (the key's record, in the idempotency collection, inside the same DB transaction).
 * once per ledger instance: ``hello`` (transaction support) and ``createIndexes``.
 """
 
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 import bson
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
@@ -110,11 +111,13 @@ class Ledger:
         data_field: str | None = None,
         require_transactions: bool = False,
         checkpoints_collection: str = "ledger_checkpoints",
+        idempotency_collection: str = "ledger_idempotency",
     ) -> None:
         self._cfg = LedgerConfig(
             accounts_collection=accounts_collection,
             transactions_collection=transactions_collection,
             checkpoints_collection=checkpoints_collection,
+            idempotency_collection=idempotency_collection,
             auto_create_account=auto_create_account,
             balance_field=balance_field,
             extra_account_link_field=extra_account_link_field,
@@ -133,6 +136,9 @@ class Ledger:
         )
         self._transactions = database.get_collection(
             transactions_collection, read_preference=ReadPreference.PRIMARY
+        )
+        self._idempotency = database.get_collection(
+            idempotency_collection, read_preference=ReadPreference.PRIMARY
         )
         self._before: list[Hook] = []
         self._after: list[Hook] = []
@@ -427,7 +433,17 @@ class Ledger:
             for leg, account_id in zip(legs, resolved, strict=True):
                 leg.account_id = account_id
             applied: list[tuple[Leg, bool]] = []
+            recorded = False
             try:
+                if idempotency is not None:
+                    record = _core.idempotency_document(
+                        *idempotency, kind, operation_id, [leg.id for leg in legs]
+                    )
+                    try:
+                        self._idempotency.insert_one(record, session=session)
+                    except DuplicateKeyError:  # a concurrent call with this key got there first
+                        raise _DuplicateKey from None
+                    recorded = True
                 if revert:
                     self._mark_reverted(legs, session)
                 for index, leg in enumerate(legs):
@@ -479,15 +495,14 @@ class Ledger:
                     )
                     for i, leg in enumerate(legs)
                 ]
-                try:
-                    self._transactions.insert_many(docs, ordered=True, session=session)
-                except (DuplicateKeyError, BulkWriteError) as exc:
-                    if idempotency is not None and _is_duplicate(exc):
-                        raise _DuplicateKey from None
-                    raise
+                self._transactions.insert_many(docs, ordered=True, session=session)
             except BaseException:
                 if session is None:
                     self._compensate(applied, legs if revert else [])
+                    if recorded and idempotency is not None:
+                        self._idempotency.delete_one(
+                            {"_id": idempotency[0], _core.OPERATION_ID: operation_id}
+                        )
                 raise
 
         self._run(body)
@@ -678,11 +693,11 @@ class Ledger:
             raise AfterWriteError([leg.id for leg in legs], failures) from failures[0]
 
     def _idempotent_result(self, key: str, fp: str) -> list[ObjectId] | None:
-        docs = to_list(self._transactions.find({_core.IDEMPOTENCY_KEY: key}).sort(_core.LEG, 1))
-        if not docs:
+        record = self._idempotency.find_one({"_id": key})
+        if record is None:
             return None
-        ids = [doc["_id"] for doc in docs]
-        if docs[0].get(_core.IDEMPOTENCY_HASH) != fp:
+        ids = list(record["transaction_ids"])
+        if record.get("hash") != fp:
             raise IdempotencyConflict(key, ids)
         return ids
 
@@ -736,8 +751,13 @@ class Ledger:
 
     def ensure_indexes(self) -> None:
         """Create every index the ledger's queries need (idempotent)."""
+        collections = {
+            "accounts": self._accounts,
+            "transactions": self._transactions,
+            "idempotency": self._idempotency,
+        }
         for spec in _core.index_specs(self._cfg):
-            collection = self._accounts if spec.collection == "accounts" else self._transactions
+            collection = collections[spec.collection]
             collection.create_index(list(spec.keys), **spec.kwargs())
         self._indexed = True
 
@@ -961,6 +981,8 @@ class Ledger:
         if repair:
             self._clear_stale_marks(links)
         broken = _check_links(cfg, links)
+        if not self._has_transactions():
+            broken += self._orphan_keys(repair=repair)
         return VerifyReport(
             accounts_checked=len(accounts),
             transactions_checked=sum(int(row["count"]) for row in totals.values()),
@@ -1105,6 +1127,34 @@ class Ledger:
         )
         return bool(result.modified_count)
 
+    def _orphan_keys(self, *, repair: bool) -> list[BrokenLink]:
+        """Idempotency records whose operation never got written (a crash between the two
+        writes, possible only without DB transactions); repair deletes them so the key can
+        be used again."""
+        broken = []
+        records = to_list(self._idempotency.find({}, {"transaction_ids": 1, "operation_id": 1}))
+        for start in range(0, len(records), 1000):
+            batch = records[start : start + 1000]
+            firsts = [r["transaction_ids"][0] for r in batch if r.get("transaction_ids")]
+            found = to_list(self._transactions.find({"_id": {"$in": firsts}}, {"_id": 1}))
+            present = {repr(d["_id"]) for d in found}
+            for record in batch:
+                ids = record.get("transaction_ids") or [None]
+                if repr(ids[0]) in present:
+                    continue
+                broken.append(
+                    BrokenLink(
+                        transaction_id=ids[0],
+                        problem=f"idempotency key {record['_id']!r} records transactions "
+                        "that were never written",
+                    )
+                )
+                if repair:
+                    self._idempotency.delete_one(
+                        {"_id": record["_id"], _core.OPERATION_ID: record.get("operation_id")}
+                    )
+        return broken
+
     def _clear_stale_marks(self, links: list[dict[str, Any]]) -> None:
         ids = {repr(d["_id"]) for d in links}
         for doc in links:
@@ -1131,14 +1181,6 @@ def _same_instant(stored: Any, sent: Any) -> bool:
     if stored.tzinfo is not None:
         stored = stored.astimezone(timezone.utc)
     return bool(stored.replace(tzinfo=None) == sent.astimezone(timezone.utc).replace(tzinfo=None))
-
-
-def _is_duplicate(exc: Exception) -> bool:
-    if isinstance(exc, DuplicateKeyError):
-        return True
-    if isinstance(exc, BulkWriteError):
-        return any(err.get("code") == 11000 for err in exc.details.get("writeErrors", []))
-    return False
 
 
 def _verify_operations_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:

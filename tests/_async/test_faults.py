@@ -51,10 +51,18 @@ AFTER = {
 }
 NAMED = {"ALICE": ALICE, "BOB": BOB, "CAROL": CAROL}
 SETUP_TRANSACTIONS = 4
+
+
+def steps(kind: str, key: str | None) -> list[str]:
+    """The commands of one attempt; a keyed operation first inserts its key's record."""
+    return (["insert"] if key is not None else []) + STEPS[kind]
+
+
 EVERY_STEP = [
-    pytest.param(kind, n, id=f"{kind}-{n}-{cmd}")
-    for kind, cmds in STEPS.items()
-    for n, cmd in enumerate(cmds, start=1)
+    pytest.param(kind, n, key, id=f"{kind}-{n}-{cmd}-{'key' if key else 'no-key'}")
+    for key in (None, "op-1")
+    for kind in STEPS
+    for n, cmd in enumerate(steps(kind, key), start=1)
 ]
 EVERY_COMMAND = [
     pytest.param(kind, cmd, id=f"{kind}-{cmd}")
@@ -221,8 +229,7 @@ async def check_result(ledger: AsyncLedger, kind: str, result: Any, target: list
 # Transient errors: retried, one correct result
 
 
-@pytest.mark.parametrize("key", [None, "op-1"], ids=["no-key", "key"])
-@pytest.mark.parametrize(("kind", "n"), EVERY_STEP)
+@pytest.mark.parametrize(("kind", "n", "key"), EVERY_STEP)
 async def test_transient_error_at_every_step(
     async_memory_db: Any, monkeypatch: pytest.MonkeyPatch, kind: str, n: int, key: str | None
 ) -> None:
@@ -230,9 +237,10 @@ async def test_transient_error_at_every_step(
     target = await setup(ledger)
     fault = StepFault(async_memory_db.client.server, monkeypatch, n)
     result = await run(ledger, kind, target, key)
-    assert fault.fired == STEPS[kind][n - 1]
-    assert fault.seen[: len(STEPS[kind])] == STEPS[kind][:n] + STEPS[kind][: len(STEPS[kind]) - n]
-    assert len(fault.seen) >= len(STEPS[kind]) + 1  # the failed attempt, then a good one
+    cmds = steps(kind, key)
+    assert fault.fired == cmds[n - 1]
+    assert fault.seen[: len(cmds)] == cmds[:n] + cmds[: len(cmds) - n]
+    assert len(fault.seen) >= len(cmds) + 1  # the failed attempt, then a good one
     await check_result(ledger, kind, result, target)
     if key is not None:  # the caller's own retry changes nothing
         assert await run(ledger, kind, target, key) == result

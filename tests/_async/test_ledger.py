@@ -527,7 +527,9 @@ async def test_ensure_indexes_idempotent(ledger: AsyncLedger) -> None:
     await ledger.ensure_indexes()
     await ledger.ensure_indexes()
     names = set(await ledger.transactions.index_information())
-    assert {"ledger_account_seq", "ledger_operation", "ledger_idempotency"} <= names
+    assert {"ledger_account_seq", "ledger_operation", "ledger_reverts"} <= names
+    keys = set(await ledger.database["ledger_idempotency"].index_information())
+    assert "ledger_idempotency_created" in keys
 
 
 async def test_get_transaction_model(ledger: AsyncLedger) -> None:

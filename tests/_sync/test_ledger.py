@@ -529,7 +529,9 @@ def test_ensure_indexes_idempotent(ledger: Ledger) -> None:
     ledger.ensure_indexes()
     ledger.ensure_indexes()
     names = set(ledger.transactions.index_information())
-    assert {"ledger_account_seq", "ledger_operation", "ledger_idempotency"} <= names
+    assert {"ledger_account_seq", "ledger_operation", "ledger_reverts"} <= names
+    keys = set(ledger.database["ledger_idempotency"].index_information())
+    assert "ledger_idempotency_created" in keys
 
 
 def test_get_transaction_model(ledger: Ledger) -> None:
