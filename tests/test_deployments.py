@@ -127,3 +127,14 @@ def test_without_transactions_an_orphaned_key_is_reported_and_repaired(
     tid = ledger.increase("a", 5, idempotency_key="pay-1")
     assert ledger.increase("a", 5, idempotency_key="pay-1") == tid
     assert ledger.balance("a") == 15
+
+
+def test_ensure_indexes_names_a_conflicting_index() -> None:
+    from mongoledger import InvalidConfiguration
+
+    db = MemoryClient()["test"]
+    db["ledger_idempotency"].create_index(
+        "x", name="ledger_idempotency_created", unique=True, partialFilterExpression={"x": 1}
+    )
+    with pytest.raises(InvalidConfiguration, match="ledger_idempotency_created"):
+        Ledger(db).ensure_indexes()

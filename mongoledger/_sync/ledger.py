@@ -68,6 +68,8 @@ __all__ = ["Ledger"]
 
 _IS_SYNC = True
 _COMMAND_NOT_FOUND = 59
+_INDEX_OPTIONS_CONFLICT = 85  # the index exists under another name, or the name with other options
+_INDEX_KEY_SPECS_CONFLICT = 86  # the name exists with other keys
 _MAX_ATTEMPTS = 5  # re-runs of an operation whose guard failed for a reason that went away
 
 Hook = Callable[[HookContext], Any]
@@ -758,7 +760,17 @@ class Ledger:
         }
         for spec in _core.index_specs(self._cfg):
             collection = collections[spec.collection]
-            collection.create_index(list(spec.keys), **spec.kwargs())
+            try:
+                collection.create_index(list(spec.keys), **spec.kwargs())
+            except OperationFailure as exc:
+                if exc.code == _INDEX_OPTIONS_CONFLICT and "different name" in str(exc):
+                    continue  # the same index under the user's name serves as well
+                if exc.code in (_INDEX_OPTIONS_CONFLICT, _INDEX_KEY_SPECS_CONFLICT):
+                    raise InvalidConfiguration(
+                        f"index {spec.name!r} {list(spec.keys)} on {collection.name!r} "
+                        f"conflicts with an existing index ({exc}); drop or rename that one"
+                    ) from exc
+                raise
         self._indexed = True
 
     # Reads

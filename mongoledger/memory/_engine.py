@@ -225,7 +225,12 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         ``partialFilterExpression``; the server checks only the documents the filter selects."""
         partial = kwargs.get("partialFilterExpression")
         if not kwargs.get("unique") or partial is None:
-            return super().create_index(key_or_list, cache_for, session, **kwargs)
+            try:
+                return super().create_index(key_or_list, cache_for, session, **kwargs)
+            except OperationFailure as exc:
+                if exc.code is None and "already exists with different options" in str(exc):
+                    raise operation_failure(85, "IndexOptionsConflict", str(exc)) from None
+                raise
         helpers = mongomock.helpers
         index_list = helpers.create_index_list(key_or_list)
         name = kwargs.get("name") or helpers.gen_index_name(index_list)
@@ -233,8 +238,10 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         existing = self._store.indexes.get(name)
         if existing is not None:
             if existing != spec:
-                raise OperationFailure(
-                    f"Index with name: {name} already exists with different options", 85
+                raise operation_failure(
+                    85,
+                    "IndexOptionsConflict",
+                    f"Index with name: {name} already exists with different options",
                 )
             return name
         seen: set[bytes] = set()
