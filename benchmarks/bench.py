@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import gc
 import inspect
 import json
 import math
@@ -539,6 +540,15 @@ def generate(cfg: _core.LedgerConfig, n: int, seed: int = 7) -> tuple[list[Any],
 
 
 def load(db: Any, ledger: Ledger, n: int) -> tuple[list[dict[str, Any]], datetime.datetime]:
+    gc.disable()  # millions of new objects: the cyclic collector would rescan them all
+    try:
+        return _load(ledger, n)
+    finally:
+        gc.enable()
+        gc.freeze()  # long-lived data: keep it out of later collections
+
+
+def _load(ledger: Ledger, n: int) -> tuple[list[dict[str, Any]], datetime.datetime]:
     accounts, docs = generate(ledger.config, n)
     chunk: list[dict[str, Any]] = []
     last = BASE_DATE
@@ -590,6 +600,7 @@ def growth(
             loaded, times, explained = measure_size(target, n, cfg, explain=bool(uri))
         finally:
             target.drop()
+            gc.unfreeze()
         load_seconds.append(loaded)
         plans = explained or plans
         for q in GROWTH_QUERIES:
