@@ -388,6 +388,8 @@ def validate_data(cfg: LedgerConfig, data: object, *, what: str = "data") -> dic
     if not isinstance(data, Mapping):
         raise InvalidData(f"{what} {data!r} is a {type(data).__name__}, not a mapping")
     out: dict[str, Any] = _check_keys(data, path="")
+    if not out:
+        return out
     if cfg.data_field is None:
         owned = cfg.owned_transaction_fields
         for key in out:
@@ -440,14 +442,6 @@ def _check_keys(value: Any, path: str) -> Any:
     if isinstance(value, list | tuple):
         return [_check_keys(item, f"{path}[{i}]") for i, item in enumerate(value)]
     return value
-
-
-def check_document_size(doc: Mapping[str, Any], *, what: str) -> None:
-    size = len(bson.encode(doc, codec_options=_CODEC))
-    if size > MAX_BSON_SIZE:
-        raise InvalidData(
-            f"{what} would be {size} bytes, over MongoDB's {MAX_BSON_SIZE}-byte document limit"
-        )
 
 
 # Transaction documents
@@ -504,7 +498,13 @@ def transaction_document(
             doc[cfg.data_field] = leg.data
     else:
         doc.update(leg.data)
-    check_document_size(doc, what=f"transaction document for account {leg.account.describe()!r}")
+    if leg.data or not isinstance(leg.account_id, ObjectId | int):  # else far below 16 MiB
+        size = len(bson.encode(doc, codec_options=_CODEC))
+        if size > MAX_BSON_SIZE:
+            raise InvalidData(
+                f"transaction document for account {leg.account.describe()!r} would be {size} "
+                f"bytes, over MongoDB's {MAX_BSON_SIZE}-byte document limit"
+            )
     return doc
 
 

@@ -230,9 +230,11 @@ class Ledger:
         if value < 0:
             raise InvalidAmount(f"transfer amount {value!r} must be positive; swap the accounts")
         owned = self._cfg.owned_account_fields
-        if _core.validate_account(from_account, owned) == _core.validate_account(to_account, owned):
+        source = _core.validate_account(from_account, owned)
+        target = _core.validate_account(to_account, owned)
+        if source == target:
             raise InvalidAccount(f"transfer from account {from_account!r} to itself")
-        legs = [(from_account, -value, None), (to_account, value, None)]
+        legs = [(source, -value, None), (target, value, None)]
         return self._operation("transfer", legs, data, idempotency_key)
 
     def post(
@@ -359,15 +361,19 @@ class Ledger:
         cfg = self._cfg
         owned = cfg.owned_account_fields
         extra = _core.validate_data(cfg, data)
-        refs = [_core.validate_account(account, owned) for account, _, _ in legs]
+        refs = [
+            account if isinstance(account, AccountRef) else _core.validate_account(account, owned)
+            for account, _, _ in legs
+        ]
         planned = []
         for i, ((_, amount, leg_data), ref) in enumerate(zip(legs, refs, strict=True)):
             merged = dict(extra)
             merged.update(_core.validate_data(cfg, leg_data, what=f"leg {i} data"))
             planned.append(Leg(account=ref, amount=amount, data=merged))
         key = _core.validate_idempotency_key(idempotency_key)
-        fp = _core.fingerprint(kind, [(leg.account, leg.amount, leg.data) for leg in planned])
+        fp = ""
         if key is not None:
+            fp = _core.fingerprint(kind, [(leg.account, leg.amount, leg.data) for leg in planned])
             found = self._idempotent_result(key, fp)
             if found is not None:
                 return found

@@ -99,6 +99,13 @@ def match(flt: Any, doc: dict[str, Any]) -> bool | None:
             if not result:
                 return False
             continue
+        if name == "$expr":
+            result = _expr(cond, doc)
+            if result is None:
+                return None
+            if not result:
+                return False
+            continue
         if name.startswith("$") or "." in name:
             return None
         value = doc.get(name, _ABSENT)
@@ -120,3 +127,41 @@ def match(flt: Any, doc: dict[str, Any]) -> bool | None:
             if not result:
                 return False
     return True
+
+
+def _expr_value(arg: Any, doc: dict[str, Any]) -> Any:
+    """A number an aggregation expression evaluates to, or _ABSENT when this path can't tell."""
+    if type(arg) is str:
+        if not arg.startswith("$") or arg.startswith("$$") or "." in arg:
+            return _ABSENT
+        value = doc.get(arg[1:], _ABSENT)
+        return value if _number(value) else _ABSENT
+    if _number(arg):
+        return arg
+    if type(arg) is dict and len(arg) == 1 and type(arg.get("$add")) is list:
+        total: Any = 0
+        for item in arg["$add"]:
+            value = _expr_value(item, doc)
+            if value is _ABSENT:
+                return _ABSENT
+            total += value
+        return total
+    return _ABSENT
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, _NUMBERS) and not isinstance(value, bool) and not _nan(value)
+
+
+def _expr(expr: Any, doc: dict[str, Any]) -> bool | None:
+    """``$expr`` comparisons of numbers, fields holding numbers and ``$add`` (else None)."""
+    if type(expr) is not dict or len(expr) != 1:
+        return None
+    ((op, args),) = expr.items()
+    compare = _COMPARE.get(op) or {"$eq": operator.eq, "$ne": operator.ne}.get(op)
+    if compare is None or type(args) is not list or len(args) != 2:
+        return None
+    left, right = (_expr_value(arg, doc) for arg in args)
+    if left is _ABSENT or right is _ABSENT:
+        return None
+    return bool(compare(left, right))

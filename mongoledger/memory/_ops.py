@@ -433,8 +433,11 @@ def list_collection_names(server: MemoryServer, db: str) -> Call:
 
 def _mentions(value: Any, key: str) -> bool:
     """Whether ``key`` appears as a field name anywhere in a query document."""
-    if isinstance(value, Mapping):
-        return any(k == key or _mentions(v, key) for k, v in value.items())
-    if isinstance(value, list | tuple):
+    if type(value) is dict or isinstance(value, Mapping):
+        for k, v in value.items():
+            if k == key or (type(v) in (dict, list, tuple) and _mentions(v, key)):
+                return True
+        return False
+    if type(value) in (list, tuple):
         return any(_mentions(v, key) for v in value)
     return False

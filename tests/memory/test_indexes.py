@@ -187,6 +187,9 @@ def random_filter(rng: random.Random, depth: int = 0) -> dict:
                 random_filter(rng, depth + 1) for _ in range(rng.randrange(1, 3))
             ]
             continue
+        if roll < 0.25:
+            flt["$expr"] = random_expr(rng)
+            continue
         name = rng.choice(["a", "b", "c"])
         if roll < 0.5:
             flt[name] = rng.choice(SCALARS)
@@ -200,6 +203,20 @@ def random_filter(rng: random.Random, depth: int = 0) -> dict:
                 arg = rng.choice(SCALARS)
             flt[name] = {op: arg}
     return flt
+
+
+def random_operand(rng: random.Random, depth: int = 0) -> object:
+    roll = rng.random()
+    if roll < 0.4:
+        return "$" + rng.choice(["a", "b", "c"])
+    if roll < 0.6 and depth < 2:
+        return {"$add": [random_operand(rng, depth + 1) for _ in range(rng.randrange(1, 3))]}
+    return rng.choice([0, 1, -1, 2.5, Int64(7), -(2**62), True, None, "a"])
+
+
+def random_expr(rng: random.Random) -> dict:
+    op = rng.choice(["$gt", "$gte", "$lt", "$lte", "$eq", "$ne"])
+    return {op: [random_operand(rng), random_operand(rng)]}
 
 
 def test_fast_matcher_agrees_with_mongomock() -> None:
