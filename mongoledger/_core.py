@@ -221,6 +221,8 @@ def validate_account(value: object, owned: Iterable[str] = ()) -> AccountRef:
     """Validate an account reference (Decision 1 and 5) without touching the database."""
     if value is None:
         raise InvalidAccount("account None is not a reference; pass an _id or an attribute mapping")
+    if type(value) is ObjectId or type(value) is str:  # the common cases, always storable
+        return AccountRef(id=value)
     if isinstance(value, Mapping):
         return AccountRef(attributes=validate_attributes(value, owned), key=attributes_key(value))
     if isinstance(value, list | tuple | set | frozenset | dict):
