@@ -36,7 +36,7 @@ document as the event's commit left it), DDL inside transactions (``drop`` is re
 materialized), authentication, and the wire protocol (Motor cannot drive it).
 """
 
-from ._async import (
+from ._async.client import (
     AsyncChangeStream,
     AsyncClientSession,
     AsyncCollection,
@@ -44,7 +44,7 @@ from ._async import (
     AsyncMemoryClient,
 )
 from ._engine import MemoryServer, StrictModeError
-from ._sync import ChangeStream, ClientSession, Collection, Database, MemoryClient
+from ._sync.client import ChangeStream, ClientSession, Collection, Database, MemoryClient
 
 __all__ = [
     "AsyncChangeStream",

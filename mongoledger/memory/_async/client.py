@@ -1,7 +1,10 @@
-"""The asyncio client: PyMongo's native async surface (``AsyncMongoClient``) over a server.
+"""The client: PyMongo's ``AsyncMongoClient`` surface over a ``MemoryServer``.
 
-Operations run on the event loop itself (they are in-memory and short); an operation that has
-to wait for another transaction awaits a future, so the loop is never blocked.
+Written once, in ``_async/client.py``; ``scripts/unasync.py`` generates the sync twin
+``_sync/client.py`` from it, and ``_IS_SYNC`` tells the twins apart where they differ.
+Async operations run on the event loop itself (they are in-memory and short); an operation that
+has to wait for another transaction awaits a future, so the loop is never blocked. Sync
+operations block their thread instead.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -24,8 +27,8 @@ from pymongo.results import (
     UpdateResult,
 )
 
-from ._changestream import StreamCore
-from ._engine import (
+from mongoledger.memory._changestream import StreamCore
+from mongoledger.memory._engine import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,
     Document,
@@ -36,8 +39,10 @@ from ._engine import (
     operation_failure,
     within_time_limit,
 )
-from ._ops import Call, CollectionOps, list_collection_names, sort_list
-from ._sync import fail_command_spec
+from mongoledger.memory._ops import Call, CollectionOps, list_collection_names, sort_list
+from mongoledger.memory._shared import async_wait_for_event, fail_command_spec
+
+_IS_SYNC = False
 
 T = TypeVar("T")
 
@@ -55,14 +60,15 @@ __all__ = [
 class AsyncMemoryClient:
     """An in-process MongoDB replica set with PyMongo's ``AsyncMongoClient`` surface.
 
-    ``strict`` (default True) refuses an operation sent without ``session=`` from the task
-    that has a transaction open. Pass ``server=other_client.server`` to share data,
+    ``strict`` (default True) refuses an operation sent without ``session=`` from the thread
+    or task that has a transaction open. Pass ``server=other_client.server`` to share data,
     transactions and change streams with another client (sync or async).
     """
 
     def __init__(self, strict: bool = True, server: MemoryServer | None = None) -> None:
         self.server = server if server is not None else MemoryServer()
         self.strict = strict
+        self._closed = False
 
     async def _run(self, call: Call, session: AsyncClientSession | None) -> Any:
         return await self.server.run_async(
@@ -157,11 +163,13 @@ class AsyncMemoryClient:
     def address(self) -> tuple[str, int]:
         return ("memory", 27017)
 
-    async def aconnect(self) -> None:
-        return None
+    if not _IS_SYNC:
+
+        async def aconnect(self) -> None:
+            return None
 
     async def close(self) -> None:
-        return None
+        self._closed = True
 
     async def __aenter__(self) -> AsyncMemoryClient:
         return self
@@ -197,7 +205,7 @@ async def _watch(
 
 
 class AsyncDatabase:
-    """A database of an :class:`AsyncMemoryClient`."""
+    """A database served by :class:`AsyncMemoryClient`."""
 
     def __init__(self, client: AsyncMemoryClient, name: str) -> None:
         self.client = client
@@ -292,7 +300,7 @@ class AsyncDatabase:
 
 
 class AsyncCollection:
-    """A collection of an :class:`AsyncMemoryClient` (PyMongo's ``AsyncCollection`` surface)."""
+    """A collection served by :class:`AsyncMemoryClient` (PyMongo's ``AsyncCollection``)."""
 
     def __init__(self, database: AsyncDatabase, name: str) -> None:
         self.database = database
@@ -611,7 +619,7 @@ class AsyncCollection:
 
 
 class AsyncCursor:
-    """A ``find`` cursor: chain ``sort``/``skip``/``limit``, then ``to_list`` or ``async for``."""
+    """A ``find`` cursor: chain ``sort``/``skip``/``limit``, then iterate (runs on first use)."""
 
     def __init__(
         self,
@@ -632,7 +640,7 @@ class AsyncCursor:
             "limit": limit,
         }
         self._session = session
-        self._docs: list[Document] | None = None
+        self._docs: Iterator[Document] | None = None
 
     def _check(self) -> None:
         if self._docs is not None:
@@ -656,35 +664,25 @@ class AsyncCursor:
     def batch_size(self, _batch_size: int) -> AsyncCursor:
         return self
 
-    async def _execute(self) -> list[Document]:
+    async def _execute(self) -> Iterator[Document]:
         if self._docs is None:
             call = self.collection._ops.find(**self._args)
-            self._docs = list(await self.collection._run(call, self._session))
+            self._docs = iter(await self.collection._run(call, self._session))
         return self._docs
 
     def __aiter__(self) -> AsyncCursor:
         return self
 
     async def __anext__(self) -> Document:
-        docs = await self._execute()
-        if not docs:
-            raise StopAsyncIteration
-        return docs.pop(0)
+        return _next(await self._execute())
 
-    async def next(self) -> Document:
-        docs = await self._execute()
-        if not docs:
-            raise StopAsyncIteration
-        return docs.pop(0)
+    next = __anext__
 
     async def to_list(self, length: int | None = None) -> list[Document]:
-        docs = await self._execute()
-        n = len(docs) if length is None else min(length, len(docs))
-        out, docs[:n] = docs[:n], []
-        return out
+        return _take(await self._execute(), length)
 
     async def close(self) -> None:
-        self._docs = []
+        self._docs = iter(())
 
     async def __aenter__(self) -> AsyncCursor:
         return self
@@ -697,31 +695,40 @@ class AsyncCommandCursor:
     """The result cursor of ``aggregate`` and ``list_indexes``."""
 
     def __init__(self, docs: list[Document]) -> None:
-        self._docs = list(docs)
+        self._docs = iter(docs)
 
     def __aiter__(self) -> AsyncCommandCursor:
         return self
 
     async def __anext__(self) -> Document:
-        if not self._docs:
-            raise StopAsyncIteration
-        return self._docs.pop(0)
+        return _next(self._docs)
 
     next = __anext__
 
     async def to_list(self, length: int | None = None) -> list[Document]:
-        n = len(self._docs) if length is None else min(length, len(self._docs))
-        out, self._docs[:n] = self._docs[:n], []
-        return out
+        return _take(self._docs, length)
 
     async def close(self) -> None:
-        self._docs = []
+        self._docs = iter(())
 
     async def __aenter__(self) -> AsyncCommandCursor:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _next(docs: Iterator[Document]) -> Document:
+    doc = next(docs, None)
+    if doc is None:
+        raise StopAsyncIteration
+    return doc
+
+
+def _take(docs: Iterator[Document], length: int | None) -> list[Document]:
+    if length is None:
+        return list(docs)
+    return [doc for _, doc in zip(range(length), docs, strict=False)]
 
 
 class _AsyncTransactionContext:
@@ -745,7 +752,7 @@ class _AsyncTransactionContext:
 
 
 class AsyncClientSession:
-    """A logical session (PyMongo's ``AsyncClientSession``)."""
+    """A logical session (PyMongo's ``AsyncClientSession``): transactions and their retry helper."""
 
     def __init__(self, client: AsyncMemoryClient) -> None:
         self.client = client
@@ -801,7 +808,7 @@ class AsyncClientSession:
         max_commit_time_ms: int | None = None,
     ) -> T:
         """Run ``await callback(session)`` in a transaction with PyMongo's retry rules."""
-        # Mirrors pymongo.asynchronous.client_session.AsyncClientSession.with_transaction.
+        # Mirrors PyMongo's with_transaction (pymongo/*/client_session.py).
         start_time = time.monotonic()
         retry = 0
         last_error: BaseException | None = None
@@ -854,7 +861,7 @@ class AsyncClientSession:
 
 
 class AsyncChangeStream:
-    """A change stream (PyMongo's ``AsyncChangeStream``)."""
+    """A change stream (PyMongo's ``AsyncChangeStream``): ``next``, ``try_next``, iteration."""
 
     def __init__(self, core: StreamCore) -> None:
         self._core = core
@@ -872,21 +879,7 @@ class AsyncChangeStream:
     async def _wait(self, timeout: float | None) -> Document | None:
         if self._closed:
             raise InvalidOperation("Cannot call next() on a closed change stream")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._server._mutex:
-                event = self._core.poll()
-                if event is not None or not self._core.alive:
-                    return event
-                fut = self._server._oplog_waiters.future()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
-            try:
-                await asyncio.wait_for(fut, remaining)
-            except asyncio.TimeoutError:
-                with self._server._mutex:
-                    return self._core.poll()
+        return await async_wait_for_event(self._core, timeout)
 
     async def try_next(self) -> Document | None:
         """The next event, or None if none arrives within ``max_await_time_ms``."""
@@ -901,7 +894,7 @@ class AsyncChangeStream:
 
     __anext__ = next
 
-    def __aiter__(self) -> AsyncIterator[Document]:
+    def __aiter__(self) -> AsyncChangeStream:
         return self
 
     async def close(self) -> None:

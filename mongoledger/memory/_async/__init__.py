@@ -1,0 +1,1 @@
+"""The memory engine's client twins: ``_async`` is the source, ``_sync`` is generated."""
