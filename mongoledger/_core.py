@@ -311,26 +311,17 @@ class LegUpdate:
 
     filter: dict[str, Any]
     update: dict[str, Any]
-    upsert: bool
 
 
-def leg_update(
-    cfg: LedgerConfig,
-    target: AccountRef,
-    amount: int,
-    *,
-    create: bool,
-) -> LegUpdate:
+def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int) -> LegUpdate:
     """Build the guarded ``$inc`` for one leg.
 
-    ``target`` is the resolved account: its ``_id``, or (to create it) its attribute set. The
-    filter carries the guards, so the balance check and the move are one atomic step and a
-    failed guard simply matches nothing: the min_balance floor (only for debits) and int64
-    overflow of the resulting balance.
-
-    A credit may create its account in the same step (an upsert). A debit cannot: its floor
-    guard needs ``$expr``, which no server accepts in an upsert's filter, so ``upsert`` is
-    False and a missing account is created first with :func:`account_creation`.
+    ``target`` is the resolved account: its ``_id``, or (when the operation creates it) its
+    attribute set. The filter carries the guards, so the balance check and the move are one
+    atomic step and a failed guard simply matches nothing: the min_balance floor (only for
+    debits) and int64 overflow of the resulting balance. It never upserts (a server refuses
+    the floor guard's ``$expr`` in an upsert): a missing account is first created at zero
+    with :func:`account_creation`, once.
     """
     flt: dict[str, Any] = {"_id": target.id} if target.is_id else {ATTRIBUTES_KEY: target.key}
     inc: dict[str, Any] = {SEQ: 1}
@@ -346,11 +337,7 @@ def leg_update(
                 {MIN_BALANCE: None},
                 {"$expr": {"$gte": [{"$add": [f"${bal}", amount]}, f"${MIN_BALANCE}"]}},
             ]
-    update: dict[str, Any] = {"$inc": inc}
-    upsert = create and not (cfg.balance_field is not None and amount < 0)
-    if upsert:
-        update["$setOnInsert"] = new_account_fields(cfg, target, None)
-    return LegUpdate(filter=flt, update=update, upsert=upsert)
+    return LegUpdate(filter=flt, update={"$inc": inc})
 
 
 def account_creation(

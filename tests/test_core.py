@@ -58,14 +58,16 @@ def test_config_rejects_colliding_and_unusable_names() -> None:
 
 def test_leg_update_guards_overflow_and_floor() -> None:
     cfg = LedgerConfig()
-    credit = _core.leg_update(cfg, AccountRef(id=1), 5, create=True)
+    credit = _core.leg_update(cfg, AccountRef(id=1), 5)
     assert credit.filter == {"_id": 1, "balance": {"$lte": 2**63 - 1 - 5}}
-    assert credit.update["$inc"] == {"seq": 1, "balance": 5}
-    assert credit.upsert
-    debit = _core.leg_update(cfg, AccountRef(id=1), -5, create=False)
+    assert credit.update == {"$inc": {"seq": 1, "balance": 5}}
+    debit = _core.leg_update(cfg, AccountRef(id=1), -5)
     assert debit.filter["balance"] == {"$gte": -(2**63) + 5}
     assert "$or" in debit.filter
-    assert "$setOnInsert" not in debit.update
+    flt, create = _core.account_creation(cfg, AccountRef(attributes={"u": 1}, key="k"), 0)
+    assert flt == {"attributes_key": "k"}
+    assert create["$setOnInsert"]["balance"] == 0
+    assert create["$setOnInsert"]["min_balance"] == 0
 
 
 def test_transaction_document_shape() -> None:

@@ -82,13 +82,12 @@ def test_reads(ledger: Ledger) -> None:
     }
 
 
-def test_first_debit_creates_the_account_without_an_expr_upsert(ledger: Ledger) -> None:
-    # A server refuses $expr (the floor guard) in an upsert: the account is created first.
-    sent = commands(ledger, lambda: ledger.decrease("new", 5))
-    assert sent == {"findAndModify": 2, "update": 1, "insert": 1, "commitTransaction": 1}
+def test_first_use_creates_the_account_once(ledger: Ledger) -> None:
+    # A server refuses $expr (the floor guard) in an upsert: a new account is created first.
+    first_use = {"findAndModify": 2, "update": 1, "insert": 1, "commitTransaction": 1}
+    assert commands(ledger, lambda: ledger.decrease("new", 5)) == first_use
+    assert commands(ledger, lambda: ledger.increase("newer", 5)) == first_use
     assert ledger.balance("new") == -5
-    assert commands(ledger, lambda: ledger.increase("newer", 5)) == {
-        "findAndModify": 1,
-        "insert": 1,
-        "commitTransaction": 1,
-    }
+    assert ledger.balance("newer") == 5
+    steady = {"findAndModify": 1, "insert": 1, "commitTransaction": 1}
+    assert commands(ledger, lambda: ledger.increase("newer", 5)) == steady

@@ -5,8 +5,8 @@
 Round trips each write sends (a "known" account is referenced by ``_id``; an attribute set
 costs one extra indexed read to resolve it and detect ambiguity):
 
-* ``increase`` / ``decrease``: one ``findAndModify`` (guarded ``$inc``, upsert when creating)
-  + one ``insert`` + ``commitTransaction``.
+* ``increase`` / ``decrease``: one ``findAndModify`` (the guarded ``$inc``) + one ``insert``
+  + ``commitTransaction``.
 * ``transfer``: one ``findAndModify`` per account + one ``insert`` for both legs + commit.
 * ``post`` with n legs: n ``findAndModify`` + one ``insert`` + commit.
 * ``revert`` of an n-leg operation: two reads (the leg, then its operation's legs) + one
@@ -14,6 +14,9 @@ costs one extra indexed read to resolve it and detect ambiguity):
   + commit.
 * with an ``idempotency_key``: one more read first (the retry check) and one more insert
   (the key's record, in the idempotency collection, inside the same DB transaction).
+* the first time an account is used (auto-create): one ``update`` (an upsert creating it at
+  zero) and a second ``findAndModify``, because no server accepts the floor guard's ``$expr``
+  in an upsert's filter.
 * once per ledger instance: ``hello`` (transaction support) and ``createIndexes``.
 """
 
@@ -22,7 +25,6 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import bson
@@ -461,26 +463,20 @@ class Ledger:
                     target = (
                         AccountRef(id=leg.account_id) if leg.account_id is not None else leg.account
                     )
-                    update = _core.leg_update(cfg, target, leg.amount, create=create)
+                    update = _core.leg_update(cfg, target, leg.amount)
                     doc = self._move(update, session)
                     created = False
-                    if doc is None and create and not update.upsert:
-                        # A debit to an account that may not exist yet (see leg_update):
-                        # create it at zero, then move it.
+                    if doc is None and create:
+                        # The account may not exist yet: create it at zero, then move it.
                         flt, insert = _core.account_creation(cfg, target)
                         result = self._accounts.update_one(
                             flt, insert, upsert=True, session=session
                         )
                         created = result.upserted_id is not None
                         doc = self._move(update, session)
-                    elif doc is not None and update.upsert:
-                        created = doc[_core.SEQ] == 1 and _same_instant(
-                            doc.get(_core.CREATED_AT),
-                            update.update["$setOnInsert"].get(_core.CREATED_AT),
-                        )
-                    if doc is None:
-                        if created and session is None:
+                        if doc is None and created and session is None:
                             self._accounts.delete_one({"_id": result.upserted_id, _core.SEQ: 0})
+                    if doc is None:
                         raise _GuardFailed(index)
                     leg.account_id = doc["_id"]
                     leg.account_seq = int(doc[_core.SEQ])
@@ -516,19 +512,11 @@ class Ledger:
         self._run(body)
 
     def _move(self, update: _core.LegUpdate, session: Any) -> Any:
-        """The guarded ``$inc`` of one leg: the account after it, or None if a guard failed."""
-        try:
-            return self._accounts.find_one_and_update(
-                update.filter,
-                update.update,
-                upsert=update.upsert,
-                return_document=ReturnDocument.AFTER,
-                session=session,
-            )
-        except DuplicateKeyError:
-            # The upsert of a credit whose guard failed on an existing account. In a DB
-            # transaction the server has aborted it: nothing more may be sent on the session.
-            return None
+        """The guarded ``$inc`` of one leg: the account after it, or None if a guard failed
+        (or the account does not exist)."""
+        return self._accounts.find_one_and_update(
+            update.filter, update.update, return_document=ReturnDocument.AFTER, session=session
+        )
 
     def _mark_reverted(self, legs: list[Leg], session: Any) -> None:
         """Mark the originals ``reverted_by`` (one command), unless one already is."""
@@ -1190,15 +1178,6 @@ class Ledger:
     def rebuild_balances(self) -> VerifyReport:
         """Rebuild every drifted cached balance from the transactions: ``verify(repair=True)``."""
         return self.verify(repair=True)
-
-
-def _same_instant(stored: Any, sent: Any) -> bool:
-    # Drivers read dates back naive (UTC) unless tz_aware=True; ``sent`` is aware UTC.
-    if not isinstance(stored, datetime) or not isinstance(sent, datetime):
-        return False
-    if stored.tzinfo is not None:
-        stored = stored.astimezone(timezone.utc)
-    return bool(stored.replace(tzinfo=None) == sent.astimezone(timezone.utc).replace(tzinfo=None))
 
 
 def _verify_operations_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:

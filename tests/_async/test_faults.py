@@ -38,7 +38,16 @@ STEPS = {
     "increase": ["findAndModify", "insert", "commitTransaction"],
     "decrease": ["findAndModify", "insert", "commitTransaction"],
     "transfer": ["findAndModify", "findAndModify", "insert", "commitTransaction"],
-    "post": ["findAndModify", "findAndModify", "findAndModify", "insert", "commitTransaction"],
+    # CAROL is new: her guarded $inc matches nothing, she is created at zero, then moved.
+    "post": [
+        "findAndModify",
+        "findAndModify",
+        "findAndModify",
+        "update",
+        "findAndModify",
+        "insert",
+        "commitTransaction",
+    ],
     "revert": ["update", "findAndModify", "findAndModify", "insert", "commitTransaction"],
 }
 # Balances after the operation; the setup leaves ALICE at 70 and BOB at 80.
@@ -195,7 +204,7 @@ async def snapshot(ledger: AsyncLedger) -> tuple[list[Any], list[Any]]:
 async def check_result(ledger: AsyncLedger, kind: str, result: Any, target: list[ObjectId]) -> None:
     """Balances as expected, exactly one copy of the operation, consistent chains."""
     ids = result if isinstance(result, list) else [result]
-    legs = len(STEPS[kind]) - 2 if kind != "revert" else 2
+    legs = {"increase": 1, "decrease": 1, "transfer": 2, "post": 3, "revert": 2}[kind]
     assert len(ids) == legs
     for name, expected in AFTER[kind].items():
         docs = await to_list(ledger.accounts.find(NAMED[name]))
