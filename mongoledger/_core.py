@@ -734,16 +734,16 @@ def history_filter(
     before_seq: int | None = None,
 ) -> dict[str, Any]:
     flt: dict[str, Any] = {cfg.account_link_field: account_id}
-    dates: dict[str, Any] = {}
-    if start is not None:
-        dates["$gte"] = start
-    if end is not None:
-        dates["$lte"] = end
-    if dates:
-        flt[cfg.date_field] = dates
+    flt.update(_date_range(cfg, start, end))
     if before_seq is not None:
         flt[ACCOUNT_SEQ] = {"$lt": before_seq}
     return flt
+
+
+def _date_range(cfg: LedgerConfig, start: Any, end: Any) -> dict[str, Any]:
+    """The inclusive date condition, or nothing when neither bound is given."""
+    dates = {op: bound for op, bound in (("$gte", start), ("$lte", end)) if bound is not None}
+    return {cfg.date_field: dates} if dates else {}
 
 
 STATISTICS_FORMATS = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}
@@ -762,13 +762,7 @@ def statistics_pipeline(
     match: dict[str, Any] = {}
     if account_id is not None:
         match[cfg.account_link_field] = account_id
-    dates: dict[str, Any] = {}
-    if start is not None:
-        dates["$gte"] = start
-    if end is not None:
-        dates["$lte"] = end
-    if dates:
-        match[cfg.date_field] = dates
+    match.update(_date_range(cfg, start, end))
     amount = f"${cfg.amount_field}"
     return [
         {"$match": match},

@@ -21,6 +21,7 @@ costs one extra indexed read to resolve it and detect ambiguity):
 from __future__ import annotations
 
 import inspect
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -35,7 +36,13 @@ from pymongo.write_concern import WriteConcern
 
 from mongoledger import _core, _events
 from mongoledger._async._io import aggregate, call_hook, is_plain_mongomock, maybe_await, to_list
-from mongoledger._async.stream import AsyncLedgerStream, listen, open_stream
+from mongoledger._async.stream import (
+    AsyncLedgerStream,
+    handle,
+    load_checkpoint,
+    open_stream,
+    save_checkpoint,
+)
 from mongoledger._core import AccountRef, LedgerConfig, Leg
 from mongoledger.errors import (
     AccountNotFound,
@@ -1062,20 +1069,34 @@ class AsyncLedger:
         (a ``threading.Event`` or ``asyncio.Event``), cancellation, or KeyboardInterrupt.
         ``ready.set()`` is called once the change stream is open.
         """
-        await listen(
-            self,
-            handler,
-            checkpoint=checkpoint,
+        store = self._db[self._cfg.checkpoints_collection]
+        token = await load_checkpoint(store, checkpoint)
+        stream = await self.watch(
             accounts=accounts,
             kinds=kinds,
-            start_at_operation_time=start_at_operation_time,
-            retries=retries,
-            backoff=backoff,
-            stop=stop,
-            checkpoint_interval=checkpoint_interval,
+            resume_after=token,
+            start_at_operation_time=None if token else start_at_operation_time,
             max_await_time_ms=max_await_time_ms,
-            ready=ready,
         )
+        last_saved = time.monotonic()
+        async with stream:
+            if ready is not None:
+                ready.set()
+            while stop is None or not stop.is_set():
+                event = await stream.try_next()
+                if event is None:
+                    # Quiet: keep the stored token fresh (post-batch) so it stays in the oplog.
+                    if time.monotonic() - last_saved >= checkpoint_interval:
+                        fresh = stream.resume_token
+                        if fresh is not None and fresh != token:
+                            await save_checkpoint(store, checkpoint, fresh, None)
+                            token = fresh
+                        last_saved = time.monotonic()
+                    continue
+                await handle(handler, event, retries=retries, backoff=backoff)
+                token = event.resume_token
+                await save_checkpoint(store, checkpoint, token, event.operation_id)
+                last_saved = time.monotonic()
 
     async def _account_id(self, account: Any) -> Any:
         ref = _core.validate_account(account, self._cfg.owned_account_fields)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -15,7 +14,7 @@ from mongoledger._core import LedgerConfig
 from mongoledger.errors import ChangeStreamError, ChangeStreamsUnsupported
 from mongoledger.models import LedgerEvent
 
-__all__ = ["AsyncLedgerStream", "listen", "open_stream"]
+__all__ = ["AsyncLedgerStream", "handle", "load_checkpoint", "open_stream", "save_checkpoint"]
 
 _IS_SYNC = False
 log = logging.getLogger("mongoledger.listen")
@@ -179,56 +178,15 @@ class AsyncLedgerStream:
         await self.close()
 
 
-async def listen(
-    ledger: Any,
-    handler: Callable[[LedgerEvent], Any],
-    *,
-    checkpoint: str,
-    accounts: Sequence[Any] | None = None,
-    kinds: Sequence[str] | None = None,
-    start_at_operation_time: Any = None,
-    retries: int = 3,
-    backoff: float = 0.5,
-    stop: Any = None,
-    checkpoint_interval: float = 5.0,
-    max_await_time_ms: int = 500,
-    ready: Any = None,
-) -> None:
-    """Run ``handler(event)`` for every committed operation; see ``AsyncLedger.listen``."""
-    if not isinstance(checkpoint, str) or not checkpoint:
-        raise ChangeStreamError(f"checkpoint {checkpoint!r} must be a non-empty name")
-    store = ledger.database[ledger.config.checkpoints_collection]
-    saved = await store.find_one({"_id": checkpoint})
-    token = None if saved is None else saved.get("resume_token")
-    stream = await ledger.watch(
-        accounts=accounts,
-        kinds=kinds,
-        resume_after=token,
-        start_at_operation_time=None if token else start_at_operation_time,
-        max_await_time_ms=max_await_time_ms,
-    )
-    last_saved = time.monotonic()
-    async with stream:
-        if ready is not None:
-            ready.set()
-        while stop is None or not stop.is_set():
-            event = await stream.try_next()
-            if event is None:
-                # Quiet: keep the stored token fresh (post-batch token) so it stays in the oplog.
-                if time.monotonic() - last_saved >= checkpoint_interval:
-                    fresh = stream.resume_token
-                    if fresh is not None and fresh != token:
-                        await _save(store, checkpoint, fresh, None)
-                        token = fresh
-                    last_saved = time.monotonic()
-                continue
-            await _handle(handler, event, retries=retries, backoff=backoff)
-            token = event.resume_token
-            await _save(store, checkpoint, token, event.operation_id)
-            last_saved = time.monotonic()
+async def load_checkpoint(store: Any, name: str) -> dict[str, Any] | None:
+    """The resume token stored under ``name``, if any."""
+    if not isinstance(name, str) or not name:
+        raise ChangeStreamError(f"checkpoint {name!r} must be a non-empty name")
+    saved = await store.find_one({"_id": name})
+    return None if saved is None else saved.get("resume_token")
 
 
-async def _handle(
+async def handle(
     handler: Callable[[LedgerEvent], Any], event: LedgerEvent, *, retries: int, backoff: float
 ) -> None:
     """Run the handler; retry with exponential backoff, then stop with its error."""
@@ -259,7 +217,9 @@ async def _handle(
             await sleep(delay)
 
 
-async def _save(store: Any, name: str, token: Mapping[str, Any], operation_id: Any) -> None:
+async def save_checkpoint(
+    store: Any, name: str, token: Mapping[str, Any], operation_id: Any
+) -> None:
     if not token:
         return  # never store a token a restart could not resume from
     update: dict[str, Any] = {"resume_token": dict(token), "updated_at": _core.utcnow()}

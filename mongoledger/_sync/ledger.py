@@ -23,6 +23,7 @@ costs one extra indexed read to resolve it and detect ambiguity):
 from __future__ import annotations
 
 import inspect
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -38,7 +39,13 @@ from pymongo.write_concern import WriteConcern
 from mongoledger import _core, _events
 from mongoledger._core import AccountRef, LedgerConfig, Leg
 from mongoledger._sync._io import aggregate, call_hook, is_plain_mongomock, maybe_await, to_list
-from mongoledger._sync.stream import LedgerStream, listen, open_stream
+from mongoledger._sync.stream import (
+    LedgerStream,
+    handle,
+    load_checkpoint,
+    open_stream,
+    save_checkpoint,
+)
 from mongoledger.errors import (
     AccountNotFound,
     AfterWriteError,
@@ -1061,20 +1068,34 @@ class Ledger:
         (a ``threading.Event`` or ``asyncio.Event``), cancellation, or KeyboardInterrupt.
         ``ready.set()`` is called once the change stream is open.
         """
-        listen(
-            self,
-            handler,
-            checkpoint=checkpoint,
+        store = self._db[self._cfg.checkpoints_collection]
+        token = load_checkpoint(store, checkpoint)
+        stream = self.watch(
             accounts=accounts,
             kinds=kinds,
-            start_at_operation_time=start_at_operation_time,
-            retries=retries,
-            backoff=backoff,
-            stop=stop,
-            checkpoint_interval=checkpoint_interval,
+            resume_after=token,
+            start_at_operation_time=None if token else start_at_operation_time,
             max_await_time_ms=max_await_time_ms,
-            ready=ready,
         )
+        last_saved = time.monotonic()
+        with stream:
+            if ready is not None:
+                ready.set()
+            while stop is None or not stop.is_set():
+                event = stream.try_next()
+                if event is None:
+                    # Quiet: keep the stored token fresh (post-batch) so it stays in the oplog.
+                    if time.monotonic() - last_saved >= checkpoint_interval:
+                        fresh = stream.resume_token
+                        if fresh is not None and fresh != token:
+                            save_checkpoint(store, checkpoint, fresh, None)
+                            token = fresh
+                        last_saved = time.monotonic()
+                    continue
+                handle(handler, event, retries=retries, backoff=backoff)
+                token = event.resume_token
+                save_checkpoint(store, checkpoint, token, event.operation_id)
+                last_saved = time.monotonic()
 
     def _account_id(self, account: Any) -> Any:
         ref = _core.validate_account(account, self._cfg.owned_account_fields)

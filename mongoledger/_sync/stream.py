@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -17,7 +16,7 @@ from mongoledger._sync._io import is_plain_mongomock, maybe_await, sleep, to_lis
 from mongoledger.errors import ChangeStreamError, ChangeStreamsUnsupported
 from mongoledger.models import LedgerEvent
 
-__all__ = ["LedgerStream", "listen", "open_stream"]
+__all__ = ["LedgerStream", "handle", "load_checkpoint", "open_stream", "save_checkpoint"]
 
 _IS_SYNC = True
 log = logging.getLogger("mongoledger.listen")
@@ -181,56 +180,15 @@ class LedgerStream:
         self.close()
 
 
-def listen(
-    ledger: Any,
-    handler: Callable[[LedgerEvent], Any],
-    *,
-    checkpoint: str,
-    accounts: Sequence[Any] | None = None,
-    kinds: Sequence[str] | None = None,
-    start_at_operation_time: Any = None,
-    retries: int = 3,
-    backoff: float = 0.5,
-    stop: Any = None,
-    checkpoint_interval: float = 5.0,
-    max_await_time_ms: int = 500,
-    ready: Any = None,
-) -> None:
-    """Run ``handler(event)`` for every committed operation; see ``Ledger.listen``."""
-    if not isinstance(checkpoint, str) or not checkpoint:
-        raise ChangeStreamError(f"checkpoint {checkpoint!r} must be a non-empty name")
-    store = ledger.database[ledger.config.checkpoints_collection]
-    saved = store.find_one({"_id": checkpoint})
-    token = None if saved is None else saved.get("resume_token")
-    stream = ledger.watch(
-        accounts=accounts,
-        kinds=kinds,
-        resume_after=token,
-        start_at_operation_time=None if token else start_at_operation_time,
-        max_await_time_ms=max_await_time_ms,
-    )
-    last_saved = time.monotonic()
-    with stream:
-        if ready is not None:
-            ready.set()
-        while stop is None or not stop.is_set():
-            event = stream.try_next()
-            if event is None:
-                # Quiet: keep the stored token fresh (post-batch token) so it stays in the oplog.
-                if time.monotonic() - last_saved >= checkpoint_interval:
-                    fresh = stream.resume_token
-                    if fresh is not None and fresh != token:
-                        _save(store, checkpoint, fresh, None)
-                        token = fresh
-                    last_saved = time.monotonic()
-                continue
-            _handle(handler, event, retries=retries, backoff=backoff)
-            token = event.resume_token
-            _save(store, checkpoint, token, event.operation_id)
-            last_saved = time.monotonic()
+def load_checkpoint(store: Any, name: str) -> dict[str, Any] | None:
+    """The resume token stored under ``name``, if any."""
+    if not isinstance(name, str) or not name:
+        raise ChangeStreamError(f"checkpoint {name!r} must be a non-empty name")
+    saved = store.find_one({"_id": name})
+    return None if saved is None else saved.get("resume_token")
 
 
-def _handle(
+def handle(
     handler: Callable[[LedgerEvent], Any], event: LedgerEvent, *, retries: int, backoff: float
 ) -> None:
     """Run the handler; retry with exponential backoff, then stop with its error."""
@@ -261,7 +219,7 @@ def _handle(
             sleep(delay)
 
 
-def _save(store: Any, name: str, token: Mapping[str, Any], operation_id: Any) -> None:
+def save_checkpoint(store: Any, name: str, token: Mapping[str, Any], operation_id: Any) -> None:
     if not token:
         return  # never store a token a restart could not resume from
     update: dict[str, Any] = {"resume_token": dict(token), "updated_at": _core.utcnow()}
