@@ -138,3 +138,27 @@ def test_ensure_indexes_names_a_conflicting_index() -> None:
     )
     with pytest.raises(InvalidConfiguration, match="ledger_idempotency_created"):
         Ledger(db).ensure_indexes()
+
+
+@pytest.mark.filterwarnings("ignore::mongoledger.errors.NoTransactionsWarning")
+def test_without_transactions_a_concurrent_creator_wins_cleanly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pymongo.errors import DuplicateKeyError
+
+    ledger = Ledger(mongomock.MongoClient()["test"])
+    ledger.ensure_indexes()
+    original = ledger.accounts.update_one
+
+    def racing(flt: dict, update: dict, upsert: bool = False, **kwargs: object) -> object:
+        if upsert:  # another process creates the account first; ours hits the unique key
+            original(flt, update, upsert=True)
+            raise DuplicateKeyError("E11000 duplicate key error", 11000)
+        return original(flt, update, upsert=upsert, **kwargs)
+
+    monkeypatch.setattr(ledger.accounts, "update_one", racing)
+    ledger.increase({"user_id": 1}, 5)
+    monkeypatch.undo()
+    assert ledger.accounts.count_documents({"user_id": 1}) == 1
+    assert ledger.balance({"user_id": 1}) == 5
+    assert ledger.verify().ok

@@ -476,10 +476,17 @@ class Ledger:
                     if doc is None and create:
                         # The account may not exist yet: create it at zero, then move it.
                         flt, insert = _core.account_creation(cfg, target)
-                        result = self._accounts.update_one(
-                            flt, insert, upsert=True, session=session
-                        )
-                        created = result.upserted_id is not None
+                        try:
+                            result = self._accounts.update_one(
+                                flt, insert, upsert=True, session=session
+                            )
+                        except DuplicateKeyError:
+                            # A concurrent caller created it. In a DB transaction the server
+                            # aborted ours: retry the whole operation (it exists now).
+                            if session is not None:
+                                raise _GuardFailed(index) from None
+                        else:
+                            created = result.upserted_id is not None
                         doc = self._move(update, session)
                         if doc is None and created and session is None:
                             self._accounts.delete_one({"_id": result.upserted_id, _core.SEQ: 0})
