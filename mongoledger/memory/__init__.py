@@ -19,8 +19,10 @@ mongomock, plus what mongomock lacks:
 * MongoDB's ``failCommand`` fail point (``client.fail_command(...)`` or
   ``client.admin.command({"configureFailPoint": "failCommand", ...})``) and per-command counters
   (``server.command_counts``);
-* server checks: 16 MiB documents, int64 overflow (``$inc`` included), unique indexes, BSON
-  round trip of stored documents.
+* server checks: 16 MiB documents, int64 overflow (``$inc`` included), unique and partial
+  unique indexes, ``$expr`` refused in an upsert's filter (224), a failed statement aborting
+  its transaction (later statements and the commit get ``NoSuchTransaction``, 251), index
+  option conflicts (85), BSON round trip of stored documents.
 * indexed lookups: equality on ``_id`` and on fields that lead an index (any top-level field
   under a wildcard index) reads a hash bucket instead of testing every document; other
   queries scan, as a server would without a suitable index (see ``_index``).
