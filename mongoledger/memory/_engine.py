@@ -198,6 +198,28 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
         super().__delitem__(key)
 
 
+def _needs_patching(value: Any) -> bool:
+    """Whether mongomock's datetime patching would change a query (datetimes, tuples)."""
+    kind = type(value)
+    if kind is dict:
+        return any(_needs_patching(item) for item in value.values())
+    if kind is list:
+        return any(_needs_patching(item) for item in value)
+    return (
+        kind is not str
+        and kind is not int
+        and (isinstance(value, datetime.datetime | tuple | Mapping))
+    )
+
+
+def _patch_datetimes(query: Any) -> Any:
+    """mongomock's datetime normalization of a query, skipped when it would change nothing
+    (it rebuilds every dict and list of the query, a large share of a guarded update)."""
+    if _needs_patching(query):
+        return mongomock.helpers.patch_datetime_awareness_in_document(query)
+    return query
+
+
 def _store_key(doc_id: Any) -> Any:
     return mongomock.helpers.hashdict(doc_id) if isinstance(doc_id, dict) else doc_id
 
@@ -347,10 +369,9 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         limit: int,
     ) -> list[Document]:
         """``list(find(...).sort().skip().limit())`` copying only the documents returned."""
-        helpers = mongomock.helpers
         spec = {} if filter is None else filter
         mongomock.collection.validate_is_mapping("filter", spec)
-        spec = helpers.patch_datetime_awareness_in_document(spec)
+        spec = _patch_datetimes(spec)
         stop = skip + abs(limit) if limit else None
         found = itertools.islice(self._select(spec, sort), skip, stop)
         return [self._copy_only_fields(d, projection, dict) for d in found]
@@ -370,7 +391,7 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         remove = kwargs.get("remove", False)
         if not (remove or update):
             raise ValueError("Must either update or remove")
-        spec = mongomock.helpers.patch_datetime_awareness_in_document(query)
+        spec = _patch_datetimes(query)
         stored = next(self._select(spec, sort), None)
         if stored is None and not upsert:
             return None
@@ -404,9 +425,7 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         if stages and isinstance(stages[0], Mapping) and list(stages[0]) == ["$match"]:
             spec = stages.pop(0)["$match"]
             mongomock.collection.validate_is_mapping("filter", spec)
-            selected = self._select(
-                mongomock.helpers.patch_datetime_awareness_in_document(spec), None
-            )
+            selected = self._select(_patch_datetimes(spec), None)
         else:
             selected = iter(list(self._store._documents.values()))
         # Private copies (stages may change them); BSON copies are several times cheaper.

@@ -480,3 +480,15 @@ def test_expr_in_an_upsert_filter_is_refused_as_by_the_server(client: MemoryClie
             call()
         assert info.value.code == 224
     assert coll.find_one_and_update(flt, {"$set": {"a": 1}}) is None  # fine without upsert
+
+
+def test_aware_datetimes_in_queries_match_stored_utc(client: MemoryClient, coll) -> None:
+    import datetime as dt
+
+    aware = dt.datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    coll.insert_one({"_id": 1, "at": aware, "n": 0})
+    assert coll.find_one({"at": aware})["_id"] == 1
+    assert coll.find_one({"at": {"$gte": aware}, "k": {"$in": (None,)}})["_id"] == 1
+    flt = {"$or": [{"at": {"$lte": aware}}]}
+    assert coll.find_one_and_update(flt, {"$inc": {"n": 1}}, return_document=True)["n"] == 1
+    assert [d["_id"] for d in coll.aggregate([{"$match": {"at": aware}}])] == [1]
