@@ -311,6 +311,7 @@ class LegUpdate:
 
     filter: dict[str, Any]
     update: dict[str, Any]
+    projection: dict[str, int]  # what the leg needs back: the new balance and sequence
 
 
 def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int) -> LegUpdate:
@@ -333,11 +334,10 @@ def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int) -> LegUpdate:
         else:
             flt[bal] = {"$gte": INT64_MIN - amount}
             flt["$or"] = [
-                {MIN_BALANCE: {"$exists": False}},
-                {MIN_BALANCE: None},
+                {MIN_BALANCE: None},  # matches a missing field too: an unguarded account
                 {"$expr": {"$gte": [{"$add": [f"${bal}", amount]}, f"${MIN_BALANCE}"]}},
             ]
-    return LegUpdate(filter=flt, update={"$inc": inc})
+    return LegUpdate(filter=flt, update={"$inc": inc}, projection=dict.fromkeys(inc, 1))
 
 
 def account_creation(

@@ -61,6 +61,7 @@ def test_leg_update_guards_overflow_and_floor() -> None:
     credit = _core.leg_update(cfg, AccountRef(id=1), 5)
     assert credit.filter == {"_id": 1, "balance": {"$lte": 2**63 - 1 - 5}}
     assert credit.update == {"$inc": {"seq": 1, "balance": 5}}
+    assert credit.projection == {"seq": 1, "balance": 1}
     debit = _core.leg_update(cfg, AccountRef(id=1), -5)
     assert debit.filter["balance"] == {"$gte": -(2**63) + 5}
     assert "$or" in debit.filter

@@ -529,7 +529,11 @@ class AsyncLedger:
         """The guarded ``$inc`` of one leg: the account after it, or None if a guard failed
         (or the account does not exist)."""
         return await self._accounts.find_one_and_update(
-            update.filter, update.update, return_document=ReturnDocument.AFTER, session=session
+            update.filter,
+            update.update,
+            projection=update.projection,
+            return_document=ReturnDocument.AFTER,
+            session=session,
         )
 
     async def _mark_reverted(self, legs: list[Leg], session: Any) -> None:
