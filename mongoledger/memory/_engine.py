@@ -413,7 +413,8 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
                 return self.find_one(query, projection)
             if projection is None:
                 return _private_copy(doc)  # what the next read returns once it is stored
-            return self._copy_only_fields(doc, projection, dict)
+            fast = _project(doc, projection)
+            return fast if fast is not None else self._copy_only_fields(doc, projection, dict)
         return old
 
     def aggregate(self, pipeline: Any, session: Any = None, **kwargs: Any) -> Any:
@@ -1228,6 +1229,31 @@ def _unchanged(index: Mapping[str, Any], pre: Document, post: Document) -> bool:
         if not _same_value(pre.get(name, _ABSENT), post.get(name, _ABSENT)):
             return False
     return True
+
+
+def _project(doc: Document, projection: Any) -> Document | None:
+    """A private copy of ``doc`` cut to a plain inclusion projection of top-level fields
+    (``{"a": 1, "b": 1}``), or None for any other projection (mongomock's path handles it)."""
+    if type(projection) is not dict or not projection:
+        return None
+    keep_id = True
+    fields = []
+    for name, flag in projection.items():
+        if type(name) is not str or name.startswith("$") or "." in name:
+            return None
+        if name == "_id":
+            if flag in (0, False):
+                keep_id = False
+                continue
+        elif flag not in (1, True) or type(flag) not in (int, bool):
+            return None
+        fields.append(name)
+    if not fields:
+        return None  # {"_id": 0} alone is an exclusion projection
+    out = {name: doc[name] for name in fields if name in doc}
+    if keep_id and "_id" in doc:
+        out = {"_id": doc["_id"], **out}
+    return _private_copy(out)
 
 
 def _private_copy(doc: Document) -> Document:

@@ -492,3 +492,28 @@ def test_aware_datetimes_in_queries_match_stored_utc(client: MemoryClient, coll)
     flt = {"$or": [{"at": {"$lte": aware}}]}
     assert coll.find_one_and_update(flt, {"$inc": {"n": 1}}, return_document=True)["n"] == 1
     assert [d["_id"] for d in coll.aggregate([{"$match": {"at": aware}}])] == [1]
+
+
+@pytest.mark.parametrize(
+    "projection",
+    [
+        {"a": 1},
+        {"a": 1, "b": True},
+        {"a": 1, "_id": 0},
+        {"_id": 0, "missing": 1},
+        {"a": 0},
+        {"a.x": 1},
+        {"_id": 0},
+        ["a"],
+    ],
+)
+def test_find_one_and_update_projections_match_find(
+    client: MemoryClient, coll, projection: object
+) -> None:
+    coll.insert_one({"_id": 1, "a": {"x": [1, 2]}, "b": 2, "c": 3})
+    after = coll.find_one_and_update(
+        {"_id": 1}, {"$inc": {"c": 1}}, projection=projection, return_document=True
+    )
+    assert after == coll.find_one({"_id": 1}, projection)
+    after["b" if "b" in after else "_id"] = "changed"  # a private copy
+    assert coll.find_one({"_id": 1})["c"] == 4
