@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 import bson
@@ -129,13 +130,13 @@ class LedgerConfig:
             if not isinstance(value, str) or not value or "$" in value:
                 raise InvalidConfiguration(f"{option}={value!r} is not a usable collection name")
 
-    @property
+    @cached_property
     def owned_transaction_fields(self) -> frozenset[str]:
         names = [self.account_link_field, self.amount_field, self.date_field]
         names += [n for n in (self.extra_account_link_field, self.data_field) if n]
         return frozenset((*FIXED_TRANSACTION_FIELDS, *names))
 
-    @property
+    @cached_property
     def owned_account_fields(self) -> frozenset[str]:
         extra = (self.balance_field,) if self.balance_field else ()
         return frozenset((*FIXED_ACCOUNT_FIELDS, *extra))

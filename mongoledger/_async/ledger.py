@@ -74,6 +74,9 @@ from mongoledger.models import (
 __all__ = ["AsyncLedger"]
 
 _IS_SYNC = False
+# Every operation's DB transaction: snapshot reads, majority-acknowledged commit.
+_SNAPSHOT = ReadConcern("snapshot")
+_MAJORITY = WriteConcern("majority")
 _COMMAND_NOT_FOUND = 59
 _INDEX_OPTIONS_CONFLICT = 85  # the index exists under another name, or the name with other options
 _INDEX_KEY_SPECS_CONFLICT = 86  # the name exists with other keys
@@ -594,8 +597,8 @@ class AsyncLedger:
         async with session:
             await session.with_transaction(
                 body,
-                read_concern=ReadConcern("snapshot"),
-                write_concern=WriteConcern("majority"),
+                read_concern=_SNAPSHOT,
+                write_concern=_MAJORITY,
                 read_preference=ReadPreference.PRIMARY,
             )
 
