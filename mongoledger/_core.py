@@ -498,6 +498,47 @@ def transaction_document(
     return doc
 
 
+def check_sizes(
+    cfg: LedgerConfig,
+    legs: Sequence[Leg],
+    *,
+    kind: OperationKind,
+    date: Any,
+    idempotency: tuple[str, str] | None,
+) -> None:
+    """Refuse, before anything is written, a leg whose document would exceed 16 MiB.
+
+    The values only known inside the DB transaction (balance, sequence, counterpart) are
+    stood in for by values of the same encoded size.
+    """
+    for index, leg in enumerate(legs):
+        if not leg.data and isinstance(leg.account_id, ObjectId | int | None):
+            continue  # far below the limit
+        stand_in = Leg(
+            account=leg.account,
+            amount=leg.amount,
+            data=leg.data,
+            extra_account=(
+                AccountRef(id=legs[1 - index].account_id or ObjectId()) if len(legs) == 2 else None
+            ),
+            reverts=leg.reverts,
+            account_id=leg.account_id if leg.account_id is not None else ObjectId(),
+            id=leg.id,
+            balance_after=0,
+            account_seq=0,
+        )
+        transaction_document(
+            cfg,
+            stand_in,
+            index=index,
+            count=len(legs),
+            kind=kind,
+            operation_id=ObjectId(),
+            date=date,
+            idempotency=idempotency,
+        )
+
+
 def transaction_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Transaction:
     if cfg.data_field is not None:
         data = dict(doc.get(cfg.data_field) or {})
@@ -610,7 +651,7 @@ def reversal_legs(cfg: LedgerConfig, originals: Sequence[Mapping[str, Any]]) -> 
 
 @dataclass(frozen=True)
 class IndexSpec:
-    collection: str  # "accounts" | "transactions" | "checkpoints"
+    collection: str  # "accounts" | "transactions" | "idempotency"
     keys: tuple[tuple[str, int | str], ...]
     name: str
     unique: bool = False

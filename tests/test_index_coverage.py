@@ -96,6 +96,19 @@ def _served(cfg: _core.LedgerConfig, coll: str, flt: dict[str, Any], sort: Any) 
     if "_id" in bounded:
         return True
     sort_fields = [k for k, _ in sort] if sort else []
+    if sort_fields == ["_id"]:
+        return True  # the implicit _id index
+    if len(sort_fields) > 1 and not bounded:
+        # A compound sort is an index scan only if the index has these fields in this order,
+        # with every direction equal or every direction reversed.
+        wanted = [d for _, d in sort]
+        for spec in specs:
+            keys = list(spec.keys)[: len(sort_fields)]
+            if [k for k, _ in keys] == sort_fields:
+                dirs = [d for _, d in keys]
+                if dirs == wanted or dirs == [-d for d in wanted]:
+                    return True
+        return False
     owned = cfg.owned_account_fields
     for spec in specs:
         leading = spec.keys[0][0]
@@ -131,6 +144,8 @@ def test_every_query_sent_is_served_by_a_declared_index() -> None:
     ledger.statistics(wallet, period="day")
     ledger.statistics(start=datetime(2000, 1, 1))
     ledger.report(sort="-balance", limit=5)
+    ledger.report(sort="created_at")
+    ledger.report(sort="-id")
     ledger.verify()
     cfg = ledger.config
     exempt = []

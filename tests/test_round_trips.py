@@ -91,3 +91,14 @@ def test_first_use_creates_the_account_once(ledger: Ledger) -> None:
     assert ledger.balance("newer") == 5
     steady = {"findAndModify": 1, "insert": 1, "commitTransaction": 1}
     assert commands(ledger, lambda: ledger.increase("newer", 5)) == steady
+
+
+def test_an_oversize_document_is_refused_before_anything_is_sent(ledger: Ledger) -> None:
+    from mongoledger import InvalidData
+
+    blob = {"blob": "x" * (16 * 1024 * 1024)}
+    server = ledger.database.client.server
+    server.reset_command_counts()
+    with pytest.raises(InvalidData, match="16777216"):
+        ledger.transfer("a", "b", 5, blob)
+    assert not any(server.command_counts.values())

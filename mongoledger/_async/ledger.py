@@ -413,6 +413,7 @@ class AsyncLedger:
         await self._run_before_hooks(kind, legs, operation_id, revert=revert)
         date = cfg.operation_date()
         idempotency = None if key is None else (key, fp)
+        _core.check_sizes(cfg, legs, kind=kind, date=date, idempotency=idempotency)
         for _attempt in range(_MAX_ATTEMPTS):
             try:
                 await self._write(kind, legs, operation_id, date, idempotency, revert)
@@ -912,7 +913,11 @@ class AsyncLedger:
             accounts = [_core.account_to_model(cfg, d, totals.get(d["_id"], 0)) for d in docs]
             accounts.sort(key=lambda a: getattr(a, field), reverse=direction < 0)
             return accounts[skip : None if limit is None else skip + limit]
-        cursor = self._accounts.find(flt).sort([(columns[field], direction), ("_id", 1)])
+        # Ties break on _id in the same direction, so one index serves both directions.
+        order = [(columns[field], direction)]
+        if field != "id":
+            order.append(("_id", direction))
+        cursor = self._accounts.find(flt).sort(order)
         if skip:
             cursor = cursor.skip(skip)
         if limit is not None:

@@ -142,7 +142,7 @@ def cmd_init(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.progress("creating indexes"):
         ctx.ledger.ensure_indexes()
     cfg = ctx.ledger.config
-    collections = [cfg.accounts_collection, cfg.transactions_collection]
+    collections = [cfg.accounts_collection, cfg.transactions_collection, cfg.idempotency_collection]
     if ctx.json:
         ctx.emit({"ok": True, "collections": collections})
     else:
