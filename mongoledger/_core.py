@@ -293,6 +293,12 @@ def account_lookup_filter(ref: AccountRef) -> dict[str, Any]:
     return dict(ref.attributes)
 
 
+def account_filter(target: AccountRef) -> dict[str, Any]:
+    """The exact filter of one account the ledger writes: its ``_id``, or (while the operation
+    may still create it) the digest of its attribute set."""
+    return {"_id": target.id} if target.is_id else {ATTRIBUTES_KEY: target.key}
+
+
 def new_account_fields(
     cfg: LedgerConfig, ref: AccountRef, min_balance: int | None
 ) -> dict[str, Any]:
@@ -325,7 +331,7 @@ def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int) -> LegUpdate:
     the floor guard's ``$expr`` in an upsert): a missing account is first created at zero
     with :func:`account_creation`, once.
     """
-    flt: dict[str, Any] = {"_id": target.id} if target.is_id else {ATTRIBUTES_KEY: target.key}
+    flt = account_filter(target)
     inc: dict[str, Any] = {SEQ: 1}
     if cfg.balance_field is not None:
         bal = cfg.balance_field
@@ -345,7 +351,7 @@ def account_creation(
     cfg: LedgerConfig, target: AccountRef, min_balance: int | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The filter and ``$setOnInsert`` upsert that creates an account at zero if it is missing."""
-    flt: dict[str, Any] = {"_id": target.id} if target.is_id else {ATTRIBUTES_KEY: target.key}
+    flt = account_filter(target)
     fields = new_account_fields(cfg, target, min_balance)
     if cfg.balance_field is not None:
         fields[cfg.balance_field] = bson.Int64(0)

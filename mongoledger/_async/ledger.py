@@ -607,9 +607,8 @@ class AsyncLedger:
         """Explain why leg ``index``'s guard failed, or return to let the caller retry."""
         cfg = self._cfg
         leg = legs[index]
-        target = leg.account_id
-        flt = {_core.ATTRIBUTES_KEY: leg.account.key} if target is None else {"_id": target}
-        doc = await self._accounts.find_one(flt)
+        target = leg.account if leg.account_id is None else AccountRef(id=leg.account_id)
+        doc = await self._accounts.find_one(_core.account_filter(target))
         if doc is None:
             if not cfg.auto_create_account:
                 raise AccountNotFound(leg.account.describe())
