@@ -92,10 +92,6 @@ class Grouper:
         # Where the stream opened: the token before the first event it will see.
         self._last_token: Mapping[str, Any] | None = start_token
 
-    @property
-    def pending(self) -> bool:
-        return bool(self._partial)
-
     def safe_token(self, stream_token: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
         """The resume token that loses nothing: before the oldest unfinished operation."""
         if self._partial:
