@@ -450,7 +450,7 @@ class Leg:
     account: AccountRef
     amount: int
     data: dict[str, Any]
-    extra_account: AccountRef | None = None
+    extra_account_id: Any = None  # the counterpart of a two-leg operation, when linked
     reverts: Any = None
     account_id: Any = None  # resolved _id, or None when the operation creates the account
     id: ObjectId = field(default_factory=ObjectId)
@@ -483,8 +483,8 @@ def transaction_document(
         doc[ACCOUNT_SEQ] = leg.account_seq
     if leg.balance_after is not None:
         doc[BALANCE_AFTER] = bson.Int64(leg.balance_after)
-    if cfg.extra_account_link_field and leg.extra_account is not None:
-        doc[cfg.extra_account_link_field] = leg.extra_account.id
+    if cfg.extra_account_link_field and leg.extra_account_id is not None:
+        doc[cfg.extra_account_link_field] = leg.extra_account_id
     if leg.reverts is not None:
         doc[REVERTS] = leg.reverts
     if idempotency is not None:
@@ -524,8 +524,8 @@ def check_sizes(
             account=leg.account,
             amount=leg.amount,
             data=leg.data,
-            extra_account=(
-                AccountRef(id=legs[1 - index].account_id or ObjectId()) if len(legs) == 2 else None
+            extra_account_id=(
+                (legs[1 - index].account_id or ObjectId()) if len(legs) == 2 else None
             ),
             reverts=leg.reverts,
             account_id=leg.account_id if leg.account_id is not None else ObjectId(),
@@ -644,7 +644,7 @@ def reversal_legs(cfg: LedgerConfig, originals: Sequence[Mapping[str, Any]]) -> 
                 account=AccountRef(id=doc[cfg.account_link_field]),
                 amount=-int(doc[cfg.amount_field]),
                 data={},
-                extra_account=None if counterpart is None else AccountRef(id=counterpart),
+                extra_account_id=counterpart,
                 reverts=doc["_id"],
                 account_id=doc[cfg.account_link_field],
             )

@@ -78,7 +78,7 @@ def test_transaction_document_shape() -> None:
         account=AccountRef(id="a"),
         amount=-5,
         data={"note": "x"},
-        extra_account=AccountRef(id="b"),
+        extra_account_id="b",
         account_id="a",
         balance_after=10,
         account_seq=3,

@@ -380,7 +380,8 @@ class Ledger:
         planned = []
         for i, ((_, amount, leg_data), ref) in enumerate(zip(legs, refs, strict=True)):
             merged = dict(extra)
-            merged.update(_core.validate_data(cfg, leg_data, what=f"leg {i} data"))
+            if leg_data is not None:
+                merged.update(_core.validate_data(cfg, leg_data, what=f"leg {i} data"))
             planned.append(Leg(account=ref, amount=amount, data=merged))
         key = _core.validate_idempotency_key(idempotency_key)
         fp = ""
@@ -405,14 +406,16 @@ class Ledger:
         operation_id = ObjectId()
         for leg in legs:
             if leg.account_id is None:
-                leg.account_id = self._resolve_for_write(leg.account)
+                ref = leg.account
+                leg.account_id = ref.id if ref.is_id else self._resolve_for_write(ref)
         same = legs[0].account_id is not None and legs[0].account_id == legs[-1].account_id
         if kind == "transfer" and same:
             raise InvalidAccount(
                 f"transfer from account {legs[0].account.describe()!r} to "
                 f"{legs[1].account.describe()!r}: both are account {legs[0].account_id!r}"
             )
-        self._run_before_hooks(kind, legs, operation_id, revert=revert)
+        if self._before:
+            self._run_before_hooks(kind, legs, operation_id, revert=revert)
         date = cfg.operation_date()
         idempotency = None if key is None else (key, fp)
         _core.check_sizes(cfg, legs, kind=kind, date=date, idempotency=idempotency)
@@ -433,7 +436,8 @@ class Ledger:
                     return found
         else:  # pragma: no cover - needs a guard that flips back and forth five times
             raise LedgerError(f"{kind} kept conflicting with concurrent writes; try again")
-        self._run_after_hooks(kind, legs, operation_id)
+        if self._after:
+            self._run_after_hooks(kind, legs, operation_id)
         return [leg.id for leg in legs]
 
     def _write(
@@ -471,9 +475,9 @@ class Ledger:
                     create = leg.account_id is None or (
                         cfg.auto_create_account and leg.account.is_id
                     )
-                    target = (
-                        AccountRef(id=leg.account_id) if leg.account_id is not None else leg.account
-                    )
+                    target = leg.account
+                    if leg.account_id is not None and not target.is_id:
+                        target = AccountRef(id=leg.account_id)
                     update = _core.leg_update(cfg, target, leg.amount)
                     doc = self._move(update, session)
                     created = False
@@ -502,8 +506,8 @@ class Ledger:
                         leg.balance_after = int(doc[cfg.balance_field])
                     applied.append((leg, created))
                 if len(legs) == 2 and cfg.extra_account_link_field:
-                    legs[0].extra_account = AccountRef(id=legs[1].account_id)
-                    legs[1].extra_account = AccountRef(id=legs[0].account_id)
+                    legs[0].extra_account_id = legs[1].account_id
+                    legs[1].extra_account_id = legs[0].account_id
                 docs = [
                     _core.transaction_document(
                         cfg,
@@ -657,8 +661,6 @@ class Ledger:
     def _run_before_hooks(
         self, kind: OperationKind, legs: list[Leg], operation_id: ObjectId, *, revert: bool
     ) -> None:
-        if not self._before:
-            return
         cfg = self._cfg
         for index, leg in enumerate(legs):
             ctx = HookContext(
@@ -686,8 +688,6 @@ class Ledger:
     def _run_after_hooks(
         self, kind: OperationKind, legs: list[Leg], operation_id: ObjectId
     ) -> None:
-        if not self._after:
-            return
         failures: list[BaseException] = []
         for index, leg in enumerate(legs):
             ctx = HookContext(

@@ -30,6 +30,7 @@ from bson.timestamp import Timestamp
 from mongomock import store as _mm_store
 from pymongo import ReturnDocument
 from pymongo.errors import (
+    BulkWriteError,
     AutoReconnect,
     DocumentTooLarge,
     DuplicateKeyError,
@@ -78,13 +79,18 @@ def _describe_ctx(ctx: Ctx) -> str:
 
 def roundtrip(document: Mapping[str, Any]) -> Document:
     """Encode and decode like a server would store it (validates keys, ints, size)."""
+    return encoded(document)[0]
+
+
+def encoded(document: Mapping[str, Any]) -> tuple[Document, bytes]:
+    """``roundtrip``, with the BSON it decoded."""
     raw = bson.encode(document, codec_options=_CODEC)
     if len(raw) > MAX_BSON_SIZE:
         raise DocumentTooLarge(
             f"BSON document too large ({len(raw)} bytes) - the connected server supports "
             f"BSON document sizes up to {MAX_BSON_SIZE} bytes."
         )
-    return bson.decode(raw, codec_options=_CODEC)
+    return bson.decode(raw, codec_options=_CODEC), raw
 
 
 def operation_failure(
@@ -198,18 +204,27 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
         super().__delitem__(key)
 
 
+# Types mongomock's datetime patching passes through unchanged (exact types: a subclass may
+# be a Mapping or a tuple).
+_UNPATCHED = frozenset({str, int, bool, float, type(None), bson.ObjectId, bson.Int64, bytes})
+
+
 def _needs_patching(value: Any) -> bool:
     """Whether mongomock's datetime patching would change a query (datetimes, tuples)."""
     kind = type(value)
+    if kind in _UNPATCHED:
+        return False
     if kind is dict:
-        return any(_needs_patching(item) for item in value.values())
+        for item in value.values():
+            if type(item) not in _UNPATCHED and _needs_patching(item):
+                return True
+        return False
     if kind is list:
-        return any(_needs_patching(item) for item in value)
-    return (
-        kind is not str
-        and kind is not int
-        and (isinstance(value, datetime.datetime | tuple | Mapping))
-    )
+        for item in value:
+            if type(item) not in _UNPATCHED and _needs_patching(item):
+                return True
+        return False
+    return isinstance(value, datetime.datetime | tuple | Mapping)
 
 
 def _patch_datetimes(query: Any) -> Any:
@@ -287,7 +302,13 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
 
     # -- index-served reads (see _index) ---------------------------------------------------
 
+    _selected: Document | None = None
+
     def _iter_documents(self, filter: Any) -> Iterator[Document]:
+        selected = self._selected
+        if selected is not None:
+            self._selected = None
+            return iter((selected,))
         store = self._store
         docs: IndexedDocuments = store._documents
         if store._ttl_indexes or not isinstance(filter, Mapping):
@@ -297,6 +318,48 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
             mongomock.filtering.filter_applies(filter, {})  # validates the filter, as mongomock
         found = list(docs.values()) if keys is None else [docs[k] for k in keys if k in docs]
         return (doc for doc in found if _applies(filter, doc))
+
+    def insert_encoded(
+        self, items: list[tuple[Document, bytes]], *, many: bool, ordered: bool
+    ) -> None:
+        """mongomock's ``insert_one``/``insert_many`` for documents ``encoded`` already made:
+        BSON-valid, datetimes naive to the millisecond, lists not tuples, so mongomock's
+        re-encoding and datetime patching would change nothing. The engine keeps each
+        document's BSON for its change event instead of encoding it again."""
+        if not many:
+            self._insert_encoded(*items[0])
+            return
+        write_errors: list[Document] = []
+        inserted = 0
+        for index, (doc, raw) in enumerate(items):
+            try:
+                self._insert_encoded(doc, raw)
+            except WriteError as error:  # as mongomock's insert_many reports them
+                write_errors.append(
+                    {"index": index, "code": error.code, "errmsg": str(error), "op": doc}
+                )
+                if ordered:
+                    break
+                continue
+            inserted += 1
+        if write_errors:
+            raise BulkWriteError({"writeErrors": write_errors, "nInserted": inserted})
+
+    def _insert_encoded(self, doc: Document, raw: bytes) -> None:
+        mongomock.collection._validate_data_fields(doc)
+        key = _store_key(doc["_id"])
+        store = self._store
+        if key in store._documents:
+            raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
+        store[key] = doc
+        try:
+            self._ensure_uniques(doc)
+        except DuplicateKeyError:
+            del store[key]
+            raise
+        op = self._server._op
+        if op is not None:
+            op.encoded[(store.db_name, store.name, key)] = raw
 
     def _ensure_uniques(self, new_data: Document) -> None:
         """mongomock's check, served by the indexes: a document outside a partial index's
@@ -404,7 +467,11 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         if remove:
             self.delete_one(query)
         else:
-            updated = self._update(query, update, upsert)
+            self._selected = stored  # _update's lookup of {"_id": ...} is this document
+            try:
+                updated = self._update(query, update, upsert)
+            finally:
+                self._selected = None
             if updated["upserted"]:
                 query = {"_id": updated["upserted"]}
         if after:
@@ -485,6 +552,7 @@ class _Op:
     new_in_txn: set[DocKey] = field(default_factory=set)
     others: list[_Txn] = field(default_factory=list)
     swapped: bool = False
+    encoded: dict[DocKey, bytes] = field(default_factory=dict)  # BSON of inserted documents
 
 
 @dataclass
@@ -995,11 +1063,14 @@ class MemoryServer:
 
     def _finish_writes(self, op: _Op) -> None:
         entries: list[_Entry] = []
-        for (db, coll, key), pre in op.log.items():
+        for dk, pre in op.log.items():
+            db, coll, key = dk
             docs = self._store_for(db, coll)._documents
             post = docs.get(key)
-            raw = None
-            if post is not None:
+            raw = op.encoded.get(dk) if pre is None else None
+            if raw is not None:
+                pass  # inserted as encoded: checked and already a private copy
+            elif post is not None:
                 try:
                     raw = bson.encode(post, codec_options=_CODEC)
                 except OverflowError as exc:
@@ -1253,6 +1324,8 @@ def _project(doc: Document, projection: Any) -> Document | None:
     out = {name: doc[name] for name in fields if name in doc}
     if keep_id and "_id" in doc:
         out = {"_id": doc["_id"], **out}
+    if all(type(value) in _UNPATCHED for value in out.values()):
+        return out  # immutable values: the new dict is already a private copy
     return _private_copy(out)
 
 

@@ -8,7 +8,7 @@ Query and update semantics are mongomock's.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from ._engine import (
     _Op,
     mongomock,
     operation_failure,
+    encoded,
     roundtrip,
     write_conflict,
 )
@@ -64,10 +65,10 @@ def _dup_key(ns: str, exc: DuplicateKeyError) -> DuplicateKeyError:
 
 
 def _ensure_id(document: Any) -> Any:
-    if not isinstance(document, Mapping):
+    if not isinstance(document, MutableMapping):
         raise TypeError(f"document must be an instance of dict, not {type(document).__name__}")
     if "_id" not in document:
-        document["_id"] = ObjectId()  # type: ignore[index]
+        document["_id"] = ObjectId()
     return document["_id"]
 
 
@@ -101,11 +102,11 @@ class CollectionOps:
 
     def insert_one(self, document: Any) -> Call:
         doc_id = _ensure_id(document)
-        stored = roundtrip(document)
+        stored = [encoded(document)]
 
         def fn(_op: _Op) -> InsertOneResult:
             with self._translate():
-                self._mc.insert_one(stored)
+                self._mc.insert_encoded(stored, many=False, ordered=True)
             return InsertOneResult(doc_id, True)
 
         return Call("insert", fn, self._what("insert_one"), "insert")
@@ -114,11 +115,11 @@ class CollectionOps:
         if not isinstance(documents, Sequence) or isinstance(documents, Mapping) or not documents:
             raise TypeError("documents must be a non-empty list")
         ids = [_ensure_id(d) for d in documents]
-        stored = [roundtrip(d) for d in documents]
+        stored = [encoded(d) for d in documents]
 
         def fn(_op: _Op) -> InsertManyResult:
             with self._translate():
-                self._mc.insert_many(stored, ordered=ordered)
+                self._mc.insert_encoded(stored, many=True, ordered=ordered)
             return InsertManyResult(ids, True)
 
         return Call("insert", fn, self._what("insert_many"), "insert")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 
 import mongomock
 import pytest
 from bson import Int64
+from bson.errors import InvalidDocument
 from pymongo import DeleteOne, InsertOne, ReplaceOne, ReturnDocument, UpdateMany, UpdateOne
 from pymongo.errors import (
     AutoReconnect,
+    BulkWriteError,
     DocumentTooLarge,
     DuplicateKeyError,
     InvalidOperation,
@@ -517,3 +520,33 @@ def test_find_one_and_update_projections_match_find(
     assert after == coll.find_one({"_id": 1}, projection)
     after["b" if "b" in after else "_id"] = "changed"  # a private copy
     assert coll.find_one({"_id": 1})["c"] == 4
+
+
+def test_insert_many_reports_write_errors_as_the_driver_does(coll) -> None:
+    coll.insert_one({"_id": 2, "k": "old"})
+    with pytest.raises(BulkWriteError) as ordered:
+        coll.insert_many([{"_id": 1}, {"_id": 2}, {"_id": 3}])
+    details = ordered.value.details
+    assert details["nInserted"] == 1
+    assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(1, 11000)]
+    assert sorted(d["_id"] for d in coll.find()) == [1, 2]  # stops at the duplicate
+    with pytest.raises(BulkWriteError) as unordered:
+        coll.insert_many([{"_id": 2}, {"_id": 4}, {"_id": 1}], ordered=False)
+    details = unordered.value.details
+    assert details["nInserted"] == 1
+    assert [e["index"] for e in details["writeErrors"]] == [0, 2]
+    assert sorted(d["_id"] for d in coll.find()) == [1, 2, 4]  # goes on past them
+    assert coll.find_one({"_id": 2}) == {"_id": 2, "k": "old"}
+    with pytest.raises(InvalidDocument, match=r"\$bad"):
+        coll.insert_one({"$bad": 1})
+    with pytest.raises(TypeError, match="not mappingproxy"):
+        coll.insert_one(types.MappingProxyType({"a": 1}))
+
+
+def test_insert_event_is_its_own_copy(coll) -> None:
+    with coll.watch() as stream:
+        coll.insert_one({"_id": 1, "n": {"a": [1]}})
+        event = stream.try_next()
+    assert event is not None
+    event["fullDocument"]["n"]["a"].append(2)
+    assert coll.find_one({"_id": 1}) == {"_id": 1, "n": {"a": [1]}}
