@@ -62,6 +62,7 @@ FIXED_TRANSACTION_FIELDS = (
 
 # Fields the ledger owns on an account document besides ``balance_field``.
 MIN_BALANCE = "min_balance"
+_MIN_BALANCE_PATH = f"${MIN_BALANCE}"
 CREATED_AT = "created_at"
 ATTRIBUTES_KEY = "attributes_key"
 SEQ = "seq"
@@ -135,6 +136,11 @@ class LedgerConfig:
         names = [self.account_link_field, self.amount_field, self.date_field]
         names += [n for n in (self.extra_account_link_field, self.data_field) if n]
         return frozenset((*FIXED_TRANSACTION_FIELDS, *names))
+
+    @cached_property
+    def balance_path(self) -> str:
+        """The balance field as an aggregation expression (``$balance``)."""
+        return f"${self.balance_field}"
 
     @cached_property
     def owned_account_fields(self) -> frozenset[str]:
@@ -332,19 +338,19 @@ def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int) -> LegUpdate:
     with :func:`account_creation`, once.
     """
     flt = account_filter(target)
-    inc: dict[str, Any] = {SEQ: 1}
-    if cfg.balance_field is not None:
-        bal = cfg.balance_field
-        inc[bal] = bson.Int64(amount)
-        if amount > 0:
-            flt[bal] = {"$lte": INT64_MAX - amount}
-        else:
-            flt[bal] = {"$gte": INT64_MIN - amount}
-            flt["$or"] = [
-                {MIN_BALANCE: None},  # matches a missing field too: an unguarded account
-                {"$expr": {"$gte": [{"$add": [f"${bal}", amount]}, f"${MIN_BALANCE}"]}},
-            ]
-    return LegUpdate(filter=flt, update={"$inc": inc}, projection=dict.fromkeys(inc, 1))
+    bal = cfg.balance_field
+    if bal is None:
+        return LegUpdate(filter=flt, update={"$inc": {SEQ: 1}}, projection={SEQ: 1})
+    if amount > 0:
+        flt[bal] = {"$lte": INT64_MAX - amount}
+    else:
+        flt[bal] = {"$gte": INT64_MIN - amount}
+        flt["$or"] = [
+            {MIN_BALANCE: None},  # matches a missing field too: an unguarded account
+            {"$expr": {"$gte": [{"$add": [cfg.balance_path, amount]}, _MIN_BALANCE_PATH]}},
+        ]
+    update = {"$inc": {SEQ: 1, bal: bson.Int64(amount)}}
+    return LegUpdate(filter=flt, update=update, projection={SEQ: 1, bal: 1})
 
 
 def account_creation(

@@ -195,6 +195,24 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
         _, leading, wildcard = cache
         return name in leading or (wildcard is not None and wildcard_covers(wildcard, name))
 
+    _unique_cache: tuple[Any, list[tuple[Document, tuple[str, ...] | None]]] | None = None
+
+    def unique_indexes(self) -> list[tuple[Document, tuple[str, ...] | None]]:
+        """The unique indexes, each with the top-level fields its entry depends on (key and
+        partial-filter fields; None when a path or operator makes that unknowable)."""
+        version = tuple((name, id(spec)) for name, spec in self.indexes.items())
+        cache = self._unique_cache
+        if cache is None or cache[0] != version:
+            found = []
+            for index in self.indexes.values():
+                if index.get("unique"):
+                    names = [key for key, _ in index.get("key", ())]
+                    names += list(index.get("partialFilterExpression") or {})
+                    plain = all(not n.startswith("$") and "." not in n for n in names)
+                    found.append((index, tuple(names) if plain else None))
+            cache = self._unique_cache = (version, found)
+        return cache[1]
+
     def __setitem__(self, key: Any, val: Any) -> None:
         self._server._before_write(self, key, self._documents.get(key))
         super().__setitem__(key, val)
@@ -367,12 +385,11 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         helpers, applies = mongomock.helpers, _applies
         store = self._store
         own = _store_key(new_data.get("_id"))
-        pre = self._pre_image(own)
-        for index in store.indexes.values():
-            if not index.get("unique"):
-                continue
+        uniques = store.unique_indexes()
+        pre = self._pre_image(own) if uniques else None
+        for index, names in uniques:
             partial = index.get("partialFilterExpression")
-            if pre is not None and _unchanged(index, pre, new_data):
+            if pre is not None and names is not None and _unchanged(names, pre, new_data):
                 continue  # an update that leaves the index entry as it was
             if partial is not None and not applies(partial, new_data):
                 continue
@@ -1288,15 +1305,10 @@ def _same_value(a: Any, b: Any) -> bool:
     return _same(a, b)
 
 
-def _unchanged(index: Mapping[str, Any], pre: Document, post: Document) -> bool:
-    """Whether ``post`` has the same entry in a unique ``index`` as ``pre`` (top-level key
-    fields and partial-filter fields all the same value)."""
-    names = [key for key, _ in index.get("key", ())]
-    partial = index.get("partialFilterExpression") or {}
-    names += list(partial)
+def _unchanged(names: tuple[str, ...], pre: Document, post: Document) -> bool:
+    """Whether ``post`` has the same entry as ``pre`` in a unique index whose entry depends
+    on the top-level fields ``names``."""
     for name in names:
-        if name.startswith("$") or "." in name:
-            return False
         if not _same_value(pre.get(name, _ABSENT), post.get(name, _ABSENT)):
             return False
     return True

@@ -112,6 +112,13 @@ def match(flt: Any, doc: dict[str, Any]) -> bool | None:
         if value is not _ABSENT and not _plain(value):
             return None  # arrays and sub-documents have their own matching rules
         if isinstance(cond, dict):
+            if len(cond) == 1 and type(value) is int:  # the common {field: {"$gte": 5}}
+                ((op, arg),) = cond.items()
+                compare = _COMPARE.get(op)
+                if compare is not None and type(arg) is int:
+                    if not compare(value, arg):
+                        return False
+                    continue
             if not cond or not all(isinstance(op, str) and op.startswith("$") for op in cond):
                 return None
             for op, arg in cond.items():
