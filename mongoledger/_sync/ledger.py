@@ -292,8 +292,9 @@ class Ledger:
         cfg = self._cfg
         extra = _core.validate_data(cfg, data)
         key = _core.validate_idempotency_key(idempotency_key)
-        fp = _core.fingerprint("revert", [(tid, 0, extra)])
+        fp = ""
         if key is not None:
+            fp = _core.fingerprint("revert", [(tid, 0, extra)])
             found = self._idempotent_result(key, fp)
             if found is not None:
                 return found[0] if len(found) == 1 else found
