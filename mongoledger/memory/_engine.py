@@ -472,7 +472,8 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         if not (remove or update):
             raise ValueError("Must either update or remove")
         spec = _patch_datetimes(query)
-        stored = next(self._select(spec, sort), None)
+        found = self._iter_documents(spec) if sort is None else self._select(spec, sort)
+        stored = next(iter(found), None)
         if stored is None and not upsert:
             return None
         after = return_document is ReturnDocument.AFTER or kwargs.get("new")
@@ -1320,25 +1321,27 @@ def _project(doc: Document, projection: Any) -> Document | None:
     if type(projection) is not dict or not projection:
         return None
     keep_id = True
-    fields = []
+    out: Document = {}
+    immutable = True
     for name, flag in projection.items():
-        if type(name) is not str or name.startswith("$") or "." in name:
+        kind = type(flag)
+        if type(name) is not str or name[:1] == "$" or "." in name:
+            return None
+        if kind is not int and kind is not bool:
             return None
         if name == "_id":
-            if flag in (0, False):
-                keep_id = False
-                continue
-        elif flag not in (1, True) or type(flag) not in (int, bool):
+            keep_id = bool(flag)
+            continue
+        if flag != 1:
             return None
-        fields.append(name)
-    if not fields:
+        if name in doc:
+            value = out[name] = doc[name]
+            immutable = immutable and type(value) in _UNPATCHED
+    if len(projection) == 1 and not keep_id:
         return None  # {"_id": 0} alone is an exclusion projection
-    out = {name: doc[name] for name in fields if name in doc}
     if keep_id and "_id" in doc:
         out = {"_id": doc["_id"], **out}
-    if all(type(value) in _UNPATCHED for value in out.values()):
-        return out  # immutable values: the new dict is already a private copy
-    return _private_copy(out)
+    return out if immutable else _private_copy(out)  # immutable values: already a copy
 
 
 def _private_copy(doc: Document) -> Document:
