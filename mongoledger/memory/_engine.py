@@ -1423,14 +1423,15 @@ def _change_entry(
         return _Entry("insert", db, coll, post["_id"], snapshot(post))
     if post is None:
         return _Entry("delete", db, coll, pre["_id"])
-    if raw is not None and bson.encode(pre, codec_options=_CODEC) == raw:
-        return None  # a no-op update writes nothing and emits nothing
-    if raw is None and _same(pre, post):
-        return None
-    if kind == "replace":
-        return _Entry("replace", db, coll, post["_id"], snapshot(post))
     updated: Document = {}
     removed: list[str] = []
-    _diff(pre, post, "", updated, removed)
+    if kind != "replace":
+        _diff(pre, post, "", updated, removed)  # BSON-exact, so usually decides alone
+    if not updated and not removed:
+        same = _same(pre, post) if raw is None else bson.encode(pre, codec_options=_CODEC) == raw
+        if same:
+            return None  # a no-op update writes nothing and emits nothing
+    if kind == "replace":
+        return _Entry("replace", db, coll, post["_id"], snapshot(post))
     desc = {"updatedFields": updated, "removedFields": removed, "truncatedArrays": []}
     return _Entry("update", db, coll, post["_id"], snapshot(post), desc)
