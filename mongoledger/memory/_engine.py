@@ -13,12 +13,13 @@ import contextlib
 import copy
 import datetime
 import hashlib
+import heapq
 import itertools
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -424,10 +425,16 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
             return None
         return pre
 
-    def _select(self, spec: Any, sort: Any) -> Iterator[Document]:
+    def _select(self, spec: Any, sort: Any, stop: int | None = None) -> Iterator[Document]:
         """The stored documents matching ``spec`` in ``sort`` order (mongomock's
-        ``_get_dataset`` without copying each one)."""
+        ``_get_dataset`` without copying each one); only the first ``stop`` are needed."""
         dataset: Iterator[Document] = iter(self._iter_documents(spec))
+        if sort:
+            docs = list(dataset)
+            ordered = _native_sort(docs, sort, stop)
+            if ordered is not None:
+                return iter(ordered)
+            dataset = iter(docs)
         for sort_key, sort_direction in reversed(list(sort or ())):
             if sort_key == "$natural":
                 if sort_direction < 0:
@@ -453,7 +460,7 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         mongomock.collection.validate_is_mapping("filter", spec)
         spec = _patch_datetimes(spec)
         stop = skip + abs(limit) if limit else None
-        found = itertools.islice(self._select(spec, sort), skip, stop)
+        found = itertools.islice(self._select(spec, sort, stop), skip, stop)
         return [self._copy_only_fields(d, projection, dict) for d in found]
 
     def _find_and_modify(
@@ -1282,6 +1289,58 @@ def _applies(flt: Any, doc: Document) -> bool:
     if result is None:
         return bool(mongomock.filtering.filter_applies(flt, doc))
     return result
+
+
+# BSON's sort order of the value types the native sort handles (missing sorts as null).
+_TYPE_RANK = {
+    type(None): 1,
+    int: 2,
+    Int64: 2,
+    float: 2,
+    str: 3,
+    bson.ObjectId: 7,
+    bool: 8,
+    datetime.datetime: 9,
+}
+
+
+def _native_sort(docs: list[Document], sort: Any, stop: int | None) -> list[Document] | None:
+    """``docs`` in ``sort`` order by plain Python keys, or None when a key or value needs
+    mongomock's BSON comparison (dotted paths, mixed directions, arrays, documents, NaN,
+    aware datetimes, ...). Equal keys keep natural order, as mongomock's stable sorts do;
+    with ``stop``, only the first ``stop`` are ordered (a bounded heap, not a full sort)."""
+    fields = list(sort)
+    directions = {direction for _, direction in fields}
+    if len(directions) != 1 or not all(
+        type(name) is str and name[:1] != "$" and "." not in name for name, _ in fields
+    ):
+        return None
+    names = [name for name, _ in fields]
+    keys = []
+    rank = _TYPE_RANK.get
+    for doc in docs:
+        key = []
+        for name in names:
+            value: Any = doc.get(name)
+            order = rank(type(value))
+            if order is None:
+                return None
+            if order == 2 and value != value:  # NaN sorts below every number in BSON
+                return None
+            if order == 9 and value.tzinfo is not None:
+                return None
+            if order == 7:
+                value = value.binary
+            key.append((order, value))
+        keys.append(tuple(key))
+    reverse = directions.pop() < 0
+    positions: Iterable[int] = range(len(docs))
+    if stop is not None and stop < len(docs):
+        pick = heapq.nlargest if reverse else heapq.nsmallest
+        chosen = pick(stop, positions, key=keys.__getitem__)  # sorted()[:stop], stably
+    else:
+        chosen = sorted(positions, key=keys.__getitem__, reverse=reverse)
+    return [docs[i] for i in chosen]
 
 
 def _sort_key(name: str) -> Callable[[Document], Any]:

@@ -231,3 +231,52 @@ def test_fast_matcher_agrees_with_mongomock() -> None:
         decided += 1
         assert fast == mongomock.filtering.filter_applies(flt, doc), (flt, doc)
     assert decided > 10_000
+
+
+SORT_VALUES = [
+    None,
+    0,
+    1,
+    -3,
+    2.5,
+    Int64(2),
+    "",
+    "a",
+    "B",
+    ObjectId("5f0000000000000000000001"),
+    ObjectId("5f0000000000000000000002"),
+    True,
+    False,
+    datetime.datetime(2024, 1, 1),
+    datetime.datetime(2023, 1, 1),
+]
+
+
+def test_native_sort_agrees_with_mongomock() -> None:
+    rng = random.Random(3)
+    decided = 0
+    for _ in range(3_000):
+        docs = [
+            {"_id": i, **{k: rng.choice(SORT_VALUES) for k in ("a", "b") if rng.random() < 0.9}}
+            for i in range(rng.randrange(0, 12))
+        ]
+        direction = rng.choice([1, -1])
+        sort = [(name, direction) for name in rng.sample(["a", "b", "_id"], rng.randrange(1, 3))]
+        stop = rng.choice([None, 1, 3, 20])
+        native = _engine._native_sort(list(docs), sort, stop)
+        if native is None:
+            continue
+        decided += 1
+        expected = list(docs)
+        for name, way in reversed(sort):  # mongomock's own order: one stable sort per key
+            expected.sort(key=_engine._sort_key(name), reverse=way < 0)
+        assert [d["_id"] for d in native][:stop] == [d["_id"] for d in expected][:stop], sort
+    assert decided > 2_500
+
+
+def test_native_sort_leaves_what_it_cannot_order_to_mongomock() -> None:
+    docs = [{"_id": 1, "a": [2, 1]}, {"_id": 2, "a": 1}]
+    assert _engine._native_sort(docs, [("a", 1)], None) is None  # arrays
+    assert _engine._native_sort(docs, [("a", 1), ("_id", -1)], None) is None  # mixed ways
+    assert _engine._native_sort([{"a": float("nan")}], [("a", 1)], None) is None
+    assert _engine._native_sort(docs, [("a.b", 1)], None) is None
