@@ -13,13 +13,12 @@ import contextlib
 import copy
 import datetime
 import hashlib
-import heapq
 import itertools
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -45,6 +44,7 @@ from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES
 
 from ._index import IndexedDocuments, index_fields, wildcard_covers
 from ._match import match as fast_match
+from ._native import native_group, native_sort
 
 # mongomock is untyped: reach it through Any.
 mongomock: Any = _mongomock
@@ -431,7 +431,7 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         dataset: Iterator[Document] = iter(self._iter_documents(spec))
         if sort:
             docs = list(dataset)
-            ordered = _native_sort(docs, sort, stop)
+            ordered = native_sort(docs, sort, stop)
             if ordered is not None:
                 return iter(ordered)
             dataset = iter(docs)
@@ -521,6 +521,14 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
             selected = self._select(_patch_datetimes(spec), None)
         else:
             selected = iter(list(self._store._documents.values()))
+        if stages and isinstance(stages[0], Mapping) and list(stages[0]) == ["$group"]:
+            found = list(selected)
+            grouped = native_group(found, stages[0]["$group"])
+            if grouped is not None:  # new documents of immutable values: no copies needed
+                return mongomock.aggregate.process_pipeline(
+                    grouped, self.database, stages[1:], session
+                )
+            selected = iter(found)
         # Private copies (stages may change them); BSON copies are several times cheaper.
         docs = [_private_copy(d) for d in selected]
         return mongomock.aggregate.process_pipeline(docs, self.database, stages, session)
@@ -1289,58 +1297,6 @@ def _applies(flt: Any, doc: Document) -> bool:
     if result is None:
         return bool(mongomock.filtering.filter_applies(flt, doc))
     return result
-
-
-# BSON's sort order of the value types the native sort handles (missing sorts as null).
-_TYPE_RANK = {
-    type(None): 1,
-    int: 2,
-    Int64: 2,
-    float: 2,
-    str: 3,
-    bson.ObjectId: 7,
-    bool: 8,
-    datetime.datetime: 9,
-}
-
-
-def _native_sort(docs: list[Document], sort: Any, stop: int | None) -> list[Document] | None:
-    """``docs`` in ``sort`` order by plain Python keys, or None when a key or value needs
-    mongomock's BSON comparison (dotted paths, mixed directions, arrays, documents, NaN,
-    aware datetimes, ...). Equal keys keep natural order, as mongomock's stable sorts do;
-    with ``stop``, only the first ``stop`` are ordered (a bounded heap, not a full sort)."""
-    fields = list(sort)
-    directions = {direction for _, direction in fields}
-    if len(directions) != 1 or not all(
-        type(name) is str and name[:1] != "$" and "." not in name for name, _ in fields
-    ):
-        return None
-    names = [name for name, _ in fields]
-    keys = []
-    rank = _TYPE_RANK.get
-    for doc in docs:
-        key = []
-        for name in names:
-            value: Any = doc.get(name)
-            order = rank(type(value))
-            if order is None:
-                return None
-            if order == 2 and value != value:  # NaN sorts below every number in BSON
-                return None
-            if order == 9 and value.tzinfo is not None:
-                return None
-            if order == 7:
-                value = value.binary
-            key.append((order, value))
-        keys.append(tuple(key))
-    reverse = directions.pop() < 0
-    positions: Iterable[int] = range(len(docs))
-    if stop is not None and stop < len(docs):
-        pick = heapq.nlargest if reverse else heapq.nsmallest
-        chosen = pick(stop, positions, key=keys.__getitem__)  # sorted()[:stop], stably
-    else:
-        chosen = sorted(positions, key=keys.__getitem__, reverse=reverse)
-    return [docs[i] for i in chosen]
 
 
 def _sort_key(name: str) -> Callable[[Document], Any]:

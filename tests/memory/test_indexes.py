@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import random
 
+import bson
 import mongomock
 import pytest
 from bson import Int64, ObjectId
@@ -263,7 +264,7 @@ def test_native_sort_agrees_with_mongomock() -> None:
         direction = rng.choice([1, -1])
         sort = [(name, direction) for name in rng.sample(["a", "b", "_id"], rng.randrange(1, 3))]
         stop = rng.choice([None, 1, 3, 20])
-        native = _engine._native_sort(list(docs), sort, stop)
+        native = _engine.native_sort(list(docs), sort, stop)
         if native is None:
             continue
         decided += 1
@@ -276,7 +277,52 @@ def test_native_sort_agrees_with_mongomock() -> None:
 
 def test_native_sort_leaves_what_it_cannot_order_to_mongomock() -> None:
     docs = [{"_id": 1, "a": [2, 1]}, {"_id": 2, "a": 1}]
-    assert _engine._native_sort(docs, [("a", 1)], None) is None  # arrays
-    assert _engine._native_sort(docs, [("a", 1), ("_id", -1)], None) is None  # mixed ways
-    assert _engine._native_sort([{"a": float("nan")}], [("a", 1)], None) is None
-    assert _engine._native_sort(docs, [("a.b", 1)], None) is None
+    assert _engine.native_sort(docs, [("a", 1)], None) is None  # arrays
+    assert _engine.native_sort(docs, [("a", 1), ("_id", -1)], None) is None  # mixed ways
+    assert _engine.native_sort([{"a": float("nan")}], [("a", 1)], None) is None
+    assert _engine.native_sort(docs, [("a.b", 1)], None) is None
+
+
+NUMBERS = [None, 0, 1, 1.0, -3, 2.5, Int64(2), Int64(-(2**40))]
+GROUP_KEYS = [*NUMBERS, "a", "b", ObjectId("5f0000000000000000000001")]
+
+
+def random_group(rng: random.Random) -> dict:
+    spec: dict = {"_id": rng.choice([None, "$k", "$n"])}
+    for i in range(rng.randrange(1, 4)):
+        op = rng.choice(["$sum", "$min", "$max", "$first"])
+        arg = rng.choice(["$n", "$m", "$k"]) if op != "$sum" or rng.random() < 0.6 else 1
+        spec[f"out{i}"] = {op: arg}
+    return spec
+
+
+def test_native_group_agrees_with_mongomock() -> None:
+    rng = random.Random(5)
+    decided = 0
+    for _ in range(3_000):
+        docs = [
+            {
+                "_id": i,
+                "k": rng.choice(GROUP_KEYS),
+                **{f: rng.choice(NUMBERS) for f in ("n", "m") if rng.random() < 0.9},
+            }
+            for i in range(rng.randrange(0, 15))
+        ]
+        spec = random_group(rng)
+        native = _engine.native_group(docs, spec)
+        if native is None:
+            continue
+        decided += 1
+        expected = mongomock.aggregate.process_pipeline(
+            [dict(d) for d in docs], None, [{"$group": spec}], None
+        )
+        assert [bson.encode(d) for d in native] == [bson.encode(d) for d in expected], spec
+    assert decided > 1_500
+
+
+def test_native_group_leaves_what_it_cannot_run_to_mongomock() -> None:
+    docs = [{"_id": 1, "a": 1, "b": "x"}]
+    assert _engine.native_group(docs, {"_id": "$a.b"}) is None  # paths
+    assert _engine.native_group(docs, {"_id": "$a", "n": {"$avg": "$a"}}) is None  # operators
+    assert _engine.native_group(docs, {"_id": "$a", "n": {"$sum": "$b"}}) is None  # strings
+    assert _engine.native_group([{"_id": 1, "a": [1]}], {"_id": "$a"}) is None  # arrays
