@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import bson
 from bson import ObjectId
@@ -318,8 +318,7 @@ def new_account_fields(
     return doc
 
 
-@dataclass(frozen=True)
-class LegUpdate:
+class LegUpdate(NamedTuple):  # built for every leg of every write: a tuple is cheapest
     """The single ``find_one_and_update`` that moves one account for one leg."""
 
     filter: dict[str, Any]
@@ -500,7 +499,7 @@ def transaction_document(
             doc[cfg.data_field] = leg.data
     else:
         doc.update(leg.data)
-    if leg.data or not isinstance(leg.account_id, ObjectId | int):  # else far below 16 MiB
+    if leg.data or not isinstance(leg.account_id, (ObjectId, int)):  # else far below 16 MiB
         size = len(bson.encode(doc, codec_options=_CODEC))
         if size > MAX_BSON_SIZE:
             raise InvalidData(

@@ -596,7 +596,7 @@ class AsyncLedger:
 
     async def _run(self, body: Callable[[Any], Any]) -> None:
         """Run ``body(session)`` in one DB transaction (PyMongo's retry rules), or without one."""
-        if not await self._supports_transactions():
+        if not (self._capable or await self._supports_transactions()):
             await body(None)
             return
         session = await maybe_await(self._db.client.start_session())

@@ -596,7 +596,7 @@ class Ledger:
 
     def _run(self, body: Callable[[Any], Any]) -> None:
         """Run ``body(session)`` in one DB transaction (PyMongo's retry rules), or without one."""
-        if not self._supports_transactions():
+        if not (self._capable or self._supports_transactions()):
             body(None)
             return
         session = maybe_await(self._db.client.start_session())
