@@ -802,7 +802,7 @@ def markdown(results: dict[str, Any]) -> str:
     out.append("|---|---|---:|---:|---:|")
     for r in results["throughput"]:
         ratio = r["ratio"]
-        mark = "" if ratio is None or ratio <= 1.3 else " **> 1.3**"
+        mark = "" if ratio is None or ratio <= 1.3 else f" (**{ratio:.3f} > 1.3**)"
         out.append(
             f"| {r['operation']} | {r['mode']} | {r['ledger_ops_s']:,.0f} | "
             f"{r['baseline_ops_s']:,.0f} | {ratio:.2f}{mark} |"
