@@ -100,9 +100,12 @@ def settings(quick: bool, large: bool) -> Settings:
 class _Listener(monitoring.CommandListener):
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.captured: list[tuple[str, dict[str, Any]]] | None = None  # (database, command)
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.counts[event.command_name] += 1
+        if self.captured is not None and event.command_name in ("find", "aggregate"):
+            self.captured.append((event.database_name, dict(event.command)))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -121,6 +124,7 @@ class Target:
     counts: Callable[[], Counter[str]]
     reset: Callable[[], None]
     databases: list[str] = field(default_factory=list)
+    listener: _Listener | None = None  # a real server's command monitoring
 
     def database(self, label: str) -> tuple[Any, Any]:
         name = f"mongoledger_bench_{label}_{os.getpid()}_{len(self.databases)}"
@@ -157,6 +161,7 @@ def uri_target(uri: str) -> Target:
         async_,
         lambda: Counter(listener.counts),
         listener.counts.clear,
+        listener=listener,
     )
 
 
@@ -666,61 +671,57 @@ def measure_size(
     times["verify"] = time.perf_counter() - start
     if not report.ok:
         raise RuntimeError(f"the loaded data does not verify: {report}")
-    plans = explain_plans(ledger, picks[0], middle) if explain else {}
+    plans = explain_plans(target, ledger, picks[0], middle) if explain else {}
     return loaded, times, plans
 
 
-def explain_plans(ledger: Ledger, account: Any, when: Any) -> dict[str, Any]:
-    """The winning plan of every query shape the ledger sends (a real server only)."""
-    cfg = ledger.config
-    tx, acc = ledger.transactions, ledger.accounts
-    leg = tx.find_one({cfg.account_link_field: account})
-    doc = acc.find_one({"_id": account})
+def explain_plans(target: Target, ledger: Ledger, account: Any, when: Any) -> dict[str, Any]:
+    """The winning plan of every query the ledger sends for each read (a real server only):
+    the ``find`` and ``aggregate`` commands are captured by command monitoring as sent, then
+    explained, so the plans are those of the ledger's own queries, not of copies of them."""
+    listener = target.listener
+    assert listener is not None, "explain needs a server's command monitoring"
+    doc = ledger.accounts.find_one({"_id": account})
     attrs = {"user_id": doc["user_id"], "type": doc["type"]}
-    finds: dict[str, tuple[Any, dict[str, Any], Any, int]] = {
-        "history page": (
-            tx,
-            _core.history_filter(cfg, account),
-            [(_core.ACCOUNT_SEQ, -1)],
-            PAGE,
+    reads: dict[str, Callable[[], Any]] = {
+        "history page": lambda: ledger.history(account, limit=PAGE),
+        "history by date": lambda: ledger.history(account, start=BASE_DATE, end=when, limit=PAGE),
+        "balance_at": lambda: ledger.balance_at(account, when),
+        "calculate_balance": lambda: ledger.calculate_balance(account),
+        "account statistics": lambda: ledger.statistics(account, period="month"),
+        "account by attributes": lambda: ledger.balance(attrs),
+        "report by balance": lambda: ledger.report(limit=PAGE),
+        "report by creation": lambda: ledger.report(sort="-created_at", limit=PAGE),
+        "verify": lambda: ledger.verify(),
+        "revert (reads the operation's legs)": lambda: ledger.revert(
+            ledger.history(account, limit=1)[0].id
         ),
-        "history by date": (
-            tx,
-            _core.history_filter(cfg, account, start=BASE_DATE, end=when),
-            [(_core.ACCOUNT_SEQ, -1)],
-            PAGE,
-        ),
-        "balance_at": (
-            tx,
-            _core.history_filter(cfg, account, end=when),
-            [(_core.ACCOUNT_SEQ, -1)],
-            1,
-        ),
-        "operation legs": (tx, {_core.OPERATION_ID: leg[_core.OPERATION_ID]}, [(_core.LEG, 1)], 0),
-        "idempotency": (tx, {_core.IDEMPOTENCY_KEY: "k"}, [(_core.LEG, 1)], 0),
-        "revert links": (tx, {_core.REVERTS: {"$exists": True}}, None, 0),
-        "reverted links": (tx, {_core.REVERTED_BY: {"$exists": True}}, None, 0),
-        "account by id": (acc, {"_id": account}, None, 1),
-        "account by key": (acc, {_core.ATTRIBUTES_KEY: doc[_core.ATTRIBUTES_KEY]}, None, 1),
-        "account by attributes": (acc, attrs, None, 2),
-        "report by balance": (acc, {}, [("balance", -1), ("_id", 1)], PAGE),
     }
-    plans = {}
-    for name, (coll, flt, sort, limit) in finds.items():
-        cursor = coll.find(flt)
-        if sort:
-            cursor = cursor.sort(sort)
-        if limit:
-            cursor = cursor.limit(limit)
-        plans[name] = plan_summary(cursor.explain())
-    pipelines = {
-        "calculate_balance": _core.sum_pipeline(cfg, {cfg.account_link_field: account}),
-        "account statistics": _core.statistics_pipeline(cfg, account, period="month"),
-    }
-    for name, pipeline in pipelines.items():
-        explained = ledger.database.command("aggregate", tx.name, pipeline=pipeline, explain=True)
-        plans[name] = plan_summary(explained)
+    plans: dict[str, Any] = {}
+    for name, read in reads.items():
+        listener.captured = []
+        try:
+            read()
+        finally:
+            captured, listener.captured = listener.captured, None
+        for n, (database, command) in enumerate(captured, start=1):
+            label = name if len(captured) == 1 else f"{name} ({n})"
+            plans[label] = plan_summary(explain_command(target.sync[database], command))
     return plans
+
+
+# What a captured command carries besides the query itself: session, transaction, cluster
+# time and read concern fields, which an explain must not repeat.
+_NOT_EXPLAINED = frozenset(
+    {"lsid", "$db", "$clusterTime", "$readPreference", "txnNumber", "autocommit"}
+    | {"startTransaction", "readConcern", "writeConcern", "apiVersion", "apiStrict"}
+)
+
+
+def explain_command(db: Any, command: dict[str, Any]) -> Any:
+    """``explain`` of a captured ``find``/``aggregate`` command (queryPlanner verbosity)."""
+    query = {k: v for k, v in command.items() if k not in _NOT_EXPLAINED}
+    return db.command({"explain": query, "verbosity": "queryPlanner"})
 
 
 # Where explain output nests plans (find, aggregate, sharded).

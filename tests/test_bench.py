@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,3 +41,119 @@ def test_quick_run_writes_json(tmp_path: Path) -> None:
     assert len(growth["sizes"]) >= 2
     for query in ("history page", "balance_at", "report page", "verify"):
         assert len(growth["queries"][query]["seconds"]) == len(growth["sizes"])
+
+
+def test_captured_commands_are_explained_as_sent() -> None:
+    """The ``--uri`` path (no server here): a find the ledger sent is captured by command
+    monitoring and explained without its session and transaction fields."""
+    from bson import SON
+    from pymongo import monitoring
+
+    from benchmarks import bench
+
+    listener = bench._Listener()
+    listener.captured = []
+    command = SON(
+        [
+            ("find", "transactions"),
+            ("filter", {"account_id": 1}),
+            ("sort", {"account_seq": -1}),
+            ("limit", 50),
+            ("lsid", {"id": "x"}),
+            ("$db", "ledger"),
+            ("$readPreference", {"mode": "primary"}),
+        ]
+    )
+    for name, cmd in (("find", command), ("insert", SON([("insert", "t")]))):
+        listener.started(
+            monitoring.CommandStartedEvent(cmd, "ledger", 1, ("localhost", 27017), 7, None)
+        )
+    assert [(db, c["find"]) for db, c in listener.captured] == [("ledger", "transactions")]
+    assert listener.counts == {"find": 1, "insert": 1}
+
+    class FakeDb:
+        sent: Any = None
+
+        def command(self, cmd: Any) -> dict:
+            self.sent = cmd
+            return {"queryPlanner": {"winningPlan": {"stage": "LIMIT", "inputStage": {}}}}
+
+    db = FakeDb()
+    bench.explain_command(db, listener.captured[0][1])
+    assert list(db.sent) == ["explain", "verbosity"]
+    assert db.sent["explain"] == {
+        "find": "transactions",
+        "filter": {"account_id": 1},
+        "sort": {"account_seq": -1},
+        "limit": 50,
+    }
+    assert list(db.sent["explain"])[0] == "find"  # the command name leads, as a server needs
+
+
+def test_plan_summary_reads_classic_sbe_express_and_sharded_plans() -> None:
+    from benchmarks import bench
+
+    classic = {
+        "queryPlanner": {
+            "winningPlan": {
+                "stage": "LIMIT",
+                "inputStage": {
+                    "stage": "FETCH",
+                    "inputStage": {"stage": "IXSCAN", "indexName": "ledger_account_seq"},
+                },
+            }
+        }
+    }
+    assert bench.plan_summary(classic) == {
+        "stages": ["LIMIT", "FETCH", "IXSCAN"],
+        "indexes": ["ledger_account_seq"],
+        "access": "IXSCAN",
+    }
+    sbe = {
+        "queryPlanner": {
+            "winningPlan": {
+                "queryPlan": {"stage": "GROUP", "inputStage": {"stage": "COLLSCAN"}},
+                "slotBasedPlan": {"stages": "[1] group ..."},
+            }
+        }
+    }
+    assert bench.plan_summary(sbe)["access"] == "COLLSCAN"
+    express = {"queryPlanner": {"winningPlan": {"stage": "EXPRESS_IXSCAN", "indexName": "_id_"}}}
+    assert bench.plan_summary(express)["access"] == "IXSCAN"
+    aggregate = {
+        "stages": [
+            {
+                "$cursor": {
+                    "queryPlanner": {
+                        "winningPlan": {"stage": "IXSCAN", "indexName": "ledger_account_date"}
+                    }
+                }
+            },
+            {"$group": {}},
+        ]
+    }
+    assert bench.plan_summary(aggregate)["indexes"] == ["ledger_account_date"]
+    sharded = {
+        "queryPlanner": {
+            "winningPlan": {
+                "stage": "SINGLE_SHARD",
+                "shards": [{"winningPlan": {"stage": "FETCH", "inputStage": {"stage": "IXSCAN"}}}],
+            }
+        }
+    }
+    assert bench.plan_summary(sharded)["stages"] == ["SINGLE_SHARD", "FETCH", "IXSCAN"]
+
+
+def test_explain_reads_run_on_loaded_data() -> None:
+    """Every read ``explain_plans`` makes runs against the benchmark's data (on the memory
+    engine nothing is captured: it has no command monitoring, so no plan is asked for)."""
+    from benchmarks import bench
+    from mongoledger import Ledger
+
+    target = bench.memory_target()
+    target.listener = bench._Listener()
+    db, _ = target.database("explain")
+    ledger = Ledger(db)
+    accounts, last = bench.load(db, ledger, 1_000)
+    assert bench.explain_plans(target, ledger, accounts[0]["_id"], last) == {}
+    assert ledger.verify().ok
