@@ -196,23 +196,32 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
         _, leading, wildcard = cache
         return name in leading or (wildcard is not None and wildcard_covers(wildcard, name))
 
-    _unique_cache: tuple[Any, list[tuple[Document, tuple[str, ...] | None]]] | None = None
+    _unique_cache: tuple[Any, list[tuple[Document, tuple[str, ...] | None]], Any] | None = None
 
-    def unique_indexes(self) -> list[tuple[Document, tuple[str, ...] | None]]:
+    def unique_indexes(
+        self,
+    ) -> tuple[list[tuple[Document, tuple[str, ...] | None]], frozenset[str] | None]:
         """The unique indexes, each with the top-level fields its entry depends on (key and
-        partial-filter fields; None when a path or operator makes that unknowable)."""
+        partial-filter fields; None when a path or operator makes that unknowable), and the
+        union of those fields (None: unknowable)."""
         version = tuple((name, id(spec)) for name, spec in self.indexes.items())
         cache = self._unique_cache
         if cache is None or cache[0] != version:
             found = []
+            every: set[str] | None = set()
             for index in self.indexes.values():
                 if index.get("unique"):
                     names = [key for key, _ in index.get("key", ())]
                     names += list(index.get("partialFilterExpression") or {})
                     plain = all(not n.startswith("$") and "." not in n for n in names)
                     found.append((index, tuple(names) if plain else None))
-            cache = self._unique_cache = (version, found)
-        return cache[1]
+                    every = every | set(names) if plain and every is not None else None
+            cache = self._unique_cache = (
+                version,
+                found,
+                None if every is None else frozenset(every),
+            )
+        return cache[1], cache[2]
 
     def __setitem__(self, key: Any, val: Any) -> None:
         self._server._before_write(self, key, self._documents.get(key))
@@ -254,6 +263,25 @@ def _patch_datetimes(query: Any) -> Any:
     return query
 
 
+def _touched_fields(update: Any) -> frozenset[str] | None:
+    """The top-level fields an update document (``{"$op": {path: ...}}``) can change, or
+    None when that is unknown (a replacement, an unexpected shape)."""
+    if not isinstance(update, Mapping):
+        return None
+    names: set[str] = set()
+    for op, fields in update.items():
+        if type(op) is not str or not op.startswith("$") or not isinstance(fields, Mapping):
+            return None
+        paths = list(fields)
+        if op == "$rename":
+            paths += list(fields.values())
+        for path in paths:
+            if type(path) is not str:
+                return None
+            names.add(path.split(".", 1)[0])
+    return frozenset(names)
+
+
 def _store_key(doc_id: Any) -> Any:
     return mongomock.helpers.hashdict(doc_id) if isinstance(doc_id, dict) else doc_id
 
@@ -265,14 +293,24 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         super().__init__(database, name, _db_store=database._store)
         self._server = server
 
-    def _capture_in_place(self, existing_document: Document) -> None:
+    def _capture_in_place(
+        self, existing_document: Document, touched: frozenset[str] | None
+    ) -> None:
+        """Log the pre-image of a document about to change in place, and the top-level
+        fields the change can reach (``touched``; None: unknown)."""
         store = self._store
         key = _store_key(existing_document.get("_id"))
         if store._documents.get(key) is existing_document:
-            self._server._before_write(store, key, existing_document, snapshot=True)
+            server = self._server
+            server._before_write(store, key, existing_document, snapshot=True)
             # Changed in place: a candidate of every lookup until re-indexed.
             store._documents.dirty.add(key)
-            self._server._dirty_stores.add(store)
+            server._dirty_stores.add(store)
+            op = server._op
+            if op is not None:
+                dk = (store.db_name, store.name, key)
+                before = op.touched.get(dk, frozenset())
+                op.touched[dk] = None if before is None or touched is None else before | touched
 
     def create_index(
         self, key_or_list: Any, cache_for: int = 300, session: Any = None, **kwargs: Any
@@ -386,8 +424,13 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         helpers, applies = mongomock.helpers, _applies
         store = self._store
         own = _store_key(new_data.get("_id"))
-        uniques = store.unique_indexes()
+        uniques, fields = store.unique_indexes()
         pre = self._pre_image(own) if uniques else None
+        if pre is not None and fields is not None:
+            op = self._server._op
+            touched = None if op is None else op.touched.get((store.db_name, store.name, own))
+            if touched is not None and touched.isdisjoint(fields):
+                return  # an update that cannot reach any unique index's fields
         for index, names in uniques:
             partial = index.get("partialFilterExpression")
             if pre is not None and names is not None and _unchanged(names, pre, new_data):
@@ -537,13 +580,13 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         self, existing_document: Document, spec: Any, document: Any, was_insert: bool
     ) -> Any:
         if not was_insert:
-            self._capture_in_place(existing_document)
+            self._capture_in_place(existing_document, _touched_fields(document))
         return super()._apply_update_document(existing_document, spec, document, was_insert)
 
     def _apply_update_pipeline(
         self, existing_document: Document, pipeline: Any, session: Any
     ) -> Any:
-        self._capture_in_place(existing_document)
+        self._capture_in_place(existing_document, None)
         return super()._apply_update_pipeline(existing_document, pipeline, session)
 
 
@@ -586,6 +629,8 @@ class _Op:
     others: list[_Txn] = field(default_factory=list)
     swapped: bool = False
     encoded: dict[DocKey, bytes] = field(default_factory=dict)  # BSON of inserted documents
+    # Per document updated in place: the top-level fields its update can change (None: any).
+    touched: dict[DocKey, frozenset[str] | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -1125,7 +1170,10 @@ class MemoryServer:
                         err = WriteError(msg, 17419, {"code": 17419, "errmsg": msg})
                     raise _rollback_marked(err)
                 post = bson.decode(raw, codec_options=_CODEC)
-                docs[key] = post
+                if pre is None:
+                    docs[key] = post
+                else:  # indexes on fields the update cannot reach keep their entries
+                    docs.replace(key, post, op.touched.get(dk))
             entry = _change_entry(op.kind, db, coll, pre, post, raw)
             if entry is not None:
                 entries.append(entry)

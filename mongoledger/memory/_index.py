@@ -166,6 +166,18 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
     def move_to_end(self, key: Any, last: bool = True) -> None:
         raise NotImplementedError("the engine never reorders documents")
 
+    def replace(self, key: Any, doc: Any, fields: frozenset[str] | None) -> None:
+        """Store a new version of a document whose changes are confined to the top-level
+        ``fields`` (None: unknown, re-index everything): the other indexes keep its entry."""
+        if fields is None or key not in self:
+            self[key] = doc
+            return
+        super().__setitem__(key, doc)  # an existing key keeps its place
+        for index in self.fields.values():
+            if index.name in fields:
+                index.add(key, doc, appended=False)
+        self.dirty.discard(key)
+
     def reindex(self, key: Any) -> None:
         """Re-read a document that was changed in place."""
         self.dirty.discard(key)

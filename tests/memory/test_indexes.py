@@ -55,10 +55,20 @@ def test_indexed_finds_equal_a_scan(seed: int) -> None:
         coll.insert_one({"_id": i, "k": rng.choice(VALUES), "j": rng.randrange(3)})
     check(client, coll)
     for _ in range(60):
-        action = rng.randrange(5)
+        action = rng.randrange(9)
         i = rng.randrange(40)
         if action == 0:
             coll.update_one({"_id": i}, {"$set": {"k": rng.choice(VALUES)}})
+        elif action == 5:  # fields no index reads: the indexes keep their entries
+            coll.update_one({"_id": i}, {"$inc": {"n": 1}, "$set": {"x.y": 1}})
+        elif action == 6:
+            coll.update_one({"_id": i}, {"$inc": {"j": 1}})
+        elif action == 7:
+            coll.update_many(
+                {}, {"$rename": {"k": "z"}} if rng.random() < 0.5 else {"$rename": {"z": "k"}}
+            )
+        elif action == 8:
+            coll.update_one({"_id": i}, [{"$set": {"k": "$j"}}])  # a pipeline: fields unknown
         elif action == 1:
             coll.update_many({"j": rng.randrange(3)}, {"$set": {"k": rng.choice(VALUES)}})
         elif action == 2:
@@ -113,6 +123,33 @@ def test_unique_checks_see_documents_changed_in_the_same_command() -> None:
     # Like a server: the first document stays updated, the second collides.
     assert [d["_id"] for d in coll.find({"u": 3})] == [1]
     assert [d["_id"] for d in coll.find({"u": 2})] == [2]
+
+
+def test_unique_checks_follow_every_way_an_update_reaches_the_key() -> None:
+    client = MemoryClient()
+    coll = client["db"]["c"]
+    coll.create_index("u", unique=True, partialFilterExpression={"u": {"$exists": True}})
+    coll.insert_many([{"_id": 1, "u": 1, "v": 2, "n": 0}, {"_id": 2, "u": 2, "n": 0}])
+    coll.update_one({"_id": 1}, {"$inc": {"n": 1}})  # cannot reach "u": no check needed
+    for update in (
+        {"$inc": {"u": 1}},
+        {"$rename": {"v": "u"}},
+        {"$set": {"u": 2}},
+        [{"$set": {"u": 2}}],
+    ):
+        with pytest.raises(DuplicateKeyError):
+            coll.update_one({"_id": 1}, update)
+        assert coll.find_one({"_id": 1}) == {"_id": 1, "u": 1, "v": 2, "n": 1}, update
+    with client.start_session() as s:  # one transaction: two updates of one document
+        s.start_transaction()
+        coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, session=s)
+        with pytest.raises(DuplicateKeyError):
+            coll.update_one({"_id": 1}, {"$inc": {"u": 1}}, session=s)
+        s.abort_transaction()
+    assert coll.find_one({"_id": 1}) == {"_id": 1, "u": 1, "v": 2, "n": 1}
+    coll.insert_many([{"_id": 3, "u": {"a": 1}}, {"_id": 4, "u": {"a": 2}}])
+    with pytest.raises(DuplicateKeyError):
+        coll.update_one({"_id": 3}, {"$set": {"u.a": 2}})  # a path inside the key field
 
 
 def test_partial_unique_index_ignores_documents_outside_its_filter() -> None:
