@@ -692,7 +692,7 @@ def explain_plans(target: Target, ledger: Ledger, account: Any, when: Any) -> di
         "account by attributes": lambda: ledger.balance(attrs),
         "report by balance": lambda: ledger.report(limit=PAGE),
         "report by creation": lambda: ledger.report(sort="-created_at", limit=PAGE),
-        "verify": lambda: ledger.verify(),
+        "verify": ledger.verify,
         "revert (reads the operation's legs)": lambda: ledger.revert(
             ledger.history(account, limit=1)[0].id
         ),

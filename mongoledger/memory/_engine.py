@@ -30,8 +30,8 @@ from bson.timestamp import Timestamp
 from mongomock import store as _mm_store
 from pymongo import ReturnDocument
 from pymongo.errors import (
-    BulkWriteError,
     AutoReconnect,
+    BulkWriteError,
     DocumentTooLarge,
     DuplicateKeyError,
     InvalidOperation,
@@ -242,13 +242,9 @@ def _needs_patching(value: Any) -> bool:
     kind = type(value)
     if kind in _UNPATCHED:
         return False
-    if kind is dict:
-        for item in value.values():
-            if type(item) not in _UNPATCHED and _needs_patching(item):
-                return True
-        return False
-    if kind is list:
-        for item in value:
+    if kind is dict or kind is list:
+        # A loop, not any() over a generator: this runs on every query's every value.
+        for item in value.values() if kind is dict else value:
             if type(item) not in _UNPATCHED and _needs_patching(item):
                 return True
         return False
@@ -1372,10 +1368,7 @@ def _same_value(a: Any, b: Any) -> bool:
 def _unchanged(names: tuple[str, ...], pre: Document, post: Document) -> bool:
     """Whether ``post`` has the same entry as ``pre`` in a unique index whose entry depends
     on the top-level fields ``names``."""
-    for name in names:
-        if not _same_value(pre.get(name, _ABSENT), post.get(name, _ABSENT)):
-            return False
-    return True
+    return all(_same_value(pre.get(name, _ABSENT), post.get(name, _ABSENT)) for name in names)
 
 
 def _project(doc: Document, projection: Any) -> Document | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import heapq
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ def _key(value: Any) -> tuple[int, Any] | None:
     rank = _TYPE_RANK.get(type(value))
     if rank is None:
         return None
-    if rank == 2 and value != value:  # NaN sorts below every number in BSON
+    if type(value) is float and math.isnan(value):  # NaN sorts below every number in BSON
         return None
     if rank == 9 and value.tzinfo is not None:
         return None
@@ -134,7 +135,7 @@ def native_group(docs: Sequence[Document], spec: Any) -> list[Document] | None:
                 continue
             if item is None:
                 continue  # null and missing: ignored by $sum, $min and $max
-            if type(item) not in _NUMBERS or item != item:
+            if type(item) not in _NUMBERS or (type(item) is float and math.isnan(item)):
                 return None
             if op == "$sum":
                 state[i] += item

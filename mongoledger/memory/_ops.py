@@ -29,9 +29,9 @@ from ._engine import (
     Document,
     MemoryServer,
     _Op,
+    encoded,
     mongomock,
     operation_failure,
-    encoded,
     roundtrip,
     write_conflict,
 )
