@@ -22,14 +22,17 @@ mongomock, plus what mongomock lacks:
 * server checks: 16 MiB documents, int64 overflow (``$inc`` included), unique and partial
   unique indexes, ``$expr`` refused in an upsert's filter (224), a failed statement aborting
   its transaction (later statements and the commit get ``NoSuchTransaction``, 251), index
-  option conflicts (85), BSON round trip of stored documents.
+  option conflicts (85), BSON round trip of stored documents, ``$inc`` keeping a 64-bit
+  integer 64-bit (mongomock's would store a small result as a 32-bit one).
 * indexed lookups: equality on ``_id`` and on fields that lead an index (any top-level field
   under a wildcard index) reads a hash bucket instead of testing every document; other
   queries scan, as a server would without a suitable index (see ``_index``).
 
 Not emulated: snapshot isolation between concurrent transactions (they run one at a time
 instead), read/write concerns and read preferences (accepted, ignored), causal consistency,
-``array_filters`` and other operators mongomock lacks, collations, ``$redact`` in change
+``array_filters`` and other operators mongomock lacks, ``$type`` by BSON type (mongomock
+tells ``int`` from ``long`` by magnitude and knows no numeric type codes), collations,
+``$redact`` in change
 streams, pre-images (``fullDocumentBeforeChange``), ``showExpandedEvents`` events (create,
 createIndexes, ...), ``updateLookup`` returning a document newer than the event (it returns the
 document as the event's commit left it), DDL inside transactions (``drop`` is refused with code

@@ -278,6 +278,35 @@ def _touched_fields(update: Any) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def _long_increments(doc: Document, update: Any) -> list[list[str]]:
+    """The ``$inc`` paths whose result is a 64-bit integer on a server: an int64 operand and
+    no double (mongomock adds Python ints, which would store a small result as int32)."""
+    incs = update.get("$inc") if isinstance(update, Mapping) else None
+    if not isinstance(incs, Mapping):
+        return []
+    paths = []
+    for path, by in incs.items():
+        if type(path) is not str or "$" in path:
+            continue  # positional paths: left as mongomock computes them
+        parts = path.split(".")
+        current: Any = doc
+        for part in parts:
+            current = current.get(part) if isinstance(current, Mapping) else None
+        if (type(by) is Int64 and type(current) in (int, Int64, type(None))) or (
+            type(current) is Int64 and type(by) in (int, Int64)
+        ):
+            paths.append(parts)
+    return paths
+
+
+def _restore_long(doc: Document, parts: list[str]) -> None:
+    parent: Any = doc
+    for part in parts[:-1]:
+        parent = parent.get(part) if isinstance(parent, Mapping) else None
+    if isinstance(parent, dict) and type(parent.get(parts[-1])) is int:
+        parent[parts[-1]] = Int64(parent[parts[-1]])
+
+
 def _store_key(doc_id: Any) -> Any:
     return mongomock.helpers.hashdict(doc_id) if isinstance(doc_id, dict) else doc_id
 
@@ -577,7 +606,11 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
     ) -> Any:
         if not was_insert:
             self._capture_in_place(existing_document, _touched_fields(document))
-        return super()._apply_update_document(existing_document, spec, document, was_insert)
+        longs = _long_increments(existing_document, document)
+        result = super()._apply_update_document(existing_document, spec, document, was_insert)
+        for path in longs:
+            _restore_long(existing_document, path)
+        return result
 
     def _apply_update_pipeline(
         self, existing_document: Document, pipeline: Any, session: Any

@@ -550,3 +550,60 @@ def test_insert_event_is_its_own_copy(coll) -> None:
     assert event is not None
     event["fullDocument"]["n"]["a"].append(2)
     assert coll.find_one({"_id": 1}) == {"_id": 1, "n": {"a": [1]}}
+
+
+def test_inc_keeps_the_bson_integer_type_a_server_gives(coll) -> None:
+    coll.insert_one({"_id": 1, "long": Int64(5), "int": 5, "double": 1.5, "n": {"long": Int64(1)}})
+    coll.update_one(
+        {"_id": 1},
+        {
+            "$inc": {
+                "long": 1,  # long + int: long
+                "int": Int64(1),  # int + long: long
+                "double": Int64(1),  # a double stays a double
+                "n.long": 2,
+                "new": Int64(3),  # missing + long: long
+                "small": 1,  # missing + int: int
+            }
+        },
+    )
+    doc = coll.find_one({"_id": 1})
+    assert {k: type(v) for k, v in doc.items() if k != "n"} == {
+        "_id": int,
+        "long": Int64,
+        "int": Int64,
+        "double": float,
+        "new": Int64,
+        "small": int,
+    }
+    assert type(doc["n"]["long"]) is Int64
+    assert (doc["long"], doc["int"], doc["double"], doc["n"]["long"], doc["new"]) == (
+        6,
+        6,
+        2.5,
+        3,
+        3,
+    )
+    coll.update_one({"_id": 1}, {"$inc": {"int32": 2**31 - 1}})
+    coll.update_one({"_id": 1}, {"$inc": {"int32": 1}})  # an int32 overflow widens to a long
+    widened = coll.find_one({"_id": 1})["int32"]
+    assert (widened, type(widened)) == (2**31, Int64)
+
+
+def test_ledger_documents_keep_their_int64_fields(client: MemoryClient) -> None:
+    """SPEC's document shapes (balance, amount, balance_after: int64) hold on the engine after
+    every kind of write, as they do on a server: a data team's ``$type`` sees the same."""
+    from mongoledger import Ledger
+
+    ledger = Ledger(client["ledger"])
+    a = ledger.open_account({"user_id": 1})
+    b = ledger.open_account({"user_id": 2}, min_balance=0)
+    ledger.increase(a, 10)
+    ledger.decrease(a, 3)
+    tid = ledger.transfer(a, b, 2)[0]
+    ledger.revert(tid)
+    for doc in ledger.accounts.find():
+        assert type(doc["balance"]) is Int64, doc
+    assert type(ledger.accounts.find_one({"_id": b})["min_balance"]) is Int64
+    for doc in ledger.transactions.find():
+        assert (type(doc["amount"]), type(doc["balance_after"])) == (Int64, Int64), doc
