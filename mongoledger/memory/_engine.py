@@ -1481,13 +1481,13 @@ def _diff(
 ) -> None:
     for k, v in post.items():
         if k not in pre:
-            updated[prefix + k] = copy.deepcopy(v)
+            updated[prefix + k] = v if type(v) in _UNPATCHED else copy.deepcopy(v)
         elif not _same_value(pre[k], v):
             old = pre[k]
             if isinstance(old, dict) and isinstance(v, dict) and v:
                 _diff(old, v, f"{prefix}{k}.", updated, removed)
-            else:
-                updated[prefix + k] = copy.deepcopy(v)
+            else:  # immutable values need no copy
+                updated[prefix + k] = v if type(v) in _UNPATCHED else copy.deepcopy(v)
     removed.extend(prefix + k for k in pre if k not in post)
 
 

@@ -15,12 +15,13 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from bson import ObjectId
+from bson import Int64, ObjectId
 
 _ABSENT = object()
 # Types whose Python equality/ordering is what mongomock applies to them.
 _EQ_TYPES = (str, int, float, ObjectId, datetime.datetime, type(None))
 _NUMBERS = (int, float)
+_INTS = frozenset({int, Int64})  # exact types: bool is an int too, and sorts apart
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "$gt": operator.gt,
     "$gte": operator.ge,
@@ -112,10 +113,10 @@ def match(flt: Any, doc: dict[str, Any]) -> bool | None:
         if value is not _ABSENT and not _plain(value):
             return None  # arrays and sub-documents have their own matching rules
         if isinstance(cond, dict):
-            if len(cond) == 1 and type(value) is int:  # the common {field: {"$gte": 5}}
+            if len(cond) == 1 and type(value) in _INTS:  # the common {field: {"$gte": 5}}
                 ((op, arg),) = cond.items()
                 compare = _COMPARE.get(op)
-                if compare is not None and type(arg) is int:
+                if compare is not None and type(arg) in _INTS:
                     if not compare(value, arg):
                         return False
                     continue
