@@ -91,7 +91,7 @@ def settings(quick: bool, large: bool) -> Settings:
     if quick:
         return Settings(quick, large, ops=128, rounds=1, sizes=[1_000, 4_000], samples=5)
     sizes = [10_000, 100_000] + ([1_000_000] if large else [])
-    return Settings(quick, large, ops=1024, rounds=3, sizes=sizes, samples=20)
+    return Settings(quick, large, ops=1024, rounds=5, sizes=sizes, samples=20)
 
 
 # --------------------------------------------------------------------------- targets
