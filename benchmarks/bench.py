@@ -538,8 +538,8 @@ def generate(cfg: _core.LedgerConfig, n: int, seed: int = 7) -> tuple[list[Any],
                 a, b = rng.sample(accounts, 2)
                 amount = rng.randrange(1, 1_000)
                 legs = [legs_of(a, -amount), legs_of(b, amount)]
-                legs[0].extra_account = AccountRef(id=b["_id"])
-                legs[1].extra_account = AccountRef(id=a["_id"])
+                legs[0].extra_account_id = b["_id"]
+                legs[1].extra_account_id = a["_id"]
                 kind = "transfer"
             for i, leg in enumerate(legs):
                 yield _core.transaction_document(

@@ -448,7 +448,7 @@ def _check_keys(value: Any, path: str) -> Any:
 # Transaction documents
 
 
-@dataclass
+@dataclass(slots=True)
 class Leg:
     """One planned transaction document of an operation."""
 

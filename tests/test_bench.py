@@ -157,3 +157,7 @@ def test_explain_reads_run_on_loaded_data() -> None:
     accounts, last = bench.load(db, ledger, 1_000)
     assert bench.explain_plans(target, ledger, accounts[0]["_id"], last) == {}
     assert ledger.verify().ok
+    # The loaded transfers have the ledger's shape, counterpart link included.
+    transfers = ledger.transactions.count_documents({"kind": "transfer"})
+    assert transfers > 0
+    assert ledger.transactions.count_documents({"extra_account_id": {"$exists": True}}) == transfers

@@ -472,17 +472,18 @@ class Ledger:
                     recorded = True
                 if revert:
                     self._mark_reverted(legs, session)
+                balance_field = cfg.balance_field
                 for index, leg in enumerate(legs):
-                    create = leg.account_id is None or (
-                        cfg.auto_create_account and leg.account.is_id
-                    )
                     target = leg.account
-                    if leg.account_id is not None and not target.is_id:
+                    by_id = target.is_id
+                    if leg.account_id is not None and not by_id:
                         target = AccountRef(id=leg.account_id)
                     update = _core.leg_update(cfg, target, leg.amount)
                     doc = self._move(update, session)
                     created = False
-                    if doc is None and create:
+                    if doc is None and (
+                        leg.account_id is None or (cfg.auto_create_account and by_id)
+                    ):
                         # The account may not exist yet: create it at zero, then move it.
                         flt, insert = _core.account_creation(cfg, target)
                         try:
@@ -503,8 +504,8 @@ class Ledger:
                         raise _GuardFailed(index)
                     leg.account_id = doc["_id"]
                     leg.account_seq = int(doc[_core.SEQ])
-                    if cfg.balance_field:
-                        leg.balance_after = int(doc[cfg.balance_field])
+                    if balance_field:
+                        leg.balance_after = int(doc[balance_field])
                     applied.append((leg, created))
                 if len(legs) == 2 and cfg.extra_account_link_field:
                     legs[0].extra_account_id = legs[1].account_id
