@@ -371,6 +371,24 @@ def test_custom_collections(cli: Cli) -> None:
     assert cli("balance", *ALICE).code == 1  # the default collections are empty
 
 
+def test_layout_flags_match_the_application_options(cli: Cli) -> None:
+    bare = ["--no-balance-field", "--no-extra-account-link", "--idempotency-collection", "keys"]
+    cli.ok(*bare, "increase", *ALICE, "5", "--idempotency-key", "k1")
+    cli.ok(*bare, "transfer", "--from", "user_id=1", "--to", "user_id=2", "2")
+    assert cli.data(*bare, "balance", *ALICE)["balance"] == 3  # summed: no cached balance
+    assert cli.db["accounts"].count_documents({"balance": {"$exists": True}}) == 0
+    assert cli.db["transactions"].count_documents({"extra_account_id": {"$exists": True}}) == 0
+    assert cli.db["keys"].count_documents({"_id": "k1"}) == 1
+    assert cli.db["ledger_idempotency"].count_documents({}) == 0
+    linked = ["--extra-account-link-field", "counterpart"]
+    cli.ok(*linked, "transfer", "--from", "user_id=3", "--to", "user_id=4", "1")
+    assert cli.db["transactions"].count_documents({"counterpart": {"$exists": True}}) == 2
+    # A layout that does not match the documents is refused with a pointer, not guessed:
+    mixed = cli("transfer", "--from", "user_id=1", "--to", "user_id=2", "1")
+    assert mixed.code == 1
+    assert "has no integer 'balance' field" in mixed.err
+
+
 # Exit codes
 
 

@@ -150,6 +150,8 @@ def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
             transactions_collection=args.transactions_collection,
             balance_field=args.balance_field,
             account_link_field=args.account_link_field,
+            extra_account_link_field=args.extra_account_link_field,
+            idempotency_collection=args.idempotency_collection,
             amount_field=args.amount_field,
             date_field=args.date_field,
             data_field=args.data_field,

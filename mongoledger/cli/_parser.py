@@ -111,8 +111,30 @@ def _add_global_options(
     layout.add_argument(
         "--transactions-collection", default=default("transactions"), metavar="NAME"
     )
+    layout.add_argument(
+        "--idempotency-collection", default=default("ledger_idempotency"), metavar="NAME"
+    )
     layout.add_argument("--balance-field", default=default("balance"), metavar="FIELD")
+    layout.add_argument(
+        "--no-balance-field",
+        dest="balance_field",
+        action="store_const",
+        const=None,
+        default=default("balance"),
+        help="accounts cache no balance (balance_field=None): balances are summed",
+    )
     layout.add_argument("--account-link-field", default=default("account_id"), metavar="FIELD")
+    layout.add_argument(
+        "--extra-account-link-field", default=default("extra_account_id"), metavar="FIELD"
+    )
+    layout.add_argument(
+        "--no-extra-account-link",
+        dest="extra_account_link_field",
+        action="store_const",
+        const=None,
+        default=default("extra_account_id"),
+        help="legs do not name their counterpart (extra_account_link_field=None)",
+    )
     layout.add_argument("--amount-field", default=default("amount"), metavar="FIELD")
     layout.add_argument("--date-field", default=default("date"), metavar="FIELD")
     layout.add_argument(
