@@ -692,7 +692,10 @@ def explain_plans(target: Target, ledger: Ledger, account: Any, when: Any) -> di
         "account by attributes": lambda: ledger.balance(attrs),
         "report by balance": lambda: ledger.report(limit=PAGE),
         "report by creation": lambda: ledger.report(sort="-created_at", limit=PAGE),
-        "verify": ledger.verify,
+        "verify (its link checks included)": ledger.verify,
+        "idempotency key lookup": lambda: ledger.increase(
+            account, 1, idempotency_key="bench-explain"
+        ),
         "revert (reads the operation's legs)": lambda: ledger.revert(
             ledger.history(account, limit=1)[0].id
         ),

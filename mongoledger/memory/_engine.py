@@ -179,11 +179,11 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
 
     def create_index(self, index_name: str, index_dict: Any) -> None:
         super().create_index(index_name, index_dict)
-        self._index_cache = None
+        self._index_cache = self._unique_cache = None
 
     def drop_index(self, index_name: str) -> None:
         super().drop_index(index_name)
-        self._index_cache = None
+        self._index_cache = self._unique_cache = None
 
     _index_cache: tuple[Any, set[str], Any] | None = None
 
@@ -262,8 +262,8 @@ def _patch_datetimes(query: Any) -> Any:
 def _touched_fields(update: Any) -> frozenset[str] | None:
     """The top-level fields an update document (``{"$op": {path: ...}}``) can change, or
     None when that is unknown (a replacement, an unexpected shape)."""
-    if not isinstance(update, Mapping):
-        return None
+    if not isinstance(update, Mapping) or not update:
+        return None  # an empty document replaces every field
     names: set[str] = set()
     for op, fields in update.items():
         if type(op) is not str or not op.startswith("$") or not isinstance(fields, Mapping):
@@ -291,20 +291,36 @@ def _long_increments(doc: Document, update: Any) -> list[list[str]]:
         parts = path.split(".")
         current: Any = doc
         for part in parts:
-            current = current.get(part) if isinstance(current, Mapping) else None
-        if (type(by) is Int64 and type(current) in (int, Int64, type(None))) or (
-            type(current) is Int64 and type(by) in (int, Int64)
-        ):
+            current = _child(current, part)
+        integers = (int, Int64)
+        operands = type(by) in integers and type(current) in (*integers, type(None))
+        if operands and (_is_long(by) or _is_long(current)):
             paths.append(parts)
     return paths
+
+
+def _is_long(value: Any) -> bool:
+    """Whether BSON holds ``value`` as an int64 (PyMongo encodes an int beyond int32 so)."""
+    return type(value) is Int64 or (type(value) is int and not -(2**31) <= value < 2**31)
+
+
+def _child(parent: Any, part: str) -> Any:
+    if isinstance(parent, Mapping):
+        return parent.get(part)
+    if isinstance(parent, list) and part.isdigit() and int(part) < len(parent):
+        return parent[int(part)]
+    return None
 
 
 def _restore_long(doc: Document, parts: list[str]) -> None:
     parent: Any = doc
     for part in parts[:-1]:
-        parent = parent.get(part) if isinstance(parent, Mapping) else None
-    if isinstance(parent, dict) and type(parent.get(parts[-1])) is int:
-        parent[parts[-1]] = Int64(parent[parts[-1]])
+        parent = _child(parent, part)
+    last = parts[-1]
+    if isinstance(parent, dict) and type(parent.get(last)) is int:
+        parent[last] = Int64(parent[last])
+    elif isinstance(parent, list) and type(_child(parent, last)) is int:
+        parent[int(last)] = Int64(parent[int(last)])
 
 
 def _store_key(doc_id: Any) -> Any:

@@ -90,7 +90,7 @@ def native_sort(docs: list[Document], sort: Any, stop: int | None) -> list[Docum
 def native_group(docs: Sequence[Document], spec: Any) -> list[Document] | None:
     """A ``$group`` stage of ``_id: null | "$field"`` with ``$sum`` (of a field or a number),
     ``$min``/``$max`` (of a numeric field) and ``$first`` accumulators, in mongomock's output
-    order (by group key), or None when mongomock must run it."""
+    order (by group key) and field order, or None when mongomock must run it."""
     if not docs or not isinstance(spec, Mapping) or "_id" not in spec:
         return None  # (mongomock answers an empty input with one group: leave it that)
     by = spec["_id"]
@@ -114,7 +114,9 @@ def native_group(docs: Sequence[Document], spec: Any) -> list[Document] | None:
     for doc in docs:
         value = None if key_field is None else doc.get(key_field)
         key = _key(value)
-        if key is None:
+        if key is None or key[0] == 8:
+            # Boolean keys: mongomock merges True with 1 (and False with 0) when its sort puts
+            # them side by side; a server never does. Leave that to mongomock, consistently.
             return None
         state = groups.get(key)
         first = state is None
@@ -141,5 +143,9 @@ def native_group(docs: Sequence[Document], spec: Any) -> list[Document] | None:
                 state[i] += item
             elif state[i] is None or (item < state[i] if op == "$min" else item > state[i]):
                 state[i] = item
-    names = ["_id", *(out for out, _, _ in plan)]
-    return [dict(zip(names, groups[key], strict=True)) for key in sorted(groups)]
+    # mongomock's field order: the accumulators, then _id (a server puts _id first).
+    names = [out for out, _, _ in plan]
+    return [
+        {**dict(zip(names, groups[key][1:], strict=True)), "_id": groups[key][0]}
+        for key in sorted(groups)
+    ]

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequenc
 from dataclasses import dataclass
 from typing import Any
 
+import bson
 from bson import ObjectId
+from bson.raw_bson import RawBSONDocument
 from pymongo import ReturnDocument
 from pymongo.common import validate_ok_for_replace, validate_ok_for_update
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
@@ -65,11 +67,29 @@ def _dup_key(ns: str, exc: DuplicateKeyError) -> DuplicateKeyError:
 
 
 def _ensure_id(document: Any) -> Any:
+    """PyMongo's rule: give a mutable document an ``_id``; a ``RawBSONDocument`` is sent as
+    it is (the server adds one; the result's ``inserted_id`` is then None)."""
+    if isinstance(document, RawBSONDocument):
+        return document.get("_id")
     if not isinstance(document, MutableMapping):
-        raise TypeError(f"document must be an instance of dict, not {type(document).__name__}")
+        raise TypeError(
+            "document must be an instance of dict, bson.son.SON, "
+            "bson.raw_bson.RawBSONDocument, or a type that inherits from "
+            f"collections.MutableMapping, not {type(document).__name__}"
+        )
     if "_id" not in document:
         document["_id"] = ObjectId()
     return document["_id"]
+
+
+def _to_store(document: Any) -> tuple[dict[str, Any], bytes]:
+    """The stored form of a document to insert, with its BSON (an ``_id`` added where the
+    server would add one)."""
+    doc, raw = encoded(document)
+    if "_id" not in doc:
+        doc = {"_id": ObjectId(), **doc}
+        raw = bson.encode(doc)
+    return doc, raw
 
 
 class CollectionOps:
@@ -102,7 +122,7 @@ class CollectionOps:
 
     def insert_one(self, document: Any) -> Call:
         doc_id = _ensure_id(document)
-        stored = [encoded(document)]
+        stored = [_to_store(document)]
 
         def fn(_op: _Op) -> InsertOneResult:
             with self._translate():
@@ -115,7 +135,7 @@ class CollectionOps:
         if not isinstance(documents, Sequence) or isinstance(documents, Mapping) or not documents:
             raise TypeError("documents must be a non-empty list")
         ids = [_ensure_id(d) for d in documents]
-        stored = [encoded(d) for d in documents]
+        stored = [_to_store(d) for d in documents]
 
         def fn(_op: _Op) -> InsertManyResult:
             with self._translate():

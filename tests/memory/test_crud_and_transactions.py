@@ -6,10 +6,12 @@ import threading
 import time
 import types
 
+import bson
 import mongomock
 import pytest
-from bson import Int64
+from bson import Int64, ObjectId
 from bson.errors import InvalidDocument
+from bson.raw_bson import RawBSONDocument
 from pymongo import DeleteOne, InsertOne, ReplaceOne, ReturnDocument, UpdateMany, UpdateOne
 from pymongo.errors import (
     AutoReconnect,
@@ -588,6 +590,26 @@ def test_inc_keeps_the_bson_integer_type_a_server_gives(coll) -> None:
     coll.update_one({"_id": 1}, {"$inc": {"int32": 1}})  # an int32 overflow widens to a long
     widened = coll.find_one({"_id": 1})["int32"]
     assert (widened, type(widened)) == (2**31, Int64)
+    coll.insert_one({"_id": 2, "a": [Int64(1), 2], "n": 5})
+    coll.update_one({"_id": 2}, {"$inc": {"a.0": 1, "a.1": 1, "n": 2**40}})
+    doc = coll.find_one({"_id": 2})
+    assert [type(v) for v in doc["a"]] == [Int64, int]
+    coll.update_one({"_id": 2}, {"$inc": {"n": -(2**40)}})  # int64 operand, int32-sized result
+    assert type(coll.find_one({"_id": 2})["n"]) is Int64
+
+
+def test_raw_bson_documents_insert_as_the_driver_sends_them(coll) -> None:
+    with_id = RawBSONDocument(bson.encode({"_id": 1, "a": 1}))
+    without_id = RawBSONDocument(bson.encode({"b": 2}))
+    assert coll.insert_one(with_id).inserted_id == 1
+    result = coll.insert_many([without_id])
+    assert result.inserted_ids == [None]  # the server names it; the driver does not know
+    coll.bulk_write([InsertOne(RawBSONDocument(bson.encode({"_id": 3})))])
+    docs = list(coll.find({}, sort=[("_id", 1)]))  # numbers sort before ObjectIds
+    assert docs[:2] == [{"_id": 1, "a": 1}, {"_id": 3}]
+    assert docs[2]["b"] == 2
+    assert isinstance(docs[2]["_id"], ObjectId)
+    assert len(docs) == 3
 
 
 def test_ledger_documents_keep_their_int64_fields(client: MemoryClient) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import random
 
-import bson
 import mongomock
 import pytest
 from bson import Int64, ObjectId
@@ -150,6 +149,16 @@ def test_unique_checks_follow_every_way_an_update_reaches_the_key() -> None:
     coll.insert_many([{"_id": 3, "u": {"a": 1}}, {"_id": 4, "u": {"a": 2}}])
     with pytest.raises(DuplicateKeyError):
         coll.update_one({"_id": 3}, {"$set": {"u.a": 2}})  # a path inside the key field
+
+
+def test_an_empty_replacement_still_meets_the_unique_index() -> None:
+    client = MemoryClient()
+    coll = client["db"]["c"]
+    coll.create_index("u", unique=True)
+    coll.insert_many([{"_id": 1, "x": 0}, {"_id": 2, "u": 5}])  # _id 1 is in it as u: null
+    with pytest.raises(DuplicateKeyError):
+        coll.replace_one({"_id": 2}, {})  # would make _id 2 u: null too
+    assert coll.find_one({"_id": 2}) == {"_id": 2, "u": 5}
 
 
 def test_partial_unique_index_ignores_documents_outside_its_filter() -> None:
@@ -321,7 +330,7 @@ def test_native_sort_leaves_what_it_cannot_order_to_mongomock() -> None:
 
 
 NUMBERS = [None, 0, 1, 1.0, -3, 2.5, Int64(2), Int64(-(2**40))]
-GROUP_KEYS = [*NUMBERS, "a", "b", ObjectId("5f0000000000000000000001")]
+GROUP_KEYS = [*NUMBERS, -0.0, "a", "b", ObjectId("5f0000000000000000000001"), True, False]
 
 
 def random_group(rng: random.Random) -> dict:
@@ -353,8 +362,9 @@ def test_native_group_agrees_with_mongomock() -> None:
         expected = mongomock.aggregate.process_pipeline(
             [dict(d) for d in docs], None, [{"$group": spec}], None
         )
-        assert [bson.encode(d) for d in native] == [bson.encode(d) for d in expected], spec
-    assert decided > 1_500
+        typed = [[(k, type(v), v) for k, v in d.items()] for d in native]
+        assert typed == [[(k, type(v), v) for k, v in d.items()] for d in expected], spec
+    assert decided > 1_000
 
 
 def test_native_group_leaves_what_it_cannot_run_to_mongomock() -> None:
