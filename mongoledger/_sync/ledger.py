@@ -334,7 +334,8 @@ class Ledger:
         if floor is not None and cfg.balance_field is None:
             raise InvalidConfiguration("min_balance needs a cached balance (balance_field)")
         self._supports_transactions()  # Decision 9: detected (or refused) at a first write
-        self._prepare()
+        if not self._indexed:
+            self.ensure_indexes()
         if attributes is None:
             ref = AccountRef(id=ObjectId())
         else:
@@ -403,7 +404,8 @@ class Ledger:
         revert: bool = False,
     ) -> list[ObjectId]:
         cfg = self._cfg
-        self._prepare()
+        if not self._indexed:
+            self.ensure_indexes()
         operation_id = ObjectId()
         for leg in legs:
             if leg.account_id is None:
@@ -537,7 +539,8 @@ class Ledger:
 
     def _move(self, update: _core.LegUpdate, session: Any) -> Any:
         """The guarded ``$inc`` of one leg: the account after it, or None if a guard failed
-        (or the account does not exist)."""
+        (or the account does not exist). Returns the driver's call as it is: one coroutine
+        less per leg on the write path."""
         return self._accounts.find_one_and_update(
             update.filter,
             update.update,
@@ -721,10 +724,6 @@ class Ledger:
         return ids
 
     # Deployment
-
-    def _prepare(self) -> None:
-        if not self._indexed:
-            self.ensure_indexes()
 
     def _has_transactions(self) -> bool:
         """Detect once whether the deployment runs multi-document transactions."""
