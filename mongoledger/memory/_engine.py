@@ -177,6 +177,22 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
         super().drop()
         self._documents = IndexedDocuments()
 
+    # What the index definitions imply, computed once per change of them: every change
+    # goes through create_index, drop_index or a new ``indexes`` mapping (drop_indexes).
+    _index_cache: tuple[set[str], Any] | None = None
+    _unique_cache: (
+        tuple[list[tuple[Document, tuple[str, ...] | None]], frozenset[str] | None] | None
+    ) = None
+
+    @property
+    def indexes(self) -> dict[str, Any]:
+        return self._indexes
+
+    @indexes.setter
+    def indexes(self, value: dict[str, Any]) -> None:
+        self._indexes = value
+        self._index_cache = self._unique_cache = None
+
     def create_index(self, index_name: str, index_dict: Any) -> None:
         super().create_index(index_name, index_dict)
         self._index_cache = self._unique_cache = None
@@ -185,18 +201,13 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
         super().drop_index(index_name)
         self._index_cache = self._unique_cache = None
 
-    _index_cache: tuple[Any, set[str], Any] | None = None
-
     def indexed(self, name: str) -> bool:
         """Whether an index serves equality on the top-level field ``name``."""
-        version = (id(self.indexes), tuple(self.indexes))
         cache = self._index_cache
-        if cache is None or cache[0] != version:
-            cache = self._index_cache = (version, *index_fields(self.indexes))
-        _, leading, wildcard = cache
+        if cache is None:
+            cache = self._index_cache = index_fields(self.indexes)
+        leading, wildcard = cache
         return name in leading or (wildcard is not None and wildcard_covers(wildcard, name))
-
-    _unique_cache: tuple[Any, list[tuple[Document, tuple[str, ...] | None]], Any] | None = None
 
     def unique_indexes(
         self,
@@ -204,9 +215,7 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
         """The unique indexes, each with the top-level fields its entry depends on (key and
         partial-filter fields; None when a path or operator makes that unknowable), and the
         union of those fields (None: unknowable)."""
-        version = tuple((name, id(spec)) for name, spec in self.indexes.items())
-        cache = self._unique_cache
-        if cache is None or cache[0] != version:
+        if self._unique_cache is None:
             found = []
             every: set[str] | None = set()
             for index in self.indexes.values():
@@ -216,12 +225,8 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
                     plain = all(not n.startswith("$") and "." not in n for n in names)
                     found.append((index, tuple(names) if plain else None))
                     every = every | set(names) if plain and every is not None else None
-            cache = self._unique_cache = (
-                version,
-                found,
-                None if every is None else frozenset(every),
-            )
-        return cache[1], cache[2]
+            self._unique_cache = (found, None if every is None else frozenset(every))
+        return self._unique_cache
 
     def __setitem__(self, key: Any, val: Any) -> None:
         self._server._before_write(self, key, self._documents.get(key))

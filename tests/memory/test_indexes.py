@@ -151,6 +151,24 @@ def test_unique_checks_follow_every_way_an_update_reaches_the_key() -> None:
         coll.update_one({"_id": 3}, {"$set": {"u.a": 2}})  # a path inside the key field
 
 
+def test_index_changes_of_every_kind_reach_the_checks() -> None:
+    client = MemoryClient()
+    coll = client["db"]["c"]
+    coll.create_index("u", unique=True)
+    coll.insert_one({"_id": 1, "u": 1})
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"_id": 2, "u": 1})
+    coll.drop()  # replaces the index mapping instead of dropping one by one
+    coll.insert_many([{"_id": 1, "u": 1}, {"_id": 2, "u": 1}])
+    other = client["db"]["d"]
+    other.create_index("v", unique=True)
+    other.insert_one({"_id": 3, "v": 1})
+    with pytest.raises(DuplicateKeyError):
+        other.insert_one({"_id": 4, "v": 1})
+    other.drop_index("v_1")
+    other.insert_one({"_id": 4, "v": 1})
+
+
 def test_an_empty_replacement_still_meets_the_unique_index() -> None:
     client = MemoryClient()
     coll = client["db"]["c"]
