@@ -332,8 +332,7 @@ class AsyncLedger:
         if floor is not None and cfg.balance_field is None:
             raise InvalidConfiguration("min_balance needs a cached balance (balance_field)")
         await self._supports_transactions()  # Decision 9: detected (or refused) at a first write
-        if not self._indexed:
-            await self.ensure_indexes()
+        await self._prepare()
         if attributes is None:
             ref = AccountRef(id=ObjectId())
         else:
@@ -402,8 +401,7 @@ class AsyncLedger:
         revert: bool = False,
     ) -> list[ObjectId]:
         cfg = self._cfg
-        if not self._indexed:
-            await self.ensure_indexes()
+        await self._prepare()
         operation_id = ObjectId()
         for leg in legs:
             if leg.account_id is None:
@@ -537,11 +535,10 @@ class AsyncLedger:
 
         await self._run(body)
 
-    def _move(self, update: _core.LegUpdate, session: Any) -> Any:
+    async def _move(self, update: _core.LegUpdate, session: Any) -> Any:
         """The guarded ``$inc`` of one leg: the account after it, or None if a guard failed
-        (or the account does not exist). Returns the driver's call as it is: one coroutine
-        less per leg on the write path."""
-        return self._accounts.find_one_and_update(
+        (or the account does not exist)."""
+        return await self._accounts.find_one_and_update(
             update.filter,
             update.update,
             projection=update.projection,
@@ -724,6 +721,10 @@ class AsyncLedger:
         return ids
 
     # Deployment
+
+    async def _prepare(self) -> None:
+        if not self._indexed:
+            await self.ensure_indexes()
 
     async def _has_transactions(self) -> bool:
         """Detect once whether the deployment runs multi-document transactions."""

@@ -334,8 +334,7 @@ class Ledger:
         if floor is not None and cfg.balance_field is None:
             raise InvalidConfiguration("min_balance needs a cached balance (balance_field)")
         self._supports_transactions()  # Decision 9: detected (or refused) at a first write
-        if not self._indexed:
-            self.ensure_indexes()
+        self._prepare()
         if attributes is None:
             ref = AccountRef(id=ObjectId())
         else:
@@ -404,8 +403,7 @@ class Ledger:
         revert: bool = False,
     ) -> list[ObjectId]:
         cfg = self._cfg
-        if not self._indexed:
-            self.ensure_indexes()
+        self._prepare()
         operation_id = ObjectId()
         for leg in legs:
             if leg.account_id is None:
@@ -539,8 +537,7 @@ class Ledger:
 
     def _move(self, update: _core.LegUpdate, session: Any) -> Any:
         """The guarded ``$inc`` of one leg: the account after it, or None if a guard failed
-        (or the account does not exist). Returns the driver's call as it is: one coroutine
-        less per leg on the write path."""
+        (or the account does not exist)."""
         return self._accounts.find_one_and_update(
             update.filter,
             update.update,
@@ -724,6 +721,10 @@ class Ledger:
         return ids
 
     # Deployment
+
+    def _prepare(self) -> None:
+        if not self._indexed:
+            self.ensure_indexes()
 
     def _has_transactions(self) -> bool:
         """Detect once whether the deployment runs multi-document transactions."""
