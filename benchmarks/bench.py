@@ -185,6 +185,23 @@ def now() -> datetime.datetime:
 # A workload is fn(worker, i) -> result; "prepare" writes what a revert needs (untimed).
 
 
+def leg_documents(legs: Sequence[tuple[Any, int]], kind: str) -> list[dict[str, Any]]:
+    """The baseline's transaction documents of one operation, as a careful user writes them."""
+    op, date = ObjectId(), now()
+    return [
+        {
+            "_id": ObjectId(),
+            "account_id": account,
+            "amount": Int64(amount),
+            "date": date,
+            "operation_id": op,
+            "kind": kind,
+            "leg": n,
+        }
+        for n, (account, amount) in enumerate(legs)
+    ]
+
+
 class SyncBaseline:
     """The hand-written alternative: with_transaction, insert + $inc, no library."""
 
@@ -206,19 +223,7 @@ class SyncBaseline:
         self.transactions.create_index([("operation_id", 1)])
 
     def _write(self, legs: Sequence[tuple[Any, int]], kind: str, extra: Any = None) -> list[Any]:
-        op, date = ObjectId(), now()
-        docs = [
-            {
-                "_id": ObjectId(),
-                "account_id": account,
-                "amount": Int64(amount),
-                "date": date,
-                "operation_id": op,
-                "kind": kind,
-                "leg": n,
-            }
-            for n, (account, amount) in enumerate(legs)
-        ]
+        docs = leg_documents(legs, kind)
 
         def body(session: Any) -> None:
             if extra is not None:
@@ -270,19 +275,7 @@ class AsyncBaseline:
     async def _write(
         self, legs: Sequence[tuple[Any, int]], kind: str, extra: Any = None
     ) -> list[Any]:
-        op, date = ObjectId(), now()
-        docs = [
-            {
-                "_id": ObjectId(),
-                "account_id": account,
-                "amount": Int64(amount),
-                "date": date,
-                "operation_id": op,
-                "kind": kind,
-                "leg": n,
-            }
-            for n, (account, amount) in enumerate(legs)
-        ]
+        docs = leg_documents(legs, kind)
 
         async def body(session: Any) -> None:
             if extra is not None:
