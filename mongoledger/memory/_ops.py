@@ -66,6 +66,17 @@ def _dup_key(ns: str, exc: DuplicateKeyError) -> DuplicateKeyError:
     return DuplicateKeyError(msg, 11000, {"index": 0, "code": 11000, "errmsg": msg})
 
 
+_BULK_COUNTS = ("nInserted", "nUpserted", "nMatched", "nModified", "nRemoved")
+
+
+def _bulk_result() -> Document:
+    """An empty bulk write result, in the server's shape."""
+    result: Document = {"writeErrors": [], "writeConcernErrors": []}
+    result.update(dict.fromkeys(_BULK_COUNTS, 0))
+    result["upserted"] = []
+    return result
+
+
 def _ensure_id(document: Any) -> Any:
     """PyMongo's rule: give a mutable document an ``_id``; a ``RawBSONDocument`` is sent as
     it is (the server adds one; the result's ``inserted_id`` is then None)."""
@@ -274,16 +285,7 @@ class CollectionOps:
 
     def _bulk_run(self, cmd: str, kind: str, items: list[tuple[int, Any]], ordered: bool) -> Call:
         def fn(op: _Op) -> Document:
-            result: Document = {
-                "writeErrors": [],
-                "writeConcernErrors": [],
-                "nInserted": 0,
-                "nUpserted": 0,
-                "nMatched": 0,
-                "nModified": 0,
-                "nRemoved": 0,
-                "upserted": [],
-            }
+            result = _bulk_result()
             mc = self._mc
             for index, req in items:
                 try:
@@ -328,18 +330,9 @@ class CollectionOps:
 
     @staticmethod
     def merge_bulk(results: list[Document]) -> Document:
-        total: Document = {
-            "writeErrors": [],
-            "writeConcernErrors": [],
-            "nInserted": 0,
-            "nUpserted": 0,
-            "nMatched": 0,
-            "nModified": 0,
-            "nRemoved": 0,
-            "upserted": [],
-        }
+        total = _bulk_result()
         for r in results:
-            for k in ("nInserted", "nUpserted", "nMatched", "nModified", "nRemoved"):
+            for k in _BULK_COUNTS:
                 total[k] += r[k]
             total["writeErrors"].extend(r["writeErrors"])
             total["upserted"].extend(r["upserted"])
