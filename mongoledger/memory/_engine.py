@@ -343,20 +343,32 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         self, existing_document: Document, touched: frozenset[str] | None
     ) -> None:
         """Log the pre-image of a document about to change in place, and the top-level
-        fields the change can reach (``touched``; None: unknown)."""
+        fields the change can reach (``touched``; None: unknown).
+
+        A ``_WorkingCopy`` takes its original's place in the store, and the original,
+        never changed, is the pre-image; a stored document changed in place is copied."""
         store = self._store
+        docs = store._documents
         key = _store_key(existing_document.get("_id"))
-        if store._documents.get(key) is existing_document:
-            server = self._server
-            server._before_write(store, key, existing_document, snapshot=True)
-            # Changed in place: a candidate of every lookup until re-indexed.
-            store._documents.dirty.add(key)
-            server._dirty_stores.add(store)
-            op = server._op
-            if op is not None:
-                dk = (store.db_name, store.name, key)
-                before = op.touched.get(dk, frozenset())
-                op.touched[dk] = None if before is None or touched is None else before | touched
+        stored = docs.get(key)
+        working = existing_document if isinstance(existing_document, _WorkingCopy) else None
+        if stored is None or stored is not (
+            existing_document if working is None else working.original
+        ):
+            return
+        server = self._server
+        server._before_write(store, key, stored, snapshot=working is None)
+        if working is not None:
+            working.original = None
+            docs.swap(key, working)
+        # Changed in place: a candidate of every lookup until re-indexed.
+        docs.dirty.add(key)
+        server._dirty_stores.add(store)
+        op = server._op
+        if op is not None:
+            dk = (store.db_name, store.name, key)
+            before = op.touched.get(dk, frozenset())
+            op.touched[dk] = None if before is None or touched is None else before | touched
 
     def create_index(
         self, key_or_list: Any, cache_for: int = 300, session: Any = None, **kwargs: Any
@@ -406,8 +418,24 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
     # -- index-served reads (see _index) ---------------------------------------------------
 
     _selected: Document | None = None
+    _updating = False
+
+    def _update(self, *args: Any, **kwargs: Any) -> Any:
+        """mongomock's update loop, handed working copies to change (see _WorkingCopy)."""
+        self._updating = True
+        try:
+            return super()._update(*args, **kwargs)
+        finally:
+            self._updating = False
 
     def _iter_documents(self, filter: Any) -> Iterator[Document]:
+        found = self._matching(filter)
+        if self._updating:
+            self._updating = False  # only the loop's own lookup
+            return (_WorkingCopy(doc) for doc in found)
+        return found
+
+    def _matching(self, filter: Any) -> Iterator[Document]:
         selected = self._selected
         if selected is not None:
             self._selected = None
@@ -1452,6 +1480,28 @@ def _project(doc: Document, projection: Any) -> Document | None:
     if keep_id and "_id" in doc:
         out = {"_id": doc["_id"], **out}
     return out if immutable else _private_copy(out)  # immutable values: already a copy
+
+
+class _WorkingCopy(dict):  # type: ignore[type-arg]
+    """A private copy of a stored document, handed to mongomock's update loop in its place.
+
+    mongomock deep-copies each document it updates (to compare the result with, and to
+    restore on a failed unique check) and then changes the stored one in place. The update
+    changes this copy instead, which ``_capture_in_place`` puts in the store; the original,
+    never changed, is the deep copy mongomock asks for and the operation's pre-image. One
+    BSON round trip replaces a ``deepcopy`` and a second copy for the write log.
+    """
+
+    __slots__ = ("original",)
+
+    def __init__(self, original: Document) -> None:
+        super().__init__(_private_copy(original))
+        self.original: Document | None = original
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Document:
+        if self.original is not None:
+            return self.original
+        return copy.deepcopy(dict(self), memo)
 
 
 def _private_copy(doc: Document) -> Document:

@@ -178,6 +178,11 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
                 index.add(key, doc, appended=False)
         self.dirty.discard(key)
 
+    def swap(self, key: Any, doc: Any) -> None:
+        """Put another object under an existing key, in its place, without re-indexing: the
+        caller marks the key dirty (re-indexed when the write ends)."""
+        super().__setitem__(key, doc)
+
     def reindex(self, key: Any) -> None:
         """Re-read a document that was changed in place."""
         self.dirty.discard(key)

@@ -211,6 +211,36 @@ def test_abort_rolls_back_and_commit_keeps(client: MemoryClient, coll, kind: str
     assert docs(coll) != before
 
 
+def test_updates_change_private_copies_and_keep_the_original_as_pre_image(
+    client: MemoryClient, coll
+) -> None:
+    """Updates work on a copy of each stored document (the original is the pre-image), so
+    nested values are never shared between versions, documents, or the caller's arguments."""
+    tags = ["x"]
+    coll.insert_many([{"_id": i, "a": [1], "s": {"n": 1}} for i in range(3)])
+    before = docs(coll)
+    with client.start_session() as s:
+        s.start_transaction()
+        coll.update_many({}, {"$push": {"a": 2}, "$set": {"s.n": 2}}, session=s)
+        coll.update_one({"_id": 0}, {"$set": {"tags": tags}}, session=s)
+        assert coll.find_one({"_id": 0}, session=s)["a"] == [1, 2]
+        s.abort_transaction()
+    assert docs(coll) == before
+    coll.update_many({}, {"$push": {"a": 2}})
+    coll.update_one({"_id": 0}, {"$set": {"tags": tags}})
+    tags.append("y")  # the caller's list was copied, not stored
+    coll.update_one({"_id": 1}, {"$push": {"a": 3}})
+    assert [d["a"] for d in docs(coll)] == [[1, 2], [1, 2, 3], [1, 2]]
+    assert coll.find_one({"_id": 0})["tags"] == ["x"]
+    same = coll.update_one({"_id": 2}, {"$set": {"s.n": 1}})
+    assert (same.matched_count, same.modified_count) == (1, 0)
+    changed = coll.find_one_and_update(
+        {"_id": 2}, {"$inc": {"s.n": 1}}, return_document=ReturnDocument.AFTER
+    )
+    assert changed == {"_id": 2, "a": [1, 2], "s": {"n": 2}}
+    assert type(coll.find_one({"_id": 2})) is dict
+
+
 def test_unique_violation_inside_transaction(client: MemoryClient, coll) -> None:
     coll.create_index("k", unique=True)
     coll.insert_one({"k": 1})
