@@ -302,14 +302,12 @@ class CollectionOps:
                         self._check_upsert(req._filter, upsert)
                         with self._translate():
                             if isinstance(req, ReplaceOne):
-                                res = mc.replace_one(
+                                raw = mc.replace_one(
                                     req._filter, roundtrip(req._doc), upsert=upsert
-                                )
-                            elif isinstance(req, UpdateMany):
-                                res = mc.update_many(req._filter, req._doc, upsert=upsert)
-                            else:
-                                res = mc.update_one(req._filter, req._doc, upsert=upsert)
-                        raw = res.raw_result
+                                ).raw_result
+                            else:  # validated in bulk_write; mongomock's loop, no result object
+                                many = isinstance(req, UpdateMany)
+                                raw = mc._update(req._filter, req._doc, upsert, multi=many)
                         if raw.get("upserted") is not None:
                             result["nUpserted"] += 1
                             result["upserted"].append({"index": index, "_id": raw["upserted"]})
@@ -330,6 +328,8 @@ class CollectionOps:
 
     @staticmethod
     def merge_bulk(results: list[Document]) -> Document:
+        if len(results) == 1:
+            return results[0]
         total = _bulk_result()
         for r in results:
             for k in _BULK_COUNTS:
