@@ -298,7 +298,9 @@ class Ledger:
             found = self._idempotent_result(key, fp)
             if found is not None:
                 return found[0] if len(found) == 1 else found
-        original = self._transactions.find_one({"_id": tid})
+        original = self._transactions.find_one(
+            {"_id": tid}, {_core.OPERATION_ID: 1, _core.REVERTED_BY: 1}
+        )
         if original is None:
             raise TransactionNotFound(tid)
         if original.get(_core.REVERTED_BY) is not None:
