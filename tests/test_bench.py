@@ -161,3 +161,22 @@ def test_explain_reads_run_on_loaded_data() -> None:
     transfers = ledger.transactions.count_documents({"kind": "transfer"})
     assert transfers > 0
     assert ledger.transactions.count_documents({"extra_account_id": {"$exists": True}}) == transfers
+
+
+def test_timed_blocks_pause_the_cyclic_collector_unless_asked() -> None:
+    import gc
+
+    from benchmarks import bench
+
+    assert gc.isenabled()
+    try:
+        with bench.timed_block(collector=False):
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        with bench.timed_block(collector=True):
+            assert gc.isenabled()
+        assert bench.settings(False, False, collector=True).collector
+        assert not bench.settings(True, False).collector
+    finally:
+        gc.unfreeze()
+        gc.enable()
