@@ -239,19 +239,19 @@ class CollectionOps:
         if array_filters:
             raise NotImplementedError("array_filters are not supported by mongomock")
 
+        after = ReturnDocument.AFTER if return_document else ReturnDocument.BEFORE
+        order = sort_list(sort)
+
         def fn(_op: _Op) -> Any:
             mc = self._mc
-            kwargs: dict[str, Any] = {"projection": projection, "sort": sort_list(sort)}
             if method == "delete":
-                return mc.find_one_and_delete(filter, **kwargs)
+                return mc.find_one_and_delete(filter, projection=projection, sort=order)
             self._check_upsert(filter, upsert)
-            kwargs["upsert"] = upsert
-            kwargs["return_document"] = (
-                ReturnDocument.AFTER if return_document else ReturnDocument.BEFORE
-            )
-            call = mc.find_one_and_update if method == "update" else mc.find_one_and_replace
+            # mongomock's find_one_and_update/_replace check the filter, then the update or
+            # replacement again (validated above), then run this.
+            mongomock.collection.validate_is_mapping("filter", filter)
             with self._translate():
-                return call(filter, update, **kwargs)
+                return mc._find_and_modify(filter, projection, update, upsert, order, after)
 
         kind = "replace" if method == "replace" else "update"
         return Call("findAndModify", fn, self._what(f"find_one_and_{method}"), kind)
