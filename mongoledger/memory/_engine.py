@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import bson
 import mongomock as _mongomock
 from bson.codec_options import CodecOptions
+from bson.errors import InvalidDocument
 from bson.int64 import Int64
 from bson.timestamp import Timestamp
 from mongomock import store as _mm_store
@@ -477,7 +478,13 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
             raise BulkWriteError({"writeErrors": write_errors, "nInserted": inserted})
 
     def _insert_encoded(self, doc: Document, raw: bytes) -> None:
-        mongomock.collection._validate_data_fields(doc)
+        # mongomock's _validate_data_fields, less its recursive search for NUL in field
+        # names: BSON encoding (which made ``doc``) refuses those at any depth.
+        for name in doc:
+            if name.startswith("$"):
+                raise InvalidDocument(
+                    f'Top-level field names cannot start with the "$" sign (found: {name})'
+                )
         key = _store_key(doc["_id"])
         store = self._store
         if key in store._documents:

@@ -571,6 +571,10 @@ def test_insert_many_reports_write_errors_as_the_driver_does(coll) -> None:
     assert coll.find_one({"_id": 2}) == {"_id": 2, "k": "old"}
     with pytest.raises(InvalidDocument, match=r"\$bad"):
         coll.insert_one({"$bad": 1})
+    for nul in ({"a\0b": 1}, {"n": {"a\0": 1}}, {"n": [{"a\0": 1}]}):
+        with pytest.raises(InvalidDocument, match="NULL"):
+            coll.insert_many([{"_id": 9}, nul])
+    assert coll.find_one({"_id": 9}) is None  # refused before anything was inserted
     with pytest.raises(TypeError, match="not mappingproxy"):
         coll.insert_one(types.MappingProxyType({"a": 1}))
 
