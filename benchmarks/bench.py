@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import bson
 import pymongo
@@ -50,6 +50,8 @@ from pymongo.write_concern import WriteConcern
 
 from mongoledger import AsyncLedger, Ledger, _core
 from mongoledger._core import AccountRef, Leg
+
+T = TypeVar("T")
 
 WRITES = ("increase", "transfer", "post", "revert")
 CONCURRENCY = (1, 16, 64)
@@ -92,7 +94,7 @@ def settings(quick: bool, large: bool, collector: bool = False) -> Settings:
     if quick:
         return Settings(quick, large, 128, 1, [1_000, 4_000], 5, collector)
     sizes = [10_000, 100_000] + ([1_000_000] if large else [])
-    return Settings(quick, large, 1024, 5, sizes, 20, collector)
+    return Settings(quick, large, 1024, 6, sizes, 20, collector)
 
 
 # --------------------------------------------------------------------------- targets
@@ -451,11 +453,9 @@ def throughput(target: Target, cfg: Settings, log: Callable[[str], None]) -> lis
             for c in CONCURRENCY:
                 per = max(cfg.ops // c, 2)
                 best = {"ledger": 0.0, "baseline": 0.0}
-                for _ in range(cfg.rounds):
-                    for label, api, sapi in (
-                        ("ledger", aledger, ledger),
-                        ("baseline", abase, baseline),
-                    ):
+                sides = [("ledger", aledger, ledger), ("baseline", abase, baseline)]
+                for n in range(cfg.rounds):
+                    for label, api, sapi in alternate(sides, n):
                         args = prepare_args(sapi, kind, pool, c, per)
                         rate = await time_async(
                             async_workload(api, kind, pool), args, cfg.collector
@@ -466,8 +466,8 @@ def throughput(target: Target, cfg: Settings, log: Callable[[str], None]) -> lis
 
     for kind in WRITES:
         best = {"ledger": 0.0, "baseline": 0.0}
-        for _ in range(cfg.rounds):
-            for label, api in (("ledger", ledger), ("baseline", baseline)):
+        for n in range(cfg.rounds):
+            for label, api in alternate([("ledger", ledger), ("baseline", baseline)], n):
                 args = prepare_args(api, kind, pool, 1, cfg.ops)[0]
                 fn = sync_workload(api, kind, pool)
                 for arg in args[:3]:  # warm-up, not timed
@@ -480,6 +480,12 @@ def throughput(target: Target, cfg: Settings, log: Callable[[str], None]) -> lis
     finally:
         gc.unfreeze()
     return rows
+
+
+def alternate(sides: list[T], round_number: int) -> list[T]:
+    """The sides in the order of this round: each goes first in every other round, so neither
+    always runs on the heap and caches the other one left."""
+    return sides if round_number % 2 == 0 else sides[::-1]
 
 
 def prepare_args(api: Any, kind: str, pool: list[Any], workers: int, per: int) -> list[list[Any]]:

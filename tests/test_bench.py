@@ -180,3 +180,12 @@ def test_timed_blocks_pause_the_cyclic_collector_unless_asked() -> None:
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_sides_take_turns_going_first() -> None:
+    from benchmarks import bench
+
+    sides = ["ledger", "baseline"]
+    orders = [bench.alternate(sides, n) for n in range(bench.settings(False, False).rounds)]
+    assert [order[0] for order in orders].count("ledger") == len(orders) // 2
+    assert all(sorted(order) == sorted(sides) for order in orders)
