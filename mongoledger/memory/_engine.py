@@ -1164,10 +1164,14 @@ class MemoryServer:
             return result
 
     def _reindex_dirty(self) -> None:
-        """Re-index the documents the operation changed in place."""
+        """Re-index the documents the operation changed in place (and store a plain dict for
+        a working copy a write left behind when it failed part-way without a rollback)."""
         while self._dirty_stores:
             docs = self._dirty_stores.pop()._documents
             for key in list(docs.dirty):
+                doc = docs.get(key)
+                if type(doc) is _WorkingCopy:
+                    docs.swap(key, dict(doc))
                 docs.reindex(key)
 
     def _store_for(self, db: str, coll: str) -> _CollectionStore:

@@ -122,6 +122,8 @@ def test_unique_checks_see_documents_changed_in_the_same_command() -> None:
     # Like a server: the first document stays updated, the second collides.
     assert [d["_id"] for d in coll.find({"u": 3})] == [1]
     assert [d["_id"] for d in coll.find({"u": 2})] == [2]
+    stored = client.server._store["db"]["c"]._documents
+    assert {type(doc) for doc in stored.values()} == {dict}  # no update's working copy left
 
 
 def test_unique_checks_follow_every_way_an_update_reaches_the_key() -> None:
