@@ -241,6 +241,8 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
 # Types mongomock's datetime patching passes through unchanged (exact types: a subclass may
 # be a Mapping or a tuple).
 _UNPATCHED = frozenset({str, int, bool, float, type(None), bson.ObjectId, bson.Int64, bytes})
+# Values no update changes in place (exact types), shared between a document's versions.
+_IMMUTABLE = _UNPATCHED | {datetime.datetime, bson.Binary, bson.Decimal128, Timestamp}
 
 
 def _needs_patching(value: Any) -> bool:
@@ -1499,14 +1501,18 @@ class _WorkingCopy(dict):  # type: ignore[type-arg]
     mongomock deep-copies each document it updates (to compare the result with, and to
     restore on a failed unique check) and then changes the stored one in place. The update
     changes this copy instead, which ``_capture_in_place`` puts in the store; the original,
-    never changed, is the deep copy mongomock asks for and the operation's pre-image. One
-    BSON round trip replaces a ``deepcopy`` and a second copy for the write log.
+    never changed, is the deep copy mongomock asks for and the operation's pre-image. The
+    copy shares the immutable values (a flat document is one dict copy) and deep-copies the
+    rest, as ``deepcopy`` would: the same float objects, so a NaN still equals itself in
+    mongomock's "was it modified" comparison.
     """
 
     __slots__ = ("original",)
 
     def __init__(self, original: Document) -> None:
-        super().__init__(_private_copy(original))
+        super().__init__(
+            {k: v if type(v) in _IMMUTABLE else copy.deepcopy(v) for k, v in original.items()}
+        )
         self.original: Document | None = original
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Document:

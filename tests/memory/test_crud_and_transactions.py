@@ -241,6 +241,14 @@ def test_updates_change_private_copies_and_keep_the_original_as_pre_image(
     assert type(coll.find_one({"_id": 2})) is dict
 
 
+def test_a_no_op_update_of_a_document_holding_nan_modifies_nothing(coll) -> None:
+    coll.insert_one({"_id": 1, "x": float("nan"), "n": {"y": float("nan")}, "a": 1})
+    assert coll.update_one({"_id": 1}, {"$set": {"a": 1}}).modified_count == 0
+    assert coll.update_many({}, [{"$set": {"a": 1}}]).modified_count == 0
+    assert coll.bulk_write([UpdateOne({"_id": 1}, {"$set": {"a": 1}})]).modified_count == 0
+    assert coll.update_one({"_id": 1}, {"$set": {"a": 2}}).modified_count == 1
+
+
 def test_unique_violation_inside_transaction(client: MemoryClient, coll) -> None:
     coll.create_index("k", unique=True)
     coll.insert_one({"k": 1})
