@@ -236,14 +236,16 @@ class CollectionOps:
         elif method == "replace":
             validate_ok_for_replace(update)
             update = roundtrip(update)
+            # PyMongo's check skips a RawBSONDocument; the decoded replacement gets it here.
+            mongomock.collection.validate_ok_for_replace(update)
         if array_filters:
             raise NotImplementedError("array_filters are not supported by mongomock")
 
         after = ReturnDocument.AFTER if return_document else ReturnDocument.BEFORE
-        order = sort_list(sort)
 
         def fn(_op: _Op) -> Any:
             mc = self._mc
+            order = sort_list(sort)
             if method == "delete":
                 return mc.find_one_and_delete(filter, projection=projection, sort=order)
             self._check_upsert(filter, upsert)

@@ -249,6 +249,18 @@ def test_a_no_op_update_of_a_document_holding_nan_modifies_nothing(coll) -> None
     assert coll.update_one({"_id": 1}, {"$set": {"a": 2}}).modified_count == 1
 
 
+def test_find_one_and_replace_refuses_operators_in_raw_bson(coll) -> None:
+    coll.insert_one({"_id": 2, "a": 0})
+    raw = RawBSONDocument(bson.encode({"$set": {"z": 1}}))
+    for replace in (
+        lambda: coll.find_one_and_replace({"_id": 2}, raw),
+        lambda: coll.replace_one({"_id": 2}, raw),
+    ):
+        with pytest.raises(ValueError, match=r"\$ operators"):
+            replace()
+    assert coll.find_one({"_id": 2}) == {"_id": 2, "a": 0}
+
+
 def test_unique_violation_inside_transaction(client: MemoryClient, coll) -> None:
     coll.create_index("k", unique=True)
     coll.insert_one({"k": 1})
