@@ -452,7 +452,7 @@ def throughput(target: Target, cfg: Settings, log: Callable[[str], None]) -> lis
         for kind in WRITES:
             for c in CONCURRENCY:
                 per = max(cfg.ops // c, 2)
-                best = {"ledger": 0.0, "baseline": 0.0}
+                rates: dict[str, list[float]] = {"ledger": [], "baseline": []}
                 sides = [("ledger", aledger, ledger), ("baseline", abase, baseline)]
                 for n in range(cfg.rounds):
                     for label, api, sapi in alternate(sides, n):
@@ -460,21 +460,21 @@ def throughput(target: Target, cfg: Settings, log: Callable[[str], None]) -> lis
                         rate = await time_async(
                             async_workload(api, kind, pool), args, cfg.collector
                         )
-                        best[label] = max(best[label], rate)
-                rows.append(row(kind, f"async x{c}", best))
-                log(f"  {kind:9s} async x{c:<3d} {fmt_rate(best)}")
+                        rates[label].append(rate)
+                rows.append(row(kind, f"async x{c}", rates))
+                log(f"  {kind:9s} async x{c:<3d} {fmt_rate(rows[-1])}")
 
     for kind in WRITES:
-        best = {"ledger": 0.0, "baseline": 0.0}
+        rates = {"ledger": [], "baseline": []}
         for n in range(cfg.rounds):
             for label, api in alternate([("ledger", ledger), ("baseline", baseline)], n):
                 args = prepare_args(api, kind, pool, 1, cfg.ops)[0]
                 fn = sync_workload(api, kind, pool)
                 for arg in args[:3]:  # warm-up, not timed
                     fn(0, arg)
-                best[label] = max(best[label], time_sync(fn, args[3:], cfg.collector))
-        rows.append(row(kind, "sync", best))
-        log(f"  {kind:9s} sync       {fmt_rate(best)}")
+                rates[label].append(time_sync(fn, args[3:], cfg.collector))
+        rows.append(row(kind, "sync", rates))
+        log(f"  {kind:9s} sync       {fmt_rate(rows[-1])}")
     try:
         asyncio.run(run_async())
     finally:
@@ -499,20 +499,26 @@ def prepare_args(api: Any, kind: str, pool: list[Any], workers: int, per: int) -
     return out
 
 
-def row(kind: str, mode: str, best: dict[str, float]) -> dict[str, Any]:
+def row(kind: str, mode: str, rates: dict[str, list[float]]) -> dict[str, Any]:
+    """One cell: each side's best round, and the ledger/baseline time ratio as the median over
+    the rounds of the two sides measured back to back (one side's lucky or unlucky block, on a
+    shared machine, moves the ratio of best rounds; it barely moves this median)."""
+    paired = [b / led for led, b in zip(rates["ledger"], rates["baseline"], strict=True)]
     return {
         "operation": kind,
         "mode": mode,
-        "ledger_ops_s": round(best["ledger"], 1),
-        "baseline_ops_s": round(best["baseline"], 1),
-        # time per operation, ledger over baseline
-        "ratio": round(best["baseline"] / best["ledger"], 3) if best["ledger"] else None,
+        "ledger_ops_s": round(max(rates["ledger"]), 1),
+        "baseline_ops_s": round(max(rates["baseline"]), 1),
+        "ratio": round(statistics.median(paired), 3),  # time per operation, ledger/baseline
+        "round_ratios": [round(r, 3) for r in paired],
     }
 
 
-def fmt_rate(best: dict[str, float]) -> str:
-    ratio = best["baseline"] / best["ledger"] if best["ledger"] else float("nan")
-    return f"ledger {best['ledger']:8.0f}/s  baseline {best['baseline']:8.0f}/s  ratio {ratio:.2f}"
+def fmt_rate(cell: dict[str, Any]) -> str:
+    return (
+        f"ledger {cell['ledger_ops_s']:8.0f}/s  baseline {cell['baseline_ops_s']:8.0f}/s  "
+        f"ratio {cell['ratio']:.2f} (rounds {', '.join(f'{r:.2f}' for r in cell['round_ratios'])})"
+    )
 
 
 # --------------------------------------------------------------------------- growth
@@ -823,8 +829,10 @@ def markdown(results: dict[str, Any]) -> str:
     out.append("")
     collector = "on" if meta.get("collector_in_timed_blocks") else "off (`--gc`: on)"
     out.append(
-        f"Best of {meta['rounds']} rounds of {meta['ops_per_measurement']:,} operations per "
-        f"cell; cyclic garbage collector in timed blocks: {collector}."
+        f"{meta['rounds']} rounds of {meta['ops_per_measurement']:,} operations per cell and "
+        "side, the sides alternating which goes first; ops/s: the best round; ledger/baseline "
+        "time: the median over the rounds of the two sides measured back to back; cyclic "
+        f"garbage collector in timed blocks: {collector}."
     )
     out.append("")
     out.append("| operation | mode | ledger ops/s | baseline ops/s | ledger/baseline time |")

@@ -189,3 +189,13 @@ def test_sides_take_turns_going_first() -> None:
     orders = [bench.alternate(sides, n) for n in range(bench.settings(False, False).rounds)]
     assert [order[0] for order in orders].count("ledger") == len(orders) // 2
     assert all(sorted(order) == sorted(sides) for order in orders)
+
+
+def test_a_cell_reports_best_rates_and_the_median_of_back_to_back_ratios() -> None:
+    from benchmarks import bench
+
+    # One lucky baseline round (160/s) would make the ratio of best rounds 1.6.
+    cell = bench.row("revert", "sync", {"ledger": [100, 90, 100], "baseline": [125, 160, 120]})
+    assert (cell["ledger_ops_s"], cell["baseline_ops_s"]) == (100, 160)
+    assert cell["round_ratios"] == [1.25, 1.778, 1.2]
+    assert cell["ratio"] == 1.25
