@@ -344,7 +344,7 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
 
     def _capture_in_place(
         self, existing_document: Document, touched: frozenset[str] | None
-    ) -> None:
+    ) -> Document | None:
         """Log the pre-image of a document about to change in place, and the top-level
         fields the change can reach (``touched``; None: unknown).
 
@@ -358,7 +358,7 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         if stored is None or stored is not (
             existing_document if working is None else working.original
         ):
-            return
+            return None
         server = self._server
         server._before_write(store, key, stored, snapshot=working is None)
         if working is not None:
@@ -372,6 +372,7 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
             dk = (store.db_name, store.name, key)
             before = op.touched.get(dk, frozenset())
             op.touched[dk] = None if before is None or touched is None else before | touched
+        return None if working is None else stored
 
     def create_index(
         self, key_or_list: Any, cache_for: int = 300, session: Any = None, **kwargs: Any
@@ -428,6 +429,10 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
         self._updating = True
         try:
             return super()._update(*args, **kwargs)
+        except WriteError as exc:
+            if exc.code is None and "the (immutable) field '_id'" in str(exc):
+                raise _immutable_id(str(exc)) from None
+            raise
         finally:
             self._updating = False
 
@@ -662,10 +667,18 @@ class _MockCollection(mongomock.Collection):  # type: ignore[misc]
     def _apply_update_document(
         self, existing_document: Document, spec: Any, document: Any, was_insert: bool
     ) -> Any:
+        replaced = None
         if not was_insert:
-            self._capture_in_place(existing_document, _touched_fields(document))
+            replaced = self._capture_in_place(existing_document, _touched_fields(document))
         longs = _long_increments(existing_document, document)
-        result = super()._apply_update_document(existing_document, spec, document, was_insert)
+        try:
+            result = super()._apply_update_document(existing_document, spec, document, was_insert)
+        except OperationFailure as exc:
+            if replaced is not None:  # a document's failed update leaves it as it was
+                self._store._documents.swap(_store_key(replaced.get("_id")), replaced)
+            if "_id field cannot be changed" in str(exc):  # mongomock's replacement check
+                raise _immutable_id(_altered_id(document.get("_id"))) from None
+            raise
         for path in longs:
             _restore_long(existing_document, path)
         return result
@@ -1493,6 +1506,19 @@ def _project(doc: Document, projection: Any) -> Document | None:
     if keep_id and "_id" in doc:
         out = {"_id": doc["_id"], **out}
     return out if immutable else _private_copy(out)  # immutable values: already a copy
+
+
+def _immutable_id(msg: str) -> WriteError:
+    """The server's error (code 66) for an update or replacement that would change ``_id``."""
+    return WriteError(msg, 66, {"code": 66, "codeName": "ImmutableField", "errmsg": msg})
+
+
+def _altered_id(new_id: Any) -> str:
+    """mongomock's message for a changed ``_id``, which is the server's."""
+    return (
+        "After applying the update, the (immutable) field '_id' was found to have been "
+        f"altered to _id: {new_id}"
+    )
 
 
 class _WorkingCopy(dict):  # type: ignore[type-arg]

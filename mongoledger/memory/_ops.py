@@ -319,8 +319,9 @@ class CollectionOps:
                 except OperationFailure as exc:
                     if getattr(exc, "_memory_rollback", False):
                         raise
+                    errmsg = (exc.details or {}).get("errmsg") or str(exc)
                     result["writeErrors"].append(
-                        {"index": index, "code": exc.code, "errmsg": str(exc), "op": req}
+                        {"index": index, "code": exc.code, "errmsg": errmsg, "op": req}
                     )
                     if ordered:
                         break

@@ -261,6 +261,33 @@ def test_find_one_and_replace_refuses_operators_in_raw_bson(coll) -> None:
     assert coll.find_one({"_id": 2}) == {"_id": 2, "a": 0}
 
 
+def test_changing_id_is_refused_and_leaves_the_document_as_it_was(
+    client: MemoryClient, coll
+) -> None:
+    coll.insert_many([{"_id": 1, "a": 1}, {"_id": 2, "a": 1}])
+    for change in (
+        lambda: coll.replace_one({"_id": 1}, {"_id": 9, "a": 2}),
+        lambda: coll.find_one_and_replace({"_id": 1}, {"_id": 9, "a": 2}),
+        lambda: coll.update_one({"_id": 1}, {"$set": {"_id": 9, "a": 2}}),
+    ):
+        with pytest.raises(WriteError, match=r"immutable\) field '_id'.*_id: 9") as info:
+            change()
+        assert info.value.code == 66
+        assert list(coll.find().sort("_id", 1)) == [{"_id": 1, "a": 1}, {"_id": 2, "a": 1}]
+    with pytest.raises(BulkWriteError) as bulk:
+        coll.bulk_write(
+            [ReplaceOne({"_id": 1}, {"_id": 9}), UpdateOne({"_id": 2}, {"$set": {"a": 5}})],
+            ordered=False,
+        )
+    (error,) = bulk.value.details["writeErrors"]
+    assert (error["index"], error["code"]) == (0, 66)
+    assert error["errmsg"].startswith("After applying the update")
+    assert list(coll.find().sort("_id", 1)) == [{"_id": 1, "a": 1}, {"_id": 2, "a": 5}]
+    with client.start_session() as s, pytest.raises(WriteError), s.start_transaction():
+        coll.replace_one({"_id": 2}, {"_id": 8}, session=s)
+    assert list(coll.find().sort("_id", 1)) == [{"_id": 1, "a": 1}, {"_id": 2, "a": 5}]
+
+
 def test_unique_violation_inside_transaction(client: MemoryClient, coll) -> None:
     coll.create_index("k", unique=True)
     coll.insert_one({"k": 1})
