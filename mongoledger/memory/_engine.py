@@ -245,6 +245,12 @@ _UNPATCHED = frozenset({str, int, bool, float, type(None), bson.ObjectId, bson.I
 _IMMUTABLE = _UNPATCHED | {datetime.datetime, bson.Binary, bson.Decimal128, Timestamp}
 
 
+def _unshared(value: Any) -> Any:
+    """``value`` for another document: an immutable one as it is, anything else a deep copy
+    (``deepcopy`` keeps float objects, so a NaN still equals itself)."""
+    return value if type(value) in _IMMUTABLE else copy.deepcopy(value)
+
+
 def _needs_patching(value: Any) -> bool:
     """Whether mongomock's datetime patching would change a query (datetimes, tuples)."""
     kind = type(value)
@@ -1500,7 +1506,7 @@ def _project(doc: Document, projection: Any) -> Document | None:
             return None
         if name in doc:
             value = out[name] = doc[name]
-            immutable = immutable and type(value) in _UNPATCHED
+            immutable = immutable and type(value) in _IMMUTABLE
     if len(projection) == 1 and not keep_id:
         return None  # {"_id": 0} alone is an exclusion projection
     if keep_id and "_id" in doc:
@@ -1529,16 +1535,14 @@ class _WorkingCopy(dict):  # type: ignore[type-arg]
     changes this copy instead, which ``_capture_in_place`` puts in the store; the original,
     never changed, is the deep copy mongomock asks for and the operation's pre-image. The
     copy shares the immutable values (a flat document is one dict copy) and deep-copies the
-    rest, as ``deepcopy`` would: the same float objects, so a NaN still equals itself in
-    mongomock's "was it modified" comparison.
+    rest (``_unshared``), so a NaN still equals itself in mongomock's "was it modified"
+    comparison.
     """
 
     __slots__ = ("original",)
 
     def __init__(self, original: Document) -> None:
-        super().__init__(
-            {k: v if type(v) in _IMMUTABLE else copy.deepcopy(v) for k, v in original.items()}
-        )
+        super().__init__({k: _unshared(v) for k, v in original.items()})
         self.original: Document | None = original
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Document:
@@ -1595,13 +1599,13 @@ def _diff(
 ) -> None:
     for k, v in post.items():
         if k not in pre:
-            updated[prefix + k] = v if type(v) in _UNPATCHED else copy.deepcopy(v)
+            updated[prefix + k] = _unshared(v)
         elif not _same_value(pre[k], v):
             old = pre[k]
             if isinstance(old, dict) and isinstance(v, dict) and v:
                 _diff(old, v, f"{prefix}{k}.", updated, removed)
-            else:  # immutable values need no copy
-                updated[prefix + k] = v if type(v) in _UNPATCHED else copy.deepcopy(v)
+            else:
+                updated[prefix + k] = _unshared(v)
     removed.extend(prefix + k for k in pre if k not in post)
 
 
