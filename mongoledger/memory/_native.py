@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import datetime
 import heapq
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bson import Int64, ObjectId
+
+from ._match import _nan
 
 Document = dict[str, Any]
 
@@ -40,7 +41,7 @@ def _key(value: Any) -> tuple[int, Any] | None:
     rank = _TYPE_RANK.get(type(value))
     if rank is None:
         return None
-    if type(value) is float and math.isnan(value):  # NaN sorts below every number in BSON
+    if _nan(value):  # NaN sorts below every number in BSON
         return None
     if rank == 9 and value.tzinfo is not None:
         return None
@@ -137,7 +138,7 @@ def native_group(docs: Sequence[Document], spec: Any) -> list[Document] | None:
                 continue
             if item is None:
                 continue  # null and missing: ignored by $sum, $min and $max
-            if type(item) not in _NUMBERS or (type(item) is float and math.isnan(item)):
+            if type(item) not in _NUMBERS or _nan(item):
                 return None
             if op == "$sum":
                 state[i] += item
