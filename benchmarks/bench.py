@@ -84,7 +84,7 @@ class Settings:
     quick: bool
     large: bool
     ops: int  # operations per throughput measurement
-    rounds: int  # best of
+    rounds: int  # per cell and side: ops/s is the best round, the ratio the median
     sizes: list[int]
     samples: int  # query repetitions per growth point
     collector: bool = False  # keep the cyclic garbage collector on in timed throughput blocks
