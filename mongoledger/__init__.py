@@ -1,8 +1,9 @@
 """mongoledger: a balance ledger in MongoDB.
 
 Atomic increases, decreases, transfers, multi-leg posts and safe reverts, each one MongoDB
-multi-document transaction; idempotency keys, overdraft guards, reconciliation and
-change-stream consumers. ``Ledger`` (sync) and ``AsyncLedger`` (async) share one behaviour.
+multi-document transaction; two-phase transfers (holds), currencies, idempotency keys,
+overdraft guards, reconciliation and change-stream consumers. ``Ledger`` (sync) and
+``AsyncLedger`` (async) share one behaviour.
 """
 
 from mongoledger._async.ledger import AsyncLedger
@@ -15,6 +16,10 @@ from mongoledger.errors import (
     ChangeStreamHistoryLost,
     ChangeStreamInvalidated,
     ChangeStreamsUnsupported,
+    CurrencyMismatch,
+    HoldClosed,
+    HoldExpired,
+    HoldNotFound,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidAccount,
@@ -30,7 +35,10 @@ from mongoledger.errors import (
 from mongoledger.models import (
     Account,
     BalanceMismatch,
+    BrokenHold,
     BrokenLink,
+    HeldMismatch,
+    Hold,
     HookContext,
     LedgerEvent,
     PeriodStatistics,
@@ -48,11 +56,18 @@ __all__ = [
     "AlreadyReverted",
     "AsyncLedger",
     "BalanceMismatch",
+    "BrokenHold",
     "BrokenLink",
     "ChangeStreamError",
     "ChangeStreamHistoryLost",
     "ChangeStreamInvalidated",
     "ChangeStreamsUnsupported",
+    "CurrencyMismatch",
+    "HeldMismatch",
+    "Hold",
+    "HoldClosed",
+    "HoldExpired",
+    "HoldNotFound",
     "HookContext",
     "IdempotencyConflict",
     "InsufficientFunds",

@@ -22,6 +22,7 @@ from bson.codec_options import CodecOptions
 from bson.errors import InvalidDocument
 
 from .errors import (
+    CurrencyMismatch,
     InvalidAccount,
     InvalidAmount,
     InvalidArgument,
@@ -46,6 +47,7 @@ BALANCE_AFTER = "balance_after"
 ACCOUNT_SEQ = "account_seq"
 LEG = "leg"
 LEGS = "legs"
+HOLD_ID = "hold_id"  # on a capture's legs: the hold they settle
 FIXED_TRANSACTION_FIELDS = (
     "_id",
     OPERATION_ID,
@@ -58,6 +60,7 @@ FIXED_TRANSACTION_FIELDS = (
     ACCOUNT_SEQ,
     LEG,
     LEGS,
+    HOLD_ID,
 )
 
 # Fields the ledger owns on an account document besides ``balance_field``.
@@ -66,7 +69,34 @@ _MIN_BALANCE_PATH = f"${MIN_BALANCE}"
 CREATED_AT = "created_at"
 ATTRIBUTES_KEY = "attributes_key"
 SEQ = "seq"
-FIXED_ACCOUNT_FIELDS = ("_id", MIN_BALANCE, CREATED_AT, ATTRIBUTES_KEY, SEQ)
+HELD = "held"  # the sum of the account's pending holds
+FIXED_ACCOUNT_FIELDS = ("_id", MIN_BALANCE, CREATED_AT, ATTRIBUTES_KEY, SEQ, HELD)
+_HELD_PATH = f"${HELD}"
+
+# Fields of a hold document (holds_collection); see ``mongoledger._holds``.
+FROM_ACCOUNT_ID = "from_account_id"
+TO_ACCOUNT_ID = "to_account_id"
+AMOUNT = "amount"
+STATUS = "status"
+CAPTURED_AMOUNT = "captured_amount"
+EXPIRES_AT = "expires_at"
+CLOSED_AT = "closed_at"
+VOID_DATA = "void_data"
+FIXED_HOLD_FIELDS = (
+    "_id",
+    FROM_ACCOUNT_ID,
+    TO_ACCOUNT_ID,
+    AMOUNT,
+    STATUS,
+    CAPTURED_AMOUNT,
+    EXPIRES_AT,
+    CREATED_AT,
+    CLOSED_AT,
+    OPERATION_ID,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENCY_HASH,
+    VOID_DATA,
+)
 
 _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=False)
 _SCALARS = (str, int, float, bool, ObjectId, datetime, bytes, bson.Binary, bson.Decimal128)
@@ -92,6 +122,8 @@ class LedgerConfig:
     date_value: Any = None
     data_field: str | None = None
     require_transactions: bool = False
+    holds_collection: str = "holds"
+    currency_field: str | None = None
 
     def __post_init__(self) -> None:
         names = {
@@ -100,6 +132,8 @@ class LedgerConfig:
             "date_field": self.date_field,
             "extra_account_link_field": self.extra_account_link_field,
             "data_field": self.data_field,
+            # Written on transactions too, so statistics can filter by currency.
+            "currency_field": self.currency_field,
         }
         seen: dict[str, str] = {}
         for option, name in names.items():
@@ -121,11 +155,22 @@ class LedgerConfig:
                 raise InvalidConfiguration(
                     f"balance_field={self.balance_field!r} collides with a field the ledger owns"
                 )
+        currency = self.currency_field
+        if currency is not None and (
+            currency in FIXED_ACCOUNT_FIELDS
+            or currency == self.balance_field
+            or currency in FIXED_HOLD_FIELDS
+        ):
+            raise InvalidConfiguration(
+                f"currency_field={currency!r} collides with a field the ledger owns on accounts "
+                "or holds; choose another name (e.g. 'currency')"
+            )
         for option in (
             "accounts_collection",
             "transactions_collection",
             "checkpoints_collection",
             "idempotency_collection",
+            "holds_collection",
         ):
             value = getattr(self, option)
             if not isinstance(value, str) or not value or "$" in value:
@@ -134,8 +179,14 @@ class LedgerConfig:
     @cached_property
     def owned_transaction_fields(self) -> frozenset[str]:
         names = [self.account_link_field, self.amount_field, self.date_field]
-        names += [n for n in (self.extra_account_link_field, self.data_field) if n]
+        optional = (self.extra_account_link_field, self.data_field, self.currency_field)
+        names += [n for n in optional if n]
         return frozenset((*FIXED_TRANSACTION_FIELDS, *names))
+
+    @cached_property
+    def owned_hold_fields(self) -> frozenset[str]:
+        names = [n for n in (self.data_field, self.currency_field) if n]
+        return frozenset((*FIXED_HOLD_FIELDS, *names))
 
     @cached_property
     def balance_path(self) -> str:
@@ -326,30 +377,49 @@ class LegUpdate(NamedTuple):  # built for every leg of every write: a tuple is c
     projection: dict[str, int]  # what the leg needs back: the new balance and sequence
 
 
-def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int) -> LegUpdate:
+def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int, held: int = 0) -> LegUpdate:
     """Build the guarded ``$inc`` for one leg.
 
     ``target`` is the resolved account: its ``_id``, or (when the operation creates it) its
-    attribute set. The filter carries the guards, so the balance check and the move are one
-    atomic step and a failed guard simply matches nothing: the min_balance floor (only for
-    debits) and int64 overflow of the resulting balance. It never upserts (a server refuses
-    the floor guard's ``$expr`` in an upsert): a missing account is first created at zero
-    with :func:`account_creation`, once.
+    attribute set. ``held`` moves the sum of its pending holds (a hold adds, a capture's source
+    leg releases). The filter carries the guards, so the check and the move are one atomic
+    step and a failed guard simply matches nothing: the min_balance floor on the *available*
+    balance (balance minus held), whenever the leg lowers it, and int64 overflow of the
+    resulting balance and held sum. It never upserts (a server refuses the floor guard's
+    ``$expr`` in an upsert): a missing account is first created at zero with
+    :func:`account_creation`, once.
     """
     flt = account_filter(target)
     bal = cfg.balance_field
+    inc: dict[str, Any] = {SEQ: 1} if amount else {}
+    projection = {SEQ: 1}
+    if held:
+        inc[HELD] = bson.Int64(held)
+        if held > 0:  # a missing field is zero: $not matches it
+            flt[HELD] = {"$not": {"$gt": INT64_MAX - held}}
+    if cfg.currency_field is not None:
+        projection[cfg.currency_field] = 1
     if bal is None:
-        return LegUpdate(filter=flt, update={"$inc": {SEQ: 1}}, projection={SEQ: 1})
+        return LegUpdate(filter=flt, update={"$inc": inc}, projection=projection)
+    projection[bal] = 1
     if amount > 0:
         flt[bal] = {"$lte": INT64_MAX - amount}
-    else:
+    elif amount < 0:
         flt[bal] = {"$gte": INT64_MIN - amount}
+    if amount - held < 0:  # the available balance goes down: the floor applies
+        available = {
+            "$subtract": [
+                {"$add": [cfg.balance_path, amount - held]},
+                {"$ifNull": [_HELD_PATH, 0]},
+            ]
+        }
         flt["$or"] = [
             {MIN_BALANCE: None},  # matches a missing field too: an unguarded account
-            {"$expr": {"$gte": [{"$add": [cfg.balance_path, amount]}, _MIN_BALANCE_PATH]}},
+            {"$expr": {"$gte": [available, _MIN_BALANCE_PATH]}},
         ]
-    update = {"$inc": {SEQ: 1, bal: bson.Int64(amount)}}
-    return LegUpdate(filter=flt, update=update, projection={SEQ: 1, bal: 1})
+    if amount:
+        inc[bal] = bson.Int64(amount)
+    return LegUpdate(filter=flt, update={"$inc": inc}, projection=projection)
 
 
 def account_creation(
@@ -376,14 +446,25 @@ def account_to_model(
         min_balance=doc.get(MIN_BALANCE),
         attributes={k: v for k, v in doc.items() if k not in owned},
         created_at=doc.get(CREATED_AT),
+        held=int(doc.get(HELD) or 0),
+        currency=doc.get(cfg.currency_field) if cfg.currency_field else None,
     )
 
 
 # Extra data
 
 
-def validate_data(cfg: LedgerConfig, data: object, *, what: str = "data") -> dict[str, Any]:
-    """Return a deep copy of the extra data, or raise ``InvalidData`` naming the bad key/value."""
+def validate_data(
+    cfg: LedgerConfig,
+    data: object,
+    *,
+    what: str = "data",
+    owned: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """Return a deep copy of the extra data, or raise ``InvalidData`` naming the bad key/value.
+
+    ``owned``: the fields the data may not use at top level (default: a transaction's).
+    """
     if data is None:
         return {}
     if not isinstance(data, Mapping):
@@ -392,7 +473,8 @@ def validate_data(cfg: LedgerConfig, data: object, *, what: str = "data") -> dic
     if not out:
         return out
     if cfg.data_field is None:
-        owned = cfg.owned_transaction_fields
+        if owned is None:
+            owned = cfg.owned_transaction_fields
         for key in out:
             if key in owned:
                 raise InvalidData(
@@ -461,6 +543,9 @@ class Leg:
     id: ObjectId = field(default_factory=ObjectId)
     balance_after: int | None = None
     account_seq: int | None = None
+    held: int = 0  # the change of the account's held sum (a capture's source leg releases)
+    hold_id: Any = None  # a capture's legs name the hold they settle
+    currency: Any = None  # the account's currency_field value, as its guarded update returned
 
 
 def transaction_document(
@@ -492,6 +577,10 @@ def transaction_document(
         doc[cfg.extra_account_link_field] = leg.extra_account_id
     if leg.reverts is not None:
         doc[REVERTS] = leg.reverts
+    if leg.hold_id is not None:
+        doc[HOLD_ID] = leg.hold_id
+    if leg.currency is not None and cfg.currency_field is not None:
+        doc[cfg.currency_field] = leg.currency
     if idempotency is not None:
         doc[IDEMPOTENCY_KEY], doc[IDEMPOTENCY_HASH] = idempotency
     if cfg.data_field is not None:
@@ -537,6 +626,7 @@ def check_sizes(
             id=leg.id,
             balance_after=0,
             account_seq=0,
+            hold_id=leg.hold_id,
         )
         transaction_document(
             cfg,
@@ -570,6 +660,8 @@ def transaction_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Transacti
         reverts=doc.get(REVERTS),
         reverted_by=doc.get(REVERTED_BY),
         idempotency_key=doc.get(IDEMPOTENCY_KEY),
+        hold_id=doc.get(HOLD_ID),
+        currency=doc.get(cfg.currency_field) if cfg.currency_field else None,
         account_seq=doc.get(ACCOUNT_SEQ),
         leg=int(doc.get(LEG, 0)),
         legs=int(doc.get(LEGS, 1)),
@@ -584,6 +676,39 @@ def validate_transaction_id(value: object) -> ObjectId:
     if isinstance(value, str) and ObjectId.is_valid(value):
         return ObjectId(value)
     raise TransactionNotFound(value, "not a transaction id (an ObjectId or 24 hex digits)")
+
+
+# Currencies
+
+
+def currency_field(cfg: LedgerConfig) -> str:
+    """The configured currency field; filtering by currency needs one."""
+    if cfg.currency_field is None:
+        raise InvalidArgument(
+            "filtering by currency needs currency_field "
+            "(e.g. Ledger(db, currency_field='currency'))"
+        )
+    return cfg.currency_field
+
+
+def validate_currency(value: object) -> Any:
+    """A currency to filter on: a plain value, never an operator or a container."""
+    if value is None or isinstance(value, Mapping | list | tuple | set | frozenset | bool):
+        raise InvalidArgument(f"currency {value!r} is not a currency code such as 'EUR'")
+    return value
+
+
+def check_currencies(cfg: LedgerConfig, legs: Sequence[Leg]) -> None:
+    """Raise ``CurrencyMismatch`` unless every leg's account has the same currency."""
+    if cfg.currency_field is None or len(legs) < 2:
+        return
+    first = legs[0].currency
+    if all(leg.currency == first for leg in legs[1:]):
+        return
+    seen: dict[Any, Any] = {}
+    for leg in legs:
+        seen.setdefault(leg.account_id, leg.currency)
+    raise CurrencyMismatch(seen, cfg.currency_field)
 
 
 # Idempotency
@@ -662,7 +787,7 @@ def reversal_legs(cfg: LedgerConfig, originals: Sequence[Mapping[str, Any]]) -> 
 
 @dataclass(frozen=True)
 class IndexSpec:
-    collection: str  # "accounts" | "transactions" | "idempotency"
+    collection: str  # "accounts" | "transactions" | "idempotency" | "holds"
     keys: tuple[tuple[str, int | str], ...]
     name: str
     unique: bool = False
@@ -720,6 +845,28 @@ def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
     if cfg.balance_field:
         specs.append(IndexSpec("accounts", ((cfg.balance_field, 1), ("_id", 1)), "ledger_balance"))
     specs.append(IndexSpec("accounts", ((CREATED_AT, 1), ("_id", 1)), "ledger_created_at"))
+    # A capture's legs name their hold: verify matches captured holds with their legs.
+    specs.append(
+        IndexSpec(
+            "transactions",
+            ((HOLD_ID, 1),),
+            "ledger_hold_legs",
+            partial={HOLD_ID: {"$exists": True}},
+        )
+    )
+    if cfg.currency_field:
+        specs.append(
+            IndexSpec("transactions", ((cfg.currency_field, 1), (date, 1)), "ledger_currency_date")
+        )
+    # Holds: an account's holds (as source or target) by status, newest first; every hold of
+    # a status; the expiry sweep (pending, oldest expires_at first) and verify's pending sums.
+    page = ((STATUS, 1), (CREATED_AT, 1), ("_id", 1))
+    specs += [
+        IndexSpec("holds", ((FROM_ACCOUNT_ID, 1), *page), "ledger_holds_from"),
+        IndexSpec("holds", ((TO_ACCOUNT_ID, 1), *page), "ledger_holds_to"),
+        IndexSpec("holds", page, "ledger_holds_status"),
+        IndexSpec("holds", ((STATUS, 1), (EXPIRES_AT, 1)), "ledger_holds_expiry"),
+    ]
     return specs
 
 
@@ -755,6 +902,21 @@ def query_shapes(cfg: LedgerConfig) -> list[QueryShape]:
     if cfg.balance_field:
         shapes.append(QueryShape("report by balance", "accounts", (), sort=(cfg.balance_field,)))
     shapes.append(QueryShape("report by creation", "accounts", (), sort=(CREATED_AT,)))
+    shapes.append(QueryShape("capture legs", "transactions", (), range=(HOLD_ID,)))
+    if cfg.currency_field:
+        shapes.append(
+            QueryShape(
+                "statistics by currency", "transactions", (cfg.currency_field,), range=(date,)
+            )
+        )
+    shapes += [
+        QueryShape("hold by id", "holds", ("_id",)),
+        QueryShape("holds from an account", "holds", (FROM_ACCOUNT_ID, STATUS), sort=(CREATED_AT,)),
+        QueryShape("holds to an account", "holds", (TO_ACCOUNT_ID, STATUS), sort=(CREATED_AT,)),
+        QueryShape("holds by status", "holds", (STATUS,), sort=(CREATED_AT,)),
+        QueryShape("expiry sweep", "holds", (STATUS,), sort=(EXPIRES_AT,), range=(EXPIRES_AT,)),
+        QueryShape("pending holds per account", "holds", (STATUS,)),
+    ]
     return shapes
 
 
@@ -809,10 +971,13 @@ def statistics_pipeline(
     period: str,
     start: Any = None,
     end: Any = None,
+    currency: Any = None,
 ) -> list[dict[str, Any]]:
     if period not in STATISTICS_FORMATS:
         raise InvalidArgument(f"period {period!r} is not one of {sorted(STATISTICS_FORMATS)}")
     match: dict[str, Any] = {}
+    if currency is not None:
+        match[currency_field(cfg)] = validate_currency(currency)
     if account_id is not None:
         match[cfg.account_link_field] = account_id
     match.update(_date_range(cfg, start, end))

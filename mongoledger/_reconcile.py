@@ -1,4 +1,5 @@
-"""The I/O-free checks of ``verify``: the per-operation pipeline and the revert links."""
+"""The I/O-free checks of ``verify``: the per-operation pipeline, the revert links, and the
+links between captured holds and their capture's legs."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Any
 
 from mongoledger import _core
 from mongoledger._core import LedgerConfig
-from mongoledger.models import BrokenLink
+from mongoledger.models import BrokenHold, BrokenLink
 
-__all__ = ["check_links", "operations_pipeline"]
+__all__ = ["capture_legs_pipeline", "check_captures", "check_links", "operations_pipeline"]
 
 
 def operations_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
@@ -70,4 +71,43 @@ def check_links(cfg: LedgerConfig, docs: list[Mapping[str, Any]]) -> list[Broken
                         problem=f"reverted_by {reverted_by!r}, which does not revert it",
                     )
                 )
+    return broken
+
+
+# Holds
+
+
+def capture_legs_pipeline() -> list[dict[str, Any]]:
+    """Per hold, the operations whose legs name it (served by the partial ``hold_id`` index)."""
+    return [
+        {"$match": {_core.HOLD_ID: {"$exists": True}}},
+        {"$group": {"_id": f"${_core.HOLD_ID}", "operations": {"$addToSet": "$operation_id"}}},
+    ]
+
+
+def check_captures(
+    captured: list[Mapping[str, Any]], legs: list[Mapping[str, Any]]
+) -> list[BrokenHold]:
+    """Every captured hold has its capture's legs, and every capture's legs name a hold that
+    this capture closed. (A revert of a capture writes legs without ``hold_id``.)"""
+    by_hold = {repr(row["_id"]): [repr(op) for op in row["operations"]] for row in legs}
+    closed_by = {repr(h["_id"]): repr(h.get(_core.OPERATION_ID)) for h in captured}
+    broken = [
+        BrokenHold(
+            hold_id=hold["_id"],
+            problem=f"captured by operation {hold.get(_core.OPERATION_ID)!r}, which has no "
+            "transactions (a capture that failed midway without a DB transaction)",
+        )
+        for hold in captured
+        if closed_by[repr(hold["_id"])] not in by_hold.get(repr(hold["_id"]), [])
+    ]
+    broken += [
+        BrokenHold(
+            hold_id=row["_id"],
+            problem=f"operation {op!r} captures it, but the hold is not captured by that operation",
+        )
+        for row in legs
+        for op in row["operations"]
+        if closed_by.get(repr(row["_id"])) != repr(op)
+    ]
     return broken

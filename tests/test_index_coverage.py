@@ -122,7 +122,12 @@ def _served(cfg: _core.LedgerConfig, coll: str, flt: dict[str, Any], sort: Any) 
 
 
 def _collection(cfg: _core.LedgerConfig, name: str) -> str:
-    return cfg.accounts_collection if name == "accounts" else cfg.transactions_collection
+    return {
+        "accounts": cfg.accounts_collection,
+        "transactions": cfg.transactions_collection,
+        "holds": cfg.holds_collection,
+        "idempotency": cfg.idempotency_collection,
+    }[name]
 
 
 def test_every_query_sent_is_served_by_a_declared_index() -> None:

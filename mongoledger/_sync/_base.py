@@ -49,6 +49,7 @@ class LedgerBase:
     _accounts: Any
     _transactions: Any
     _idempotency: Any
+    _holds: Any
     _before: list[Hook]
     _after: list[Hook]
     _capable: bool | None  # does the deployment have DB transactions? (None: not asked yet)
@@ -142,6 +143,7 @@ class LedgerBase:
             "accounts": self._accounts,
             "transactions": self._transactions,
             "idempotency": self._idempotency,
+            "holds": self._holds,
         }
         for spec in _core.index_specs(self._cfg):
             collection = collections[spec.collection]

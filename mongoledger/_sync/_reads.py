@@ -104,11 +104,13 @@ class Reads(LedgerBase):
         limit: int | None = None,
         skip: int = 0,
         attributes: Mapping[str, Any] | None = None,
+        currency: Any = None,
     ) -> list[Account]:
         """Every account with its balance (the "all balances" report).
 
         ``sort``: ``balance``, ``id`` or ``created_at``, ``-`` prefix for descending.
-        ``attributes`` narrows the report to accounts having those attribute values.
+        ``attributes`` narrows the report to accounts having those attribute values;
+        ``currency`` to accounts in that currency (needs ``currency_field``).
         """
         cfg = self._cfg
         field = sort.lstrip("-")
@@ -121,6 +123,8 @@ class Reads(LedgerBase):
         flt: dict[str, Any] = {}
         if attributes:
             flt = _core.validate_attributes(attributes, cfg.owned_account_fields)
+        if currency is not None:
+            flt[_core.currency_field(cfg)] = _core.validate_currency(currency)
         if cfg.balance_field is None:
             totals = {
                 row["_id"]: int(row["total"])
@@ -148,11 +152,13 @@ class Reads(LedgerBase):
         period: str = "month",
         start: Any = None,
         end: Any = None,
+        currency: Any = None,
     ) -> list[PeriodStatistics]:
-        """Credit and debit totals per period (``day``, ``month``, ``year``), oldest first."""
+        """Credit and debit totals per period (``day``, ``month``, ``year``), oldest first;
+        ``currency`` counts only transactions in that currency (needs ``currency_field``)."""
         account_id = None if account is None else (self._find_account(account))["_id"]
         pipeline = _core.statistics_pipeline(
-            self._cfg, account_id, period=period, start=start, end=end
+            self._cfg, account_id, period=period, start=start, end=end, currency=currency
         )
         rows = aggregate(self._transactions, pipeline)
         return [

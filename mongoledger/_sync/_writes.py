@@ -46,7 +46,7 @@ from mongoledger.errors import (
     LedgerError,
     TransactionNotFound,
 )
-from mongoledger.models import HookContext, OperationKind
+from mongoledger.models import EventKind, HookContext, OperationKind
 
 __all__ = ["Writes"]
 
@@ -346,8 +346,6 @@ class Writes(LedgerBase):
         idempotency: tuple[str, str] | None,
         revert: bool,
     ) -> None:
-        cfg = self._cfg
-
         resolved = [leg.account_id for leg in legs]
 
         def body(session: Any) -> None:
@@ -358,78 +356,108 @@ class Writes(LedgerBase):
             recorded = False
             try:
                 if idempotency is not None:
-                    record = _core.idempotency_document(
-                        *idempotency, kind, operation_id, [leg.id for leg in legs]
-                    )
-                    try:
-                        self._idempotency.insert_one(record, session=session)
-                    except DuplicateKeyError:  # a concurrent call with this key got there first
-                        raise _DuplicateKey from None
+                    ids = [leg.id for leg in legs]
+                    self._record_key(idempotency, kind, operation_id, ids, session)
                     recorded = True
                 if revert:
                     self._mark_reverted(legs, session)
-                balance_field = cfg.balance_field
-                for index, leg in enumerate(legs):
-                    target = leg.account
-                    by_id = target.is_id
-                    if leg.account_id is not None and not by_id:
-                        target = AccountRef(id=leg.account_id)
-                    update = _core.leg_update(cfg, target, leg.amount)
-                    doc = self._move(update, session)
-                    created = False
-                    if doc is None and (
-                        leg.account_id is None or (cfg.auto_create_account and by_id)
-                    ):
-                        # The account may not exist yet: create it at zero, then move it.
-                        flt, insert = _core.account_creation(cfg, target)
-                        try:
-                            result = self._accounts.update_one(
-                                flt, insert, upsert=True, session=session
-                            )
-                        except DuplicateKeyError:
-                            # A concurrent caller created it. In a DB transaction the server
-                            # aborted ours: retry the whole operation (it exists now).
-                            if session is not None:
-                                raise _GuardFailed(index) from None
-                        else:
-                            created = result.upserted_id is not None
-                        doc = self._move(update, session)
-                        if doc is None and created and session is None:
-                            self._accounts.delete_one({"_id": result.upserted_id, _core.SEQ: 0})
-                    if doc is None:
-                        raise _GuardFailed(index)
-                    leg.account_id = doc["_id"]
-                    leg.account_seq = int(doc[_core.SEQ])
-                    if balance_field:
-                        leg.balance_after = int(doc[balance_field])
-                    applied.append((leg, created))
-                if len(legs) == 2 and cfg.extra_account_link_field:
-                    legs[0].extra_account_id = legs[1].account_id
-                    legs[1].extra_account_id = legs[0].account_id
-                docs = [
-                    _core.transaction_document(
-                        cfg,
-                        leg,
-                        index=i,
-                        count=len(legs),
-                        kind=kind,
-                        operation_id=operation_id,
-                        date=date,
-                        idempotency=idempotency,
-                    )
-                    for i, leg in enumerate(legs)
-                ]
-                self._transactions.insert_many(docs, ordered=True, session=session)
+                self._move_legs(legs, session, applied)
+                self._insert_legs(kind, legs, operation_id, date, idempotency, session)
             except BaseException:
                 if session is None:
                     self._compensate(applied, legs if revert else [])
                     if recorded and idempotency is not None:
-                        self._idempotency.delete_one(
-                            {"_id": idempotency[0], _core.OPERATION_ID: operation_id}
-                        )
+                        self._drop_key(idempotency, operation_id)
                 raise
 
         self._run(body)
+
+    def _record_key(
+        self,
+        idempotency: tuple[str, str],
+        kind: str,
+        operation_id: ObjectId,
+        ids: list[ObjectId],
+        session: Any,
+    ) -> None:
+        """Insert the key's record: the unique ``_id`` makes its first operation the only one."""
+        record = _core.idempotency_document(*idempotency, kind, operation_id, ids)
+        try:
+            self._idempotency.insert_one(record, session=session)
+        except DuplicateKeyError:  # a concurrent call with this key got there first
+            raise _DuplicateKey from None
+
+    def _drop_key(self, idempotency: tuple[str, str], operation_id: ObjectId) -> None:
+        self._idempotency.delete_one({"_id": idempotency[0], _core.OPERATION_ID: operation_id})
+
+    def _move_legs(self, legs: list[Leg], session: Any, applied: list[tuple[Leg, bool]]) -> None:
+        """The guarded ``$inc`` of every leg, in order (creating missing accounts), then the
+        currency check on what those updates returned. ``applied`` collects what moved."""
+        cfg = self._cfg
+        balance_field = cfg.balance_field
+        currency_field = cfg.currency_field
+        for index, leg in enumerate(legs):
+            target = leg.account
+            by_id = target.is_id
+            if leg.account_id is not None and not by_id:
+                target = AccountRef(id=leg.account_id)
+            update = _core.leg_update(cfg, target, leg.amount, leg.held)
+            doc = self._move(update, session)
+            created = False
+            if doc is None and (leg.account_id is None or (cfg.auto_create_account and by_id)):
+                # The account may not exist yet: create it at zero, then move it.
+                flt, insert = _core.account_creation(cfg, target)
+                try:
+                    result = self._accounts.update_one(flt, insert, upsert=True, session=session)
+                except DuplicateKeyError:
+                    # A concurrent caller created it. In a DB transaction the server
+                    # aborted ours: retry the whole operation (it exists now).
+                    if session is not None:
+                        raise _GuardFailed(index) from None
+                else:
+                    created = result.upserted_id is not None
+                doc = self._move(update, session)
+                if doc is None and created and session is None:
+                    self._accounts.delete_one({"_id": result.upserted_id, _core.SEQ: 0})
+            if doc is None:
+                raise _GuardFailed(index)
+            leg.account_id = doc["_id"]
+            leg.account_seq = int(doc[_core.SEQ])
+            if balance_field:
+                leg.balance_after = int(doc[balance_field])
+            if currency_field is not None:
+                leg.currency = doc.get(currency_field)
+            applied.append((leg, created))
+        _core.check_currencies(cfg, legs)
+
+    def _insert_legs(
+        self,
+        kind: OperationKind,
+        legs: list[Leg],
+        operation_id: ObjectId,
+        date: Any,
+        idempotency: tuple[str, str] | None,
+        session: Any,
+    ) -> None:
+        """The operation's transaction documents, one insert for all legs."""
+        cfg = self._cfg
+        if len(legs) == 2 and cfg.extra_account_link_field:
+            legs[0].extra_account_id = legs[1].account_id
+            legs[1].extra_account_id = legs[0].account_id
+        docs = [
+            _core.transaction_document(
+                cfg,
+                leg,
+                index=i,
+                count=len(legs),
+                kind=kind,
+                operation_id=operation_id,
+                date=date,
+                idempotency=idempotency,
+            )
+            for i, leg in enumerate(legs)
+        ]
+        self._transactions.insert_many(docs, ordered=True, session=session)
 
     def _move(self, update: _core.LegUpdate, session: Any) -> Any:
         """The guarded ``$inc`` of one leg: the account after it, or None if a guard failed
@@ -477,16 +505,29 @@ class Writes(LedgerBase):
         cfg = self._cfg
         for leg, created in reversed(applied):
             if created:
-                result = self._accounts.delete_one({"_id": leg.account_id, _core.SEQ: 1})
+                only_ours: dict[str, Any] = {
+                    "_id": leg.account_id,
+                    _core.SEQ: 1 if leg.amount else 0,
+                }
+                if leg.held:
+                    only_ours[_core.HELD] = leg.held
+                result = self._accounts.delete_one(only_ours)
                 if result.deleted_count:
                     continue
-            undo: dict[str, Any] = {cfg.balance_field: -leg.amount} if cfg.balance_field else {}
-            # Give the sequence number back only if no other operation took the next one.
-            result = self._accounts.update_one(
-                {"_id": leg.account_id, _core.SEQ: leg.account_seq},
-                {"$inc": {**undo, _core.SEQ: -1}},
-            )
-            if not result.modified_count and undo:
+            undo: dict[str, Any] = {}
+            if cfg.balance_field and leg.amount:
+                undo[cfg.balance_field] = -leg.amount
+            if leg.held:
+                undo[_core.HELD] = -leg.held
+            if leg.amount:
+                # Give the sequence number back only if no other operation took the next one.
+                result = self._accounts.update_one(
+                    {"_id": leg.account_id, _core.SEQ: leg.account_seq},
+                    {"$inc": {**undo, _core.SEQ: -1}},
+                )
+                if result.modified_count:
+                    continue
+            if undo:
                 self._accounts.update_one({"_id": leg.account_id}, {"$inc": undo})
         if marked:
             self._unmark(marked)
@@ -501,6 +542,13 @@ class Writes(LedgerBase):
             if not cfg.auto_create_account:
                 raise AccountNotFound(leg.account.describe())
             return
+        earlier = [other for other in legs[:index] if other.account_id == doc["_id"]]
+        held = int(doc.get(_core.HELD) or 0) + sum(other.held for other in earlier)
+        if leg.held > 0 and held + leg.held > _core.INT64_MAX:
+            raise InvalidAmount(
+                f"amount {leg.held} would overflow the int64 held sum {held} of account "
+                f"{doc['_id']!r}"
+            )
         if cfg.balance_field is None:
             return
         cached = doc.get(cfg.balance_field)
@@ -509,8 +557,7 @@ class Writes(LedgerBase):
                 f"account {doc['_id']!r} has no integer {cfg.balance_field!r} field "
                 f"({cached!r}: created outside the ledger?); verify(repair=True) rebuilds it"
             )
-        earlier = sum(other.amount for other in legs[:index] if other.account_id == doc["_id"])
-        balance = int(cached) + earlier
+        balance = int(cached) + sum(other.amount for other in earlier)
         result = balance + leg.amount
         if not _core.INT64_MIN <= result <= _core.INT64_MAX:
             raise InvalidAmount(
@@ -518,8 +565,9 @@ class Writes(LedgerBase):
                 f"{doc['_id']!r}"
             )
         floor = doc.get(_core.MIN_BALANCE)
-        if floor is not None and leg.amount < 0 and result < floor:
-            raise InsufficientFunds(doc["_id"], balance, leg.amount, floor)
+        change = leg.amount - leg.held  # what the leg does to the available balance
+        if floor is not None and change < 0 and balance - held + change < floor:
+            raise InsufficientFunds(doc["_id"], balance, change, floor, held=held)
 
     def _resolve_for_write(self, ref: AccountRef) -> Any:
         """The ``_id`` a leg writes to, or None when the operation will create the account."""
@@ -533,8 +581,16 @@ class Writes(LedgerBase):
         return None
 
     def _run_before_hooks(
-        self, kind: OperationKind, legs: list[Leg], operation_id: ObjectId, *, revert: bool
+        self,
+        kind: EventKind,
+        legs: list[Leg],
+        operation_id: ObjectId | None,
+        *,
+        revert: bool,
+        owned: frozenset[str] | None = None,
     ) -> None:
+        """``revert``: the amounts are fixed (a reversal, a void); ``owned``: the fields the
+        hooks' data may not use (default: a transaction document's)."""
         cfg = self._cfg
         for index, leg in enumerate(legs):
             ctx = HookContext(
@@ -545,23 +601,33 @@ class Writes(LedgerBase):
                 data=dict(leg.data),
                 operation_id=operation_id,
                 leg=index,
+                hold_id=leg.hold_id,
             )
             for fn in self._before:
                 call_hook(fn, ctx)
             amount = _core.validate_amount(ctx.amount, what="amount set by a before_write hook")
             if revert and amount != leg.amount:
                 raise InvalidAmount(
-                    f"a before_write hook changed a reversal amount from {leg.amount} to {amount}; "
-                    "reversal amounts are fixed"
+                    f"a before_write hook changed the amount of a {kind} from {leg.amount} to "
+                    f"{amount}; {kind} amounts are fixed"
                 )
             leg.amount = amount
-            leg.data = _core.validate_data(cfg, ctx.data, what="data set by a before_write hook")
-        if kind in ("transfer", "post"):
+            leg.data = _core.validate_data(
+                cfg, ctx.data, what="data set by a before_write hook", owned=owned
+            )
+        if kind in ("transfer", "post", "capture"):
             _core.check_balanced(kind, [leg.amount for leg in legs])
 
     def _run_after_hooks(
-        self, kind: OperationKind, legs: list[Leg], operation_id: ObjectId
+        self,
+        kind: EventKind,
+        legs: list[Leg],
+        operation_id: ObjectId | None,
+        *,
+        result: list[Any] | None = None,
     ) -> None:
+        """``result``: what the call returns, carried by ``AfterWriteError`` (default: the
+        legs' transaction ids)."""
         failures: list[BaseException] = []
         for index, leg in enumerate(legs):
             ctx = HookContext(
@@ -572,8 +638,9 @@ class Writes(LedgerBase):
                 data=dict(leg.data),
                 operation_id=operation_id,
                 leg=index,
-                transaction_id=leg.id,
+                transaction_id=None if leg.hold_id is not None and kind != "capture" else leg.id,
                 balance_after=leg.balance_after,
+                hold_id=leg.hold_id,
             )
             for fn in self._after:
                 try:
@@ -581,4 +648,5 @@ class Writes(LedgerBase):
                 except Exception as exc:  # the operation is committed: run the other hooks
                     failures.append(exc)
         if failures:
-            raise AfterWriteError([leg.id for leg in legs], failures) from failures[0]
+            ids = [leg.id for leg in legs] if result is None else result
+            raise AfterWriteError(ids, failures) from failures[0]
