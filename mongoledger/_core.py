@@ -546,6 +546,8 @@ class Leg:
     held: int = 0  # the change of the account's held sum (a capture's source leg releases)
     hold_id: Any = None  # a capture's legs name the hold they settle
     currency: Any = None  # the account's currency_field value, as its guarded update returned
+    # (the currency the account must have, the account it must match): a guard in the filter
+    currency_guard: tuple[Any, Any] | None = None
 
 
 def transaction_document(

@@ -47,7 +47,6 @@ from mongoledger._async._writes import (
 from mongoledger._core import AccountRef, Leg
 from mongoledger.errors import (
     AccountNotFound,
-    CurrencyMismatch,
     HoldNotFound,
     InvalidAccount,
     InvalidAmount,
@@ -115,6 +114,10 @@ class Holds(Writes):
         leg = Leg(account=source, amount=0, data=extra, held=value, hold_id=hold_id)
         leg.account_id = await self._resolve_for_write(source)
         target_id, target_currency = await self._hold_target(target)
+        if cfg.currency_field is not None:
+            # The source's guarded update matches only an account in the target's currency.
+            described = target.describe() if target_id is None else target_id
+            leg.currency_guard = (target_currency, described)
         if leg.account_id is not None and leg.account_id == target_id:
             raise InvalidAccount(
                 f"hold from account {source.describe()!r} to {target.describe()!r}: both are "
@@ -133,9 +136,7 @@ class Holds(Writes):
         idempotency = None if key is None else (key, fp)
         for _attempt in range(_MAX_ATTEMPTS):
             try:
-                await self._write_hold(
-                    leg, target, target_id, target_currency, expiry, now, idempotency
-                )
+                await self._write_hold(leg, target, target_id, expiry, now, idempotency)
                 break
             except _GuardFailed as failed:
                 await self._diagnose([leg], failed.index)
@@ -349,7 +350,6 @@ class Holds(Writes):
         leg: Leg,
         target: AccountRef,
         target_id: Any,
-        target_currency: Any,
         expiry: datetime | None,
         now: datetime,
         idempotency: tuple[str, str] | None,
@@ -375,11 +375,6 @@ class Holds(Writes):
                     raise InvalidAccount(
                         f"hold from account {leg.account.describe()!r} to "
                         f"{target.describe()!r}: both are account {to_id!r}"
-                    )
-                if cfg.currency_field is not None and leg.currency != target_currency:
-                    raise CurrencyMismatch(
-                        {leg.account_id: leg.currency, to_id: target_currency},
-                        cfg.currency_field,
                     )
                 doc = _holds.hold_document(
                     cfg,

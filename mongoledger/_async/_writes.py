@@ -37,6 +37,7 @@ from mongoledger.errors import (
     AccountNotFound,
     AfterWriteError,
     AlreadyReverted,
+    CurrencyMismatch,
     InsufficientFunds,
     InvalidAccount,
     InvalidAmount,
@@ -404,6 +405,8 @@ class Writes(LedgerBase):
             if leg.account_id is not None and not by_id:
                 target = AccountRef(id=leg.account_id)
             update = _core.leg_update(cfg, target, leg.amount, leg.held)
+            if leg.currency_guard is not None and currency_field is not None:
+                update.filter[currency_field] = leg.currency_guard[0]
             doc = await self._move(update, session)
             created = False
             if doc is None and (leg.account_id is None or (cfg.auto_create_account and by_id)):
@@ -546,6 +549,13 @@ class Writes(LedgerBase):
             if not cfg.auto_create_account:
                 raise AccountNotFound(leg.account.describe())
             return
+        if leg.currency_guard is not None and cfg.currency_field is not None:
+            currency, counterpart = leg.currency_guard
+            if doc.get(cfg.currency_field) != currency:
+                raise CurrencyMismatch(
+                    {doc["_id"]: doc.get(cfg.currency_field), counterpart: currency},
+                    cfg.currency_field,
+                )
         earlier = [other for other in legs[:index] if other.account_id == doc["_id"]]
         held = int(doc.get(_core.HELD) or 0) + sum(other.held for other in earlier)
         if leg.held > 0 and held + leg.held > _core.INT64_MAX:

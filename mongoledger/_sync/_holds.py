@@ -49,7 +49,6 @@ from mongoledger._sync._writes import (
 )
 from mongoledger.errors import (
     AccountNotFound,
-    CurrencyMismatch,
     HoldNotFound,
     InvalidAccount,
     InvalidAmount,
@@ -117,6 +116,10 @@ class Holds(Writes):
         leg = Leg(account=source, amount=0, data=extra, held=value, hold_id=hold_id)
         leg.account_id = self._resolve_for_write(source)
         target_id, target_currency = self._hold_target(target)
+        if cfg.currency_field is not None:
+            # The source's guarded update matches only an account in the target's currency.
+            described = target.describe() if target_id is None else target_id
+            leg.currency_guard = (target_currency, described)
         if leg.account_id is not None and leg.account_id == target_id:
             raise InvalidAccount(
                 f"hold from account {source.describe()!r} to {target.describe()!r}: both are "
@@ -135,7 +138,7 @@ class Holds(Writes):
         idempotency = None if key is None else (key, fp)
         for _attempt in range(_MAX_ATTEMPTS):
             try:
-                self._write_hold(leg, target, target_id, target_currency, expiry, now, idempotency)
+                self._write_hold(leg, target, target_id, expiry, now, idempotency)
                 break
             except _GuardFailed as failed:
                 self._diagnose([leg], failed.index)
@@ -347,7 +350,6 @@ class Holds(Writes):
         leg: Leg,
         target: AccountRef,
         target_id: Any,
-        target_currency: Any,
         expiry: datetime | None,
         now: datetime,
         idempotency: tuple[str, str] | None,
@@ -373,11 +375,6 @@ class Holds(Writes):
                     raise InvalidAccount(
                         f"hold from account {leg.account.describe()!r} to "
                         f"{target.describe()!r}: both are account {to_id!r}"
-                    )
-                if cfg.currency_field is not None and leg.currency != target_currency:
-                    raise CurrencyMismatch(
-                        {leg.account_id: leg.currency, to_id: target_currency},
-                        cfg.currency_field,
                     )
                 doc = _holds.hold_document(
                     cfg,
