@@ -80,10 +80,8 @@ def holds_collection(ledger: AsyncLedger) -> Any:
 
 
 async def snapshot(ledger: AsyncLedger) -> tuple[list[Any], ...]:
-    out = []
-    for collection in (ledger.accounts, ledger.transactions, holds_collection(ledger)):
-        out.append(await to_list(collection.find({}).sort("_id", 1)))
-    return tuple(out)
+    collections = (ledger.accounts, ledger.transactions, holds_collection(ledger))
+    return tuple([await to_list(c.find({}).sort("_id", 1)) for c in collections])
 
 
 async def account_doc(ledger: AsyncLedger, attributes: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +126,8 @@ async def test_hold_reserves_the_available_balance(ledger: AsyncLedger, engine: 
         {"order": 7},
         None,
     )
-    assert hold.created_at is not None and hold.created_at.tzinfo is not None
+    assert hold.created_at is not None
+    assert hold.created_at.tzinfo is not None
     assert (await ledger.verify()).ok
 
 
@@ -786,16 +785,17 @@ async def test_every_step_of_a_hold_reaches_consumers(watched: AsyncLedger, cloc
 async def test_hold_events_filter_by_kind_and_account(watched: AsyncLedger) -> None:
     ledger = watched
     await ledger.open_account(OTHER)
-    async with await ledger.watch(kinds=["void", "capture"], max_await_time_ms=50) as by_kind:
-        async with await ledger.watch(accounts=[OTHER], max_await_time_ms=50) as by_account:
-            mine = await ledger.hold(WALLET, SHOP, 10)
-            theirs = await ledger.hold(WALLET, OTHER, 10)
-            await ledger.void(mine)
-            await ledger.capture(theirs)
-            kinds = await drain(by_kind, 2)
-            touching = await drain(by_account, 2)
-            assert await by_kind.try_next() is None
-            assert await by_account.try_next() is None
+    by_kind = await ledger.watch(kinds=["void", "capture"], max_await_time_ms=50)
+    by_account = await ledger.watch(accounts=[OTHER], max_await_time_ms=50)
+    async with by_kind, by_account:
+        mine = await ledger.hold(WALLET, SHOP, 10)
+        theirs = await ledger.hold(WALLET, OTHER, 10)
+        await ledger.void(mine)
+        await ledger.capture(theirs)
+        kinds = await drain(by_kind, 2)
+        touching = await drain(by_account, 2)
+        assert await by_kind.try_next() is None
+        assert await by_account.try_next() is None
     assert [(e.kind, e.hold_id) for e in kinds] == [("void", mine), ("capture", theirs)]
     assert [(e.kind, e.hold_id) for e in touching] == [("hold", theirs), ("capture", theirs)]
     with pytest.raises(InvalidArgument, match="authorize"):

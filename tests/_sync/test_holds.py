@@ -82,10 +82,8 @@ def holds_collection(ledger: Ledger) -> Any:
 
 
 def snapshot(ledger: Ledger) -> tuple[list[Any], ...]:
-    out = []
-    for collection in (ledger.accounts, ledger.transactions, holds_collection(ledger)):
-        out.append(to_list(collection.find({}).sort("_id", 1)))
-    return tuple(out)
+    collections = (ledger.accounts, ledger.transactions, holds_collection(ledger))
+    return tuple([to_list(c.find({}).sort("_id", 1)) for c in collections])
 
 
 def account_doc(ledger: Ledger, attributes: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +128,8 @@ def test_hold_reserves_the_available_balance(ledger: Ledger, engine: str) -> Non
         {"order": 7},
         None,
     )
-    assert hold.created_at is not None and hold.created_at.tzinfo is not None
+    assert hold.created_at is not None
+    assert hold.created_at.tzinfo is not None
     assert (ledger.verify()).ok
 
 
@@ -784,16 +783,17 @@ def test_every_step_of_a_hold_reaches_consumers(watched: Ledger, clock: Clock) -
 def test_hold_events_filter_by_kind_and_account(watched: Ledger) -> None:
     ledger = watched
     ledger.open_account(OTHER)
-    with ledger.watch(kinds=["void", "capture"], max_await_time_ms=50) as by_kind:
-        with ledger.watch(accounts=[OTHER], max_await_time_ms=50) as by_account:
-            mine = ledger.hold(WALLET, SHOP, 10)
-            theirs = ledger.hold(WALLET, OTHER, 10)
-            ledger.void(mine)
-            ledger.capture(theirs)
-            kinds = drain(by_kind, 2)
-            touching = drain(by_account, 2)
-            assert by_kind.try_next() is None
-            assert by_account.try_next() is None
+    by_kind = ledger.watch(kinds=["void", "capture"], max_await_time_ms=50)
+    by_account = ledger.watch(accounts=[OTHER], max_await_time_ms=50)
+    with by_kind, by_account:
+        mine = ledger.hold(WALLET, SHOP, 10)
+        theirs = ledger.hold(WALLET, OTHER, 10)
+        ledger.void(mine)
+        ledger.capture(theirs)
+        kinds = drain(by_kind, 2)
+        touching = drain(by_account, 2)
+        assert by_kind.try_next() is None
+        assert by_account.try_next() is None
     assert [(e.kind, e.hold_id) for e in kinds] == [("void", mine), ("capture", theirs)]
     assert [(e.kind, e.hold_id) for e in touching] == [("hold", theirs), ("capture", theirs)]
     with pytest.raises(InvalidArgument, match="authorize"):
