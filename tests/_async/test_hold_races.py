@@ -46,7 +46,7 @@ def holds_of(ledger: AsyncLedger) -> Any:
     return ledger.database[ledger.config.holds_collection]
 
 
-async def test_twelve_closers_race_on_one_hold(async_shared_db: Any) -> None:
+async def test_twelve_closers_race_on_one_hold(async_shared_db: Any) -> None:  # noqa: F811
     """Captures (whole and partial), voids and expiry sweeps race on one hold, round after
     round: exactly one closes it, the others get HoldClosed (HoldExpired after the sweep)."""
     ledger = AsyncLedger(async_shared_db)
@@ -62,7 +62,14 @@ async def test_twelve_closers_race_on_one_hold(async_shared_db: Any) -> None:
         outcomes: list[tuple[str, Any]] = []
         lock = threading.Lock()
 
-        def closer(i: int, hold_id: ObjectId = hold_id, later: datetime = later) -> Any:
+        def closer(
+            i: int,
+            hold_id: ObjectId = hold_id,
+            later: datetime = later,
+            round_number: int = round_number,
+            lock: threading.Lock = lock,
+            outcomes: list[tuple[str, Any]] = outcomes,
+        ) -> Any:
             async def go() -> None:
                 kinds = MIXES[round_number % len(MIXES)]
                 kind = kinds[i % len(kinds)]
@@ -180,7 +187,7 @@ async def mixed_step(ledger: AsyncLedger, state: Mixed, rng: random.Random) -> N
             state.errors.append(f"{type(exc).__name__}: {exc}")
 
 
-async def test_holds_and_debits_race_on_one_account(async_shared_db: Any) -> None:
+async def test_holds_and_debits_race_on_one_account(async_shared_db: Any) -> None:  # noqa: F811
     """Holds, captures, voids, debits and credits race on one guarded account: the available
     balance never goes below the floor, held stays the exact sum of the pending holds, every
     hold closes at most once, and every cent is accounted for."""
