@@ -46,7 +46,7 @@ def holds_of(ledger: AsyncLedger) -> Any:
     return ledger.database[ledger.config.holds_collection]
 
 
-async def test_twelve_closers_race_on_one_hold(async_shared_db: Any) -> None:  # noqa: F811
+async def test_twelve_closers_race_on_one_hold(async_shared_db: Any) -> None:
     """Captures (whole and partial), voids and expiry sweeps race on one hold, round after
     round: exactly one closes it, the others get HoldClosed (HoldExpired after the sweep)."""
     ledger = AsyncLedger(async_shared_db)
@@ -187,7 +187,7 @@ async def mixed_step(ledger: AsyncLedger, state: Mixed, rng: random.Random) -> N
             state.errors.append(f"{type(exc).__name__}: {exc}")
 
 
-async def test_holds_and_debits_race_on_one_account(async_shared_db: Any) -> None:  # noqa: F811
+async def test_holds_and_debits_race_on_one_account(async_shared_db: Any) -> None:
     """Holds, captures, voids, debits and credits race on one guarded account: the available
     balance never goes below the floor, held stays the exact sum of the pending holds, every
     hold closes at most once, and every cent is accounted for."""

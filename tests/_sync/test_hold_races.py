@@ -48,7 +48,7 @@ def holds_of(ledger: Ledger) -> Any:
     return ledger.database[ledger.config.holds_collection]
 
 
-def test_twelve_closers_race_on_one_hold(shared_db: Any) -> None:  # noqa: F811
+def test_twelve_closers_race_on_one_hold(shared_db: Any) -> None:
     """Captures (whole and partial), voids and expiry sweeps race on one hold, round after
     round: exactly one closes it, the others get HoldClosed (HoldExpired after the sweep)."""
     ledger = Ledger(shared_db)
@@ -189,7 +189,7 @@ def mixed_step(ledger: Ledger, state: Mixed, rng: random.Random) -> None:
             state.errors.append(f"{type(exc).__name__}: {exc}")
 
 
-def test_holds_and_debits_race_on_one_account(shared_db: Any) -> None:  # noqa: F811
+def test_holds_and_debits_race_on_one_account(shared_db: Any) -> None:
     """Holds, captures, voids, debits and credits race on one guarded account: the available
     balance never goes below the floor, held stays the exact sum of the pending holds, every
     hold closes at most once, and every cent is accounted for."""
