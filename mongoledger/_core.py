@@ -671,13 +671,21 @@ def transaction_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Transacti
     )
 
 
-def validate_transaction_id(value: object) -> ObjectId:
-    """Transaction ids are ObjectIds; a 24-hex-digit string is accepted for the CLI."""
+def as_object_id(value: object) -> ObjectId | None:
+    """An ObjectId, or one written as 24 hex digits (the CLI, JSON clients); else None."""
     if isinstance(value, ObjectId):
         return value
     if isinstance(value, str) and ObjectId.is_valid(value):
         return ObjectId(value)
-    raise TransactionNotFound(value, "not a transaction id (an ObjectId or 24 hex digits)")
+    return None
+
+
+def validate_transaction_id(value: object) -> ObjectId:
+    """Transaction ids are ObjectIds; a 24-hex-digit string is accepted for the CLI."""
+    oid = as_object_id(value)
+    if oid is None:
+        raise TransactionNotFound(value, "not a transaction id (an ObjectId or 24 hex digits)")
+    return oid
 
 
 # Currencies

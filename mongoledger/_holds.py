@@ -74,11 +74,10 @@ CLOSING_STATUS = {"capture": "captured", "void": "voided", "expire": "expired"}
 
 def validate_hold_id(value: object) -> ObjectId:
     """Hold ids are ObjectIds; a 24-hex-digit string is accepted (the CLI, JSON clients)."""
-    if isinstance(value, ObjectId):
-        return value
-    if isinstance(value, str) and ObjectId.is_valid(value):
-        return ObjectId(value)
-    raise HoldNotFound(value, "not a hold id (an ObjectId or 24 hex digits)")
+    oid = _core.as_object_id(value)
+    if oid is None:
+        raise HoldNotFound(value, "not a hold id (an ObjectId or 24 hex digits)")
+    return oid
 
 
 def as_utc(value: datetime) -> datetime:
