@@ -19,8 +19,11 @@ from mongoledger import (
     InsufficientFunds,
     InvalidAmount,
     InvalidArgument,
+    _core,
+    _events,
+    _holds,
+    _reconcile,
 )
-from mongoledger import _core, _events, _holds, _reconcile
 from mongoledger._core import AccountRef, LedgerConfig, Leg
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
