@@ -212,7 +212,7 @@ def change(op: str, coll: str, token: int, **fields: Any) -> dict[str, Any]:
 
 
 def test_the_pipeline_drops_other_collections_before_any_lookup() -> None:
-    first, second = _events.change_stream_pipeline(CFG, account_ids=None, kinds=None)
+    first, _ = _events.change_stream_pipeline(CFG, account_ids=None, kinds=None)
     assert "fullDocument" not in str(first)  # no post-image needed to decide
     assert first["$match"]["$or"][0] == {"ns.coll": {"$in": ["transactions", "holds"]}}
     voids = _events.change_stream_pipeline(CFG, account_ids=None, kinds=["void"])[1]
