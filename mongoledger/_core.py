@@ -393,33 +393,43 @@ def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int, held: int = 0
     bal = cfg.balance_field
     inc: dict[str, Any] = {SEQ: 1} if amount else {}
     projection = {SEQ: 1}
+    guards = []
     if held:
         inc[HELD] = bson.Int64(held)
-        if held > 0:  # a missing field is zero: $not matches it
-            flt[HELD] = {"$not": {"$gt": INT64_MAX - held}}
+        if held > 0:  # a missing held sum is zero
+            guards.append({"$or": [{HELD: {"$exists": False}}, {HELD: {"$lte": INT64_MAX - held}}]})
     if cfg.currency_field is not None:
         projection[cfg.currency_field] = 1
-    if bal is None:
-        return LegUpdate(filter=flt, update={"$inc": inc}, projection=projection)
-    projection[bal] = 1
-    if amount > 0:
-        flt[bal] = {"$lte": INT64_MAX - amount}
-    elif amount < 0:
-        flt[bal] = {"$gte": INT64_MIN - amount}
-    if amount - held < 0:  # the available balance goes down: the floor applies
-        available = {
-            "$subtract": [
-                {"$add": [cfg.balance_path, amount - held]},
-                {"$ifNull": [_HELD_PATH, 0]},
-            ]
-        }
-        flt["$or"] = [
-            {MIN_BALANCE: None},  # matches a missing field too: an unguarded account
-            {"$expr": {"$gte": [available, _MIN_BALANCE_PATH]}},
-        ]
-    if amount:
-        inc[bal] = bson.Int64(amount)
+    if bal is not None:
+        projection[bal] = 1
+        if amount > 0:
+            flt[bal] = {"$lte": INT64_MAX - amount}
+        elif amount < 0:
+            flt[bal] = {"$gte": INT64_MIN - amount}
+        if amount - held < 0:  # the available balance goes down: the floor applies
+            guards.append({"$or": floor_guard(cfg, amount - held)})
+        if amount:
+            inc[bal] = bson.Int64(amount)
+    if len(guards) == 1:
+        flt.update(guards[0])
+    elif guards:
+        flt["$and"] = guards
     return LegUpdate(filter=flt, update={"$inc": inc}, projection=projection)
+
+
+def floor_guard(cfg: LedgerConfig, change: int) -> list[dict[str, Any]]:
+    """``balance + change - held >= min_balance``, or no floor at all: the branches of an
+    ``$or``. A missing ``held`` is zero, spelled out as its own branch (``$add`` with a missing
+    field is null, which every number compares above)."""
+    after = {"$add": [cfg.balance_path, change]}
+    return [
+        {MIN_BALANCE: None},  # matches a missing field too: an unguarded account
+        {HELD: {"$exists": False}, "$expr": {"$gte": [after, _MIN_BALANCE_PATH]}},
+        {
+            HELD: {"$exists": True},
+            "$expr": {"$gte": [after, {"$add": [_MIN_BALANCE_PATH, _HELD_PATH]}]},
+        },
+    ]
 
 
 def account_creation(

@@ -25,6 +25,7 @@ from mongoledger import (
     _reconcile,
 )
 from mongoledger._core import AccountRef, LedgerConfig, Leg
+from mongoledger.memory._match import match as fast_match
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 CFG = LedgerConfig()
@@ -35,25 +36,31 @@ INT64 = st.integers(min_value=-(2**40), max_value=2**40)
 
 
 def guard_matches(doc: dict[str, Any], amount: int, held: int) -> bool:
+    """mongomock's verdict (the reference), which the memory engine's fast path must share
+    without falling back: every write sends this filter."""
     update = _core.leg_update(CFG, AccountRef(id=1), amount, held)
-    return bool(filtering.filter_applies(update.filter, {"_id": 1, **doc}))
+    reference = bool(filtering.filter_applies(update.filter, {"_id": 1, **doc}))
+    assert fast_match(update.filter, {"_id": 1, **doc}) is reference
+    return reference
 
 
 @given(
     balance=INT64,
-    cached_held=st.integers(min_value=0, max_value=2**40),
+    cached_held=st.one_of(st.none(), st.integers(min_value=0, max_value=2**40)),
     floor=st.one_of(st.none(), INT64),
     amount=INT64,
     held=st.integers(min_value=-(2**40), max_value=2**40),
 )
 def test_the_guard_is_balance_minus_held_against_the_floor(
-    balance: int, cached_held: int, floor: int | None, amount: int, held: int
+    balance: int, cached_held: int | None, floor: int | None, amount: int, held: int
 ) -> None:
-    doc: dict[str, Any] = {"balance": Int64(balance), "held": Int64(cached_held)}
+    doc: dict[str, Any] = {"balance": Int64(balance)}
+    if cached_held is not None:  # accounts without holds have no held field
+        doc["held"] = Int64(cached_held)
     if floor is not None:
         doc["min_balance"] = Int64(floor)
     change = amount - held  # what the leg does to the available balance
-    available_after = balance + amount - (cached_held + held)
+    available_after = balance + amount - ((cached_held or 0) + held)
     expected = floor is None or change >= 0 or available_after >= floor
     assert guard_matches(doc, amount, held) is expected
 
@@ -74,6 +81,7 @@ def test_the_update_moves_balance_held_and_sequence() -> None:
     assert "$or" not in capture.filter  # releasing 5 to pay 3 never lowers the available
     overflow = _core.leg_update(CFG, AccountRef(id=1), 0, 5)
     assert not filtering.filter_applies(overflow.filter, {"_id": 1, "held": Int64(2**63 - 3)})
+    assert filtering.filter_applies(overflow.filter, {"_id": 1, "held": Int64(2**63 - 6)})
 
 
 # Arguments
