@@ -393,7 +393,7 @@ def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int, held: int = 0
     bal = cfg.balance_field
     inc: dict[str, Any] = {SEQ: 1} if amount else {}
     projection = {SEQ: 1}
-    guards = []
+    guards: list[dict[str, Any]] = []
     if held:
         inc[HELD] = bson.Int64(held)
         if held > 0:  # a missing held sum is zero
