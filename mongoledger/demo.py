@@ -4,10 +4,11 @@ Users keep three accounts each, as in yii2tech/balance's example: ``virtual-mone
 spendable balance, never below zero), ``payment-gateway`` (money that came in from the card
 processor; it goes negative as users top up) and ``purchases`` (what they bought). The
 scenario: top-ups, a signup bonus and a fee (money entering and leaving the ledger), purchases,
-a pre-order authorized with a hold and captured for less at shipping, a refund through ``revert``, an overdraft refused with nothing written, an idempotent retry, a
-commission split as one multi-leg ``post`` (Drupal's invite commissions), a change-stream
-consumer printing each operation as it commits, the zero-sum check, a balance sheet, the
-all-balances report and ``verify()``.
+a pre-order authorized with a hold and captured for less at shipping, a refund through
+``revert``, an overdraft refused with nothing written, an idempotent retry, a commission split
+as one multi-leg ``post`` (Drupal's invite commissions), a change-stream consumer printing each
+operation as it commits, the zero-sum check, a balance sheet, the all-balances report and
+``verify()``.
 """
 
 from __future__ import annotations
