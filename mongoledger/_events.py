@@ -105,6 +105,14 @@ def change_stream_pipeline(
                 f"updateDescription.updatedFields.{_core.STATUS}": {"$in": statuses},
             }
         )
+        # A capture's pipeline update may be logged as a replacement (a server's choice).
+        hold_branches.append(
+            {
+                "ns.coll": cfg.holds_collection,
+                "operationType": "replace",
+                f"fullDocument.{_core.STATUS}": {"$in": statuses},
+            }
+        )
     for branch in hold_branches:
         if account_ids is not None:
             ids = list(account_ids)
@@ -204,8 +212,10 @@ class Grouper:
         if op == "insert" and hold is not None:
             self._last_token = token
             step = _Partial(first_token=token, operation_id=hold_id, kind="hold")
-        elif op == "update":
+        elif op in ("update", "replace"):
             fields = (change.get("updateDescription") or {}).get("updatedFields") or {}
+            if op == "replace" and hold is not None:
+                fields = hold
             kind = _CLOSING_KINDS.get(str(fields.get(_core.STATUS)))
             operation_id = fields.get(_core.OPERATION_ID)
             if operation_id is None and hold is not None:

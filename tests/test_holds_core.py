@@ -300,6 +300,13 @@ def test_grouper_turns_hold_steps_into_events() -> None:
     assert (event.kind, event.hold_id, event.hold, event.operation_id) == ("void", hid, None, op)
     other = {"updatedFields": {"note": "x"}}
     assert grouper.feed(change("update", "holds", 6, updateDescription=other)) is None
+    # a server may log a pipeline update as a replacement: the same event
+    expired = {**hold, "_id": ObjectId(), "status": "expired", "operation_id": ObjectId()}
+    done = grouper.feed(
+        change("replace", "holds", 7, fullDocument=expired, documentKey={"_id": expired["_id"]})
+    )
+    assert done is not None
+    assert grouper.event(done[1], None).kind == "expire"
 
 
 def test_captured_holds_and_their_legs() -> None:
