@@ -33,7 +33,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from mongoledger import _core, _dates
-from mongoledger._core import AccountRef, Leg, NoFloor
+from mongoledger._core import NO_FLOOR, AccountRef, Leg, NoFloor
 from mongoledger._sync._base import Hook, LedgerBase
 from mongoledger._sync._io import call_hook, is_plain_mongomock, to_list
 from mongoledger.errors import (
@@ -264,7 +264,7 @@ class Writes(LedgerBase):
         if floor != _core.validate_min_balance(wanted):
             raise InvalidAccount(
                 f"account {ref.describe()!r} exists with min_balance "
-                f"{'NO_FLOOR' if floor is None else floor!r}, not {wanted!r}"
+                f"{NO_FLOOR if floor is None else floor!r}, not {wanted!r}"
             )
         return doc["_id"]
 
