@@ -70,9 +70,9 @@ def test_not_a_database_at_all(value: Any) -> None:
 
 
 def test_sync_and_async_databases_go_to_their_own_ledger() -> None:
-    with pytest.raises(InvalidConfiguration, match="an async database .* use AsyncLedger"):
+    with pytest.raises(InvalidConfiguration, match=r"an async database .* use AsyncLedger"):
         Ledger(AsyncMemoryClient()["shop"])
-    with pytest.raises(InvalidConfiguration, match="a sync database .* use Ledger"):
+    with pytest.raises(InvalidConfiguration, match=r"a sync database .* use Ledger"):
         AsyncLedger(MemoryClient()["shop"])
     with pytest.raises(InvalidConfiguration, match="use Ledger"):
         AsyncLedger(mongomock.MongoClient()["shop"])

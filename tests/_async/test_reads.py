@@ -130,8 +130,8 @@ async def test_sums_past_int64_are_refused_not_truncated(async_db: Any) -> None:
         lambda: ledger.balance_at("a", datetime(2100, 1, 1)),
         lambda: ledger.history("a"),
         lambda: ledger.get_account("a"),
-        lambda: ledger.report(),
-        lambda: ledger.statistics(),
+        ledger.report,
+        ledger.statistics,
     ):
         with pytest.raises(InvalidAmount, match="int64") as info:
             await call()
