@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -424,7 +425,12 @@ def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     from mongoledger.demo import run_demo
 
-    return run_demo(out=ctx.out, money=ctx.money, date_format=ctx.date_format)
+    if not ctx.json:
+        return run_demo(out=ctx.out, money=ctx.money, date_format=ctx.date_format)
+    summary: dict[str, Any] = {}
+    status = run_demo(out=io.StringIO(), money=ctx.money, summary=summary)
+    ctx.emit(summary)
+    return status
 
 
 Command = Callable[[argparse.Namespace, Context], int]
