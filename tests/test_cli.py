@@ -269,6 +269,34 @@ def test_history_pages_with_running_balance(cli: Cli) -> None:
     assert len(cli.data("history", *ALICE, "--start", today, "--end", today)["transactions"]) == 5
 
 
+def test_limit_0_shows_everything_past_the_ledgers_pages(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mongoledger.cli._commands
+    from mongoledger import _core
+
+    # The ledger returns one page at a time; --limit 0 ("all") reads them all.
+    monkeypatch.setattr(mongoledger.cli._commands, "_PAGE", 2)
+    monkeypatch.setattr(_core, "HISTORY_PAGE", 2)
+    monkeypatch.setattr(_core, "REPORT_PAGE", 2)
+    for amount in ("1", "2", "3", "4", "5"):
+        cli.ok("increase", *ALICE, amount)
+    cli.ok("increase", *BOB, "1")
+    cli.ok("increase", "--account", "user_id=3", "1")
+    rows = cli.data("history", *ALICE, "--limit", "0")["transactions"]
+    assert [t["amount"] for t in rows] == [5, 4, 3, 2, 1]
+    assert len(cli.data("history", *ALICE)["transactions"]) == 5  # --limit 50 by default
+    assert [t["amount"] for t in cli.data("history", *ALICE, "--limit", "3")["transactions"]] == [
+        5,
+        4,
+        3,
+    ]
+    report = cli.data("report")
+    assert (report["count"], report["total"]) == (3, 17)
+    assert cli.data("report", "--limit", "1", "--skip", "1")["count"] == 1
+    assert cli.data("report", "--skip", "1")["count"] == 2
+
+
 def test_human_output_uses_currency_and_date_options(cli: Cli) -> None:
     cli.ok("increase", *ALICE, "123456789")
     cli.ok("decrease", *ALICE, "123456800")
