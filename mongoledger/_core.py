@@ -635,8 +635,9 @@ def check_sizes(
 ) -> None:
     """Refuse, before anything is written, a leg whose document would exceed 16 MiB.
 
-    The values only known inside the DB transaction (balance, sequence, counterpart) are
-    stood in for by values of the same encoded size.
+    The values only known inside the DB transaction (balance, sequence, counterpart, and the
+    date when the ledger picks it: ``date=None``) are stood in for by values of the same
+    encoded size.
     """
     for index, leg in enumerate(legs):
         if not leg.data and isinstance(leg.account_id, ObjectId | int | None):
@@ -661,7 +662,7 @@ def check_sizes(
             count=len(legs),
             kind=kind,
             operation_id=ObjectId(),
-            date=date,
+            date=utcnow() if date is None else date,
             idempotency=idempotency,
         )
 

@@ -27,6 +27,7 @@ __all__ = [
     "date_kind",
     "deep_utc",
     "naive_utc",
+    "same_stored",
     "period_buckets",
     "shortcut_serves",
     "utc",
@@ -68,6 +69,14 @@ def comparable(value: Any) -> Any:
     if isinstance(value, bson.Int64):
         return int(value)
     return value
+
+
+def same_stored(stored: Any, value: Any) -> bool:
+    """Whether ``stored`` (as read back) is ``value`` (as written): the write path's quick
+    test, exact for the usual case of a naive stored datetime and an aware UTC value."""
+    if type(stored) is datetime and type(value) is datetime and stored.tzinfo is None:
+        return value.tzinfo is timezone.utc and stored.replace(tzinfo=timezone.utc) == value
+    return bool(stored == value) and type(stored) is type(value)
 
 
 def date_kind(value: Any) -> DateKind | None:

@@ -323,17 +323,11 @@ class Writes(LedgerBase):
             )
         if self._before:
             self._run_before_hooks(kind, legs, operation_id, revert=revert)
-        # Decision 4: a date_value is evaluated once; the ledger's own "now" is taken inside
-        # the DB transaction (see _write), so a stand-in serves the size check.
+        # Decision 4: a date_value is evaluated once; the ledger's own "now" is read inside
+        # the DB transaction (see _write), so the size check uses a stand-in (date=None).
         date = None if cfg.date_value is None else cfg.operation_date()
         idempotency = None if key is None else (key, fp)
-        _core.check_sizes(
-            cfg,
-            legs,
-            kind=kind,
-            date=_core.utcnow() if date is None else date,
-            idempotency=idempotency,
-        )
+        _core.check_sizes(cfg, legs, kind=kind, date=date, idempotency=idempotency)
         for _attempt in range(_MAX_ATTEMPTS):
             try:
                 self._write(kind, legs, operation_id, date, idempotency, revert)
@@ -479,6 +473,8 @@ class Writes(LedgerBase):
         ``backdated_from`` (one more command each, only then), which sends ``balance_at``
         to the aggregation where the shortcut would be wrong.
         """
+        if all(_dates.same_stored(last, date) for _, last in latest):
+            return date  # the common path: every account's dates are in order
         stamp = _dates.comparable(date)
         later = [
             _dates.comparable(last)
@@ -486,7 +482,7 @@ class Writes(LedgerBase):
             if last is not None and _dates.comparable(last) != stamp
         ]
         if not later:
-            return date  # the common path: every account's dates are in order
+            return date
         seen: set[str] = set()
         if chosen:
             final = max([stamp, *(d for d in later if isinstance(d, datetime))])
