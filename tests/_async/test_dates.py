@@ -155,7 +155,9 @@ def memory_pair() -> Any:
     from mongoledger.memory import AsyncMemoryClient, MemoryClient
 
     client = AsyncMemoryClient()
-    other = Ledger(MemoryClient(server=client.server)["test"])
+    # Another process: its own client (strict off: its plain reads run while ours is open).
+    other = Ledger(MemoryClient(server=client.server, strict=False)["test"])
+    other.ensure_indexes()
     return client["test"], other
 
 

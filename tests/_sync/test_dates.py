@@ -153,7 +153,9 @@ def memory_pair() -> Any:
     from mongoledger.memory import MemoryClient
 
     client = MemoryClient()
-    other = Ledger(MemoryClient(server=client.server)["test"])
+    # Another process: its own client (strict off: its plain reads run while ours is open).
+    other = Ledger(MemoryClient(server=client.server, strict=False)["test"])
+    other.ensure_indexes()
     return client["test"], other
 
 
