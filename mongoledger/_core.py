@@ -1042,12 +1042,16 @@ def bucket_pipeline(
 ) -> list[dict[str, Any]]:
     """Per-period totals in a time zone: ``$bucket`` on the periods' UTC boundaries (one
     pipeline for every server version and engine; ``_id`` is the period's start)."""
+    edges = [_dates.naive_utc(b) for b in boundaries]
     return [
         {"$match": match},
+        # Only what the boundaries cover: a transaction written since they were computed
+        # would fall outside them (a server refuses $bucket input without a bucket).
+        {"$match": {cfg.date_field: {"$gte": edges[0], "$lt": edges[-1]}}},
         {
             "$bucket": {
                 "groupBy": f"${cfg.date_field}",
-                "boundaries": [_dates.naive_utc(b) for b in boundaries],
+                "boundaries": edges,
                 "output": _totals(cfg),
             }
         },
