@@ -31,7 +31,9 @@ class NavItem:
 def _asset_version() -> str:
     digest = hashlib.sha256()
     for name in ("style.css", "live.js"):
-        digest.update(resources.files("mongoledger.web").joinpath("static").joinpath(name).read_bytes())
+        digest.update(
+            resources.files("mongoledger.web").joinpath("static").joinpath(name).read_bytes()
+        )
     return digest.hexdigest()[:12]
 
 
