@@ -7,9 +7,9 @@ exception handlers do that, so a route never catches them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mongoledger._format import to_jsonable
@@ -206,7 +206,7 @@ def api_router(web: WebContext) -> APIRouter:
         sort: str = "-balance",
         limit: str | None = None,
         skip: str | None = None,
-        where: list[str] | None = None,
+        where: Annotated[list[str] | None, Query()] = None,
     ) -> JSONResponse:
         authorize(await web.access(request), VIEW_ALL)
         if sort not in _SORTS:
