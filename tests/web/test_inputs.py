@@ -111,17 +111,22 @@ async def test_ledger_errors_carry_class_and_message(env: Env) -> None:
     same = await admin.post(
         "/api/transfers", json={"from": _aid(env.bob), "to": _aid(env.bob), "amount": 1}
     )
-    assert same.status_code == 400 and same.json()["error"] == "InvalidAccount"
+    assert same.status_code == 400
+    assert same.json()["error"] == "InvalidAccount"
     first = await admin.post(f"/api/transactions/{env.bob_tx}/revert", json={})
     assert first.status_code == 201
     again = await admin.post(f"/api/transactions/{env.bob_tx}/revert", json={})
-    assert again.status_code == 409 and again.json()["error"] == "AlreadyReverted"
+    assert again.status_code == 409
+    assert again.json()["error"] == "AlreadyReverted"
     missing = await admin.post("/api/transactions/65ab12cd34ef56ab78cd90ef/revert", json={})
-    assert missing.status_code == 404 and missing.json()["error"] == "TransactionNotFound"
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "TransactionNotFound"
     bad_sort = await admin.get("/api/balances?sort=name")
-    assert bad_sort.status_code == 400 and bad_sort.json()["error"] == "InvalidArgument"
+    assert bad_sort.status_code == 400
+    assert bad_sort.json()["error"] == "InvalidArgument"
     bad_date = await admin.get(f"/api/accounts/{_aid(env.bob)}/history?start=yesterday")
-    assert bad_date.status_code == 400 and "yesterday" in bad_date.json()["message"]
+    assert bad_date.status_code == 400
+    assert "yesterday" in bad_date.json()["message"]
     bad_limit = await admin.get(f"/api/accounts/{_aid(env.bob)}/history?limit=0")
     assert bad_limit.status_code == 400
 
@@ -137,7 +142,8 @@ async def test_idempotency_key_header_posts_once(env: Env) -> None:
     assert first.json()["transaction_ids"] == retry.json()["transaction_ids"]
     assert await env.count() == count
     other = await admin.post(url, json={"amount": 6}, headers=headers)
-    assert other.status_code == 409 and other.json()["error"] == "IdempotencyConflict"
+    assert other.status_code == 409
+    assert other.json()["error"] == "IdempotencyConflict"
 
 
 async def test_api_reads_and_writes_round_trip(env: Env) -> None:
@@ -162,10 +168,12 @@ async def test_api_reads_and_writes_round_trip(env: Env) -> None:
     report = (await admin.get("/api/balances?where=user_id=9")).json()
     assert [a["ref"] for a in report["accounts"]] == [ref]
     stats = (await admin.get(f"/api/accounts/{ref}/statistics")).json()
-    assert stats["periods"][0]["credit"] == 250 and stats["periods"][0]["debit"] == 50
+    assert stats["periods"][0]["credit"] == 250
+    assert stats["periods"][0]["debit"] == 50
     assert (await admin.get("/api/verify")).json()["ok"] is True
     me = (await admin.get("/api/me")).json()
-    assert me["name"] == "admin" and "adjust balances" in me["permissions"]
+    assert me["name"] == "admin"
+    assert "adjust balances" in me["permissions"]
 
 
 async def test_openapi_document_lists_the_api(env: Env) -> None:
@@ -188,7 +196,8 @@ async def test_extra_data_is_escaped_on_every_page(env: Env, payload: str) -> No
     for page in pages:
         assert page.status_code in (200, 400)
         assert payload not in page.text or payload == html.escape(payload)
-        assert "<script>alert" not in page.text and "<img src=x" not in page.text
+        assert "<script>alert" not in page.text
+        assert "<img src=x" not in page.text
         assert "<svg onload" not in page.text
     # Shown, as text: escaped (a template expression stays literal, never evaluated).
     assert str(markupsafe.escape(payload)) in pages[0].text
@@ -233,7 +242,8 @@ async def test_adjust_form_writes_and_confirms(env: Env) -> None:
     response = await admin.post("/admin/adjust", data=fields)
     assert response.status_code == 200
     assert "Transfer written" in response.text
-    assert "-$12.34" in response.text and "+$12.34" in response.text
+    assert "-$12.34" in response.text
+    assert "+$12.34" in response.text
     assert await env.ledger.balance(env.alice) == 10_000 + 1234
     rows = await env.ledger.history(env.alice, limit=1)
     assert rows[0].data == {"message": "<b>rent</b>"}
@@ -294,19 +304,23 @@ async def test_security_headers_and_cache_policy(env: Env) -> None:
         response = await admin.get(path)
         assert response.headers["cache-control"] == "no-store"
         csp = response.headers["content-security-policy"]
-        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+        assert "frame-ancestors 'none'" in csp
+        assert "script-src 'self'" in csp
         assert "unsafe-inline" not in csp
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["x-frame-options"] == "DENY"
     refused = await env.client(None).get("/admin/reports/balances")
     assert refused.headers["cache-control"] == "no-store"
     static = await admin.get("/static/style.css")
-    assert static.status_code == 200 and "max-age" in static.headers["cache-control"]
+    assert static.status_code == 200
+    assert "max-age" in static.headers["cache-control"]
     page = (await admin.get("/admin/reports/balances")).text
-    assert "<script>" not in page and " on" + "click=" not in page  # no inline script
+    assert "<script>" not in page
+    assert " on" + "click=" not in page
     assert re.search(r'<script src="/static/live\.js\?v=\w+" defer></script>', page)
     cookie = (await env.client("teller").get("/admin/adjust")).headers["set-cookie"].lower()
-    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
 
 
 async def test_mounted_under_a_prefix_links_stay_inside() -> None:
@@ -344,15 +358,19 @@ async def test_sheet_paging_and_date_filter(env: Env) -> None:
         headers={"x-test-viewer": "admin"},
     ) as client:
         first = await client.get(f"/user/{_aid(small.bob)}/balance")
-        assert "n: 2" in first.text and "n: 1" in first.text and "n: 0" not in first.text
+        assert "n: 2" in first.text
+        assert "n: 1" in first.text
+        assert "n: 0" not in first.text
         older = re.search(r'href="([^"]+)" rel="next"', first.text)
         assert older
         second = await client.get(html.unescape(older.group(1)))
-        assert "n: 0" in second.text and "n: 2" not in second.text
+        assert "n: 0" in second.text
+        assert "n: 2" not in second.text
         empty = await client.get(f"/user/{_aid(small.bob)}/balance?start=2000-01-01&end=2000-12-31")
         assert "No transactions in this range" in empty.text
         bad = await client.get(f"/user/{_aid(small.bob)}/balance?start=31/12/2000")
-        assert bad.status_code == 400 and "31/12/2000" in bad.text
+        assert bad.status_code == 400
+        assert "31/12/2000" in bad.text
 
 
 async def test_report_sorts_filters_pages_and_totals(env: Env) -> None:
@@ -377,7 +395,9 @@ async def test_statistics_pages_show_totals(env: Env) -> None:
     await env.ledger.decrease(env.bob, 242)
     page = await admin.get(f"/user/{_aid(env.bob)}/statistics?period=year")
     assert page.status_code == 200
-    assert "$4,242.42" in page.text and "$2.42" in page.text and "$4,240.00" in page.text
+    assert "$4,242.42" in page.text
+    assert "$2.42" in page.text
+    assert "$4,240.00" in page.text
     assert (await admin.get("/admin/reports/statistics?period=week")).status_code == 400
 
 

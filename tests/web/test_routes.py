@@ -209,7 +209,8 @@ async def test_home_sends_each_viewer_to_their_page(env: Env) -> None:
 async def test_view_own_sees_own_sheet_and_not_another(env: Env) -> None:
     own = await env.client("alice").get("/balance")
     assert own.status_code == 200
-    assert "$100.00" in own.text and "top-up" in own.text
+    assert "$100.00" in own.text
+    assert "top-up" in own.text
     other = await env.client("alice").get(f"/user/{_aid(env, 'bob')}/balance")
     assert other.status_code == 403
     assert "bob" not in other.text.lower().replace("log out", "")
@@ -233,7 +234,8 @@ async def test_transactions_of_others_answer_like_missing_ones(env: Env) -> None
     assert theirs.status_code == missing.status_code == malformed.status_code == 403
     assert theirs.json() == missing.json() == malformed.json()
     mine = await alice.get(f"/api/transactions/{env.alice_tx}")
-    assert mine.status_code == 200 and mine.json()["amount"] == 10_000
+    assert mine.status_code == 200
+    assert mine.json()["amount"] == 10_000
 
 
 async def test_numeric_account_ids_of_different_types_are_one_account(env: Env) -> None:
