@@ -35,7 +35,7 @@ class CommandFailed(LedgerError):
 
 def _require_web() -> None:
     missing = []
-    for module in ("fastapi", "jinja2", "uvicorn", "argon2", "multipart"):
+    for module in ("fastapi", "jinja2", "uvicorn", "argon2", "python_multipart"):
         try:
             __import__(module)
         except ImportError:
@@ -255,5 +255,8 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
         timeout_graceful_shutdown=2,
         lifespan="on",
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shut down gracefully, then re-raised Ctrl-C
+        pass
     return 0

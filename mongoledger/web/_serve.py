@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -78,7 +79,7 @@ class LoginLimiter:
             times = self._recent(key)
             if len(times) >= self.max_failures:
                 wait = max(wait, self.window - (self.clock() - times[0]))
-        return int(wait) + (1 if wait else 0)
+        return math.ceil(wait)
 
     def failed(self, *keys: str) -> None:
         now = self.clock()
