@@ -7,6 +7,7 @@ these commands runs, so the rest of the CLI works without it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import io
 import ipaddress
@@ -255,8 +256,7 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
         timeout_graceful_shutdown=2,
         lifespan="on",
     )
-    try:
+    # uvicorn shuts down gracefully on Ctrl-C, then re-raises it: a normal stop here.
+    with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn shut down gracefully, then re-raised Ctrl-C
-        pass
     return 0

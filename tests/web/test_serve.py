@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -21,6 +20,7 @@ from mongoledger.web._serve import SESSION_COOKIE, LoginLimiter, served_app
 from mongoledger.web._users import verify_password
 from tests.web.conftest import csrf_of
 
+STDIN = ["--password-stdin"]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -41,8 +41,7 @@ def run(argv: list[str], database: Any, stdin: str = "") -> tuple[int, str, str]
 def test_users_add_list_passwd_remove() -> None:
     db = MemoryClient()["web"]
     code, out, err = run(
-        ["users", "add", "alice", "--permission", "view_own", "--account", "user_id=1"]
-        + ["--password-stdin"],
+        ["users", "add", "alice", "--permission", "view_own", "--account", "user_id=1", *STDIN],
         db,
         "correct horse\n",
     )
@@ -157,8 +156,8 @@ async def login(
 
 
 @pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    yield Site()
+def site() -> Site:
+    return Site()
 
 
 async def test_anonymous_visitors_get_the_login_page_never_data(site: Site) -> None:
