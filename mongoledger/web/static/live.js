@@ -12,6 +12,7 @@
   var source = new EventSource(balance.getAttribute("data-live-balance"));
   source.addEventListener("balance", function (message) {
     failures = 0;
+    balance.setAttribute("data-live-state", "open"); // the stream is following the ledger
     var data = JSON.parse(message.data);
     if (balance.textContent === data.formatted) {
       return;
