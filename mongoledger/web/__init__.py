@@ -21,9 +21,11 @@ Pages: ``/balance`` (own balance sheet), ``/user/{account_id}/balance``,
 ``/user/{account_id}/statistics``, ``/admin/reports/balances``,
 ``/admin/reports/statistics``, ``/admin/adjust``. JSON under ``/api`` (the OpenAPI document
 is ``/api/openapi.json``). Permissions: ``VIEW_OWN``, ``VIEW_ALL``, ``ADJUST``.
+``CurrencyFormat`` (the command line's money format) sets how amounts are shown.
 """
 
+from mongoledger._format import CurrencyFormat
 from mongoledger.web._app import create_app
 from mongoledger.web._permissions import ADJUST, VIEW_ALL, VIEW_OWN, Viewer
 
-__all__ = ["ADJUST", "VIEW_ALL", "VIEW_OWN", "Viewer", "create_app"]
+__all__ = ["ADJUST", "VIEW_ALL", "VIEW_OWN", "CurrencyFormat", "Viewer", "create_app"]
