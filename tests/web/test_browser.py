@@ -75,10 +75,19 @@ def site() -> Iterator[Site]:
     money = CurrencyFormat(symbol="$")
     assert run_demo(out=io.StringIO(), money=money, use_watch=False, ledger=writer) == 0
     for name, options in (
-        ("alice", ["--permission", "view_own", "--account", "user_id=1"]),
+        (
+            "alice",
+            [
+                "--permission",
+                "view_own",
+                "--account",
+                "user_id=1",
+                "--account",
+                "type=virtual-money",
+            ],
+        ),
         ("admin", ["--admin"]),
     ):
-        options = [*options, "--account", "type=virtual-money"] if name == "alice" else options
         code, _, err = run(
             ["users", "add", name, *options, "--password-stdin"], sync, f"{PASSWORDS[name]}\n"
         )
