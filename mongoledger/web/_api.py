@@ -270,37 +270,32 @@ def api_router(web: WebContext) -> APIRouter:
         aid = await ledger.open_account(body.attributes, min_balance=body.min_balance)
         return JSONResponse(account_json(await ledger.get_account(aid)), status_code=201)
 
-    @router.post(
-        "/accounts/{account_id}/increase",
-        summary="Credit an account",
-        status_code=201,
-        dependencies=write,
-    )
-    async def post_increase(
-        request: Request,
-        account_id: str,
-        body: AmountIn,
-        idempotency_key: str | None = Header(default=None),
-    ) -> JSONResponse:
-        aid = account_id_from_text(account_id)
-        tid = await ledger.increase(aid, body.amount, body.data, idempotency_key=idempotency_key)
-        return await written("increase", [tid])
+    def single_entry(kind: str) -> Any:
+        """The handler of ``increase`` or ``decrease`` (money entering or leaving)."""
 
-    @router.post(
-        "/accounts/{account_id}/decrease",
-        summary="Debit an account",
-        status_code=201,
-        dependencies=write,
-    )
-    async def post_decrease(
-        request: Request,
-        account_id: str,
-        body: AmountIn,
-        idempotency_key: str | None = Header(default=None),
-    ) -> JSONResponse:
-        aid = account_id_from_text(account_id)
-        tid = await ledger.decrease(aid, body.amount, body.data, idempotency_key=idempotency_key)
-        return await written("decrease", [tid])
+        async def handler(
+            request: Request,
+            account_id: str,
+            body: AmountIn,
+            idempotency_key: str | None = Header(default=None),
+        ) -> JSONResponse:
+            aid = account_id_from_text(account_id)
+            write_call = ledger.increase if kind == "increase" else ledger.decrease
+            tid = await write_call(aid, body.amount, body.data, idempotency_key=idempotency_key)
+            return await written(kind, [tid])
+
+        handler.__name__ = f"post_{kind}"
+        return handler
+
+    for kind, summary in (("increase", "Credit an account"), ("decrease", "Debit an account")):
+        router.add_api_route(
+            f"/accounts/{{account_id}}/{kind}",
+            single_entry(kind),
+            methods=["POST"],
+            summary=summary,
+            status_code=201,
+            dependencies=write,
+        )
 
     @router.post(
         "/transfers",
