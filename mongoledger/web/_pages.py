@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
+from mongoledger._format import CurrencyFormat
 from mongoledger.errors import InvalidArgument, LedgerError
 from mongoledger.web._api import parse_where
 from mongoledger.web._context import (
@@ -275,7 +276,7 @@ def pages_router(web: WebContext, renderer: Renderer) -> APIRouter:
         try:
             if operation in ("credit", "debit", "transfer"):
                 account = account_id_from_text(_required(form, "account", "Account"))
-                amount = web.money.parse_major(_required(form, "amount", "Amount"))
+                amount = _major(web.money, _required(form, "amount", "Amount"))
             if operation == "credit":
                 ids = [await ledger.increase(account, amount, data, idempotency_key=key)]
             elif operation == "debit":
@@ -299,6 +300,19 @@ def pages_router(web: WebContext, renderer: Renderer) -> APIRouter:
         return adjust_page(request, access, written=written)
 
     return router
+
+
+def _major(money: CurrencyFormat, text: str) -> int:
+    """An amount typed in the app's format (``1,234.56``; ``1.234,56``) as minor units."""
+    plain = text.replace(money.thousands_sep, "") if money.thousands_sep else text
+    if money.decimal_sep != ".":
+        plain = plain.replace(money.decimal_sep, ".")
+    try:
+        return money.parse_major(plain)
+    except ValueError:
+        raise ValueError(
+            f"amount {text!r} is not a number of {money.format(123456)}'s form"
+        ) from None
 
 
 def _required(form: dict[str, str], name: str, label: str) -> str:

@@ -234,7 +234,7 @@ async def test_adjust_form_writes_and_confirms(env: Env) -> None:
         "operation": "transfer",
         "account": _aid(env.bob),
         "to_account": _aid(env.alice),
-        "amount": "12.34",
+        "amount": "1,012.34",
         "message": "<b>rent</b>",
         "csrf_token": csrf_of(form.text),
         "idempotency_key": idempotency_of(form.text),
@@ -242,9 +242,9 @@ async def test_adjust_form_writes_and_confirms(env: Env) -> None:
     response = await admin.post("/admin/adjust", data=fields)
     assert response.status_code == 200
     assert "Transfer written" in response.text
-    assert "-$12.34" in response.text
-    assert "+$12.34" in response.text
-    assert await env.ledger.balance(env.alice) == 10_000 + 1234
+    assert "-$1,012.34" in response.text
+    assert "+$1,012.34" in response.text
+    assert await env.ledger.balance(env.alice) == 10_000 + 101_234
     rows = await env.ledger.history(env.alice, limit=1)
     assert rows[0].data == {"message": "<b>rent</b>"}
     assert "<b>rent</b>" not in (await admin.get(f"/user/{_aid(env.alice)}/balance")).text
@@ -431,3 +431,27 @@ async def test_identify_may_be_async_and_must_return_a_viewer(env: Env) -> None:
     ) as c:
         with pytest.raises(TypeError, match="expected a Viewer"):
             await c.get("/api/balances")
+
+
+async def test_adjust_form_reads_amounts_in_the_apps_format() -> None:
+    from mongoledger.memory import AsyncMemoryClient
+    from mongoledger.web import CurrencyFormat
+
+    euro = CurrencyFormat(symbol=" €", position="after", thousands_sep=".", decimal_sep=",")
+    env = await make_env(AsyncMemoryClient()["web"], money=euro, date_format="%d.%m.%Y")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=env.app),
+        base_url="http://t",
+        headers={"x-test-viewer": "admin"},
+    ) as client:
+        form = await client.get("/admin/adjust")
+        assert "1.234,56" in form.text
+        fields = {"operation": "credit", "account": _aid(env.bob), "amount": "1.234,56"}
+        response = await client.post(
+            "/admin/adjust", data={**fields, "csrf_token": csrf_of(form.text)}
+        )
+        assert "+1.234,56 €" in response.text
+        assert await env.ledger.balance(env.bob) == 424_242 + 123_456
+        sheet = await client.get(f"/user/{_aid(env.bob)}/balance")
+        assert "5.476,98 €" in sheet.text
+        assert re.search(r"\d\d\.\d\d\.\d{4}", sheet.text)

@@ -325,3 +325,30 @@ def test_serve_demo_refuses_a_database_with_data() -> None:
     code, _, err = run(["serve", "--demo", "--port", "0"], db)
     assert code == 1
     assert "empty database" in err
+
+
+async def test_serve_expires_holds_in_the_background_once_the_ledger_has_them() -> None:
+    import asyncio
+
+    from mongoledger.web._serve import _expire_holds_forever
+
+    third = asyncio.Event()
+
+    class Holding:
+        calls = 0
+
+        async def expire_holds(self) -> int:
+            Holding.calls += 1
+            if Holding.calls == 2:
+                raise RuntimeError("a failed sweep does not stop the next")
+            if Holding.calls == 3:
+                third.set()
+            return 0
+
+    task = asyncio.create_task(_expire_holds_forever(Holding(), 0.001))  # type: ignore[arg-type]
+    await asyncio.wait_for(third.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # A ledger without holds: nothing to run, the task ends at once.
+    await asyncio.wait_for(_expire_holds_forever(object(), 0.001), 1)  # type: ignore[arg-type]
