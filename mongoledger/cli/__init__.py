@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from mongoledger._format import CurrencyFormat
 from mongoledger._sync.ledger import Ledger
 from mongoledger.cli._commands import COMMANDS, Context
-from mongoledger.cli._connection import connect_server, validate_db_name
+from mongoledger.cli._connection import SERVER_SELECTION_MS, connect_server, validate_db_name
 from mongoledger.cli._parser import build_parser
 from mongoledger.cli._values import UsageError
 from mongoledger.errors import LedgerError
@@ -84,6 +84,7 @@ def main(
                 show_progress=args.progress,
                 major=args.major,
                 out=out,
+                client=client,
             )
             return COMMANDS[args.command](args, ctx)
         except UsageError as exc:
@@ -123,7 +124,7 @@ def main(
 def _symbol(args: argparse.Namespace) -> str:
     if args.currency_symbol is not None:
         return str(args.currency_symbol)
-    return "$" if args.command == "demo" else ""
+    return "$" if args.command == "demo" or getattr(args, "demo", False) else ""
 
 
 def _connect(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any]:
@@ -152,9 +153,31 @@ def _check_date_format(fmt: str) -> None:
         raise ValueError(f"--date-format {fmt!r} is not a strftime format: {exc}") from None
 
 
-def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
+def async_database(args: argparse.Namespace, ctx: Context) -> Any:
+    """The async twin of the database the command connected to (for ``mongoledger serve``).
+
+    The in-process engine (``--memory``, the embedded store) is shared through its server, so
+    both twins see one set of data; a MongoDB URI gets a ``pymongo.AsyncMongoClient``.
+    """
+    from mongoledger.memory import AsyncMemoryClient, MemoryServer
+
+    database = ctx.ledger.database
+    server = getattr(getattr(database, "client", None), "server", None)
+    if isinstance(server, MemoryServer):
+        return AsyncMemoryClient(server=server)[database.name]
+    from pymongo import AsyncMongoClient
+
+    uri = args.uri or "mongodb://localhost:27017"
+    options: dict[str, Any] = {"appname": "mongoledger-serve"}
+    if "serverselectiontimeoutms" not in uri.lower():
+        options["serverSelectionTimeoutMS"] = SERVER_SELECTION_MS
+    return AsyncMongoClient(uri, **options)[database.name]
+
+
+def ledger_for(args: argparse.Namespace, database: Any, cls: Any) -> Any:
+    """A ledger of class ``cls`` (``Ledger`` or ``AsyncLedger``) with the command's layout."""
     try:
-        return Ledger(
+        return cls(
             database,
             accounts_collection=args.accounts_collection,
             transactions_collection=args.transactions_collection,
@@ -172,6 +195,11 @@ def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
         if isinstance(exc, LedgerError):
             raise
         raise UsageError(str(exc)) from None
+
+
+def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
+    ledger: Ledger = ledger_for(args, database, Ledger)
+    return ledger
 
 
 def _usage_error(
