@@ -23,7 +23,7 @@ from typing import Any
 
 from bson.timestamp import Timestamp
 
-from . import _core, _holds
+from . import _core, _dates, _holds
 from ._core import LedgerConfig
 from .errors import ChangeStreamHistoryLost, ChangeStreamInvalidated, InvalidArgument
 from .models import EventKind, LedgerEvent, OperationKind
@@ -285,7 +285,7 @@ class Grouper:
             kind=kind,
             transactions=transactions,
             account_ids=account_ids,
-            committed_at=partial.committed_at,
+            committed_at=_dates.utc(partial.committed_at),
             resume_token=dict(resume_token or {}),
             hold_id=hold_id,
             hold=hold,

@@ -45,37 +45,79 @@ class _Model(BaseModel):
 class Transaction(_Model):
     """One movement on one account: a document of the transactions collection."""
 
-    id: Any
-    account_id: Any
-    amount: int
-    date: Any
-    balance_after: int | None = None
-    operation_id: Any
-    kind: OperationKind
-    extra_account_id: Any = None
-    reverts: Any = None
-    reverted_by: Any = None
-    idempotency_key: str | None = None
-    hold_id: Any = Field(default=None, description="The hold a capture's legs settle.")
-    currency: Any = Field(default=None, description="The accounts' currency (currency_field).")
+    id: Any = Field(description="The document's `_id` (an ObjectId).")
+    account_id: Any = Field(description="The account's `_id` (`account_link_field`).")
+    amount: int = Field(
+        description="Signed amount in the smallest unit: positive credits, negative debits."
+    )
+    date: Any = Field(
+        description="The effective date (`date_field`): a timezone-aware UTC datetime, or the "
+        "value a `date_value` gave. May be earlier than an entry recorded before it "
+        "(a backdated entry)."
+    )
+    balance_after: int | None = Field(
+        default=None,
+        description="The account's running balance right after this entry, in recorded "
+        "(commit) order.",
+    )
+    operation_id: Any = Field(description="Shared by every leg of one operation (one call).")
+    kind: OperationKind = Field(
+        description="`increase`, `decrease`, `transfer`, `post`, `revert` or `capture`."
+    )
+    extra_account_id: Any = Field(
+        default=None,
+        description="The counterpart account of a two-leg operation (`extra_account_link_field`).",
+    )
+    reverts: Any = Field(default=None, description="On a reversal: the entry it compensates.")
+    reverted_by: Any = Field(
+        default=None, description="On a reverted entry: the reversal that compensates it."
+    )
+    idempotency_key: str | None = Field(
+        default=None, description="The key of the call that wrote it, if one was given."
+    )
+    hold_id: Any = Field(default=None, description="On a capture's legs: the hold they settle.")
+    currency: Any = Field(
+        default=None, description="The accounts' currency (with `currency_field`)."
+    )
     account_seq: int | None = Field(
         default=None, description="Position in the account's commit order (1, 2, ...)."
     )
     leg: int = Field(default=0, description="Position of this leg in its operation.")
     legs: int = Field(default=1, description="Number of legs of the operation.")
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The extra data, as a dict, whichever storage `data_field` selects "
+        "(datetimes in it are timezone-aware UTC).",
+    )
 
 
 class Account(_Model):
     """An account document with its identifying attributes and cached balance."""
 
-    id: Any
-    balance: int
-    min_balance: int | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime | None = None
-    held: int = Field(default=0, description="The sum of the account's pending holds.")
-    currency: Any = Field(default=None, description="Its currency_field value, when set.")
+    id: Any = Field(description="The account's `_id`.")
+    balance: int = Field(
+        description="The cached balance (`balance_field`), or the sum of its amounts when the "
+        "ledger keeps none."
+    )
+    min_balance: int | None = Field(
+        default=None,
+        description="The floor no operation may take the available balance (the balance "
+        "minus `held`) below; None: no floor.",
+    )
+    attributes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The identifying attributes (every field the ledger does not own).",
+    )
+    created_at: datetime | None = Field(
+        default=None, description="When the account was created (timezone-aware UTC)."
+    )
+    held: int = Field(
+        default=0,
+        description="The sum of its pending holds: reserved, not yet spent (`held`).",
+    )
+    currency: Any = Field(
+        default=None, description="Its currency (`currency_field`), when the ledger has one."
+    )
 
     @property
     def available(self) -> int:
@@ -84,26 +126,41 @@ class Account(_Model):
 
 
 class Hold(_Model):
-    """A reservation of ``amount`` of ``from_account_id``'s balance for ``to_account_id``."""
+    """A reservation of part of an account's available balance for another account."""
 
-    id: Any
-    from_account_id: Any
-    to_account_id: Any
-    amount: int
-    status: HoldStatus
-    captured_amount: int | None = None
-    expires_at: datetime | None = None
-    created_at: datetime | None = None
-    closed_at: datetime | None = None
+    id: Any = Field(description="The hold's `_id` (an ObjectId).")
+    from_account_id: Any = Field(description="The account whose available balance it reserves.")
+    to_account_id: Any = Field(description="The account a capture credits.")
+    amount: int = Field(description="The reserved amount, in the smallest unit (> 0).")
+    status: HoldStatus = Field(
+        description="`pending`, then once and for all `captured`, `voided` or `expired`."
+    )
+    captured_amount: int | None = Field(
+        default=None, description="What the capture moved (at most `amount`; the rest released)."
+    )
+    expires_at: datetime | None = Field(
+        default=None,
+        description="After it the hold cannot be captured or voided (timezone-aware UTC).",
+    )
+    created_at: datetime | None = Field(
+        default=None, description="When it was placed (timezone-aware UTC)."
+    )
+    closed_at: datetime | None = Field(
+        default=None, description="When it was captured, voided or expired."
+    )
     operation_id: Any = Field(
         default=None,
         description="The operation that closed it (a capture's transactions share it).",
     )
-    idempotency_key: str | None = None
-    currency: Any = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = Field(
+        default=None, description="The key of the call that placed it, if one was given."
+    )
+    currency: Any = Field(default=None, description="Its accounts' currency (`currency_field`).")
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="The extra data the hold call passed."
+    )
     void_data: dict[str, Any] = Field(
-        default_factory=dict, description="The data the void call passed."
+        default_factory=dict, description="The extra data the void call passed."
     )
 
 
@@ -115,14 +172,26 @@ class LedgerEvent(_Model):
     hold. ``hold`` is None only when the hold document was deleted before the event was read.
     """
 
-    operation_id: Any
-    kind: EventKind
-    transactions: list[Transaction]
-    account_ids: list[Any]
-    committed_at: Any
-    resume_token: dict[str, Any]
-    hold_id: Any = None
-    hold: Hold | None = None
+    operation_id: Any = Field(description="The operation's id, shared by its legs.")
+    kind: EventKind = Field(
+        description="The operation's kind, or the hold's step: `hold`, `void`, `expire`."
+    )
+    transactions: list[Transaction] = Field(
+        description="Every leg of the operation, in leg order (even legs an account filter hid)."
+    )
+    account_ids: list[Any] = Field(
+        description="The accounts the operation moved, in leg order (a hold step: its two)."
+    )
+    committed_at: Any = Field(description="The commit time (timezone-aware UTC).")
+    resume_token: dict[str, Any] = Field(
+        description="Resume a stream here to see every later operation (`resume_after`)."
+    )
+    hold_id: Any = Field(default=None, description="A hold step's or a capture's hold.")
+    hold: Hold | None = Field(
+        default=None,
+        description="The hold as the step left it (None if it was deleted before the event "
+        "was read).",
+    )
 
 
 class PeriodStatistics(_Model):

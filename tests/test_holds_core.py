@@ -38,7 +38,7 @@ INT64 = st.integers(min_value=-(2**40), max_value=2**40)
 def guard_matches(doc: dict[str, Any], amount: int, held: int) -> bool:
     """mongomock's verdict (the reference), which the memory engine's fast path must share
     without falling back: every write sends this filter."""
-    update = _core.leg_update(CFG, AccountRef(id=1), amount, held)
+    update = _core.leg_update(CFG, AccountRef(id=1), amount, NOW, held=held)
     reference = bool(filtering.filter_applies(update.filter, {"_id": 1, **doc}))
     assert fast_match(update.filter, {"_id": 1, **doc}) is reference
     return reference
@@ -74,12 +74,16 @@ def test_a_missing_held_field_is_zero() -> None:
 
 
 def test_the_update_moves_balance_held_and_sequence() -> None:
-    hold = _core.leg_update(CFG, AccountRef(id=1), 0, 5)
-    assert hold.update == {"$inc": {"held": 5}}  # a hold is not a leg: no sequence number
-    capture = _core.leg_update(CFG, AccountRef(id=1), -3, -5)
-    assert capture.update == {"$inc": {"seq": 1, "held": -5, "balance": -3}}
+    hold = _core.leg_update(CFG, AccountRef(id=1), 0, NOW, held=5)
+    # a hold is not a leg: no sequence number, no date
+    assert hold.update == {"$inc": {"held": 5}}
+    capture = _core.leg_update(CFG, AccountRef(id=1), -3, NOW, held=-5)
+    assert capture.update == {
+        "$inc": {"seq": 1, "held": -5, "balance": -3},
+        "$max": {"last_date": NOW},
+    }
     assert "$or" not in capture.filter  # releasing 5 to pay 3 never lowers the available
-    overflow = _core.leg_update(CFG, AccountRef(id=1), 0, 5)
+    overflow = _core.leg_update(CFG, AccountRef(id=1), 0, NOW, held=5)
     assert not filtering.filter_applies(overflow.filter, {"_id": 1, "held": Int64(2**63 - 3)})
     assert filtering.filter_applies(overflow.filter, {"_id": 1, "held": Int64(2**63 - 6)})
 

@@ -43,6 +43,7 @@ from mongoledger._async._writes import (
     Writes,
     _DuplicateKey,
     _GuardFailed,
+    _Posting,
 )
 from mongoledger._core import AccountRef, Leg
 from mongoledger.errors import (
@@ -192,7 +193,8 @@ class Holds(Writes):
             value = legs[1].amount  # a hook may have changed it (the legs still balance)
             if value < 0:
                 raise InvalidAmount(f"capture amount {value} set by a before_write hook")
-        date = cfg.operation_date()
+        # As for every operation: a date_value is evaluated once; "now" inside the DB transaction.
+        date = None if cfg.date_value is None else cfg.operation_date()
         idempotency = None if key is None else (key, fp)
         _core.check_sizes(cfg, legs, kind="capture", date=date, idempotency=idempotency)
         for _attempt in range(_MAX_ATTEMPTS):
@@ -367,7 +369,8 @@ class Holds(Writes):
                 if idempotency is not None:
                     await self._record_key(idempotency, "hold", hold_id, [hold_id], session)
                     recorded = True
-                await self._move_legs([leg], session, applied)
+                # A hold moves no balance: no date to settle (date=None, nothing in latest).
+                await self._move_legs([leg], session, applied, date=None, latest=[])
                 to_id = target_id
                 if to_id is None:
                     to_id, created = await self._create_target(target, session)
@@ -403,7 +406,7 @@ class Holds(Writes):
     async def _create_target(self, target: AccountRef, session: Any) -> tuple[Any, Any]:
         """Create (or find, if a concurrent call created it) the target account of a hold
         named by a new attribute set; returns its id and, if this call created it, that id."""
-        flt, insert = _core.account_creation(self._cfg, target)
+        flt, insert = _core.account_creation(self._cfg, target, self._cfg.default_min_balance)
         try:
             result = await self._accounts.update_one(flt, insert, upsert=True, session=session)
         except DuplicateKeyError:
@@ -428,7 +431,7 @@ class Holds(Writes):
         idempotency: tuple[str, str] | None,
     ) -> None:
         async def body(session: Any) -> None:
-            applied: list[tuple[Leg, bool]] = []
+            posting = _Posting()
             recorded = closed = False
             try:
                 if idempotency is not None:
@@ -446,11 +449,13 @@ class Holds(Writes):
                     raise _HoldGuard
                 closed = True
                 self._capture_legs(legs, doc, int(doc[_core.CAPTURED_AMOUNT]))
-                await self._move_legs(legs, session, applied)
-                await self._insert_legs("capture", legs, operation_id, date, idempotency, session)
+                await self._post_legs(
+                    "capture", legs, operation_id, date, idempotency, session, posting
+                )
             except BaseException:
                 if session is None:
-                    await self._compensate(applied, [])
+                    await self._compensate(posting.applied, [])
+                    await self._restore_dates(posting.applied, posting.flagged, posting.dates)
                     if closed:
                         await self._holds.update_one(
                             *_holds.reopen(hold_id, "captured", operation_id)

@@ -22,7 +22,7 @@ from mongoledger._async._consumers import Consumers
 from mongoledger._async._holds import Holds
 from mongoledger._async._reads import Reads
 from mongoledger._async._writes import Writes
-from mongoledger._core import LedgerConfig
+from mongoledger._core import LedgerConfig, check_database
 
 __all__ = ["AsyncLedger"]
 
@@ -52,9 +52,11 @@ class AsyncLedger(Holds, Writes, Reads, Audit, Consumers):
         require_transactions: bool = False,
         checkpoints_collection: str = "ledger_checkpoints",
         idempotency_collection: str = "ledger_idempotency",
+        default_min_balance: int | None = None,
         currency_field: str | None = None,
         holds_collection: str = "holds",
     ) -> None:
+        check_database(database, sync=_IS_SYNC)
         self._cfg = LedgerConfig(
             accounts_collection=accounts_collection,
             transactions_collection=transactions_collection,
@@ -69,6 +71,7 @@ class AsyncLedger(Holds, Writes, Reads, Audit, Consumers):
             date_value=date_value,
             data_field=data_field,
             require_transactions=require_transactions,
+            default_min_balance=default_min_balance,
             holds_collection=holds_collection,
             currency_field=currency_field,
         )
