@@ -14,32 +14,22 @@ def _aid(account_id: Any) -> str:
 
 async def test_a_hold_is_placed_captured_and_listed(env: Env) -> None:
     teller, admin = env.client("teller"), env.client("admin")
-    placed = await teller.post(
-        "/api/holds",
-        json={
+    request = {
+        "json": {
             "from": _aid(env.alice),
             "to": "shop",
             "amount": 2_500,
             "data": {"order": "A-7"},
             "expires_in": 3_600,
         },
-        headers={"idempotency-key": "auth-7"},
-    )
+        "headers": {"idempotency-key": "auth-7"},
+    }
+    placed = await teller.post("/api/holds", **request)
     assert placed.status_code == 201, placed.text
     hold = placed.json()
     assert (hold["amount"], hold["status"], hold["data"]) == (2_500, "pending", {"order": "A-7"})
     assert hold["expires_at"] is not None
-    again = await teller.post(
-        "/api/holds",
-        json={
-            "from": _aid(env.alice),
-            "to": "shop",
-            "amount": 2_500,
-            "data": {"order": "A-7"},
-            "expires_in": 3_600,
-        },
-        headers={"idempotency-key": "auth-7"},
-    )
+    again = await teller.post("/api/holds", **request)
     assert again.json()["id"] == hold["id"]  # a retried request holds once
 
     balance = (await admin.get(f"/api/accounts/{_aid(env.alice)}/balance")).json()
