@@ -378,7 +378,7 @@ def test_layout_flags_match_the_application_options(cli: Cli) -> None:
     assert cli.data(*bare, "balance", *ALICE)["balance"] == 3  # summed: no cached balance
     assert cli.db["accounts"].count_documents({"balance": {"$exists": True}}) == 0
     assert cli.db["transactions"].count_documents({"extra_account_id": {"$exists": True}}) == 0
-    assert cli.db["keys"].count_documents({"_id": "k1"}) == 1
+    assert cli.db["keys"].count_documents({"_id.key": "k1"}) == 1
     assert cli.db["ledger_idempotency"].count_documents({}) == 0
     linked = ["--extra-account-link-field", "counterpart"]
     cli.ok(*linked, "transfer", "--from", "user_id=3", "--to", "user_id=4", "1")

@@ -157,8 +157,13 @@ class Audit(LedgerBase):
         writes, possible only without DB transactions); repair deletes them so the key can
         be used again."""
         broken = []
+        # Only this ledger's records: another ledger may share the collection, and its
+        # transactions are not in ours. (Unscoped records of an earlier version are left alone.)
         records = await to_list(
-            self._idempotency.find({}, {"transaction_ids": 1, "operation_id": 1})
+            self._idempotency.find(
+                {"_id.ledger": self._cfg.transactions_collection},
+                {"transaction_ids": 1, "operation_id": 1},
+            )
         )
         for start in range(0, len(records), 1000):
             batch = records[start : start + 1000]
@@ -172,8 +177,8 @@ class Audit(LedgerBase):
                 broken.append(
                     BrokenLink(
                         transaction_id=ids[0],
-                        problem=f"idempotency key {record['_id']!r} records transactions "
-                        "that were never written",
+                        problem=f"idempotency key {record['_id'].get('key')!r} records "
+                        "transactions that were never written",
                     )
                 )
                 if repair:

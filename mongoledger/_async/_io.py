@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 _IS_SYNC = False
+# The async class, named in the sync twin's refusals of awaitables (kept as is by unasync).
+ASYNC_LEDGER = "AsyncLedger"  # unasync: keep
 
 
 async def maybe_await(value: Any) -> Any:
@@ -33,8 +35,38 @@ async def aggregate(collection: Any, pipeline: list[dict[str, Any]], **kwargs: A
     return await to_list(cursor)
 
 
-async def call_hook(fn: Any, ctx: Any) -> None:
-    await maybe_await(fn(ctx))
+class AwaitableRefused(TypeError):
+    """The sync ``Ledger`` was given an async hook or handler (a mistake, never retried)."""
+
+
+def check_callback(fn: Any, what: str) -> None:
+    """Refuse what cannot be called, and (in the sync ``Ledger``) an async callable."""
+    if not callable(fn):
+        raise TypeError(f"{what} {fn!r} is not callable")
+    if _IS_SYNC and _is_async_callable(fn):
+        raise AwaitableRefused(
+            f"{what} {fn!r} is a coroutine function: the sync Ledger cannot await it, so it "
+            f"would never run; use {ASYNC_LEDGER} for async {what}s"
+        )
+
+
+def _is_async_callable(fn: Any) -> bool:
+    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with ``async def __call__``
+    return any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f) for f in (fn, call))
+
+
+async def call_back(fn: Any, arg: Any, what: str) -> Any:
+    """Call a hook or handler; await what it returns, or (sync ``Ledger``) refuse it."""
+    result = fn(arg)
+    if _IS_SYNC and inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()  # a coroutine that is never awaited would warn at garbage collection
+        raise AwaitableRefused(
+            f"{what} {fn!r} returned an awaitable ({type(result).__name__}): the sync Ledger "
+            f"cannot await it, so it would not run; use {ASYNC_LEDGER} for async {what}s"
+        )
+    return await maybe_await(result)
 
 
 async def sleep(seconds: float) -> None:

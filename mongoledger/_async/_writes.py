@@ -21,7 +21,6 @@ costs one extra indexed read to resolve it and detect ambiguity):
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -31,7 +30,7 @@ from pymongo.errors import DuplicateKeyError
 
 from mongoledger import _core
 from mongoledger._async._base import Hook, LedgerBase
-from mongoledger._async._io import call_hook, is_plain_mongomock, to_list
+from mongoledger._async._io import call_back, check_callback, is_plain_mongomock, to_list
 from mongoledger._core import AccountRef, Leg
 from mongoledger.errors import (
     AccountNotFound,
@@ -86,10 +85,7 @@ class Writes(LedgerBase):
 
     @staticmethod
     def _check_hook(fn: Hook) -> Hook:
-        if not callable(fn):
-            raise TypeError(f"hook {fn!r} is not callable")
-        if _IS_SYNC and inspect.iscoroutinefunction(fn):
-            raise TypeError(f"hook {fn!r} is a coroutine function; use AsyncLedger for async hooks")
+        check_callback(fn, "hook")
         return fn
 
     # Writes
@@ -136,7 +132,7 @@ class Writes(LedgerBase):
         owned = self._cfg.owned_account_fields
         source = _core.validate_account(from_account, owned)
         target = _core.validate_account(to_account, owned)
-        if source == target:
+        if source.same_account(target):
             raise InvalidAccount(f"transfer from account {from_account!r} to itself")
         legs = [(source, -value, None), (target, value, None)]
         return await self._operation("transfer", legs, data, idempotency_key)
@@ -303,7 +299,9 @@ class Writes(LedgerBase):
             if leg.account_id is None:
                 ref = leg.account
                 leg.account_id = ref.id if ref.is_id else await self._resolve_for_write(ref)
-        same = legs[0].account_id is not None and legs[0].account_id == legs[-1].account_id
+        same = legs[0].account_id is not None and _core.same_value(
+            legs[0].account_id, legs[-1].account_id
+        )
         if kind == "transfer" and same:
             raise InvalidAccount(
                 f"transfer from account {legs[0].account.describe()!r} to "
@@ -357,7 +355,7 @@ class Writes(LedgerBase):
             try:
                 if idempotency is not None:
                     record = _core.idempotency_document(
-                        *idempotency, kind, operation_id, [leg.id for leg in legs]
+                        cfg, *idempotency, kind, operation_id, [leg.id for leg in legs]
                     )
                     try:
                         await self._idempotency.insert_one(record, session=session)
@@ -425,7 +423,10 @@ class Writes(LedgerBase):
                     await self._compensate(applied, legs if revert else [])
                     if recorded and idempotency is not None:
                         await self._idempotency.delete_one(
-                            {"_id": idempotency[0], _core.OPERATION_ID: operation_id}
+                            {
+                                "_id": _core.idempotency_id(cfg, idempotency[0]),
+                                _core.OPERATION_ID: operation_id,
+                            }
                         )
                 raise
 
@@ -547,7 +548,7 @@ class Writes(LedgerBase):
                 leg=index,
             )
             for fn in self._before:
-                await call_hook(fn, ctx)
+                await call_back(fn, ctx, "hook")
             amount = _core.validate_amount(ctx.amount, what="amount set by a before_write hook")
             if revert and amount != leg.amount:
                 raise InvalidAmount(
@@ -577,7 +578,7 @@ class Writes(LedgerBase):
             )
             for fn in self._after:
                 try:
-                    await call_hook(fn, ctx)
+                    await call_back(fn, ctx, "hook")
                 except Exception as exc:  # the operation is committed: run the other hooks
                     failures.append(exc)
         if failures:

@@ -80,13 +80,28 @@ class LedgerBase:
         return docs[0] if docs else None
 
     def _idempotent_result(self, key: str, fp: str) -> list[ObjectId] | None:
-        record = self._idempotency.find_one({"_id": key})
+        """The ids a key's first operation returned on this ledger, or None if it is new.
+
+        A record written before keys were scoped to their ledger (``_id`` is the bare key) is
+        read in the same query and counts only when its transactions are in this ledger.
+        """
+        scoped = _core.idempotency_id(self._cfg, key)
+        records = to_list(self._idempotency.find({"_id": {"$in": [scoped, key]}}))
+        record = next((r for r in records if r["_id"] == scoped), None)
         if record is None:
-            return None
+            legacy = next((r for r in records if r["_id"] == key), None)
+            if legacy is None or not self._owns(legacy):
+                return None
+            record = legacy
         ids = list(record["transaction_ids"])
         if record.get("hash") != fp:
             raise IdempotencyConflict(key, ids)
         return ids
+
+    def _owns(self, record: Mapping[str, Any]) -> bool:
+        """Whether an unscoped (legacy) idempotency record names this ledger's transactions."""
+        ids = record.get("transaction_ids") or [None]
+        return self._transactions.find_one({"_id": ids[0]}, {"_id": 1}) is not None
 
     # Deployment: transaction support, indexes
 

@@ -23,7 +23,6 @@ costs one extra indexed read to resolve it and detect ambiguity):
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -34,7 +33,7 @@ from pymongo.errors import DuplicateKeyError
 from mongoledger import _core
 from mongoledger._core import AccountRef, Leg
 from mongoledger._sync._base import Hook, LedgerBase
-from mongoledger._sync._io import call_hook, is_plain_mongomock, to_list
+from mongoledger._sync._io import call_back, check_callback, is_plain_mongomock, to_list
 from mongoledger.errors import (
     AccountNotFound,
     AfterWriteError,
@@ -88,10 +87,7 @@ class Writes(LedgerBase):
 
     @staticmethod
     def _check_hook(fn: Hook) -> Hook:
-        if not callable(fn):
-            raise TypeError(f"hook {fn!r} is not callable")
-        if _IS_SYNC and inspect.iscoroutinefunction(fn):
-            raise TypeError(f"hook {fn!r} is a coroutine function; use Ledger for async hooks")
+        check_callback(fn, "hook")
         return fn
 
     # Writes
@@ -138,7 +134,7 @@ class Writes(LedgerBase):
         owned = self._cfg.owned_account_fields
         source = _core.validate_account(from_account, owned)
         target = _core.validate_account(to_account, owned)
-        if source == target:
+        if source.same_account(target):
             raise InvalidAccount(f"transfer from account {from_account!r} to itself")
         legs = [(source, -value, None), (target, value, None)]
         return self._operation("transfer", legs, data, idempotency_key)
@@ -305,7 +301,9 @@ class Writes(LedgerBase):
             if leg.account_id is None:
                 ref = leg.account
                 leg.account_id = ref.id if ref.is_id else self._resolve_for_write(ref)
-        same = legs[0].account_id is not None and legs[0].account_id == legs[-1].account_id
+        same = legs[0].account_id is not None and _core.same_value(
+            legs[0].account_id, legs[-1].account_id
+        )
         if kind == "transfer" and same:
             raise InvalidAccount(
                 f"transfer from account {legs[0].account.describe()!r} to "
@@ -359,7 +357,7 @@ class Writes(LedgerBase):
             try:
                 if idempotency is not None:
                     record = _core.idempotency_document(
-                        *idempotency, kind, operation_id, [leg.id for leg in legs]
+                        cfg, *idempotency, kind, operation_id, [leg.id for leg in legs]
                     )
                     try:
                         self._idempotency.insert_one(record, session=session)
@@ -425,7 +423,10 @@ class Writes(LedgerBase):
                     self._compensate(applied, legs if revert else [])
                     if recorded and idempotency is not None:
                         self._idempotency.delete_one(
-                            {"_id": idempotency[0], _core.OPERATION_ID: operation_id}
+                            {
+                                "_id": _core.idempotency_id(cfg, idempotency[0]),
+                                _core.OPERATION_ID: operation_id,
+                            }
                         )
                 raise
 
@@ -547,7 +548,7 @@ class Writes(LedgerBase):
                 leg=index,
             )
             for fn in self._before:
-                call_hook(fn, ctx)
+                call_back(fn, ctx, "hook")
             amount = _core.validate_amount(ctx.amount, what="amount set by a before_write hook")
             if revert and amount != leg.amount:
                 raise InvalidAmount(
@@ -577,7 +578,7 @@ class Writes(LedgerBase):
             )
             for fn in self._after:
                 try:
-                    call_hook(fn, ctx)
+                    call_back(fn, ctx, "hook")
                 except Exception as exc:  # the operation is committed: run the other hooks
                     failures.append(exc)
         if failures:
