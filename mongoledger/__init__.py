@@ -26,6 +26,7 @@ from mongoledger.errors import (
     NoTransactionsWarning,
     TransactionNotFound,
     TransactionsUnsupported,
+    WriteRetriesExhausted,
 )
 from mongoledger.models import (
     Account,
@@ -71,5 +72,6 @@ __all__ = [
     "TransactionsUnsupported",
     "UnbalancedOperation",
     "VerifyReport",
+    "WriteRetriesExhausted",
     "__version__",
 ]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bson import ObjectId
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
@@ -23,6 +23,7 @@ from mongoledger.errors import (
     InvalidConfiguration,
     NoTransactionsWarning,
     TransactionsUnsupported,
+    WriteRetriesExhausted,
 )
 from mongoledger.models import HookContext
 
@@ -53,19 +54,34 @@ class LedgerBase:
     _warned: bool
     _indexed: bool
 
-    async def _run(self, body: Callable[[Any], Any]) -> None:
-        """Run ``body(session)`` in one DB transaction (PyMongo's retry rules), or without one."""
+    async def _run(self, body: Callable[[Any], Any], idempotency_key: str | None = None) -> None:
+        """Run ``body(session)`` in one DB transaction (PyMongo's retry rules), or without one.
+
+        An error PyMongo gave up retrying becomes ``WriteRetriesExhausted``, which says
+        whether the operation may have committed.
+        """
         if not (self._capable or await self._supports_transactions()):
             await body(None)
             return
         session = await maybe_await(self._db.client.start_session())
         async with session:
-            await session.with_transaction(
-                body,
-                read_concern=_SNAPSHOT,
-                write_concern=_MAJORITY,
-                read_preference=ReadPreference.PRIMARY,
-            )
+            try:
+                await session.with_transaction(
+                    body,
+                    read_concern=_SNAPSHOT,
+                    write_concern=_MAJORITY,
+                    read_preference=ReadPreference.PRIMARY,
+                )
+            except PyMongoError as exc:
+                if exc.has_error_label("UnknownTransactionCommitResult"):
+                    committed = True
+                elif exc.has_error_label("TransientTransactionError"):
+                    committed = False
+                else:
+                    raise  # a definite failure: the DB transaction was aborted
+                raise WriteRetriesExhausted(
+                    exc, may_have_committed=committed, idempotency_key=idempotency_key
+                ) from exc
 
     async def _find_by_attributes(self, ref: AccountRef) -> Mapping[str, Any] | None:
         assert ref.attributes is not None

@@ -314,12 +314,18 @@ class Writes(LedgerBase):
         date = cfg.operation_date()
         idempotency = None if key is None else (key, fp)
         _core.check_sizes(cfg, legs, kind=kind, date=date, idempotency=idempotency)
+        resolved = [leg.account_id for leg in legs]  # None: the operation creates the account
+        refused = 0
         for _attempt in range(_MAX_ATTEMPTS):
+            # Every attempt starts from the resolution, never from ids an aborted (or
+            # compensated) attempt created: an account it created is gone with it.
+            for leg, account_id in zip(legs, resolved, strict=True):
+                leg.account_id = account_id
             try:
                 self._write(kind, legs, operation_id, date, idempotency, revert)
                 break
             except _GuardFailed as failed:
-                self._diagnose(legs, failed.index)
+                refused = failed.index  # its cause went away, or the account was just created
             except _Reverted:
                 for leg in legs:
                     doc = self._transactions.find_one({"_id": leg.reverts})
@@ -330,7 +336,11 @@ class Writes(LedgerBase):
                 if found is not None:
                     return found
         else:  # pragma: no cover - needs a guard that flips back and forth five times
-            raise LedgerError(f"{kind} kept conflicting with concurrent writes; try again")
+            raise LedgerError(
+                f"{kind} kept conflicting with concurrent writes: the guarded update of account "
+                f"{legs[refused].account.describe()!r} was refused {_MAX_ATTEMPTS} times and "
+                "each time its cause was gone when the ledger looked; try again"
+            )
         if self._after:
             self._run_after_hooks(kind, legs, operation_id)
         return [leg.id for leg in legs]
@@ -395,6 +405,7 @@ class Writes(LedgerBase):
                         if doc is None and created and session is None:
                             self._accounts.delete_one({"_id": result.upserted_id, _core.SEQ: 0})
                     if doc is None:
+                        self._explain_refusal(leg, target, session)
                         raise _GuardFailed(index)
                     leg.account_id = doc["_id"]
                     leg.account_seq = int(doc[_core.SEQ])
@@ -430,7 +441,7 @@ class Writes(LedgerBase):
                         )
                 raise
 
-        self._run(body)
+        self._run(body, None if idempotency is None else idempotency[0])
 
     def _move(self, update: _core.LegUpdate, session: Any) -> Any:
         """The guarded ``$inc`` of one leg: the account after it, or None if a guard failed
@@ -492,35 +503,38 @@ class Writes(LedgerBase):
         if marked:
             self._unmark(marked)
 
-    def _diagnose(self, legs: list[Leg], index: int) -> None:
-        """Explain why leg ``index``'s guard failed, or return to let the caller retry."""
+    def _explain_refusal(self, leg: Leg, target: AccountRef, session: Any) -> None:
+        """Raise the reason the guarded ``$inc`` of ``leg`` matched nothing, or return to let
+        the operation run again (the account was being created, or the cause went away).
+
+        The account is read right after the refusal, in the same DB transaction: its snapshot
+        is what the guard saw, and includes this operation's earlier legs. (Without DB
+        transactions it is read at once, and a concurrent write may have changed it.)
+        """
         cfg = self._cfg
-        leg = legs[index]
-        target = leg.account if leg.account_id is None else AccountRef(id=leg.account_id)
-        doc = self._accounts.find_one(_core.account_filter(target))
+        doc = self._accounts.find_one(_core.account_filter(target), session=session)
         if doc is None:
             if not cfg.auto_create_account:
                 raise AccountNotFound(leg.account.describe())
             return
         if cfg.balance_field is None:
             return
-        cached = doc.get(cfg.balance_field)
-        if isinstance(cached, bool) or not isinstance(cached, int):
-            raise InvalidAccount(
-                f"account {doc['_id']!r} has no integer {cfg.balance_field!r} field "
-                f"({cached!r}: created outside the ledger?); verify(repair=True) rebuilds it"
-            )
-        earlier = sum(other.amount for other in legs[:index] if other.account_id == doc["_id"])
-        balance = int(cached) + earlier
-        result = balance + leg.amount
+        balance = doc.get(cfg.balance_field)
+        floor = doc.get(_core.MIN_BALANCE)
+        for name, value in ((cfg.balance_field, balance), (_core.MIN_BALANCE, floor)):
+            if isinstance(value, bool) or not isinstance(value, int | None) or balance is None:
+                raise InvalidAccount(
+                    f"account {doc['_id']!r} has no integer {name!r} field ({value!r}: created "
+                    "or changed outside the ledger?); verify(repair=True) rebuilds the balance"
+                )
+        result = int(balance) + leg.amount
         if not _core.INT64_MIN <= result <= _core.INT64_MAX:
             raise InvalidAmount(
                 f"amount {leg.amount} would overflow the int64 balance {balance} of account "
                 f"{doc['_id']!r}"
             )
-        floor = doc.get(_core.MIN_BALANCE)
         if floor is not None and leg.amount < 0 and result < floor:
-            raise InsufficientFunds(doc["_id"], balance, leg.amount, floor)
+            raise InsufficientFunds(doc["_id"], int(balance), leg.amount, int(floor))
 
     def _resolve_for_write(self, ref: AccountRef) -> Any:
         """The ``_id`` a leg writes to, or None when the operation will create the account."""

@@ -8,9 +8,11 @@ import time
 from typing import Any
 
 import pytest
+from pymongo.errors import OperationFailure
 
 from mongoledger import (
     AsyncLedger,
+    ChangeStreamError,
     ChangeStreamHistoryLost,
     ChangeStreamInvalidated,
     InsufficientFunds,
@@ -438,3 +440,52 @@ async def test_listen_adopts_a_checkpoint_written_before_scoping(ledger: AsyncLe
     await wait_for(lambda: len(recorder.seen) == 2)
     await stop_listener(stop, runner)
     assert recorder.seen == [first, missed]
+
+
+class FailingRaw:
+    """Stands in for the driver's change stream: its next batch fails with a server error."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.error = OperationFailure(message, code=code)
+        self.resume_token: Any = None
+        self.alive = True
+
+    async def try_next(self) -> Any:
+        raise self.error
+
+    async def close(self) -> None:
+        self.alive = False
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "expected", "shown"),
+    [
+        (10334, "BSONObjAsTooLarge: object too large", ChangeStreamError, "16 MiB"),
+        (
+            280,
+            "cannot resume stream; the resume token was not found. {_data: ...}",
+            ChangeStreamHistoryLost,
+            "no longer in the oplog",
+        ),
+        (
+            280,
+            "Encountered an event whose _id field, which contains the resume token, was "
+            "modified by the pipeline",
+            ChangeStreamError,
+            "modified by the pipeline",
+        ),
+        (286, "Resume of change stream was not possible", ChangeStreamHistoryLost, "oplog"),
+    ],
+)
+async def test_server_errors_of_a_stream_are_translated(
+    ledger: AsyncLedger, code: int, message: str, expected: type, shown: str
+) -> None:
+    """Server-only failures (test doubles for the driver's stream): an event over 16 MiB, and
+    code 280, which means a lost resume point only with that message."""
+    stream = await ledger.watch(max_await_time_ms=10)
+    await stream.close()
+    stream._raw = FailingRaw(code, message)
+    stream._closed = False
+    with pytest.raises(expected, match=shown) as info:
+        await stream.try_next()
+    assert type(info.value) is expected
