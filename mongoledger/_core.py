@@ -955,7 +955,8 @@ def sum_pipeline(cfg: LedgerConfig, match: dict[str, Any]) -> list[dict[str, Any
 
 
 def balances_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
-    """Per-account totals and counts over the whole transactions collection (verify, rebuild)."""
+    """Per-account totals and counts over the whole transactions collection (verify, rebuild),
+    with the lowest and highest ``account_seq`` (a complete history numbers its legs 1..count)."""
     return [
         {
             "$group": {
@@ -963,6 +964,7 @@ def balances_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
                 "total": {"$sum": f"${cfg.amount_field}"},
                 "count": {"$sum": 1},
                 "seq": {"$max": f"${ACCOUNT_SEQ}"},
+                "first": {"$min": f"${ACCOUNT_SEQ}"},
             }
         }
     ]

@@ -362,6 +362,18 @@ def test_verify_finds_and_repairs_drift(cli: Cli) -> None:
     assert cli.data("balance", *ALICE)["balance"] == 500
 
 
+def test_verify_shows_and_repairs_running_balances(cli: Cli) -> None:
+    cli.ok("increase", *ALICE, "500")
+    cli.db["accounts"].update_one({"user_id": 1}, {"$inc": {"seq": 1}})  # a number lost
+    cli.ok("increase", *ALICE, "100")
+    broken = cli("verify")
+    assert broken.code == 1
+    assert "is #3 with balance after 600, should be #2 with 600" in broken.out
+    repaired = cli.ok("verify", "--repair")
+    assert "should be #2 with 600 (repaired)" in repaired.out
+    assert cli.data("verify")["ok"] is True
+
+
 def test_custom_collections(cli: Cli) -> None:
     layout = ["--accounts-collection", "wallets", "--transactions-collection", "moves"]
     cli.ok(*layout, "increase", *ALICE, "5")

@@ -14,7 +14,7 @@ from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
 from mongoledger import _core
-from mongoledger._async._io import aggregate, maybe_await, to_list
+from mongoledger._async._io import aggregate, maybe_await, mongomock_writes, to_list
 from mongoledger._core import AccountRef, LedgerConfig
 from mongoledger.errors import (
     AccountNotFound,
@@ -61,7 +61,8 @@ class LedgerBase:
         whether the operation may have committed.
         """
         if not (self._capable or await self._supports_transactions()):
-            await body(None)
+            with mongomock_writes(self._accounts):  # its guards are not atomic across threads
+                await body(None)
             return
         session = await maybe_await(self._db.client.start_session())
         async with session:

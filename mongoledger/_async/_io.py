@@ -7,8 +7,12 @@ PyMongo's async API and Motor differ in which calls are coroutines (``start_sess
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import threading
 import time
+import weakref
+from collections.abc import Iterator
 from typing import Any
 
 _IS_SYNC = False
@@ -80,3 +84,28 @@ def is_plain_mongomock(collection: Any) -> bool:
     """Plain mongomock: no sessions, no change streams, and a ``bulk_write`` that rejects the
     ``UpdateOne`` of PyMongo >= 4.11."""
     return type(collection).__module__.startswith("mongomock")
+
+
+_MONGOMOCK_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def mongomock_writes(collection: Any) -> Iterator[None]:
+    """Serialize the ledger's writes on one plain-mongomock client; elsewhere, do nothing.
+
+    mongomock's find-and-modify is a find, then an update: two threads can both pass a
+    ``min_balance`` guard. A server (and the memory engine) apply it atomically; on plain
+    mongomock every ledger write of the process holds this lock instead.
+    """
+    if not is_plain_mongomock(collection):
+        yield
+        return
+    client = collection.database.client
+    store = getattr(client, "_store", client)
+    with _LOCKS_LOCK:
+        lock = _MONGOMOCK_LOCKS.get(store)
+        if lock is None:
+            lock = _MONGOMOCK_LOCKS[store] = threading.RLock()
+    with lock:
+        yield

@@ -122,7 +122,9 @@ class Reads(LedgerBase):
         if cfg.balance_field is None:
             totals = {
                 row["_id"]: int(row["total"])
-                for row in await aggregate(self._transactions, _core.balances_pipeline(cfg))
+                for row in await aggregate(
+                    self._transactions, _core.balances_pipeline(cfg), allowDiskUse=True
+                )
             }
             docs = await to_list(self._accounts.find(flt))
             accounts = [_core.account_to_model(cfg, d, totals.get(d["_id"], 0)) for d in docs]
@@ -152,7 +154,7 @@ class Reads(LedgerBase):
         pipeline = _core.statistics_pipeline(
             self._cfg, account_id, period=period, start=start, end=end
         )
-        rows = await aggregate(self._transactions, pipeline)
+        rows = await aggregate(self._transactions, pipeline, allowDiskUse=True)
         return [
             PeriodStatistics(
                 period=row["_id"],

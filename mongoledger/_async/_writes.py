@@ -30,7 +30,13 @@ from pymongo.errors import DuplicateKeyError
 
 from mongoledger import _core
 from mongoledger._async._base import Hook, LedgerBase
-from mongoledger._async._io import call_back, check_callback, is_plain_mongomock, to_list
+from mongoledger._async._io import (
+    call_back,
+    check_callback,
+    is_plain_mongomock,
+    mongomock_writes,
+    to_list,
+)
 from mongoledger._core import AccountRef, Leg
 from mongoledger.errors import (
     AccountNotFound,
@@ -236,9 +242,10 @@ class Writes(LedgerBase):
                 return self._check_floor(existing, ref, floor)
         flt, update = _core.account_creation(cfg, ref, floor)
         try:
-            doc = await self._accounts.find_one_and_update(
-                flt, update, upsert=True, return_document=ReturnDocument.AFTER
-            )
+            with mongomock_writes(self._accounts):
+                doc = await self._accounts.find_one_and_update(
+                    flt, update, upsert=True, return_document=ReturnDocument.AFTER
+                )
         except DuplicateKeyError:  # a concurrent caller created it first
             doc = await self._accounts.find_one(flt)
         return self._check_floor(doc, ref, floor)

@@ -17,7 +17,7 @@ from pymongo.write_concern import WriteConcern
 
 from mongoledger import _core
 from mongoledger._core import AccountRef, LedgerConfig
-from mongoledger._sync._io import aggregate, maybe_await, to_list
+from mongoledger._sync._io import aggregate, maybe_await, mongomock_writes, to_list
 from mongoledger.errors import (
     AccountNotFound,
     IdempotencyConflict,
@@ -63,7 +63,8 @@ class LedgerBase:
         whether the operation may have committed.
         """
         if not (self._capable or self._supports_transactions()):
-            body(None)
+            with mongomock_writes(self._accounts):  # its guards are not atomic across threads
+                body(None)
             return
         session = maybe_await(self._db.client.start_session())
         with session:

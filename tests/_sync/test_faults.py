@@ -739,3 +739,82 @@ def test_exhausted_write_without_a_key_says_to_check_first(fault_db: Any) -> Non
     with pytest.raises(WriteRetriesExhausted, match="check whether it was applied") as info:
         ledger.increase(ALICE, 1)
     assert info.value.idempotency_key is None
+
+
+@ONLY_SYNC
+@NO_TXN
+def test_no_transactions_compensation_under_a_concurrent_write_is_repaired(
+    plain: tuple[Ledger, list[ObjectId]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused operation's compensation cannot give back the leg number another writer took
+    meanwhile: that writer's balance_after counted the compensated amount. verify finds it
+    (the gap in the account's numbering) and repair rewrites the history."""
+    ledger, _ = plain
+    other = Ledger(ledger.database)
+    explain = ledger._explain_refusal
+
+    def a_write_in_between(*args: Any) -> None:
+        monkeypatch.setattr(ledger, "_explain_refusal", explain)
+        other.increase(BOB, 1)  # after the refused post moved BOB by +500
+        explain(*args)
+
+    monkeypatch.setattr(ledger, "_explain_refusal", a_write_in_between)
+    with pytest.raises(InsufficientFunds):
+        ledger.post([(BOB, 500), (ALICE, -500)])
+    bob = (ledger.accounts.find_one(BOB))["_id"]
+    assert ledger.balance(BOB) == 81  # the cached balance was compensated
+    assert (ledger.history(BOB, limit=1))[0].balance_after == 581  # the leg was not
+    report = ledger.verify()
+    assert not report.ok
+    assert [
+        (m.account_id, m.balance_after, m.expected_balance_after)
+        for m in report.running_balance_mismatches
+    ] == [(bob, 581, 81)]
+    assert (ledger.verify(repair=True)).repaired_histories == [bob]
+    assert [r.balance_after for r in ledger.history(BOB)] == [81, 80, 50]
+    assert (ledger.verify()).ok
+
+
+@ONLY_SYNC
+@NO_TXN
+def test_plain_mongomock_threads_never_cross_a_floor(
+    plain: tuple[Ledger, list[ObjectId]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mongomock's find-and-modify is a find, then an update: the ledger serializes its writes
+    on a plain-mongomock client so that threads cannot both pass a min_balance guard."""
+    import threading
+    import time
+
+    ledger, _ = plain  # ALICE (floor 0) holds 70
+    ledger.decrease(ALICE, 70)
+    find_one = ledger.accounts.find_one
+
+    def slow_find_one(*args: Any, **kwargs: Any) -> Any:
+        found = find_one(*args, **kwargs)
+        time.sleep(0.002)  # let the other threads in between the find and the update
+        return found
+
+    monkeypatch.setattr(ledger.accounts, "find_one", slow_find_one)
+    moved: list[int] = []
+    for _ in range(3):  # each round: 1 to take, 8 threads taking it at once
+        ledger.increase(ALICE, 1)
+        start = threading.Barrier(8, timeout=10)
+
+        def take(start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                ledger.transfer(ALICE, BOB, 1)
+                moved.append(1)
+            except InsufficientFunds:
+                pass
+
+        threads = [threading.Thread(target=take) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    monkeypatch.undo()
+    assert len(moved) == 3
+    assert ledger.balance(ALICE) == 0
+    report = ledger.verify()
+    assert report.ok, report
