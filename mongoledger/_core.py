@@ -97,6 +97,10 @@ class LedgerConfig:
     date_value: Any = None
     data_field: str | None = None
     require_transactions: bool = False
+    # Accounts sharded on _id: no unique attributes_key index (a sharded collection refuses a
+    # unique index its shard key does not lead); an account created from an attribute set
+    # gets the set's digest as its _id, so creating it once rests on _id's uniqueness.
+    sharded_accounts: bool = False
 
     def __post_init__(self) -> None:
         names = {
@@ -374,10 +378,13 @@ def account_lookup_filter(ref: AccountRef) -> dict[str, Any]:
     return dict(ref.attributes)
 
 
-def account_filter(target: AccountRef) -> dict[str, Any]:
+def account_filter(cfg: LedgerConfig, target: AccountRef) -> dict[str, Any]:
     """The exact filter of one account the ledger writes: its ``_id``, or (while the operation
-    may still create it) the digest of its attribute set."""
-    return {"_id": target.id} if target.is_id else {ATTRIBUTES_KEY: target.key}
+    may still create it) the digest of its attribute set: the ``attributes_key`` field, or
+    with ``sharded_accounts`` the ``_id`` itself."""
+    if target.is_id:
+        return {"_id": target.id}
+    return {"_id": target.key} if cfg.sharded_accounts else {ATTRIBUTES_KEY: target.key}
 
 
 def new_account_fields(
@@ -387,7 +394,8 @@ def new_account_fields(
     doc: dict[str, Any] = {CREATED_AT: utcnow()}
     if ref.attributes is not None:
         doc.update(ref.attributes)
-        doc[ATTRIBUTES_KEY] = ref.key
+        if not cfg.sharded_accounts:  # there the digest is the _id
+            doc[ATTRIBUTES_KEY] = ref.key
     if min_balance is not None:
         doc[MIN_BALANCE] = bson.Int64(min_balance)
     return doc
@@ -411,7 +419,7 @@ def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int) -> LegUpdate:
     the floor guard's ``$expr`` in an upsert): a missing account is first created at zero
     with :func:`account_creation`, once.
     """
-    flt = account_filter(target)
+    flt = account_filter(cfg, target)
     bal = cfg.balance_field
     if bal is None:
         return LegUpdate(filter=flt, update={"$inc": {SEQ: 1}}, projection={SEQ: 1})
@@ -431,7 +439,7 @@ def account_creation(
     cfg: LedgerConfig, target: AccountRef, min_balance: int | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The filter and ``$setOnInsert`` upsert that creates an account at zero if it is missing."""
-    flt = account_filter(target)
+    flt = account_filter(cfg, target)
     fields = new_account_fields(cfg, target, min_balance)
     if cfg.balance_field is not None:
         fields[cfg.balance_field] = bson.Int64(0)
@@ -791,6 +799,38 @@ class IndexSpec:
         return out
 
 
+def index_matches(spec: IndexSpec, index: Mapping[str, Any]) -> bool:
+    """Whether an index ``listIndexes`` returned is ``spec`` (keys and options; its name may
+    differ): then ``ensure_indexes`` does not ask the server to create it."""
+    keys = list(dict(index.get("key") or {}).items())
+    return (
+        len(keys) == len(spec.keys)
+        and all(
+            name == want_name and _same_direction(direction, want)
+            for (name, direction), (want_name, want) in zip(keys, spec.keys, strict=True)
+        )
+        and bool(index.get("unique")) == spec.unique
+        and index.get("partialFilterExpression") == spec.partial
+        and (
+            spec.wildcard_projection is None
+            # A wildcard index over every field serves attribute lookups as well.
+            or "wildcardProjection" not in index
+            or _same_projection(index["wildcardProjection"], spec.wildcard_projection)
+        )
+    )
+
+
+def _same_direction(got: Any, want: int | str) -> bool:
+    if isinstance(want, str) or isinstance(got, str | bool):
+        return bool(got == want)
+    return isinstance(got, int | float) and got == want
+
+
+def _same_projection(got: Any, want: Mapping[str, int]) -> bool:
+    """A server may list a wildcard projection's 0s as ``false``."""
+    return isinstance(got, Mapping) and {k: int(v) for k, v in got.items()} == dict(want)
+
+
 def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
     """Every index the ledger's queries need (see ``QUERY_SHAPES``)."""
     acc, date = cfg.account_link_field, cfg.date_field
@@ -813,13 +853,6 @@ def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
             "ledger_reverted_by",
             partial={REVERTED_BY: {"$exists": True}},
         ),
-        IndexSpec(
-            "accounts",
-            ((ATTRIBUTES_KEY, 1),),
-            "ledger_attributes_key",
-            unique=True,
-            partial={ATTRIBUTES_KEY: {"$exists": True}},
-        ),
         # Attribute-set lookups query arbitrary fields: one wildcard index serves them all.
         IndexSpec(
             "accounts",
@@ -828,6 +861,16 @@ def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
             wildcard_projection=dict.fromkeys(sorted(cfg.owned_account_fields - {"_id"}), 0),
         ),
     ]
+    if not cfg.sharded_accounts:
+        specs.append(
+            IndexSpec(
+                "accounts",
+                ((ATTRIBUTES_KEY, 1),),
+                "ledger_attributes_key",
+                unique=True,
+                partial={ATTRIBUTES_KEY: {"$exists": True}},
+            )
+        )
     if cfg.balance_field:
         specs.append(IndexSpec("accounts", ((cfg.balance_field, 1), ("_id", 1)), "ledger_balance"))
     specs.append(IndexSpec("accounts", ((CREATED_AT, 1), ("_id", 1)), "ledger_created_at"))
@@ -860,9 +903,10 @@ def query_shapes(cfg: LedgerConfig) -> list[QueryShape]:
         QueryShape("revert links", "transactions", (), range=(REVERTS,)),
         QueryShape("reverted links", "transactions", (), range=(REVERTED_BY,)),
         QueryShape("account by id", "accounts", ("_id",)),
-        QueryShape("account by key", "accounts", (ATTRIBUTES_KEY,)),
         QueryShape("account by attributes", "accounts", (), attribute_lookup=True),
     ]
+    if not cfg.sharded_accounts:  # there the digest is the _id
+        shapes.append(QueryShape("account by key", "accounts", (ATTRIBUTES_KEY,)))
     if cfg.balance_field:
         shapes.append(QueryShape("report by balance", "accounts", (), sort=(cfg.balance_field,)))
     shapes.append(QueryShape("report by creation", "accounts", (), sort=(CREATED_AT,)))

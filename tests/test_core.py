@@ -213,3 +213,32 @@ def test_index_serves_rejects_wrong_prefix() -> None:
     assert not _core.index_serves(
         spec, _core.QueryShape("q", "transactions", ("account_id",), sort=("date",))
     )
+
+
+def test_index_matches_what_list_indexes_returns() -> None:
+    cfg = LedgerConfig()
+    specs = {spec.name: spec for spec in _core.index_specs(cfg)}
+    seq = specs["ledger_account_seq"]
+    listed = {"key": {"account_id": 1, "account_seq": -1}, "name": "mine", "v": 2}
+    assert _core.index_matches(seq, listed)  # under another name: it serves as well
+    assert _core.index_matches(seq, {**listed, "key": {"account_id": 1.0, "account_seq": -1.0}})
+    assert not _core.index_matches(seq, {**listed, "key": {"account_id": 1, "account_seq": 1}})
+    assert not _core.index_matches(seq, {**listed, "key": {"account_id": 1}})
+    assert not _core.index_matches(seq, {**listed, "unique": True})
+    unique = specs["ledger_attributes_key"]
+    listed = {
+        "key": {"attributes_key": 1},
+        "unique": True,
+        "partialFilterExpression": {"attributes_key": {"$exists": True}},
+    }
+    assert _core.index_matches(unique, listed)
+    assert not _core.index_matches(unique, {**listed, "unique": False})
+    assert not _core.index_matches(unique, {**listed, "partialFilterExpression": None})
+    wildcard = specs["ledger_attributes"]
+    projection = dict.fromkeys(wildcard.wildcard_projection or {}, False)
+    assert _core.index_matches(wildcard, {"key": {"$**": 1}, "wildcardProjection": projection})
+    assert not _core.index_matches(wildcard, {"key": {"$**": 1}, "wildcardProjection": {"a": 1}})
+    assert _core.index_matches(wildcard, {"key": {"$**": 1}})  # every field: it serves too
+    assert "ledger_attributes_key" not in {
+        s.name for s in _core.index_specs(LedgerConfig(sharded_accounts=True))
+    }

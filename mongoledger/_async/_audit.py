@@ -112,7 +112,12 @@ class Audit(LedgerBase):
                         {_core.REVERTED_BY: {"$exists": True}},
                     ]
                 },
-                {_core.REVERTS: 1, _core.REVERTED_BY: 1, cfg.amount_field: 1},
+                {
+                    _core.REVERTS: 1,
+                    _core.REVERTED_BY: 1,
+                    cfg.amount_field: 1,
+                    cfg.account_link_field: 1,
+                },
             )
         )
         if repair:
@@ -281,8 +286,10 @@ class Audit(LedgerBase):
                 continue
             if await self._transactions.find_one({"_id": mark}) is not None:
                 continue  # the reversal was written after links were read
+            link = self._cfg.account_link_field
             result = await self._transactions.update_one(
-                {"_id": doc["_id"], _core.REVERTED_BY: mark}, {"$unset": {_core.REVERTED_BY: ""}}
+                {"_id": doc["_id"], link: doc.get(link), _core.REVERTED_BY: mark},
+                {"$unset": {_core.REVERTED_BY: ""}},
             )
             if result.modified_count:
                 del doc[_core.REVERTED_BY]

@@ -167,26 +167,41 @@ class LedgerBase:
         return False
 
     async def ensure_indexes(self) -> None:
-        """Create every index the ledger's queries need (idempotent)."""
+        """Create every index the ledger's queries need that is missing (idempotent).
+
+        It lists each collection's indexes first and sends ``createIndexes`` only for a
+        missing one: building an index on a large collection takes a while (a replica set
+        waits for its commit quorum), so run this at deploy time (``mongoledger init``); the
+        first write of a ledger instance also runs it, and then only lists.
+        """
         collections = {
             "accounts": self._accounts,
             "transactions": self._transactions,
             "idempotency": self._idempotency,
         }
-        for spec in _core.index_specs(self._cfg):
-            collection = collections[spec.collection]
-            try:
-                await collection.create_index(list(spec.keys), **spec.kwargs())
-            except OperationFailure as exc:
-                if exc.code == _INDEX_OPTIONS_CONFLICT and "different name" in str(exc):
-                    continue  # the same index under the user's name serves as well
-                if exc.code in (_INDEX_OPTIONS_CONFLICT, _INDEX_KEY_SPECS_CONFLICT):
-                    raise InvalidConfiguration(
-                        f"index {spec.name!r} {list(spec.keys)} on {collection.name!r} "
-                        f"conflicts with an existing index ({exc}); drop or rename that one"
-                    ) from exc
-                raise
+        specs = _core.index_specs(self._cfg)
+        for role, collection in collections.items():
+            wanted = [spec for spec in specs if spec.collection == role]
+            existing = await to_list(await maybe_await(collection.list_indexes()))
+            for spec in wanted:
+                if any(_core.index_matches(spec, index) for index in existing):
+                    continue
+                await self._create_index(collection, spec)
         self._indexed = True
+
+    @staticmethod
+    async def _create_index(collection: Any, spec: _core.IndexSpec) -> None:
+        try:
+            await collection.create_index(list(spec.keys), **spec.kwargs())
+        except OperationFailure as exc:
+            if exc.code == _INDEX_OPTIONS_CONFLICT and "different name" in str(exc):
+                return  # the same index under the user's name serves as well
+            if exc.code in (_INDEX_OPTIONS_CONFLICT, _INDEX_KEY_SPECS_CONFLICT):
+                raise InvalidConfiguration(
+                    f"index {spec.name!r} {list(spec.keys)} on {collection.name!r} "
+                    f"conflicts with an existing index ({exc}); drop or rename that one"
+                ) from exc
+            raise
 
     # Account lookups
 

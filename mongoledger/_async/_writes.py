@@ -462,10 +462,15 @@ class Writes(LedgerBase):
         )
 
     async def _mark_reverted(self, legs: list[Leg], session: Any) -> None:
-        """Mark the originals ``reverted_by`` (one command), unless one already is."""
+        """Mark the originals ``reverted_by`` (one command), unless one already is.
+
+        Each filter names the original's account too: on a transactions collection sharded on
+        the account, the update goes to that shard alone instead of to every shard.
+        """
+        link = self._cfg.account_link_field
         updates = [
             (
-                {"_id": leg.reverts, _core.REVERTED_BY: {"$exists": False}},
+                {"_id": leg.reverts, link: leg.account_id, _core.REVERTED_BY: {"$exists": False}},
                 {"$set": {_core.REVERTED_BY: leg.id}},
             )
             for leg in legs
@@ -485,9 +490,10 @@ class Writes(LedgerBase):
             raise _Reverted
 
     async def _unmark(self, legs: list[Leg]) -> None:
+        link = self._cfg.account_link_field
         for leg in legs:
             await self._transactions.update_one(
-                {"_id": leg.reverts, _core.REVERTED_BY: leg.id},
+                {"_id": leg.reverts, link: leg.account_id, _core.REVERTED_BY: leg.id},
                 {"$unset": {_core.REVERTED_BY: ""}},
             )
 
@@ -519,7 +525,9 @@ class Writes(LedgerBase):
         transactions it is read at once, and a concurrent write may have changed it.)
         """
         cfg = self._cfg
-        doc = await self._accounts.find_one(_core.account_filter(target), session=session)
+        doc = await self._accounts.find_one(
+            _core.account_filter(self._cfg, target), session=session
+        )
         if doc is None:
             if not cfg.auto_create_account:
                 raise AccountNotFound(leg.account.describe())

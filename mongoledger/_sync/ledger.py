@@ -52,6 +52,7 @@ class Ledger(Writes, Reads, Audit, Consumers):
         require_transactions: bool = False,
         checkpoints_collection: str = "ledger_checkpoints",
         idempotency_collection: str = "ledger_idempotency",
+        sharded_accounts: bool = False,
     ) -> None:
         self._cfg = LedgerConfig(
             accounts_collection=accounts_collection,
@@ -67,6 +68,7 @@ class Ledger(Writes, Reads, Audit, Consumers):
             date_value=date_value,
             data_field=data_field,
             require_transactions=require_transactions,
+            sharded_accounts=sharded_accounts,
         )
         self._db = database
         # The ledger reads what it just wrote (retries, reverts, idempotency): always from the
