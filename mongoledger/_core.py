@@ -253,6 +253,8 @@ class AccountRef:
 def same_value(a: Any, b: Any) -> bool:
     """Equality as MongoDB applies it to ``_id`` values: numbers by value, whatever their type;
     booleans apart from numbers."""
+    if type(a) is type(b) and type(a) in (str, ObjectId):  # the common case, checked often
+        return bool(a == b)
     return bool(comparable(a) == comparable(b))
 
 

@@ -308,10 +308,11 @@ class Writes(LedgerBase):
             if leg.account_id is None:
                 ref = leg.account
                 leg.account_id = ref.id if ref.is_id else self._resolve_for_write(ref)
-        same = legs[0].account_id is not None and _core.same_value(
-            legs[0].account_id, legs[-1].account_id
-        )
-        if kind == "transfer" and same:
+        if (
+            kind == "transfer"
+            and legs[0].account_id is not None
+            and _core.same_value(legs[0].account_id, legs[1].account_id)
+        ):
             raise InvalidAccount(
                 f"transfer from account {legs[0].account.describe()!r} to "
                 f"{legs[1].account.describe()!r}: both are account {legs[0].account_id!r}"
