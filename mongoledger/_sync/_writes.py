@@ -18,7 +18,10 @@ costs one extra indexed read to resolve it and detect ambiguity):
 * the first time an account is used (auto-create): one ``update`` (an upsert creating it at
   zero) and a second ``findAndModify``, because no server accepts the floor guard's ``$expr``
   in an upsert's filter.
-* once per ledger instance: ``hello`` (transaction support) and ``createIndexes``.
+* a refused leg (a floor, an overflow): one more read, of the account in the same DB
+  transaction, to name the reason.
+* once per ledger instance: ``hello`` (transaction support) and ``listIndexes`` per
+  collection (``createIndexes`` only for a missing index).
 """
 
 from __future__ import annotations
