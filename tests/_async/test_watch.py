@@ -489,3 +489,29 @@ async def test_server_errors_of_a_stream_are_translated(
     with pytest.raises(expected, match=shown) as info:
         await stream.try_next()
     assert type(info.value) is expected
+
+
+async def test_listen_from_a_start_time_keeps_that_start_until_an_event_is_handled(
+    ledger: AsyncLedger,
+) -> None:
+    """A handler failing on the first event after ``start_at_operation_time``: the restart
+    (without the option) begins there again, not at "now"."""
+    from bson import Timestamp
+
+    async with await ledger.watch(max_await_time_ms=20) as stream:
+        await ledger.increase("a", 1)
+        (marker,) = await drain(stream, 1)
+    start = Timestamp(int(marker.committed_at.timestamp()) + 1, 0)
+    await sleep(1.1)  # the next operation commits in a later second than the marker
+    missed = await operation_id(ledger, await ledger.increase("a", 2))
+    broken = Recorder(fail_times=100)
+    _, runner = await start_listener(
+        ledger, broken, checkpoint="timed", retries=0, start_at_operation_time=start
+    )
+    with pytest.raises(RuntimeError, match="handler failed"):
+        await stop_listener(threading.Event() if _IS_SYNC else asyncio.Event(), runner)
+    fixed = Recorder()
+    stop, runner = await start_listener(ledger, fixed, checkpoint="timed")
+    await wait_for(lambda: len(fixed.seen) == 1)
+    await stop_listener(stop, runner)
+    assert fixed.seen == [missed]

@@ -489,3 +489,29 @@ def test_server_errors_of_a_stream_are_translated(
     with pytest.raises(expected, match=shown) as info:
         stream.try_next()
     assert type(info.value) is expected
+
+
+def test_listen_from_a_start_time_keeps_that_start_until_an_event_is_handled(
+    ledger: Ledger,
+) -> None:
+    """A handler failing on the first event after ``start_at_operation_time``: the restart
+    (without the option) begins there again, not at "now"."""
+    from bson import Timestamp
+
+    with ledger.watch(max_await_time_ms=20) as stream:
+        ledger.increase("a", 1)
+        (marker,) = drain(stream, 1)
+    start = Timestamp(int(marker.committed_at.timestamp()) + 1, 0)
+    sleep(1.1)  # the next operation commits in a later second than the marker
+    missed = operation_id(ledger, ledger.increase("a", 2))
+    broken = Recorder(fail_times=100)
+    _, runner = start_listener(
+        ledger, broken, checkpoint="timed", retries=0, start_at_operation_time=start
+    )
+    with pytest.raises(RuntimeError, match="handler failed"):
+        stop_listener(threading.Event() if _IS_SYNC else asyncio.Event(), runner)
+    fixed = Recorder()
+    stop, runner = start_listener(ledger, fixed, checkpoint="timed")
+    wait_for(lambda: len(fixed.seen) == 1)
+    stop_listener(stop, runner)
+    assert fixed.seen == [missed]
