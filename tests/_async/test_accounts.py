@@ -8,8 +8,6 @@ mixing spellings create twin accounts that are ambiguous forever after.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from typing import Any
 
 import pytest
@@ -17,6 +15,7 @@ from bson import Decimal128, Int64
 
 from mongoledger import AsyncLedger, InvalidAccount
 from mongoledger._async._io import to_list
+from tests._async.racing import hold_writes_until_all_looked_up, race
 
 _IS_SYNC = False
 SEVEN = [7, Int64(7), 7.0]
@@ -63,41 +62,12 @@ async def test_concurrent_creators_mixing_spellings_make_one_account(
     """Every caller looks the account up (and misses) before any of them creates it."""
     await ledger.ensure_indexes()
     callers = 6
-    if _IS_SYNC:
-        barrier = threading.Barrier(callers, timeout=10)
-        ledger.before_write(lambda ctx: barrier.wait())  # hooks run after the lookup
-    else:
-        arrived: list[int] = []
-        everyone = asyncio.Event()
-
-        async def gate(ctx: Any) -> None:
-            arrived.append(1)
-            if len(arrived) == callers:
-                everyone.set()
-            await asyncio.wait_for(everyone.wait(), 10)
-
-        ledger.before_write(gate)
+    hold_writes_until_all_looked_up(ledger, callers)
 
     async def credit(n: int) -> None:
         await ledger.increase({"user_id": SEVEN[n % len(SEVEN)]}, 1)
 
-    if _IS_SYNC:
-        errors: list[BaseException] = []
-
-        def run(n: int) -> None:
-            try:
-                credit(n)
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run, args=(n,)) for n in range(callers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
-    else:
-        await asyncio.gather(*(credit(n) for n in range(callers)))
+    await race(credit, callers)
     accounts = await to_list(ledger.accounts.find({}))
     assert len(accounts) == 1
     assert accounts[0]["balance"] == callers

@@ -13,17 +13,11 @@ import pytest
 from bson import Int64, ObjectId
 
 from mongoledger import AsyncLedger, InvalidAmount, InvalidData
-from mongoledger._async._io import to_list
 from mongoledger._core import HEADROOM, MAX_BSON_SIZE, MAX_DOCUMENT_SIZE
+from tests._async.test_inputs import snapshot
 
 _IS_SYNC = False
 INT64_MIN = -(2**63)
-
-
-async def snapshot(ledger: AsyncLedger) -> tuple[list[Any], list[Any]]:
-    accounts = await to_list(ledger.accounts.find({}).sort("_id", 1))
-    transactions = await to_list(ledger.transactions.find({}).sort("_id", 1))
-    return accounts, transactions
 
 
 @pytest.fixture

@@ -16,16 +16,10 @@ from bson import Int64, ObjectId
 
 from mongoledger import InvalidAmount, InvalidData, Ledger
 from mongoledger._core import HEADROOM, MAX_BSON_SIZE, MAX_DOCUMENT_SIZE
-from mongoledger._sync._io import to_list
+from tests._sync.test_inputs import snapshot
 
 _IS_SYNC = True
 INT64_MIN = -(2**63)
-
-
-def snapshot(ledger: Ledger) -> tuple[list[Any], list[Any]]:
-    accounts = to_list(ledger.accounts.find({}).sort("_id", 1))
-    transactions = to_list(ledger.transactions.find({}).sort("_id", 1))
-    return accounts, transactions
 
 
 @pytest.fixture

@@ -8,14 +8,13 @@ mongos needs (a write inside a DB transaction that names the shard key goes to o
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from typing import Any
 
 import pytest
 from bson import Int64
 
 from mongoledger import InsufficientFunds, InvalidAccount, Ledger, _core
+from tests._sync.racing import hold_writes_until_all_looked_up, race
 
 _IS_SYNC = True
 
@@ -102,31 +101,11 @@ def test_sharded_accounts_are_created_once_by_digest_id(sharded: Ledger) -> None
 
 def test_sharded_accounts_concurrent_creators_make_one(sharded: Ledger) -> None:
     callers = 6
-    if _IS_SYNC:
-        barrier = threading.Barrier(callers, timeout=10)
-        sharded.before_write(lambda ctx: barrier.wait())  # every caller missed the lookup
-    else:
-        arrived: list[int] = []
-        everyone = asyncio.Event()
+    hold_writes_until_all_looked_up(sharded, callers)  # every caller missed the lookup
 
-        def gate(ctx: Any) -> None:
-            arrived.append(1)
-            if len(arrived) == callers:
-                everyone.set()
-            asyncio.wait_for(everyone.wait(), 10)
-
-        sharded.before_write(gate)
-
-    def credit() -> None:
+    def credit(n: int) -> None:
         sharded.increase({"user_id": 9}, 1)
 
-    if _IS_SYNC:
-        threads = [threading.Thread(target=credit) for _ in range(callers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    else:
-        asyncio.gather(*(credit() for _ in range(callers)))
+    race(credit, callers)
     assert sharded.accounts.count_documents({}) == 1
     assert sharded.balance({"user_id": 9}) == callers
