@@ -137,9 +137,17 @@ def test_a_new_instance_lists_indexes_and_creates_none(ledger: Ledger) -> None:
     }
 
 
-def test_only_a_missing_index_is_created(ledger: Ledger) -> None:
+def test_only_a_missing_index_is_created(ledger: Ledger, caplog: pytest.LogCaptureFixture) -> None:
     ledger.transactions.drop_index("ledger_date")
     again = Ledger(ledger.database)
     sent = commands(again, again.ensure_indexes)
     assert sent == {"listIndexes": 3, "createIndexes": 1}
     assert "ledger_date" in ledger.transactions.index_information()
+    assert not caplog.records  # asked for: no warning
+    # Built lazily before a first write on a collection in use: said, with the deploy step.
+    ledger.transactions.drop_index("ledger_date")
+    third = Ledger(ledger.database)
+    with caplog.at_level("WARNING", logger="mongoledger"):
+        third.increase("a", 1)
+    assert "ledger_date" in caplog.text
+    assert "mongoledger init" in caplog.text

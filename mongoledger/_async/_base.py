@@ -3,6 +3,7 @@ capabilities, index creation, the DB-transaction runner and account lookups."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,6 +31,7 @@ from mongoledger.models import HookContext
 __all__ = ["LedgerBase"]
 
 _IS_SYNC = False
+log = logging.getLogger("mongoledger")
 # Every operation's DB transaction: snapshot reads, majority-acknowledged commit.
 _SNAPSHOT = ReadConcern("snapshot")
 _MAJORITY = WriteConcern("majority")
@@ -122,7 +124,7 @@ class LedgerBase:
 
     async def _prepare(self) -> None:
         if not self._indexed:
-            await self.ensure_indexes()
+            await self._ensure_indexes(lazily=True)
 
     async def _has_transactions(self) -> bool:
         """Detect once whether the deployment runs multi-document transactions."""
@@ -174,6 +176,11 @@ class LedgerBase:
         waits for its commit quorum), so run this at deploy time (``mongoledger init``); the
         first write of a ledger instance also runs it, and then only lists.
         """
+        await self._ensure_indexes(lazily=False)
+
+    async def _ensure_indexes(self, *, lazily: bool) -> None:
+        """``ensure_indexes``; ``lazily`` (before a first write) warns about each build on a
+        collection in use."""
         collections = {
             "accounts": self._accounts,
             "transactions": self._transactions,
@@ -186,6 +193,13 @@ class LedgerBase:
             for spec in wanted:
                 if any(_core.index_matches(spec, index) for index in existing):
                     continue
+                if lazily and existing:  # a collection in use: the build may take a while
+                    log.warning(
+                        "creating index %r on %r before the first write; on a large collection "
+                        "run `mongoledger init` (ensure_indexes()) at deploy time instead",
+                        spec.name,
+                        collection.name,
+                    )
                 await self._create_index(collection, spec)
         self._indexed = True
 
