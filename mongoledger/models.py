@@ -17,6 +17,7 @@ __all__ = [
     "BrokenHold",
     "BrokenLink",
     "EventKind",
+    "FloorViolation",
     "HeldMismatch",
     "Hold",
     "HoldStatus",
@@ -24,6 +25,7 @@ __all__ = [
     "LedgerEvent",
     "OperationKind",
     "PeriodStatistics",
+    "RunningBalanceMismatch",
     "Transaction",
     "UnbalancedOperation",
     "VerifyReport",
@@ -221,6 +223,30 @@ class BrokenLink(_Model):
     problem: str
 
 
+class RunningBalanceMismatch(_Model):
+    """A leg whose ``balance_after`` (or ``account_seq``) is not its place in its account's
+    history: e.g. a leg written while another operation's refused leg was being compensated
+    on a deployment without DB transactions."""
+
+    account_id: Any
+    transaction_id: Any
+    account_seq: int | None
+    expected_seq: int
+    balance_after: int | None
+    expected_balance_after: int | None = Field(
+        description="The running balance after the leg (None without cached balances)."
+    )
+
+
+class FloorViolation(_Model):
+    """An account below its ``min_balance`` after a debit (written around the ledger's
+    guards: by hand, or by threads on plain mongomock before writes were serialized)."""
+
+    account_id: Any
+    balance: int
+    min_balance: int
+
+
 class HeldMismatch(_Model):
     """An account whose cached ``held`` differs from the sum of its pending holds."""
 
@@ -246,8 +272,14 @@ class VerifyReport(_Model):
     unbalanced_operations: list[UnbalancedOperation] = Field(default_factory=list)
     broken_links: list[BrokenLink] = Field(default_factory=list)
     missing_accounts: list[Any] = Field(default_factory=list)
+    running_balance_mismatches: list[RunningBalanceMismatch] = Field(default_factory=list)
+    floor_violations: list[FloorViolation] = Field(default_factory=list)
     repaired: list[Any] = Field(
         default_factory=list, description="Accounts whose cached balance was rebuilt."
+    )
+    repaired_histories: list[Any] = Field(
+        default_factory=list,
+        description="Accounts whose legs' running balances and sequence were rewritten.",
     )
     holds_checked: int = 0
     held_mismatches: list[HeldMismatch] = Field(default_factory=list)
@@ -261,18 +293,24 @@ class VerifyReport(_Model):
 
     @property
     def ok(self) -> bool:
-        """True when no discrepancy is left (repaired balances count as fixed)."""
+        """True when no discrepancy is left (repaired balances and histories count as fixed)."""
         repaired = {repr(a) for a in self.repaired}
         unrepaired = [m for m in self.balance_mismatches if repr(m.account_id) not in repaired]
+        rewritten = {repr(a) for a in self.repaired_histories}
+        running = [
+            m for m in self.running_balance_mismatches if repr(m.account_id) not in rewritten
+        ]
         fixed_held = {repr(a) for a in self.repaired_held}
         held = [m for m in self.held_mismatches if repr(m.account_id) not in fixed_held]
         fixed_holds = {repr(h) for h in self.repaired_holds}
         holds = [b for b in self.broken_holds if repr(b.hold_id) not in fixed_holds]
         return not (
             unrepaired
+            or running
             or self.unbalanced_operations
             or self.broken_links
             or self.missing_accounts
+            or self.floor_violations
             or held
             or holds
         )

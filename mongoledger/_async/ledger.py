@@ -53,6 +53,7 @@ class AsyncLedger(Holds, Writes, Reads, Audit, Consumers):
         checkpoints_collection: str = "ledger_checkpoints",
         idempotency_collection: str = "ledger_idempotency",
         default_min_balance: int | None = None,
+        sharded_accounts: bool = False,
         currency_field: str | None = None,
         holds_collection: str = "holds",
     ) -> None:
@@ -72,6 +73,7 @@ class AsyncLedger(Holds, Writes, Reads, Audit, Consumers):
             data_field=data_field,
             require_transactions=require_transactions,
             default_min_balance=default_min_balance,
+            sharded_accounts=sharded_accounts,
             holds_collection=holds_collection,
             currency_field=currency_field,
         )

@@ -137,12 +137,16 @@ class Holds(Writes):
                 )
             leg.held, leg.data = view.amount, view.data
         idempotency = None if key is None else (key, fp)
+        resolved = leg.account_id  # None: the hold creates the source account
         for _attempt in range(_MAX_ATTEMPTS):
+            # Every attempt starts from the resolution, never from an id an aborted (or
+            # compensated) attempt created: an account it created is gone with it.
+            leg.account_id = resolved
             try:
                 self._write_hold(leg, target, target_id, expiry, now, idempotency)
                 break
-            except _GuardFailed as failed:
-                self._diagnose([leg], failed.index)
+            except _GuardFailed:
+                pass  # its cause went away (a refusal raised its reason inside): run again
             except _DuplicateKey:
                 found = self._idempotent_result(key or "", fp)
                 if found is not None:
@@ -205,8 +209,8 @@ class Holds(Writes):
                 break
             except _HoldGuard:
                 self._diagnose_hold(hid, value)
-            except _GuardFailed as failed:
-                self._diagnose(legs, failed.index)
+            except _GuardFailed:
+                pass  # its cause went away (a refusal raised its reason inside): run again
             except _DuplicateKey:
                 found = self._idempotent_result(key or "", fp)
                 if found is not None:
@@ -401,7 +405,7 @@ class Holds(Writes):
                         self._drop_key(idempotency, hold_id)
                 raise
 
-        self._run(body)
+        self._run(body, None if idempotency is None else idempotency[0])
 
     def _create_target(self, target: AccountRef, session: Any) -> tuple[Any, Any]:
         """Create (or find, if a concurrent call created it) the target account of a hold
@@ -460,7 +464,7 @@ class Holds(Writes):
                         self._drop_key(idempotency, operation_id)
                 raise
 
-        self._run(body)
+        self._run(body, None if idempotency is None else idempotency[0])
 
     def _write_release(
         self, hold_id: Any, leg: Leg, operation_id: ObjectId, *, expire_at: datetime | None

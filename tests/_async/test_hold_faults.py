@@ -16,7 +16,7 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect, OperationFailure, PyMongoError
 
-from mongoledger import AsyncLedger, HoldClosed
+from mongoledger import AsyncLedger, HoldClosed, WriteRetriesExhausted
 from mongoledger._async._io import to_list
 from tests._async.test_faults import (  # noqa: F401 (fixtures)
     OFF,
@@ -191,7 +191,7 @@ async def test_unknown_commit_result_not_committed_then_caller_retries(
             error_labels=["UnknownTransactionCommitResult"],
         )
     )
-    with pytest.raises(OperationFailure) as info:
+    with pytest.raises(WriteRetriesExhausted, match="may have committed") as info:
         await run(ledger, kind, hold_id, "op-1")
     assert info.value.has_error_label("UnknownTransactionCommitResult")
     result = await run(ledger, kind, hold_id, "op-1")
@@ -221,7 +221,7 @@ async def test_unknown_commit_result_committed_then_caller_retries(
 
     monkeypatch.setattr(server, "_commit", commit_then_lose_reply)
     key = "op-1" if kind in KEYED else None
-    with pytest.raises(OperationFailure):
+    with pytest.raises(WriteRetriesExhausted, match="may have committed"):
         await run(ledger, kind, hold_id, key)
     if kind == "void":
         with pytest.raises(HoldClosed, match="already voided"):

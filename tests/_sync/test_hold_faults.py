@@ -18,7 +18,7 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect, OperationFailure, PyMongoError
 
-from mongoledger import HoldClosed, Ledger
+from mongoledger import HoldClosed, Ledger, WriteRetriesExhausted
 from mongoledger._sync._io import to_list
 from tests._sync.test_faults import (  # noqa: F401 (fixtures)
     OFF,
@@ -187,7 +187,7 @@ def test_unknown_commit_result_not_committed_then_caller_retries(fault_db: Any, 
             error_labels=["UnknownTransactionCommitResult"],
         )
     )
-    with pytest.raises(OperationFailure) as info:
+    with pytest.raises(WriteRetriesExhausted, match="may have committed") as info:
         run(ledger, kind, hold_id, "op-1")
     assert info.value.has_error_label("UnknownTransactionCommitResult")
     result = run(ledger, kind, hold_id, "op-1")
@@ -217,7 +217,7 @@ def test_unknown_commit_result_committed_then_caller_retries(
 
     monkeypatch.setattr(server, "_commit", commit_then_lose_reply)
     key = "op-1" if kind in KEYED else None
-    with pytest.raises(OperationFailure):
+    with pytest.raises(WriteRetriesExhausted, match="may have committed"):
         run(ledger, kind, hold_id, key)
     if kind == "void":
         with pytest.raises(HoldClosed, match="already voided"):
