@@ -273,12 +273,12 @@ def test_limit_0_shows_everything_past_the_ledgers_pages(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mongoledger.cli._commands
-    from mongoledger import _core
+    from mongoledger._sync import _reads
 
     # The ledger returns one page at a time; --limit 0 ("all") reads them all.
     monkeypatch.setattr(mongoledger.cli._commands, "_PAGE", 2)
-    monkeypatch.setattr(_core, "HISTORY_PAGE", 2)
-    monkeypatch.setattr(_core, "REPORT_PAGE", 2)
+    monkeypatch.setattr(_reads, "HISTORY_PAGE", 2)
+    monkeypatch.setattr(_reads, "REPORT_PAGE", 2)
     for amount in ("1", "2", "3", "4", "5"):
         cli.ok("increase", *ALICE, amount)
     cli.ok("increase", *BOB, "1")
@@ -560,19 +560,19 @@ def test_holds_on_the_command_line(cli: Cli) -> None:
 
 
 def test_expire_every_runs_until_interrupted(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mongoledger import _core
+    from mongoledger._core import clock
     from mongoledger.cli import _commands
 
     cli.ok("increase", *ALICE, "100")
     place = ["hold", "--from", "user_id=1", "--from", "type=wallet", "--to", "shop_id=3"]
     cli.ok(*place, "40", "--expires-in", "60")
     naps: list[float] = []
-    real_now = _core.utcnow
+    real_now = clock.utcnow
 
     def nap(seconds: float) -> None:
         naps.append(seconds)
         if len(naps) == 1:  # a minute passes: the hold expires
-            monkeypatch.setattr(_core, "utcnow", lambda: real_now() + timedelta(minutes=2))
+            monkeypatch.setattr(clock, "utcnow", lambda: real_now() + timedelta(minutes=2))
             return
         raise KeyboardInterrupt  # Ctrl-C
 

@@ -2,34 +2,54 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 
 import bson
 import pytest
 from bson import ObjectId
 
-from mongoledger import _core
-from mongoledger._core import AccountRef, LedgerConfig, Leg
+from mongoledger._core import schema
+from mongoledger._core.accounts import (
+    AccountRef,
+    account_creation,
+    attributes_key,
+    validate_account,
+)
+from mongoledger._core.amounts import validate_amount
+from mongoledger._core.config import LedgerConfig
+from mongoledger._core.data import validate_data
+from mongoledger._core.guards import leg_update
+from mongoledger._core.idempotency import fingerprint
+from mongoledger._core.indexes import (
+    IndexSpec,
+    QueryShape,
+    index_matches,
+    index_serves,
+    index_specs,
+    query_shapes,
+)
+from mongoledger._core.transactions import Leg, transaction_document, transaction_to_model
 from mongoledger.errors import InvalidAccount, InvalidAmount, InvalidConfiguration, InvalidData
 
 
 def test_validate_amount_accepts_int64_range() -> None:
-    assert _core.validate_amount(1) == 1
-    assert _core.validate_amount(-(2**63) + 1) == -(2**63) + 1
-    assert _core.validate_amount(2**63 - 1) == 2**63 - 1
-    assert type(_core.validate_amount(bson.Int64(5))) is int
+    assert validate_amount(1) == 1
+    assert validate_amount(-(2**63) + 1) == -(2**63) + 1
+    assert validate_amount(2**63 - 1) == 2**63 - 1
+    assert type(validate_amount(bson.Int64(5))) is int
 
 
 @pytest.mark.parametrize("bad", [0, True, False, 1.0, "1", None, 2**63, -(2**63) - 1, -(2**63)])
 def test_validate_amount_rejects(bad: object) -> None:
     with pytest.raises(InvalidAmount, match=repr(bad).replace("(", r"\(").replace(")", r"\)")):
-        _core.validate_amount(bad)
+        validate_amount(bad)
 
 
 def test_attributes_key_is_order_independent_and_type_sensitive() -> None:
-    assert _core.attributes_key({"a": 1, "b": "x"}) == _core.attributes_key({"b": "x", "a": 1})
-    assert _core.attributes_key({"a": 1}) != _core.attributes_key({"a": "1"})
-    assert _core.attributes_key({"a": 1}) != _core.attributes_key({"a": 1, "b": 1})
+    assert attributes_key({"a": 1, "b": "x"}) == attributes_key({"b": "x", "a": 1})
+    assert attributes_key({"a": 1}) != attributes_key({"a": "1"})
+    assert attributes_key({"a": 1}) != attributes_key({"a": 1, "b": 1})
 
 
 ONE = [1, 1.0, bson.Int64(1), bson.Decimal128("1"), bson.Decimal128("1.000")]
@@ -38,9 +58,7 @@ ONE = [1, 1.0, bson.Int64(1), bson.Decimal128("1"), bson.Decimal128("1.000")]
 @pytest.mark.parametrize("spelling", ONE)
 def test_attributes_key_compares_numbers_by_value(spelling: object) -> None:
     """A query for ``{"a": 1}`` finds ``{"a": 1.0}``, ``Int64(1)``, ``Decimal128("1.0")``."""
-    assert _core.attributes_key({"a": spelling, "b": "x"}) == _core.attributes_key(
-        {"a": 1, "b": "x"}
-    )
+    assert attributes_key({"a": spelling, "b": "x"}) == attributes_key({"a": 1, "b": "x"})
 
 
 @pytest.mark.parametrize(
@@ -55,21 +73,21 @@ def test_attributes_key_compares_numbers_by_value(spelling: object) -> None:
     ],
 )
 def test_attributes_key_keeps_apart_what_mongodb_does(a: object, b: object) -> None:
-    assert _core.attributes_key({"a": a}) != _core.attributes_key({"a": b})
+    assert attributes_key({"a": a}) != attributes_key({"a": b})
 
 
 def test_attributes_key_exact_values() -> None:
-    key = _core.attributes_key
+    key = attributes_key
     assert key({"a": -0.0}) == key({"a": 0}) == key({"a": bson.Decimal128("-0")})
     assert key({"a": 0.5}) == key({"a": bson.Decimal128("0.50")})
     assert key({"a": 2**53}) == key({"a": float(2**53)})
     # Strings, dates and the other types keep their encoding (keys of existing accounts).
-    legacy = _core.hashlib.sha256(bson.encode({"a": {"s": "x"}})).hexdigest()
+    legacy = hashlib.sha256(bson.encode({"a": {"s": "x"}})).hexdigest()
     assert key({"s": "x"}) == legacy
 
 
 def test_same_account_as_mongodb_compares() -> None:
-    ref = _core.validate_account
+    ref = validate_account
     assert ref({"a": 1}).same_account(ref({"a": bson.Int64(1)}))
     assert ref(1).same_account(ref(1.0))
     assert not ref(1).same_account(ref(True))
@@ -79,24 +97,24 @@ def test_same_account_as_mongodb_compares() -> None:
 
 def test_non_finite_decimal_attributes_are_refused() -> None:
     with pytest.raises(InvalidAccount, match="non-finite"):
-        _core.validate_account({"a": bson.Decimal128("NaN")})
+        validate_account({"a": bson.Decimal128("NaN")})
 
 
 def test_oversize_attribute_set_is_invalid_data() -> None:
     with pytest.raises(InvalidData, match="attribute set"):
-        _core.validate_account({"name": "x" * _core.MAX_DOCUMENT_SIZE})
-    _core.validate_account({"name": "x" * 1_000_000})  # large, but fits
+        validate_account({"name": "x" * schema.MAX_DOCUMENT_SIZE})
+    validate_account({"name": "x" * 1_000_000})  # large, but fits
 
 
 def test_account_reference_forms() -> None:
-    assert _core.validate_account("x").id == "x"
+    assert validate_account("x").id == "x"
     oid = ObjectId()
-    assert _core.validate_account(oid).id is oid
-    ref = _core.validate_account({"user_id": 7})
+    assert validate_account(oid).id is oid
+    ref = validate_account({"user_id": 7})
     assert ref.attributes == {"user_id": 7}
-    assert ref.key == _core.attributes_key({"user_id": 7})
+    assert ref.key == attributes_key({"user_id": 7})
     with pytest.raises(InvalidAccount, match="owns"):
-        _core.validate_account({"balance": 1}, owned={"balance"})
+        validate_account({"balance": 1}, owned={"balance"})
 
 
 def test_config_rejects_colliding_and_unusable_names() -> None:
@@ -115,15 +133,15 @@ def test_config_rejects_colliding_and_unusable_names() -> None:
 def test_leg_update_guards_overflow_and_floor() -> None:
     cfg = LedgerConfig()
     when = datetime(2026, 1, 5, tzinfo=timezone.utc)
-    credit = _core.leg_update(cfg, AccountRef(id=1), 5, when)
+    credit = leg_update(cfg, AccountRef(id=1), 5, when)
     assert credit.filter == {"_id": 1, "balance": {"$lte": 2**63 - 1 - 5}}
     # The same update raises the account's last_date (what tells balance_at its shortcut).
     assert credit.update == {"$inc": {"seq": 1, "balance": 5}, "$max": {"last_date": when}}
     assert credit.projection == {"seq": 1, "balance": 1, "last_date": 1}
-    debit = _core.leg_update(cfg, AccountRef(id=1), -5, when)
+    debit = leg_update(cfg, AccountRef(id=1), -5, when)
     assert debit.filter["balance"] == {"$gte": -(2**63) + 5}
     assert "$or" in debit.filter
-    flt, create = _core.account_creation(cfg, AccountRef(attributes={"u": 1}, key="k"), 0)
+    flt, create = account_creation(cfg, AccountRef(attributes={"u": 1}, key="k"), 0)
     assert flt == {"attributes_key": "k"}
     assert create["$setOnInsert"]["balance"] == 0
     assert create["$setOnInsert"]["min_balance"] == 0
@@ -141,7 +159,7 @@ def test_transaction_document_shape() -> None:
         balance_after=10,
         account_seq=3,
     )
-    doc = _core.transaction_document(
+    doc = transaction_document(
         cfg,
         leg,
         index=0,
@@ -167,7 +185,7 @@ def test_transaction_document_shape() -> None:
         "idempotency_hash": "h",
         "note": "x",
     }
-    model = _core.transaction_to_model(cfg, doc)
+    model = transaction_to_model(cfg, doc)
     assert model.data == {"note": "x"}
     assert model.extra_account_id == "b"
 
@@ -175,22 +193,22 @@ def test_transaction_document_shape() -> None:
 def test_validate_data_copies_deeply() -> None:
     cfg = LedgerConfig()
     source = {"a": {"b": [1, {"c": 2}]}}
-    copy = _core.validate_data(cfg, source)
+    copy = validate_data(cfg, source)
     copy["a"]["b"][1]["c"] = 3
     assert source["a"]["b"][1]["c"] == 2
     with pytest.raises(InvalidData, match=r"a\.b\[1\]"):
-        _core.validate_data(cfg, {"a": {"b": [1, {"$c": 1}]}})
+        validate_data(cfg, {"a": {"b": [1, {"$c": 1}]}})
 
 
 def test_fingerprint_distinguishes_arguments() -> None:
     a, b = AccountRef(id="a"), AccountRef(attributes={"u": 1}, key="k")
     x1, x2 = {"x": 1}, {"x": 2}
-    base = _core.fingerprint("transfer", [(a, -5, x1), (b, 5, x1)])
-    assert base == _core.fingerprint("transfer", [(a, -5, {"x": 1}), (b, 5, {"x": 1})])
-    assert base != _core.fingerprint("transfer", [(a, -6, x1), (b, 6, x1)])
-    assert base != _core.fingerprint("transfer", [(a, -5, x2), (b, 5, x2)])
-    assert base != _core.fingerprint("transfer", [(a, -5, x1), (b, 5, x2)])  # one leg's data
-    assert base != _core.fingerprint("post", [(a, -5, x1), (b, 5, x1)])
+    base = fingerprint("transfer", [(a, -5, x1), (b, 5, x1)])
+    assert base == fingerprint("transfer", [(a, -5, {"x": 1}), (b, 5, {"x": 1})])
+    assert base != fingerprint("transfer", [(a, -6, x1), (b, 6, x1)])
+    assert base != fingerprint("transfer", [(a, -5, x2), (b, 5, x2)])
+    assert base != fingerprint("transfer", [(a, -5, x1), (b, 5, x2)])  # one leg's data
+    assert base != fingerprint("post", [(a, -5, x1), (b, 5, x1)])
 
 
 @pytest.mark.parametrize(
@@ -202,45 +220,43 @@ def test_fingerprint_distinguishes_arguments() -> None:
     ],
 )
 def test_every_query_shape_is_served_by_a_declared_index(cfg: LedgerConfig) -> None:
-    specs = _core.index_specs(cfg)
-    for shape in _core.query_shapes(cfg):
-        serving = [s.name for s in specs if _core.index_serves(s, shape)]
+    specs = index_specs(cfg)
+    for shape in query_shapes(cfg):
+        serving = [s.name for s in specs if index_serves(s, shape)]
         assert serving, f"no index serves the {shape.name!r} query"
 
 
 def test_index_serves_rejects_wrong_prefix() -> None:
-    spec = _core.IndexSpec("transactions", (("account_id", 1), ("account_seq", -1)), "x")
-    assert not _core.index_serves(spec, _core.QueryShape("q", "transactions", ("date",)))
-    assert not _core.index_serves(spec, _core.QueryShape("q", "accounts", ("account_id",)))
-    assert not _core.index_serves(
-        spec, _core.QueryShape("q", "transactions", ("account_id",), sort=("date",))
-    )
+    spec = IndexSpec("transactions", (("account_id", 1), ("account_seq", -1)), "x")
+    assert not index_serves(spec, QueryShape("q", "transactions", ("date",)))
+    assert not index_serves(spec, QueryShape("q", "accounts", ("account_id",)))
+    assert not index_serves(spec, QueryShape("q", "transactions", ("account_id",), sort=("date",)))
 
 
 def test_index_matches_what_list_indexes_returns() -> None:
     cfg = LedgerConfig()
-    specs = {spec.name: spec for spec in _core.index_specs(cfg)}
+    specs = {spec.name: spec for spec in index_specs(cfg)}
     seq = specs["ledger_account_seq"]
     listed = {"key": {"account_id": 1, "account_seq": -1}, "name": "mine", "v": 2}
-    assert _core.index_matches(seq, listed)  # under another name: it serves as well
-    assert _core.index_matches(seq, {**listed, "key": {"account_id": 1.0, "account_seq": -1.0}})
-    assert not _core.index_matches(seq, {**listed, "key": {"account_id": 1, "account_seq": 1}})
-    assert not _core.index_matches(seq, {**listed, "key": {"account_id": 1}})
-    assert not _core.index_matches(seq, {**listed, "unique": True})
+    assert index_matches(seq, listed)  # under another name: it serves as well
+    assert index_matches(seq, {**listed, "key": {"account_id": 1.0, "account_seq": -1.0}})
+    assert not index_matches(seq, {**listed, "key": {"account_id": 1, "account_seq": 1}})
+    assert not index_matches(seq, {**listed, "key": {"account_id": 1}})
+    assert not index_matches(seq, {**listed, "unique": True})
     unique = specs["ledger_attributes_key"]
     listed = {
         "key": {"attributes_key": 1},
         "unique": True,
         "partialFilterExpression": {"attributes_key": {"$exists": True}},
     }
-    assert _core.index_matches(unique, listed)
-    assert not _core.index_matches(unique, {**listed, "unique": False})
-    assert not _core.index_matches(unique, {**listed, "partialFilterExpression": None})
+    assert index_matches(unique, listed)
+    assert not index_matches(unique, {**listed, "unique": False})
+    assert not index_matches(unique, {**listed, "partialFilterExpression": None})
     wildcard = specs["ledger_attributes"]
     projection = dict.fromkeys(wildcard.wildcard_projection or {}, False)
-    assert _core.index_matches(wildcard, {"key": {"$**": 1}, "wildcardProjection": projection})
-    assert not _core.index_matches(wildcard, {"key": {"$**": 1}, "wildcardProjection": {"a": 1}})
-    assert _core.index_matches(wildcard, {"key": {"$**": 1}})  # every field: it serves too
+    assert index_matches(wildcard, {"key": {"$**": 1}, "wildcardProjection": projection})
+    assert not index_matches(wildcard, {"key": {"$**": 1}, "wildcardProjection": {"a": 1}})
+    assert index_matches(wildcard, {"key": {"$**": 1}})  # every field: it serves too
     assert "ledger_attributes_key" not in {
-        s.name for s in _core.index_specs(LedgerConfig(sharded_accounts=True))
+        s.name for s in index_specs(LedgerConfig(sharded_accounts=True))
     }

@@ -14,9 +14,13 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
-from mongoledger import _core
 from mongoledger._async._io import aggregate, maybe_await, mongomock_writes, to_list
-from mongoledger._core import AccountRef, LedgerConfig
+from mongoledger._core.accounts import AccountRef, account_lookup_filter, validate_account
+from mongoledger._core.amounts import checked_total
+from mongoledger._core.config import LedgerConfig
+from mongoledger._core.idempotency import idempotency_id
+from mongoledger._core.indexes import IndexSpec, index_matches, index_specs
+from mongoledger._core.reads import sum_pipeline
 from mongoledger.errors import (
     AccountNotFound,
     IdempotencyConflict,
@@ -89,7 +93,7 @@ class LedgerBase:
 
     async def _find_by_attributes(self, ref: AccountRef) -> Mapping[str, Any] | None:
         assert ref.attributes is not None
-        docs = await to_list(self._accounts.find(_core.account_lookup_filter(ref)).limit(2))
+        docs = await to_list(self._accounts.find(account_lookup_filter(ref)).limit(2))
         if len(docs) > 1:
             raise InvalidAccount(
                 f"account {ref.attributes!r} is ambiguous: it matches several accounts "
@@ -103,7 +107,7 @@ class LedgerBase:
         A record written before keys were scoped to their ledger (``_id`` is the bare key) is
         read in the same query and counts only when its transactions are in this ledger.
         """
-        scoped = _core.idempotency_id(self._cfg, key)
+        scoped = idempotency_id(self._cfg, key)
         records = await to_list(self._idempotency.find({"_id": {"$in": [scoped, key]}}))
         record = next((r for r in records if r["_id"] == scoped), None)
         if record is None:
@@ -188,12 +192,12 @@ class LedgerBase:
             "idempotency": self._idempotency,
             "holds": self._holds,
         }
-        specs = _core.index_specs(self._cfg)
+        specs = index_specs(self._cfg)
         for role, collection in collections.items():
             wanted = [spec for spec in specs if spec.collection == role]
             existing = await to_list(await maybe_await(collection.list_indexes()))
             for spec in wanted:
-                if any(_core.index_matches(spec, index) for index in existing):
+                if any(index_matches(spec, index) for index in existing):
                     continue
                 if lazily and existing:  # a collection in use: the build may take a while
                     log.warning(
@@ -206,7 +210,7 @@ class LedgerBase:
         self._indexed = True
 
     @staticmethod
-    async def _create_index(collection: Any, spec: _core.IndexSpec) -> None:
+    async def _create_index(collection: Any, spec: IndexSpec) -> None:
         try:
             await collection.create_index(list(spec.keys), **spec.kwargs())
         except OperationFailure as exc:
@@ -222,7 +226,7 @@ class LedgerBase:
     # Account lookups
 
     async def _find_account(self, account: Any) -> Mapping[str, Any]:
-        ref = _core.validate_account(account, self._cfg.owned_account_fields)
+        ref = validate_account(account, self._cfg.owned_account_fields)
         if ref.is_id:
             doc = await self._accounts.find_one({"_id": ref.id})
         else:
@@ -232,11 +236,11 @@ class LedgerBase:
         return dict(doc)
 
     async def _sum(self, match: dict[str, Any], *, what: str = "the balance") -> int:
-        rows = await aggregate(self._transactions, _core.sum_pipeline(self._cfg, match))
-        return _core.checked_total(rows[0]["total"], what=what) if rows else 0
+        rows = await aggregate(self._transactions, sum_pipeline(self._cfg, match))
+        return checked_total(rows[0]["total"], what=what) if rows else 0
 
     async def _account_id(self, account: Any) -> Any:
-        ref = _core.validate_account(account, self._cfg.owned_account_fields)
+        ref = validate_account(account, self._cfg.owned_account_fields)
         if ref.is_id:
             return ref.id
         return (await self._find_account(account))["_id"]

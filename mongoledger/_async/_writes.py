@@ -33,7 +33,6 @@ from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from mongoledger import _core, _dates
 from mongoledger._async._base import Hook, LedgerBase
 from mongoledger._async._io import (
     call_back,
@@ -42,7 +41,38 @@ from mongoledger._async._io import (
     mongomock_writes,
     to_list,
 )
-from mongoledger._core import NO_FLOOR, AccountRef, Leg, NoFloor
+from mongoledger._core import clock, schema
+from mongoledger._core.accounts import (
+    AccountRef,
+    account_creation,
+    account_filter,
+    same_value,
+    validate_account,
+)
+from mongoledger._core.amounts import (
+    NO_FLOOR,
+    NoFloor,
+    check_balanced,
+    validate_amount,
+    validate_min_balance,
+)
+from mongoledger._core.currencies import check_currencies
+from mongoledger._core.data import validate_data
+from mongoledger._core.dates import comparable, same_stored
+from mongoledger._core.guards import LegUpdate, leg_update
+from mongoledger._core.idempotency import (
+    fingerprint,
+    idempotency_document,
+    idempotency_id,
+    validate_idempotency_key,
+)
+from mongoledger._core.transactions import (
+    Leg,
+    check_sizes,
+    reversal_legs,
+    transaction_document,
+    validate_transaction_id,
+)
 from mongoledger.errors import (
     AccountNotFound,
     AfterWriteError,
@@ -120,7 +150,7 @@ class Writes(LedgerBase):
         idempotency_key: str | None = None,
     ) -> ObjectId:
         """Move ``amount`` into ``account`` (negative: out of it). Returns the transaction id."""
-        value = _core.validate_amount(amount)
+        value = validate_amount(amount)
         ids = await self._operation("increase", [(account, value, None)], data, idempotency_key)
         return ids[0]
 
@@ -133,7 +163,7 @@ class Writes(LedgerBase):
         idempotency_key: str | None = None,
     ) -> ObjectId:
         """Move ``amount`` out of ``account``; the same as ``increase(account, -amount)``."""
-        value = _core.validate_amount(amount)
+        value = validate_amount(amount)
         ids = await self._operation("decrease", [(account, -value, None)], data, idempotency_key)
         return ids[0]
 
@@ -147,12 +177,12 @@ class Writes(LedgerBase):
         idempotency_key: str | None = None,
     ) -> list[ObjectId]:
         """Move ``amount`` (> 0) between two accounts. Returns ``[from_leg_id, to_leg_id]``."""
-        value = _core.validate_amount(amount)
+        value = validate_amount(amount)
         if value < 0:
             raise InvalidAmount(f"transfer amount {value!r} must be positive; swap the accounts")
         owned = self._cfg.owned_account_fields
-        source = _core.validate_account(from_account, owned)
-        target = _core.validate_account(to_account, owned)
+        source = validate_account(from_account, owned)
+        target = validate_account(to_account, owned)
         if source.same_account(target):
             raise InvalidAccount(f"transfer from account {from_account!r} to itself")
         legs = [(source, -value, None), (target, value, None)]
@@ -179,9 +209,9 @@ class Writes(LedgerBase):
                 raise InvalidAmount(f"leg {i} {leg!r} is not an (account, amount[, data]) tuple")
             if len(leg) not in (2, 3):
                 raise InvalidAmount(f"leg {i} {leg!r} is not an (account, amount[, data]) tuple")
-            amount = _core.validate_amount(leg[1], what=f"leg {i} amount")
+            amount = validate_amount(leg[1], what=f"leg {i} amount")
             planned.append((leg[0], amount, leg[2] if len(leg) == 3 else None))
-        _core.check_balanced("post", [amount for _, amount, _ in planned])
+        check_balanced("post", [amount for _, amount, _ in planned])
         return await self._operation("post", planned, data, idempotency_key)
 
     async def revert(
@@ -197,32 +227,32 @@ class Writes(LedgerBase):
         id for a one-leg operation, else the ids in leg order. The originals are marked
         ``reverted_by``; reverting again raises ``AlreadyReverted``.
         """
-        tid = _core.validate_transaction_id(transaction_id)
+        tid = validate_transaction_id(transaction_id)
         cfg = self._cfg
-        extra = _core.validate_data(cfg, data)
-        key = _core.validate_idempotency_key(idempotency_key)
+        extra = validate_data(cfg, data)
+        key = validate_idempotency_key(idempotency_key)
         fp = ""
         if key is not None:
-            fp = _core.fingerprint("revert", [(tid, 0, extra)])
+            fp = fingerprint("revert", [(tid, 0, extra)])
             found = await self._idempotent_result(key, fp)
             if found is not None:
                 return found[0] if len(found) == 1 else found
         original = await self._transactions.find_one(
-            {"_id": tid}, {_core.OPERATION_ID: 1, _core.REVERTED_BY: 1}
+            {"_id": tid}, {schema.OPERATION_ID: 1, schema.REVERTED_BY: 1}
         )
         if original is None:
             raise TransactionNotFound(tid)
-        if original.get(_core.REVERTED_BY) is not None:
-            raise AlreadyReverted(tid, original[_core.REVERTED_BY])
+        if original.get(schema.REVERTED_BY) is not None:
+            raise AlreadyReverted(tid, original[schema.REVERTED_BY])
         docs = await to_list(
-            self._transactions.find({_core.OPERATION_ID: original[_core.OPERATION_ID]}).sort(
-                _core.LEG, 1
+            self._transactions.find({schema.OPERATION_ID: original[schema.OPERATION_ID]}).sort(
+                schema.LEG, 1
             )
         )
         for doc in docs:
-            if doc.get(_core.REVERTED_BY) is not None:
-                raise AlreadyReverted(doc["_id"], doc[_core.REVERTED_BY])
-        legs = _core.reversal_legs(cfg, docs)
+            if doc.get(schema.REVERTED_BY) is not None:
+                raise AlreadyReverted(doc["_id"], doc[schema.REVERTED_BY])
+        legs = reversal_legs(cfg, docs)
         for leg in legs:
             leg.data = dict(extra)
         ids = await self._execute("revert", legs, key, fp, revert=True)
@@ -244,7 +274,7 @@ class Writes(LedgerBase):
         ``attributes=None`` creates a new anonymous account.
         """
         cfg = self._cfg
-        floor = _core.validate_min_balance(min_balance)
+        floor = validate_min_balance(min_balance)
         if floor is not None and cfg.balance_field is None:
             raise InvalidConfiguration("min_balance needs a cached balance (balance_field)")
         explicit = min_balance is not None
@@ -256,11 +286,11 @@ class Writes(LedgerBase):
         else:
             if not isinstance(attributes, Mapping):
                 raise InvalidAccount(f"attributes {attributes!r} is not a mapping")
-            ref = _core.validate_account(attributes, cfg.owned_account_fields)
+            ref = validate_account(attributes, cfg.owned_account_fields)
             existing = await self._find_by_attributes(ref)
             if existing is not None:
                 return self._check_floor(existing, ref, min_balance if explicit else None)
-        flt, update = _core.account_creation(cfg, ref, initial)
+        flt, update = account_creation(cfg, ref, initial)
         try:
             with mongomock_writes(self._accounts):
                 doc = await self._accounts.find_one_and_update(
@@ -275,8 +305,8 @@ class Writes(LedgerBase):
         """The account's id; an explicitly named floor (a number or NO_FLOOR) must be its."""
         if wanted is None:
             return doc["_id"]
-        floor = doc.get(_core.MIN_BALANCE)
-        if floor != _core.validate_min_balance(wanted):
+        floor = doc.get(schema.MIN_BALANCE)
+        if floor != validate_min_balance(wanted):
             raise InvalidAccount(
                 f"account {ref.describe()!r} exists with min_balance "
                 f"{NO_FLOOR if floor is None else floor!r}, not {wanted!r}"
@@ -294,21 +324,21 @@ class Writes(LedgerBase):
     ) -> list[ObjectId]:
         cfg = self._cfg
         owned = cfg.owned_account_fields
-        extra = _core.validate_data(cfg, data)
+        extra = validate_data(cfg, data)
         refs = [
-            account if isinstance(account, AccountRef) else _core.validate_account(account, owned)
+            account if isinstance(account, AccountRef) else validate_account(account, owned)
             for account, _, _ in legs
         ]
         planned = []
         for i, ((_, amount, leg_data), ref) in enumerate(zip(legs, refs, strict=True)):
             merged = dict(extra)
             if leg_data is not None:
-                merged.update(_core.validate_data(cfg, leg_data, what=f"leg {i} data"))
+                merged.update(validate_data(cfg, leg_data, what=f"leg {i} data"))
             planned.append(Leg(account=ref, amount=amount, data=merged))
-        key = _core.validate_idempotency_key(idempotency_key)
+        key = validate_idempotency_key(idempotency_key)
         fp = ""
         if key is not None:
-            fp = _core.fingerprint(kind, [(leg.account, leg.amount, leg.data) for leg in planned])
+            fp = fingerprint(kind, [(leg.account, leg.amount, leg.data) for leg in planned])
             found = await self._idempotent_result(key, fp)
             if found is not None:
                 return found
@@ -333,7 +363,7 @@ class Writes(LedgerBase):
         if (
             kind == "transfer"
             and legs[0].account_id is not None
-            and _core.same_value(legs[0].account_id, legs[1].account_id)
+            and same_value(legs[0].account_id, legs[1].account_id)
         ):
             raise InvalidAccount(
                 f"transfer from account {legs[0].account.describe()!r} to "
@@ -345,7 +375,7 @@ class Writes(LedgerBase):
         # the DB transaction (see _write), so the size check uses a stand-in (date=None).
         date = None if cfg.date_value is None else cfg.operation_date()
         idempotency = None if key is None else (key, fp)
-        _core.check_sizes(cfg, legs, kind=kind, date=date, idempotency=idempotency)
+        check_sizes(cfg, legs, kind=kind, date=date, idempotency=idempotency)
         resolved = [leg.account_id for leg in legs]  # None: the operation creates the account
         refused = 0
         for _attempt in range(_MAX_ATTEMPTS):
@@ -361,8 +391,8 @@ class Writes(LedgerBase):
             except _Reverted:
                 for leg in legs:
                     doc = await self._transactions.find_one({"_id": leg.reverts})
-                    if doc is not None and doc.get(_core.REVERTED_BY) is not None:
-                        raise AlreadyReverted(leg.reverts, doc[_core.REVERTED_BY]) from None
+                    if doc is not None and doc.get(schema.REVERTED_BY) is not None:
+                        raise AlreadyReverted(leg.reverts, doc[schema.REVERTED_BY]) from None
             except _DuplicateKey:
                 found = await self._idempotent_result(key or "", fp)
                 if found is not None:
@@ -429,7 +459,7 @@ class Writes(LedgerBase):
         chosen = self._cfg.date_value is None  # the ledger picks the date: "now"
         # "Now" is read inside the DB transaction, at every attempt: a retried attempt never
         # carries the date of one that lost to a concurrent writer.
-        date = _core.utcnow() if chosen else given
+        date = clock.utcnow() if chosen else given
         posting.dates = (date, date)
         latest: list[tuple[Any, Any]] = []  # (account id, its last_date after the leg)
         await self._move_legs(legs, session, posting.applied, date=date, latest=latest)
@@ -448,7 +478,7 @@ class Writes(LedgerBase):
         session: Any,
     ) -> None:
         """Insert the key's record: the unique ``_id`` makes its first operation the only one."""
-        record = _core.idempotency_document(self._cfg, *idempotency, kind, operation_id, ids)
+        record = idempotency_document(self._cfg, *idempotency, kind, operation_id, ids)
         try:
             await self._idempotency.insert_one(record, session=session)
         except DuplicateKeyError:  # a concurrent call with this key got there first
@@ -457,8 +487,8 @@ class Writes(LedgerBase):
     async def _drop_key(self, idempotency: tuple[str, str], operation_id: ObjectId) -> None:
         await self._idempotency.delete_one(
             {
-                "_id": _core.idempotency_id(self._cfg, idempotency[0]),
-                _core.OPERATION_ID: operation_id,
+                "_id": idempotency_id(self._cfg, idempotency[0]),
+                schema.OPERATION_ID: operation_id,
             }
         )
 
@@ -482,14 +512,14 @@ class Writes(LedgerBase):
             by_id = target.is_id
             if leg.account_id is not None and not by_id:
                 target = AccountRef(id=leg.account_id)
-            update = _core.leg_update(cfg, target, leg.amount, date, leg.held)
+            update = leg_update(cfg, target, leg.amount, date, leg.held)
             if leg.currency_guard is not None and currency_field is not None:
                 update.filter[currency_field] = leg.currency_guard[0]
             doc = await self._move(update, session)
             created = False
             if doc is None and (leg.account_id is None or (cfg.auto_create_account and by_id)):
                 # The account may not exist yet: create it at zero, then move it.
-                flt, insert = _core.account_creation(cfg, target, cfg.default_min_balance)
+                flt, insert = account_creation(cfg, target, cfg.default_min_balance)
                 try:
                     result = await self._accounts.update_one(
                         flt, insert, upsert=True, session=session
@@ -507,18 +537,18 @@ class Writes(LedgerBase):
                     await self._explain_refusal(leg, target, session)
                 finally:
                     if created and session is None:
-                        await self._accounts.delete_one({"_id": result.upserted_id, _core.SEQ: 0})
+                        await self._accounts.delete_one({"_id": result.upserted_id, schema.SEQ: 0})
                 raise _GuardFailed(index)
             leg.account_id = doc["_id"]
-            leg.account_seq = int(doc[_core.SEQ])
+            leg.account_seq = int(doc[schema.SEQ])
             if balance_field:
                 leg.balance_after = int(doc[balance_field])
             if currency_field is not None:
                 leg.currency = doc.get(currency_field)
             applied.append((leg, created))
             if leg.amount:  # a hold's leg moves no balance and dates nothing
-                latest.append((doc["_id"], doc.get(_core.LAST_DATE)))
-        _core.check_currencies(cfg, legs)
+                latest.append((doc["_id"], doc.get(schema.LAST_DATE)))
+        check_currencies(cfg, legs)
 
     async def _insert_legs(
         self,
@@ -535,7 +565,7 @@ class Writes(LedgerBase):
             legs[0].extra_account_id = legs[1].account_id
             legs[1].extra_account_id = legs[0].account_id
         docs = [
-            _core.transaction_document(
+            transaction_document(
                 cfg,
                 leg,
                 index=i,
@@ -570,13 +600,11 @@ class Writes(LedgerBase):
         ``backdated_from`` (one more command each, only then), which sends ``balance_at``
         to the aggregation where the shortcut would be wrong.
         """
-        if all(_dates.same_stored(last, date) for _, last in latest):
+        if all(same_stored(last, date) for _, last in latest):
             return date  # the common path: every account's dates are in order
-        stamp = _dates.comparable(date)
+        stamp = comparable(date)
         later = [
-            _dates.comparable(last)
-            for _, last in latest
-            if last is not None and _dates.comparable(last) != stamp
+            comparable(last) for _, last in latest if last is not None and comparable(last) != stamp
         ]
         if not later:
             return date
@@ -584,22 +612,22 @@ class Writes(LedgerBase):
         if chosen:
             final = max([stamp, *(d for d in later if isinstance(d, datetime))])
             for account_id, last in latest:
-                if repr(account_id) not in seen and _dates.comparable(last) != final:
+                if repr(account_id) not in seen and comparable(last) != final:
                     seen.add(repr(account_id))
                     await self._accounts.update_one(
-                        {"_id": account_id}, {"$max": {_core.LAST_DATE: final}}, session=session
+                        {"_id": account_id}, {"$max": {schema.LAST_DATE: final}}, session=session
                     )
             return final
         for account_id, last in latest:
-            if repr(account_id) not in seen and _dates.comparable(last) != stamp:
+            if repr(account_id) not in seen and comparable(last) != stamp:
                 seen.add(repr(account_id))
                 before = await self._accounts.find_one_and_update(
                     {"_id": account_id},
-                    {"$min": {_core.BACKDATED_FROM: date}},
-                    projection={_core.BACKDATED_FROM: 1},
+                    {"$min": {schema.BACKDATED_FROM: date}},
+                    projection={schema.BACKDATED_FROM: 1},
                     session=session,
                 )
-                flagged.append((account_id, (before or {}).get(_core.BACKDATED_FROM)))
+                flagged.append((account_id, (before or {}).get(schema.BACKDATED_FROM)))
         return date
 
     async def _restore_dates(
@@ -621,21 +649,21 @@ class Writes(LedgerBase):
                 {cfg.date_field: 1},
                 sort=[(cfg.date_field, -1)],
             )
-            ours = {"_id": leg.account_id, _core.LAST_DATE: {"$in": list(dates)}}
+            ours = {"_id": leg.account_id, schema.LAST_DATE: {"$in": list(dates)}}
             if top is None:
-                await self._accounts.update_one(ours, {"$unset": {_core.LAST_DATE: ""}})
+                await self._accounts.update_one(ours, {"$unset": {schema.LAST_DATE: ""}})
             else:
                 await self._accounts.update_one(
-                    ours, {"$set": {_core.LAST_DATE: top.get(cfg.date_field)}}
+                    ours, {"$set": {schema.LAST_DATE: top.get(cfg.date_field)}}
                 )
         for account_id, previous in flagged:
-            ours = {"_id": account_id, _core.BACKDATED_FROM: dates[1]}
+            ours = {"_id": account_id, schema.BACKDATED_FROM: dates[1]}
             if previous is None:
-                await self._accounts.update_one(ours, {"$unset": {_core.BACKDATED_FROM: ""}})
+                await self._accounts.update_one(ours, {"$unset": {schema.BACKDATED_FROM: ""}})
             else:
-                await self._accounts.update_one(ours, {"$set": {_core.BACKDATED_FROM: previous}})
+                await self._accounts.update_one(ours, {"$set": {schema.BACKDATED_FROM: previous}})
 
-    async def _move(self, update: _core.LegUpdate, session: Any) -> Any:
+    async def _move(self, update: LegUpdate, session: Any) -> Any:
         """The guarded ``$inc`` of one leg: the account after it, or None if a guard failed
         (or the account does not exist)."""
         return await self._accounts.find_one_and_update(
@@ -655,8 +683,8 @@ class Writes(LedgerBase):
         link = self._cfg.account_link_field
         updates = [
             (
-                {"_id": leg.reverts, link: leg.account_id, _core.REVERTED_BY: {"$exists": False}},
-                {"$set": {_core.REVERTED_BY: leg.id}},
+                {"_id": leg.reverts, link: leg.account_id, schema.REVERTED_BY: {"$exists": False}},
+                {"$set": {schema.REVERTED_BY: leg.id}},
             )
             for leg in legs
         ]
@@ -678,8 +706,8 @@ class Writes(LedgerBase):
         link = self._cfg.account_link_field
         for leg in legs:
             await self._transactions.update_one(
-                {"_id": leg.reverts, link: leg.account_id, _core.REVERTED_BY: leg.id},
-                {"$unset": {_core.REVERTED_BY: ""}},
+                {"_id": leg.reverts, link: leg.account_id, schema.REVERTED_BY: leg.id},
+                {"$unset": {schema.REVERTED_BY: ""}},
             )
 
     async def _compensate(self, applied: list[tuple[Leg, bool]], marked: list[Leg]) -> None:
@@ -689,10 +717,10 @@ class Writes(LedgerBase):
             if created:
                 only_ours: dict[str, Any] = {
                     "_id": leg.account_id,
-                    _core.SEQ: 1 if leg.amount else 0,
+                    schema.SEQ: 1 if leg.amount else 0,
                 }
                 if leg.held:
-                    only_ours[_core.HELD] = leg.held
+                    only_ours[schema.HELD] = leg.held
                 result = await self._accounts.delete_one(only_ours)
                 if result.deleted_count:
                     continue
@@ -700,12 +728,12 @@ class Writes(LedgerBase):
             if cfg.balance_field and leg.amount:
                 undo[cfg.balance_field] = -leg.amount
             if leg.held:
-                undo[_core.HELD] = -leg.held
+                undo[schema.HELD] = -leg.held
             if leg.amount:
                 # Give the sequence number back only if no other operation took the next one.
                 result = await self._accounts.update_one(
-                    {"_id": leg.account_id, _core.SEQ: leg.account_seq},
-                    {"$inc": {**undo, _core.SEQ: -1}},
+                    {"_id": leg.account_id, schema.SEQ: leg.account_seq},
+                    {"$inc": {**undo, schema.SEQ: -1}},
                 )
                 if result.modified_count:
                     continue
@@ -723,9 +751,7 @@ class Writes(LedgerBase):
         transactions it is read at once, and a concurrent write may have changed it.)
         """
         cfg = self._cfg
-        doc = await self._accounts.find_one(
-            _core.account_filter(self._cfg, target), session=session
-        )
+        doc = await self._accounts.find_one(account_filter(self._cfg, target), session=session)
         if doc is None:
             if not cfg.auto_create_account:
                 raise AccountNotFound(leg.account.describe())
@@ -737,13 +763,13 @@ class Writes(LedgerBase):
                     {doc["_id"]: doc.get(cfg.currency_field), counterpart: currency},
                     cfg.currency_field,
                 )
-        held = doc.get(_core.HELD) or 0
+        held = doc.get(schema.HELD) or 0
         if isinstance(held, bool) or not isinstance(held, int):
             raise InvalidAccount(
-                f"account {doc['_id']!r} has no integer {_core.HELD!r} field ({held!r}: changed "
+                f"account {doc['_id']!r} has no integer {schema.HELD!r} field ({held!r}: changed "
                 "outside the ledger?); verify(repair=True) rebuilds it from the pending holds"
             )
-        if leg.held > 0 and held + leg.held > _core.INT64_MAX:
+        if leg.held > 0 and held + leg.held > schema.INT64_MAX:
             raise InvalidAmount(
                 f"amount {leg.held} would overflow the int64 held sum {held} of account "
                 f"{doc['_id']!r}"
@@ -751,15 +777,15 @@ class Writes(LedgerBase):
         if cfg.balance_field is None:
             return
         balance = doc.get(cfg.balance_field)
-        floor = doc.get(_core.MIN_BALANCE)
-        for name, value in ((cfg.balance_field, balance), (_core.MIN_BALANCE, floor)):
+        floor = doc.get(schema.MIN_BALANCE)
+        for name, value in ((cfg.balance_field, balance), (schema.MIN_BALANCE, floor)):
             if isinstance(value, bool) or not isinstance(value, int | None) or balance is None:
                 raise InvalidAccount(
                     f"account {doc['_id']!r} has no integer {name!r} field ({value!r}: created "
                     "or changed outside the ledger?); verify(repair=True) rebuilds the balance"
                 )
         result = int(balance) + leg.amount
-        if not _core.INT64_MIN <= result <= _core.INT64_MAX:
+        if not schema.INT64_MIN <= result <= schema.INT64_MAX:
             raise InvalidAmount(
                 f"amount {leg.amount} would overflow the int64 balance {balance} of account "
                 f"{doc['_id']!r}"
@@ -807,18 +833,18 @@ class Writes(LedgerBase):
             )
             for fn in self._before:
                 await call_back(fn, ctx, "hook")
-            amount = _core.validate_amount(ctx.amount, what="amount set by a before_write hook")
+            amount = validate_amount(ctx.amount, what="amount set by a before_write hook")
             if revert and amount != leg.amount:
                 raise InvalidAmount(
                     f"a before_write hook changed the amount of a {kind} from {leg.amount} to "
                     f"{amount}; {kind} amounts are fixed"
                 )
             leg.amount = amount
-            leg.data = _core.validate_data(
+            leg.data = validate_data(
                 cfg, ctx.data, what="data set by a before_write hook", owned=owned
             )
         if kind in ("transfer", "post", "capture"):
-            _core.check_balanced(kind, [leg.amount for leg in legs])
+            check_balanced(kind, [leg.amount for leg in legs])
 
     async def _run_after_hooks(
         self,

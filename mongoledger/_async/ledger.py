@@ -22,7 +22,7 @@ from mongoledger._async._consumers import Consumers
 from mongoledger._async._holds import Holds
 from mongoledger._async._reads import Reads
 from mongoledger._async._writes import Writes
-from mongoledger._core import LedgerConfig, check_database
+from mongoledger._core.config import LedgerConfig, check_database
 
 __all__ = ["AsyncLedger"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from pymongo.read_preferences import ReadPreference
 
-from mongoledger._core import LedgerConfig, check_database
+from mongoledger._core.config import LedgerConfig, check_database
 from mongoledger._sync._audit import Audit
 from mongoledger._sync._consumers import Consumers
 from mongoledger._sync._holds import Holds

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from mongoledger._core import utcnow
+from mongoledger._core import clock
 from mongoledger._format import (
     CurrencyFormat,
     format_date,
@@ -348,7 +348,7 @@ def cmd_expire(args: argparse.Namespace, ctx: Context) -> int:
     while True:  # until Ctrl-C (exit status 130)
         released = ctx.ledger.expire_holds()
         if released:
-            at = utcnow()
+            at = clock.utcnow()
             if ctx.json:
                 ctx.print(json.dumps(to_jsonable({"released": released, "at": at})))
             else:

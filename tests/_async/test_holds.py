@@ -1,7 +1,7 @@
 """Two-phase transfers (holds) and currencies: SPEC's "Two-phase transfers" and "Currencies".
 
 Every test runs on every engine (the sync twin adds plain mongomock, without DB transactions).
-A hold's expiry is tested against a settable clock (``mongoledger._core.utcnow``), so no test
+A hold's expiry is tested against a settable clock (``mongoledger._core.clock``), so no test
 waits for time to pass.
 """
 
@@ -35,8 +35,9 @@ from mongoledger import (
     InvalidData,
     LedgerError,
 )
-from mongoledger import _core as core
 from mongoledger._async._io import sleep, to_list
+from mongoledger._core import clock as ledger_clock
+from mongoledger._core.config import LedgerConfig
 from tests._async.test_watch import Recorder, drain, start_listener, stop_listener, wait_for
 
 _IS_SYNC = False
@@ -48,7 +49,7 @@ BAD_AMOUNTS = [0, -5, True, 1.5, "10", None, 2**63]
 
 
 class Clock:
-    """The ledger's notion of now, settable (it replaces ``mongoledger._core.utcnow``)."""
+    """The ledger's notion of now, settable (it replaces ``mongoledger._core.clock.utcnow``)."""
 
     def __init__(self) -> None:
         self.now = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -63,7 +64,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
-    monkeypatch.setattr(core, "utcnow", clock)
+    monkeypatch.setattr(ledger_clock, "utcnow", clock)
     return clock
 
 
@@ -715,9 +716,9 @@ async def test_reports_and_statistics_filter_by_currency(fx: AsyncLedger) -> Non
 def test_currency_field_must_not_collide() -> None:
     for name in ("balance", "held", "min_balance", "amount", "status", "account_id", "$cur", "a.b"):
         with pytest.raises(InvalidConfiguration, match="currency_field"):
-            core.LedgerConfig(currency_field=name)
+            LedgerConfig(currency_field=name)
     with pytest.raises(InvalidConfiguration, match="holds_collection"):
-        core.LedgerConfig(holds_collection="")
+        LedgerConfig(holds_collection="")
 
 
 async def test_errors_share_the_root(ledger: AsyncLedger) -> None:

@@ -3,7 +3,7 @@
 """Two-phase transfers (holds) and currencies: SPEC's "Two-phase transfers" and "Currencies".
 
 Every test runs on every engine (the sync twin adds plain mongomock, without DB transactions).
-A hold's expiry is tested against a settable clock (``mongoledger._core.utcnow``), so no test
+A hold's expiry is tested against a settable clock (``mongoledger._core.clock``), so no test
 waits for time to pass.
 """
 
@@ -37,7 +37,8 @@ from mongoledger import (
     Ledger,
     LedgerError,
 )
-from mongoledger import _core as core
+from mongoledger._core import clock as ledger_clock
+from mongoledger._core.config import LedgerConfig
 from mongoledger._sync._io import sleep, to_list
 from tests._sync.test_watch import Recorder, drain, start_listener, stop_listener, wait_for
 
@@ -50,7 +51,7 @@ BAD_AMOUNTS = [0, -5, True, 1.5, "10", None, 2**63]
 
 
 class Clock:
-    """The ledger's notion of now, settable (it replaces ``mongoledger._core.utcnow``)."""
+    """The ledger's notion of now, settable (it replaces ``mongoledger._core.clock.utcnow``)."""
 
     def __init__(self) -> None:
         self.now = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -65,7 +66,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
-    monkeypatch.setattr(core, "utcnow", clock)
+    monkeypatch.setattr(ledger_clock, "utcnow", clock)
     return clock
 
 
@@ -713,9 +714,9 @@ def test_reports_and_statistics_filter_by_currency(fx: Ledger) -> None:
 def test_currency_field_must_not_collide() -> None:
     for name in ("balance", "held", "min_balance", "amount", "status", "account_id", "$cur", "a.b"):
         with pytest.raises(InvalidConfiguration, match="currency_field"):
-            core.LedgerConfig(currency_field=name)
+            LedgerConfig(currency_field=name)
     with pytest.raises(InvalidConfiguration, match="holds_collection"):
-        core.LedgerConfig(holds_collection="")
+        LedgerConfig(holds_collection="")
 
 
 def test_errors_share_the_root(ledger: Ledger) -> None:

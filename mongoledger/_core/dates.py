@@ -1,5 +1,5 @@
-"""I/O-free date logic: date arguments, returned datetimes, the ``balance_at`` shortcut and the
-period buckets of ``statistics``.
+"""Dates: date arguments, returned datetimes, the ``balance_at`` shortcut
+and the period buckets of ``statistics``.
 
 Dates the ledger writes are BSON dates (``date_value=None``) or whatever a ``date_value``
 gives (Decision 4: stored as given, e.g. yii2tech's integer timestamps). A date argument must
@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import bson
 
-from .errors import InvalidArgument
+from mongoledger.errors import InvalidArgument
 
 __all__ = [
     "DateKind",
@@ -26,6 +26,7 @@ __all__ = [
     "comparable",
     "date_kind",
     "deep_utc",
+    "millis",
     "naive_utc",
     "period_buckets",
     "same_stored",
@@ -37,6 +38,11 @@ __all__ = [
 DateKind = str  # "datetime" | "number" | "string": the classes a MongoDB query compares within
 
 _NUMBERS = (int, float, bson.Int64, bson.Decimal128)
+
+
+def millis(value: datetime) -> datetime:
+    """``value`` at the millisecond precision BSON stores, so what is stored is what was given."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 def utc(value: Any) -> Any:
@@ -64,8 +70,7 @@ def comparable(value: Any) -> Any:
     """``value`` as the server stores it, for comparing in Python: datetimes aware UTC at
     millisecond precision, Int64 as int."""
     if isinstance(value, datetime):
-        moment = utc(value)
-        return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        return millis(utc(value))
     if isinstance(value, bson.Int64):
         return int(value)
     return value
