@@ -19,7 +19,8 @@ from mongoledger._core.accounts import (
 from mongoledger._core.amounts import validate_amount
 from mongoledger._core.config import LedgerConfig
 from mongoledger._core.data import validate_data
-from mongoledger._core.guards import leg_update
+from mongoledger._core.dates import settle_date
+from mongoledger._core.guards import below_floor, explain_refusal, kept_conflicting, leg_update
 from mongoledger._core.idempotency import fingerprint
 from mongoledger._core.indexes import (
     IndexSpec,
@@ -30,7 +31,14 @@ from mongoledger._core.indexes import (
     query_shapes,
 )
 from mongoledger._core.transactions import Leg, transaction_document, transaction_to_model
-from mongoledger.errors import InvalidAccount, InvalidAmount, InvalidConfiguration, InvalidData
+from mongoledger.errors import (
+    CurrencyMismatch,
+    InsufficientFunds,
+    InvalidAccount,
+    InvalidAmount,
+    InvalidConfiguration,
+    InvalidData,
+)
 
 
 def test_validate_amount_accepts_int64_range() -> None:
@@ -145,6 +153,58 @@ def test_leg_update_guards_overflow_and_floor() -> None:
     assert flt == {"attributes_key": "k"}
     assert create["$setOnInsert"]["balance"] == 0
     assert create["$setOnInsert"]["min_balance"] == 0
+
+
+def _refused(cfg: LedgerConfig, amount: int, doc: dict[str, object], held: int = 0) -> Leg:
+    leg = Leg(account=AccountRef(id=doc["_id"]), amount=amount, data={}, held=held)
+    leg.account_id = doc["_id"]
+    explain_refusal(cfg, leg, doc)
+    return leg
+
+
+def test_explain_refusal_names_what_the_guard_saw() -> None:
+    cfg = LedgerConfig()
+    account = {"_id": 1, "balance": 10, "min_balance": 0, "held": 4}
+    with pytest.raises(InsufficientFunds) as info:  # available 6, not 7
+        _refused(cfg, -7, account)
+    assert (info.value.balance, info.value.held, info.value.available) == (10, 4, 6)
+    assert "available balance 6 (balance 10, held 4) -7 would be -1" in str(info.value)
+    with pytest.raises(InsufficientFunds):  # a hold of 7 is refused the same way
+        _refused(cfg, 0, account, held=7)
+    _refused(cfg, -6, account)  # the cause went away: nothing refuses it now
+    _refused(cfg, 0, account, held=6)
+    with pytest.raises(InvalidAmount, match="overflow the int64 balance"):
+        _refused(cfg, 1, {**account, "balance": schema.INT64_MAX})
+    with pytest.raises(InvalidAmount, match="overflow the int64 held sum"):
+        _refused(cfg, 0, {**account, "held": schema.INT64_MAX}, held=1)
+    with pytest.raises(InvalidAccount, match="no integer 'held'"):
+        _refused(cfg, -1, {**account, "held": "4"})
+    with pytest.raises(InvalidAccount, match="no integer 'balance'"):
+        _refused(cfg, -1, {**account, "balance": 1.5})
+    eur = LedgerConfig(currency_field="currency")
+    leg = Leg(account=AccountRef(id=1), amount=-1, data={}, currency_guard=("USD", 2))
+    with pytest.raises(CurrencyMismatch, match="'EUR'"):
+        explain_refusal(eur, leg, {**account, "currency": "EUR"})
+
+
+def test_below_floor_is_on_the_available_balance() -> None:
+    assert below_floor(10, 4, 7)
+    assert not below_floor(10, 3, 7)
+    assert not below_floor(-5, 0, None)  # no floor
+    assert "refused 5 times" in str(kept_conflicting("transfer", "account 'a'", 5))
+
+
+def test_settle_date_keeps_each_accounts_dates_in_commit_order() -> None:
+    day = [datetime(2026, 1, n, tzinfo=timezone.utc) for n in range(1, 12)]
+    naive = day[5].replace(tzinfo=None)  # how a stored date comes back
+    # The common path: every account carries the operation's date.
+    assert settle_date(day[5], [("a", naive), ("b", naive)], chosen=True) == (day[5], [])
+    # The ledger's "now" moves up to the latest date an account carries; the others follow.
+    later = day[10].replace(tzinfo=None)
+    assert settle_date(day[5], [("a", later), ("b", naive)], chosen=True) == (day[10], ["b"])
+    # A date_value stays as given; the accounts it backdates are listed once each.
+    moves = [("a", later), ("b", naive), ("a", later)]
+    assert settle_date(day[5], moves, chosen=False) == (day[5], ["a"])
 
 
 def test_transaction_document_shape() -> None:

@@ -17,6 +17,7 @@ __all__ = [
     "checked_total",
     "validate_amount",
     "validate_min_balance",
+    "validate_positive",
 ]
 
 
@@ -61,6 +62,14 @@ def validate_amount(value: object, *, what: str = "amount") -> int:
             f"reverted; amounts lie within ±{INT64_MAX}"
         )
     return int(value)
+
+
+def validate_positive(value: object, *, what: str, hint: str = "") -> int:
+    """:func:`validate_amount`, and positive: the amount of a transfer, a hold or a capture."""
+    amount = validate_amount(value, what=what)
+    if amount < 0:
+        raise InvalidAmount(f"{what} {amount!r} must be positive{hint}")
+    return amount
 
 
 def validate_min_balance(value: object) -> int | None:

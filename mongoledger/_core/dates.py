@@ -10,7 +10,7 @@ it with nothing and the answer is a silent 0 or an empty list.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -30,6 +30,7 @@ __all__ = [
     "naive_utc",
     "period_buckets",
     "same_stored",
+    "settle_date",
     "shortcut_serves",
     "utc",
     "validate_timezone",
@@ -142,6 +143,37 @@ def naive_utc(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(timezone.utc).replace(tzinfo=None)
     return value
+
+
+def settle_date(
+    date: Any, latest: Sequence[tuple[Any, Any]], *, chosen: bool
+) -> tuple[Any, list[Any]]:
+    """An operation's date once its accounts' dates are in order, and the accounts to update.
+
+    ``latest`` holds each moved account's ``last_date`` as its leg's update returned it (the
+    update raised it to ``date``): a later value means the account already has a later date.
+    When the ledger ``chosen`` the date (its own "now"), the date moves up to the latest of
+    them (a clock behind another writer's, or a writer that committed between this one's clock
+    read and its write), and the accounts below it must have their ``last_date`` raised to it.
+    A date given by ``date_value`` stays as given, and the accounts it backdates must record
+    it in ``backdated_from``. Each account is listed once; none on the common path.
+    """
+    if all(same_stored(last, date) for _, last in latest):
+        return date, []  # the common path: every account's dates are in order
+    stamp = comparable(date)
+    later = [
+        comparable(last) for _, last in latest if last is not None and comparable(last) != stamp
+    ]
+    if not later:
+        return date, []
+    target = max([stamp, *(d for d in later if isinstance(d, datetime))]) if chosen else stamp
+    behind: list[Any] = []
+    seen: set[str] = set()
+    for account_id, last in latest:
+        if repr(account_id) not in seen and comparable(last) != target:
+            seen.add(repr(account_id))
+            behind.append(account_id)
+    return (target if chosen else date), behind
 
 
 def shortcut_serves(when: Any, last_date: Any, backdated_from: Any) -> bool:

@@ -1,9 +1,10 @@
 """The guarded update: the one ``findAndModify`` that moves an account for one leg, with the
 min_balance floor (on the available balance) and int64 overflow checks in its filter, so the
-check and the move are one atomic step."""
+check and the move are one atomic step; and, when it matched nothing, why."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import bson
@@ -11,8 +12,23 @@ import bson
 from mongoledger._core.accounts import AccountRef, account_filter
 from mongoledger._core.config import LedgerConfig
 from mongoledger._core.schema import HELD, INT64_MAX, INT64_MIN, LAST_DATE, MIN_BALANCE, SEQ
+from mongoledger._core.transactions import Leg
+from mongoledger.errors import (
+    CurrencyMismatch,
+    InsufficientFunds,
+    InvalidAccount,
+    InvalidAmount,
+    LedgerError,
+)
 
-__all__ = ["LegUpdate", "floor_guard", "leg_update"]
+__all__ = [
+    "LegUpdate",
+    "below_floor",
+    "explain_refusal",
+    "floor_guard",
+    "kept_conflicting",
+    "leg_update",
+]
 
 _MIN_BALANCE_PATH = f"${MIN_BALANCE}"
 _HELD_PATH = f"${HELD}"
@@ -89,3 +105,65 @@ def floor_guard(cfg: LedgerConfig, change: int) -> list[dict[str, Any]]:
             "$expr": {"$gte": [after, {"$add": [_MIN_BALANCE_PATH, _HELD_PATH]}]},
         },
     ]
+
+
+def below_floor(balance: int, held: int, floor: int | None) -> bool:
+    """Whether the available balance (``balance - held``) is below ``floor``: the state every
+    guard refuses to end in (``verify`` reports an account found in it)."""
+    return floor is not None and balance - held < floor
+
+
+def explain_refusal(cfg: LedgerConfig, leg: Leg, doc: Mapping[str, Any]) -> None:
+    """Raise the reason the guarded update of ``leg`` did not match ``doc`` (the account as the
+    guard saw it), or return when nothing in ``doc`` refuses the leg (the cause went away:
+    the operation runs again)."""
+    if leg.currency_guard is not None and cfg.currency_field is not None:
+        currency, counterpart = leg.currency_guard
+        if doc.get(cfg.currency_field) != currency:
+            raise CurrencyMismatch(
+                {doc["_id"]: doc.get(cfg.currency_field), counterpart: currency},
+                cfg.currency_field,
+            )
+    held = doc.get(HELD) or 0
+    if isinstance(held, bool) or not isinstance(held, int):
+        raise InvalidAccount(
+            f"account {doc['_id']!r} has no integer {HELD!r} field ({held!r}: changed "
+            "outside the ledger?); verify(repair=True) rebuilds it from the pending holds"
+        )
+    if leg.held > 0 and held + leg.held > INT64_MAX:
+        raise InvalidAmount(
+            f"amount {leg.held} would overflow the int64 held sum {held} of account {doc['_id']!r}"
+        )
+    if cfg.balance_field is None:
+        return
+    balance: Any = doc.get(cfg.balance_field)
+    floor: Any = doc.get(MIN_BALANCE)
+    for name, value in ((cfg.balance_field, balance), (MIN_BALANCE, floor)):
+        if isinstance(value, bool) or not isinstance(value, int | None) or balance is None:
+            raise InvalidAccount(
+                f"account {doc['_id']!r} has no integer {name!r} field ({value!r}: created "
+                "or changed outside the ledger?); verify(repair=True) rebuilds the balance"
+            )
+    result = int(balance) + leg.amount
+    if not INT64_MIN <= result <= INT64_MAX:
+        raise InvalidAmount(
+            f"amount {leg.amount} would overflow the int64 balance {balance} of account "
+            f"{doc['_id']!r}"
+        )
+    change = leg.amount - leg.held  # what the leg does to the available balance
+    if change < 0 and below_floor(result, held + leg.held, floor):
+        # An account this operation creates is named as the caller referenced it: its
+        # _id goes away with the refused operation.
+        named = doc["_id"] if leg.account_id is not None else leg.account.describe()
+        raise InsufficientFunds(named, int(balance), change, int(floor), held=int(held))
+
+
+def kept_conflicting(kind: str, target: str, attempts: int) -> LedgerError:
+    """The error of an operation whose guarded update (of ``target``: "account X", "hold Y")
+    was refused ``attempts`` times, each time for a cause that was gone when the ledger looked
+    (a refusal whose cause is still there raises that cause instead)."""
+    return LedgerError(
+        f"{kind} kept conflicting with concurrent writes: the guarded update of {target} was "
+        f"refused {attempts} times and each time its cause was gone when the ledger looked; "
+        "try again"
+    )

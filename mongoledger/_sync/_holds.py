@@ -36,12 +36,13 @@ from typing import Any
 import bson
 from bson import ObjectId
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import PyMongoError
 
 from mongoledger._core import clock, schema
-from mongoledger._core.accounts import AccountRef, account_creation, validate_account
-from mongoledger._core.amounts import validate_amount
+from mongoledger._core.accounts import AccountRef, account_filter, validate_account
+from mongoledger._core.amounts import validate_positive
 from mongoledger._core.data import validate_data
+from mongoledger._core.guards import kept_conflicting
 from mongoledger._core.holds import (
     HOLDS_ORDER,
     capture_update,
@@ -77,7 +78,6 @@ from mongoledger.errors import (
     InvalidAccount,
     InvalidAmount,
     InvalidArgument,
-    LedgerError,
 )
 from mongoledger.models import Hold
 
@@ -111,9 +111,7 @@ class Holds(Writes):
         longer be captured and ``expire_holds`` releases it. Returns the hold id.
         """
         cfg = self._cfg
-        value = validate_amount(amount, what="hold amount")
-        if value < 0:
-            raise InvalidAmount(f"hold amount {value!r} must be positive; swap the accounts")
+        value = validate_positive(amount, what="hold amount", hint="; swap the accounts")
         owned = cfg.owned_account_fields
         source = validate_account(from_account, owned)
         target = validate_account(to_account, owned)
@@ -175,7 +173,7 @@ class Holds(Writes):
                 if found is not None:
                     return found[0]
         else:  # pragma: no cover - needs a guard that flips back and forth five times
-            raise LedgerError("hold kept conflicting with concurrent writes; try again")
+            raise kept_conflicting("hold", f"account {source.describe()!r}", _MAX_ATTEMPTS)
         if self._after:
             self._run_after_hooks("hold", [self._hold_view(leg)], hold_id, result=[hold_id])
         return hold_id
@@ -198,9 +196,7 @@ class Holds(Writes):
         hid = validate_hold_id(hold_id)
         value = None
         if amount is not None:
-            value = validate_amount(amount, what="capture amount")
-            if value < 0:
-                raise InvalidAmount(f"capture amount {value!r} must be positive")
+            value = validate_positive(amount, what="capture amount")
         extra = validate_data(cfg, data)
         key = validate_idempotency_key(idempotency_key)
         fp = ""
@@ -221,25 +217,30 @@ class Holds(Writes):
             self._run_before_hooks("capture", legs, operation_id, revert=False)
             value = legs[1].amount  # a hook may have changed it (the legs still balance)
             if value < 0:
-                raise InvalidAmount(f"capture amount {value} set by a before_write hook")
+                raise InvalidAmount(
+                    f"capture amount {value} set by a before_write hook must be positive"
+                )
         # As for every operation: a date_value is evaluated once; "now" inside the DB transaction.
         date = None if cfg.date_value is None else cfg.operation_date()
         idempotency = None if key is None else (key, fp)
         check_sizes(cfg, legs, kind="capture", date=date, idempotency=idempotency)
+        refused = f"hold {hid!r}"
         for _attempt in range(_MAX_ATTEMPTS):
             try:
                 self._write_capture(hid, value, legs, operation_id, date, idempotency)
                 break
             except _HoldGuard:
                 self._diagnose_hold(hid, value)
-            except _GuardFailed:
-                pass  # its cause went away (a refusal raised its reason inside): run again
+                refused = f"hold {hid!r}"
+            except _GuardFailed as failed:
+                # its cause went away (a refusal raised its reason inside): run again
+                refused = f"account {legs[failed.index].account.describe()!r}"
             except _DuplicateKey:
                 found = self._idempotent_result(key or "", fp)
                 if found is not None:
                     return found
         else:  # pragma: no cover - needs a guard that flips back and forth five times
-            raise LedgerError("capture kept conflicting with concurrent writes; try again")
+            raise kept_conflicting("capture", refused, _MAX_ATTEMPTS)
         if self._after:
             self._run_after_hooks("capture", legs, operation_id)
         return [leg.id for leg in legs]
@@ -265,7 +266,7 @@ class Holds(Writes):
             except _HoldGuard:
                 self._diagnose_hold(hid, None)
         else:  # pragma: no cover - needs a guard that flips back and forth five times
-            raise LedgerError("void kept conflicting with concurrent writes; try again")
+            raise kept_conflicting("void", f"hold {hid!r}", _MAX_ATTEMPTS)
         if self._after:
             self._run_after_hooks("void", [self._hold_view(leg)], operation_id, result=[hid])
 
@@ -433,17 +434,10 @@ class Holds(Writes):
     def _create_target(self, target: AccountRef, session: Any) -> tuple[Any, Any]:
         """Create (or find, if a concurrent call created it) the target account of a hold
         named by a new attribute set; returns its id and, if this call created it, that id."""
-        flt, insert = account_creation(self._cfg, target, self._cfg.default_min_balance)
-        try:
-            result = self._accounts.update_one(flt, insert, upsert=True, session=session)
-        except DuplicateKeyError:
-            # A concurrent caller created it. In a DB transaction the server aborted ours:
-            # retry the whole hold (the account exists now).
-            if session is not None:
-                raise _GuardFailed(0) from None
-            result = None
-        if result is not None and result.upserted_id is not None:
-            return result.upserted_id, result.upserted_id
+        created = self._create_account(target, session, 0)
+        if created is not None:
+            return created, created
+        flt = account_filter(self._cfg, target)
         doc = self._accounts.find_one(flt, {"_id": 1}, session=session)
         assert doc is not None
         return doc["_id"], None
