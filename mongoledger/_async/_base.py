@@ -235,6 +235,14 @@ class LedgerBase:
             raise AccountNotFound(ref.describe())
         return dict(doc)
 
+    async def _balance_of(self, doc: Mapping[str, Any]) -> int:
+        """An account document's balance: its cached balance, or (``balance_field=None``) the
+        sum of its transactions on the server."""
+        cfg = self._cfg
+        if cfg.balance_field is None:
+            return await self._sum({cfg.account_link_field: doc["_id"]})
+        return int(doc.get(cfg.balance_field, 0))
+
     async def _sum(self, match: dict[str, Any], *, what: str = "the balance") -> int:
         rows = await aggregate(self._transactions, sum_pipeline(self._cfg, match))
         return checked_total(rows[0]["total"], what=what) if rows else 0

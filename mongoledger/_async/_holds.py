@@ -45,7 +45,7 @@ from mongoledger._async._writes import (
     _Posting,
 )
 from mongoledger._core import clock, schema
-from mongoledger._core.accounts import AccountRef, account_filter, validate_account
+from mongoledger._core.accounts import AccountRef, account_filter, check_distinct, validate_account
 from mongoledger._core.amounts import validate_positive
 from mongoledger._core.data import validate_data
 from mongoledger._core.guards import kept_conflicting
@@ -69,11 +69,11 @@ from mongoledger._core.holds import (
     void_update,
 )
 from mongoledger._core.idempotency import fingerprint, validate_idempotency_key
+from mongoledger._core.reads import validate_page_limit
 from mongoledger._core.transactions import Leg, check_sizes
 from mongoledger.errors import (
     AccountNotFound,
     HoldNotFound,
-    InvalidAccount,
     InvalidAmount,
     InvalidArgument,
 )
@@ -113,8 +113,7 @@ class Holds(Writes):
         owned = cfg.owned_account_fields
         source = validate_account(from_account, owned)
         target = validate_account(to_account, owned)
-        if source == target:
-            raise InvalidAccount(f"hold from account {from_account!r} to itself")
+        check_distinct("hold", source, target)
         extra = validate_data(cfg, data, owned=cfg.owned_hold_fields)
         now = clock.utcnow()
         expiry = validate_expiry(expires_at, now)
@@ -140,11 +139,7 @@ class Holds(Writes):
             # The source's guarded update matches only an account in the target's currency.
             described = target.describe() if target_id is None else target_id
             leg.currency_guard = (target_currency, described)
-        if leg.account_id is not None and leg.account_id == target_id:
-            raise InvalidAccount(
-                f"hold from account {source.describe()!r} to {target.describe()!r}: both are "
-                f"account {target_id!r}"
-            )
+        check_distinct("hold", source, target, (leg.account_id, target_id))
         if self._before:
             view = self._hold_view(leg)
             await self._run_before_hooks(
@@ -323,11 +318,7 @@ class Holds(Writes):
     async def available_balance(self, account: Any) -> int:
         """The balance minus the pending holds on the account: what debits may spend."""
         doc = await self._find_account(account)
-        if self._cfg.balance_field is None:
-            balance = await self._sum({self._cfg.account_link_field: doc["_id"]})
-        else:
-            balance = int(doc.get(self._cfg.balance_field, 0))
-        return balance - int(doc.get(schema.HELD) or 0)
+        return await self._balance_of(doc) - int(doc.get(schema.HELD) or 0)
 
     async def get_hold(self, hold_id: Any) -> Hold:
         hid = validate_hold_id(hold_id)
@@ -342,10 +333,7 @@ class Holds(Writes):
         """Holds newest first: of ``account`` (as source or target) or of every account;
         ``status`` one status, a list of them, or None for all."""
         statuses = validate_statuses(status)
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-        ):
-            raise InvalidArgument(f"limit {limit!r} must be a positive integer")
+        limit = validate_page_limit(limit, default=None)
         account_id = None if account is None else await self._account_id(account)
         cursor = self._holds.find(holds_query(account_id, statuses)).sort(HOLDS_ORDER)
         if limit is not None:
@@ -402,11 +390,7 @@ class Holds(Writes):
                 to_id = target_id
                 if to_id is None:
                     to_id, created = await self._create_target(target, session)
-                if to_id == leg.account_id:
-                    raise InvalidAccount(
-                        f"hold from account {leg.account.describe()!r} to "
-                        f"{target.describe()!r}: both are account {to_id!r}"
-                    )
+                check_distinct("hold", leg.account, target, (leg.account_id, to_id))
                 doc = hold_document(
                     cfg,
                     hold_id,

@@ -46,10 +46,7 @@ class Reads(LedgerBase):
 
     async def balance(self, account: Any) -> int:
         """The account's cached balance (calculated when ``balance_field`` is None)."""
-        doc = await self._find_account(account)
-        if self._cfg.balance_field is None:
-            return await self._sum({self._cfg.account_link_field: doc["_id"]})
-        return int(doc.get(self._cfg.balance_field, 0))
+        return await self._balance_of(await self._find_account(account))
 
     async def balance_at(self, account: Any, when: Any) -> int:
         """The balance after every transaction dated at or before ``when``, in whatever order
@@ -72,10 +69,8 @@ class Reads(LedgerBase):
 
     async def get_account(self, account: Any) -> Account:
         doc = await self._find_account(account)
-        balance = None
-        if self._cfg.balance_field is None:
-            balance = await self._sum({self._cfg.account_link_field: doc["_id"]})
-        return account_to_model(self._cfg, doc, balance)
+        summed = None if self._cfg.balance_field else await self._balance_of(doc)
+        return account_to_model(self._cfg, doc, summed)
 
     async def get_transaction(self, transaction_id: Any) -> Transaction:
         tid = validate_transaction_id(transaction_id)

@@ -42,6 +42,7 @@ __all__ = [
     "account_lookup_filter",
     "account_to_model",
     "attributes_key",
+    "check_distinct",
     "equality_key",
     "new_account_fields",
     "same_value",
@@ -111,6 +112,21 @@ def equality_key(value: Any) -> Any:
             p, q = exact.as_integer_ratio()
             return ["num", f"{p}/{q}"]
     return value
+
+
+def check_distinct(
+    kind: str, source: AccountRef, target: AccountRef, ids: tuple[Any, Any] = (None, None)
+) -> None:
+    """Refuse a ``kind`` (transfer, hold) from an account to itself: two references to one
+    account (as MongoDB compares them), or, once resolved, two ``ids`` that are equal."""
+    if source.same_account(target):
+        raise InvalidAccount(f"{kind} from account {source.describe()!r} to itself")
+    source_id, target_id = ids
+    if source_id is not None and target_id is not None and same_value(source_id, target_id):
+        raise InvalidAccount(
+            f"{kind} from account {source.describe()!r} to {target.describe()!r}: both are "
+            f"account {source_id!r}"
+        )
 
 
 def validate_account(value: object, owned: Iterable[str] = ()) -> AccountRef:

@@ -11,10 +11,11 @@ import bson
 from bson.errors import InvalidDocument
 
 from mongoledger._core.config import LedgerConfig
+from mongoledger._core.dates import deep_utc
 from mongoledger._core.schema import CODEC
 from mongoledger.errors import InvalidData
 
-__all__ = ["validate_data"]
+__all__ = ["extra_data", "place_data", "validate_data"]
 
 
 def validate_data(
@@ -88,3 +89,23 @@ def _check_keys(value: Any, path: str) -> Any:
     if isinstance(value, list | tuple):
         return [_check_keys(item, f"{path}[{i}]") for i, item in enumerate(value)]
     return value
+
+
+def place_data(cfg: LedgerConfig, doc: dict[str, Any], data: Mapping[str, Any]) -> None:
+    """Put validated extra data on a document: under ``data_field`` (only when there is some),
+    or as top-level fields."""
+    if cfg.data_field is not None:
+        if data:
+            doc[cfg.data_field] = dict(data)
+    else:
+        doc.update(data)
+
+
+def extra_data(cfg: LedgerConfig, doc: Mapping[str, Any], owned: frozenset[str]) -> dict[str, Any]:
+    """The extra data of a stored document, as a dict whichever way ``data_field`` stores it
+    (at top level: every field not in ``owned``), datetimes in it timezone-aware UTC."""
+    if cfg.data_field is not None:
+        data = dict(doc.get(cfg.data_field) or {})
+    else:
+        data = {k: v for k, v in doc.items() if k not in owned}
+    return dict(deep_utc(data))

@@ -26,7 +26,8 @@ from bson import ObjectId
 
 from mongoledger._core import clock
 from mongoledger._core.config import LedgerConfig
-from mongoledger._core.dates import millis, utc
+from mongoledger._core.data import extra_data, place_data
+from mongoledger._core.dates import deep_utc, millis, utc
 from mongoledger._core.schema import (
     AMOUNT,
     CAPTURED_AMOUNT,
@@ -168,20 +169,11 @@ def hold_document(
         doc[IDEMPOTENCY_KEY], doc[IDEMPOTENCY_HASH] = idempotency
     if cfg.currency_field is not None and currency is not None:
         doc[cfg.currency_field] = currency
-    if cfg.data_field is not None:
-        if data:
-            doc[cfg.data_field] = dict(data)
-    else:
-        doc.update(data)
+    place_data(cfg, doc, data)
     return doc
 
 
 def hold_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Hold:
-    if cfg.data_field is not None:
-        data = dict(doc.get(cfg.data_field) or {})
-    else:
-        owned = cfg.owned_hold_fields
-        data = {k: v for k, v in doc.items() if k not in owned}
     captured = doc.get(CAPTURED_AMOUNT)
     return Hold(
         id=doc["_id"],
@@ -196,8 +188,8 @@ def hold_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Hold:
         operation_id=doc.get(OPERATION_ID),
         idempotency_key=doc.get(IDEMPOTENCY_KEY),
         currency=doc.get(cfg.currency_field) if cfg.currency_field else None,
-        data=data,
-        void_data=dict(doc.get(VOID_DATA) or {}),
+        data=extra_data(cfg, doc, cfg.owned_hold_fields),
+        void_data=dict(deep_utc(doc.get(VOID_DATA) or {})),
     )
 
 

@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 
 import bson
 from bson import ObjectId
@@ -41,13 +41,18 @@ HISTORY_PAGE = 100  # history() rows when no limit is given: a page, never the w
 REPORT_PAGE = 100  # report() accounts when no limit is given
 
 
-def validate_page_limit(limit: object, *, default: int) -> int:
-    """A page size: a positive integer, or None for ``default``."""
+@overload
+def validate_page_limit(limit: object, *, default: int) -> int: ...
+@overload
+def validate_page_limit(limit: object, *, default: None) -> int | None: ...
+def validate_page_limit(limit: object, *, default: int | None) -> int | None:
+    """A page size: a positive integer, or None for ``default`` (None: no limit)."""
     if limit is None:
         return default
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        shown = "all" if default is None else default
         raise InvalidArgument(
-            f"limit {limit!r} must be a positive integer (the page size; default {default})"
+            f"limit {limit!r} must be a positive integer (the page size; default {shown})"
         )
     return int(limit)
 
@@ -166,8 +171,8 @@ def statistics_pipeline(
     end: Any = None,
     currency: Any = None,
 ) -> list[dict[str, Any]]:
-    """Per-period totals in UTC: the server names each period (``$dateToString``)."""
-    period = validate_period(period)
+    """Per-period totals in UTC: the server names each period (``$dateToString``). ``period``
+    is one :func:`validate_period` accepted."""
     return [
         {"$match": statistics_match(cfg, account_id, start=start, end=end, currency=currency)},
         {

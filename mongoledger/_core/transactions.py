@@ -14,7 +14,8 @@ from bson import ObjectId
 from mongoledger._core import clock
 from mongoledger._core.accounts import AccountRef
 from mongoledger._core.config import LedgerConfig
-from mongoledger._core.dates import deep_utc, utc
+from mongoledger._core.data import extra_data, place_data
+from mongoledger._core.dates import utc
 from mongoledger._core.schema import (
     ACCOUNT_SEQ,
     BALANCE_AFTER,
@@ -104,11 +105,7 @@ def transaction_document(
         doc[cfg.currency_field] = leg.currency
     if idempotency is not None:
         doc[IDEMPOTENCY_KEY], doc[IDEMPOTENCY_HASH] = idempotency
-    if cfg.data_field is not None:
-        if leg.data:
-            doc[cfg.data_field] = leg.data
-    else:
-        doc.update(leg.data)
+    place_data(cfg, doc, leg.data)
     if leg.data or not isinstance(leg.account_id, (ObjectId, int)):  # else far below 16 MiB
         size = encoded_size(doc)
         if size > MAX_DOCUMENT_SIZE:
@@ -165,11 +162,6 @@ def check_sizes(
 
 
 def transaction_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Transaction:
-    if cfg.data_field is not None:
-        data = dict(doc.get(cfg.data_field) or {})
-    else:
-        owned = cfg.owned_transaction_fields
-        data = {k: v for k, v in doc.items() if k not in owned}
     link = cfg.extra_account_link_field
     balance_after = doc.get(BALANCE_AFTER)
     return Transaction(
@@ -189,7 +181,7 @@ def transaction_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Transacti
         account_seq=doc.get(ACCOUNT_SEQ),
         leg=int(doc.get(LEG, 0)),
         legs=int(doc.get(LEGS, 1)),
-        data=deep_utc(data),
+        data=extra_data(cfg, doc, cfg.owned_transaction_fields),
     )
 
 

@@ -48,10 +48,7 @@ class Reads(LedgerBase):
 
     def balance(self, account: Any) -> int:
         """The account's cached balance (calculated when ``balance_field`` is None)."""
-        doc = self._find_account(account)
-        if self._cfg.balance_field is None:
-            return self._sum({self._cfg.account_link_field: doc["_id"]})
-        return int(doc.get(self._cfg.balance_field, 0))
+        return self._balance_of(self._find_account(account))
 
     def balance_at(self, account: Any, when: Any) -> int:
         """The balance after every transaction dated at or before ``when``, in whatever order
@@ -74,10 +71,8 @@ class Reads(LedgerBase):
 
     def get_account(self, account: Any) -> Account:
         doc = self._find_account(account)
-        balance = None
-        if self._cfg.balance_field is None:
-            balance = self._sum({self._cfg.account_link_field: doc["_id"]})
-        return account_to_model(self._cfg, doc, balance)
+        summed = None if self._cfg.balance_field else self._balance_of(doc)
+        return account_to_model(self._cfg, doc, summed)
 
     def get_transaction(self, transaction_id: Any) -> Transaction:
         tid = validate_transaction_id(transaction_id)

@@ -39,7 +39,7 @@ from mongoledger._core.accounts import (
     AccountRef,
     account_creation,
     account_filter,
-    same_value,
+    check_distinct,
     validate_account,
 )
 from mongoledger._core.amounts import (
@@ -156,8 +156,7 @@ class Writes(Hooks, Compensation):
         owned = self._cfg.owned_account_fields
         source = validate_account(from_account, owned)
         target = validate_account(to_account, owned)
-        if source.same_account(target):
-            raise InvalidAccount(f"transfer from account {from_account!r} to itself")
+        check_distinct("transfer", source, target)
         legs = [(source, -value, None), (target, value, None)]
         return self._operation("transfer", legs, data, idempotency_key)
 
@@ -333,14 +332,12 @@ class Writes(Hooks, Compensation):
             if leg.account_id is None:
                 ref = leg.account
                 leg.account_id = ref.id if ref.is_id else self._resolve_for_write(ref)
-        if (
-            kind == "transfer"
-            and legs[0].account_id is not None
-            and same_value(legs[0].account_id, legs[1].account_id)
-        ):
-            raise InvalidAccount(
-                f"transfer from account {legs[0].account.describe()!r} to "
-                f"{legs[1].account.describe()!r}: both are account {legs[0].account_id!r}"
+        if kind == "transfer":
+            check_distinct(
+                "transfer",
+                legs[0].account,
+                legs[1].account,
+                (legs[0].account_id, legs[1].account_id),
             )
         if self._before:
             self._run_before_hooks(kind, legs, operation_id, revert=revert)

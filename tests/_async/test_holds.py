@@ -132,6 +132,20 @@ async def test_hold_reserves_the_available_balance(ledger: AsyncLedger, engine: 
     assert (await ledger.verify()).ok
 
 
+async def test_datetimes_in_a_holds_data_come_back_aware(ledger: AsyncLedger) -> None:
+    """Decision 8: every datetime the library returns is timezone-aware UTC, extra data
+    included (as a transaction's is)."""
+    naive = datetime(2026, 6, 1, 9, 30)
+    hold_id = await ledger.hold(WALLET, SHOP, 10, {"ordered_at": naive})
+    await ledger.void(hold_id, {"cancelled_at": naive})
+    hold = await ledger.get_hold(hold_id)
+    expected = naive.replace(tzinfo=timezone.utc)
+    assert hold.data["ordered_at"] == expected
+    assert hold.data["ordered_at"].tzinfo is not None
+    assert hold.void_data["cancelled_at"] == expected
+    assert hold.void_data["cancelled_at"].tzinfo is not None
+
+
 async def test_every_debit_checks_the_available_balance(ledger: AsyncLedger) -> None:
     topup = await ledger.increase(WALLET, 30)  # balance 130
     await ledger.hold(WALLET, SHOP, 60)

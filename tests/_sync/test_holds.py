@@ -134,6 +134,20 @@ def test_hold_reserves_the_available_balance(ledger: Ledger, engine: str) -> Non
     assert (ledger.verify()).ok
 
 
+def test_datetimes_in_a_holds_data_come_back_aware(ledger: Ledger) -> None:
+    """Decision 8: every datetime the library returns is timezone-aware UTC, extra data
+    included (as a transaction's is)."""
+    naive = datetime(2026, 6, 1, 9, 30)
+    hold_id = ledger.hold(WALLET, SHOP, 10, {"ordered_at": naive})
+    ledger.void(hold_id, {"cancelled_at": naive})
+    hold = ledger.get_hold(hold_id)
+    expected = naive.replace(tzinfo=timezone.utc)
+    assert hold.data["ordered_at"] == expected
+    assert hold.data["ordered_at"].tzinfo is not None
+    assert hold.void_data["cancelled_at"] == expected
+    assert hold.void_data["cancelled_at"].tzinfo is not None
+
+
 def test_every_debit_checks_the_available_balance(ledger: Ledger) -> None:
     topup = ledger.increase(WALLET, 30)  # balance 130
     ledger.hold(WALLET, SHOP, 60)
