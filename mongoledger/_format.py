@@ -6,6 +6,7 @@
 * :func:`format_date` renders stored dates (naive datetimes are UTC, as PyMongo returns them).
 * :func:`to_jsonable` turns documents, models and BSON values into plain JSON values.
 * :func:`render_table` lays rows out in aligned columns.
+* :func:`one_line` turns an error into one line of text.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "CurrencyFormat",
     "format_date",
     "format_value",
+    "one_line",
     "render_table",
     "to_jsonable",
 ]
@@ -198,3 +200,8 @@ def render_table(
 
     rule = [("-" * w) for w in widths]
     return "\n".join([line(headers), line(rule), *(line(row) for row in body)])
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (a driver's may span several), or its class name."""
+    return " ".join(str(exc).split()) or type(exc).__name__

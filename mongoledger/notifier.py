@@ -21,11 +21,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from mongoledger._core.events import KINDS
+from mongoledger._format import format_date, one_line
 from mongoledger.models import LedgerEvent
 
 __all__ = ["describe", "main", "printer"]
-
-KINDS = ("increase", "decrease", "transfer", "post", "revert")
 
 
 def describe(
@@ -54,8 +54,7 @@ def describe(
         legs, data = f"hold {event.hold_id}", {}
     if not details:
         return f"{event.kind}: {legs}"
-    when = event.committed_at
-    stamp = when.strftime("%Y-%m-%d %H:%M:%S") if hasattr(when, "strftime") else str(when)
+    stamp = format_date(event.committed_at)
     note = f"  {data}" if data else ""
     return f"{stamp}  {event.kind}: {legs}{note}  [{event.operation_id}]"
 
@@ -127,7 +126,7 @@ def main(
         err.write(f"usage: notifier --help\nnotifier: error: {exc}\n")
         return 2
     except (LedgerError, PyMongoError) as exc:
-        err.write(f"notifier: error: {' '.join(str(exc).split())}\n")
+        err.write(f"notifier: error: {one_line(exc)}\n")
         return 1
     finally:
         if client is not None:

@@ -402,6 +402,45 @@ def test_verify_shows_and_repairs_running_balances(cli: Cli) -> None:
     assert cli.data("verify")["ok"] is True
 
 
+def test_verify_shows_and_repairs_holds(cli: Cli) -> None:
+    """verify names every anomaly it counts: a held sum that is not the pending holds', and a
+    captured hold without its capture's legs."""
+    cli.ok("increase", *ALICE, "500")
+    hold = cli.data(
+        "hold", "--from", "user_id=1", "--from", "type=wallet", "--to", "shop_id=3", "40"
+    )
+    cli.db["accounts"].update_one({"user_id": 1}, {"$inc": {"held": 5}})
+    captured = cli.data(
+        "hold", "--from", "user_id=1", "--from", "type=wallet", "--to", "shop_id=3", "10"
+    )
+    operation = ObjectId()
+    cli.db["holds"].update_one(
+        {"_id": ObjectId(captured["id"])},
+        {"$set": {"status": "captured", "operation_id": operation, "captured_amount": 10}},
+    )
+    broken = cli("verify")
+    assert broken.code == 1
+    assert "2 holds" in broken.out
+    assert "cached 0.55, pending holds 0.40" in broken.out
+    assert f"hold {captured['id']}: captured by operation ObjectId('{operation}')" in broken.out
+    assert "NOT OK" in broken.out
+    repaired = cli.ok("verify", "--repair")
+    # The capture that never posted is reopened first, so held is rebuilt from both holds.
+    assert "cached 0.55, pending holds 0.50 (repaired)" in repaired.out
+    assert f"hold {captured['id']}: captured by operation" in repaired.out
+    assert "(reopened)" in repaired.out
+    assert cli.data("verify")["ok"] is True
+    assert cli.data("holds")["count"] == 2
+    assert hold["status"] == "pending"
+
+
+def test_report_where_names_each_attribute_once(cli: Cli) -> None:
+    cli.ok("increase", *ALICE, "5")
+    result = cli("report", "--where", "type=wallet", "--where", "type=savings")
+    assert result.code == 2
+    assert "--where names 'type' twice" in result.err
+
+
 def test_custom_collections(cli: Cli) -> None:
     layout = ["--accounts-collection", "wallets", "--transactions-collection", "moves"]
     cli.ok(*layout, "increase", *ALICE, "5")

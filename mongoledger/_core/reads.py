@@ -22,6 +22,7 @@ from mongoledger.errors import InvalidArgument
 __all__ = [
     "HISTORY_PAGE",
     "REPORT_PAGE",
+    "REPORT_SORTS",
     "STATISTICS_FORMATS",
     "balances_pipeline",
     "bson_sort_key",
@@ -34,6 +35,7 @@ __all__ = [
     "validate_page_limit",
     "validate_period",
     "validate_skip",
+    "validate_sort",
 ]
 
 
@@ -55,6 +57,20 @@ def validate_page_limit(limit: object, *, default: int | None) -> int | None:
             f"limit {limit!r} must be a positive integer (the page size; default {shown})"
         )
     return int(limit)
+
+
+REPORT_COLUMNS = ("balance", "id", "created_at")
+REPORT_SORTS = tuple(sort for column in REPORT_COLUMNS for sort in (column, f"-{column}"))
+
+
+def validate_sort(sort: object) -> tuple[str, int]:
+    """A report's ``sort`` (``balance``, ``id`` or ``created_at``; a ``-`` prefix reverses it)
+    as its column and direction (1 or -1)."""
+    if not isinstance(sort, str) or sort not in REPORT_SORTS:
+        raise InvalidArgument(
+            f"sort {sort!r} is not one of {', '.join(REPORT_COLUMNS)} (- to reverse)"
+        )
+    return sort.lstrip("-"), -1 if sort.startswith("-") else 1
 
 
 def validate_skip(skip: object) -> int:

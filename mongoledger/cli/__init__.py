@@ -24,10 +24,11 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from mongoledger._format import CurrencyFormat
+from mongoledger._format import CurrencyFormat, one_line
 from mongoledger._sync.ledger import Ledger
-from mongoledger.cli._commands import COMMANDS, Context
-from mongoledger.cli._connection import SERVER_SELECTION_MS, connect_server, validate_db_name
+from mongoledger.cli._commands import COMMANDS
+from mongoledger.cli._connection import connect_server, validate_db_name
+from mongoledger.cli._context import Context, ledger_for
 from mongoledger.cli._parser import build_parser
 from mongoledger.cli._values import UsageError
 from mongoledger.errors import LedgerError
@@ -104,14 +105,14 @@ def main(
             from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
             if isinstance(exc, ServerSelectionTimeoutError):
-                reason = _one_line(exc).split(", Timeout:", 1)[0]
+                reason = one_line(exc).split(", Timeout:", 1)[0]
                 err.write(
                     f"mongoledger: error: cannot reach MongoDB ({reason}); check --uri or "
                     "MONGOLEDGER_URI (mongoledger demo needs no server)\n"
                 )
                 return 1
             if isinstance(exc, PyMongoError):
-                err.write(f"mongoledger: database error: {_one_line(exc)}\n")
+                err.write(f"mongoledger: database error: {one_line(exc)}\n")
                 return 1
             raise
         finally:
@@ -153,53 +154,6 @@ def _check_date_format(fmt: str) -> None:
         raise ValueError(f"--date-format {fmt!r} is not a strftime format: {exc}") from None
 
 
-def async_database(args: argparse.Namespace, ctx: Context) -> Any:
-    """The async twin of the database the command connected to (for ``mongoledger serve``).
-
-    The in-process engine (``--memory``, the embedded store) is shared through its server, so
-    both twins see one set of data; a MongoDB URI gets a ``pymongo.AsyncMongoClient``.
-    """
-    from mongoledger.memory import AsyncMemoryClient, MemoryServer
-
-    database = ctx.ledger.database
-    server = getattr(getattr(database, "client", None), "server", None)
-    if isinstance(server, MemoryServer):
-        return AsyncMemoryClient(server=server)[database.name]
-    from pymongo import AsyncMongoClient
-
-    uri = args.uri or "mongodb://localhost:27017"
-    options: dict[str, Any] = {"appname": "mongoledger-serve"}
-    if "serverselectiontimeoutms" not in uri.lower():
-        options["serverSelectionTimeoutMS"] = SERVER_SELECTION_MS
-    return AsyncMongoClient(uri, **options)[database.name]
-
-
-def ledger_for(args: argparse.Namespace, database: Any, cls: Any) -> Any:
-    """A ledger of class ``cls`` (``Ledger`` or ``AsyncLedger``) with the command's layout."""
-    try:
-        return cls(
-            database,
-            accounts_collection=args.accounts_collection,
-            transactions_collection=args.transactions_collection,
-            balance_field=args.balance_field,
-            account_link_field=args.account_link_field,
-            extra_account_link_field=args.extra_account_link_field,
-            idempotency_collection=args.idempotency_collection,
-            holds_collection=args.holds_collection,
-            currency_field=args.currency_field,
-            amount_field=args.amount_field,
-            date_field=args.date_field,
-            data_field=args.data_field,
-            auto_create_account=args.auto_create,
-            require_transactions=args.require_transactions,
-            sharded_accounts=args.sharded_accounts,
-        )
-    except ValueError as exc:
-        if isinstance(exc, LedgerError):
-            raise
-        raise UsageError(str(exc)) from None
-
-
 def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
     ledger: Ledger = ledger_for(args, database, Ledger)
     return ledger
@@ -214,10 +168,6 @@ def _usage_error(
     return 2
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _warning_printer(err: TextIO) -> Any:
     def show(
         message: Warning | str,
@@ -227,7 +177,7 @@ def _warning_printer(err: TextIO) -> Any:
         file: TextIO | None = None,
         line: str | None = None,
     ) -> None:
-        err.write(f"mongoledger: warning: {_one_line(Exception(str(message)))}\n")
+        err.write(f"mongoledger: warning: {one_line(Exception(str(message)))}\n")
 
     return show
 
