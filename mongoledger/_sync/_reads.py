@@ -26,11 +26,12 @@ from mongoledger._core.reads import (
     validate_page_limit,
     validate_period,
     validate_skip,
+    validate_sort,
 )
 from mongoledger._core.transactions import transaction_to_model, validate_transaction_id
 from mongoledger._sync._base import LedgerBase
 from mongoledger._sync._io import aggregate, to_list
-from mongoledger.errors import InvalidArgument, TransactionNotFound
+from mongoledger.errors import TransactionNotFound
 from mongoledger.models import Account, PeriodStatistics, Transaction
 
 __all__ = ["Reads"]
@@ -144,12 +145,7 @@ class Reads(LedgerBase):
         """
         cfg = self._cfg
         columns = {"balance": cfg.balance_field, "id": "_id", "created_at": schema.CREATED_AT}
-        if not isinstance(sort, str) or sort.lstrip("-") not in columns or sort.count("-") > 1:
-            raise InvalidArgument(
-                f"sort {sort!r} is not one of balance, id, created_at (- to reverse)"
-            )
-        field = sort.lstrip("-")
-        direction = -1 if sort.startswith("-") else 1
+        field, direction = validate_sort(sort)
         limit = validate_page_limit(limit, default=REPORT_PAGE)
         skip = validate_skip(skip)
         flt: dict[str, Any] = {}

@@ -14,6 +14,7 @@ import pytest
 from mongoledger import AlreadyReverted, AsyncLedger, InvalidArgument
 from mongoledger._async._io import to_list
 from mongoledger._core import clock as ledger_clock
+from tests._async.stored import account_doc
 
 _IS_SYNC = False
 
@@ -42,12 +43,6 @@ async def dated_sum(ledger: AsyncLedger, account: Any, when: datetime) -> int:
     account_id = (await ledger.get_account(account)).id
     docs = await to_list(ledger.transactions.find({"account_id": account_id}))
     return sum(d["amount"] for d in docs if d["date"].replace(tzinfo=UTC) <= when)
-
-
-async def account_doc(ledger: AsyncLedger, account: Any) -> dict[str, Any]:
-    doc = await ledger.accounts.find_one(account)
-    assert doc is not None
-    return dict(doc)
 
 
 @pytest.fixture(params=["balance", None], ids=["cached", "no-balance-field"])

@@ -9,19 +9,13 @@ from typing import Any
 import pytest
 
 from mongoledger import NO_FLOOR, AsyncLedger, InsufficientFunds, InvalidAccount
-from mongoledger._async._io import to_list
+from tests._async.stored import snapshot
 
 _IS_SYNC = False
 
 WALLET = {"user_id": 7, "type": "wallet"}
 SHOP = {"type": "revenue"}
 BANK = {"type": "bank"}
-
-
-async def snapshot(ledger: AsyncLedger) -> tuple[list[Any], list[Any]]:
-    accounts = await to_list(ledger.accounts.find({}).sort("_id", 1))
-    transactions = await to_list(ledger.transactions.find({}).sort("_id", 1))
-    return accounts, transactions
 
 
 async def test_open_account_without_min_balance_returns_a_floored_account(async_db: Any) -> None:

@@ -35,9 +35,10 @@ from mongoledger import (
     InvalidData,
     LedgerError,
 )
-from mongoledger._async._io import sleep, to_list
+from mongoledger._async._io import sleep
 from mongoledger._core import clock as ledger_clock
 from mongoledger._core.config import LedgerConfig
+from tests._async.stored import account_doc, hold_doc, holds_of, snapshot
 from tests._async.test_watch import Recorder, drain, start_listener, stop_listener, wait_for
 
 _IS_SYNC = False
@@ -74,27 +75,6 @@ async def ledger(async_db: Any) -> AsyncLedger:
     await ledger.open_account(WALLET, min_balance=0)
     await ledger.increase(WALLET, 100)
     return ledger
-
-
-def holds_collection(ledger: AsyncLedger) -> Any:
-    return ledger.database[ledger.config.holds_collection]
-
-
-async def snapshot(ledger: AsyncLedger) -> tuple[list[Any], ...]:
-    collections = (ledger.accounts, ledger.transactions, holds_collection(ledger))
-    return tuple([await to_list(c.find({}).sort("_id", 1)) for c in collections])
-
-
-async def account_doc(ledger: AsyncLedger, attributes: dict[str, Any]) -> dict[str, Any]:
-    doc = await ledger.accounts.find_one(attributes)
-    assert doc is not None
-    return dict(doc)
-
-
-async def hold_doc(ledger: AsyncLedger, hold_id: Any) -> dict[str, Any]:
-    doc = await holds_collection(ledger).find_one({"_id": hold_id})
-    assert doc is not None
-    return dict(doc)
 
 
 # hold
@@ -195,7 +175,7 @@ async def test_auto_create_off_refuses_unknown_targets(async_db: Any) -> None:
         await ledger.hold(wallet, SHOP, 5)
     with pytest.raises(AccountNotFound, match="ghost"):
         await ledger.hold("ghost", wallet, 5)
-    assert await holds_collection(ledger).count_documents({}) == 0
+    assert await holds_of(ledger).count_documents({}) == 0
 
 
 async def test_holds_without_a_cached_balance(async_db: Any) -> None:
@@ -642,7 +622,7 @@ async def test_verify_reopens_a_captured_hold_whose_capture_never_posted(
 ) -> None:
     hold_id = await ledger.hold(WALLET, SHOP, 30)
     ghost = ObjectId()  # what a capture that died midway without a DB transaction leaves
-    await holds_collection(ledger).update_one(
+    await holds_of(ledger).update_one(
         {"_id": hold_id}, {"$set": {"status": "captured", "operation_id": ghost}}
     )
     report = await ledger.verify()

@@ -14,7 +14,7 @@ from bson import Int64, ObjectId
 
 from mongoledger import AsyncLedger, InvalidAmount, InvalidData
 from mongoledger._core.schema import HEADROOM, MAX_BSON_SIZE, MAX_DOCUMENT_SIZE
-from tests._async.test_inputs import snapshot
+from tests._async.stored import snapshot
 
 _IS_SYNC = False
 INT64_MIN = -(2**63)

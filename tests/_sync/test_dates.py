@@ -16,6 +16,7 @@ import pytest
 from mongoledger import AlreadyReverted, InvalidArgument, Ledger
 from mongoledger._core import clock as ledger_clock
 from mongoledger._sync._io import to_list
+from tests._sync.stored import account_doc
 
 _IS_SYNC = True
 
@@ -44,12 +45,6 @@ def dated_sum(ledger: Ledger, account: Any, when: datetime) -> int:
     account_id = (ledger.get_account(account)).id
     docs = to_list(ledger.transactions.find({"account_id": account_id}))
     return sum(d["amount"] for d in docs if d["date"].replace(tzinfo=UTC) <= when)
-
-
-def account_doc(ledger: Ledger, account: Any) -> dict[str, Any]:
-    doc = ledger.accounts.find_one(account)
-    assert doc is not None
-    return dict(doc)
 
 
 @pytest.fixture(params=["balance", None], ids=["cached", "no-balance-field"])

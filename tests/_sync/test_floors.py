@@ -11,19 +11,13 @@ from typing import Any
 import pytest
 
 from mongoledger import NO_FLOOR, InsufficientFunds, InvalidAccount, Ledger
-from mongoledger._sync._io import to_list
+from tests._sync.stored import snapshot
 
 _IS_SYNC = True
 
 WALLET = {"user_id": 7, "type": "wallet"}
 SHOP = {"type": "revenue"}
 BANK = {"type": "bank"}
-
-
-def snapshot(ledger: Ledger) -> tuple[list[Any], list[Any]]:
-    accounts = to_list(ledger.accounts.find({}).sort("_id", 1))
-    transactions = to_list(ledger.transactions.find({}).sort("_id", 1))
-    return accounts, transactions
 
 
 def test_open_account_without_min_balance_returns_a_floored_account(db: Any) -> None:

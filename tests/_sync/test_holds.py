@@ -39,7 +39,8 @@ from mongoledger import (
 )
 from mongoledger._core import clock as ledger_clock
 from mongoledger._core.config import LedgerConfig
-from mongoledger._sync._io import sleep, to_list
+from mongoledger._sync._io import sleep
+from tests._sync.stored import account_doc, hold_doc, holds_of, snapshot
 from tests._sync.test_watch import Recorder, drain, start_listener, stop_listener, wait_for
 
 _IS_SYNC = True
@@ -76,27 +77,6 @@ def ledger(db: Any) -> Ledger:
     ledger.open_account(WALLET, min_balance=0)
     ledger.increase(WALLET, 100)
     return ledger
-
-
-def holds_collection(ledger: Ledger) -> Any:
-    return ledger.database[ledger.config.holds_collection]
-
-
-def snapshot(ledger: Ledger) -> tuple[list[Any], ...]:
-    collections = (ledger.accounts, ledger.transactions, holds_collection(ledger))
-    return tuple([to_list(c.find({}).sort("_id", 1)) for c in collections])
-
-
-def account_doc(ledger: Ledger, attributes: dict[str, Any]) -> dict[str, Any]:
-    doc = ledger.accounts.find_one(attributes)
-    assert doc is not None
-    return dict(doc)
-
-
-def hold_doc(ledger: Ledger, hold_id: Any) -> dict[str, Any]:
-    doc = holds_collection(ledger).find_one({"_id": hold_id})
-    assert doc is not None
-    return dict(doc)
 
 
 # hold
@@ -197,7 +177,7 @@ def test_auto_create_off_refuses_unknown_targets(db: Any) -> None:
         ledger.hold(wallet, SHOP, 5)
     with pytest.raises(AccountNotFound, match="ghost"):
         ledger.hold("ghost", wallet, 5)
-    assert holds_collection(ledger).count_documents({}) == 0
+    assert holds_of(ledger).count_documents({}) == 0
 
 
 def test_holds_without_a_cached_balance(db: Any) -> None:
@@ -640,7 +620,7 @@ def test_verify_reopens_a_captured_hold_whose_capture_never_posted(
 ) -> None:
     hold_id = ledger.hold(WALLET, SHOP, 30)
     ghost = ObjectId()  # what a capture that died midway without a DB transaction leaves
-    holds_collection(ledger).update_one(
+    holds_of(ledger).update_one(
         {"_id": hold_id}, {"$set": {"status": "captured", "operation_id": ghost}}
     )
     report = ledger.verify()
