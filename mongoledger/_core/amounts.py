@@ -15,6 +15,7 @@ __all__ = [
     "NoFloor",
     "check_balanced",
     "checked_total",
+    "int64_total",
     "validate_amount",
     "validate_min_balance",
     "validate_positive",
@@ -90,13 +91,22 @@ def check_balanced(kind: str, amounts: Sequence[int]) -> None:
         )
 
 
-def checked_total(value: Any, *, what: str) -> int:
-    """An int64 sum from the server, or ``InvalidAmount``: a ``$sum`` of int64 values that
-    overflows comes back as a double (a server) or an integer outside int64 (an engine), and
-    ``int()`` would silently truncate it."""
+def int64_total(value: Any) -> int | None:
+    """A sum the server computed, as an int, or None when it is not an int64: a ``$sum`` of
+    int64 values that overflows comes back as a double (a server) or an integer outside int64
+    (an engine), and ``int()`` would silently truncate it (``verify`` reports such a sum)."""
     if isinstance(value, bool) or not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX:
+        return None
+    return int(value)
+
+
+def checked_total(value: Any, *, what: str) -> int:
+    """A sum the server computed, as an int, or ``InvalidAmount`` when it is not an int64 (see
+    :func:`int64_total`): what the reads answer with."""
+    total = int64_total(value)
+    if total is None:
         raise InvalidAmount(
             f"{what} is {value!r}, outside the signed 64-bit range: the amounts sum past int64 "
             "(possible with balance_field=None, where no cached balance guards it)"
         )
-    return int(value)
+    return total

@@ -13,17 +13,21 @@ from typing import Any
 
 from mongoledger._core import schema
 from mongoledger._core.config import LedgerConfig
+from mongoledger._core.guards import below_floor
+from mongoledger._core.schema import INT64_MAX, INT64_MIN
 from mongoledger.models import BrokenHold, BrokenLink, RunningBalanceMismatch
 
 __all__ = [
-    "below_floor",
     "capture_legs_pipeline",
     "check_captures",
     "check_links",
+    "floor_candidate",
     "floor_violation_filter",
     "history_is_contiguous",
+    "is_floor_violation",
     "operation_anomalies_pipeline",
     "operations_count_pipeline",
+    "rewritable",
     "running_balance_mismatches",
 ]
 
@@ -92,21 +96,43 @@ def running_balance_mismatches(
     return out
 
 
-def below_floor(cfg: LedgerConfig, doc: Mapping[str, Any]) -> bool:
-    """Whether the account's cached balance is below its ``min_balance``: a floor above the
-    balance of a new account is allowed (it refuses debits), a debit that ended below it is
-    not (see :func:`floor_violation_filter`)."""
+def rewritable(mismatches: Sequence[RunningBalanceMismatch]) -> bool:
+    """Whether a repair can write every expected running balance (each fits int64: a history
+    written around the ledger may sum past it, and is then reported, not rewritten)."""
+    return all(
+        m.expected_balance_after is None or INT64_MIN <= m.expected_balance_after <= INT64_MAX
+        for m in mismatches
+    )
+
+
+def floor_candidate(cfg: LedgerConfig, doc: Mapping[str, Any], held: int) -> bool:
+    """Whether an account document is below its floor by the guards' measure: its available
+    balance (its cached balance minus ``held``, the sum of its pending holds) is below its
+    ``min_balance``. Not every such account is a violation (see :func:`is_floor_violation`)."""
     floor = doc.get(schema.MIN_BALANCE)
     balance = doc.get(cfg.balance_field) if cfg.balance_field else None
-    return isinstance(floor, int) and isinstance(balance, int) and balance < floor
+    return isinstance(floor, int) and isinstance(balance, int) and below_floor(balance, held, floor)
 
 
-def floor_violation_filter(cfg: LedgerConfig, doc: Mapping[str, Any]) -> dict[str, Any]:
+def is_floor_violation(held: int, debit_below: bool) -> bool:
+    """Whether an account below its floor got there past the guards.
+
+    A floor above the balance of a new account is allowed (it refuses debits and holds until
+    money comes in). Every step that lowers the available balance is guarded: a pending hold
+    was placed only where it fitted, and a legitimate debit never ends with its running
+    balance (``balance_after``) below the floor, held money included. So an account below its
+    floor with money held, or with a debit that ended below it (``debit_below``, see
+    :func:`floor_violation_filter`), was taken there around the guards.
+    """
+    return held > 0 or debit_below
+
+
+def floor_violation_filter(cfg: LedgerConfig, account_id: Any, floor: int) -> dict[str, Any]:
     """The debit legs of an account that ended below its floor, which its guard forbids."""
     return {
-        cfg.account_link_field: doc["_id"],
+        cfg.account_link_field: account_id,
         cfg.amount_field: {"$lt": 0},
-        schema.BALANCE_AFTER: {"$lt": doc[schema.MIN_BALANCE]},
+        schema.BALANCE_AFTER: {"$lt": floor},
     }
 
 

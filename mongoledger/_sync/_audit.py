@@ -10,15 +10,18 @@ from typing import Any
 import bson
 
 from mongoledger._core import schema
+from mongoledger._core.amounts import int64_total
 from mongoledger._core.audit import (
-    below_floor,
     capture_legs_pipeline,
     check_captures,
     check_links,
+    floor_candidate,
     floor_violation_filter,
     history_is_contiguous,
+    is_floor_violation,
     operation_anomalies_pipeline,
     operations_count_pipeline,
+    rewritable,
     running_balance_mismatches,
 )
 from mongoledger._core.holds import pending_held_pipeline, reopen
@@ -54,14 +57,16 @@ class Audit(LedgerBase):
         transactions, each with a conditional update that leaves concurrent writes intact,
         and clears ``reverted_by`` marks whose reversal does not exist (left by a revert that
         failed midway without a DB transaction), so those transactions can be reverted again.
-        Balances below a floor and broken operations are reported, never changed.
+        Balances below a floor and broken operations are reported, never changed; so are
+        sums past int64 (the server returns a double, never silently truncated here).
 
         Every whole-collection aggregation runs with ``allowDiskUse``; the server returns one
         row of totals per account and, of the operations, only the broken ones.
 
         Holds: each account's ``held`` must equal the sum of its pending holds, and each
         captured hold must have its capture's legs; a repair rebuilds ``held`` from the holds
-        and reopens a captured hold whose capture never posted.
+        and reopens a captured hold whose capture never posted. Floors are checked as the
+        guards check them: on the available balance, the balance minus the pending holds.
         """
         cfg = self._cfg
         totals = {
@@ -71,31 +76,33 @@ class Audit(LedgerBase):
         fields = [f for f in (cfg.balance_field, schema.SEQ, schema.MIN_BALANCE, schema.HELD) if f]
         accounts = to_list(self._accounts.find({}, dict.fromkeys(fields, 1)))
         known = {repr(a["_id"]) for a in accounts}
+        pending = self._pending_holds()
         running, rewritten = [], []
         for account_id, row in totals.items():
             if repr(account_id) in known and not history_is_contiguous(row):
-                found = self._check_history(account_id, repair=repair)
+                found, rewrote = self._check_history(account_id, repair=repair)
                 running += found
-                if repair and found:
+                if rewrote:
                     rewritten.append(account_id)
         mismatches, repaired, floors = [], [], []
         for doc in accounts:
             if cfg.balance_field is None:
                 continue
-            if below_floor(cfg, doc) and self._transactions.find_one(
-                floor_violation_filter(cfg, doc), {"_id": 1}
-            ):
-                floors.append(
-                    FloorViolation(
-                        account_id=doc["_id"],
-                        balance=doc[cfg.balance_field],
-                        min_balance=doc[schema.MIN_BALANCE],
-                    )
-                )
-            calculated = int(totals.get(doc["_id"], {}).get("total", 0))
+            held = int64_total(pending.get(repr(doc["_id"]), {}).get("held", 0))
+            if held is not None and floor_candidate(cfg, doc, held):
+                # The account and the holds were read apart: confirm on one view.
+                violation = self._confirm_floor(doc["_id"])
+                if violation is not None:
+                    floors.append(violation)
+            calculated = int64_total(totals.get(doc["_id"], {}).get("total", 0))
             cached = doc.get(cfg.balance_field)
             top = int(totals.get(doc["_id"], {}).get("seq") or 0)
-            if cached is not None and int(cached) == calculated and doc.get(schema.SEQ) == top:
+            if (
+                cached is not None
+                and calculated is not None
+                and int(cached) == calculated
+                and doc.get(schema.SEQ) == top
+            ):
                 continue
             # The two reads above are not one snapshot: confirm on this account alone.
             found_drift = self._confirm_drift(doc["_id"])
@@ -142,7 +149,7 @@ class Audit(LedgerBase):
         broken = check_links(cfg, links)
         if not self._has_transactions():
             broken += self._orphan_keys(repair=repair)
-        holds = self._check_holds(accounts, repair=repair)
+        holds = self._check_holds(accounts, pending, repair=repair)
         return VerifyReport(
             accounts_checked=len(accounts),
             transactions_checked=sum(int(row["count"]) for row in totals.values()),
@@ -158,12 +165,17 @@ class Audit(LedgerBase):
             **holds,
         )
 
-    def _check_history(self, account_id: Any, *, repair: bool) -> list[RunningBalanceMismatch]:
+    def _check_history(
+        self, account_id: Any, *, repair: bool
+    ) -> tuple[list[RunningBalanceMismatch], bool]:
         """Read one account's legs in order and find those out of place; with ``repair``,
         renumber them and rewrite their running balances, in one DB transaction that also
-        writes the account (so a concurrent write conflicts and one of the two runs again)."""
+        writes the account (so a concurrent write conflicts and one of the two runs again).
+        Returns what it found, and whether it rewrote it (never a running balance past int64:
+        that history is reported only)."""
         cfg = self._cfg
         found: list[RunningBalanceMismatch] = []
+        rewrote: list[bool] = [False]
 
         def body(session: Any) -> None:
             legs = to_list(
@@ -174,7 +186,8 @@ class Audit(LedgerBase):
                 ).sort(schema.ACCOUNT_SEQ, 1)
             )
             found[:] = running_balance_mismatches(cfg, account_id, legs)
-            if not (repair and found):
+            rewrote[0] = False
+            if not (repair and found and rewritable(found)):
                 return
             account = self._accounts.find_one({"_id": account_id}, {schema.SEQ: 1}, session=session)
             if account is None:
@@ -198,12 +211,49 @@ class Audit(LedgerBase):
                 {"$set": {schema.SEQ: len(legs)}},
                 session=session,
             )
+            rewrote[0] = True
 
         if repair:
             self._run(body)
         else:
             body(None)
-        return found
+        return found, rewrote[0]
+
+    def _confirm_floor(self, account_id: Any) -> FloorViolation | None:
+        """Whether an account is below its floor past the guards (see
+        :func:`~mongoledger._core.audit.is_floor_violation`), on one consistent view of it and
+        its pending holds: a snapshot DB transaction, or without one, two identical looks."""
+        cfg = self._cfg
+        assert cfg.balance_field is not None
+        fields = {cfg.balance_field: 1, schema.MIN_BALANCE: 1}
+        found: list[FloorViolation | None] = [None]
+
+        def body(session: Any) -> None:
+            found[0] = None
+            doc = self._accounts.find_one({"_id": account_id}, fields, session=session)
+            rows = aggregate(self._holds, pending_held_pipeline(account_id), session=session)
+            held = int64_total(rows[0]["held"]) if rows else 0
+            if doc is None or held is None or not floor_candidate(cfg, doc, held):
+                return
+            floor = doc[schema.MIN_BALANCE]
+            below = self._transactions.find_one(
+                floor_violation_filter(cfg, account_id, floor), {"_id": 1}, session=session
+            )
+            if not is_floor_violation(held, below is not None):
+                return
+            if session is None:  # no snapshot: the account must not have moved meanwhile
+                again = self._accounts.find_one({"_id": account_id}, fields)
+                if again != doc:
+                    return
+            found[0] = FloorViolation(
+                account_id=account_id,
+                balance=doc[cfg.balance_field],
+                min_balance=floor,
+                held=held,
+            )
+
+        self._run(body)
+        return found[0]
 
     def _confirm_drift(self, account_id: Any) -> tuple[BalanceMismatch, dict[str, Any]] | None:
         """Compare one account's cached balance with its transactions, consistently.
@@ -227,13 +277,14 @@ class Audit(LedgerBase):
                     *balances_pipeline(cfg),
                 ],
             )
-            calculated = int(rows[0]["total"]) if rows else 0
+            calculated = int64_total(rows[0]["total"]) if rows else 0
             top = int(rows[0]["seq"] or 0) if rows else 0
             cached = doc.get(cfg.balance_field)
             seq = doc.get(schema.SEQ)
             state = {"cached": cached, "seq": seq, "top": top, "calculated": calculated}
             if int(seq or 0) == top or state == previous:
-                if int(seq or 0) == top and cached is not None and int(cached) == calculated:
+                consistent = cached is not None and calculated is not None
+                if int(seq or 0) == top and consistent and int(cached) == calculated:
                     return None
                 mismatch = BalanceMismatch(
                     account_id=account_id, cached=cached, calculated=calculated
@@ -243,9 +294,12 @@ class Audit(LedgerBase):
         return None
 
     def _repair_balance(self, mismatch: BalanceMismatch, state: dict[str, Any]) -> bool:
-        """Set the cached balance (and sequence) from the transactions, unless it moved."""
+        """Set the cached balance (and sequence) from the transactions, unless it moved (or
+        the transactions sum past int64: no balance can hold that)."""
         cfg = self._cfg
         assert cfg.balance_field is not None
+        if mismatch.calculated is None:
+            return False
         result = self._accounts.update_one(
             {
                 "_id": mismatch.account_id,
@@ -319,26 +373,36 @@ class Audit(LedgerBase):
             if result.modified_count:
                 del doc[schema.REVERTED_BY]
 
-    def _check_holds(self, accounts: list[dict[str, Any]], *, repair: bool) -> dict[str, Any]:
+    def _pending_holds(self) -> dict[str, dict[str, Any]]:
+        """The sum and count of the pending holds of every account that has one, by ``repr``
+        of its ``_id`` (one aggregation over the holds)."""
+        rows = aggregate(self._holds, pending_held_pipeline(), allowDiskUse=True)
+        return {repr(row["_id"]): row for row in rows}
+
+    def _check_holds(
+        self,
+        accounts: list[dict[str, Any]],
+        pending: dict[str, dict[str, Any]],
+        *,
+        repair: bool,
+    ) -> dict[str, Any]:
         """Holds: every captured hold against its capture's legs (a capture that failed midway
         without a DB transaction is reopened by a repair), then every account's ``held``
-        against the sum of its pending holds (rebuilt by a repair)."""
+        against the sum of its ``pending`` holds (rebuilt by a repair)."""
         captured = to_list(self._holds.find({schema.STATUS: "captured"}, {schema.OPERATION_ID: 1}))
         legs = aggregate(self._transactions, capture_legs_pipeline(), allowDiskUse=True)
         broken = check_captures(captured, legs)
         reopened = []
         if repair:
             reopened = [b.hold_id for b in broken if self._reopen_capture(b.hold_id)]
-        pending = {
-            repr(row["_id"]): row
-            for row in aggregate(self._holds, pending_held_pipeline(), allowDiskUse=True)
-        }
+            if reopened:  # they are pending again
+                pending = self._pending_holds()
         known = {repr(doc["_id"]) for doc in accounts}
         suspects = [
             doc["_id"]
             for doc in accounts
             if int(doc.get(schema.HELD) or 0)
-            != int(pending.get(repr(doc["_id"]), {}).get("held", 0))
+            != int64_total(pending.get(repr(doc["_id"]), {}).get("held", 0))
         ]
         mismatches, fixed = [], []
         for account_id in suspects:
@@ -378,7 +442,7 @@ class Audit(LedgerBase):
             if doc is None:
                 return
             cached = doc.get(schema.HELD)
-            calculated = int(rows[0]["held"]) if rows else 0
+            calculated = int64_total(rows[0]["held"]) if rows else 0
             if int(cached or 0) == calculated:
                 return
             if session is None:  # no snapshot: the value must not have moved meanwhile
@@ -386,7 +450,7 @@ class Audit(LedgerBase):
                 if again is None or again.get(schema.HELD) != cached:
                     return
             fixed = False
-            if repair:
+            if repair and calculated is not None:  # no held sum can be past int64
                 result = self._accounts.update_one(
                     {
                         "_id": account_id,

@@ -497,7 +497,7 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
             fixed = " (repaired)" if repr(m.account_id) in repaired else ""
             ctx.print(
                 f"  balance mismatch on {m.account_id}: cached {ctx.money.format(m.cached)}, "
-                f"calculated {ctx.money.format(m.calculated)}{fixed}"
+                f"calculated {_total(ctx, m.calculated)}{fixed}"
             )
         for u in report.unbalanced_operations:
             ctx.print(f"  unbalanced {u.kind} operation {u.operation_id}: {u.problem}")
@@ -514,16 +514,20 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
                 f"#{r.expected_seq} with {r.expected_balance_after}{fixed}"
             )
         for f in report.floor_violations:
+            at = ctx.money.format(f.balance)
+            if f.held:
+                held = ctx.money.format(f.held)
+                at = f"available {ctx.money.format(f.available)} (balance {at}, held {held})"
             ctx.print(
-                f"  account {format_value(f.account_id)} is at {ctx.money.format(f.balance)}, "
-                f"below its min_balance {ctx.money.format(f.min_balance)} after a debit"
+                f"  account {format_value(f.account_id)} is at {at}, below its min_balance "
+                f"{ctx.money.format(f.min_balance)}"
             )
         fixed_held = {repr(r) for r in report.repaired_held}
         for h in report.held_mismatches:
             fixed = " (repaired)" if repr(h.account_id) in fixed_held else ""
             ctx.print(
                 f"  held on {format_value(h.account_id)}: cached {ctx.money.format(h.cached)}, "
-                f"pending holds {ctx.money.format(h.calculated)}{fixed}"
+                f"pending holds {_total(ctx, h.calculated)}{fixed}"
             )
         reopened = {repr(r) for r in report.repaired_holds}
         for hold in report.broken_holds:
@@ -534,6 +538,11 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
         hint = "" if args.repair else "; balance drift can be rebuilt with verify --repair"
         raise VerifyFailed(f"the ledger is inconsistent{hint}")
     return 0
+
+
+def _total(ctx: Context, amount: int | None) -> str:
+    """A sum verify computed; None is a sum past int64 (written around the ledger)."""
+    return "past int64" if amount is None else ctx.money.format(amount)
 
 
 def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
