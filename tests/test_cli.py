@@ -434,6 +434,22 @@ def test_verify_shows_and_repairs_holds(cli: Cli) -> None:
     assert hold["status"] == "pending"
 
 
+def test_the_ledgers_log_warnings_are_one_line_each_on_stderr(cli: Cli) -> None:
+    """What the ledger logs (here: an index it has to build before a first write, on a
+    collection in use) reaches the command's stderr like its other warnings."""
+    cli.ok("init")
+    cli.ok("increase", *ALICE, "5")
+    cli.db["transactions"].drop_index("ledger_date")
+    result = cli("increase", *ALICE, "5")
+    assert result.code == 0
+    assert result.err == (
+        "mongoledger: warning: creating index 'ledger_date' on 'transactions' before the first "
+        "write; on a large collection run `mongoledger init` (ensure_indexes()) at deploy time "
+        "instead\n"
+    )
+    assert cli.ok("increase", *ALICE, "5").err == ""  # each command builds a new ledger: ok
+
+
 def test_report_where_names_each_attribute_once(cli: Cli) -> None:
     cli.ok("increase", *ALICE, "5")
     result = cli("report", "--where", "type=wallet", "--where", "type=savings")
@@ -460,7 +476,10 @@ def test_layout_flags_match_the_application_options(cli: Cli) -> None:
     assert cli.db["keys"].count_documents({"_id.key": "k1"}) == 1
     assert cli.db["ledger_idempotency"].count_documents({}) == 0
     linked = ["--extra-account-link-field", "counterpart"]
-    cli.ok(*linked, "transfer", "--from", "user_id=3", "--to", "user_id=4", "1")
+    result = cli(*linked, "transfer", "--from", "user_id=3", "--to", "user_id=4", "1")
+    assert result.code == 0
+    # The cached-balance layout needs its report index on accounts already in use: said so.
+    assert "warning: creating index 'ledger_balance' on 'accounts'" in result.err
     assert cli.db["transactions"].count_documents({"counterpart": {"$exists": True}}) == 2
     # A layout that does not match the documents is refused with a pointer, not guessed:
     mixed = cli("transfer", "--from", "user_id=1", "--to", "user_id=2", "1")

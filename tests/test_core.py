@@ -25,7 +25,9 @@ from mongoledger._core.idempotency import fingerprint
 from mongoledger._core.indexes import (
     IndexSpec,
     QueryShape,
+    index_definition,
     index_matches,
+    index_plan,
     index_serves,
     index_specs,
     query_shapes,
@@ -319,4 +321,21 @@ def test_index_matches_what_list_indexes_returns() -> None:
     assert index_matches(wildcard, {"key": {"$**": 1}})  # every field: it serves too
     assert "ledger_attributes_key" not in {
         s.name for s in index_specs(LedgerConfig(sharded_accounts=True))
+    }
+
+
+def test_index_plan_tells_missing_from_outdated() -> None:
+    specs = [s for s in index_specs(LedgerConfig()) if s.collection == "accounts"]
+    by_name = {s.name: s for s in specs}
+    earlier = {"key": {"$**": 1}, "name": "ledger_attributes", "wildcardProjection": {"seq": 0}}
+    mine = {"key": {"created_at": 1, "_id": 1}, "name": "by_age"}  # serves under my name
+    taken = {"key": {"x": 1}, "name": "ledger_balance"}  # our name, other keys: a conflict
+    missing, outdated = index_plan(specs, [earlier, mine, taken])
+    assert outdated == [(by_name["ledger_attributes"], earlier)]
+    assert [s.name for s in missing] == ["ledger_attributes_key", "ledger_balance"]
+    assert index_definition(earlier) == {"key": {"$**": 1}, "wildcardProjection": {"seq": 0}}
+    assert index_definition(by_name["ledger_attributes_key"]) == {
+        "key": {"attributes_key": 1},
+        "unique": True,
+        "partialFilterExpression": {"attributes_key": {"$exists": True}},
     }

@@ -17,6 +17,7 @@ from mongoledger._core.schema import CODEC, CREATED_AT, KIND, OPERATION_ID
 from mongoledger.errors import InvalidData
 
 __all__ = [
+    "earlier_fingerprint",
     "fingerprint",
     "idempotency_document",
     "idempotency_id",
@@ -47,6 +48,33 @@ def _canonical(value: Any) -> Any:
         return {str(k): _canonical(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, list | tuple):
         return [_canonical(v) for v in value]
+    return value
+
+
+def earlier_fingerprint(kind: str, legs: Sequence[tuple[Any, int, Mapping[str, Any]]]) -> str:
+    """The fingerprint the previous version recorded (before account references compared
+    numbers by value: each value as given). Read only with a record of that version's layout
+    (``_id`` the bare key), so a call it recorded and retried after an upgrade still gets its
+    first result, not an ``IdempotencyConflict``."""
+    canon = {
+        "kind": kind,
+        "legs": [
+            [_earlier_canonical(account), amount, _earlier_canonical(data)]
+            for account, amount, data in legs
+        ],
+    }
+    return hashlib.sha256(bson.encode(canon, codec_options=CODEC)).hexdigest()
+
+
+def _earlier_canonical(value: Any) -> Any:
+    if isinstance(value, AccountRef):
+        if value.attributes:
+            return {"attributes": _earlier_canonical(value.attributes)}
+        return {"id": value.id}
+    if isinstance(value, Mapping):
+        return {str(k): _earlier_canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list | tuple):
+        return [_earlier_canonical(v) for v in value]
     return value
 
 

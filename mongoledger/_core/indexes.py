@@ -4,7 +4,7 @@ with the rule that decides whether an index serves one (a test holds every query
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,9 @@ from mongoledger._core.schema import (
 __all__ = [
     "IndexSpec",
     "QueryShape",
+    "index_definition",
     "index_matches",
+    "index_plan",
     "index_serves",
     "index_specs",
     "query_shapes",
@@ -57,13 +59,8 @@ class IndexSpec:
 def index_matches(spec: IndexSpec, index: Mapping[str, Any]) -> bool:
     """Whether an index ``listIndexes`` returned is ``spec`` (keys and options; its name may
     differ): then ``ensure_indexes`` does not ask the server to create it."""
-    keys = list(dict(index.get("key") or {}).items())
     return (
-        len(keys) == len(spec.keys)
-        and all(
-            name == want_name and _same_direction(direction, want)
-            for (name, direction), (want_name, want) in zip(keys, spec.keys, strict=True)
-        )
+        _same_keys(spec, index)
         and bool(index.get("unique")) == spec.unique
         and index.get("partialFilterExpression") == spec.partial
         and (
@@ -72,6 +69,50 @@ def index_matches(spec: IndexSpec, index: Mapping[str, Any]) -> bool:
             or "wildcardProjection" not in index
             or _same_projection(index["wildcardProjection"], spec.wildcard_projection)
         )
+    )
+
+
+def index_plan(
+    specs: Sequence[IndexSpec], existing: Sequence[Mapping[str, Any]]
+) -> tuple[list[IndexSpec], list[tuple[IndexSpec, Mapping[str, Any]]]]:
+    """What ``ensure_indexes`` must do on a collection whose indexes are ``existing`` (as
+    ``listIndexes`` returns them): the specs no index serves yet (to create), and the outdated
+    ones: an index holds the spec's name and keys with other options (the ledger owns its
+    index names, all ``ledger_...``: an earlier version created it, e.g. a wildcard index
+    before this version's ``wildcardProjection``). An index under the spec's name with other
+    keys is neither: creating the spec then fails, naming the conflict."""
+    missing: list[IndexSpec] = []
+    outdated: list[tuple[IndexSpec, Mapping[str, Any]]] = []
+    for spec in specs:
+        if any(index_matches(spec, index) for index in existing):
+            continue
+        named = next((index for index in existing if index.get("name") == spec.name), None)
+        if named is not None and _same_keys(spec, named):
+            outdated.append((spec, named))
+        else:
+            missing.append(spec)
+    return missing, outdated
+
+
+_OPTIONS = ("unique", "partialFilterExpression", "wildcardProjection")
+
+
+def index_definition(index: IndexSpec | Mapping[str, Any]) -> dict[str, Any]:
+    """The keys and options of a spec or of a listed index, for messages."""
+    if isinstance(index, IndexSpec):
+        options = index.kwargs()
+        keys = dict(index.keys)
+    else:
+        options = dict(index)
+        keys = dict(index.get("key") or {})
+    return {"key": keys, **{k: options[k] for k in _OPTIONS if k in options}}
+
+
+def _same_keys(spec: IndexSpec, index: Mapping[str, Any]) -> bool:
+    keys = list(dict(index.get("key") or {}).items())
+    return len(keys) == len(spec.keys) and all(
+        name == want_name and _same_direction(direction, want)
+        for (name, direction), (want_name, want) in zip(keys, spec.keys, strict=True)
     )
 
 

@@ -20,7 +20,7 @@ from mongoledger._core.accounts import AccountRef, account_lookup_filter, valida
 from mongoledger._core.amounts import checked_total
 from mongoledger._core.config import LedgerConfig
 from mongoledger._core.idempotency import idempotency_id
-from mongoledger._core.indexes import IndexSpec, index_matches, index_specs
+from mongoledger._core.indexes import IndexSpec, index_definition, index_plan, index_specs
 from mongoledger._core.reads import sum_pipeline
 from mongoledger._sync._io import aggregate, maybe_await, mongomock_writes, to_list
 from mongoledger.errors import (
@@ -103,22 +103,28 @@ class LedgerBase:
             )
         return docs[0] if docs else None
 
-    def _idempotent_result(self, key: str, fp: str) -> list[ObjectId] | None:
+    def _idempotent_result(
+        self, key: str, fp: str, earlier: Callable[[], str] | None = None
+    ) -> list[ObjectId] | None:
         """The ids a key's first operation returned on this ledger, or None if it is new.
 
-        A record written before keys were scoped to their ledger (``_id`` is the bare key) is
-        read in the same query and counts only when its transactions are in this ledger.
+        A record the previous version wrote (``_id`` the bare key, before keys were scoped to
+        their ledger) is read in the same query and counts only when its transactions are in
+        this ledger; its fingerprint is that version's (``earlier()`` computes it).
         """
         scoped = idempotency_id(self._cfg, key)
         records = to_list(self._idempotency.find({"_id": {"$in": [scoped, key]}}))
         record = next((r for r in records if r["_id"] == scoped), None)
+        same = record is not None and record.get("hash") == fp
         if record is None:
             legacy = next((r for r in records if r["_id"] == key), None)
             if legacy is None or not self._owns(legacy):
                 return None
             record = legacy
+            recorded = legacy.get("hash")
+            same = recorded == fp or (earlier is not None and recorded == earlier())
         ids = list(record["transaction_ids"])
-        if record.get("hash") != fp:
+        if not same:
             raise IdempotencyConflict(key, ids)
         return ids
 
@@ -182,12 +188,19 @@ class LedgerBase:
         missing one: building an index on a large collection takes a while (a replica set
         waits for its commit quorum), so run this at deploy time (``mongoledger init``); the
         first write of a ledger instance also runs it, and then only lists.
+
+        An index under a name the ledger owns (``ledger_...``) whose definition differs from
+        this version's, which an earlier version created, is rebuilt here (dropped, then
+        created): after an upgrade, run this (``mongoledger init``) once. A unique one is not:
+        rebuilding it would leave a moment without the uniqueness it guarantees, so this raises
+        ``InvalidConfiguration`` saying what to do. Before a first write, an outdated index is
+        only logged: it is left as it is, and the write goes ahead.
         """
         self._ensure_indexes(lazily=False)
 
     def _ensure_indexes(self, *, lazily: bool) -> None:
         """``ensure_indexes``; ``lazily`` (before a first write) warns about each build on a
-        collection in use."""
+        collection in use, and leaves an outdated index to ``ensure_indexes``."""
         collections = {
             "accounts": self._accounts,
             "transactions": self._transactions,
@@ -198,9 +211,21 @@ class LedgerBase:
         for role, collection in collections.items():
             wanted = [spec for spec in specs if spec.collection == role]
             existing = to_list(maybe_await(collection.list_indexes()))
-            for spec in wanted:
-                if any(index_matches(spec, index) for index in existing):
-                    continue
+            missing, outdated = index_plan(wanted, existing)
+            for spec, index in outdated:
+                if lazily:
+                    log.warning(
+                        "index %r on %r has the definition of an earlier version (%s, this "
+                        "version's is %s); it is left as it is: run `mongoledger init` "
+                        "(ensure_indexes()) to rebuild it",
+                        spec.name,
+                        collection.name,
+                        index_definition(index),
+                        index_definition(spec),
+                    )
+                else:
+                    self._rebuild_index(collection, spec, index)
+            for spec in missing:
                 if lazily and existing:  # a collection in use: the build may take a while
                     log.warning(
                         "creating index %r on %r before the first write; on a large collection "
@@ -210,6 +235,27 @@ class LedgerBase:
                     )
                 self._create_index(collection, spec)
         self._indexed = True
+
+    def _rebuild_index(self, collection: Any, spec: IndexSpec, index: Mapping[str, Any]) -> None:
+        """Replace an index of a name the ledger owns that has another definition."""
+        was, now = index_definition(index), index_definition(spec)
+        if spec.unique or index.get("unique"):
+            raise InvalidConfiguration(
+                f"index {spec.name!r} on {collection.name!r} is {was}, not this version's "
+                f"{now}; it is unique, and rebuilding it would leave a moment without the "
+                "uniqueness it guarantees: drop it while nothing writes to the ledger "
+                f"(db.{collection.name}.dropIndex({spec.name!r})), then run "
+                "`mongoledger init` (ensure_indexes())"
+            )
+        log.warning(
+            "rebuilding index %r on %r: it is %s, this version's is %s",
+            spec.name,
+            collection.name,
+            was,
+            now,
+        )
+        collection.drop_index(spec.name)
+        self._create_index(collection, spec)
 
     @staticmethod
     def _create_index(collection: Any, spec: IndexSpec) -> None:

@@ -55,6 +55,7 @@ from mongoledger._core.data import validate_data
 from mongoledger._core.dates import settle_date
 from mongoledger._core.guards import LegUpdate, explain_refusal, kept_conflicting, leg_update
 from mongoledger._core.idempotency import (
+    earlier_fingerprint,
     fingerprint,
     idempotency_document,
     validate_idempotency_key,
@@ -310,8 +311,11 @@ class Writes(Hooks, Compensation):
         key = validate_idempotency_key(idempotency_key)
         fp = ""
         if key is not None:
-            fp = fingerprint(kind, [(leg.account, leg.amount, leg.data) for leg in planned])
-            found = self._idempotent_result(key, fp)
+            args = [(leg.account, leg.amount, leg.data) for leg in planned]
+            fp = fingerprint(kind, args)
+            found = self._idempotent_result(
+                key, fp, earlier=lambda: earlier_fingerprint(kind, args)
+            )
             if found is not None:
                 return found
         return self._execute(kind, planned, key, fp)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import warnings
@@ -68,6 +69,9 @@ def main(
     except ValueError as exc:  # a global option: reported as the command's own, not a subcommand's
         return _usage_error(parser, None, str(exc), err)
     client = None
+    log_printer = _LogPrinter(err)
+    logger = logging.getLogger("mongoledger")
+    logger.addHandler(log_printer)
     with warnings.catch_warnings():
         warnings.showwarning = _warning_printer(err)
         try:
@@ -116,6 +120,7 @@ def main(
                 return 1
             raise
         finally:
+            logger.removeHandler(log_printer)
             with contextlib.suppress(BrokenPipeError):
                 out.flush()
             if client is not None:
@@ -166,6 +171,19 @@ def _usage_error(
     prog = f"{parser.prog} {command}" if command else parser.prog
     err.write(f"usage: {prog} --help\n{prog}: error: {message}\n")
     return 2
+
+
+class _LogPrinter(logging.Handler):
+    """The ledger's log warnings (an index rebuilt by init, a build before a first write) as
+    one line on stderr each, like the command's other warnings."""
+
+    def __init__(self, err: TextIO) -> None:
+        super().__init__(logging.WARNING)
+        self.err = err
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = one_line(Exception(record.getMessage()))
+        self.err.write(f"mongoledger: {record.levelname.lower()}: {text}\n")
 
 
 def _warning_printer(err: TextIO) -> Any:
