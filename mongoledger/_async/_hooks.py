@@ -55,16 +55,7 @@ class Hooks(LedgerBase):
         hooks' data may not use (default: a transaction document's)."""
         cfg = self._cfg
         for index, leg in enumerate(legs):
-            ctx = HookContext(
-                kind=kind,
-                account=leg.account.describe(),
-                account_id=leg.account_id,
-                amount=leg.amount,
-                data=dict(leg.data),
-                operation_id=operation_id,
-                leg=index,
-                hold_id=leg.hold_id,
-            )
+            ctx = _context(kind, leg, index, operation_id)
             for fn in self._before:
                 await call_back(fn, ctx, "hook")
             amount = validate_amount(ctx.amount, what="amount set by a before_write hook")
@@ -92,18 +83,10 @@ class Hooks(LedgerBase):
         legs' transaction ids)."""
         failures: list[BaseException] = []
         for index, leg in enumerate(legs):
-            ctx = HookContext(
-                kind=kind,
-                account=leg.account.describe(),
-                account_id=leg.account_id,
-                amount=leg.amount,
-                data=dict(leg.data),
-                operation_id=operation_id,
-                leg=index,
-                transaction_id=None if leg.hold_id is not None and kind != "capture" else leg.id,
-                balance_after=leg.balance_after,
-                hold_id=leg.hold_id,
-            )
+            ctx = _context(kind, leg, index, operation_id)
+            # A hold or a void writes no transaction document: only its hold_id names it.
+            ctx.transaction_id = None if leg.hold_id is not None and kind != "capture" else leg.id
+            ctx.balance_after = leg.balance_after
             for fn in self._after:
                 try:
                     await call_back(fn, ctx, "hook")
@@ -112,3 +95,17 @@ class Hooks(LedgerBase):
         if failures:
             ids = [leg.id for leg in legs] if result is None else result
             raise AfterWriteError(ids, failures) from failures[0]
+
+
+def _context(kind: EventKind, leg: Leg, index: int, operation_id: ObjectId | None) -> HookContext:
+    """What a hook sees of one leg (``data`` a copy it may change before the write)."""
+    return HookContext(
+        kind=kind,
+        account=leg.account.describe(),
+        account_id=leg.account_id,
+        amount=leg.amount,
+        data=dict(leg.data),
+        operation_id=operation_id,
+        leg=index,
+        hold_id=leg.hold_id,
+    )
