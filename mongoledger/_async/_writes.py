@@ -247,7 +247,10 @@ class Writes(Hooks, Compensation):
         cfg = self._cfg
         floor = validate_min_balance(min_balance)
         if floor is not None and cfg.balance_field is None:
-            raise InvalidConfiguration("min_balance needs a cached balance (balance_field)")
+            raise InvalidConfiguration(
+                f"min_balance={floor!r} needs a cached balance: this ledger has "
+                "balance_field=None, so no guard can check a floor"
+            )
         explicit = min_balance is not None
         initial = floor if explicit else cfg.default_min_balance
         await self._supports_transactions()  # Decision 9: detected (or refused) at a first write

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from mongoledger import NO_FLOOR, AsyncLedger, InsufficientFunds, InvalidAccount
+from mongoledger import (
+    NO_FLOOR,
+    AsyncLedger,
+    InsufficientFunds,
+    InvalidAccount,
+    InvalidConfiguration,
+)
 from tests._async.stored import snapshot
 
 _IS_SYNC = False
@@ -68,3 +74,10 @@ async def test_no_floor_opens_a_system_account_under_a_default(async_db: Any) ->
     anonymous = await ledger.open_account(min_balance=NO_FLOOR)
     await ledger.decrease(anonymous, 5)
     assert (await ledger.get_account(await ledger.open_account())).min_balance == 0
+
+
+async def test_a_floor_without_a_cached_balance_is_refused_naming_it(async_db: Any) -> None:
+    ledger = AsyncLedger(async_db, balance_field=None)
+    with pytest.raises(InvalidConfiguration, match=r"min_balance=0 needs a cached balance"):
+        await ledger.open_account({"user": 1}, min_balance=0)
+    assert await ledger.accounts.count_documents({}) == 0
