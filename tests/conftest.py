@@ -16,8 +16,17 @@ from typing import Any
 import pytest
 
 REAL_URI = os.environ.get("MONGOLEDGER_TEST_URI")
+# Without a URI, the real and motor tiers run against the engine's own wire endpoint: real
+# PyMongo and real Motor over TCP (MONGOLEDGER_TEST_WIRE=0 skips them instead).
+WIRE_SERVER: Any = None
+if not REAL_URI and os.environ.get("MONGOLEDGER_TEST_WIRE", "1") != "0":
+    from mongoledger.memory import MemoryServer
+
+    WIRE_SERVER = MemoryServer()
+    REAL_URI = WIRE_SERVER.listen()
 SKIP_REAL = (
-    "MONGOLEDGER_TEST_URI is not set: set it to a replica-set URI to run the real-server tier"
+    "MONGOLEDGER_TEST_URI is not set and MONGOLEDGER_TEST_WIRE=0: set the URI of a replica set "
+    "(or unset MONGOLEDGER_TEST_WIRE) to run the real-driver tiers"
 )
 NO_TXN = pytest.mark.filterwarnings("ignore::mongoledger.errors.NoTransactionsWarning")
 
@@ -35,6 +44,11 @@ ASYNC_ENGINES = [
 
 
 def pytest_report_header() -> str:
+    if WIRE_SERVER is not None:
+        return (
+            "mongoledger engines: memory, mongomock, motor-shape, real, motor (real PyMongo and "
+            f"Motor over the wire endpoint of the memory engine at {REAL_URI})"
+        )
     if REAL_URI:
         return "mongoledger engines: memory, mongomock, motor-shape, real, motor (the URI's server)"
     return (
