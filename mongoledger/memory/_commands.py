@@ -60,6 +60,7 @@ __all__ = ["Commands", "ConnectionInfo", "EngineStep", "Next", "WaitStep", "comm
 DEFAULT_BATCH = 101
 CURSOR_IDLE_SECONDS = 600  # the server's cursorTimeoutMillis
 TRANSACTION_LIFETIME_SECONDS = 60  # the server's transactionLifetimeLimitSeconds
+SESSION_IDLE_SECONDS = 30 * 60  # the server's logicalSessionTimeoutMinutes
 AWAIT_DEFAULT_MS = 1000  # a tailable await cursor's getMore wait without maxTimeMS
 MAX_WRITE_BATCH = 100_000
 _BATCH_BYTES = MAX_BSON_SIZE  # a batch stops once it reaches 16 MiB (at least one document)
@@ -233,6 +234,8 @@ class Commands:
         self._lock = threading.Lock()
         self._cursors: dict[int, _Cursor] = {}
         self._sessions: dict[bytes, _WireSession] = {}
+        # setParameter transactionLifetimeLimitSeconds changes it, as on a server.
+        self.transaction_lifetime: float = TRANSACTION_LIFETIME_SECONDS
         self._handlers: dict[str, Callable[..., Next]] = {
             "hello": self._hello,
             "isMaster": self._hello,
@@ -276,6 +279,7 @@ class Commands:
             "hostInfo": self._host_info,
             "getCmdLineOpts": self._cmd_line_opts,
             "getParameter": self._get_parameter,
+            "setParameter": self._set_parameter,
             "getLog": self._get_log,
             "connectionStatus": self._connection_status,
             "whatsmyuri": self._whatsmyuri,
@@ -300,7 +304,7 @@ class Commands:
         In process, ``session`` is the caller's session (its transaction, if one is open);
         over the wire (``connection`` given) the session comes from the body's ``lsid``.
         """
-        if not isinstance(db, str) or not db or any(c in db for c in "/\\. \"$\x00"):
+        if not isinstance(db, str) or not db or any(c in db for c in '/\\. "$\x00'):
             raise operation_failure(73, "InvalidNamespace", f"Invalid database name: {db!r}")
         name = next(iter(body), None)
         if name is None:
@@ -358,9 +362,7 @@ class Commands:
                     50768, "Location50768", "'autocommit' requires a 'txnNumber'"
                 )
             if name in ("commitTransaction", "abortTransaction"):
-                raise operation_failure(
-                    50768, "Location50768", f"'{name}' requires a 'txnNumber'"
-                )
+                raise operation_failure(50768, "Location50768", f"'{name}' requires a 'txnNumber'")
             return handler(db, body, None, conn)
         if not isinstance(txn_number, int) or isinstance(txn_number, bool) or txn_number < 0:
             raise _bad_value(f"invalid txnNumber: {txn_number!r}")
@@ -441,6 +443,7 @@ class Commands:
                 ws.txn_number = number
                 ws.txn_started = time.monotonic()
                 ws.retry_number = ws.retry_reply = None
+                self.transaction_started()
                 return state
             if body.get("startTransaction") is not None:
                 raise _bad_value("startTransaction must be true when it is given")
@@ -547,18 +550,30 @@ class Commands:
         lsid = {"id": bson.Binary(uuid.uuid4().bytes, 4)}
         return {"id": lsid, "timeoutMinutes": 30, "ok": 1.0}
 
-    def reap(self, now: float | None = None) -> None:
-        """Abort transactions past the lifetime limit; close cursors idle past their timeout."""
+    def reap(self, now: float | None = None) -> float:
+        """Abort transactions past the lifetime limit, close cursors idle past their timeout,
+        forget sessions idle past theirs; returns the seconds until the next deadline."""
         now = time.monotonic() if now is None else now
+        lifetime = self.transaction_lifetime
+        upcoming = [now + CURSOR_IDLE_SECONDS]
         with self._lock:
             for ws in list(self._sessions.values()):
-                if ws.state.in_transaction and now - ws.txn_started > TRANSACTION_LIFETIME_SECONDS:
-                    self._end_transaction(ws)
-                if now - ws.last_used > 30 * 60 and not ws.state.in_transaction:
+                if ws.state.in_transaction:
+                    if now - ws.txn_started >= lifetime:
+                        self._end_transaction(ws)
+                    else:
+                        upcoming.append(ws.txn_started + lifetime)
+                elif now - ws.last_used > SESSION_IDLE_SECONDS:
                     self._sessions.pop(_session_key(ws), None)
             for cursor_id, cursor in list(self._cursors.items()):
                 if now - cursor.last_used > CURSOR_IDLE_SECONDS:
                     del self._cursors[cursor_id]
+                else:
+                    upcoming.append(cursor.last_used + CURSOR_IDLE_SECONDS)
+        return max(min(upcoming) - now, 0.01)
+
+    def transaction_started(self) -> None:
+        """A hook the wire server sets to wake its reaper (a new deadline exists)."""
 
     def open_transactions(self) -> int:
         with self._lock:
@@ -628,13 +643,30 @@ class Commands:
         reply: Document = {"ok": 1.0}
         known: Document = {
             "featureCompatibilityVersion": {"version": "7.0"},
-            "transactionLifetimeLimitSeconds": TRANSACTION_LIFETIME_SECONDS,
+            "transactionLifetimeLimitSeconds": int(self.transaction_lifetime),
             "cursorTimeoutMillis": Int64(CURSOR_IDLE_SECONDS * 1000),
         }
         everything = body.get("getParameter") == "*"
         for key, value in known.items():
             if everything or key in body:
                 reply[key] = value
+        return reply
+
+    def _set_parameter(self, db: str, body: Mapping[str, Any], session: Any, conn: Any) -> Next:
+        _admin_only(db, "setParameter")
+        reply: Document = {"ok": 1.0}
+        for key, value in body.items():
+            if key in ("setParameter", *_GENERIC_FIELDS):
+                continue
+            if key != "transactionLifetimeLimitSeconds":
+                raise _bad_value(
+                    f"setParameter {key!r} is not implemented by the mongoledger memory engine"
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
+                raise _bad_value(f"transactionLifetimeLimitSeconds must be >= 1, not {value!r}")
+            reply["was"] = int(self.transaction_lifetime)
+            self.transaction_lifetime = float(value)
+            self.transaction_started()  # the reaper's next deadline moved
         return reply
 
     def _get_log(self, db: str, body: Mapping[str, Any], session: Any, conn: Any) -> Next:
@@ -644,9 +676,7 @@ class Commands:
             return {"names": ["global", "startupWarnings"], "ok": 1.0}
         return {"totalLinesWritten": 0, "log": [], "ok": 1.0}
 
-    def _connection_status(
-        self, db: str, body: Mapping[str, Any], session: Any, conn: Any
-    ) -> Next:
+    def _connection_status(self, db: str, body: Mapping[str, Any], session: Any, conn: Any) -> Next:
         return {"authInfo": {"authenticatedUsers": [], "authenticatedUserRoles": []}, "ok": 1.0}
 
     def _whatsmyuri(
@@ -683,7 +713,9 @@ class Commands:
     def _ops(self, db: str, coll: str) -> CollectionOps:
         return CollectionOps(self.server, db, coll)
 
-    def _find(self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any) -> Next:
+    def _find(
+        self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
+    ) -> Next:
         coll = _collection_name(body, "find")
         flt = _doc_option(body, "filter") or {}
         sort = _sort_option(body)
@@ -736,9 +768,7 @@ class Commands:
     ) -> Next:
         cursor_id = body.get("getMore")
         if not isinstance(cursor_id, int) or isinstance(cursor_id, bool):
-            raise _type_mismatch(
-                f"Field 'getMore' must be of type long in: {dict(body)!r}"
-            )
+            raise _type_mismatch(f"Field 'getMore' must be of type long in: {dict(body)!r}")
         coll = _collection_name(body, "collection")
         batch = _batch_size(body.get("batchSize"))
         ns = f"{db}.{coll}"
@@ -775,9 +805,7 @@ class Commands:
         with self._lock:
             self._cursors.pop(cursor_id, None)
 
-    def _kill_cursors(
-        self, db: str, body: Mapping[str, Any], session: Any, conn: Any
-    ) -> Next:
+    def _kill_cursors(self, db: str, body: Mapping[str, Any], session: Any, conn: Any) -> Next:
         coll = _collection_name(body, "killCursors")
         ids = body.get("cursors")
         if not isinstance(ids, list):
@@ -819,8 +847,9 @@ class Commands:
         batch = _batch_size(cursor_opts.get("batchSize"))
         first = pipeline[0] if pipeline else None
         if isinstance(first, Mapping) and "$changeStream" in first:
-            return self._change_stream(db, target, first["$changeStream"], pipeline[1:], batch,
-                                       session, body)
+            return self._change_stream(
+                db, target, first["$changeStream"], pipeline[1:], batch, session, body
+            )
         if target == 1:
             raise _bad_value(
                 "aggregate: 1 (a collectionless aggregation) is not implemented by the "
@@ -902,9 +931,7 @@ class Commands:
 
         return EngineStep(call, session, opened)
 
-    def _stream_batch(
-        self, cursor: _Cursor, batch: int | None, wait: float, key: str
-    ) -> Next:
+    def _stream_batch(self, cursor: _Cursor, batch: int | None, wait: float, key: str) -> Next:
         """Up to ``batch`` events: what is there now, else the first to come within ``wait``."""
         core = cursor.core
         assert core is not None
@@ -1097,8 +1124,9 @@ class Commands:
                         raise _type_mismatch("a delete statement needs a document 'q'")
                     limit = stmt.get("limit", 0)
                     if limit not in (0, 1):
-                        raise _bad_value(f"The limit field in delete objects must be 0 or 1. "
-                                         f"Got {limit}")
+                        raise _bad_value(
+                            f"The limit field in delete objects must be 0 or 1. Got {limit}"
+                        )
                     flt = dict(stmt["q"])
                     res = (mc.delete_one if limit == 1 else mc.delete_many)(flt)
                     n += res.deleted_count
@@ -1127,15 +1155,15 @@ class Commands:
                 9, "FailedToParse", "Cannot specify both an update and remove=true"
             )
         if not remove and update is None:
-            raise operation_failure(9, "FailedToParse", "Either an update or remove=true must be specified")
+            raise operation_failure(
+                9, "FailedToParse", "Either an update or remove=true must be specified"
+            )
         if body.get("arrayFilters"):
             raise _bad_value("arrayFilters are not implemented by the mongoledger memory engine")
         ops = self._ops(db, coll)
         if remove:
             method, kind = "delete", "delete"
-        elif isinstance(update, list):
-            method, kind = "update", "update"
-        elif isinstance(update, Mapping) and any(str(k).startswith("$") for k in update):
+        elif isinstance(update, list) or _has_operators(update):
             method, kind = "update", "update"
         elif isinstance(update, Mapping):
             method, kind = "replace", "replace"
@@ -1160,7 +1188,7 @@ class Commands:
             target = flt if existing is None else {"_id": existing["_id"]}
             payload = update
             if method == "replace":
-                payload = dict(update)
+                payload = dict(update or {})
                 mongomock.collection.validate_ok_for_replace(payload)
             with ops._translate():
                 value = mc._find_and_modify(target, fields, payload, upsert, None, new)
@@ -1202,8 +1230,9 @@ class Commands:
             _set_options(store, options)
             return {"ok": 1.0}
 
-        return EngineStep(Call("create", fn, f"create on {db}.{coll}", retryable=False), session,
-                          _identity)
+        return EngineStep(
+            Call("create", fn, f"create on {db}.{coll}", retryable=False), session, _identity
+        )
 
     def _preempt(self, db: str, coll: str | None) -> None:
         """Abort the wire transactions holding writes in ``db`` (``coll``), as a server's
@@ -1449,8 +1478,11 @@ class Commands:
             if which == "*":
                 for name in list(store.indexes):
                     mc.drop_index(name)
-                return {"nIndexesWas": count, "msg": "non-_id indexes dropped for collection",
-                        "ok": 1.0}
+                return {
+                    "nIndexesWas": count,
+                    "msg": "non-_id indexes dropped for collection",
+                    "ok": 1.0,
+                }
             names: list[str]
             if isinstance(which, str):
                 names = [which]
@@ -1528,8 +1560,9 @@ class Commands:
         name = next(iter(inner))
         if name == "find":
             coll = _collection_name(inner, "find")
-            return self._plan_reply(db, coll, _doc_option(inner, "filter") or {},
-                                    _sort_option(inner))
+            return self._plan_reply(
+                db, coll, _doc_option(inner, "filter") or {}, _sort_option(inner)
+            )
         if name == "aggregate":
             return self._explain_pipeline(db, inner.get("aggregate"), inner.get("pipeline") or [])
         if name in ("count", "distinct"):
@@ -1538,12 +1571,14 @@ class Commands:
         if name in ("update", "delete"):
             key = "updates" if name == "update" else "deletes"
             stmts = inner.get(key) or [{}]
-            return self._plan_reply(db, _collection_name(inner, name), stmts[0].get("q") or {},
-                                    None)
+            return self._plan_reply(
+                db, _collection_name(inner, name), stmts[0].get("q") or {}, None
+            )
         if name in ("findAndModify", "findandmodify"):
             coll = _collection_name(inner, name)
-            return self._plan_reply(db, coll, _doc_option(inner, "query") or {},
-                                    _sort_option(inner))
+            return self._plan_reply(
+                db, coll, _doc_option(inner, "query") or {}, _sort_option(inner)
+            )
         raise _bad_value(f"explain of {name!r} is not implemented by the mongoledger memory engine")
 
     def _explain_pipeline(self, db: str, target: Any, pipeline: Any) -> Next:
@@ -1601,7 +1636,7 @@ class Commands:
 
 def _key_fields(index: Mapping[str, Any]) -> list[tuple[str, Any]]:
     key = index.get("key") or []
-    return list(key.items()) if isinstance(key, Mapping) else [tuple(k) for k in key]  # type: ignore[misc]
+    return list(key.items()) if isinstance(key, Mapping) else [tuple(k) for k in key]
 
 
 def _filter_fields(flt: Mapping[str, Any]) -> tuple[set[str], set[str]]:
@@ -1636,8 +1671,9 @@ def _partial_ok(index: Mapping[str, Any], flt: Mapping[str, Any]) -> bool:
     equal, ranged = _filter_fields(flt)
     # The query must imply the partial filter; the simple sufficient check: it names the
     # same fields with the same conditions.
-    return all(flt.get(k) == v or (k in equal | ranged and flt.get(k) == v)
-               for k, v in partial.items())
+    return all(
+        flt.get(k) == v or (k in equal | ranged and flt.get(k) == v) for k, v in partial.items()
+    )
 
 
 def choose_index(
@@ -1676,7 +1712,9 @@ def choose_index(
     return chosen
 
 
-def _sort_served(index: Mapping[str, Any], flt: Mapping[str, Any], sort: list[tuple[str, Any]]) -> bool:
+def _sort_served(
+    index: Mapping[str, Any], flt: Mapping[str, Any], sort: list[tuple[str, Any]]
+) -> bool:
     """Whether the index returns documents in ``sort`` order (forwards or backwards), once
     the fields the filter pins by equality are skipped."""
     equal, _ranged = _filter_fields(flt)
@@ -1688,7 +1726,7 @@ def _sort_served(index: Mapping[str, Any], flt: Mapping[str, Any], sort: list[tu
     want = [(n, 1 if float(d) > 0 else -1) for n, d in sort]
     have = [(n, 1 if float(d) > 0 else -1) for n, d in rest[: len(sort)]]
     flipped = [(n, -d) for n, d in have]
-    return bool(keys) and (want == have or want == flipped)
+    return bool(keys) and (want in (have, flipped))
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -1863,6 +1901,10 @@ def _after_abort(total: Document, upserted: list[Document], error: Document) -> 
     return reply
 
 
+def _has_operators(update: Any) -> bool:
+    return isinstance(update, Mapping) and any(str(k).startswith("$") for k in update)
+
+
 def _is_replacement(stmt: Any) -> bool:
     u = stmt.get("u") if isinstance(stmt, Mapping) else None
     return isinstance(u, Mapping) and not any(str(k).startswith("$") for k in u)
@@ -1884,7 +1926,9 @@ def _one_update(ops: CollectionOps, stmt: Any) -> Document:
     q = dict(q)
     if upsert and _mentions(q, "$expr"):
         raise operation_failure(
-            224, "QueryFeatureNotAllowed", "$expr is not allowed in the query predicate for an upsert"
+            224,
+            "QueryFeatureNotAllowed",
+            "$expr is not allowed in the query predicate for an upsert",
         )
     mc = ops._mc
     with ops._translate():
@@ -1893,6 +1937,7 @@ def _one_update(ops: CollectionOps, stmt: Any) -> Document:
                 raise operation_failure(
                     9, "FailedToParse", "multi update is not supported for replacement-style update"
                 )
+            assert isinstance(u, Mapping)
             stored = encoded(u)[0]
             flt = ops._by_sort(q, list(sort.items()) if isinstance(sort, Mapping) else None)
             raw = mc.replace_one(flt, stored, upsert=upsert).raw_result
@@ -1962,11 +2007,7 @@ def error_reply(exc: BaseException, *, retryable_write: bool = False) -> Documen
             "codeName": details.get("codeName") or "",
         }
         labels = list(details.get("errorLabels") or exc._error_labels or ())
-        if (
-            retryable_write
-            and not labels
-            and (exc.code in _RETRYABLE_ERROR_CODES)
-        ):
+        if retryable_write and not labels and (exc.code in _RETRYABLE_ERROR_CODES):
             labels.append("RetryableWriteError")
         if labels:
             reply["errorLabels"] = labels
@@ -1986,10 +2027,18 @@ def error_reply(exc: BaseException, *, retryable_write: bool = False) -> Documen
             "codeName": "CommandNotSupported",
         }
     if isinstance(exc, (InvalidDocument, ValueError, TypeError, KeyError, PyMongoError)):
-        return {"ok": 0.0, "errmsg": str(exc) or type(exc).__name__, "code": 2,
-                "codeName": "BadValue"}
-    return {"ok": 0.0, "errmsg": f"{type(exc).__name__}: {exc}", "code": 1,
-            "codeName": "InternalError"}
+        return {
+            "ok": 0.0,
+            "errmsg": str(exc) or type(exc).__name__,
+            "code": 2,
+            "codeName": "BadValue",
+        }
+    return {
+        "ok": 0.0,
+        "errmsg": f"{type(exc).__name__}: {exc}",
+        "code": 1,
+        "codeName": "InternalError",
+    }
 
 
 _COMMANDS: weakref.WeakKeyDictionary[MemoryServer, Commands] = weakref.WeakKeyDictionary()
@@ -2012,7 +2061,9 @@ def cluster_time_fields(server: MemoryServer) -> Document:
     if ts == Timestamp(0, 0):
         ts = Timestamp(1, 1)
     return {
-        "$clusterTime": {"clusterTime": ts, "signature": {"hash": bson.Binary(b"\x00" * 20),
-                                                           "keyId": Int64(0)}},
+        "$clusterTime": {
+            "clusterTime": ts,
+            "signature": {"hash": bson.Binary(b"\x00" * 20), "keyId": Int64(0)},
+        },
         "operationTime": ts,
     }

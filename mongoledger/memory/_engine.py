@@ -1422,8 +1422,8 @@ class MemoryServer:
 
     def command(self, db: str, command: Mapping[str, Any]) -> Document:
         """Run a database command outside any session (the dispatcher in ``_commands``)."""
-        from ._sync.commands import run_command  # the dispatcher imports this module
         from ._commands import commands_for
+        from ._sync.commands import run_command  # the dispatcher imports this module
 
         return run_command(commands_for(self), db, command)
 

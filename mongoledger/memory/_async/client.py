@@ -27,7 +27,6 @@ from pymongo.results import (
     UpdateResult,
 )
 
-from .commands import async_run_command
 from mongoledger.memory._changestream import StreamCore
 from mongoledger.memory._commands import commands_for, error_reply
 from mongoledger.memory._engine import (
@@ -43,6 +42,8 @@ from mongoledger.memory._engine import (
 )
 from mongoledger.memory._ops import Call, CollectionOps, list_collection_names, sort_list
 from mongoledger.memory._shared import async_wait_for_event, fail_command_spec
+
+from .commands import async_run_command
 
 _IS_SYNC = False
 

@@ -18,15 +18,22 @@ import ipaddress
 import itertools
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from pymongo.errors import AutoReconnect
 
-from .._async.commands import async_run_command
-from .._commands import ConnectionInfo, cluster_time_fields, commands_for, error_reply
-from .._engine import Document, MemoryServer
+from mongoledger.memory._async.commands import async_run_command
+from mongoledger.memory._commands import (
+    ConnectionInfo,
+    cluster_time_fields,
+    commands_for,
+    error_reply,
+)
+from mongoledger.memory._engine import Document, MemoryServer
+
 from ._protocol import (
     HEADER_SIZE,
     MAX_MESSAGE_SIZE,
@@ -45,7 +52,6 @@ log = logging.getLogger("mongoledger.memory.wire")
 
 DEFAULT_MAX_CONNECTIONS = 1000
 _HELLO = frozenset({"hello", "isMaster", "ismaster"})
-_REAP_SECONDS = 5.0
 _RETRYABLE = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify"})
 
 
@@ -187,9 +193,25 @@ class WireServer:
                 await self._server.wait_closed()
 
     async def _reap(self) -> None:
+        """Abort transactions past their lifetime and drop idle cursors, waking only at the
+        next deadline (or when a transaction starts), so an idle server stays asleep."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        commands = self.commands
+        due = [0.0]  # when the reaper wakes next (monotonic)
+
+        def poke() -> None:
+            if time.monotonic() + commands.transaction_lifetime < due[0]:
+                due[0] = 0.0
+                loop.call_soon_threadsafe(wake.set)
+
+        commands.transaction_started = poke  # type: ignore[method-assign]
         while True:
-            await asyncio.sleep(_REAP_SECONDS)
-            self.commands.reap()
+            delay = commands.reap()
+            due[0] = time.monotonic() + delay
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), delay)
+            wake.clear()
 
     def close(self) -> None:
         """Stop accepting, close every connection, and stop the loop (idempotent)."""
@@ -249,8 +271,9 @@ class WireServer:
     async def _handle(self, request: Request, info: ConnectionInfo) -> bytes | None:
         body = request.body
         if request.op_code == OP_QUERY:
-            return encode_reply(next(self._request_ids), request.request_id,
-                                await self._legacy(request, info))
+            return encode_reply(
+                next(self._request_ids), request.request_id, await self._legacy(request, info)
+            )
         db = body.pop("$db", None)
         name = next(iter(body), None)
         if not isinstance(db, str):
