@@ -427,6 +427,12 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     return run_demo(out=ctx.out, money=ctx.money, date_format=ctx.date_format)
 
 
+def cmd_serve_db(args: argparse.Namespace, ctx: Context) -> int:
+    from mongoledger.cli._serve_db import cmd_serve_db as serve
+
+    return serve(args, ctx)
+
+
 Command = Callable[[argparse.Namespace, Context], int]
 
 COMMANDS: dict[str, Command] = {
@@ -444,4 +450,5 @@ COMMANDS: dict[str, Command] = {
     "verify": cmd_verify,
     "watch": cmd_watch,
     "demo": cmd_demo,
+    "serve-db": cmd_serve_db,
 }

@@ -52,6 +52,7 @@ log = logging.getLogger("mongoledger.memory.wire")
 
 DEFAULT_MAX_CONNECTIONS = 1000
 _HELLO = frozenset({"hello", "isMaster", "ismaster"})
+_STATE_CHANGE_CODES = frozenset({91, 189, 10107, 11600, 11602, 13435, 13436})
 _RETRYABLE = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify"})
 
 
@@ -183,6 +184,8 @@ class WireServer:
             await self._stopping.wait()
         finally:
             reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
             if self._server is not None:
                 self._server.close()
             for task in list(self._connections):
@@ -319,6 +322,10 @@ class WireServer:
             reply = error_reply(exc, retryable_write=retryable)
             if reply.get("code") == 1:
                 log.error("command %r failed inside the engine", name, exc_info=exc)
+            if reply.get("code") in _STATE_CHANGE_CODES:
+                # As a server does: the driver sees the topology has not changed, so it keeps
+                # the server selectable and its retry goes straight through.
+                reply["topologyVersion"] = self.memory.hello()["topologyVersion"]
         if name not in _HELLO:
             reply.update(cluster_time_fields(self.memory))
         return reply
