@@ -866,16 +866,73 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {name} | {plan['access']} | {', '.join(plan['indexes']) or '-'} | "
                 f"{' → '.join(reversed(plan['stages']))} |"
             )
+    w = results.get("wire")
+    if w:
+        out.append("")
+        out.append("### Wire overhead: the same transfers in process and over loopback")
+        out.append("")
+        out.append(
+            f"Sync `Ledger.transfer`, {w['rounds']} alternating rounds of {w['ops']:,}; ops/s: "
+            "the best round; ratio: the median over rounds of loopback time / in-process time "
+            "(target ≤ 2). Loopback: real PyMongo to `mongoledger serve-db --memory` in its own "
+            "process."
+        )
+        out.append("")
+        out.append(
+            "| operation | in process ops/s | over loopback ops/s | loopback/in-process time |"
+        )
+        out.append("|---|---:|---:|---:|")
+        mark = "" if w["ratio"] <= 2 else f" (**{w['ratio']:.2f} > 2**)"
+        out.append(
+            f"| transfer | {w['in_process_ops_s']:,.0f} | {w['loopback_ops_s']:,.0f} | "
+            f"{w['ratio']:.2f}{mark} |"
+        )
+        out.append("")
+        out.append(
+            f"Idle server CPU with a connected client: {w['idle_cpu_percent']:.2f}% of one core "
+            f"over {w['idle_seconds']:.0f} s."
+        )
+    for name, peer in (results.get("peers") or {}).items():
+        out.append("")
+        out.append(f"### Peer: {name} and mongoledger through the same serve-db")
+        out.append("")
+        if "medici" not in peer:
+            out.append(f"Not measured: {peer.get('skipped') or peer.get('error')}")
+            continue
+        out.append(
+            "| ledger | transfers/s (sequential) | round trips per transfer | "
+            "transfers/s (concurrent) | failed | balances sum to 0 |"
+        )
+        out.append("|---|---:|---:|---:|---:|---|")
+        for label, r in (("medici", peer["medici"]), ("mongoledger", peer["mongoledger"])):
+            out.append(
+                f"| {label} | {r['sequential_ops_s']:,.0f} | {r['commands_per_transfer']:.1f} | "
+                f"{r['concurrent_ops_s']:,.0f} (x{r['workers']}) | {r['failed']} | "
+                f"{'yes' if r['balance_sum'] == 0 else 'NO: ' + str(r['balance_sum'])} |"
+            )
     return "\n".join(out) + "\n"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        if args.wire:
+            from benchmarks.wire import serve_db
+
+            args.uri, _pid = stack.enter_context(serve_db())
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks import wire
+
     cfg = settings(args.quick, args.large, args.gc)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     target = uri_target(args.uri) if args.uri else memory_target()
+    if args.wire:
+        target.name = f"the memory engine's wire endpoint (serve-db at {target.name[11:]})"
     started = time.perf_counter()
     try:
         log(f"commands per operation on the {target.name}")
@@ -890,6 +947,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         target.drop()
     log("growth")
     grown, plans = growth(args.uri, cfg, log)
+    log("wire overhead: transfers in process vs over loopback (serve-db), same run")
+    overhead = wire.overhead(
+        64 if cfg.quick else 512, 2 if cfg.quick else 6, 1.0 if cfg.quick else 5.0, log
+    )
+    peers: dict[str, Any] = {}
+    for peer in args.peer or ():
+        log(f"peer: {peer} through the same serve-db")
+        peers[peer] = wire.medici(64 if cfg.quick else 1000, 8, log)
     return {
         "meta": {
             "target": target.name,
@@ -906,12 +971,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "throughput": rates,
         "growth": grown,
         "explain": plans,
+        "wire": overhead,
+        "peers": peers,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
     parser.add_argument("--uri", help="a MongoDB replica set (default: the in-memory engine)")
+    parser.add_argument(
+        "--wire",
+        action="store_true",
+        help="run against the engine's own wire endpoint (a serve-db subprocess), as --uri",
+    )
+    parser.add_argument(
+        "--peer",
+        action="append",
+        choices=["medici"],
+        help="also run a peer ledger's transfers through the same serve-db (Node, npm)",
+    )
     parser.add_argument("--quick", action="store_true", help="small counts (under a minute)")
     parser.add_argument("--large", action="store_true", help="add the 1M-transaction point")
     parser.add_argument("--json", default="bench-results.json", help="where to write the JSON")
