@@ -872,21 +872,24 @@ def markdown(results: dict[str, Any]) -> str:
         out.append("### Wire overhead: the same transfers in process and over loopback")
         out.append("")
         out.append(
-            f"Sync `Ledger.transfer`, {w['rounds']} alternating rounds of {w['ops']:,}; ops/s: "
-            "the best round; ratio: the median over rounds of loopback time / in-process time "
-            "(target ≤ 2). Loopback: real PyMongo to `mongoledger serve-db --memory` in its own "
+            f"`transfer`, {w['rounds']} alternating rounds of {w['ops']:,}; ops/s: the best "
+            "round; ratio: the median over rounds of loopback time / in-process time (target "
+            "≤ 2). In process: `MemoryClient`/`AsyncMemoryClient`; over loopback: real PyMongo "
+            "(`MongoClient`/`AsyncMongoClient`) to `mongoledger serve-db --memory` in its own "
             "process."
         )
         out.append("")
         out.append(
-            "| operation | in process ops/s | over loopback ops/s | loopback/in-process time |"
+            "| operation | mode | in process ops/s | over loopback ops/s | "
+            "loopback/in-process time |"
         )
-        out.append("|---|---:|---:|---:|")
-        mark = "" if w["ratio"] <= 2 else f" (**{w['ratio']:.2f} > 2**)"
-        out.append(
-            f"| transfer | {w['in_process_ops_s']:,.0f} | {w['loopback_ops_s']:,.0f} | "
-            f"{w['ratio']:.2f}{mark} |"
-        )
+        out.append("|---|---|---:|---:|---:|")
+        for r in w["rows"]:
+            mark = "" if r["ratio"] <= 2 else f" (**{r['ratio']:.2f} > 2**)"
+            out.append(
+                f"| {r['operation']} | {r['mode']} | {r['in_process_ops_s']:,.0f} | "
+                f"{r['loopback_ops_s']:,.0f} | {r['ratio']:.2f}{mark} |"
+            )
         out.append("")
         out.append(
             f"Idle server CPU with a connected client: {w['idle_cpu_percent']:.2f}% of one core "

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -94,19 +95,53 @@ def _transfers(ledger: Any, a: Any, b: Any, n: int) -> float:
     return time.perf_counter() - started
 
 
+async def _async_transfers(pairs: list[tuple[Any, Any, Any]], per: int) -> float:
+    """Seconds for ``per`` transfers by each of ``len(pairs)`` tasks (own accounts each)."""
+
+    async def worker(ledger: Any, a: Any, b: Any) -> None:
+        for i in range(per):
+            if i % 2:
+                await ledger.transfer(b, a, 1)
+            else:
+                await ledger.transfer(a, b, 1)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(*pair) for pair in pairs))
+    return time.perf_counter() - started
+
+
+def _row(mode: str, ops: int, times: dict[str, list[float]]) -> dict[str, Any]:
+    ratios = [w / m for m, w in zip(times["in process"], times["over loopback"], strict=True)]
+    return {
+        "operation": "transfer",
+        "mode": mode,
+        "in_process_ops_s": round(ops / min(times["in process"]), 1),
+        "loopback_ops_s": round(ops / min(times["over loopback"]), 1),
+        "ratio": round(statistics.median(ratios), 3),
+        "round_ratios": [round(x, 3) for x in ratios],
+    }
+
+
 def overhead(
     ops: int, rounds: int, idle_seconds: float, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Transfer ops/s in process vs over loopback (same run), and the idle server's CPU."""
+    """Transfer ops/s in process vs over loopback (sync, and async with 16 tasks; alternating
+    rounds of one run), and the idle server's CPU with a client connected."""
     from mongoledger import Ledger
     from mongoledger.memory import MemoryClient
 
+    def log_row(row: dict[str, Any]) -> None:
+        log(
+            f"  transfer {row['mode']:9s} in process {row['in_process_ops_s']:8.0f}/s  over "
+            f"loopback {row['loopback_ops_s']:8.0f}/s  ratio {row['ratio']:.2f}"
+        )
+
+    rows: list[dict[str, Any]] = []
     with serve_db() as (uri, pid):
         client: Any = pymongo.MongoClient(uri)
-        memory = MemoryClient()
         try:
             sides: dict[str, Any] = {}
-            for label, source in (("in process", memory), ("over loopback", client)):
+            for label, source in (("in process", MemoryClient()), ("over loopback", client)):
                 ledger = Ledger(source[f"bench_wire_{uuid.uuid4().hex[:8]}"])
                 a = ledger.open_account({"bench": "wire", "n": 0})
                 b = ledger.open_account({"bench": "wire", "n": 1})
@@ -114,36 +149,50 @@ def overhead(
                 sides[label] = (ledger, a, b)
             times: dict[str, list[float]] = {label: [] for label in sides}
             for r in range(rounds):
-                order = list(sides) if r % 2 == 0 else list(sides)[::-1]
-                for label in order:
-                    ledger, a, b = sides[label]
-                    times[label].append(_transfers(ledger, a, b, ops))
-            ratios = [
-                w / m for m, w in zip(times["in process"], times["over loopback"], strict=True)
-            ]
-            result: dict[str, Any] = {
-                "operation": "transfer",
-                "ops": ops,
-                "rounds": rounds,
-                "in_process_ops_s": round(ops / min(times["in process"]), 1),
-                "loopback_ops_s": round(ops / min(times["over loopback"]), 1),
-                "ratio": round(statistics.median(ratios), 3),
-                "round_ratios": [round(x, 3) for x in ratios],
-            }
-            log(
-                f"  transfer in process {result['in_process_ops_s']:8.0f}/s  over loopback "
-                f"{result['loopback_ops_s']:8.0f}/s  ratio {result['ratio']:.2f}"
-            )
+                for label in list(sides) if r % 2 == 0 else list(sides)[::-1]:
+                    times[label].append(_transfers(*sides[label], ops))
+            rows.append(_row("sync", ops, times))
+            log_row(rows[-1])
+            rows.append(asyncio.run(_async_overhead(uri, ops, rounds)))
+            log_row(rows[-1])
             # Idle: the client stays connected (its monitor's awaitable hello included).
             before = cpu_seconds(pid)
             time.sleep(idle_seconds)
             used = cpu_seconds(pid) - before
-            result["idle_seconds"] = idle_seconds
-            result["idle_cpu_percent"] = round(100 * used / idle_seconds, 2)
-            log(f"  idle server CPU {result['idle_cpu_percent']:.2f}% over {idle_seconds:.0f} s")
-            return result
         finally:
             client.close()
+    result: dict[str, Any] = {"ops": ops, "rounds": rounds, "rows": rows}
+    result["idle_seconds"] = idle_seconds
+    result["idle_cpu_percent"] = round(100 * used / idle_seconds, 2)
+    log(f"  idle server CPU {result['idle_cpu_percent']:.2f}% over {idle_seconds:.0f} s")
+    return result
+
+
+async def _async_overhead(uri: str, ops: int, rounds: int) -> dict[str, Any]:
+    from mongoledger import AsyncLedger
+    from mongoledger.memory import AsyncMemoryClient
+
+    tasks = 16
+    per = max(ops // tasks, 2)
+    client: Any = pymongo.AsyncMongoClient(uri)
+    try:
+        sides: dict[str, list[tuple[Any, Any, Any]]] = {}
+        for label, source in (("in process", AsyncMemoryClient()), ("over loopback", client)):
+            ledger = AsyncLedger(source[f"bench_wire_{uuid.uuid4().hex[:8]}"])
+            pairs = []
+            for t in range(tasks):
+                a = await ledger.open_account({"bench": "wire", "n": 2 * t})
+                b = await ledger.open_account({"bench": "wire", "n": 2 * t + 1})
+                pairs.append((ledger, a, b))
+            await _async_transfers(pairs, 2)  # warm
+            sides[label] = pairs
+        times: dict[str, list[float]] = {label: [] for label in sides}
+        for r in range(rounds):
+            for label in list(sides) if r % 2 == 0 else list(sides)[::-1]:
+                times[label].append(await _async_transfers(sides[label], per))
+        return _row(f"async x{tasks}", per * tasks, times)
+    finally:
+        await client.close()
 
 
 # --------------------------------------------------------------------------- medici
