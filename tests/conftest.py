@@ -26,7 +26,7 @@ if not REAL_URI and os.environ.get("MONGOLEDGER_TEST_WIRE", "1") != "0":
     WIRE_SERVER = MemoryServer()
     # A transaction a test leaves open (a commit that never answered) is aborted after 5 s,
     # as a test deployment's transactionLifetimeLimitSeconds would, instead of the default 60.
-    commands_for(WIRE_SERVER).transaction_lifetime = 5
+    commands_for(WIRE_SERVER).sessions.transaction_lifetime = 5
     REAL_URI = WIRE_SERVER.listen()
 SKIP_REAL = (
     "MONGOLEDGER_TEST_URI is not set and MONGOLEDGER_TEST_WIRE=0: set the URI of a replica set "

@@ -204,11 +204,11 @@ class WireServer:
         due = [0.0]  # when the reaper wakes next (monotonic)
 
         def poke() -> None:
-            if time.monotonic() + commands.transaction_lifetime < due[0]:
+            if time.monotonic() + commands.sessions.transaction_lifetime < due[0]:
                 due[0] = 0.0
                 loop.call_soon_threadsafe(wake.set)
 
-        commands.transaction_started = poke  # type: ignore[method-assign]
+        commands.sessions.transaction_started = poke  # type: ignore[method-assign]
         while True:
             delay = commands.reap()
             due[0] = time.monotonic() + delay

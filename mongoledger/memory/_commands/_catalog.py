@@ -1,0 +1,432 @@
+"""The catalog: collections (``create``, ``drop``, ``collMod``, ``renameCollection``,
+``listCollections``), databases (``dropDatabase``, ``listDatabases``, ``dbStats``) and indexes
+(``createIndexes``, ``listIndexes``, ``dropIndexes``)."""
+
+from __future__ import annotations
+
+import uuid
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import bson
+from bson.int64 import Int64
+
+from mongoledger.memory._engine import (
+    Document,
+    MemoryServer,
+    SessionState,
+    _Op,
+    mongomock,
+    operation_failure,
+)
+from mongoledger.memory._ops import Call
+
+from ._common import (
+    _GENERIC_FIELDS,
+    EngineStep,
+    Handler,
+    Next,
+    Part,
+    _admin_only,
+    _bad_value,
+    _batch_size,
+    _collection_name,
+    _doc_option,
+    _identity,
+    _ns_not_found,
+    _type_mismatch,
+)
+
+_UNSUPPORTED_CREATE = frozenset({"viewOn", "pipeline", "timeseries", "clusteredIndex", "collation"})
+
+
+_COLLMOD_OPTIONS = frozenset(
+    {
+        "changeStreamPreAndPostImages",
+        "validator",
+        "validationLevel",
+        "validationAction",
+        "index",
+        "expireAfterSeconds",
+    }
+)
+
+
+def _options(store: Any) -> Document:
+    return getattr(store, "_mongoledger_options", None) or {}
+
+
+def _set_options(store: Any, options: Document) -> None:
+    store._mongoledger_options = dict(options)
+
+
+_UUIDS: weakref.WeakKeyDictionary[Any, bson.Binary] = weakref.WeakKeyDictionary()
+
+
+def _collection_uuid(store: Any) -> bson.Binary:
+    value = _UUIDS.get(store)
+    if value is None:
+        value = _UUIDS[store] = bson.Binary(uuid.uuid4().bytes, 4)
+    return value
+
+
+def _database_size(server: MemoryServer, db: str) -> int:
+    total = 0
+    for name in server._mock[db].list_collection_names():
+        for doc in server._store[db][name]._documents.values():
+            total += len(bson.encode(doc))
+    return total
+
+
+class Catalog(Part):
+    """Collections, databases and indexes."""
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "create": self._create,
+            "drop": self._drop,
+            "dropDatabase": self._drop_database,
+            "collMod": self._coll_mod,
+            "renameCollection": self._rename_collection,
+            "listCollections": self._list_collections,
+            "listDatabases": self._list_databases,
+            "createIndexes": self._create_indexes,
+            "listIndexes": self._list_indexes,
+            "dropIndexes": self._drop_indexes,
+            "deleteIndexes": self._drop_indexes,
+            "dbStats": self._db_stats,
+            "collStats": self._coll_stats,
+        }
+
+    def _create(
+        self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
+    ) -> Next:
+        coll = _collection_name(body, "create")
+        unsupported = set(body) & _UNSUPPORTED_CREATE
+        if unsupported:
+            raise _bad_value(
+                f"create option {sorted(unsupported)[0]!r} is not implemented by the mongoledger "
+                "memory engine"
+            )
+        options = {k: v for k, v in body.items() if k not in _GENERIC_FIELDS and k != "create"}
+
+        def fn(_op: _Op) -> Document:
+            if self._exists(db, coll):
+                raise operation_failure(
+                    48, "NamespaceExists", f"Collection {db}.{coll} already exists."
+                )
+            store = self.server._store[db][coll]
+            store.create()
+            _set_options(store, options)
+            return {"ok": 1.0}
+
+        return EngineStep(
+            Call("create", fn, f"create on {db}.{coll}", retryable=False), session, _identity
+        )
+
+    def _drop(
+        self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
+    ) -> Next:
+        coll = _collection_name(body, "drop")
+        if session is None:
+            self.commands.sessions._preempt(db, coll)
+        ns = f"{db}.{coll}"
+        ops = self._ops(db, coll)
+        dropping = ops.drop()
+
+        def fn(op: _Op) -> Document:
+            existed = self._exists(db, coll)
+            count = 1 + len(self.server._store[db][coll].indexes) if existed else 0
+            dropping.fn(op)
+            _set_options(self.server._store[db][coll], {})
+            reply: Document = {"ok": 1.0}
+            if existed:
+                reply = {"nIndexesWas": count, "ns": ns, "ok": 1.0}
+            return reply
+
+        return EngineStep(Call("drop", fn, f"drop on {ns}", retryable=False), session, _identity)
+
+    def _drop_database(
+        self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
+    ) -> Next:
+        if session is None:
+            self.commands.sessions._preempt(db, None)
+
+        def fn(op: _Op) -> Document:
+            for coll in list(self.server._mock[db].list_collection_names()):
+                self._ops(db, coll).drop().fn(op)
+            self.server._mock.drop_database(db)
+            return {"dropped": db, "ok": 1.0}
+
+        call = Call("dropDatabase", fn, f"dropDatabase on {db}", retryable=False)
+        return EngineStep(call, session, _identity)
+
+    def _coll_mod(
+        self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
+    ) -> Next:
+        coll = _collection_name(body, "collMod")
+        changes = {k: v for k, v in body.items() if k not in _GENERIC_FIELDS and k != "collMod"}
+        unknown = set(changes) - _COLLMOD_OPTIONS
+        if unknown:
+            raise operation_failure(
+                40415,
+                "Location40415",
+                f"BSON field 'collMod.{sorted(unknown)[0]}' is an unknown field.",
+            )
+
+        def fn(_op: _Op) -> Document:
+            if not self._exists(db, coll):
+                raise _ns_not_found(f"ns does not exist: {db}.{coll}")
+            store = self.server._store[db][coll]
+            options = dict(_options(store))
+            options.update(changes)
+            _set_options(store, options)
+            return {"ok": 1.0}
+
+        call = Call("collMod", fn, f"collMod on {db}.{coll}", retryable=False)
+        return EngineStep(call, session, _identity)
+
+    def _rename_collection(
+        self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
+    ) -> Next:
+        _admin_only(db, "renameCollection")
+        source, target = body.get("renameCollection"), body.get("to")
+        if not isinstance(source, str) or not isinstance(target, str):
+            raise _type_mismatch("renameCollection and to must be namespace strings")
+        src_db, _, src_coll = source.partition(".")
+        dst_db, _, dst_coll = target.partition(".")
+        if not src_coll or not dst_coll:
+            raise operation_failure(73, "InvalidNamespace", f"Invalid namespace: {source!r}")
+        if src_db != dst_db:
+            raise _bad_value(
+                "renameCollection across databases is not implemented by the mongoledger "
+                "memory engine"
+            )
+        drop_target = bool(body.get("dropTarget"))
+
+        def fn(op: _Op) -> Document:
+            if not self._exists(src_db, src_coll):
+                raise _ns_not_found(f"Source collection {source} does not exist")
+            if source == target:
+                raise operation_failure(
+                    20, "IllegalOperation", "Can't rename a collection to itself"
+                )
+            if self._exists(dst_db, dst_coll):
+                if not drop_target:
+                    raise operation_failure(48, "NamespaceExists", "target namespace exists")
+                self._ops(dst_db, dst_coll).drop().fn(op)
+            if any(k[0] == src_db and k[1] == src_coll for t in op.others for k in t.log):
+                raise operation_failure(
+                    112, "WriteConflict", "a transaction is writing to the collection"
+                )
+            store = self.server._store[src_db]
+            moved = store._collections.pop(src_coll)
+            moved.name = dst_coll
+            store._collections[dst_coll] = moved
+            self.server._mock_collections.pop((src_db, src_coll), None)
+            self.server._mock_collections.pop((dst_db, dst_coll), None)
+            self.server.publish_drop(src_db, src_coll)
+            return {"ok": 1.0}
+
+        call = Call("renameCollection", fn, f"renameCollection of {source}", retryable=False)
+        return EngineStep(call, session, _identity)
+
+    def _list_collections(
+        self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
+    ) -> Next:
+        flt = _doc_option(body, "filter") or {}
+        name_only = bool(body.get("nameOnly"))
+        batch = _batch_size((body.get("cursor") or {}).get("batchSize"))
+
+        def fn(_op: _Op) -> list[Document]:
+            out = []
+            for name in sorted(self.server._mock[db].list_collection_names()):
+                store = self.server._store[db][name]
+                entry: Document = {"name": name, "type": "collection"}
+                if not name_only:
+                    entry["options"] = dict(_options(store))
+                    entry["info"] = {"readOnly": False, "uuid": _collection_uuid(store)}
+                    entry["idIndex"] = {"v": 2, "key": {"_id": 1}, "name": "_id_"}
+                if not flt or mongomock.filtering.filter_applies(flt, entry):
+                    out.append(entry)
+            return out
+
+        ns = f"{db}.$cmd.listCollections"
+        call = Call("listCollections", fn, f"listCollections on {db}")
+        reads = self.commands.reads
+        return EngineStep(
+            call, session, lambda docs: reads._first_batch(ns, docs, batch, False, session)
+        )
+
+    def _list_databases(
+        self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
+    ) -> Next:
+        _admin_only(db, "listDatabases")
+        name_only = bool(body.get("nameOnly"))
+        flt = _doc_option(body, "filter") or {}
+
+        def fn(_op: _Op) -> Document:
+            dbs = []
+            for name in sorted(self.server._mock.list_database_names()):
+                entry: Document = {"name": name}
+                if not name_only:
+                    entry["sizeOnDisk"] = Int64(_database_size(self.server, name))
+                    entry["empty"] = False
+                if not flt or mongomock.filtering.filter_applies(flt, entry):
+                    dbs.append(entry)
+            reply: Document = {"databases": dbs, "ok": 1.0}
+            if not name_only:
+                reply["totalSize"] = Int64(sum(d["sizeOnDisk"] for d in dbs))
+                reply["totalSizeMb"] = Int64(reply["totalSize"] // (1024 * 1024))
+            return reply
+
+        return EngineStep(Call("listDatabases", fn, "listDatabases"), session, _identity)
+
+    def _create_indexes(
+        self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
+    ) -> Next:
+        coll = _collection_name(body, "createIndexes")
+        specs = body.get("indexes")
+        if not isinstance(specs, list) or not specs:
+            raise _bad_value("Must specify at least one index to create")
+        parsed = []
+        for spec in specs:
+            if not isinstance(spec, Mapping) or not isinstance(spec.get("key"), Mapping):
+                raise _bad_value(f"invalid index specification: {spec!r}")
+            if not spec.get("name") or not isinstance(spec.get("name"), str):
+                raise _bad_value(f"index specification needs a name: {spec!r}")
+            options = {k: v for k, v in spec.items() if k not in ("key", "v", "ns")}
+            parsed.append((list(spec["key"].items()), options))
+
+        def fn(_op: _Op) -> Document:
+            existed = self._exists(db, coll)
+            store = self.server._store[db][coll]
+            before = 1 + len(store.indexes) if existed else 0
+            mc = self.server.mock_collection(db, coll)
+            for keys, options in parsed:
+                if keys == [("_id", 1)]:
+                    continue
+                mc.create_index(keys, **options)
+            store.create()
+            after = 1 + len(store.indexes)
+            return {
+                "numIndexesBefore": max(before, 1),
+                "numIndexesAfter": after,
+                "createdCollectionAutomatically": not existed,
+                "ok": 1.0,
+            }
+
+        call = Call("createIndexes", fn, f"createIndexes on {db}.{coll}", retryable=False)
+        return EngineStep(call, session, _identity)
+
+    def _list_indexes(
+        self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
+    ) -> Next:
+        coll = _collection_name(body, "listIndexes")
+        batch = _batch_size((body.get("cursor") or {}).get("batchSize"))
+        ns = f"{db}.{coll}"
+
+        def fn(_op: _Op) -> list[Document]:
+            if not self._exists(db, coll):
+                raise _ns_not_found(f"ns does not exist: {ns}")
+            out = []
+            for ix in self.server.mock_collection(db, coll).list_indexes():
+                entry: Document = {"v": 2, "key": dict(ix["key"]), "name": ix["name"]}
+                for k, v in ix.items():
+                    if k not in ("v", "key", "name"):
+                        entry[k] = v
+                out.append(entry)
+            return out
+
+        call = Call("listIndexes", fn, f"listIndexes on {ns}")
+        reads = self.commands.reads
+        return EngineStep(
+            call, session, lambda docs: reads._first_batch(ns, docs, batch, False, session)
+        )
+
+    def _drop_indexes(
+        self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
+    ) -> Next:
+        coll = _collection_name(body, next(iter(body)))
+        which = body.get("index")
+
+        def fn(_op: _Op) -> Document:
+            if not self._exists(db, coll):
+                raise _ns_not_found(f"ns not found {db}.{coll}")
+            store = self.server._store[db][coll]
+            mc = self.server.mock_collection(db, coll)
+            count = 1 + len(store.indexes)
+            if which == "*":
+                for name in list(store.indexes):
+                    mc.drop_index(name)
+                return {
+                    "nIndexesWas": count,
+                    "msg": "non-_id indexes dropped for collection",
+                    "ok": 1.0,
+                }
+            names: list[str]
+            if isinstance(which, str):
+                names = [which]
+            elif isinstance(which, list):
+                names = [str(n) for n in which]
+            elif isinstance(which, Mapping):
+                keys = list(which.items())
+                names = [n for n, ix in store.indexes.items() if list(ix["key"]) == keys]
+                if not names:
+                    raise operation_failure(
+                        27, "IndexNotFound", f"can't find index with key: {dict(which)!r}"
+                    )
+            else:
+                raise _type_mismatch("dropIndexes takes an index name, names, or key pattern")
+            for name in names:
+                if name == "_id_":
+                    raise operation_failure(72, "InvalidOptions", "cannot drop _id index")
+                if name not in store.indexes:
+                    raise operation_failure(
+                        27, "IndexNotFound", f"index not found with name [{name}]"
+                    )
+            for name in names:
+                mc.drop_index(name)
+            return {"nIndexesWas": count, "ok": 1.0}
+
+        call = Call("dropIndexes", fn, f"dropIndexes on {db}.{coll}", retryable=False)
+        return EngineStep(call, session, _identity)
+
+    def _db_stats(
+        self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
+    ) -> Next:
+        def fn(_op: _Op) -> Document:
+            names = list(self.server._mock[db].list_collection_names())
+            objects = sum(len(self.server._store[db][n]._documents) for n in names)
+            size = _database_size(self.server, db)
+            return {
+                "db": db,
+                "collections": len(names),
+                "views": 0,
+                "objects": objects,
+                "dataSize": float(size),
+                "storageSize": float(size),
+                "indexes": sum(1 + len(self.server._store[db][n].indexes) for n in names),
+                "ok": 1.0,
+            }
+
+        return EngineStep(Call("dbStats", fn, f"dbStats on {db}"), session, _identity)
+
+    def _coll_stats(
+        self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
+    ) -> Next:
+        coll = _collection_name(body, "collStats")
+
+        def fn(_op: _Op) -> Document:
+            if not self._exists(db, coll):
+                raise _ns_not_found(f"Collection [{db}.{coll}] not found.")
+            store = self.server._store[db][coll]
+            return {
+                "ns": f"{db}.{coll}",
+                "count": len(store._documents),
+                "nindexes": 1 + len(store.indexes),
+                "ok": 1.0,
+            }
+
+        return EngineStep(Call("collStats", fn, f"collStats on {db}.{coll}"), session, _identity)
