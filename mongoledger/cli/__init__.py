@@ -84,6 +84,7 @@ def main(
                 show_progress=args.progress,
                 major=args.major,
                 out=out,
+                client=client,
             )
             return COMMANDS[args.command](args, ctx)
         except UsageError as exc:
@@ -123,7 +124,7 @@ def main(
 def _symbol(args: argparse.Namespace) -> str:
     if args.currency_symbol is not None:
         return str(args.currency_symbol)
-    return "$" if args.command == "demo" else ""
+    return "$" if args.command == "demo" or getattr(args, "demo", False) else ""
 
 
 def _connect(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -142,9 +143,31 @@ def _connect(args: argparse.Namespace) -> tuple[Any, Any]:
     return client, client[args.db]
 
 
-def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
+def async_database(args: argparse.Namespace, ctx: Context) -> Any:
+    """The async twin of the database the command connected to (for ``mongoledger serve``).
+
+    The in-process engine (``--memory``, the embedded store) is shared through its server, so
+    both twins see one set of data; a MongoDB URI gets a ``pymongo.AsyncMongoClient``.
+    """
+    from mongoledger.memory import AsyncMemoryClient, MemoryServer
+
+    database = ctx.ledger.database
+    server = getattr(getattr(database, "client", None), "server", None)
+    if isinstance(server, MemoryServer):
+        return AsyncMemoryClient(server=server)[database.name]
+    from pymongo import AsyncMongoClient
+
+    uri = args.uri or "mongodb://localhost:27017"
+    options: dict[str, Any] = {"appname": "mongoledger-serve"}
+    if "serverselectiontimeoutms" not in uri.lower():
+        options["serverSelectionTimeoutMS"] = _SERVER_SELECTION_MS
+    return AsyncMongoClient(uri, **options)[database.name]
+
+
+def ledger_for(args: argparse.Namespace, database: Any, cls: Any) -> Any:
+    """A ledger of class ``cls`` (``Ledger`` or ``AsyncLedger``) with the command's layout."""
     try:
-        return Ledger(
+        return cls(
             database,
             accounts_collection=args.accounts_collection,
             transactions_collection=args.transactions_collection,
@@ -162,6 +185,11 @@ def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
         if isinstance(exc, LedgerError):
             raise
         raise UsageError(str(exc)) from None
+
+
+def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
+    ledger: Ledger = ledger_for(args, database, Ledger)
+    return ledger
 
 
 def _usage_error(

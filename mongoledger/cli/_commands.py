@@ -48,6 +48,7 @@ class Context:
     show_progress: bool
     major: bool
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    client: Any = None  # the connection main() opened (None when given a database)
 
     def print(self, text: str = "") -> None:
         self.out.write(text + "\n")
@@ -451,4 +452,12 @@ COMMANDS: dict[str, Command] = {
     "watch": cmd_watch,
     "demo": cmd_demo,
     "serve-db": cmd_serve_db,
+    "serve": lambda args, ctx: _web_command("serve", args, ctx),
+    "users": lambda args, ctx: _web_command("users", args, ctx),
 }
+
+
+def _web_command(name: str, args: argparse.Namespace, ctx: Context) -> int:
+    from mongoledger.cli import _web
+
+    return _web.cmd_serve(args, ctx) if name == "serve" else _web.cmd_users(args, ctx)
