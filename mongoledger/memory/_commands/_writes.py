@@ -12,6 +12,7 @@ from bson import ObjectId
 
 from mongoledger.memory._engine import (
     Document,
+    MemoryServer,
     SessionState,
     _Op,
     encoded,
@@ -116,13 +117,12 @@ def _one_update(ops: CollectionOps, stmt: Any) -> Document:
     return result
 
 
-def _upserted_id(op: _Op, db: str, coll: str) -> Any:
-    for (d, c, _key), pre in op.log.items():
+def _upserted_id(server: MemoryServer, op: _Op, db: str, coll: str) -> Any:
+    """The ``_id`` of the document the operation inserted into ``db.coll``."""
+    for (d, c, key), pre in op.log.items():
         if d == db and c == coll and pre is None:
-            doc = op.encoded.get((d, c, _key))
-            if doc is not None:
-                return bson.decode(doc).get("_id")
-            return _key
+            doc = server._store[db][coll]._documents.get(key)
+            return None if doc is None else doc["_id"]
     return None
 
 
@@ -307,7 +307,6 @@ class Writes(Part):
         def fn(op: _Op) -> Document:
             mc = ops._mc
             order = mongomock.helpers.create_index_list(sort) if sort else None
-            existing = mc.find_one(flt, {"_id": 1}, sort=order)
             if upsert and _mentions(flt, "$expr"):
                 raise operation_failure(
                     224,
@@ -318,18 +317,20 @@ class Writes(Part):
                 value = mc.find_one_and_delete(flt, projection=fields, sort=order)
                 last: Document = {"n": 0 if value is None else 1}
                 return {"lastErrorObject": last, "value": value, "ok": 1.0}
-            target = flt if existing is None else {"_id": existing["_id"]}
             payload = update
             if method == "replace":
                 payload = dict(update or {})
                 mongomock.collection.validate_ok_for_replace(payload)
             with ops._translate():
-                value = mc._find_and_modify(target, fields, payload, upsert, None, new)
-            last = {"n": 1 if existing is not None or upsert else 0}
-            if method != "delete":
-                last["updatedExisting"] = existing is not None
-            if existing is None and upsert:
-                last["upserted"] = _upserted_id(op, db, coll)
+                value = mc._find_and_modify(flt, fields, payload, upsert, order, new)
+            # What the command did, from the operation's write log (this command's only):
+            # a matched document is logged even when its update changed nothing.
+            pres = [pre for (d, c, _key), pre in op.log.items() if d == db and c == coll]
+            existed = any(pre is not None for pre in pres)
+            inserted = any(pre is None for pre in pres)
+            last = {"n": 1 if existed or inserted else 0, "updatedExisting": existed}
+            if inserted:
+                last["upserted"] = _upserted_id(self.server, op, db, coll)
             return {"lastErrorObject": last, "value": value, "ok": 1.0}
 
         call = Call("findAndModify", fn, f"findAndModify on {ns}", kind, retryable=False)
