@@ -424,3 +424,40 @@ def test_explain_names_the_index(wire_client: Any) -> None:
     assert scan["stage"] == "COLLSCAN"
     sorted_scan = coll.find({"account_id": 1}).sort("other", 1).explain()
     assert sorted_scan["queryPlanner"]["winningPlan"]["stage"] == "SORT"
+
+
+def test_unsatisfiable_write_concern(db: Any) -> None:
+    """A one-member set applies the write and says the concern cannot be met (100, or 79 for
+    an unknown mode); a malformed ``w`` fails the command."""
+    reply = db.command("insert", "c", documents=[{"_id": 1}], writeConcern={"w": 2})
+    assert reply["n"] == 1
+    assert reply["writeConcernError"]["code"] == 100
+    assert reply["writeConcernError"]["codeName"] == "UnsatisfiableWriteConcern"
+    tagged = db.command("delete", "c", deletes=[{"q": {}, "limit": 0}], writeConcern={"w": "dc"})
+    assert tagged["n"] == 1
+    assert tagged["writeConcernError"]["code"] == 79
+    fine = db.command("insert", "c", documents=[{"_id": 2}], writeConcern={"w": "majority"})
+    assert "writeConcernError" not in fine
+    with pytest.raises(OperationFailure) as info:
+        db.command("insert", "c", documents=[{"_id": 3}], writeConcern={"w": -1})
+    assert info.value.code == 9
+    assert db.c.count_documents({}) == 1
+
+
+def test_unsatisfiable_write_concern_through_the_driver(wire_client: Any) -> None:
+    from pymongo.errors import WriteConcernError
+    from pymongo.write_concern import WriteConcern
+
+    _, c, _ = wire_client
+    name = f"wc_{uuid.uuid4().hex[:8]}"
+    strict = c[name].get_collection("c", write_concern=WriteConcern(w=3))
+    with pytest.raises(WriteConcernError) as info:
+        strict.insert_one({"_id": 1})
+    assert info.value.code == 100
+    with c.start_session() as session, pytest.raises(WriteConcernError) as commit:
+        session.with_transaction(
+            lambda s: c[name].c.insert_one({"_id": 2}, session=s),
+            write_concern=WriteConcern(w=3),
+        )
+    assert not commit.value.has_error_label("UnknownTransactionCommitResult")
+    assert c[name].c.count_documents({}) == 2  # applied, as on a server

@@ -27,18 +27,21 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from mongoledger.memory._engine import MemoryServer, SessionState, operation_failure
+from mongoledger.memory._engine import Document, MemoryServer, SessionState, operation_failure
 
 from ._catalog import Catalog
 from ._common import (
+    WRITE_CONCERN_COMMANDS,
     ConnectionInfo,
     EngineStep,
     Handler,
     Next,
     ReplyAfterAbort,
     WaitStep,
+    _then,
     cluster_time_fields,
     error_reply,
+    write_concern_error,
 )
 from ._explain import Explain, choose_index
 from ._reads import Reads
@@ -109,9 +112,21 @@ class Commands:
             )
         if name not in _ENGINE_COUNTED:
             self._count_command(name)
+        concern = write_concern_error(body) if name in WRITE_CONCERN_COMMANDS else None
         if connection is None:
-            return handler(db, body, session, None)
-        return self.sessions._wire(name, handler, db, body, connection)
+            step = handler(db, body, session, None)
+        else:
+            step = self.sessions._wire(name, handler, db, body, connection)
+        if concern is None:
+            return step
+
+        def unsatisfied(reply: Document) -> Document:
+            # Applied, but not as durably as asked: the server says so beside the result.
+            if reply.get("ok"):
+                reply["writeConcernError"] = concern
+            return reply
+
+        return _then(step, unsatisfied)
 
     def _count_command(self, name: str) -> None:
         """Count a command the engine does not run as a call, and check the fail point."""

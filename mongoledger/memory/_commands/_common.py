@@ -304,3 +304,53 @@ class Part:
 
 
 Handler = Callable[[str, Mapping[str, Any], Any, Any], Next]
+
+
+# Commands that honour a write concern (a server answers writeConcernError when it cannot be met).
+WRITE_CONCERN_COMMANDS = frozenset(
+    {
+        "insert",
+        "update",
+        "delete",
+        "findAndModify",
+        "findandmodify",
+        "commitTransaction",
+        "abortTransaction",
+        "create",
+        "drop",
+        "dropDatabase",
+        "collMod",
+        "renameCollection",
+        "createIndexes",
+        "dropIndexes",
+        "deleteIndexes",
+    }
+)
+
+
+def write_concern_error(body: Mapping[str, Any]) -> Document | None:
+    """The ``writeConcernError`` a one-member replica set answers for ``body``'s write concern
+    (None: satisfiable). A malformed ``w`` fails the command instead, as on a server."""
+    concern = body.get("writeConcern")
+    if not isinstance(concern, Mapping) or "w" not in concern:
+        return None
+    w = concern["w"]
+    if isinstance(w, bool) or not isinstance(w, (int, str)):
+        raise operation_failure(9, "FailedToParse", f"w has to be a number or string: {w!r}")
+    if isinstance(w, int):
+        if w < 0:
+            raise operation_failure(9, "FailedToParse", f"w has to be a non-negative number: {w}")
+        if w <= 1:
+            return None
+        code, name, message = 100, "UnsatisfiableWriteConcern", "Not enough data-bearing nodes"
+    elif w == "majority":
+        return None
+    else:
+        code, name = 79, "UnknownReplWriteConcern"
+        message = f"No write concern mode named '{w}' found in replica set configuration"
+    return {
+        "code": code,
+        "codeName": name,
+        "errmsg": message,
+        "errInfo": {"writeConcern": dict(concern)},
+    }
