@@ -8,6 +8,7 @@ it skips, with the reason, only when npm cannot reach its registry.
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import pytest
 from pymongo import MongoClient
 
 from mongoledger import Ledger
+from mongoledger.memory import MemoryServer
 
 ROOT = Path(__file__).resolve().parents[2]
 MONGOSH = ROOT / "tools" / "node" / "node_modules" / ".bin" / "mongosh"
@@ -55,10 +57,19 @@ def _mongosh() -> Path:
     return MONGOSH
 
 
+def _engine_options(tmp: Path) -> list[str]:
+    """``--store DIR`` once the embedded store exists (``MemoryServer(path=...)``), else
+    ``--memory``: the data team's queries run against what ``serve-db`` serves."""
+    if "path" in inspect.signature(MemoryServer).parameters:
+        return ["--store", str(tmp / "store")]
+    return ["--memory"]
+
+
 @pytest.fixture(scope="module")
-def served() -> Iterator[str]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    options = _engine_options(tmp_path_factory.mktemp("serve-db"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mongoledger", "serve-db", "--memory", "--port", "0"],
+        [sys.executable, "-m", "mongoledger", "serve-db", *options, "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
