@@ -958,7 +958,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
     target = uri_target(args.uri) if args.uri else memory_target()
     if args.wire:
-        target.name = f"the memory engine's wire endpoint (serve-db at {target.name[11:]})"
+        target.name = f"memory engine's wire endpoint (serve-db at {target.name[11:]})"
     started = time.perf_counter()
     try:
         log(f"commands per operation on the {target.name}")
