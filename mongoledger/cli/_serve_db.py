@@ -19,6 +19,10 @@ from mongoledger.cli._values import UsageError
 if TYPE_CHECKING:
     from mongoledger.cli._commands import Context
 
+# A server's oplog is capped; so is this one, or a long-running serve-db would keep every
+# change event (each with its document) forever.
+DEFAULT_OPLOG_SIZE = 100_000
+
 SUMMARY = "serve the in-memory engine or the embedded store over the MongoDB wire protocol"
 EXAMPLE = (
     "  mongoledger serve-db --memory --port 27018\n"
@@ -54,6 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "everything (no authentication)",
     )
     parser.add_argument(
+        "--oplog-size",
+        type=int,
+        default=DEFAULT_OPLOG_SIZE,
+        metavar="N",
+        help=f"change events kept for resuming change streams (default {DEFAULT_OPLOG_SIZE:,}; "
+        "older resume tokens get ChangeStreamHistoryLost, as past a server's oplog window)",
+    )
+    parser.add_argument(
         "--max-connections",
         type=int,
         default=1000,
@@ -70,10 +82,12 @@ def _server(args: argparse.Namespace) -> Any:
         raise UsageError("give --store DIR or --memory, not both")
     if not store and not args.memory:
         raise UsageError("give --memory (an empty in-memory engine) or --store DIR")
+    if args.oplog_size < 1:
+        raise UsageError(f"--oplog-size must be at least 1, not {args.oplog_size}")
     if not store:
-        return MemoryServer()
+        return MemoryServer(oplog_size=args.oplog_size)
     try:
-        return MemoryServer(path=store)  # type: ignore[call-arg]
+        return MemoryServer(path=store, oplog_size=args.oplog_size)  # type: ignore[call-arg]
     except TypeError:
         raise UsageError(
             f"--store {store}: this version of mongoledger has no embedded store "
