@@ -29,6 +29,7 @@ from typing import Any
 
 from mongoledger.memory._engine import Document, MemoryServer, SessionState, operation_failure
 
+from . import _engine_api as engine
 from ._catalog import Catalog
 from ._common import (
     WRITE_CONCERN_COMMANDS,
@@ -130,11 +131,8 @@ class Commands:
 
     def _count_command(self, name: str) -> None:
         """Count a command the engine does not run as a call, and check the fail point."""
-        server = self.server
-        with server._mutex:
-            server.command_counts[name] += 1
-            if name not in ("configureFailPoint", "hello", "isMaster", "ismaster"):
-                server._check_fail_point(name, False)
+        quiet = name in ("configureFailPoint", "hello", "isMaster", "ismaster")
+        engine.count_command(self.server, name, fail_point=not quiet)
 
     def reap(self) -> float:
         """Abort transactions past their lifetime, drop idle cursors and sessions; the

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import uuid
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +20,7 @@ from mongoledger.memory._engine import (
 )
 from mongoledger.memory._ops import Call
 
+from . import _engine_api as engine
 from ._common import (
     _GENERIC_FIELDS,
     EngineStep,
@@ -53,30 +52,12 @@ _COLLMOD_OPTIONS = frozenset(
 )
 
 
-def _options(store: Any) -> Document:
-    return getattr(store, "_mongoledger_options", None) or {}
-
-
-def _set_options(store: Any, options: Document) -> None:
-    store._mongoledger_options = dict(options)
-
-
-_UUIDS: weakref.WeakKeyDictionary[Any, bson.Binary] = weakref.WeakKeyDictionary()
-
-
-def _collection_uuid(store: Any) -> bson.Binary:
-    value = _UUIDS.get(store)
-    if value is None:
-        value = _UUIDS[store] = bson.Binary(uuid.uuid4().bytes, 4)
-    return value
-
-
 def _database_size(server: MemoryServer, db: str) -> int:
-    total = 0
-    for name in server._mock[db].list_collection_names():
-        for doc in server._store[db][name]._documents.values():
-            total += len(bson.encode(doc))
-    return total
+    return sum(
+        len(bson.encode(doc))
+        for name in engine.collection_names(server, db)
+        for doc in engine.documents(server, db, name)
+    )
 
 
 class Catalog(Part):
@@ -116,9 +97,8 @@ class Catalog(Part):
                 raise operation_failure(
                     48, "NamespaceExists", f"Collection {db}.{coll} already exists."
                 )
-            store = self.server._store[db][coll]
-            store.create()
-            _set_options(store, options)
+            engine.create_collection(self.server, db, coll)
+            engine.set_collection_options(self.server, db, coll, options)
             return {"ok": 1.0}
 
         return EngineStep(
@@ -137,9 +117,9 @@ class Catalog(Part):
 
         def fn(op: _Op) -> Document:
             existed = self._exists(db, coll)
-            count = 1 + len(self.server._store[db][coll].indexes) if existed else 0
+            count = 1 + len(engine.index_specs(self.server, db, coll)) if existed else 0
             dropping.fn(op)
-            _set_options(self.server._store[db][coll], {})
+            engine.set_collection_options(self.server, db, coll, {})
             reply: Document = {"ok": 1.0}
             if existed:
                 reply = {"nIndexesWas": count, "ns": ns, "ok": 1.0}
@@ -154,9 +134,7 @@ class Catalog(Part):
             self.commands.sessions._preempt(db, None)
 
         def fn(op: _Op) -> Document:
-            for coll in list(self.server._mock[db].list_collection_names()):
-                self._ops(db, coll).drop().fn(op)
-            self.server._mock.drop_database(db)
+            engine.drop_database(self.server, op, db)
             return {"dropped": db, "ok": 1.0}
 
         call = Call("dropDatabase", fn, f"dropDatabase on {db}", retryable=False)
@@ -178,10 +156,9 @@ class Catalog(Part):
         def fn(_op: _Op) -> Document:
             if not self._exists(db, coll):
                 raise _ns_not_found(f"ns does not exist: {db}.{coll}")
-            store = self.server._store[db][coll]
-            options = dict(_options(store))
+            options = engine.collection_options(self.server, db, coll)
             options.update(changes)
-            _set_options(store, options)
+            engine.set_collection_options(self.server, db, coll, options)
             return {"ok": 1.0}
 
         call = Call("collMod", fn, f"collMod on {db}.{coll}", retryable=False)
@@ -215,18 +192,14 @@ class Catalog(Part):
             if self._exists(dst_db, dst_coll):
                 if not drop_target:
                     raise operation_failure(48, "NamespaceExists", "target namespace exists")
-                self._ops(dst_db, dst_coll).drop().fn(op)
-            if any(k[0] == src_db and k[1] == src_coll for t in op.others for k in t.log):
+                engine.drop_collection(self.server, op, dst_db, dst_coll)
+            if engine.other_transaction_writes(op, src_db, src_coll):
                 raise operation_failure(
                     112, "WriteConflict", "a transaction is writing to the collection"
                 )
-            store = self.server._store[src_db]
-            moved = store._collections.pop(src_coll)
-            moved.name = dst_coll
-            store._collections[dst_coll] = moved
-            self.server._mock_collections.pop((src_db, src_coll), None)
-            self.server._mock_collections.pop((dst_db, dst_coll), None)
-            self.server.publish_drop(src_db, src_coll)
+            options = engine.collection_options(self.server, src_db, src_coll)
+            engine.rename_collection(self.server, src_db, src_coll, dst_coll)
+            engine.set_collection_options(self.server, dst_db, dst_coll, options)
             return {"ok": 1.0}
 
         call = Call("renameCollection", fn, f"renameCollection of {source}", retryable=False)
@@ -241,12 +214,12 @@ class Catalog(Part):
 
         def fn(_op: _Op) -> list[Document]:
             out = []
-            for name in sorted(self.server._mock[db].list_collection_names()):
-                store = self.server._store[db][name]
+            for name in sorted(engine.collection_names(self.server, db)):
                 entry: Document = {"name": name, "type": "collection"}
                 if not name_only:
-                    entry["options"] = dict(_options(store))
-                    entry["info"] = {"readOnly": False, "uuid": _collection_uuid(store)}
+                    entry["options"] = engine.collection_options(self.server, db, name)
+                    uuid = engine.collection_uuid(self.server, db, name)
+                    entry["info"] = {"readOnly": False, "uuid": uuid}
                     entry["idIndex"] = {"v": 2, "key": {"_id": 1}, "name": "_id_"}
                 if not flt or mongomock.filtering.filter_applies(flt, entry):
                     out.append(entry)
@@ -268,7 +241,7 @@ class Catalog(Part):
 
         def fn(_op: _Op) -> Document:
             dbs = []
-            for name in sorted(self.server._mock.list_database_names()):
+            for name in sorted(engine.database_names(self.server)):
                 entry: Document = {"name": name}
                 if not name_only:
                     entry["sizeOnDisk"] = Int64(_database_size(self.server, name))
@@ -301,15 +274,13 @@ class Catalog(Part):
 
         def fn(_op: _Op) -> Document:
             existed = self._exists(db, coll)
-            store = self.server._store[db][coll]
-            before = 1 + len(store.indexes) if existed else 0
-            mc = self.server.mock_collection(db, coll)
+            before = 1 + len(engine.index_specs(self.server, db, coll)) if existed else 0
             for keys, options in parsed:
                 if keys == [("_id", 1)]:
                     continue
-                mc.create_index(keys, **options)
-            store.create()
-            after = 1 + len(store.indexes)
+                engine.create_index(self.server, db, coll, keys, options)
+            engine.create_collection(self.server, db, coll)
+            after = 1 + len(engine.index_specs(self.server, db, coll))
             return {
                 "numIndexesBefore": max(before, 1),
                 "numIndexesAfter": after,
@@ -331,7 +302,7 @@ class Catalog(Part):
             if not self._exists(db, coll):
                 raise _ns_not_found(f"ns does not exist: {ns}")
             out = []
-            for ix in self.server.mock_collection(db, coll).list_indexes():
+            for ix in engine.list_indexes(self.server, db, coll):
                 entry: Document = {"v": 2, "key": dict(ix["key"]), "name": ix["name"]}
                 for k, v in ix.items():
                     if k not in ("v", "key", "name"):
@@ -354,12 +325,11 @@ class Catalog(Part):
         def fn(_op: _Op) -> Document:
             if not self._exists(db, coll):
                 raise _ns_not_found(f"ns not found {db}.{coll}")
-            store = self.server._store[db][coll]
-            mc = self.server.mock_collection(db, coll)
-            count = 1 + len(store.indexes)
+            indexes = engine.index_specs(self.server, db, coll)
+            count = 1 + len(indexes)
             if which == "*":
-                for name in list(store.indexes):
-                    mc.drop_index(name)
+                for name in indexes:
+                    engine.drop_index(self.server, db, coll, name)
                 return {
                     "nIndexesWas": count,
                     "msg": "non-_id indexes dropped for collection",
@@ -372,7 +342,7 @@ class Catalog(Part):
                 names = [str(n) for n in which]
             elif isinstance(which, Mapping):
                 keys = list(which.items())
-                names = [n for n, ix in store.indexes.items() if list(ix["key"]) == keys]
+                names = [n for n, ix in indexes.items() if list(ix["key"]) == keys]
                 if not names:
                     raise operation_failure(
                         27, "IndexNotFound", f"can't find index with key: {dict(which)!r}"
@@ -382,12 +352,12 @@ class Catalog(Part):
             for name in names:
                 if name == "_id_":
                     raise operation_failure(72, "InvalidOptions", "cannot drop _id index")
-                if name not in store.indexes:
+                if name not in indexes:
                     raise operation_failure(
                         27, "IndexNotFound", f"index not found with name [{name}]"
                     )
             for name in names:
-                mc.drop_index(name)
+                engine.drop_index(self.server, db, coll, name)
             return {"nIndexesWas": count, "ok": 1.0}
 
         call = Call("dropIndexes", fn, f"dropIndexes on {db}.{coll}", retryable=False)
@@ -397,8 +367,8 @@ class Catalog(Part):
         self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
     ) -> Next:
         def fn(_op: _Op) -> Document:
-            names = list(self.server._mock[db].list_collection_names())
-            objects = sum(len(self.server._store[db][n]._documents) for n in names)
+            names = engine.collection_names(self.server, db)
+            objects = sum(engine.document_count(self.server, db, n) for n in names)
             size = _database_size(self.server, db)
             return {
                 "db": db,
@@ -407,7 +377,7 @@ class Catalog(Part):
                 "objects": objects,
                 "dataSize": float(size),
                 "storageSize": float(size),
-                "indexes": sum(1 + len(self.server._store[db][n].indexes) for n in names),
+                "indexes": sum(1 + len(engine.index_specs(self.server, db, n)) for n in names),
                 "ok": 1.0,
             }
 
@@ -421,11 +391,10 @@ class Catalog(Part):
         def fn(_op: _Op) -> Document:
             if not self._exists(db, coll):
                 raise _ns_not_found(f"Collection [{db}.{coll}] not found.")
-            store = self.server._store[db][coll]
             return {
                 "ns": f"{db}.{coll}",
-                "count": len(store._documents),
-                "nindexes": 1 + len(store.indexes),
+                "count": engine.document_count(self.server, db, coll),
+                "nindexes": 1 + len(engine.index_specs(self.server, db, coll)),
                 "ok": 1.0,
             }
 

@@ -31,6 +31,8 @@ from mongoledger.memory._engine import (
 )
 from mongoledger.memory._ops import Call, CollectionOps
 
+from . import _engine_api as engine
+
 if TYPE_CHECKING:
     from . import Commands
 
@@ -299,8 +301,7 @@ class Part:
         return CollectionOps(self.server, db, coll)
 
     def _exists(self, db: str, coll: str) -> bool:
-        store = self.server._store[db]
-        return coll in store._collections and bool(store[coll].is_created)
+        return engine.collection_exists(self.server, db, coll)
 
 
 Handler = Callable[[str, Mapping[str, Any], Any, Any], Next]

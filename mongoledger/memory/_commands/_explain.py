@@ -10,6 +10,7 @@ from mongoledger.memory._engine import (
     SessionState,
 )
 
+from . import _engine_api as engine
 from ._common import (
     Handler,
     Next,
@@ -170,11 +171,11 @@ class Explain(Part):
     def _plan_reply(
         self, db: str, coll: str, flt: Mapping[str, Any], sort: list[tuple[str, Any]] | None
     ) -> Document:
-        with self.server._mutex:
+        with engine.locked(self.server):
             indexes = [{"name": "_id_", "key": [("_id", 1)]}]
             if self._exists(db, coll):
-                store = self.server._store[db][coll]
-                indexes += [{"name": n, **ix} for n, ix in store.indexes.items()]
+                specs = engine.index_specs(self.server, db, coll)
+                indexes += [{"name": n, **ix} for n, ix in specs.items()]
         plan = choose_index(indexes, flt, sort)
         ns = f"{db}.{coll}"
         if plan is None:

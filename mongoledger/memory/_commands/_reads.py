@@ -22,6 +22,7 @@ from mongoledger.memory._engine import (
 )
 from mongoledger.memory._ops import Call
 
+from . import _engine_api as engine
 from ._common import (
     _BATCH_BYTES,
     EngineStep,
@@ -356,12 +357,7 @@ class Reads(Part):
         events: list[Document] = []
 
         def collect() -> None:
-            with self.server._mutex:
-                while len(events) < limit:
-                    event = core.poll()
-                    if event is None:
-                        break
-                    events.append(event)
+            events.extend(engine.poll_events(self.server, core, limit - len(events)))
 
         def reply() -> Document:
             alive = core.alive

@@ -19,10 +19,10 @@ from pymongo.errors import (
 from mongoledger.memory._engine import (
     Document,
     SessionState,
-    _TxnState,
     operation_failure,
 )
 
+from . import _engine_api as engine
 from ._common import (
     ConnectionInfo,
     Handler,
@@ -74,15 +74,6 @@ def _no_such_transaction(number: int, state: SessionState) -> OperationFailure:
         f"The active transaction number is {state.txn_number}",
         ["TransientTransactionError"],
     )
-
-
-def _lsid_text(state: SessionState) -> str:
-    raw = state.session_id.get("id")
-    return str(uuid.UUID(bytes=bytes(raw))) if isinstance(raw, bytes) and len(raw) == 16 else "?"
-
-
-def _session_key(ws: _WireSession) -> bytes:
-    return bytes(ws.state.session_id["id"])
 
 
 class Sessions(Part):
@@ -150,9 +141,7 @@ class Sessions(Part):
         with self._lock:
             ws = self._sessions.get(key)
             if ws is None:
-                state = SessionState(self.server)
-                state.session_id = {"id": bson.Binary(key, 4)}
-                ws = self._sessions[key] = _WireSession(state)
+                ws = self._sessions[key] = _WireSession(engine.new_session(self.server, key))
             ws.last_used = time.monotonic()
             return ws
 
@@ -198,17 +187,15 @@ class Sessions(Part):
             if number < ws.txn_number:
                 raise _too_old(number, ws.txn_number)
             if body.get("startTransaction") is True:
-                if number == ws.txn_number and state.state != _TxnState.NONE:
+                if number == ws.txn_number and engine.phase(state) != engine.NONE:
                     raise operation_failure(
                         225,
                         "TransactionTooOld",
                         f"Cannot start transaction {number} on session "
-                        f"{_lsid_text(state)} because a newer transaction has already started",
+                        f"{engine.lsid_text(state)} because a newer transaction has already "
+                        "started",
                     )
-                self._end_transaction(ws)
-                state.txn = None
-                state.txn_number = number - 1
-                state.start_transaction()
+                engine.start_transaction(self.server, state, number)
                 ws.txn_number = number
                 ws.txn_started = time.monotonic()
                 ws.retry_number = ws.retry_reply = None
@@ -216,12 +203,12 @@ class Sessions(Part):
                 return state
             if body.get("startTransaction") is not None:
                 raise _bad_value("startTransaction must be true when it is given")
-            if number != ws.txn_number or state.state == _TxnState.NONE:
+            if number != ws.txn_number or engine.phase(state) == engine.NONE:
                 raise _no_such_transaction(number, state)
             if name in ("commitTransaction", "abortTransaction"):
                 return state
             if not state.in_transaction:
-                if state.state in (_TxnState.COMMITTED, _TxnState.COMMITTED_EMPTY):
+                if engine.phase(state) in (engine.COMMITTED, engine.COMMITTED_EMPTY):
                     raise operation_failure(
                         256,
                         "TransactionCommitted",
@@ -232,14 +219,7 @@ class Sessions(Part):
 
     def _end_transaction(self, ws: _WireSession) -> None:
         """Abort what the session left open (a new txnNumber supersedes it, as on a server)."""
-        state = ws.state
-        txn = state.txn
-        if state.in_transaction or (txn is not None and not txn.aborted):
-            if txn is not None and not txn.aborted:
-                self.server._abort(txn, count=False)
-            state.txn = None
-            state.state = _TxnState.ABORTED
-            self.server._session_closed(state)
+        engine.end_transaction(self.server, ws.state)
 
     def _commit_transaction(
         self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
@@ -249,23 +229,9 @@ class Sessions(Part):
             raise operation_failure(
                 50768, "Location50768", "commitTransaction must be run within a transaction"
             )
-        state = session
-        if state.state == _TxnState.ABORTED:
-            raise _no_such_transaction(state.txn_number, state)
-        if state.state in (_TxnState.STARTING, _TxnState.COMMITTED_EMPTY):
-            self._counted_fail_point("commitTransaction", False)
-            state.state = _TxnState.COMMITTED_EMPTY
-            self.server._session_closed(state)
-            return {"ok": 1.0}
-        try:
-            self.server._commit(state)
-        except OperationFailure as exc:
-            if exc.code == 251:
-                state.state = _TxnState.ABORTED
-                self.server._session_closed(state)
-            raise
-        state.state = _TxnState.COMMITTED
-        self.server._session_closed(state)
+        if engine.phase(session) == engine.ABORTED:
+            raise _no_such_transaction(session.txn_number, session)
+        engine.commit(self.server, session)
         return {"ok": 1.0}
 
     def _abort_transaction(
@@ -276,28 +242,16 @@ class Sessions(Part):
             raise operation_failure(
                 50768, "Location50768", "abortTransaction must be run within a transaction"
             )
-        state = session
-        if state.state in (_TxnState.COMMITTED, _TxnState.COMMITTED_EMPTY):
+        if engine.phase(session) in (engine.COMMITTED, engine.COMMITTED_EMPTY):
             raise operation_failure(
                 256,
                 "TransactionCommitted",
-                f"Transaction with {{ txnNumber: {state.txn_number} }} has been committed.",
+                f"Transaction with {{ txnNumber: {session.txn_number} }} has been committed.",
             )
-        if state.state == _TxnState.ABORTED:
-            raise _no_such_transaction(state.txn_number, state)
-        if state.state == _TxnState.STARTING:
-            self._counted_fail_point("abortTransaction", False)
-        else:
-            self.server._abort_session(state)
-        state.state = _TxnState.ABORTED
-        self.server._session_closed(state)
+        if engine.phase(session) == engine.ABORTED:
+            raise _no_such_transaction(session.txn_number, session)
+        engine.abort(self.server, session)
         return {"ok": 1.0}
-
-    def _counted_fail_point(self, name: str, in_txn: bool) -> None:
-        server = self.server
-        with server._mutex:
-            server.command_counts[name] += 1
-            server._check_fail_point(name, in_txn)
 
     def _end_sessions(self, db: str, body: Mapping[str, Any], session: Any, conn: Any) -> Next:
         name = next(iter(body))
@@ -333,7 +287,7 @@ class Sessions(Part):
                     else:
                         upcoming.append(ws.txn_started + lifetime)
                 elif now - ws.last_used > SESSION_IDLE_SECONDS:
-                    self._sessions.pop(_session_key(ws), None)
+                    self._sessions.pop(engine.session_key(ws.state), None)
         return max(min(upcoming) - now, 0.01)
 
     def transaction_started(self) -> None:
@@ -348,8 +302,5 @@ class Sessions(Part):
         DDL preempts idle transactions whose locks it needs instead of waiting for them."""
         with self._lock:
             for ws in self._sessions.values():
-                txn = ws.state.txn
-                if txn is None or txn.aborted:
-                    continue
-                if any(k[0] == db and (coll is None or k[1] == coll) for k in txn.log):
+                if engine.transaction_touches(ws.state, db, coll):
                     self._end_transaction(ws)

@@ -21,6 +21,7 @@ from mongoledger.memory._engine import (
 )
 from mongoledger.memory._ops import Call, CollectionOps, _mentions
 
+from . import _engine_api as engine
 from ._common import (
     _STATEMENT_ERRORS,
     EngineStep,
@@ -44,7 +45,7 @@ def _write_reply(op: _Op, counts: Document, errors: list[Document]) -> Document:
     reply: Document = dict(counts)
     if errors:
         reply["writeErrors"] = errors
-        if op.txn is not None:
+        if engine.in_transaction(op):
             reply["ok"] = 1.0
             raise ReplyAfterAbort(reply)
     reply["ok"] = 1.0
@@ -119,9 +120,9 @@ def _one_update(ops: CollectionOps, stmt: Any) -> Document:
 
 def _upserted_id(server: MemoryServer, op: _Op, db: str, coll: str) -> Any:
     """The ``_id`` of the document the operation inserted into ``db.coll``."""
-    for (d, c, key), pre in op.log.items():
-        if d == db and c == coll and pre is None:
-            doc = server._store[db][coll]._documents.get(key)
+    for key, pre in engine.written(op, db, coll):
+        if pre is None:
+            doc = engine.stored_document(server, db, coll, key)
             return None if doc is None else doc["_id"]
     return None
 
@@ -218,7 +219,7 @@ class Writes(Part):
                     if getattr(exc, "_memory_rollback", False):
                         raise
                     error = _write_error(index, exc, ns)
-                    if op.txn is not None:
+                    if engine.in_transaction(op):
                         raise ReplyAfterAbort(_after_abort(total, upserted, error)) from exc
                     errors.append(error)
                     return None
@@ -325,7 +326,7 @@ class Writes(Part):
                 value = mc._find_and_modify(flt, fields, payload, upsert, order, new)
             # What the command did, from the operation's write log (this command's only):
             # a matched document is logged even when its update changed nothing.
-            pres = [pre for (d, c, _key), pre in op.log.items() if d == db and c == coll]
+            pres = [pre for _key, pre in engine.written(op, db, coll)]
             existed = any(pre is not None for pre in pres)
             inserted = any(pre is None for pre in pres)
             last = {"n": 1 if existed or inserted else 0, "updatedExisting": existed}
