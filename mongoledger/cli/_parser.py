@@ -10,7 +10,7 @@ from typing import Any
 
 from mongoledger._format import DEFAULT_DATE_FORMAT
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "connection_arguments"]
 
 KINDS = ("increase", "decrease", "transfer", "post", "revert")
 SORTS = ("balance", "-balance", "id", "-id", "created_at", "-created_at")
@@ -69,6 +69,37 @@ def _env(environ: Mapping[str, str], name: str, default: str | None = None) -> s
     return value if value else default
 
 
+def connection_arguments(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], Any]]:
+    """The connection options (names, ``add_argument`` keywords), shared by ``mongoledger``
+    and the notifier."""
+    return [
+        (
+            ("--uri",),
+            {
+                "default": _env(environ, "MONGOLEDGER_URI"),
+                "help": "MongoDB connection string (env MONGOLEDGER_URI; default "
+                "mongodb://localhost:27017; serverSelectionTimeoutMS=N bounds the wait, "
+                "10 s by default)",
+            },
+        ),
+        (
+            ("--db",),
+            {
+                "default": _env(environ, "MONGOLEDGER_DB", "ledger"),
+                "help": "database name (env MONGOLEDGER_DB; default ledger)",
+            },
+        ),
+        (
+            ("--memory",),
+            {
+                "action": "store_true",
+                "default": False,
+                "help": "use a fresh in-memory engine instead of a server (empty at every start)",
+            },
+        ),
+    ]
+
+
 def _add_global_options(
     parser: argparse.ArgumentParser, *, environ: Mapping[str, str], suppress: bool
 ) -> None:
@@ -89,22 +120,9 @@ def _add_global_options(
             self._group.add_argument(*names, **kwargs)
 
     conn = _Group("connection")
-    conn.add_argument(
-        "--uri",
-        default=default(_env(environ, "MONGOLEDGER_URI")),
-        help="MongoDB connection string (env MONGOLEDGER_URI; default mongodb://localhost:27017)",
-    )
-    conn.add_argument(
-        "--db",
-        default=default(_env(environ, "MONGOLEDGER_DB", "ledger")),
-        help="database name (env MONGOLEDGER_DB; default ledger)",
-    )
-    conn.add_argument(
-        "--memory",
-        action="store_true",
-        default=default(False),
-        help="use a fresh in-memory engine instead of a server (empty at every start)",
-    )
+    for names, options in connection_arguments(environ):
+        options["default"] = default(options["default"])
+        conn.add_argument(*names, **options)
 
     layout = _Group("ledger layout (match the application's Ledger options)")
     layout.add_argument("--accounts-collection", default=default("accounts"), metavar="NAME")
