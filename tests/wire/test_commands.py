@@ -461,3 +461,42 @@ def test_unsatisfiable_write_concern_through_the_driver(wire_client: Any) -> Non
         )
     assert not commit.value.has_error_label("UnknownTransactionCommitResult")
     assert c[name].c.count_documents({}) == 2  # applied, as on a server
+
+
+def test_an_abandoned_transaction_is_aborted_at_its_lifetime() -> None:
+    """A transaction its client never ends is aborted when its lifetime runs out (as the
+    server's transactionLifetimeLimitSeconds), releasing what it held."""
+    memory = MemoryServer()
+    uri = memory.listen()
+    c: Any = MongoClient(uri, serverSelectionTimeoutMS=5000)
+    try:
+        before = c.admin.command("setParameter", 1, transactionLifetimeLimitSeconds=1)
+        assert before["was"] == 60
+        assert (
+            c.admin.command("getParameter", 1, transactionLifetimeLimitSeconds=1)[
+                "transactionLifetimeLimitSeconds"
+            ]
+            == 1
+        )
+        coll = c.t.c
+        coll.insert_one({"_id": 1, "n": 0})
+        session = c.start_session()
+        session.start_transaction()
+        coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, session=session)
+        # Another client's write waits for the abandoned transaction, then goes through.
+        other: Any = MongoClient(uri, serverSelectionTimeoutMS=5000)
+        try:
+            other.t.c.update_one({"_id": 1}, {"$inc": {"n": 10}})
+        finally:
+            other.close()
+        with pytest.raises(OperationFailure) as info:
+            session.commit_transaction()
+        assert info.value.code == 251  # NoSuchTransaction: the server aborted it
+        session.end_session()
+        assert coll.find_one() == {"_id": 1, "n": 10}
+        with pytest.raises(OperationFailure) as bad:
+            c.admin.command("setParameter", 1, transactionLifetimeLimitSeconds=0)
+        assert bad.value.code == 2
+    finally:
+        c.close()
+        memory.close()
