@@ -293,10 +293,6 @@ class Sessions(Part):
     def transaction_started(self) -> None:
         """A hook the wire server sets to wake its reaper (a new deadline exists)."""
 
-    def open_transactions(self) -> int:
-        with self._lock:
-            return sum(1 for ws in self._sessions.values() if ws.state.in_transaction)
-
     def _preempt(self, db: str, coll: str | None) -> None:
         """Abort the wire transactions holding writes in ``db`` (``coll``), as a server's
         DDL preempts idle transactions whose locks it needs instead of waiting for them."""

@@ -125,7 +125,6 @@ class WireServer:
         self._ids = itertools.count(1)
         self._request_ids = itertools.count(1)
         self._stopping: asyncio.Event | None = None
-        self.connections_refused = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -229,17 +228,12 @@ class WireServer:
         self._thread = None
         self._loop = None
 
-    @property
-    def connection_count(self) -> int:
-        return len(self._connections)
-
     # -- connections ----------------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         if len(self._connections) >= self.max_connections:
-            self.connections_refused += 1
             log.warning("connection refused: %d connections open", len(self._connections))
             writer.close()
             return
