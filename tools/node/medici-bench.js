@@ -3,10 +3,14 @@ const { Book, syncIndexes } = require("medici");
 const mongoose = require("mongoose");
 const [uri, n, workers, dbName] = [process.argv[2], +process.argv[3], +process.argv[4], process.argv[5]];
 let commands = 0;
+const names = {};
 async function main() {
   const conn = await mongoose.connect(uri, { dbName, monitorCommands: true });
   conn.connection.getClient().on("commandStarted", (e) => {
-    if (!["hello", "isMaster", "ismaster", "ping", "endSessions"].includes(e.commandName)) commands++;
+    if (!["hello", "isMaster", "ismaster", "ping", "endSessions"].includes(e.commandName)) {
+      commands++;
+      names[e.commandName] = (names[e.commandName] || 0) + 1;
+    }
   });
   await syncIndexes();
   const book = new Book("bench");
@@ -19,10 +23,12 @@ async function main() {
   }
   for (let i = 0; i < 10; i++) await inTransaction(i);  // warm
   commands = 0;
+  for (const k of Object.keys(names)) delete names[k];
   let t = process.hrtime.bigint();
   for (let i = 0; i < n; i++) await inTransaction(i);
   const sequential = Number(process.hrtime.bigint() - t) / 1e9;
   const perTransfer = commands / n;
+  const perTransferNames = Object.fromEntries(Object.entries(names).map(([k, v]) => [k, v / n]));
   const per = Math.max(Math.floor(n / workers), 1);
   let failed = 0;
   t = process.hrtime.bigint();
@@ -37,6 +43,7 @@ async function main() {
   const entries = await mongoose.connection.db.collection("medici_journals").countDocuments({ book: "bench" });
   console.log(JSON.stringify({
     sequential_ops_s: n / sequential, commands_per_transfer: perTransfer,
+    commands: perTransferNames,
     concurrent_ops_s: (workers * per - failed) / concurrent, workers, failed,
     balance_sum: a + b, journal_entries: entries, expected_entries: 10 + n + workers * per - failed,
   }));
