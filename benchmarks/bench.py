@@ -936,6 +936,11 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{r['concurrent_ops_s']:,.0f} (x{r['workers']}) | {r['failed']} | "
                 f"{'yes' if r['balance_sum'] == 0 else 'NO: ' + str(r['balance_sum'])} |"
             )
+        names = peer["medici"].get("commands")
+        if names:
+            listed = ", ".join(f"{k} {v:g}" for k, v in sorted(names.items()))
+            out.append("")
+            out.append(f"medici's commands per transfer: {listed}.")
     return "\n".join(out) + "\n"
 
 
