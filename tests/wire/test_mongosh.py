@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime
 import inspect
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -24,37 +22,11 @@ from pymongo import MongoClient
 
 from mongoledger import Ledger
 from mongoledger.memory import MemoryServer
+from tests.wire._node import NODE_TIER, ensure_node_tools
 
 ROOT = Path(__file__).resolve().parents[2]
-MONGOSH = ROOT / "tools" / "node" / "node_modules" / ".bin" / "mongosh"
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("MONGOLEDGER_NODE") != "1",
-    reason="the Node tier (mongosh against serve-db) runs with MONGOLEDGER_NODE=1 (CI sets it)",
-)
-
-
-def _mongosh() -> Path:
-    if MONGOSH.exists():
-        return MONGOSH
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "node-tools")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if done.returncode != 0:
-        npm = shutil.which("npm")
-        ping = subprocess.run(
-            [npm or "npm", "ping"], capture_output=True, text=True, timeout=120, check=False
-        )
-        if npm is None or ping.returncode != 0:
-            pytest.skip(
-                f"npm cannot reach its registry, so mongosh cannot be installed: {ping.stderr.strip()[-300:]}"
-            )
-        pytest.fail(f"scripts/node-tools failed: {done.stderr[-2000:]}")
-    return MONGOSH
+pytestmark = NODE_TIER
 
 
 def _engine_options(tmp: Path) -> list[str]:
@@ -117,7 +89,7 @@ def mongosh(uri: str, script: str) -> Any:
     shop_uri = uri.replace("/?", "/shop?")
     done = subprocess.run(
         [
-            str(_mongosh()),
+            str(ensure_node_tools() / "node_modules" / ".bin" / "mongosh"),
             shop_uri,
             "--quiet",
             "--norc",
