@@ -190,8 +190,12 @@ def test_create_coll_mod_rename_drop(db: Any) -> None:
     assert listed[0]["options"] == {"changeStreamPreAndPostImages": {"enabled": True}}
     assert listed[0]["type"] == "collection"
     with pytest.raises(OperationFailure) as info:
-        db.command("collMod", "nope", validator={})
+        db.command("collMod", "nope", changeStreamPreAndPostImages={"enabled": False})
     assert info.value.code == 26
+    with pytest.raises(OperationFailure) as info:  # known to a server, not enforced here
+        db.command("collMod", "c", validator={"a": {"$exists": True}})
+    assert info.value.code == 2
+    assert "validator" in str(info.value)
     with pytest.raises(OperationFailure) as info:
         db.command("collMod", "c", bogus=1)
     assert info.value.code == 40415

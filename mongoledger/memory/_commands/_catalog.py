@@ -37,10 +37,32 @@ from ._common import (
     _type_mismatch,
 )
 
-_UNSUPPORTED_CREATE = frozenset({"viewOn", "pipeline", "timeseries", "clusteredIndex", "collation"})
-
-
-_COLLMOD_OPTIONS = frozenset(
+# Collection options the engine keeps (``listCollections`` shows them). Others that a server
+# knows are refused by name rather than accepted and silently not enforced.
+_KEPT_OPTIONS = frozenset({"changeStreamPreAndPostImages"})
+_KNOWN_CREATE = frozenset(
+    {
+        "capped",
+        "size",
+        "max",
+        "validator",
+        "validationLevel",
+        "validationAction",
+        "viewOn",
+        "pipeline",
+        "timeseries",
+        "clusteredIndex",
+        "collation",
+        "expireAfterSeconds",
+        "storageEngine",
+        "indexOptionDefaults",
+        "encryptedFields",
+        "changeStreamPreAndPostImages",
+        "idIndex",
+        "autoIndexId",
+    }
+)
+_KNOWN_COLLMOD = frozenset(
     {
         "changeStreamPreAndPostImages",
         "validator",
@@ -48,8 +70,39 @@ _COLLMOD_OPTIONS = frozenset(
         "validationAction",
         "index",
         "expireAfterSeconds",
+        "viewOn",
+        "pipeline",
+        "timeseries",
+        "cappedSize",
+        "cappedMax",
+        "dryRun",
     }
 )
+
+
+def _options_of(command: str, body: Mapping[str, Any]) -> Document:
+    """The collection options of a ``create``/``collMod`` body: kept, or refused by name."""
+    options = {k: v for k, v in body.items() if k not in _GENERIC_FIELDS and k != command}
+    known = _KNOWN_CREATE if command == "create" else _KNOWN_COLLMOD
+    for name, value in options.items():
+        if name not in known:
+            raise operation_failure(
+                40415, "Location40415", f"BSON field '{command}.{name}' is an unknown field."
+            )
+        if name == "idIndex":
+            continue
+        if name not in _KEPT_OPTIONS:
+            raise _bad_value(
+                f"{command} option {name!r} is not implemented by the mongoledger memory engine"
+            )
+        if (
+            not isinstance(value, Mapping)
+            or set(value) != {"enabled"}
+            or not isinstance(value["enabled"], bool)
+        ):
+            raise _bad_value(f"{name} must be {{enabled: <bool>}}, not {value!r}")
+    options.pop("idIndex", None)
+    return options
 
 
 def _database_size(server: MemoryServer, db: str) -> int:
@@ -84,13 +137,7 @@ class Catalog(Part):
         self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
     ) -> Next:
         coll = _collection_name(body, "create")
-        unsupported = set(body) & _UNSUPPORTED_CREATE
-        if unsupported:
-            raise _bad_value(
-                f"create option {sorted(unsupported)[0]!r} is not implemented by the mongoledger "
-                "memory engine"
-            )
-        options = {k: v for k, v in body.items() if k not in _GENERIC_FIELDS and k != "create"}
+        options = _options_of("create", body)
 
         def fn(_op: _Op) -> Document:
             if self._exists(db, coll):
@@ -144,14 +191,7 @@ class Catalog(Part):
         self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
     ) -> Next:
         coll = _collection_name(body, "collMod")
-        changes = {k: v for k, v in body.items() if k not in _GENERIC_FIELDS and k != "collMod"}
-        unknown = set(changes) - _COLLMOD_OPTIONS
-        if unknown:
-            raise operation_failure(
-                40415,
-                "Location40415",
-                f"BSON field 'collMod.{sorted(unknown)[0]}' is an unknown field.",
-            )
+        changes = _options_of("collMod", body)
 
         def fn(_op: _Op) -> Document:
             if not self._exists(db, coll):
