@@ -82,14 +82,36 @@ class _Cursor:
 
 
 def _take(docs: Iterator[Document], count: int | None) -> list[Document]:
+    """The next batch: ``count`` documents (None: all), stopping once it reaches 16 MiB."""
     out: list[Document] = []
     size = 0
-    for doc in docs if count is None else itertools.islice(docs, count):
+    for found in docs if count is None else itertools.islice(docs, count):
+        doc = found
+        try:
+            raw = bson.encode(doc)
+        except OverflowError:
+            doc = _widened(found)
+            raw = bson.encode(doc)
         out.append(doc)
-        size += len(bson.encode(doc))
+        size += len(raw)
         if size >= _BATCH_BYTES:
             break
     return out
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def _widened(value: Any) -> Any:
+    """``value`` with integers past int64 as doubles, as a server's ``$sum`` (or ``$add``)
+    answers when a 64-bit result would overflow; only an aggregation computes such values."""
+    if type(value) is int and value not in _INT64:
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _widened(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_widened(v) for v in value]
+    return value
 
 
 def _exhausted(cursor: _Cursor) -> bool:

@@ -52,6 +52,7 @@ log = logging.getLogger("mongoledger.memory.wire")
 
 DEFAULT_MAX_CONNECTIONS = 1000
 _HELLO = frozenset({"hello", "isMaster", "ismaster"})
+_CLOSE_SECONDS = 5.0
 _STATE_CHANGE_CODES = frozenset({91, 189, 10107, 11600, 11602, 13435, 13436})
 _RETRYABLE = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify"})
 
@@ -121,7 +122,7 @@ class WireServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._ids = itertools.count(1)
         self._request_ids = itertools.count(1)
         self._stopping: asyncio.Event | None = None
@@ -187,12 +188,16 @@ class WireServer:
                 await reaper
             if self._server is not None:
                 self._server.close()
-            for task in list(self._connections):
+            # Abort every transport first (what is unsent is dropped: a graceful close would
+            # wait for peers that may never read), so no connection stays blocked on I/O.
+            for task, writer in list(self._connections.items()):
+                writer.transport.abort()
                 task.cancel()
             if self._connections:
-                await asyncio.gather(*self._connections, return_exceptions=True)
+                await asyncio.wait(list(self._connections), timeout=_CLOSE_SECONDS)
             if self._server is not None:
-                await self._server.wait_closed()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._server.wait_closed(), _CLOSE_SECONDS)
 
     async def _reap(self) -> None:
         """Abort transactions past their lifetime and drop idle cursors, waking only at the
@@ -224,7 +229,9 @@ class WireServer:
         if stopping is not None:
             with contextlib.suppress(RuntimeError):  # the loop already stopped
                 loop.call_soon_threadsafe(stopping.set)
-        thread.join()
+        thread.join(3 * _CLOSE_SECONDS)
+        if thread.is_alive():  # a bug, not a state to wait in forever: say so
+            log.error("the wire server thread did not stop within %s s", 3 * _CLOSE_SECONDS)
         self._thread = None
         self._loop = None
 
@@ -237,7 +244,7 @@ class WireServer:
             log.warning("connection refused: %d connections open", len(self._connections))
             writer.close()
             return
-        self._connections.add(task)
+        self._connections[task] = writer
         sock = writer.get_extra_info("sockname")
         host, port = (sock[0], sock[1]) if isinstance(sock, tuple) else (self.host, self.port)
         info = ConnectionInfo(host if ":" not in host else f"[{host}]", port, next(self._ids))
@@ -260,10 +267,12 @@ class WireServer:
         except Exception:  # a bug must not take the server down: log it, drop this connection
             log.exception("closing connection %d after an internal error", info.connection_id)
         finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self._connections.pop(task, None)
+            assert self._stopping is not None
+            if not self._stopping.is_set():  # at shutdown the transport is aborted already
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), _CLOSE_SECONDS)
 
     async def _handle(self, request: Request, info: ConnectionInfo) -> bytes | None:
         body = request.body
@@ -299,9 +308,10 @@ class WireServer:
         (or at shutdown) instead of at once, as a server does; the driver's monitor sleeps."""
         wait = body.get("maxAwaitTimeMS")
         if isinstance(wait, int) and not isinstance(wait, bool) and wait > 0:
-            assert self._stopping is not None
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), min(wait, 60_000) / 1000)
+            # A plain sleep: shutdown cancels it (asyncio.wait_for on Python 3.11 can swallow
+            # a cancellation that races its inner future, which would leave this connection
+            # serving after close()).
+            await asyncio.sleep(min(wait, 60_000) / 1000)
 
     async def _run(self, db: str, body: Document, info: ConnectionInfo) -> Document:
         name = next(iter(body), "")
