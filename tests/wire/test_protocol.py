@@ -334,3 +334,20 @@ def test_pymongo_sees_a_replica_set_primary(server: Any) -> None:
         assert name in client.list_database_names()
     finally:
         client.close()
+
+
+def test_close_stops_with_drivers_still_connected() -> None:
+    """close() ends every connection and the server's thread, even while a driver is still
+    connected (its monitor waiting in an awaitable hello) and never closed its client."""
+    memory = MemoryServer()
+    uri = memory.listen()
+    client: Any = MongoClient(uri, serverSelectionTimeoutMS=5000)
+    try:
+        client.t.c.insert_one({"a": 1})
+        assert client.t.c.find_one({}, {"_id": 0}) == {"a": 1}
+        port = uri.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+        [thread] = [t for t in threading.enumerate() if t.name == f"mongoledger-wire:{port}"]
+        memory.close()
+        assert not thread.is_alive()
+    finally:
+        client.close()

@@ -146,6 +146,7 @@ class WireServer:
                 ready.set()
                 loop.close()
                 return
+            threading.current_thread().name = f"mongoledger-wire:{self.port}"
             ready.set()
             try:
                 loop.run_until_complete(self._serve_forever())
@@ -187,17 +188,24 @@ class WireServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
             if self._server is not None:
-                self._server.close()
+                self._server.close()  # accepts no more
+            await asyncio.sleep(0)  # connections accepted just now register (or abort)
             # Abort every transport first (what is unsent is dropped: a graceful close would
             # wait for peers that may never read), so no connection stays blocked on I/O.
             for task, writer in list(self._connections.items()):
                 writer.transport.abort()
                 task.cancel()
-            if self._connections:
-                await asyncio.wait(list(self._connections), timeout=_CLOSE_SECONDS)
+            # What remains are connections accepted during shutdown, which abort themselves
+            # as they start (cancelling them before they start would leak their sockets).
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            if pending:
+                await asyncio.wait(pending, timeout=_CLOSE_SECONDS)
             if self._server is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._server.wait_closed(), _CLOSE_SECONDS)
+            for _ in range(3):  # the aborted transports' connection_lost callbacks
+                await asyncio.sleep(0)
 
     async def _reap(self) -> None:
         """Abort transactions past their lifetime and drop idle cursors, waking only at the
@@ -240,6 +248,10 @@ class WireServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        assert self._stopping is not None
+        if self._stopping.is_set():  # accepted while shutting down
+            writer.transport.abort()
+            return
         if len(self._connections) >= self.max_connections:
             log.warning("connection refused: %d connections open", len(self._connections))
             writer.close()
@@ -268,8 +280,9 @@ class WireServer:
             log.exception("closing connection %d after an internal error", info.connection_id)
         finally:
             self._connections.pop(task, None)
-            assert self._stopping is not None
-            if not self._stopping.is_set():  # at shutdown the transport is aborted already
+            if self._stopping.is_set():  # shutting down (this may run before the sweep)
+                writer.transport.abort()
+            else:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), _CLOSE_SECONDS)
