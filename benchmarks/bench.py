@@ -128,6 +128,7 @@ class Target:
     reset: Callable[[], None]
     databases: list[str] = field(default_factory=list)
     listener: _Listener | None = None  # a real server's command monitoring
+    uri: str | None = None  # a real server's (an async client of it serves one event loop)
 
     def database(self, label: str) -> tuple[Any, Any]:
         name = f"mongoledger_bench_{label}_{os.getpid()}_{len(self.databases)}"
@@ -165,6 +166,7 @@ def uri_target(uri: str) -> Target:
         lambda: Counter(listener.counts),
         listener.counts.clear,
         listener=listener,
+        uri=uri,
     )
 
 
@@ -492,10 +494,22 @@ def web_rows(target: Target, cfg: Settings, log: Callable[[str], None]) -> list[
         log(f"  skipped: {exc} (pip install 'mongoledger[web]')")
         return []
     _, async_db = target.database("web")
+
+    async def run() -> list[dict[str, Any]]:
+        if target.uri is None:
+            return await web_throughput(
+                async_db, cfg.ops, cfg.rounds, time_async, cfg.collector, log
+            )
+        # PyMongo binds an async client to the event loop it first ran on: this one gets its own.
+        client: Any = pymongo.AsyncMongoClient(target.uri)
+        try:
+            db = client[async_db.name]
+            return await web_throughput(db, cfg.ops, cfg.rounds, time_async, cfg.collector, log)
+        finally:
+            await client.close()
+
     try:
-        return asyncio.run(
-            web_throughput(async_db, cfg.ops, cfg.rounds, time_async, cfg.collector, log)
-        )
+        return asyncio.run(run())
     finally:
         gc.unfreeze()
 
