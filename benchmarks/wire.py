@@ -36,10 +36,19 @@ NODE_TOOLS = ROOT / "tools" / "node"
 
 
 @contextlib.contextmanager
-def serve_db() -> Iterator[tuple[str, int]]:
-    """``mongoledger serve-db --memory --port 0`` in a subprocess: (URI, pid)."""
+def serve_db(*options: str) -> Iterator[tuple[str, int]]:
+    """``mongoledger serve-db --port 0`` in a subprocess (``options``: default ``--memory``):
+    (URI, pid)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mongoledger", "serve-db", "--memory", "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "mongoledger",
+            "serve-db",
+            *(options or ["--memory"]),
+            "--port",
+            "0",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

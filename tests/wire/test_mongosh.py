@@ -11,7 +11,6 @@ import datetime
 import inspect
 import json
 import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,22 +38,10 @@ def _engine_options(tmp: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    options = _engine_options(tmp_path_factory.mktemp("serve-db"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mongoledger", "serve-db", *options, "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    from benchmarks.wire import serve_db
+
+    with serve_db(*_engine_options(tmp_path_factory.mktemp("serve-db"))) as (uri, _pid):
+        yield uri
 
 
 @pytest.fixture(scope="module")

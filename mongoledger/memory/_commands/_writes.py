@@ -4,7 +4,7 @@ it, as on a server."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import bson
@@ -39,6 +39,23 @@ from ._common import (
 )
 
 MAX_WRITE_BATCH = 100_000
+
+
+def _each_statement(
+    items: list[Any], ordered: bool, ns: str, apply: Callable[[int, Any], int]
+) -> tuple[int, list[Document]]:
+    """Apply each statement of a write command: what they counted, and a write error per
+    statement that failed (an ordered command stops at its first)."""
+    n = 0
+    errors: list[Document] = []
+    for index, item in enumerate(items):
+        try:
+            n += apply(index, item)
+        except _STATEMENT_ERRORS as exc:
+            errors.append(_write_error(index, exc, ns))
+            if ordered:
+                break
+    return n, errors
 
 
 def _write_reply(op: _Op, counts: Document, errors: list[Document]) -> Document:
@@ -161,29 +178,22 @@ class Writes(Part):
         ns = f"{db}.{coll}"
         mc_ops = self._ops(db, coll)
 
+        def insert_one(index: int, document: Any) -> int:
+            if not isinstance(document, Mapping):
+                raise TypeError(f"documents[{index}] is not a document")
+            doc, raw = encoded(document)
+            if "_id" not in doc:
+                doc = {"_id": ObjectId(), **doc}
+                raw = bson.encode(doc)
+            elif isinstance(doc["_id"], list):
+                raise operation_failure(
+                    53, "InvalidIdField", "The '_id' value cannot be of type array"
+                )
+            mc_ops._mc.insert_encoded([(doc, raw)], many=False, ordered=True)
+            return 1
+
         def fn(op: _Op) -> Document:
-            mc = mc_ops._mc
-            errors: list[Document] = []
-            n = 0
-            for index, document in enumerate(documents):
-                try:
-                    if not isinstance(document, Mapping):
-                        raise TypeError(f"documents[{index}] is not a document")
-                    doc, raw = encoded(document)
-                    if "_id" not in doc:
-                        doc = {"_id": ObjectId(), **doc}
-                        raw = bson.encode(doc)
-                    elif isinstance(doc["_id"], list):
-                        raise operation_failure(
-                            53, "InvalidIdField", "The '_id' value cannot be of type array"
-                        )
-                    mc.insert_encoded([(doc, raw)], many=False, ordered=True)
-                except _STATEMENT_ERRORS as exc:
-                    errors.append(_write_error(index, exc, ns))
-                    if ordered:
-                        break
-                    continue
-                n += 1
+            n, errors = _each_statement(documents, ordered, ns, insert_one)
             return _write_reply(op, {"n": n}, errors)
 
         call = Call("insert", fn, f"insert on {ns}", "insert", retryable=False)
@@ -248,26 +258,19 @@ class Writes(Part):
         ns = f"{db}.{coll}"
         ops = self._ops(db, coll)
 
-        def fn(op: _Op) -> Document:
+        def delete(_index: int, stmt: Any) -> int:
+            if not isinstance(stmt, Mapping) or not isinstance(stmt.get("q"), Mapping):
+                raise _type_mismatch("a delete statement needs a document 'q'")
+            limit = stmt.get("limit", 0)
+            if limit not in (0, 1):
+                raise _bad_value(f"The limit field in delete objects must be 0 or 1. Got {limit}")
             mc = ops._mc
-            n = 0
-            errors: list[Document] = []
-            for index, stmt in enumerate(statements):
-                try:
-                    if not isinstance(stmt, Mapping) or not isinstance(stmt.get("q"), Mapping):
-                        raise _type_mismatch("a delete statement needs a document 'q'")
-                    limit = stmt.get("limit", 0)
-                    if limit not in (0, 1):
-                        raise _bad_value(
-                            f"The limit field in delete objects must be 0 or 1. Got {limit}"
-                        )
-                    flt = dict(stmt["q"])
-                    res = (mc.delete_one if limit == 1 else mc.delete_many)(flt)
-                    n += res.deleted_count
-                except _STATEMENT_ERRORS as exc:
-                    errors.append(_write_error(index, exc, ns))
-                    if ordered:
-                        break
+            return int(
+                (mc.delete_one if limit == 1 else mc.delete_many)(dict(stmt["q"])).deleted_count
+            )
+
+        def fn(op: _Op) -> Document:
+            n, errors = _each_statement(statements, ordered, ns, delete)
             return _write_reply(op, {"n": n}, errors)
 
         call = Call("delete", fn, f"delete on {ns}", "delete", retryable=False)
