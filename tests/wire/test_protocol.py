@@ -351,3 +351,65 @@ def test_close_stops_with_drivers_still_connected() -> None:
         assert not thread.is_alive()
     finally:
         client.close()
+
+
+def test_transactions_of_two_sessions_on_one_connection_do_not_interleave(server: Any) -> None:
+    """Drivers do not pin a replica set's transactions to a connection: two sessions'
+    transactions arriving on the same connection are still two owners, so the second waits
+    for the first instead of slipping past its unique-index entry."""
+    _, host, port = server
+    with connect(host, port) as setup:
+        command(
+            setup,
+            {
+                "createIndexes": "c",
+                "indexes": [{"key": {"k": 1}, "name": "k", "unique": True}],
+                "$db": "t",
+            },
+        )
+
+    def txn_fields(lsid: bytes, **extra: Any) -> dict[str, Any]:
+        return {
+            "lsid": {"id": bson.Binary(lsid, 4)},
+            "txnNumber": Int64(1),
+            "autocommit": False,
+            **extra,
+            "$db": "t",
+        }
+
+    a, b = uuid.uuid4().bytes, uuid.uuid4().bytes
+    shared, other = connect(host, port), connect(host, port)
+    try:
+        first = command(
+            shared,
+            {
+                "insert": "c",
+                "documents": [{"_id": 1, "k": 1}],
+                **txn_fields(a, startTransaction=True),
+            },
+        )
+        assert first["n"] == 1
+        replies: list[dict[str, Any]] = []
+        second = threading.Thread(
+            target=lambda: replies.append(
+                command(
+                    shared,
+                    {
+                        "insert": "c",
+                        "documents": [{"_id": 2, "k": 1}],
+                        **txn_fields(b, startTransaction=True),
+                    },
+                )
+            )
+        )
+        second.start()
+        committed = command(other, {"commitTransaction": 1, **txn_fields(a), "$db": "admin"})
+        assert committed["ok"] == 1.0
+        second.join(30)
+        assert replies, "the second transaction's insert never answered"
+        assert [e["code"] for e in replies[0].get("writeErrors", [])] == [11000]
+        command(other, {"abortTransaction": 1, **txn_fields(b), "$db": "admin"})
+        assert command(other, {"count": "c", "query": {"k": 1}, "$db": "t"})["n"] == 1
+    finally:
+        shared.close()
+        other.close()

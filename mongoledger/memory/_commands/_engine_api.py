@@ -71,6 +71,11 @@ def start_transaction(server: MemoryServer, state: SessionState, number: int) ->
     state.txn = None
     state.txn_number = number - 1
     state.start_transaction()  # numbers it ``number``
+    # The transaction belongs to the session, not to the connection (or task) its first
+    # command came on: drivers do not pin a replica set's transactions to a connection, and
+    # two sessions' transactions sharing a connection must not pass for one owner's (the
+    # engine would let them interleave unchecked). Thread ident 0 is no real thread's.
+    state.txn_ctx = (0, id(state))
 
 
 def end_transaction(server: MemoryServer, state: SessionState) -> None:
