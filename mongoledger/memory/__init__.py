@@ -46,9 +46,9 @@ drivers (PyMongo, Motor, mongosh) as a one-member replica set of MongoDB 7.0. It
 implement authentication, TLS, compression or exhaust cursors, and it cannot check sessions
 strictly: an operation that forgot ``session=`` inside a transaction reaches it as an ordinary
 command, which runs outside the transaction (as on MongoDB) instead of raising
-``StrictModeError``. Transactions of different sessions run one at a time (other sessions'
-operations wait while one is open); one left open is aborted when its lifetime
-(``transactionLifetimeLimitSeconds``, 60 s) runs out.
+``StrictModeError``. Transactions of different sessions run one at a time (writes outside
+them wait while one is open; reads see committed data); one left open is aborted when its
+lifetime (``transactionLifetimeLimitSeconds``, 60 s) runs out.
 """
 
 from ._async.client import (

@@ -17,10 +17,26 @@ from mongoledger.memory._commands import (
     ReplyAfterAbort,
     WaitStep,
 )
+from mongoledger.memory._commands import _engine_api as engine
 from mongoledger.memory._engine import Document, SessionState
 from mongoledger.memory._shared import async_wait_for_event
 
 __all__ = ["async_run_command"]
+
+# Engine calls that only read: over the wire, outside a transaction, they do not wait for one.
+_READS = frozenset(
+    {
+        "find",
+        "aggregate",
+        "count",
+        "distinct",
+        "listCollections",
+        "listIndexes",
+        "listDatabases",
+        "dbStats",
+        "collStats",
+    }
+)
 
 
 async def async_run_command(
@@ -39,15 +55,19 @@ async def async_run_command(
         if isinstance(step, EngineStep):
             call = step.call
             try:
-                value = await server.run_async(
-                    call.cmd,
-                    step.session,
-                    call.fn,
-                    strict=False,
-                    what=call.what,
-                    kind=call.kind,
-                    retryable=False,
-                )
+                if connection is not None and step.session is None and call.cmd in _READS:
+                    # A read of no transaction never waits for one (on a server neither).
+                    value = engine.run_outside_transactions(server, call.cmd, call.fn, call.kind)
+                else:
+                    value = await server.run_async(
+                        call.cmd,
+                        step.session,
+                        call.fn,
+                        strict=False,
+                        what=call.what,
+                        kind=call.kind,
+                        retryable=False,
+                    )
             except ReplyAfterAbort as exc:
                 return exc.reply
             step = step.then(value)

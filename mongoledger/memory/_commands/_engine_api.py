@@ -125,6 +125,17 @@ def transaction_touches(state: SessionState, db: str, coll: str | None) -> bool:
     return any(k[0] == db and (coll is None or k[1] == coll) for k in txn.log)
 
 
+# -- running a command outside any transaction ---------------------------------------------
+
+
+def run_outside_transactions(server: MemoryServer, cmd: str, fn: Any, kind: str) -> Any:
+    """Run a read of no transaction without waiting for open transactions: it sees committed
+    data, as the engine runs a thread's own reads beside its transaction (decision 13). A
+    server never makes a read wait for a transaction; the engine's lock would (until
+    snapshot isolation replaces it, when this becomes ``run_async``). Writes still wait."""
+    return server._execute(cmd, None, None, fn, kind)
+
+
 # -- what an operation wrote --------------------------------------------------------------
 
 

@@ -19,10 +19,26 @@ from mongoledger.memory._commands import (
     ReplyAfterAbort,
     WaitStep,
 )
+from mongoledger.memory._commands import _engine_api as engine
 from mongoledger.memory._engine import Document, SessionState
 from mongoledger.memory._shared import wait_for_event
 
 __all__ = ["run_command"]
+
+# Engine calls that only read: over the wire, outside a transaction, they do not wait for one.
+_READS = frozenset(
+    {
+        "find",
+        "aggregate",
+        "count",
+        "distinct",
+        "listCollections",
+        "listIndexes",
+        "listDatabases",
+        "dbStats",
+        "collStats",
+    }
+)
 
 
 def run_command(
@@ -41,15 +57,19 @@ def run_command(
         if isinstance(step, EngineStep):
             call = step.call
             try:
-                value = server.run_sync(
-                    call.cmd,
-                    step.session,
-                    call.fn,
-                    strict=False,
-                    what=call.what,
-                    kind=call.kind,
-                    retryable=False,
-                )
+                if connection is not None and step.session is None and call.cmd in _READS:
+                    # A read of no transaction never waits for one (on a server neither).
+                    value = engine.run_outside_transactions(server, call.cmd, call.fn, call.kind)
+                else:
+                    value = server.run_sync(
+                        call.cmd,
+                        step.session,
+                        call.fn,
+                        strict=False,
+                        what=call.what,
+                        kind=call.kind,
+                        retryable=False,
+                    )
             except ReplyAfterAbort as exc:
                 return exc.reply
             step = step.then(value)
