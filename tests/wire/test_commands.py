@@ -504,3 +504,18 @@ def test_an_abandoned_transaction_is_aborted_at_its_lifetime() -> None:
     finally:
         c.close()
         memory.close()
+
+
+def test_database_and_deployment_change_streams(wire_client: Any) -> None:
+    """A database's (and the deployment's) stream is a cursor on ``$cmd.aggregate``, which
+    getMore names instead of a collection."""
+    _, c, recorder = wire_client
+    db = c[f"d_{uuid.uuid4().hex[:8]}"]
+    with db.watch(max_await_time_ms=50) as by_db, c.watch(max_await_time_ms=50) as everything:
+        assert by_db.try_next() is None
+        db.a.insert_one({"_id": 1})
+        db.b.insert_one({"_id": 2})
+        seen = [by_db.next()["ns"]["coll"], by_db.next()["ns"]["coll"]]
+        assert seen == ["a", "b"]
+        assert everything.next()["ns"] == {"db": db.name, "coll": "a"}
+    assert "getMore" in recorder.names

@@ -114,6 +114,15 @@ def _widened(value: Any) -> Any:
     return value
 
 
+def _cursor_collection(body: Mapping[str, Any], name: str) -> str:
+    """The collection a cursor command names: a collection, or a pseudo-collection such as
+    ``$cmd.aggregate`` (a database's change stream) or ``$cmd.listCollections``."""
+    value = body.get(name)
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise _type_mismatch(f"BSON field '{name}' must be a collection name, not {value!r}")
+    return value
+
+
 def _exhausted(cursor: _Cursor) -> bool:
     """Whether the cursor has nothing left (peeks one document and puts it back)."""
     assert cursor.docs is not None
@@ -209,7 +218,7 @@ class Reads(Part):
         cursor_id = body.get("getMore")
         if not isinstance(cursor_id, int) or isinstance(cursor_id, bool):
             raise _type_mismatch(f"Field 'getMore' must be of type long in: {dict(body)!r}")
-        coll = _collection_name(body, "collection")
+        coll = _cursor_collection(body, "collection")
         batch = _batch_size(body.get("batchSize"))
         ns = f"{db}.{coll}"
         with self._lock:
@@ -246,7 +255,7 @@ class Reads(Part):
             self._cursors.pop(cursor_id, None)
 
     def _kill_cursors(self, db: str, body: Mapping[str, Any], session: Any, conn: Any) -> Next:
-        coll = _collection_name(body, "killCursors")
+        coll = _cursor_collection(body, "killCursors")
         ids = body.get("cursors")
         if not isinstance(ids, list):
             raise _type_mismatch("killCursors needs an array 'cursors'")
