@@ -22,41 +22,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from mongoledger._core.events import KINDS
-from mongoledger._format import format_date, one_line
+from mongoledger._format import describe_event as describe
+from mongoledger._format import one_line
 from mongoledger.models import LedgerEvent
 
 __all__ = ["describe", "main", "printer"]
-
-
-def describe(
-    event: LedgerEvent,
-    *,
-    name: Callable[[Any], str] = str,
-    amount: Callable[[int], str] = "{:+d}".format,
-    details: bool = True,
-) -> str:
-    """One line for an operation: what, and every leg (for a hold, void or expiry, which move no
-    money: the hold's accounts and amount); with ``details``, also when, the running balances,
-    the extra data and the operation id."""
-    hold = event.hold
-    if event.transactions:
-        legs = ", ".join(
-            f"{name(t.account_id)} {amount(t.amount)}"
-            + ("" if not details or t.balance_after is None else f" (= {amount(t.balance_after)})")
-            for t in event.transactions
-        )
-        data = event.transactions[0].data
-    elif hold is not None:
-        held = amount(hold.amount).lstrip("+")
-        legs = f"{held} of {name(hold.from_account_id)} for {name(hold.to_account_id)}"
-        data = hold.void_data if event.kind == "void" else hold.data
-    else:  # the hold was deleted before the event was read
-        legs, data = f"hold {event.hold_id}", {}
-    if not details:
-        return f"{event.kind}: {legs}"
-    stamp = format_date(event.committed_at)
-    note = f"  {data}" if data else ""
-    return f"{stamp}  {event.kind}: {legs}{note}  [{event.operation_id}]"
 
 
 def printer(out: TextIO = sys.stdout) -> Callable[[LedgerEvent], None]:
