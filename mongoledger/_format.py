@@ -4,7 +4,8 @@
   thousands and decimal separators, decimal places of the minor unit) and parses major-unit
   text back into minor units exactly, without floats.
 * :func:`format_date` renders stored dates (naive datetimes are UTC, as PyMongo returns them).
-* :func:`to_jsonable` turns documents, models and BSON values into plain JSON values.
+* :func:`to_jsonable` turns documents, models and BSON values into plain JSON values;
+  :func:`json_bytes` encodes them straight to JSON by the same rules.
 * :func:`render_table` lays rows out in aligned columns.
 * :func:`one_line` turns an error into one line of text.
 * :func:`describe_event` tells a committed operation (a ``LedgerEvent``) in one line.
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from bson import Decimal128, ObjectId
+from bson import ObjectId
 from pydantic import BaseModel
 
 from mongoledger.models import LedgerEvent
@@ -31,6 +33,7 @@ __all__ = [
     "describe_event",
     "format_date",
     "format_value",
+    "json_bytes",
     "one_line",
     "render_table",
     "to_jsonable",
@@ -161,23 +164,48 @@ def to_jsonable(value: Any) -> Any:
     ObjectIds, Decimal128 and Decimal become strings, datetimes ISO 8601 strings (UTC, with
     ``Z`` for naive ones), bytes base64 strings; models their field dictionaries.
     """
-    if isinstance(value, BaseModel):
-        return to_jsonable(value.model_dump())
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [to_jsonable(v) for v in value]
     if isinstance(value, bool | int | float | str) or value is None:
         return value
+    return to_jsonable(_json_value(value))
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON, by the rules of :func:`to_jsonable` (the C encoder
+    walks the containers; only BSON values and models reach Python)."""
+    try:
+        return _ENCODER.encode(value).encode()
+    except TypeError:  # a mapping key JSON cannot take as it is (to_jsonable makes it text)
+        return _ENCODER.encode(to_jsonable(value)).encode()
+
+
+def _json_value(value: Any) -> Any:
+    """A value JSON has no type for, one level down: a model gives its fields, a BSON value
+    its text."""
+    if isinstance(value, ObjectId):  # the usual one first
+        return str(value)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             return value.isoformat() + "Z"
         return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-    if isinstance(value, ObjectId | Decimal128 | Decimal | date):
-        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset):
+        return list(value)
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
-    return str(value)
+    return str(value)  # Decimal128, Decimal, date, and the rest
+
+
+# As Starlette's JSONResponse writes it (no NaN: JSON has none).
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_value
+)
 
 
 def render_table(

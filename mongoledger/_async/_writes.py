@@ -39,7 +39,7 @@ from mongoledger._async._io import (
     mongomock_writes,
     to_list,
 )
-from mongoledger._core import clock, schema
+from mongoledger._core import clock, receipts, schema
 from mongoledger._core.accounts import (
     AccountRef,
     account_creation,
@@ -546,6 +546,7 @@ class Writes(Hooks, Compensation):
             for i, leg in enumerate(legs)
         ]
         await self._transactions.insert_many(docs, ordered=True, session=session)
+        receipts.record(cfg, docs)
 
     async def _settle_date(
         self,

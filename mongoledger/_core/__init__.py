@@ -11,7 +11,8 @@ concept, from the ground up:
 * ``config``: ``LedgerConfig``, the options validated once, and the database check;
 * ``data``: extra data on transactions and holds;
 * ``accounts``: account references, attribute-set digests, account documents;
-* ``transactions``: the legs of an operation and their documents, reversals;
+* ``transactions``: the legs of an operation and their documents, reversals; ``receipts``:
+  what an operation wrote, kept for a caller that answers with it (the web app);
 * ``guards``: the guarded update of one leg, and why one matched nothing;
 * ``currencies``, ``idempotency``: what their names say;
 * ``holds``: two-phase transfers; ``reads``: pages, filters, pipelines of the reads;

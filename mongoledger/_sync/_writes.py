@@ -34,7 +34,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from mongoledger._core import clock, schema
+from mongoledger._core import clock, receipts, schema
 from mongoledger._core.accounts import (
     AccountRef,
     account_creation,
@@ -544,6 +544,7 @@ class Writes(Hooks, Compensation):
             for i, leg in enumerate(legs)
         ]
         self._transactions.insert_many(docs, ordered=True, session=session)
+        receipts.record(cfg, docs)
 
     def _settle_date(
         self,

@@ -7,13 +7,14 @@ exception handlers do that, so a route never catches them.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
-from mongoledger._format import to_jsonable
+from mongoledger._format import json_bytes, to_jsonable
 from mongoledger.cli._values import account_id_text
 from mongoledger.errors import InvalidArgument
 from mongoledger.models import Account
@@ -22,6 +23,7 @@ from mongoledger.web._context import (
     account_id_from_text,
     date_from_text,
     int_from_text,
+    run_write,
 )
 from mongoledger.web._live import balance_events
 from mongoledger.web._permissions import ADJUST, VIEW_ALL, VIEW_OWN, Forbidden, authorize
@@ -45,8 +47,8 @@ class UnsupportedMediaType(Exception):
     """An API write whose body is not ``application/json`` (415)."""
 
 
-def _json(value: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(to_jsonable(value), status_code=status)
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(json_bytes(value), status_code=status, media_type="application/json")
 
 
 def account_json(account: Account) -> dict[str, Any]:
@@ -84,8 +86,9 @@ def api_router(web: WebContext) -> APIRouter:
     ledger = web.ledger
     router = APIRouter(prefix="/api", tags=["ledger"])
 
-    async def written(kind: str, ids: list[Any]) -> JSONResponse:
-        rows = [await ledger.get_transaction(i) for i in ids]
+    async def written(kind: str, write: Awaitable[Any]) -> Response:
+        """201 with what ``write`` (a ledger call) wrote."""
+        ids, rows = await run_write(ledger, write)
         return _json(
             {
                 "kind": kind,
@@ -114,7 +117,7 @@ def api_router(web: WebContext) -> APIRouter:
     # Reads
 
     @router.get("/me", summary="The viewer: name, permissions, own account")
-    async def me(request: Request) -> JSONResponse:
+    async def me(request: Request) -> Response:
         access = await web.access(request)
         viewer = access.viewer
         if viewer is None:
@@ -131,14 +134,14 @@ def api_router(web: WebContext) -> APIRouter:
         )
 
     @router.get("/accounts/{account_id}", summary="An account and its cached balance")
-    async def get_account(request: Request, account_id: str) -> JSONResponse:
+    async def get_account(request: Request, account_id: str) -> Response:
         aid = await own_or_all(request, account_id)
-        return JSONResponse(account_json(await ledger.get_account(aid)))
+        return _json(account_json(await ledger.get_account(aid)))
 
     @router.get("/accounts/{account_id}/balance", summary="The balance (now, or at a date)")
     async def get_balance(
         request: Request, account_id: str, at: str | None = None, calculated: str | None = None
-    ) -> JSONResponse:
+    ) -> Response:
         aid = await own_or_all(request, account_id)
         when = date_from_text(at, what="at", end_of_day=True)
         body: dict[str, Any] = {"account_id": aid}
@@ -160,7 +163,7 @@ def api_router(web: WebContext) -> APIRouter:
         end: str | None = None,
         limit: str | None = None,
         before_seq: str | None = None,
-    ) -> JSONResponse:
+    ) -> Response:
         aid = await own_or_all(request, account_id)
         page = int_from_text(limit, what="limit", minimum=1, maximum=MAX_PAGE) or web.page_size
         before = int_from_text(before_seq, what="before_seq", minimum=1, maximum=2**63 - 1)
@@ -183,7 +186,7 @@ def api_router(web: WebContext) -> APIRouter:
         period: str = "month",
         start: str | None = None,
         end: str | None = None,
-    ) -> JSONResponse:
+    ) -> Response:
         aid = await own_or_all(request, account_id)
         rows = await ledger.statistics(
             aid,
@@ -216,7 +219,7 @@ def api_router(web: WebContext) -> APIRouter:
         limit: str | None = None,
         skip: str | None = None,
         where: Annotated[list[str] | None, Query()] = None,
-    ) -> JSONResponse:
+    ) -> Response:
         authorize(await web.access(request), VIEW_ALL)
         if sort not in _SORTS:
             raise InvalidArgument(f"sort {sort!r} is not one of {', '.join(_SORTS)}")
@@ -236,7 +239,7 @@ def api_router(web: WebContext) -> APIRouter:
     @router.get("/statistics", summary="Credit/debit totals per period, all accounts")
     async def get_statistics(
         request: Request, period: str = "month", start: str | None = None, end: str | None = None
-    ) -> JSONResponse:
+    ) -> Response:
         authorize(await web.access(request), VIEW_ALL)
         rows = await ledger.statistics(
             None,
@@ -247,7 +250,7 @@ def api_router(web: WebContext) -> APIRouter:
         return _json({"account_id": None, "period": period, "periods": rows})
 
     @router.get("/transactions/{transaction_id}", summary="One transaction")
-    async def get_transaction(request: Request, transaction_id: str) -> JSONResponse:
+    async def get_transaction(request: Request, transaction_id: str) -> Response:
         access = await web.access(request)
         viewer = authorize(access, VIEW_OWN)
         if viewer.can(VIEW_ALL):
@@ -260,12 +263,12 @@ def api_router(web: WebContext) -> APIRouter:
         return _json(row)
 
     @router.get("/verify", summary="Check balances, legs and links (reads everything)")
-    async def get_verify(request: Request) -> JSONResponse:
+    async def get_verify(request: Request) -> Response:
         authorize(await web.access(request), VIEW_ALL)
         report = await ledger.verify()
         body = to_jsonable(report)
         body["ok"] = report.ok
-        return JSONResponse(body)
+        return _json(body)
 
     # Writes (ADJUST; JSON bodies only; Idempotency-Key header)
 
@@ -275,9 +278,9 @@ def api_router(web: WebContext) -> APIRouter:
         status_code=201,
         dependencies=write,
     )
-    async def post_account(request: Request, body: OpenAccountIn) -> JSONResponse:
+    async def post_account(request: Request, body: OpenAccountIn) -> Response:
         aid = await ledger.open_account(body.attributes, min_balance=body.min_balance)
-        return JSONResponse(account_json(await ledger.get_account(aid)), status_code=201)
+        return _json(account_json(await ledger.get_account(aid)), 201)
 
     def single_entry(kind: str) -> Any:
         """The handler of ``increase`` or ``decrease`` (money entering or leaving)."""
@@ -287,11 +290,12 @@ def api_router(web: WebContext) -> APIRouter:
             account_id: str,
             body: AmountIn,
             idempotency_key: str | None = Header(default=None),
-        ) -> JSONResponse:
+        ) -> Response:
             aid = account_id_from_text(account_id)
             write_call = ledger.increase if kind == "increase" else ledger.decrease
-            tid = await write_call(aid, body.amount, body.data, idempotency_key=idempotency_key)
-            return await written(kind, [tid])
+            return await written(
+                kind, write_call(aid, body.amount, body.data, idempotency_key=idempotency_key)
+            )
 
         handler.__name__ = f"post_{kind}"
         return handler
@@ -314,15 +318,17 @@ def api_router(web: WebContext) -> APIRouter:
     )
     async def post_transfer(
         request: Request, body: TransferIn, idempotency_key: str | None = Header(default=None)
-    ) -> JSONResponse:
-        ids = await ledger.transfer(
-            account_id_from_text(body.from_account),
-            account_id_from_text(body.to_account),
-            body.amount,
-            body.data,
-            idempotency_key=idempotency_key,
+    ) -> Response:
+        return await written(
+            "transfer",
+            ledger.transfer(
+                account_id_from_text(body.from_account),
+                account_id_from_text(body.to_account),
+                body.amount,
+                body.data,
+                idempotency_key=idempotency_key,
+            ),
         )
-        return await written("transfer", ids)
 
     @router.post(
         "/posts",
@@ -332,10 +338,9 @@ def api_router(web: WebContext) -> APIRouter:
     )
     async def post_post(
         request: Request, body: PostIn, idempotency_key: str | None = Header(default=None)
-    ) -> JSONResponse:
+    ) -> Response:
         legs = [(account_id_from_text(leg.account), leg.amount, leg.data) for leg in body.legs]
-        ids = await ledger.post(legs, body.data, idempotency_key=idempotency_key)
-        return await written("post", ids)
+        return await written("post", ledger.post(legs, body.data, idempotency_key=idempotency_key))
 
     @router.post(
         "/transactions/{transaction_id}/revert",
@@ -348,9 +353,10 @@ def api_router(web: WebContext) -> APIRouter:
         transaction_id: str,
         body: DataIn,
         idempotency_key: str | None = Header(default=None),
-    ) -> JSONResponse:
-        result = await ledger.revert(transaction_id, body.data, idempotency_key=idempotency_key)
-        return await written("revert", result if isinstance(result, list) else [result])
+    ) -> Response:
+        return await written(
+            "revert", ledger.revert(transaction_id, body.data, idempotency_key=idempotency_key)
+        )
 
     # Holds (reads: the holds of an account its viewer may see, or all with VIEW_ALL)
 
@@ -360,7 +366,7 @@ def api_router(web: WebContext) -> APIRouter:
         account: str | None = None,
         status: str = "pending",
         limit: str | None = None,
-    ) -> JSONResponse:
+    ) -> Response:
         if account is None:
             authorize(await web.access(request), VIEW_ALL)
             aid = None
@@ -372,7 +378,7 @@ def api_router(web: WebContext) -> APIRouter:
         return _json({"account_id": aid, "holds": holds, "count": len(holds)})
 
     @router.get("/holds/{hold_id}", summary="One hold")
-    async def get_hold(request: Request, hold_id: str) -> JSONResponse:
+    async def get_hold(request: Request, hold_id: str) -> Response:
         access = await web.access(request)
         viewer = authorize(access, VIEW_OWN)
         if viewer.can(VIEW_ALL):
@@ -395,7 +401,7 @@ def api_router(web: WebContext) -> APIRouter:
     )
     async def post_hold(
         request: Request, body: HoldIn, idempotency_key: str | None = Header(default=None)
-    ) -> JSONResponse:
+    ) -> Response:
         expires: Any = None
         if body.expires_at is not None and body.expires_in is not None:
             raise InvalidArgument("give expires_at or expires_in, not both")
@@ -426,16 +432,18 @@ def api_router(web: WebContext) -> APIRouter:
         hold_id: str,
         body: CaptureIn,
         idempotency_key: str | None = Header(default=None),
-    ) -> JSONResponse:
-        ids = await ledger.capture(hold_id, body.amount, body.data, idempotency_key=idempotency_key)
-        return await written("capture", ids)
+    ) -> Response:
+        return await written(
+            "capture",
+            ledger.capture(hold_id, body.amount, body.data, idempotency_key=idempotency_key),
+        )
 
     @router.post(
         "/holds/{hold_id}/void",
         summary="Release a pending hold entirely",
         dependencies=write,
     )
-    async def post_void(request: Request, hold_id: str, body: DataIn) -> JSONResponse:
+    async def post_void(request: Request, hold_id: str, body: DataIn) -> Response:
         await ledger.void(hold_id, body.data)
         return _json(await ledger.get_hold(hold_id))
 

@@ -18,6 +18,7 @@ from mongoledger.errors import LedgerError
 from mongoledger.web._api import UnsupportedMediaType, api_router
 from mongoledger.web._context import Identify, WebContext
 from mongoledger.web._errors import error_body, status_for
+from mongoledger.web._fastpath import FastPath
 from mongoledger.web._pages import CsrfRejected, pages_router
 from mongoledger.web._permissions import ADJUST, Forbidden, NotAuthenticated
 from mongoledger.web._render import Renderer
@@ -79,14 +80,20 @@ def create_app(
         docs_url=None,  # the interactive docs load scripts from a CDN; the schema is enough
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        # Tracing is the service's: a FastAPI service that mounts this app traces its
+        # requests already, and `mongoledger serve` configures none.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.web = web
     app.state.renderer = renderer
-    app.include_router(api_router(web))
-    app.include_router(pages_router(web, renderer))
+    routers = [api_router(web), pages_router(web, renderer)]
+    for router in routers:
+        app.include_router(router)
     static = resources.files("mongoledger.web").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     _add_error_handlers(app, web, renderer)
+    # Innermost first: the fast path's answers get the security headers too.
+    app.add_middleware(FastPath, routers=routers, exception_handlers=app.exception_handlers)
     app.add_middleware(SecurityHeaders)
     return app
 

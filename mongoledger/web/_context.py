@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 
 from mongoledger._async.ledger import AsyncLedger
+from mongoledger._core import receipts
 from mongoledger._format import CurrencyFormat
 from mongoledger.cli._values import UsageError, parse_account_id, parse_when
 from mongoledger.errors import AccountNotFound, InvalidAccount, InvalidArgument
 from mongoledger.web._permissions import Access, Viewer
 
-__all__ = ["Identify", "WebContext"]
+__all__ = ["Identify", "WebContext", "run_write"]
 
 Identify = Callable[[Request], Any]  # returns Viewer | None, or an awaitable of it
 
@@ -56,6 +57,19 @@ class WebContext:
         access = Access(viewer, own)
         request.scope["mongoledger.access"] = access
         return access
+
+
+async def run_write(ledger: AsyncLedger, write: Awaitable[Any]) -> tuple[list[Any], list[Any]]:
+    """Await ``write`` (a ledger call returning an id or ids): its ids and the transactions
+    it wrote, as the ledger wrote them, read back only when it wrote none (an idempotent
+    retry answers with the first call's ids)."""
+    with receipts.recording() as receipt:
+        result = await write
+    ids = result if isinstance(result, list) else [result]
+    rows = receipt.transactions(ids)
+    if rows is None:
+        rows = [await ledger.get_transaction(i) for i in ids]
+    return ids, rows
 
 
 def account_id_from_text(text: str) -> Any:
