@@ -79,7 +79,7 @@ async def web_throughput(
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """The bench rows: per operation, app and library ops/s and their time ratio."""
-    from mongoledger.cli._values import account_id_text
+    from mongoledger._text import account_id_text
     from mongoledger.web import ADJUST, VIEW_ALL, Viewer, create_app
 
     ledger = AsyncLedger(async_db)

@@ -67,8 +67,8 @@ def main(
     from pymongo.errors import PyMongoError
 
     from mongoledger import Ledger, LedgerError
+    from mongoledger._text import UsageError
     from mongoledger.cli._connection import connect_server, validate_db_name
-    from mongoledger.cli._values import UsageError
 
     client: Any = None
     try:

@@ -23,16 +23,10 @@ import pytest
 from bson import ObjectId
 
 from mongoledger import Ledger
+from mongoledger._text import UsageError, parse_value, parse_when
 from mongoledger.cli import build_parser, main
 from mongoledger.cli._commands import COMMANDS
-from mongoledger.cli._values import (
-    UsageError,
-    parse_account,
-    parse_data,
-    parse_resume_token,
-    parse_value,
-    parse_when,
-)
+from mongoledger.cli._values import parse_account, parse_data, parse_resume_token
 from mongoledger.memory import MemoryClient
 from tests.conftest import REAL_URI
 

@@ -27,11 +27,11 @@ from typing import Any, TextIO
 
 from mongoledger._format import CurrencyFormat, one_line
 from mongoledger._sync.ledger import Ledger
+from mongoledger._text import UsageError
 from mongoledger.cli._commands import COMMANDS
 from mongoledger.cli._connection import connect_server, validate_db_name
 from mongoledger.cli._context import Context, ledger_for
 from mongoledger.cli._parser import build_parser
-from mongoledger.cli._values import UsageError
 from mongoledger.errors import LedgerError
 
 __all__ = ["build_parser", "main"]

@@ -14,17 +14,9 @@ from mongoledger._format import (
     render_table,
     to_jsonable,
 )
+from mongoledger._text import UsageError, parse_account_id, parse_duration, parse_when
 from mongoledger.cli._context import Context
-from mongoledger.cli._values import (
-    UsageError,
-    parse_account,
-    parse_account_id,
-    parse_data,
-    parse_duration,
-    parse_pairs,
-    parse_resume_token,
-    parse_when,
-)
+from mongoledger.cli._values import parse_account, parse_data, parse_pairs, parse_resume_token
 from mongoledger.errors import LedgerError
 from mongoledger.models import Account, Hold, Transaction
 

@@ -14,7 +14,7 @@ import threading
 from typing import Any, TextIO
 
 from mongoledger._format import one_line
-from mongoledger.cli._values import UsageError
+from mongoledger._text import UsageError
 from mongoledger.errors import LedgerError
 
 __all__ = [

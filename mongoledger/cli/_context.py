@@ -11,9 +11,9 @@ from typing import Any, TextIO
 
 from mongoledger._format import CurrencyFormat, format_date, to_jsonable
 from mongoledger._sync.ledger import Ledger
+from mongoledger._text import UsageError
 from mongoledger.cli._connection import SERVER_SELECTION_MS
 from mongoledger.cli._progress import progress
-from mongoledger.cli._values import UsageError
 from mongoledger.errors import LedgerError
 
 __all__ = ["Context", "async_database", "ledger_for"]

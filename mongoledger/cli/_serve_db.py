@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from mongoledger.cli._values import UsageError
+from mongoledger._text import UsageError
 
 if TYPE_CHECKING:
     from mongoledger.cli._context import Context

@@ -18,8 +18,9 @@ import sys
 from typing import Any
 
 from mongoledger._format import format_value, render_table
+from mongoledger._text import UsageError
 from mongoledger.cli._context import Context, async_database, ledger_for
-from mongoledger.cli._values import UsageError, parse_account
+from mongoledger.cli._values import parse_account
 from mongoledger.errors import LedgerError
 
 __all__ = ["cmd_serve", "cmd_users"]

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from mongoledger._format import json_bytes, to_jsonable
-from mongoledger.cli._values import account_id_text
+from mongoledger._text import account_id_text
 from mongoledger.errors import InvalidArgument
 from mongoledger.models import Account
 from mongoledger.web._context import (
@@ -66,7 +66,7 @@ def _require_json(request: Request) -> None:
 
 def parse_where(items: list[str]) -> dict[str, Any] | None:
     """``KEY=VALUE`` filters (the CLI's value rules) as an attribute mapping."""
-    from mongoledger.cli._values import UsageError, parse_pair
+    from mongoledger._text import UsageError, parse_pair
 
     where: dict[str, Any] = {}
     for item in items:

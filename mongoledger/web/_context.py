@@ -12,7 +12,7 @@ from starlette.requests import Request
 from mongoledger._async.ledger import AsyncLedger
 from mongoledger._core import receipts
 from mongoledger._format import CurrencyFormat
-from mongoledger.cli._values import UsageError, parse_account_id, parse_when
+from mongoledger._text import UsageError, parse_account_id, parse_when
 from mongoledger.errors import AccountNotFound, InvalidAccount, InvalidArgument
 from mongoledger.web._permissions import Access, Viewer
 

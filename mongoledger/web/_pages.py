@@ -325,6 +325,6 @@ def _required(form: dict[str, str], name: str, label: str) -> str:
 def _quoted(account_id: Any) -> str:
     from urllib.parse import quote
 
-    from mongoledger.cli._values import account_id_text
+    from mongoledger._text import account_id_text
 
     return quote(account_id_text(account_id), safe="")

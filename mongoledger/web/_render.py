@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from mongoledger._format import format_date, format_value
-from mongoledger.cli._values import account_id_text
+from mongoledger._text import account_id_text
 from mongoledger.web._context import WebContext
 from mongoledger.web._permissions import ADJUST, VIEW_ALL, Access
 from mongoledger.web._security import csrf_token, set_csrf_cookie

@@ -23,7 +23,7 @@ import pytest
 
 from mongoledger import AsyncLedger, Ledger
 from mongoledger._format import CurrencyFormat
-from mongoledger.cli._values import account_id_text
+from mongoledger._text import account_id_text
 from mongoledger.demo import run_demo
 from mongoledger.memory import AsyncMemoryClient, MemoryClient, MemoryServer
 from mongoledger.web._serve import served_app

@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from mongoledger.cli._values import account_id_text
+from mongoledger._text import account_id_text
 from mongoledger.memory import AsyncMemoryClient
 from mongoledger.web._fastpath import FastPath, compile_route
 from mongoledger.web._security import CSRF_COOKIE

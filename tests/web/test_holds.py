@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mongoledger.cli._values import account_id_text
+from mongoledger._text import account_id_text
 from tests.web.conftest import Env
 
 

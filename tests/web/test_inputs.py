@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from mongoledger import AsyncLedger
-from mongoledger.cli._values import account_id_text
+from mongoledger._text import account_id_text
 from mongoledger.web import ADJUST, VIEW_ALL, Viewer, create_app
 from tests.web.conftest import Env, csrf_of, idempotency_of, make_env
 

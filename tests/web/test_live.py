@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from mongoledger import AsyncLedger, Ledger
-from mongoledger.cli._values import account_id_text
+from mongoledger._text import account_id_text
 from mongoledger.memory import AsyncMemoryClient, MemoryClient, MemoryServer
 from mongoledger.web import VIEW_OWN, Viewer, create_app
 from tests.web._server import ThreadServer

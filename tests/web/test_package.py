@@ -11,7 +11,7 @@ import pytest
 from bson import Int64, ObjectId
 
 import mongoledger.web
-from mongoledger.cli._values import account_id_text, parse_account_id
+from mongoledger._text import account_id_text, parse_account_id
 from mongoledger.web import ADJUST, VIEW_ALL, VIEW_OWN, Viewer
 from mongoledger.web._permissions import Access, Forbidden, NotAuthenticated, authorize, same_id
 

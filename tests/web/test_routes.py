@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mongoledger.cli._values import account_id_text
+from mongoledger._text import account_id_text
 from tests.web.conftest import SECRET_BALANCE, VIEWERS, Env, csrf_of
 
 # What each viewer may do: see alice's account, see bob's, see everything, adjust.
