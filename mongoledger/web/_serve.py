@@ -7,8 +7,8 @@
   removing the user ends its sessions; a session lasts ``session_seconds``.
 * The login form carries a CSRF token; failed logins are limited per client address and per
   user name (:class:`LoginLimiter`), answered 429 while the limit holds.
-* In the background the app releases expired holds (``AsyncLedger.expire_holds``) once the
-  ledger has them.
+* In the background the app releases expired holds (``AsyncLedger.sweep_holds``, every
+  ``expire_holds_every`` seconds) for as long as it runs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import math
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -44,6 +45,7 @@ __all__ = ["SESSION_COOKIE", "LoginLimiter", "served_app"]
 SESSION_COOKIE = "mongoledger_session"
 SESSION_SECONDS = 12 * 3600
 EXPIRE_HOLDS_EVERY = 30.0
+SWEEP_STOP_SECONDS = 5.0
 
 
 class LoginLimiter:
@@ -263,25 +265,26 @@ def served_app(
 def _lifespan(ledger: AsyncLedger, every: float) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_expire_holds_forever(ledger, every))
+        stop = asyncio.Event()
+        sweep = asyncio.create_task(ledger.sweep_holds(interval=every, stop=stop))
+        sweep.add_done_callback(_report_stop)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # The sweep ends after its current round; a round stuck on an unreachable
+            # database is cancelled.
+            stop.set()
+            _, pending = await asyncio.wait({sweep}, timeout=SWEEP_STOP_SECONDS)
+            for task in pending:
+                task.cancel()
 
     return lifespan
 
 
-async def _expire_holds_forever(ledger: AsyncLedger, every: float) -> None:
-    """Release expired holds every ``every`` seconds, once the ledger has holds (issue 13)."""
-    expire = getattr(ledger, "expire_holds", None)
-    if expire is None:
-        return  # HOLDS: this ledger predates holds; nothing to expire
-    while True:
-        try:
-            await expire()
-        except Exception as exc:  # keep serving; say why once per failure
-            print(f"mongoledger serve: expire_holds failed: {exc}", flush=True)
-        await asyncio.sleep(every)
+def _report_stop(sweep: asyncio.Task[None]) -> None:
+    """Say why the sweep of expired holds ended before the server did (a database error
+    does not end it: ``sweep_holds`` logs it and tries again)."""
+    if not sweep.cancelled() and sweep.exception() is not None:
+        sys.stderr.write(
+            f"mongoledger serve: expired holds are no longer released: {sweep.exception()!r}\n"
+        )

@@ -327,28 +327,62 @@ def test_serve_demo_refuses_a_database_with_data() -> None:
     assert "empty database" in err
 
 
-async def test_serve_expires_holds_in_the_background_once_the_ledger_has_them() -> None:
+async def test_serve_releases_expired_holds_in_the_background(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+    from datetime import timedelta
+
+    from pymongo.errors import AutoReconnect
+
+    from mongoledger._core import clock
+
+    database = AsyncMemoryClient()["web"]
+    ledger = AsyncLedger(database)
+    await ledger.increase("wallet", 100)
+    hold = await ledger.hold("wallet", "shop", 60, expires_at=timedelta(minutes=5))
+    later = clock.utcnow() + timedelta(minutes=6)
+    monkeypatch.setattr(clock, "utcnow", lambda: later)
+    expire = ledger.expire_holds
+    rounds = 0
+
+    async def flaky(**options: object) -> int:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise AutoReconnect("a failed sweep does not stop the next")
+        return await expire(**options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger, "expire_holds", flaky)
+    app = served_app(ledger, database["web_users"], secret_key=b"k" * 32, expire_holds_every=0.01)
+    async with app.router.lifespan_context(app):
+        for _ in range(1000):
+            if (await ledger.get_hold(hold)).status == "expired":
+                break
+            await asyncio.sleep(0.01)
+    assert (await ledger.get_hold(hold)).status == "expired"
+    assert await ledger.available_balance("wallet") == 100
+    assert rounds >= 2
+    assert "no longer released" not in capsys.readouterr().err
+
+
+async def test_serve_says_when_the_sweep_of_expired_holds_ends(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import asyncio
 
-    from mongoledger.web._serve import _expire_holds_forever
+    database = AsyncMemoryClient()["web"]
+    ledger = AsyncLedger(database)
 
-    third = asyncio.Event()
+    async def broken(**options: object) -> int:
+        raise RuntimeError("a bug, not the database")
 
-    class Holding:
-        calls = 0
-
-        async def expire_holds(self) -> int:
-            Holding.calls += 1
-            if Holding.calls == 2:
-                raise RuntimeError("a failed sweep does not stop the next")
-            if Holding.calls == 3:
-                third.set()
-            return 0
-
-    task = asyncio.create_task(_expire_holds_forever(Holding(), 0.001))  # type: ignore[arg-type]
-    await asyncio.wait_for(third.wait(), 10)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    # A ledger without holds: nothing to run, the task ends at once.
-    await asyncio.wait_for(_expire_holds_forever(object(), 0.001), 1)  # type: ignore[arg-type]
+    monkeypatch.setattr(ledger, "expire_holds", broken)
+    app = served_app(ledger, database["web_users"], secret_key=b"k" * 32, expire_holds_every=0.01)
+    async with app.router.lifespan_context(app):
+        for _ in range(500):
+            if "no longer released" in capsys.readouterr().err:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the sweep's end was not reported")
