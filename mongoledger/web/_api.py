@@ -7,11 +7,13 @@ exception handlers do that, so a route never catches them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.types import DecoratedCallable
 from starlette.responses import Response, StreamingResponse
 
 from mongoledger._format import json_bytes, to_jsonable
@@ -41,6 +43,14 @@ __all__ = ["api_router"]
 
 MAX_PAGE = 1000
 _SORTS = ("balance", "-balance", "id", "-id", "created_at", "-created_at")
+
+
+T = TypeVar("T")
+Owners = Callable[[Any], Iterable[Any]]  # the accounts a transaction or hold belongs to
+IdempotencyKey = Annotated[
+    str | None,
+    Header(description="a retry with the same key answers with the first call's result"),
+]
 
 
 class UnsupportedMediaType(Exception):
@@ -112,7 +122,41 @@ def api_router(web: WebContext) -> APIRouter:
         authorize(await web.access(request), ADJUST)
         _require_json(request)
 
-    write = [Depends(adjuster)]
+    async def statistics(
+        account_id: Any, period: str, start: str | None, end: str | None
+    ) -> Response:
+        """Credit/debit totals per period of ``account_id`` (None: of every account)."""
+        rows = await ledger.statistics(
+            account_id,
+            period=period,
+            start=date_from_text(start, what="start"),
+            end=date_from_text(end, what="end", end_of_day=True),
+        )
+        return _json({"account_id": account_id, "period": period, "periods": rows})
+
+    def adjusting(
+        path: str, summary: str, status: int = 201
+    ) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        """A write route: ADJUST, a JSON body, 401/403/415 before the body's 422."""
+        return router.post(
+            path, summary=summary, status_code=status, dependencies=[Depends(adjuster)]
+        )
+
+    async def visible(request: Request, read: Callable[[], Awaitable[T]], owners: Owners) -> T:
+        """What ``read()`` finds, if the viewer may see it: with VIEW_ALL, or VIEW_OWN of one
+        of the accounts ``owners`` names; one it may not see answers as an unknown id (403)."""
+        access = await web.access(request)
+        if authorize(access, VIEW_OWN).can(VIEW_ALL):
+            return await read()
+        try:
+            found = await read()
+        except LookupError:
+            raise Forbidden from None
+        for account_id in owners(found):
+            with contextlib.suppress(Forbidden):
+                authorize(access, VIEW_OWN, account_id=account_id)
+                return found
+        raise Forbidden
 
     # Reads
 
@@ -187,14 +231,7 @@ def api_router(web: WebContext) -> APIRouter:
         start: str | None = None,
         end: str | None = None,
     ) -> Response:
-        aid = await own_or_all(request, account_id)
-        rows = await ledger.statistics(
-            aid,
-            period=period,
-            start=date_from_text(start, what="start"),
-            end=date_from_text(end, what="end", end_of_day=True),
-        )
-        return _json({"account_id": aid, "period": period, "periods": rows})
+        return await statistics(await own_or_all(request, account_id), period, start, end)
 
     @router.get(
         "/accounts/{account_id}/events",
@@ -241,25 +278,13 @@ def api_router(web: WebContext) -> APIRouter:
         request: Request, period: str = "month", start: str | None = None, end: str | None = None
     ) -> Response:
         authorize(await web.access(request), VIEW_ALL)
-        rows = await ledger.statistics(
-            None,
-            period=period,
-            start=date_from_text(start, what="start"),
-            end=date_from_text(end, what="end", end_of_day=True),
-        )
-        return _json({"account_id": None, "period": period, "periods": rows})
+        return await statistics(None, period, start, end)
 
     @router.get("/transactions/{transaction_id}", summary="One transaction")
     async def get_transaction(request: Request, transaction_id: str) -> Response:
-        access = await web.access(request)
-        viewer = authorize(access, VIEW_OWN)
-        if viewer.can(VIEW_ALL):
-            return _json(await ledger.get_transaction(transaction_id))
-        try:
-            row = await ledger.get_transaction(transaction_id)
-        except LookupError:
-            raise Forbidden from None  # unknown and not yours answer alike
-        authorize(access, VIEW_OWN, account_id=row.account_id)
+        row = await visible(
+            request, lambda: ledger.get_transaction(transaction_id), lambda t: [t.account_id]
+        )
         return _json(row)
 
     @router.get("/verify", summary="Check balances, legs and links (reads everything)")
@@ -272,12 +297,7 @@ def api_router(web: WebContext) -> APIRouter:
 
     # Writes (ADJUST; JSON bodies only; Idempotency-Key header)
 
-    @router.post(
-        "/accounts",
-        summary="Get or create an account by its attributes",
-        status_code=201,
-        dependencies=write,
-    )
+    @adjusting("/accounts", "Get or create an account by its attributes")
     async def post_account(request: Request, body: OpenAccountIn) -> Response:
         aid = await ledger.open_account(body.attributes, min_balance=body.min_balance)
         return _json(account_json(await ledger.get_account(aid)), 201)
@@ -289,7 +309,7 @@ def api_router(web: WebContext) -> APIRouter:
             request: Request,
             account_id: str,
             body: AmountIn,
-            idempotency_key: str | None = Header(default=None),
+            idempotency_key: IdempotencyKey = None,
         ) -> Response:
             aid = account_id_from_text(account_id)
             write_call = ledger.increase if kind == "increase" else ledger.decrease
@@ -301,23 +321,11 @@ def api_router(web: WebContext) -> APIRouter:
         return handler
 
     for kind, summary in (("increase", "Credit an account"), ("decrease", "Debit an account")):
-        router.add_api_route(
-            f"/accounts/{{account_id}}/{kind}",
-            single_entry(kind),
-            methods=["POST"],
-            summary=summary,
-            status_code=201,
-            dependencies=write,
-        )
+        adjusting(f"/accounts/{{account_id}}/{kind}", summary)(single_entry(kind))
 
-    @router.post(
-        "/transfers",
-        summary="Move an amount between two accounts",
-        status_code=201,
-        dependencies=write,
-    )
+    @adjusting("/transfers", "Move an amount between two accounts")
     async def post_transfer(
-        request: Request, body: TransferIn, idempotency_key: str | None = Header(default=None)
+        request: Request, body: TransferIn, idempotency_key: IdempotencyKey = None
     ) -> Response:
         return await written(
             "transfer",
@@ -330,29 +338,19 @@ def api_router(web: WebContext) -> APIRouter:
             ),
         )
 
-    @router.post(
-        "/posts",
-        summary="Post a balanced multi-leg operation",
-        status_code=201,
-        dependencies=write,
-    )
+    @adjusting("/posts", "Post a balanced multi-leg operation")
     async def post_post(
-        request: Request, body: PostIn, idempotency_key: str | None = Header(default=None)
+        request: Request, body: PostIn, idempotency_key: IdempotencyKey = None
     ) -> Response:
         legs = [(account_id_from_text(leg.account), leg.amount, leg.data) for leg in body.legs]
         return await written("post", ledger.post(legs, body.data, idempotency_key=idempotency_key))
 
-    @router.post(
-        "/transactions/{transaction_id}/revert",
-        summary="Compensate the transaction's operation",
-        status_code=201,
-        dependencies=write,
-    )
+    @adjusting("/transactions/{transaction_id}/revert", "Compensate the transaction's operation")
     async def post_revert(
         request: Request,
         transaction_id: str,
         body: DataIn,
-        idempotency_key: str | None = Header(default=None),
+        idempotency_key: IdempotencyKey = None,
     ) -> Response:
         return await written(
             "revert", ledger.revert(transaction_id, body.data, idempotency_key=idempotency_key)
@@ -377,30 +375,18 @@ def api_router(web: WebContext) -> APIRouter:
         holds = await ledger.holds(aid, status=statuses, limit=page)
         return _json({"account_id": aid, "holds": holds, "count": len(holds)})
 
-    @router.get("/holds/{hold_id}", summary="One hold")
+    @router.get("/holds/{hold_id}", summary="One hold (of an account the viewer may see)")
     async def get_hold(request: Request, hold_id: str) -> Response:
-        access = await web.access(request)
-        viewer = authorize(access, VIEW_OWN)
-        if viewer.can(VIEW_ALL):
-            return _json(await ledger.get_hold(hold_id))
-        try:
-            hold = await ledger.get_hold(hold_id)
-        except LookupError:
-            raise Forbidden from None  # unknown and not yours answer alike
-        try:
-            authorize(access, VIEW_OWN, account_id=hold.from_account_id)
-        except Forbidden:
-            authorize(access, VIEW_OWN, account_id=hold.to_account_id)
+        hold = await visible(
+            request,
+            lambda: ledger.get_hold(hold_id),
+            lambda h: [h.from_account_id, h.to_account_id],
+        )
         return _json(hold)
 
-    @router.post(
-        "/holds",
-        summary="Reserve an amount of an account's available balance for another",
-        status_code=201,
-        dependencies=write,
-    )
+    @adjusting("/holds", "Reserve an amount of an account's available balance for another")
     async def post_hold(
-        request: Request, body: HoldIn, idempotency_key: str | None = Header(default=None)
+        request: Request, body: HoldIn, idempotency_key: IdempotencyKey = None
     ) -> Response:
         expires: Any = None
         if body.expires_at is not None and body.expires_in is not None:
@@ -421,28 +407,21 @@ def api_router(web: WebContext) -> APIRouter:
         )
         return _json(await ledger.get_hold(hold_id), 201)
 
-    @router.post(
-        "/holds/{hold_id}/capture",
-        summary="Move all or part of a pending hold; the rest is released",
-        status_code=201,
-        dependencies=write,
+    @adjusting(
+        "/holds/{hold_id}/capture", "Move all or part of a pending hold; the rest is released"
     )
     async def post_capture(
         request: Request,
         hold_id: str,
         body: CaptureIn,
-        idempotency_key: str | None = Header(default=None),
+        idempotency_key: IdempotencyKey = None,
     ) -> Response:
         return await written(
             "capture",
             ledger.capture(hold_id, body.amount, body.data, idempotency_key=idempotency_key),
         )
 
-    @router.post(
-        "/holds/{hold_id}/void",
-        summary="Release a pending hold entirely",
-        dependencies=write,
-    )
+    @adjusting("/holds/{hold_id}/void", "Release a pending hold entirely", status=200)
     async def post_void(request: Request, hold_id: str, body: DataIn) -> Response:
         await ledger.void(hold_id, body.data)
         return _json(await ledger.get_hold(hold_id))

@@ -106,6 +106,13 @@ def compile_route(route: APIRoute) -> Compiled | None:
     )
 
 
+def _header_name(name: str, header: params.Header) -> str:
+    """The header a parameter reads, as FastAPI names it (``idempotency_key``:
+    ``idempotency-key``)."""
+    key = header.alias or (name.replace("_", "-") if header.convert_underscores else name)
+    return key.lower()
+
+
 def _fastapi_serves(route: Any) -> Compiled:
     """A route left to FastAPI, matched only to keep the order of the routes."""
     regex = getattr(route, "path_regex", None) or re.compile("")  # (no regex: any path)
@@ -138,13 +145,16 @@ def _source(name: str, hint: Any, default: Any, route: APIRoute) -> tuple[str, s
     if isinstance(default, params.Header):
         if hint != str | None or default.default is not None:
             return None
-        key = default.alias or (name.replace("_", "-") if default.convert_underscores else name)
-        return (_HEADER, key.lower(), None)
+        return (_HEADER, _header_name(name, default), None)
     if typing.get_origin(hint) is typing.Annotated:
         base, *extras = typing.get_args(hint)
-        queries = [e for e in extras if isinstance(e, params.Query)]
-        if len(queries) == 1 and len(extras) == 1 and base == list[str] | None and default is None:
-            return (_QUERY_LIST, queries[0].alias or name, None)
+        if len(extras) != 1 or default is not None:
+            return None
+        (declared,) = extras
+        if isinstance(declared, params.Header) and base == str | None:
+            return (_HEADER, _header_name(name, declared), None)
+        if isinstance(declared, params.Query) and base == list[str] | None:
+            return (_QUERY_LIST, declared.alias or name, None)
         return None
     if isinstance(default, params.Param) or default is inspect.Parameter.empty:
         return None  # declared with Query(...)/Path(...) options, or required: FastAPI's job

@@ -77,8 +77,23 @@ def _account_routes(who: str) -> list[Route]:
     ]
 
 
-def _json(body: dict[str, Any]) -> dict[str, Any]:
-    return {"json": body}
+FIVE = {"amount": 5}
+
+
+def _api_write(
+    name: str, build: Callable[[Env], tuple[str, dict[str, Any]]], status: int | None = None
+) -> Route:
+    """A JSON API write (ADJUST): ``build(env)`` gives its path and body."""
+
+    def request(env: Env) -> tuple[str, dict[str, Any]]:
+        path, body = build(env)
+        return path, {"json": body}
+
+    return Route(name, "POST", "adjust", request, writes=True, status=status)
+
+
+def _bob_to_alice(env: Env, amount: int) -> dict[str, Any]:
+    return {"from": _aid(env, "bob"), "to": _aid(env, "alice"), "amount": amount}
 
 
 ROUTES = [
@@ -93,86 +108,26 @@ ROUTES = [
     Route("page-report", "GET", "all", lambda env: ("/admin/reports/balances", {})),
     Route("page-all-statistics", "GET", "all", lambda env: ("/admin/reports/statistics", {})),
     Route("page-adjust-form", "GET", "adjust", lambda env: ("/admin/adjust", {})),
-    Route(
-        "api-increase",
-        "POST",
-        "adjust",
-        lambda env: (f"/api/accounts/{_aid(env, 'bob')}/increase", _json({"amount": 5})),
-        writes=True,
-    ),
-    Route(
-        "api-decrease",
-        "POST",
-        "adjust",
-        lambda env: (f"/api/accounts/{_aid(env, 'bob')}/decrease", _json({"amount": 5})),
-        writes=True,
-    ),
-    Route(
-        "api-transfer",
-        "POST",
-        "adjust",
-        lambda env: (
-            "/api/transfers",
-            _json({"from": _aid(env, "bob"), "to": _aid(env, "alice"), "amount": 7}),
-        ),
-        writes=True,
-    ),
-    Route(
+    _api_write("api-increase", lambda env: (f"/api/accounts/{_aid(env, 'bob')}/increase", FIVE)),
+    _api_write("api-decrease", lambda env: (f"/api/accounts/{_aid(env, 'bob')}/decrease", FIVE)),
+    _api_write("api-transfer", lambda env: ("/api/transfers", _bob_to_alice(env, 7))),
+    _api_write(
         "api-post",
-        "POST",
-        "adjust",
         lambda env: (
             "/api/posts",
-            _json(
-                {
-                    "legs": [
-                        {"account": _aid(env, "bob"), "amount": -3},
-                        {"account": _aid(env, "alice"), "amount": 3},
-                    ]
-                }
-            ),
+            {
+                "legs": [
+                    {"account": _aid(env, "bob"), "amount": -3},
+                    {"account": _aid(env, "alice"), "amount": 3},
+                ]
+            },
         ),
-        writes=True,
     ),
-    Route(
-        "api-revert",
-        "POST",
-        "adjust",
-        lambda env: (f"/api/transactions/{env.bob_tx}/revert", _json({})),
-        writes=True,
-    ),
-    Route(
-        "api-hold-post",
-        "POST",
-        "adjust",
-        lambda env: (
-            "/api/holds",
-            _json({"from": _aid(env, "bob"), "to": _aid(env, "alice"), "amount": 7}),
-        ),
-        writes=True,
-    ),
-    Route(
-        "api-capture",
-        "POST",
-        "adjust",
-        lambda env: (f"/api/holds/{env.bob_hold}/capture", _json({"amount": 600})),
-        writes=True,
-    ),
-    Route(
-        "api-void",
-        "POST",
-        "adjust",
-        lambda env: (f"/api/holds/{env.bob_hold}/void", _json({})),
-        writes=True,
-        status=200,
-    ),
-    Route(
-        "api-open-account",
-        "POST",
-        "adjust",
-        lambda env: ("/api/accounts", _json({"attributes": {"user_id": 3}})),
-        writes=True,
-    ),
+    _api_write("api-revert", lambda env: (f"/api/transactions/{env.bob_tx}/revert", {})),
+    _api_write("api-hold-post", lambda env: ("/api/holds", _bob_to_alice(env, 7))),
+    _api_write("api-capture", lambda env: (f"/api/holds/{env.bob_hold}/capture", {"amount": 600})),
+    _api_write("api-void", lambda env: (f"/api/holds/{env.bob_hold}/void", {}), status=200),
+    _api_write("api-open-account", lambda env: ("/api/accounts", {"attributes": {"user_id": 3}})),
     Route(
         "page-adjust-post",
         "POST",
