@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -12,7 +14,7 @@ from starlette.requests import Request
 from mongoledger._async.ledger import AsyncLedger
 from mongoledger._core import receipts
 from mongoledger._format import CurrencyFormat
-from mongoledger._text import UsageError, parse_account_id, parse_when
+from mongoledger._text import UsageError, parse_account_id, parse_duration, parse_when
 from mongoledger.errors import AccountNotFound, InvalidAccount, InvalidArgument
 from mongoledger.web._permissions import Access, Viewer
 
@@ -88,6 +90,22 @@ def date_from_text(text: str | None, *, what: str, end_of_day: bool = False) -> 
         return parse_when(text, end_of_day=end_of_day)
     except UsageError as exc:
         raise InvalidArgument(f"{what}: {exc}") from None
+
+
+def expiry_from_text(text: str | None, *, what: str) -> datetime | timedelta | None:
+    """A hold's expiry as typed (None when empty): a duration from now (``90s``, ``30m``,
+    ``12h``, ``7d``) or an ISO 8601 date-time."""
+    if text is None or not text.strip():
+        return None
+    with contextlib.suppress(UsageError):
+        return parse_duration(text, what=what)
+    try:
+        return parse_when(text)
+    except UsageError:
+        raise InvalidArgument(
+            f"{what} {text!r} is neither a duration such as 30m, 12h or 7d nor an ISO 8601 "
+            "date-time (2026-11-25T10:30Z)"
+        ) from None
 
 
 def int_from_text(text: str | None, *, what: str, minimum: int, maximum: int) -> int | None:

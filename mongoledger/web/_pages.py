@@ -7,6 +7,7 @@ Routes are thin: parse, authorize, call the ledger, render. Every page extends
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,15 +16,18 @@ from starlette.responses import RedirectResponse, Response
 
 from mongoledger._format import CurrencyFormat
 from mongoledger.errors import InvalidArgument, LedgerError
+from mongoledger.models import Hold
 from mongoledger.web._api import parse_where
 from mongoledger.web._context import (
     WebContext,
     account_id_from_text,
     date_from_text,
+    expiry_from_text,
     int_from_text,
+    run_write,
 )
 from mongoledger.web._errors import status_for
-from mongoledger.web._permissions import ADJUST, VIEW_ALL, VIEW_OWN, Access, authorize
+from mongoledger.web._permissions import ADJUST, VIEW_ALL, VIEW_OWN, Access, authorize, same_id
 from mongoledger.web._render import Renderer
 from mongoledger.web._security import csrf_ok
 
@@ -34,12 +38,20 @@ OPERATIONS = (
     ("debit", "Debit (decrease)"),
     ("transfer", "Transfer"),
     ("revert", "Revert"),
+    ("hold", "Place a hold"),
+    ("capture", "Capture a hold"),
+    ("void", "Void a hold"),
 )
+# The adjust form's fields (each operation reads some of them).
+_FIELDS = ("account", "to_account", "amount", "transaction", "hold", "expires", "message")
 _PERIODS = ("day", "month", "year")
+_HELD_COLUMNS = ("Held", "Available")
 _SORT_COLUMNS = (
     ("Account", "id", False),
     ("Attributes", None, False),
     ("Balance", "balance", True),
+    ("Held", None, True),
+    ("Available", None, True),
     ("Minimum", None, True),
     ("Created", "created_at", False),
 )
@@ -56,6 +68,21 @@ class Column:
     numeric: bool
     aria_sort: str | None
     next_sort: str | None
+
+
+@dataclass(frozen=True)
+class HoldRow:
+    """A pending hold as an account's sheet lists it: reserved of it, or incoming to it."""
+
+    hold: Hold
+    outgoing: bool
+    counterpart: Any
+
+    @classmethod
+    def of(cls, hold: Hold, account_id: Any) -> HoldRow:
+        if same_id(hold.from_account_id, account_id):
+            return cls(hold, True, hold.to_account_id)
+        return cls(hold, False, hold.from_account_id)
 
 
 def _here(request: Request) -> str:
@@ -89,6 +116,7 @@ def pages_router(web: WebContext, renderer: Renderer) -> APIRouter:
         older = None
         if len(rows) == web.page_size and (rows[-1].account_seq or 0) > 1:
             older = rows[-1].account_seq
+        pending = await ledger.holds(account.id, status="pending", limit=web.page_size + 1)
         base = request.scope.get("root_path", "")
         return renderer.page(
             request,
@@ -96,6 +124,8 @@ def pages_router(web: WebContext, renderer: Renderer) -> APIRouter:
             "sheet.html",
             {
                 "account": account,
+                "holds": [HoldRow.of(h, account.id) for h in pending[: web.page_size]],
+                "more_holds": len(pending) > web.page_size,
                 "rows": rows,
                 "start": start,
                 "end": end,
@@ -193,8 +223,12 @@ def pages_router(web: WebContext, renderer: Renderer) -> APIRouter:
         # The totals need every matching account; the page is a slice of the same list.
         everything = await ledger.report(sort=sort, attributes=where)
         accounts = everything[skip : skip + web.page_size]
+        # Held and available only where pending holds make them differ from the balance.
+        show_held = any(a.held for a in accounts)
         columns = []
         for label, key, numeric in _SORT_COLUMNS:
+            if label in _HELD_COLUMNS and not show_held:
+                continue
             aria = None
             next_sort = key
             if key is not None and sort.lstrip("-") == key:
@@ -211,7 +245,9 @@ def pages_router(web: WebContext, renderer: Renderer) -> APIRouter:
                 "columns": columns,
                 "sort": sort,
                 "where": where_text,
+                "show_held": show_held,
                 "page_total": sum(a.balance for a in accounts),
+                "page_held": sum(a.held for a in accounts),
                 "grand_total": sum(a.balance for a in everything),
                 "total_count": count,
                 "first": min(skip + 1, count),
@@ -230,8 +266,7 @@ def pages_router(web: WebContext, renderer: Renderer) -> APIRouter:
         written: dict[str, Any] | None = None,
         error: LedgerError | ValueError | None = None,
     ) -> Response:
-        values = {"operation": "credit", "account": "", "to_account": "", "amount": ""}
-        values |= {"transaction": "", "message": ""}
+        values = dict.fromkeys(_FIELDS, "") | {"operation": "credit"}
         if form is not None:
             values |= {k: form.get(k, "") for k in values}
         status = 200
@@ -270,34 +305,62 @@ def pages_router(web: WebContext, renderer: Renderer) -> APIRouter:
         if not csrf_ok(request, raw, web.secret, viewer.name):
             raise CsrfRejected
         form = {k: v.strip() for k, v in raw.items() if isinstance(v, str)}
+        try:
+            written = await apply(form)
+        except (LedgerError, ValueError) as exc:  # the ledger wrote nothing
+            return adjust_page(request, access, form=form, error=exc)
+        return adjust_page(request, access, written=written)
+
+    async def apply(form: dict[str, str]) -> dict[str, Any]:
+        """Write what the adjust form asks; what the confirmation shows of it."""
         operation = form.get("operation", "")
         data = {"message": form["message"]} if form.get("message") else None
         key = form.get("idempotency_key") or None
-        try:
-            if operation in ("credit", "debit", "transfer"):
-                account = account_id_from_text(_required(form, "account", "Account"))
-                amount = _major(web.money, _required(form, "amount", "Amount"))
-            if operation == "credit":
-                ids = [await ledger.increase(account, amount, data, idempotency_key=key)]
-            elif operation == "debit":
-                ids = [await ledger.decrease(account, amount, data, idempotency_key=key)]
-            elif operation == "transfer":
-                target = account_id_from_text(_required(form, "to_account", "To account"))
-                ids = await ledger.transfer(account, target, amount, data, idempotency_key=key)
-            elif operation == "revert":
-                tid = _required(form, "transaction", "Transaction")
-                result = await ledger.revert(tid, data, idempotency_key=key)
-                ids = result if isinstance(result, list) else [result]
-            else:
-                raise InvalidArgument(
-                    f"operation {operation!r} is not credit, debit, transfer or revert"
-                )
-        except (LedgerError, ValueError) as exc:
-            return adjust_page(request, access, form=form, error=exc)
-        rows = [await ledger.get_transaction(i) for i in ids]
+        if operation in ("credit", "debit", "transfer", "hold"):
+            account = account_id_from_text(_required(form, "account", "Account"))
+            amount = _major(web.money, _required(form, "amount", "Amount"))
+        if operation in ("transfer", "hold"):
+            target = account_id_from_text(_required(form, "to_account", "To account"))
+        write: Awaitable[Any]
+        hold_id: Any
+        if operation == "credit":
+            write = ledger.increase(account, amount, data, idempotency_key=key)
+        elif operation == "debit":
+            write = ledger.decrease(account, amount, data, idempotency_key=key)
+        elif operation == "transfer":
+            write = ledger.transfer(account, target, amount, data, idempotency_key=key)
+        elif operation == "revert":
+            tid = _required(form, "transaction", "Transaction")
+            write = ledger.revert(tid, data, idempotency_key=key)
+        elif operation == "capture":
+            hold_id = _required(form, "hold", "Hold")
+            part = _major(web.money, form["amount"]) if form.get("amount") else None
+            write = ledger.capture(hold_id, part, data, idempotency_key=key)
+        elif operation == "hold":
+            expires = expiry_from_text(form.get("expires"), what="Expires")
+            hold_id = await ledger.hold(
+                account, target, amount, data, expires_at=expires, idempotency_key=key
+            )
+            return await hold_step("hold", hold_id)
+        elif operation == "void":
+            hold_id = _required(form, "hold", "Hold")
+            await ledger.void(hold_id, data)
+            return await hold_step("void", hold_id)
+        else:
+            names = ", ".join(value for value, _ in OPERATIONS)
+            raise InvalidArgument(f"operation {operation!r} is not one of {names}")
+        _, rows = await run_write(ledger, write)
         kind = {"credit": "increase", "debit": "decrease"}.get(operation, operation)
-        written = {"kind": kind, "operation_id": rows[0].operation_id, "rows": rows}
-        return adjust_page(request, access, written=written)
+        return {"kind": kind, "operation_id": rows[0].operation_id, "rows": rows}
+
+    async def hold_step(kind: str, hold_id: Any) -> dict[str, Any]:
+        """A hold placed or voided, and its source account as that left it."""
+        hold = await ledger.get_hold(hold_id)
+        return {
+            "kind": kind,
+            "hold": hold,
+            "account": await ledger.get_account(hold.from_account_id),
+        }
 
     return router
 

@@ -16,6 +16,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,14 @@ def site() -> Iterator[Site]:
     writer = Ledger(sync)
     money = CurrencyFormat(symbol="$")
     assert run_demo(out=io.StringIO(), money=money, use_watch=False, ledger=writer) == 0
+    # A pre-order still pending: alice's sheet shows it, and what it leaves available.
+    writer.hold(
+        WALLET,
+        {"user_id": 1, "type": "purchases"},
+        1800,
+        {"item": "headphones", "order": "A-1007"},
+        expires_at=timedelta(days=7),
+    )
     for name, options in (
         (
             "alice",
@@ -124,6 +133,11 @@ def page(browser: Any) -> Iterator[Any]:
         context.close()
 
 
+def transactions(page: Any) -> Any:
+    """The balance sheet's table of transactions (a sheet may list pending holds too)."""
+    return page.get_by_role("table", name=re.compile(r"^Transactions"))
+
+
 def log_in(page: Any, site: Site, name: str) -> None:
     page.goto(site.url + "/")
     assert "/login" in page.url  # anonymous visitors land on the login page
@@ -140,8 +154,10 @@ def test_log_in_and_view_own_sheet(page: Any, site: Site) -> None:
     expect(page.get_by_role("heading", name="Balance sheet")).to_be_visible()
     wallet = site.account(WALLET)
     expect(page.locator("#balance")).to_have_text(site.money.format(wallet.balance))
-    expect(page.get_by_role("table")).to_contain_text("pro-plan")  # extra data is shown
+    expect(transactions(page)).to_contain_text("pro-plan")  # extra data is shown
     expect(page.get_by_role("link", name="All balances")).to_have_count(0)
+    expect(page.locator("#available")).to_have_text(site.money.format(wallet.available))
+    expect(page.get_by_role("heading", name="Pending holds")).to_be_visible()
     path = SCREENSHOT if os.environ.get("MONGOLEDGER_UPDATE_SCREENSHOTS") else None
     if path is not None:
         path.parent.mkdir(exist_ok=True)
@@ -177,7 +193,7 @@ def test_admin_adjusts_with_the_form_and_sees_the_new_balance(page: Any, site: S
     expect(page.get_by_role("status")).to_contain_text(new_balance)
     page.get_by_role("status").get_by_role("link").first.click()
     expect(page.locator("#balance")).to_have_text(new_balance)
-    expect(page.get_by_role("table")).to_contain_text("goodwill <credit>")
+    expect(transactions(page)).to_contain_text("goodwill <credit>")
     assert site.account(BOB_WALLET).balance == bob.balance + 525
 
 
@@ -194,4 +210,46 @@ def test_a_write_from_python_appears_live_on_an_open_sheet(page: Any, site: Site
     expect(balance).to_have_text(site.money.format(wallet.balance + 250))
     expect(page.locator("#live-note")).to_contain_text("New increase +$2.50")
     page.get_by_role("link", name="Reload the sheet").click()
-    expect(page.get_by_role("table")).to_contain_text("cashback")
+    expect(transactions(page)).to_contain_text("cashback")
+
+
+def test_admin_holds_and_captures_with_the_form(page: Any, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, site, "admin")
+    bob = site.account(BOB_WALLET)
+    wallet = site.account(WALLET)
+    page.get_by_role("link", name="Adjust").click()
+    page.get_by_role("radio", name="Place a hold").check()
+    page.get_by_label("Account", exact=True).fill(account_id_text(bob.id))
+    page.get_by_label("To account").fill(account_id_text(wallet.id))
+    page.get_by_label("Amount").fill("3.00")
+    page.get_by_label("Expires").fill("1h")
+    page.get_by_label("Message").fill("pre-order <P-1>")
+    page.get_by_role("button", name="Write").click()
+    expect(page.get_by_role("heading", name="Hold placed")).to_be_visible()
+    status = page.get_by_role("status")
+    held = site.money.format(bob.held + 300)
+    expect(status).to_contain_text(f"held {held}")
+    match = re.search(r"Hold ([0-9a-f]{24})", status.inner_text())
+    assert match is not None
+    hold_id = match.group(1)
+    # The account's sheet lists the pending hold, and what is still available.
+    status.get_by_role("link").first.click()
+    expect(page.get_by_role("heading", name="Pending holds")).to_be_visible()
+    expect(page.locator("#held")).to_have_text(held)
+    expect(page.locator("#available")).to_have_text(site.money.format(bob.available - 300))
+    holds = page.get_by_role("table", name=re.compile(r"^Reserved"))
+    expect(holds).to_contain_text("pre-order <P-1>")
+    # Capture part of it through the form: the rest is released.
+    page.get_by_role("link", name="Adjust").click()
+    page.get_by_role("radio", name="Capture a hold").check()
+    page.get_by_role("textbox", name="Hold", exact=True).fill(hold_id)
+    page.get_by_label("Amount").fill("2.00")
+    page.get_by_role("button", name="Write").click()
+    expect(page.get_by_role("heading", name="Capture written")).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text(site.money.format(bob.balance - 200))
+    captured = site.writer.get_hold(hold_id)
+    assert (captured.status, captured.captured_amount) == ("captured", 200)
+    after = site.account(BOB_WALLET)
+    assert (after.balance, after.held) == (bob.balance - 200, bob.held)

@@ -86,7 +86,7 @@ async def _same_answers(pair: tuple[Env, Env], who: str | None, request: Request
 def _from_route(route: Route, who: str | None) -> Request:
     def build(env: Env) -> tuple[str, str, dict[str, Any]]:
         url, kwargs = route.build(env)
-        if route.name == "page-adjust-post":
+        if route.name.startswith("page-adjust-") and route.method == "POST":
             kwargs = {"data": {**kwargs["data"], "csrf_token": _csrf(who or "")}}
         return route.method, url, kwargs
 

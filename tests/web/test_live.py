@@ -59,3 +59,42 @@ def test_writes_from_another_client_arrive_as_balance_events() -> None:
             assert (data["balance"], data["kind"], data["amount"]) == (175, "transfer", 25)
         forbidden = httpx.get(f"{url}/api/accounts/{account_id_text(bob)}/events", timeout=5)
         assert forbidden.status_code == 403
+
+
+def test_holds_placed_elsewhere_arrive_as_available_events() -> None:
+    server = MemoryServer()
+    writer = Ledger(MemoryClient(server=server)["web"])
+    alice = writer.open_account(ALICE)
+    writer.increase(alice, 100)
+    app = create_app(
+        AsyncLedger(AsyncMemoryClient(server=server)["web"]),
+        identify=lambda request: Viewer("alice", ALICE, {VIEW_OWN}),
+    )
+
+    def available(held: int, left: int) -> tuple[str, dict[str, Any]]:
+        return "available", {
+            "held": held,
+            "available": left,
+            "formatted_held": f"{held / 100:.2f}",
+            "formatted_available": f"{left / 100:.2f}",
+        }
+
+    with ThreadServer(app) as url:
+        path = f"{url}/api/accounts/{account_id_text(alice)}/events"
+        with httpx.stream("GET", path, timeout=20) as response:
+            events = _events(response.iter_lines())
+            assert next(events) == ("balance", {"balance": 100, "formatted": "1.00"})
+            hold = writer.hold(alice, "shop", 30)
+            assert next(events) == available(30, 70)  # the balance did not move
+            writer.increase(alice, 10)
+            assert next(events)[1]["balance"] == 110
+            assert next(events) == available(30, 80)
+            writer.capture(hold, 20)  # 20 moves, the other 10 is released
+            name, data = next(events)
+            assert (name, data["balance"], data["kind"], data["amount"]) == (
+                "balance",
+                90,
+                "capture",
+                -20,
+            )
+            assert next(events) == available(0, 90)

@@ -92,6 +92,16 @@ def _api_write(
     return Route(name, "POST", "adjust", request, writes=True, status=status)
 
 
+def _form_write(name: str, form: dict[str, str]) -> Route:
+    """The adjust form (ADJUST and the form's CSRF token) acting on bob's account or hold."""
+
+    def request(env: Env) -> tuple[str, dict[str, Any]]:
+        fields = {"account": _aid(env, "bob"), "hold": str(env.bob_hold), **form}
+        return "/admin/adjust", {"data": fields}
+
+    return Route(name, "POST", "adjust", request, writes=True)
+
+
 def _bob_to_alice(env: Env, amount: int) -> dict[str, Any]:
     return {"from": _aid(env, "bob"), "to": _aid(env, "alice"), "amount": amount}
 
@@ -138,6 +148,9 @@ ROUTES = [
         ),
         writes=True,
     ),
+    _form_write("page-adjust-hold", {"operation": "hold", "to_account": "shop", "amount": "1.00"}),
+    _form_write("page-adjust-capture", {"operation": "capture", "amount": "2.00"}),
+    _form_write("page-adjust-void", {"operation": "void"}),
 ]
 
 
@@ -170,7 +183,7 @@ async def test_route_permissions(env: Env, route: Route, who: str) -> None:
     allowed = _allowed(route, who)
     client = env.client(who)
     url, kwargs = route.build(env)
-    if route.name == "page-adjust-post" and allowed:
+    if route.name.startswith("page-adjust-") and route.method == "POST" and allowed:
         form = await client.get("/admin/adjust")
         kwargs["data"]["csrf_token"] = csrf_of(form.text)
     before = await _state(env)

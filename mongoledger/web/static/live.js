@@ -1,5 +1,6 @@
 // Live balance on the balance sheet: server-sent events from the ledger's change stream.
-// The page works without it; this only replaces the balance text when a payment commits.
+// The page works without it; this only replaces the balance text when a payment commits,
+// and the held and available amounts when a hold is placed or closed.
 (function () {
   "use strict";
   var balance = document.querySelector("[data-live-balance]");
@@ -25,6 +26,17 @@
       text.textContent = "New " + data.kind + " " + data.formatted_amount + ".";
       note.hidden = false;
     }
+  });
+  // While pending holds reserve part of the balance: the held sum and what is available.
+  var held = document.getElementById("held-block");
+  source.addEventListener("available", function (message) {
+    var data = JSON.parse(message.data);
+    if (!held) {
+      return;
+    }
+    document.getElementById("held").textContent = data.formatted_held;
+    document.getElementById("available").textContent = data.formatted_available;
+    held.hidden = data.held === 0;
   });
   source.addEventListener("error", function () {
     failures += 1;
