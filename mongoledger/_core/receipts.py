@@ -34,14 +34,16 @@ class Receipt:
     """The transactions the ledger inserted inside one :func:`recording` block, by id."""
 
     def __init__(self) -> None:
-        self._written: dict[Any, Transaction] = {}
+        # The documents as inserted, by reference (the caller's ``data`` inside them too):
+        # ``transactions`` copies them, so call it right after the write, as run_write does.
+        self._written: dict[Any, tuple[LedgerConfig, Mapping[str, Any]]] = {}
 
     def transactions(self, ids: Sequence[Any]) -> list[Transaction] | None:
         """The transactions of ``ids``, in that order; None unless all were written here."""
         found = [self._written.get(i) for i in ids]
-        if not ids or any(t is None for t in found):
+        if not ids or any(f is None for f in found):
             return None
-        return [t for t in found if t is not None]
+        return [_as_read(*f) for f in found if f is not None]
 
 
 @contextmanager
@@ -56,12 +58,15 @@ def recording() -> Iterator[Receipt]:
 
 
 def record(cfg: LedgerConfig, documents: Sequence[Mapping[str, Any]]) -> None:
-    """Called by the write path with the documents it inserts (nothing outside a block)."""
+    """Called by the write path with the documents it inserts, inside its DB transaction: it
+    only keeps them (nothing outside a block); the work waits for ``transactions``."""
     receipt = _CURRENT.get()
-    if receipt is None:
-        return
-    for doc in documents:
-        # As the server stores it: dates to the millisecond, tuples as arrays, aware
-        # datetimes as UTC.
-        stored = bson.decode(bson.encode(doc))
-        receipt._written[stored["_id"]] = transaction_to_model(cfg, stored)
+    if receipt is not None:
+        for doc in documents:
+            receipt._written[doc["_id"]] = (cfg, doc)
+
+
+def _as_read(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Transaction:
+    """The transaction as a read returns it: BSON keeps dates to the millisecond, tuples as
+    arrays, aware datetimes as UTC."""
+    return transaction_to_model(cfg, bson.decode(bson.encode(doc)))
