@@ -93,7 +93,13 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     _add_error_handlers(app, web, renderer)
     # Innermost first: the fast path's answers get the security headers too.
-    app.add_middleware(FastPath, routers=routers, exception_handlers=app.exception_handlers)
+    app.add_middleware(
+        FastPath,
+        routers=routers,
+        router=app.router,
+        exception_handlers=app.exception_handlers,
+        dependency_overrides=app.dependency_overrides,
+    )
     app.add_middleware(SecurityHeaders)
     return app
 

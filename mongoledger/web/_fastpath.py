@@ -10,10 +10,16 @@ header, the JSON body validated by its pydantic model, the ``Request``), its dep
 in order, and the ``Response`` it returns is sent; an exception goes to the app's exception
 handlers, as FastAPI would send it.
 
-Everything else goes on to FastAPI unchanged: other routes, a method the path lacks (405), a
-body that is missing, not JSON or not valid for its model (FastAPI's 422), a signature outside
-that vocabulary. So an answer is FastAPI's own by construction; tests/web/test_fastpath.py
-compares the two paths request by request.
+Routes are tried in the order of the app's own router, so one FastAPI serves (the OpenAPI
+document, the static files, a route the service added) keeps its place, and the scope gets
+what Starlette's router puts there (``route``, ``endpoint``, ``path_params``, ``router``).
+
+Everything else goes on to FastAPI unchanged: other routes, a method the path lacks (405,
+HEAD and OPTIONS included: FastAPI's routes declare neither), a path FastAPI redirects (a
+trailing slash), a body that is missing, not JSON or not valid for its model (FastAPI's
+422), a signature outside that vocabulary, and every request while the app has
+``dependency_overrides``. So an answer is FastAPI's own by construction;
+tests/web/test_fastpath.py compares the two paths request by request, headers included.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from starlette.convertors import Convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["FastPath", "compile_route"]
@@ -57,6 +64,7 @@ class Compiled:
     regex: re.Pattern[str]
     convertors: Mapping[str, Convertor[Any]]
     endpoint: Callable[..., Awaitable[Response]] | None = None
+    route: BaseRoute | None = None  # what Starlette's router puts in ``scope["route"]``
     dependencies: tuple[Callable[[Request], Awaitable[Any]], ...] = ()
     arguments: tuple[tuple[str, str, str, Any], ...] = ()  # (name, source, key, default)
     body: tuple[str, type[BaseModel]] | None = None
@@ -100,6 +108,7 @@ def compile_route(route: APIRoute) -> Compiled | None:
         regex=regex,
         convertors=route.param_convertors,
         endpoint=endpoint,
+        route=route,
         dependencies=tuple(dependencies),
         arguments=tuple(arguments),
         body=body,
@@ -122,6 +131,32 @@ def _fastapi_serves(route: Any) -> Compiled:
         prefix="",
         regex=regex,
         convertors={},
+    )
+
+
+def _flattened(routes: Sequence[BaseRoute], routers: Sequence[APIRouter]) -> list[BaseRoute]:
+    """The app's routes in the order its router tries them, with each of ``routers`` that the
+    app included as it is (no prefix, dependencies or body limit of the inclusion) replaced by
+    its own routes. FastAPI 0.16x keeps an included router whole (``original_router`` and its
+    ``include_context``); earlier versions copied its routes into the app's list."""
+    out: list[BaseRoute] = []
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        context = getattr(route, "include_context", None)
+        if any(included is mine for mine in routers) and _plain(context):
+            assert included is not None
+            out.extend(included.routes)
+        else:
+            out.append(route)
+    return out
+
+
+def _plain(context: Any) -> bool:
+    """Whether an inclusion changes nothing of its routes."""
+    return (
+        getattr(context, "prefix", None) == ""
+        and not getattr(context, "dependencies", None)
+        and getattr(context, "max_body_size", None) is None
     )
 
 
@@ -166,8 +201,12 @@ def _source(name: str, hint: Any, default: Any, route: APIRoute) -> tuple[str, s
 class FastPath:
     """ASGI middleware serving the compiled routes of ``routers``; see the module docstring.
 
-    ``exception_handlers`` is the app's own mapping (``app.exception_handlers``), read at
-    each error, so handlers added later count.
+    ``router`` is the app's own (``app.router``): the fast path matches its routes in their
+    order, so a route FastAPI serves (the OpenAPI document, the static files, a route the
+    mounting service added) keeps its place; only the endpoints of ``routers`` are compiled.
+    ``exception_handlers`` and ``dependency_overrides`` are the app's own mappings, read at
+    each request: handlers added later count, and while any dependency is overridden (a
+    service's tests) every request goes to FastAPI, which applies the overrides.
     """
 
     def __init__(
@@ -175,19 +214,25 @@ class FastPath:
         app: ASGIApp,
         *,
         routers: Sequence[APIRouter],
+        router: Router,
         exception_handlers: Mapping[Any, Callable[..., Any]],
+        dependency_overrides: Mapping[Any, Any],
     ) -> None:
         self.app = app
+        self.router = router
         self.handlers = exception_handlers
-        routes: list[Compiled] = []
-        for router in routers:
-            for route in router.routes:
-                compiled = compile_route(route) if isinstance(route, APIRoute) else None
-                routes.append(compiled if compiled is not None else _fastapi_serves(route))
-        self.routes = tuple(routes)
+        self.overrides = dependency_overrides
+        own = {r.endpoint for mine in routers for r in mine.routes if isinstance(r, Route)}
+        compiled: list[Compiled] = []
+        for entry in _flattened(router.routes, routers):
+            found = None
+            if isinstance(entry, APIRoute) and entry.endpoint in own:
+                found = compile_route(entry)
+            compiled.append(found if found is not None else _fastapi_serves(entry))
+        self.routes = tuple(compiled)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not self.overrides:
             path = _route_path(scope)
             method = scope["method"]
             for route in self.routes:
@@ -207,8 +252,11 @@ class FastPath:
     ) -> None:
         assert route.endpoint is not None
         path_params = {k: route.convertors[k].convert(v) for k, v in match.groupdict().items()}
-        if path_params:
-            scope["path_params"] = {**scope.get("path_params", {}), **path_params}
+        # What Starlette's router and FastAPI's route put in the scope before the endpoint runs.
+        scope.setdefault("router", self.router)
+        scope["route"] = route.route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = {**scope.get("path_params", {}), **path_params}
         request = Request(scope, receive)
         try:
             for dependency in route.dependencies:
@@ -287,9 +335,12 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 def _route_path(scope: Scope) -> str:
-    """The path below the app's mount point (``root_path``), as Starlette's router sees it."""
+    """The path below the app's mount point (``root_path``), as Starlette's router sees it
+    (``starlette._utils.get_route_path``, a private function, written again here)."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and len(path) > len(root) and path[len(root)] == "/":
-        return path[len(root) :]
-    return path
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path

@@ -19,10 +19,10 @@ from starlette.types import Receive, Scope, Send
 
 from mongoledger._text import account_id_text
 from mongoledger.memory import AsyncMemoryClient
-from mongoledger.web._fastpath import FastPath, compile_route
+from mongoledger.web._fastpath import FastPath, _flattened, compile_route
 from mongoledger.web._security import CSRF_COOKIE
-from tests.web.conftest import Env, make_env
-from tests.web.test_routes import CASES, Route
+from tests.web.conftest import SECRET_BALANCE, VIEWERS, Env, make_env
+from tests.web.test_routes import CASES, ROUTES, Route, _allowed, _state
 
 _MASKS = [
     (re.compile(r"[0-9a-f]{24}"), "<id>"),
@@ -59,11 +59,23 @@ def _client(app: Any, who: str | None) -> httpx.AsyncClient:
     )
 
 
-def _masked(response: httpx.Response) -> tuple[int, str, str]:
-    text = response.text
+def _mask(text: str) -> str:
     for pattern, mask in _MASKS:
         text = pattern.sub(mask, text)
-    return response.status_code, response.headers.get("content-type", ""), text
+    return text
+
+
+def _masked(response: httpx.Response) -> tuple[int, list[tuple[str, str]], str]:
+    """Status, every header (the security headers, Cache-Control, cookies, Location, Allow...)
+    and body, with the ids and dates that differ between the two ledgers masked."""
+    headers = []
+    for key, value in response.headers.multi_items():
+        if key == "content-length":  # a masked date may differ in length: checked here
+            if response.request.method != "HEAD":
+                assert int(value) == len(response.content), (value, len(response.content))
+            continue
+        headers.append((key, _mask(value)))
+    return response.status_code, headers, _mask(response.text)
 
 
 @pytest.fixture
@@ -103,12 +115,20 @@ def _csrf(who: str = "admin") -> str:
 async def test_every_route_the_app_declares_is_served_by_the_fast_path() -> None:
     env = await make_env(AsyncMemoryClient()["web"])
     fast = fast_path_of(env.app)
-    assert fast.routes
-    assert all(route.endpoint is not None for route in fast.routes)
     (middleware,) = [m for m in env.app.user_middleware if m.cls is FastPath]
-    declared = [r for router in middleware.kwargs["routers"] for r in router.routes]
-    assert len(declared) == len(fast.routes)
-    assert all(compile_route(r) is not None for r in declared)
+    declared = {r.endpoint for router in middleware.kwargs["routers"] for r in router.routes}
+    assert declared
+    # The app's routes in the app's order: each of ours compiled, the others (the OpenAPI
+    # document, first; the static files, last) kept in place for FastAPI.
+    in_order = _flattened(env.app.router.routes, middleware.kwargs["routers"])
+    assert {getattr(r, "endpoint", None) for r in in_order} >= declared
+    for compiled, route in zip(fast.routes, in_order, strict=True):
+        ours = getattr(route, "endpoint", None) in declared
+        assert (compiled.endpoint is not None) == ours, route
+        assert compiled.route is (route if ours else None)
+        if ours:
+            assert compile_route(route) is not None
+    assert fast.routes[0].endpoint is None  # /api/openapi.json
 
 
 async def test_the_fast_path_answers_without_fastapi_and_hands_on_what_it_must() -> None:
@@ -189,6 +209,33 @@ BAD: list[Request] = [
     _bad("PUT", "/api/accounts/{bob}"),
     _bad("GET", "/api/nothing"),
     _bad("GET", "/api/accounts/{bob}/"),
+    _bad("GET", "/api/me/"),
+    _bad("GET", "/balance/"),
+    _bad("GET", "/api//me"),
+    _bad("HEAD", "/api/accounts/{bob}/balance"),
+    _bad("HEAD", "/admin/reports/balances"),
+    _bad("OPTIONS", "/api/accounts/{bob}/balance"),
+    _bad("OPTIONS", "/api/transfers"),
+    _bad("GET", "/api/transfers"),
+    _bad("POST", "/api/accounts/{bob}/balance", json={"amount": 1}),
+    _bad("GET", "/api/accounts/{bob}/balance?calculated=true&calculated=0"),
+    _bad("GET", "/api/accounts/{bob}/balance?at=2100-01-01&at=&calculated=1"),
+    _bad("GET", "/api/accounts/{bob}/history?limit=%31&start=2026-01-01+00%3A00"),
+    _bad("GET", "/api/accounts/{bob}/history?limit"),
+    _bad("GET", "/api/balances?where=&sort=id&limit=+2"),
+    _bad("GET", "/api/balances?where=user_id%3D2&where=type=wallet,user_id=2"),
+    _bad("GET", "/api/holds?account=&status=all"),
+    _bad("GET", "/api/holds?account={bob}&status=pending,voided&limit=1"),
+    _bad("GET", "/api/statistics?period=week"),
+    _bad("GET", "/api/accounts/%7Bbob%7D/balance"),
+    *[
+        _bad("POST", INCREASE, content=b'{"amount": 1}', headers={"content-type": kind})
+        for kind in ("text/plain", "application/x+json", "Application/JSON; charset=utf-8")
+    ],
+    _bad("POST", INCREASE, content=b"null", headers=JSON),
+    _bad("POST", INCREASE, json={"amount": 2**70}),
+    _bad("POST", INCREASE, json={"amount": 1.5}),
+    _bad("POST", INCREASE, json={"amount": True}),
     _bad("GET", "/api/accounts/json:{{"),
     _bad("GET", "/api/accounts/65ab12cd34ef56ab78cd90ef/balance"),
     _bad("GET", "/api/accounts/{bob}/history?start=yesterday"),
@@ -215,3 +262,68 @@ BAD: list[Request] = [
 async def test_bad_inputs_answer_as_fastapi(pair: tuple[Env, Env], who: str | None) -> None:
     for request in BAD:
         await _same_answers(pair, who, request)
+
+
+REFUSED = [
+    pytest.param(route, who, id=f"{route.name}-{who}")
+    for route in ROUTES
+    for who in ["anonymous", *VIEWERS]
+    if not _allowed(route, who)
+]
+
+
+@pytest.mark.parametrize(("route", "who"), REFUSED)
+async def test_the_fast_path_itself_refuses_who_may_not(route: Route, who: str) -> None:
+    """Each refusal of the route matrix is the fast path's own (FastAPI behind it fails the
+    test if asked): 401/403 before the body is read, no data, nothing written."""
+    env = await make_env(AsyncMemoryClient()["web"])
+    viewer = None if who == "anonymous" else who
+    url, kwargs = route.build(env)
+    before = await _state(env)
+    async with _client(fast_path_of(env.app), viewer) as client:
+        answer = await client.request(route.method, url, **kwargs)
+    assert answer.status_code == (401 if viewer is None else 403), answer.text
+    assert str(SECRET_BALANCE) not in answer.text
+    assert "bob's salary" not in answer.text
+    assert await _state(env) == before
+
+
+async def test_overridden_dependencies_send_every_request_to_fastapi() -> None:
+    """FastAPI applies ``app.dependency_overrides`` (a service's tests); the fast path, which
+    does not, steps aside while there are any."""
+    env = await make_env(AsyncMemoryClient()["web"])
+    bob = account_id_text(env.bob)
+    (middleware,) = [m for m in env.app.user_middleware if m.cls is FastPath]
+    (adjuster,) = [
+        d.dependency
+        for router in middleware.kwargs["routers"]
+        for r in router.routes
+        if getattr(r, "path", "") == "/api/accounts/{account_id}/increase"
+        for d in r.dependencies
+    ]
+
+    async def everyone_adjusts() -> None:
+        return None
+
+    env.app.dependency_overrides[adjuster] = everyone_adjusts
+    async with _client(env.app, "alice") as client:
+        paid = await client.post(f"/api/accounts/{bob}/increase", json={"amount": 1})
+    assert paid.status_code == 201  # as FastAPI serves it: the override ran
+    env.app.dependency_overrides.clear()
+    async with _client(env.app, "alice") as client:
+        refused = await client.post(f"/api/accounts/{bob}/increase", json={"amount": 1})
+    assert refused.status_code == 403
+
+
+async def test_a_request_for_the_mount_point_itself_is_routed_as_starlette_does() -> None:
+    from mongoledger.web._fastpath import _route_path
+
+    for path, root, expected in [
+        ("/ledger", "/ledger", ""),
+        ("/ledger/", "/ledger", "/"),
+        ("/ledger/api/me", "/ledger", "/api/me"),
+        ("/ledgers/api/me", "/ledger", "/ledgers/api/me"),
+        ("/api/me", "", "/api/me"),
+        ("/other", "/ledger", "/other"),
+    ]:
+        assert _route_path({"path": path, "root_path": root}) == expected
