@@ -1,7 +1,7 @@
 """Benchmark: commands per operation, throughput against a hand-written PyMongo baseline, and
 growth with collection size.
 
-    scripts/bench [--uri URI] [--quick] [--large] [--only OPS] [--cpu] [--json PATH]
+    scripts/bench [--uri URI | --wire] [--quick] [--large] [--only OPS|web] [--cpu] [--json PATH]
 
 Without ``--uri`` everything runs on the in-memory engine (``mongoledger.memory``) and commands
 are counted by the engine; with ``--uri`` (a replica set: the ledger needs DB transactions) on
@@ -106,6 +106,7 @@ class Settings:
     samples: int  # query repetitions per growth point
     collector: bool = False  # keep the cyclic garbage collector on in timed throughput blocks
     writes: tuple[str, ...] = WRITES  # the operations whose throughput is measured
+    web: bool = True  # the web app's rows (benchmarks/web.py)
     # The clock of the throughput blocks: wall time, or (--cpu, in-memory engine only) this
     # process's CPU time, which other processes on a shared machine do not move.
     clock: Callable[[], float] = time.perf_counter
@@ -114,13 +115,15 @@ class Settings:
 def settings(
     quick: bool, large: bool, collector: bool = False, only: Sequence[str] | None = None
 ) -> Settings:
-    """``only``: measure the throughput of these operations alone, and skip the growth."""
-    writes = WRITES if only is None else tuple(only)
+    """``only``: measure the throughput of these operations (``web``: the web app's rows)
+    alone, and skip the growth."""
+    writes = WRITES if only is None else tuple(op for op in only if op != "web")
+    web = only is None or "web" in only
     if quick:
         sizes = [] if only else [1_000, 4_000]
-        return Settings(quick, large, 128, 1, sizes, 5, collector, writes)
+        return Settings(quick, large, 128, 1, sizes, 5, collector, writes, web)
     sizes = [] if only else [10_000, 100_000] + ([1_000_000] if large else [])
-    return Settings(quick, large, 1024, 6, sizes, 20, collector, writes)
+    return Settings(quick, large, 1024, 6, sizes, 20, collector, writes, web)
 
 
 # --------------------------------------------------------------------------- targets
@@ -649,9 +652,11 @@ def web_rows(target: Target, cfg: Settings, log: Callable[[str], None]) -> list[
 
 
 def alternate(sides: list[T], round_number: int) -> list[T]:
-    """The sides in the order of this round: each goes first in every other round, so neither
-    always runs on the heap and caches the other one left."""
-    return sides if round_number % 2 == 0 else sides[::-1]
+    """The sides in the order of this round, rotated by one each round: each goes first as
+    often as the others (two sides: every other round), so none always runs on the heap and
+    caches another one left."""
+    turn = round_number % len(sides)
+    return sides[turn:] + sides[:turn]
 
 
 def prepare_args(api: Any, kind: str, pool: list[Any], workers: int, per: int) -> list[list[Any]]:
@@ -1132,8 +1137,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         commands = count_commands(target, ledger, pool)
         log(f"throughput (best of {cfg.rounds}, {cfg.ops} operations each)")
         rates = throughput(target, cfg, log)
-        log("the web app (mongoledger.web) vs the library")
-        web = web_rows(target, cfg, log)
+        web = []
+        if cfg.web:
+            log("the web app (mongoledger.web) vs the library")
+            web = web_rows(target, cfg, log)
     finally:
         target.drop()
     log("growth")
@@ -1190,7 +1197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         metavar="OPS",
-        help=f"measure the throughput of these alone, no growth (of {','.join(WRITES)})",
+        help=f"measure the throughput of these alone, no growth (of {','.join(WRITES)}; "
+        "web: the web app's rows)",
     )
     parser.add_argument("--json", default="bench-results.json", help="where to write the JSON")
     parser.add_argument(
@@ -1209,7 +1217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(
             "--cpu times the in-memory engine only (a server's work is not this process's)"
         )
-    unknown = set((args.only or "").replace(" ", "").split(",")) - {"", *WRITES}
+    unknown = set((args.only or "").replace(" ", "").split(",")) - {"", *WRITES, "web"}
     if unknown:
         parser.error(f"--only {args.only!r}: unknown operations {sorted(unknown)}")
     results = run(args)

@@ -204,6 +204,26 @@ def test_sides_take_turns_going_first() -> None:
     assert all(sorted(order) == sorted(sides) for order in orders)
 
 
+def test_three_sides_rotate_so_each_goes_first_equally() -> None:
+    from benchmarks import bench
+
+    sides = ["app", "floor", "library"]
+    orders = [bench.alternate(sides, n) for n in range(6)]
+    assert all(sorted(order) == sorted(sides) for order in orders)
+    assert sorted(order[0] for order in orders) == sorted(sides * 2)
+
+
+def test_only_web_measures_the_web_rows_alone() -> None:
+    from benchmarks import bench
+
+    cfg = bench.settings(False, False, only=["web"])
+    assert cfg.web
+    assert cfg.writes == ()
+    assert cfg.sizes == []
+    assert not bench.settings(False, False, only=["increase"]).web
+    assert bench.settings(False, False).web
+
+
 def test_a_cell_reports_best_rates_and_the_median_of_back_to_back_ratios() -> None:
     from benchmarks import bench
 
