@@ -1,0 +1,263 @@
+"""The oplog: what each commit changed, in commit order, for change streams to read.
+
+A write becomes an ``Entry`` (what the server's oplog entry would let a change stream say:
+the operation, the document, the update description, the pre- and post-images when the
+collection records them, the collection's UUID); a commit publishes its entries under one
+cluster time. ``StreamCore`` (``_changestream``) shapes entries into events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import datetime
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import bson
+from bson.timestamp import Timestamp
+
+from ._bson import CODEC, Document, same, same_value, unshared
+
+__all__ = ["Entry", "Oplog", "Waiters", "change_entry"]
+
+
+@dataclass
+class Entry:
+    """One oplog entry (a change event before it is shaped for a stream)."""
+
+    op_type: str
+    db: str
+    coll: str | None
+    doc_id: Any = None
+    full_document: Document | None = None
+    update_description: Document | None = None
+    # Paths of the update description as lists of field names and array indexes.
+    paths: dict[str, list[str | int]] | None = None
+    # Pre- and post-images: recorded only when the collection has changeStreamPreAndPostImages.
+    images: bool = False
+    pre_image: Document | None = None
+    uuid: bson.Binary | None = None
+    # DDL events: operationDescription, the rename target, the options before a collMod.
+    description: Document | None = None
+    to: tuple[str, str] | None = None
+    state_before: Document | None = None
+    pos: int = 0
+    cluster_time: Timestamp | None = None
+    wall_time: datetime.datetime | None = None
+    lsid: Document | None = None
+    txn_number: int | None = None
+
+
+class Waiters:
+    """Wakes sync waiters (a Condition) and async waiters (futures on their loops)."""
+
+    def __init__(self, mutex: threading.RLock) -> None:
+        self.cond = threading.Condition(mutex)
+        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def future(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._futures.append((loop, fut))
+        return fut
+
+    def notify_all(self) -> None:
+        self.cond.notify_all()
+        futures, self._futures = self._futures, []
+        for loop, fut in futures:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(_resolve, fut)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Oplog:
+    """The entries of every commit, capped at ``size`` entries (None: unbounded)."""
+
+    def __init__(self, mutex: threading.RLock, size: int | None) -> None:
+        self.size = size
+        self.entries: list[Entry] = []
+        self.base = 0  # the position of entries[0]
+        self.last_time = (0, 0)
+        self.waiters = Waiters(mutex)
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.entries)
+
+    @property
+    def cluster_time(self) -> Timestamp:
+        return Timestamp(*self.last_time)
+
+    def next_cluster_time(self) -> Timestamp:
+        secs = int(time.time())
+        last_secs, last_inc = self.last_time
+        self.last_time = (secs, 1) if secs > last_secs else (last_secs, last_inc + 1)
+        return Timestamp(*self.last_time)
+
+    def publish(
+        self, entries: list[Entry], *, lsid: Document | None = None, txn_number: int | None = None
+    ) -> None:
+        """Append one commit's entries under one new cluster time and wake the streams."""
+        if not entries:
+            return
+        ct = self.next_cluster_time()
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        wall = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        for entry in entries:
+            entry.pos = self.end
+            entry.cluster_time = ct
+            entry.wall_time = wall
+            entry.lsid = lsid
+            entry.txn_number = txn_number
+            self.entries.append(entry)
+        if self.size is not None and len(self.entries) > self.size:
+            drop = len(self.entries) - self.size
+            del self.entries[:drop]
+            self.base += drop
+        self.waiters.notify_all()
+
+    def read(self, start: int) -> Iterator[Entry]:
+        for i in range(max(start - self.base, 0), len(self.entries)):
+            yield self.entries[i]
+
+
+# -- entries of document writes ------------------------------------------------------------
+
+
+def change_entry(
+    kind: str,
+    db: str,
+    coll: str,
+    pre: Document | None,
+    post: Document | None,
+    raw: bytes | None = None,
+    *,
+    images: bool = False,
+    uuid: bson.Binary | None = None,
+) -> Entry | None:
+    """The oplog entry of one write (None: it changed nothing). ``kind`` is the operation
+    ("insert", "update", "pipeline" for an update by pipeline, "replace", "delete"); ``raw``
+    is ``post`` encoded (decoding it is a cheaper private copy than ``deepcopy``); with
+    ``images`` the entry keeps the document's pre-image (and an update's post-image)."""
+    if pre is None and post is None:
+        return None
+
+    def snapshot(doc: Document) -> Document:
+        return copy.deepcopy(doc) if raw is None else bson.decode(raw, codec_options=CODEC)
+
+    if pre is None:
+        assert post is not None
+        return _entry("insert", db, coll, post["_id"], uuid, full_document=snapshot(post))
+    pre_image = copy.deepcopy(pre) if images else None
+    if post is None:
+        return _entry("delete", db, coll, pre["_id"], uuid, images=images, pre_image=pre_image)
+    diff = _Diff(whole_arrays=kind != "pipeline")
+    if kind != "replace":
+        diff.walk(pre, post, [])  # BSON-exact, so usually decides alone
+    if diff.empty:
+        same_doc = same(pre, post) if raw is None else bson.encode(pre, codec_options=CODEC) == raw
+        if same_doc:
+            return None  # a no-op update writes nothing and emits nothing
+    if kind == "replace":
+        return _entry(
+            "replace",
+            db,
+            coll,
+            post["_id"],
+            uuid,
+            full_document=snapshot(post),
+            images=images,
+            pre_image=pre_image,
+        )
+    return _entry(
+        "update",
+        db,
+        coll,
+        post["_id"],
+        uuid,
+        full_document=snapshot(post),
+        images=images,
+        pre_image=pre_image,
+        update_description=diff.description(),
+        paths=diff.paths,
+    )
+
+
+def _entry(op_type: str, db: str, coll: str, doc_id: Any, uuid: Any, **fields: Any) -> Entry:
+    return Entry(op_type, db, coll, doc_id, uuid=uuid, **fields)
+
+
+class _Diff:
+    """An update's ``updateDescription`` computed from the document before and after, as the
+    server's delta oplog entries describe it: changed fields of sub-documents one by one;
+    arrays element by element (new or changed elements as ``a.<i>``, a shortened array in
+    ``truncatedArrays``) for updates by pipeline, and for updates by operator only where
+    elements were appended (``$push``), else the whole array."""
+
+    def __init__(self, *, whole_arrays: bool) -> None:
+        self.whole_arrays = whole_arrays
+        self.updated: Document = {}
+        self.removed: list[str] = []
+        self.truncated: list[Document] = []
+        self.paths: dict[str, list[str | int]] = {}
+
+    @property
+    def empty(self) -> bool:
+        return not (self.updated or self.removed or self.truncated)
+
+    def _name(self, path: list[str | int]) -> str:
+        name = ".".join(str(part) for part in path)
+        self.paths[name] = list(path)
+        return name
+
+    def walk(self, pre: Any, post: Any, path: list[str | int]) -> None:
+        if isinstance(pre, dict):
+            for k, v in post.items():
+                if k not in pre:
+                    self.updated[self._name([*path, k])] = unshared(v)
+                elif not same_value(pre[k], v):
+                    self._changed(pre[k], v, [*path, k])
+            self.removed.extend(self._name([*path, k]) for k in pre if k not in post)
+            return
+        # Two lists.
+        shared = min(len(pre), len(post))
+        if len(post) < len(pre):
+            self.truncated.append({"field": self._name(path), "newSize": len(post)})
+        for i in range(shared):
+            if not same_value(pre[i], post[i]):
+                self._changed(pre[i], post[i], [*path, i])
+        for i in range(shared, len(post)):
+            self.updated[self._name([*path, i])] = unshared(post[i])
+
+    def _changed(self, old: Any, new: Any, path: list[str | int]) -> None:
+        if self._descend(old, new):
+            self.walk(old, new, path)
+        else:
+            self.updated[self._name(path)] = unshared(new)
+
+    def _descend(self, old: Any, new: Any) -> bool:
+        """Whether a change from ``old`` to ``new`` is described field by field."""
+        if isinstance(old, dict) and isinstance(new, dict):
+            return bool(new)
+        if not (isinstance(old, list) and isinstance(new, list)):
+            return False
+        if not self.whole_arrays:
+            return True
+        prefix = zip(old, new, strict=False)
+        return len(new) > len(old) and all(same_value(a, b) for a, b in prefix)
+
+    def description(self) -> Document:
+        return {
+            "updatedFields": self.updated,
+            "removedFields": self.removed,
+            "truncatedArrays": self.truncated,
+        }
