@@ -105,6 +105,7 @@ class _BoolKey:
 
 
 _BOOL_KEYS = {True: _BoolKey(True), False: _BoolKey(False)}
+_PLAIN_IDS = frozenset({bson.ObjectId, str, int, Int64, float, bytes, datetime.datetime})
 
 
 def store_key(doc_id: Any) -> Any:
@@ -112,6 +113,8 @@ def store_key(doc_id: Any) -> Any:
     server's ``_id`` index treats as one (``1``, ``1.0``, ``Int64(1)``), different for the
     others (``True`` and ``1``; a sub-document holding either)."""
     kind = type(doc_id)
+    if kind in _PLAIN_IDS:
+        return doc_id
     if kind is bool:
         return _BOOL_KEYS[doc_id]
     if isinstance(doc_id, Mapping):

@@ -383,9 +383,4 @@ def _disambiguated(description: Document, paths: dict[str, list[str | int]] | No
     names = list(description.get("updatedFields", {}))
     names += description.get("removedFields", [])
     names += [t["field"] for t in description.get("truncatedArrays", [])]
-    out: Document = {}
-    for name in names:
-        parts = paths.get(name)
-        if parts and any(isinstance(p, str) and ("." in p or p.isdigit()) for p in parts):
-            out[name] = list(parts)
-    return out
+    return {name: list(paths[name]) for name in names if name in paths}

@@ -77,6 +77,7 @@ def client_bulk_write(
         raise InvalidOperation("No operations to execute")
 
     def fn(op: Op) -> Document:
+        op.kinds = {}  # each write is of its model's kind
         full: Document = {
             "anySuccessful": False,
             "error": None,

@@ -25,7 +25,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import bson
@@ -57,25 +56,47 @@ __all__ = ["NO_DOCUMENTS", "Document", "MemoryServer", "Op", "StrictModeError"]
 NO_DOCUMENTS: Ns = ("", "")
 
 
-@dataclass(eq=False)
 class Op:
     """The operation now running: what it may see, and what it wrote."""
 
-    txn: Txn | None
-    kind: str
-    ctx: Ctx
-    # The first version of each document it wrote (for the statement's rollback).
-    log: dict[DocKey, Document | None] = field(default_factory=dict)
-    per_collection: collections.Counter[Ns] = field(default_factory=collections.Counter)
-    new_in_txn: set[DocKey] = field(default_factory=set)
-    encoded: dict[DocKey, bytes] = field(default_factory=dict)  # BSON of inserted documents
-    # Per document updated in place: the top-level fields its update can change (None: any).
-    touched: dict[DocKey, frozenset[str] | None] = field(default_factory=dict)
-    # The stored versions its view replaced, per namespace (they collide in unique indexes).
-    hidden: dict[Ns, dict[Any, Document | None]] = field(default_factory=dict)
-    ddl: list[Entry] = field(default_factory=list)  # collection events, in statement order
-    kinds: dict[DocKey, str] = field(default_factory=dict)  # kind of write, where not ``kind``
-    failed: bool = False  # a statement reported write errors: its transaction is aborted
+    __slots__ = (
+        "ctx",
+        "ddl",
+        "encoded",
+        "failed",
+        "hidden",
+        "kind",
+        "kinds",
+        "log",
+        "new_in_txn",
+        "per_collection",
+        "touched",
+        "txn",
+    )
+
+    def __init__(self, txn: Txn | None, kind: str, ctx: Ctx) -> None:
+        self.txn = txn
+        self.kind = kind
+        self.ctx = ctx
+        # The first version of each document it wrote (for the statement's rollback).
+        self.log: dict[DocKey, Document | None] = {}
+        self.per_collection: dict[Ns, int] = {}
+        self.new_in_txn: set[DocKey] = set()
+        self.encoded: dict[DocKey, bytes] = {}  # BSON of inserted documents
+        # Per document updated in place: the top-level fields its update can change (None:
+        # any).
+        self.touched: dict[DocKey, frozenset[str] | None] = {}
+        # The stored versions its view replaced, per namespace (they collide in unique
+        # indexes).
+        self.hidden: dict[Ns, dict[Any, Document | None]] = _NOTHING_HIDDEN
+        self.ddl: list[Entry] = []  # collection events, in statement order
+        # The kind of each write, for an operation whose writes are of several kinds (one
+        # that sets it to a dict: a client bulk write).
+        self.kinds: dict[DocKey, str] | None = None
+        self.failed = False  # a statement reported write errors: its transaction aborts
+
+
+_NOTHING_HIDDEN: dict[Ns, dict[Any, Document | None]] = {}
 
 
 class MemoryServer:
@@ -315,7 +336,8 @@ class MemoryServer:
             op = Op(txn, kind, ctx)
             transactions = self.transactions
             saved = None
-            if (transactions.owners or transactions.history) and ns != NO_DOCUMENTS:
+            others = len(transactions.open) > (txn is not None)  # txn is open: it has begun
+            if (others or transactions.history) and ns != NO_DOCUMENTS:
                 saved = self._show(op, transactions.versions(txn, ns))
             self._op = op
             try:
@@ -341,7 +363,7 @@ class MemoryServer:
                         put(docs, key, stored)
                 self._reindex_dirty()
             if session is not None:
-                session.operation_time = self.cluster_time
+                session.operation_time = Timestamp(*self.oplog.last_time)
             return result
 
     def _begin(self, txn: Txn) -> None:
@@ -358,6 +380,7 @@ class MemoryServer:
     ) -> list[tuple[IndexedDocuments, Any, Document | None]]:
         """Put the versions ``op`` must see into the store; returns what to put back."""
         saved: list[tuple[IndexedDocuments, Any, Document | None]] = []
+        op.hidden = {}
         for ns, replaced in versions.items():
             docs = self._store[ns[0]][ns[1]]._documents
             hidden = op.hidden[ns] = {}
@@ -432,16 +455,22 @@ class MemoryServer:
         if dk in op.log:
             return
         transactions = self.transactions
-        if transactions.owners or transactions.created or transactions.changed:
-            transactions.check_write(op.txn, store.ns, key, op.ctx)
+        txn = op.txn
+        others = len(transactions.open) > (txn is not None)  # txn is open: it has begun
+        if others or transactions.created or transactions.changed:
+            transactions.check_write(txn, dk, op.ctx)
         if snapshot and pre is not None:
             pre = private_copy(pre)
         op.log[dk] = pre
-        op.kinds[dk] = op.kind
-        op.per_collection[store.ns] += 1
-        txn = op.txn
-        if txn is not None and transactions.record(txn, dk, pre):
-            op.new_in_txn.add(dk)
+        if op.kinds is not None:
+            op.kinds[dk] = op.kind
+        ns = store.ns
+        op.per_collection[ns] = op.per_collection.get(ns, 0) + 1
+        if txn is not None:
+            log = txn.log
+            if dk not in log:  # its version before the transaction's first write
+                log[dk] = pre
+                op.new_in_txn.add(dk)
 
     def _hidden(self, store: CollectionStore) -> dict[Any, Document | None]:
         """The stored versions of ``store``'s documents the running operation does not see."""
@@ -455,7 +484,7 @@ class MemoryServer:
         which it cannot see: wait for its owner, or conflict."""
         op = self._op
         assert op is not None
-        owner = self.transactions.owners.get(store.ns, {}).get(key)
+        owner = self.transactions.owner((store.db_name, store.name, key), op.txn)
         if owner is not None:
             raise self.transactions.conflict(owner, op.txn, op.ctx)
         raise write_conflict()
@@ -479,7 +508,7 @@ class MemoryServer:
             put(self._store[db][coll]._documents, key, pre)
         if op.txn is not None:
             for dk in op.new_in_txn:
-                self.transactions.forget(op.txn, dk)
+                op.txn.log.pop(dk, None)
         op.log.clear()
         op.per_collection.clear()
         op.ddl.clear()
@@ -490,7 +519,7 @@ class MemoryServer:
         entries: list[Entry] = list(op.ddl)
         for dk, pre in op.log.items():
             db, coll, key = dk
-            kind = op.kinds.get(dk, op.kind)
+            kind = op.kind if op.kinds is None else op.kinds.get(dk, op.kind)
             store = self._store[db][coll]
             docs = store._documents
             post = docs.get(key)

@@ -21,7 +21,7 @@ from typing import Any
 import bson
 from bson.timestamp import Timestamp
 
-from ._bson import CODEC, Document, same, same_value, unshared
+from ._bson import CODEC, IMMUTABLE, Document, same, same_value, unshared
 
 __all__ = ["Entry", "Oplog", "Waiters", "change_entry"]
 
@@ -112,8 +112,10 @@ class Oplog:
         ct = self.next_cluster_time()
         now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
         wall = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        pos = self.base + len(self.entries)
         for entry in entries:
-            entry.pos = self.end
+            entry.pos = pos
+            pos += 1
             entry.cluster_time = ct
             entry.wall_time = wall
             entry.lsid = lsid
@@ -156,34 +158,34 @@ def change_entry(
 
     if pre is None:
         assert post is not None
-        return _entry("insert", db, coll, post["_id"], uuid, full_document=snapshot(post))
+        return Entry("insert", db, coll, post["_id"], full_document=snapshot(post), uuid=uuid)
     pre_image = copy.deepcopy(pre) if images else None
     if post is None:
-        return _entry("delete", db, coll, pre["_id"], uuid, images=images, pre_image=pre_image)
+        return Entry("delete", db, coll, pre["_id"], images=images, pre_image=pre_image, uuid=uuid)
     diff = _Diff(whole_arrays=kind != "pipeline")
     if kind != "replace":
-        diff.walk(pre, post, [])  # BSON-exact, so usually decides alone
+        diff.walk(pre, post, "", None)  # BSON-exact, so usually decides alone
     if diff.empty:
         same_doc = same(pre, post) if raw is None else bson.encode(pre, codec_options=CODEC) == raw
         if same_doc:
             return None  # a no-op update writes nothing and emits nothing
     if kind == "replace":
-        return _entry(
+        return Entry(
             "replace",
             db,
             coll,
             post["_id"],
-            uuid,
             full_document=snapshot(post),
             images=images,
             pre_image=pre_image,
+            uuid=uuid,
         )
-    return _entry(
+    return Entry(
         "update",
         db,
         coll,
         post["_id"],
-        uuid,
+        uuid=uuid,
         full_document=snapshot(post),
         images=images,
         pre_image=pre_image,
@@ -192,16 +194,13 @@ def change_entry(
     )
 
 
-def _entry(op_type: str, db: str, coll: str, doc_id: Any, uuid: Any, **fields: Any) -> Entry:
-    return Entry(op_type, db, coll, doc_id, uuid=uuid, **fields)
-
-
 class _Diff:
     """An update's ``updateDescription`` computed from the document before and after, as the
     server's delta oplog entries describe it: changed fields of sub-documents one by one;
     arrays element by element (new or changed elements as ``a.<i>``, a shortened array in
     ``truncatedArrays``) for updates by pipeline, and for updates by operator only where
-    elements were appended (``$push``), else the whole array."""
+    elements were appended (``$push``), else the whole array. ``paths`` keeps the parts of
+    each ambiguous path (a field name holding a dot or made of digits)."""
 
     def __init__(self, *, whole_arrays: bool) -> None:
         self.whole_arrays = whole_arrays
@@ -214,35 +213,51 @@ class _Diff:
     def empty(self) -> bool:
         return not (self.updated or self.removed or self.truncated)
 
-    def _name(self, path: list[str | int]) -> str:
-        name = ".".join(str(part) for part in path)
-        self.paths[name] = list(path)
-        return name
+    def _child(
+        self, prefix: str, parts: tuple[str | int, ...] | None, part: str | int
+    ) -> tuple[str, tuple[str | int, ...] | None]:
+        """The name of ``prefix``'s child ``part``, and its parts while it is ambiguous."""
+        name = f"{prefix}.{part}" if prefix else str(part)
+        if parts is not None:
+            parts = (*parts, part)
+        elif type(part) is str and ("." in part or part.isdigit()):
+            parts = (*_parts(prefix), part)
+        if parts is not None:
+            self.paths[name] = list(parts)
+        return name, parts
 
-    def walk(self, pre: Any, post: Any, path: list[str | int]) -> None:
+    def walk(self, pre: Any, post: Any, prefix: str, parts: tuple[str | int, ...] | None) -> None:
         if isinstance(pre, dict):
+            child = self._child
             for k, v in post.items():
                 if k not in pre:
-                    self.updated[self._name([*path, k])] = unshared(v)
-                elif not same_value(pre[k], v):
-                    self._changed(pre[k], v, [*path, k])
-            self.removed.extend(self._name([*path, k]) for k in pre if k not in post)
+                    self.updated[child(prefix, parts, k)[0]] = unshared(v)
+                    continue
+                old = pre[k]
+                if same_value(old, v):
+                    continue
+                name, sub = child(prefix, parts, k)
+                if type(v) in IMMUTABLE or type(old) in IMMUTABLE:  # nothing to descend into
+                    self.updated[name] = unshared(v)
+                else:
+                    self._changed(old, v, name, sub)
+            self.removed.extend(child(prefix, parts, k)[0] for k in pre if k not in post)
             return
         # Two lists.
         shared = min(len(pre), len(post))
         if len(post) < len(pre):
-            self.truncated.append({"field": self._name(path), "newSize": len(post)})
+            self.truncated.append({"field": prefix, "newSize": len(post)})
         for i in range(shared):
             if not same_value(pre[i], post[i]):
-                self._changed(pre[i], post[i], [*path, i])
+                self._changed(pre[i], post[i], *self._child(prefix, parts, i))
         for i in range(shared, len(post)):
-            self.updated[self._name([*path, i])] = unshared(post[i])
+            self.updated[self._child(prefix, parts, i)[0]] = unshared(post[i])
 
-    def _changed(self, old: Any, new: Any, path: list[str | int]) -> None:
+    def _changed(self, old: Any, new: Any, name: str, parts: tuple[str | int, ...] | None) -> None:
         if self._descend(old, new):
-            self.walk(old, new, path)
+            self.walk(old, new, name, parts)
         else:
-            self.updated[self._name(path)] = unshared(new)
+            self.updated[name] = unshared(new)
 
     def _descend(self, old: Any, new: Any) -> bool:
         """Whether a change from ``old`` to ``new`` is described field by field."""
@@ -261,3 +276,10 @@ class _Diff:
             "removedFields": self.removed,
             "truncatedArrays": self.truncated,
         }
+
+
+def _parts(name: str) -> tuple[str | int, ...]:
+    """The parts of a path with no ambiguous part (its digits are array indexes)."""
+    if not name:
+        return ()
+    return tuple(int(part) if part.isdigit() else part for part in name.split("."))

@@ -532,11 +532,7 @@ def _visible(server: MemoryServer, ns: Ns) -> bool:
 def _check_ddl(server: MemoryServer, op: Op, ns: Ns) -> None:
     """A DDL command on ``ns`` waits for the open transactions that wrote to it (or fails
     with WriteConflict when one of them is the caller's own)."""
-    transactions = server.transactions
-    owned = transactions.owners.get(ns)
-    if owned:
-        raise transactions.conflict(next(iter(owned.values())), op.txn, op.ctx)
-    transactions.check_namespace(op.txn, ns, op.ctx)
+    server.transactions.check_ddl(op.txn, ns, op.ctx)
 
 
 def _index_spec(name: str, spec: Document) -> Document:

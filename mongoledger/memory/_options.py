@@ -34,6 +34,11 @@ class Options:
     read_preference: _ServerMode = field(default_factory=lambda: ReadPreference.PRIMARY)
     read_concern: ReadConcern = field(default_factory=ReadConcern)
     write_concern: WriteConcern = field(default_factory=WriteConcern)
+    # The server's default write concern: nothing to check around a write.
+    plain_writes: bool = field(init=False, default=True)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plain_writes", self.write_concern.is_server_default)
 
     def derive(
         self,
@@ -109,11 +114,13 @@ def client_options(kwargs: Mapping[str, Any]) -> Options:
 def write_concern_error(wc: WriteConcern | None) -> Document | None:
     """The ``writeConcernError`` a one-member replica set answers ``wc`` with, or None when
     it can satisfy it (``w`` of 0 or 1, ``"majority"``, journaled or not)."""
-    if wc is None:
+    if wc is None or wc.is_server_default:
         return None
-    w = wc.document.get("w")
-    info = {"writeConcern": {**wc.document, "provenance": "clientSupplied"}}
-    info["writeConcern"].setdefault("wtimeout", 0)
+    document = wc.document
+    w = document.get("w")
+    if w is None or w in (0, 1, "majority"):
+        return None
+    info = {"writeConcern": {"wtimeout": 0, **document, "provenance": "clientSupplied"}}
     if type(w) is int and w > 1:
         return {
             "code": 100,

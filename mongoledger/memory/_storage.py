@@ -139,7 +139,8 @@ class CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
     def __setitem__(self, key: Any, val: Any) -> None:
         key = store_key(key)
         self._server._before_write(self, key, self._documents.get(key))
-        self.create()
+        if not self._is_force_created:
+            self.create()
         self._documents[key] = val
 
     def __delitem__(self, key: Any) -> None:

@@ -68,12 +68,15 @@ class Blocked(Exception):
 
 
 class Transactions:
-    """The open transactions, who owns which document, and the history snapshots need."""
+    """The open transactions, their snapshots, and the history those snapshots need.
+
+    Which transaction owns a document is read from the open transactions' write logs (at
+    most one has it): nothing is kept for it, so a writer alone pays nothing.
+    """
 
     def __init__(self) -> None:
         self.commits = 0  # the number of the latest commit
         self.open: dict[Txn, None] = {}
-        self.owners: dict[Ns, dict[Any, Txn]] = {}
         self.created: dict[Ns, Txn] = {}  # collections created by open transactions
         self.history: collections.deque[tuple[int, Versions]] = collections.deque()
         self.changed: dict[DocKey, int] = {}  # the last commit of each key in the history
@@ -84,17 +87,27 @@ class Transactions:
         txn.started = time.monotonic()
         self.open[txn] = None
 
+    def others(self, txn: Txn | None) -> bool:
+        """Whether a transaction other than ``txn`` is open."""
+        return len(self.open) > (txn is not None and txn in self.open)
+
+    def owner(self, dk: DocKey, txn: Txn | None = None) -> Txn | None:
+        """The open transaction other than ``txn`` that wrote ``dk``, if any."""
+        for other in self.open:
+            if other is not txn and dk in other.log:
+                return other
+        return None
+
     def versions(self, txn: Txn | None, ns: Ns | None) -> Versions:
         """The documents an operation of ``txn`` (None: outside any transaction) sees in
         another version than the stored one, in namespace ``ns`` (None: every namespace)."""
         out: Versions = {}
-        owners = self.owners
-        if owners:
-            scope = owners.items() if ns is None else ((ns, owners.get(ns) or {}),)
-            for n, owned in scope:
-                for key, owner in owned.items():
-                    if owner is not txn:
-                        out.setdefault(n, {})[key] = owner.log[(n[0], n[1], key)]
+        for other in self.open:
+            if other is txn:
+                continue
+            for (db, coll, key), pre in other.log.items():
+                if ns is None or (db == ns[0] and coll == ns[1]):
+                    out.setdefault((db, coll), {})[key] = pre
         history = self.history
         if txn is not None and history and history[-1][0] > txn.snapshot:
             seen: set[tuple[Ns, Any]] = set()
@@ -111,17 +124,16 @@ class Transactions:
                             target[key] = pre
         return out
 
-    def check_write(self, txn: Txn | None, ns: Ns, key: Any, ctx: Ctx) -> None:
-        """Raise unless an operation of ``txn`` (from ``ctx``) may write document ``key``."""
-        owned = self.owners.get(ns)
-        if owned:
-            owner = owned.get(key)
-            if owner is not None and owner is not txn:
+    def check_write(self, txn: Txn | None, dk: DocKey, ctx: Ctx) -> None:
+        """Raise unless an operation of ``txn`` (from ``ctx``) may write document ``dk``."""
+        if self.others(txn):
+            owner = self.owner(dk, txn)
+            if owner is not None:
                 raise self.conflict(owner, txn, ctx)
         if self.created:
-            self.check_namespace(txn, ns, ctx)
+            self.check_namespace(txn, (dk[0], dk[1]), ctx)
         changed = self.changed
-        if txn is not None and changed and changed.get((ns[0], ns[1], key), -1) > txn.snapshot:
+        if txn is not None and changed and changed.get(dk, -1) > txn.snapshot:
             raise write_conflict()
 
     def check_namespace(self, txn: Txn | None, ns: Ns, ctx: Ctx) -> None:
@@ -130,6 +142,14 @@ class Transactions:
         if creator is not None and creator is not txn:
             raise self.conflict(creator, txn, ctx)
 
+    def check_ddl(self, txn: Txn | None, ns: Ns, ctx: Ctx) -> None:
+        """Raise unless a command changing collection ``ns`` itself may run: no other open
+        transaction wrote to it or created it."""
+        for other in self.open:
+            if other is not txn and any(db == ns[0] and c == ns[1] for db, c, _ in other.log):
+                raise self.conflict(other, txn, ctx)
+        self.check_namespace(txn, ns, ctx)
+
     @staticmethod
     def conflict(owner: Txn, txn: Txn | None, ctx: Ctx) -> Exception:
         """What a write colliding with ``owner``'s uncommitted write gets: a transaction a
@@ -137,20 +157,6 @@ class Transactions:
         if txn is None and owner.ctx != ctx:
             return Blocked(owner)
         return write_conflict()
-
-    def record(self, txn: Txn, dk: DocKey, pre: Document | None) -> bool:
-        """Note that ``txn`` writes ``dk`` (whose version before was ``pre``); False when it
-        already had."""
-        if dk in txn.log:
-            return False
-        txn.log[dk] = pre
-        self.owners.setdefault((dk[0], dk[1]), {})[dk[2]] = txn
-        return True
-
-    def forget(self, txn: Txn, dk: DocKey) -> None:
-        """Undo ``record`` (a statement that failed and was rolled back)."""
-        txn.log.pop(dk, None)
-        self._release(txn, dk)
 
     def create(self, txn: Txn, ns: Ns) -> None:
         txn.created.append(ns)
@@ -170,13 +176,15 @@ class Transactions:
                 grouped.setdefault((dk[0], dk[1]), {})[dk[2]] = pre
                 changed[dk] = number
             self.history.append((number, grouped))
-        self._prune()
+        if self.history:
+            self._prune()
         return number
 
     def abort(self, txn: Txn) -> None:
         """Forget ``txn`` (the caller restores the stored versions from ``txn.log``)."""
         self._end(txn)
-        self._prune()
+        if self.history:
+            self._prune()
 
     def expired(self, limit: float) -> list[Txn]:
         """The open transactions that started more than ``limit`` seconds ago."""
@@ -185,25 +193,13 @@ class Transactions:
 
     def _end(self, txn: Txn) -> None:
         self.open.pop(txn, None)
-        for dk in txn.log:
-            self._release(txn, dk)
         for ns in txn.created:
             if self.created.get(ns) is txn:
                 del self.created[ns]
 
-    def _release(self, txn: Txn, dk: DocKey) -> None:
-        ns = (dk[0], dk[1])
-        owned = self.owners.get(ns)
-        if owned is not None and owned.get(dk[2]) is txn:
-            del owned[dk[2]]
-            if not owned:
-                del self.owners[ns]
-
     def _prune(self) -> None:
         """Drop the history no open snapshot needs any more."""
         history = self.history
-        if not history:
-            return
         oldest = min((t.snapshot for t in self.open), default=None)
         changed = self.changed
         while history and (oldest is None or history[0][0] <= oldest):

@@ -487,6 +487,9 @@ class Collection:
         """Run a write under this collection's write concern (a transaction's statements
         take the transaction's, at commit): unacknowledged, nothing of the reply is read;
         one a one-member set cannot satisfy fails after the write, as on a server."""
+        if self._options.plain_writes:
+            plain: T = self._run(call, session)
+            return plain
         in_txn = session is not None and session.in_transaction
         wc = self._options.write_concern
         if not in_txn and not wc.acknowledged:
@@ -539,9 +542,11 @@ class Collection:
         comment: Any = None,
     ) -> InsertManyResult:
         call = self._ops.insert_many(documents, ordered)
-        ids = [_id_of(d) for d in documents]
         return self._write(
-            call, session, lambda: InsertManyResult(ids, acknowledged=False), bulk=True
+            call,
+            session,
+            lambda: InsertManyResult([_id_of(d) for d in documents], acknowledged=False),
+            bulk=True,
         )
 
     def update_one(
@@ -688,6 +693,8 @@ class Collection:
         return self._find_and_modify(call, session)
 
     def _find_and_modify(self, call: Call, session: ClientSession | None) -> Any:
+        if self._options.plain_writes:
+            return self._run(call, session)
         in_txn = session is not None and session.in_transaction
         result = self._run(call, session)
         return write_concern_checked(result, None if in_txn else self._options.write_concern)
