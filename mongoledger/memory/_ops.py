@@ -451,18 +451,23 @@ class CollectionOps:
         def fn(op: Op) -> list[str]:
             store = self.server.store_for(self.db, self.name)
             before = dict(store.indexes)
-            existed = store.is_created and self.key not in (op.txn.created if op.txn else ())
             if store.is_created:
                 self.server.transactions.check_namespace(op.txn, self.key, op.ctx)
+                if op.txn is not None and self.key not in op.txn.created:
+                    helpers = mongomock.helpers
+                    for keys, options in indexes:
+                        name = options.get("name") or helpers.gen_index_name(
+                            helpers.create_index_list(keys)
+                        )
+                        if name != "_id_" and name not in before:
+                            raise operation_failure(
+                                263,
+                                "OperationNotSupportedInTransaction",
+                                f"Cannot create new indexes on existing collection {self.ns} "
+                                "in a multi-document transaction.",
+                            )
             names = [str(self._mc.create_index(keys, **options)) for keys, options in indexes]
             built = [name for name in names if name not in before]
-            if built and existed and op.txn is not None:
-                raise operation_failure(
-                    263,
-                    "OperationNotSupportedInTransaction",
-                    f"Cannot create new indexes on existing collection {self.ns} in a "
-                    "multi-document transaction.",
-                )
             if built:
                 specs = [_index_spec(name, store.indexes[name]) for name in built]
                 op.ddl.append(

@@ -31,18 +31,18 @@ async def test_state_transitions_answer_as_pymongo() -> None:
     client = AsyncMemoryClient()
     coll = client["db"]["c"]
     s = client.start_session()
-    with pytest.raises(InvalidOperation, match="^No transaction started$"):
+    with pytest.raises(InvalidOperation, match=r"^No transaction started$"):
         await s.commit_transaction()
-    with pytest.raises(InvalidOperation, match="^No transaction started$"):
+    with pytest.raises(InvalidOperation, match=r"^No transaction started$"):
         await s.abort_transaction()
     await s.start_transaction()
-    with pytest.raises(InvalidOperation, match="^Transaction already in progress$"):
+    with pytest.raises(InvalidOperation, match=r"^Transaction already in progress$"):
         await s.start_transaction()
     await s.abort_transaction()  # never started on the server: nothing sent
-    with pytest.raises(InvalidOperation, match="^Cannot call abortTransaction twice$"):
+    with pytest.raises(InvalidOperation, match=r"^Cannot call abortTransaction twice$"):
         await s.abort_transaction()
     with pytest.raises(
-        InvalidOperation, match="^Cannot call commitTransaction after calling abortTransaction$"
+        InvalidOperation, match=r"^Cannot call commitTransaction after calling abortTransaction$"
     ):
         await s.commit_transaction()
     await s.start_transaction()
@@ -50,11 +50,11 @@ async def test_state_transitions_answer_as_pymongo() -> None:
     await s.commit_transaction()
     await s.commit_transaction()  # a retried commit succeeds
     with pytest.raises(
-        InvalidOperation, match="^Cannot call abortTransaction after calling commitTransaction$"
+        InvalidOperation, match=r"^Cannot call abortTransaction after calling commitTransaction$"
     ):
         await s.abort_transaction()
     await s.end_session()
-    with pytest.raises(InvalidOperation, match="^Cannot use ended session$"):
+    with pytest.raises(InvalidOperation, match=r"^Cannot use ended session$"):
         await s.start_transaction()
     assert await docs(coll) == [1]
 
@@ -67,13 +67,13 @@ async def test_an_operation_after_the_transaction_resets_the_session() -> None:
         await coll.insert_one({"_id": 1}, session=s)
         await s.commit_transaction()
         await coll.find_one({}, session=s)  # not in a transaction: resets the session
-        with pytest.raises(InvalidOperation, match="^No transaction started$"):
+        with pytest.raises(InvalidOperation, match=r"^No transaction started$"):
             await s.commit_transaction()
         await s.start_transaction()
         await coll.insert_one({"_id": 2}, session=s)
         await s.abort_transaction()
         await coll.insert_one({"_id": 3}, session=s)
-        with pytest.raises(InvalidOperation, match="^No transaction started$"):
+        with pytest.raises(InvalidOperation, match=r"^No transaction started$"):
             await s.abort_transaction()
     assert await docs(coll) == [1, 3]
 

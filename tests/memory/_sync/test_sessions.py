@@ -33,18 +33,18 @@ def test_state_transitions_answer_as_pymongo() -> None:
     client = MemoryClient()
     coll = client["db"]["c"]
     s = client.start_session()
-    with pytest.raises(InvalidOperation, match="^No transaction started$"):
+    with pytest.raises(InvalidOperation, match=r"^No transaction started$"):
         s.commit_transaction()
-    with pytest.raises(InvalidOperation, match="^No transaction started$"):
+    with pytest.raises(InvalidOperation, match=r"^No transaction started$"):
         s.abort_transaction()
     s.start_transaction()
-    with pytest.raises(InvalidOperation, match="^Transaction already in progress$"):
+    with pytest.raises(InvalidOperation, match=r"^Transaction already in progress$"):
         s.start_transaction()
     s.abort_transaction()  # never started on the server: nothing sent
-    with pytest.raises(InvalidOperation, match="^Cannot call abortTransaction twice$"):
+    with pytest.raises(InvalidOperation, match=r"^Cannot call abortTransaction twice$"):
         s.abort_transaction()
     with pytest.raises(
-        InvalidOperation, match="^Cannot call commitTransaction after calling abortTransaction$"
+        InvalidOperation, match=r"^Cannot call commitTransaction after calling abortTransaction$"
     ):
         s.commit_transaction()
     s.start_transaction()
@@ -52,11 +52,11 @@ def test_state_transitions_answer_as_pymongo() -> None:
     s.commit_transaction()
     s.commit_transaction()  # a retried commit succeeds
     with pytest.raises(
-        InvalidOperation, match="^Cannot call abortTransaction after calling commitTransaction$"
+        InvalidOperation, match=r"^Cannot call abortTransaction after calling commitTransaction$"
     ):
         s.abort_transaction()
     s.end_session()
-    with pytest.raises(InvalidOperation, match="^Cannot use ended session$"):
+    with pytest.raises(InvalidOperation, match=r"^Cannot use ended session$"):
         s.start_transaction()
     assert docs(coll) == [1]
 
@@ -69,13 +69,13 @@ def test_an_operation_after_the_transaction_resets_the_session() -> None:
         coll.insert_one({"_id": 1}, session=s)
         s.commit_transaction()
         coll.find_one({}, session=s)  # not in a transaction: resets the session
-        with pytest.raises(InvalidOperation, match="^No transaction started$"):
+        with pytest.raises(InvalidOperation, match=r"^No transaction started$"):
             s.commit_transaction()
         s.start_transaction()
         coll.insert_one({"_id": 2}, session=s)
         s.abort_transaction()
         coll.insert_one({"_id": 3}, session=s)
-        with pytest.raises(InvalidOperation, match="^No transaction started$"):
+        with pytest.raises(InvalidOperation, match=r"^No transaction started$"):
             s.abort_transaction()
     assert docs(coll) == [1, 3]
 
