@@ -65,6 +65,7 @@ class Op:
         "encoded",
         "failed",
         "hidden",
+        "inside",
         "kind",
         "kinds",
         "log",
@@ -94,6 +95,8 @@ class Op:
         # that sets it to a dict: a client bulk write).
         self.kinds: dict[DocKey, str] | None = None
         self.failed = False  # a statement reported write errors: its transaction aborts
+        # Per document updated by dotted paths: the paths they reach inside of.
+        self.inside: dict[DocKey, set[str]] | None = None
 
 
 _NOTHING_HIDDEN: dict[Ns, dict[Any, Document | None]] = {}
@@ -550,7 +553,10 @@ class MemoryServer:
                 else:  # indexes on fields the update cannot reach keep their entries
                     docs.replace(key, post, op.touched.get(dk))
             images = bool((store.options.get("changeStreamPreAndPostImages") or {}).get("enabled"))
-            entry = change_entry(kind, db, coll, pre, post, raw, images=images, uuid=store.uuid)
+            inside = None if op.inside is None else op.inside.get(dk)
+            entry = change_entry(
+                kind, db, coll, pre, post, raw, images=images, uuid=store.uuid, inside=inside
+            )
             if entry is not None:
                 entries.append(entry)
         if op.txn is not None:

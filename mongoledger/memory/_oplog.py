@@ -145,11 +145,13 @@ def change_entry(
     *,
     images: bool = False,
     uuid: bson.Binary | None = None,
+    inside: set[str] | None = None,
 ) -> Entry | None:
     """The oplog entry of one write (None: it changed nothing). ``kind`` is the operation
     ("insert", "update", "pipeline" for an update by pipeline, "replace", "delete"); ``raw``
     is ``post`` encoded (decoding it is a cheaper private copy than ``deepcopy``); with
-    ``images`` the entry keeps the document's pre-image (and an update's post-image)."""
+    ``images`` the entry keeps the document's pre-image (and an update's post-image);
+    ``inside`` names the paths an update by operators reached inside of."""
     if pre is None and post is None:
         return None
 
@@ -162,7 +164,7 @@ def change_entry(
     pre_image = copy.deepcopy(pre) if images else None
     if post is None:
         return Entry("delete", db, coll, pre["_id"], images=images, pre_image=pre_image, uuid=uuid)
-    diff = _Diff(whole_arrays=kind != "pipeline")
+    diff = _Diff(whole_arrays=kind != "pipeline", inside=inside)
     if kind != "replace":
         diff.walk(pre, post, "", None)  # BSON-exact, so usually decides alone
     if diff.empty:
@@ -199,11 +201,13 @@ class _Diff:
     server's delta oplog entries describe it: changed fields of sub-documents one by one;
     arrays element by element (new or changed elements as ``a.<i>``, a shortened array in
     ``truncatedArrays``) for updates by pipeline, and for updates by operator only where
-    elements were appended (``$push``), else the whole array. ``paths`` keeps the parts of
-    each ambiguous path (a field name holding a dot or made of digits)."""
+    their paths reach inside the array (``a.0.x``) or elements were appended (``$push``),
+    else the whole array. ``paths`` keeps the parts of each ambiguous path (a field name
+    holding a dot or made of digits)."""
 
-    def __init__(self, *, whole_arrays: bool) -> None:
+    def __init__(self, *, whole_arrays: bool, inside: set[str] | None = None) -> None:
         self.whole_arrays = whole_arrays
+        self.inside = inside
         self.updated: Document = {}
         self.removed: list[str] = []
         self.truncated: list[Document] = []
@@ -254,18 +258,18 @@ class _Diff:
             self.updated[self._child(prefix, parts, i)[0]] = unshared(post[i])
 
     def _changed(self, old: Any, new: Any, name: str, parts: tuple[str | int, ...] | None) -> None:
-        if self._descend(old, new):
+        if self._descend(old, new, name):
             self.walk(old, new, name, parts)
         else:
             self.updated[name] = unshared(new)
 
-    def _descend(self, old: Any, new: Any) -> bool:
+    def _descend(self, old: Any, new: Any, name: str) -> bool:
         """Whether a change from ``old`` to ``new`` is described field by field."""
         if isinstance(old, dict) and isinstance(new, dict):
             return bool(new)
         if not (isinstance(old, list) and isinstance(new, list)):
             return False
-        if not self.whole_arrays:
+        if not self.whole_arrays or (self.inside is not None and name in self.inside):
             return True
         prefix = zip(old, new, strict=False)
         return len(new) > len(old) and all(same_value(a, b) for a, b in prefix)

@@ -223,23 +223,36 @@ def _patch_datetimes(query: Any) -> Any:
     return query
 
 
-def _touched_fields(update: Any) -> frozenset[str] | None:
-    """The top-level fields an update document (``{"$op": {path: ...}}``) can change, or
-    None when that is unknown (a replacement, an unexpected shape)."""
+def _update_paths(update: Any) -> tuple[frozenset[str] | None, tuple[str, ...]]:
+    """The top-level fields an update document (``{"$op": {path: ...}}``) can change (None
+    when that is unknown: a replacement, an unexpected shape), and its dotted paths."""
     if not isinstance(update, Mapping) or not update:
-        return None  # an empty document replaces every field
+        return None, ()  # an empty document replaces every field
     names: set[str] = set()
+    dotted: list[str] = []
     for op, fields in update.items():
         if type(op) is not str or not op.startswith("$") or not isinstance(fields, Mapping):
-            return None
+            return None, ()
         paths = list(fields)
         if op == "$rename":
             paths += list(fields.values())
         for path in paths:
             if type(path) is not str:
-                return None
-            names.add(path.split(".", 1)[0])
-    return frozenset(names)
+                return None, ()
+            top, dot, _ = path.partition(".")
+            names.add(top)
+            if dot:
+                dotted.append(path)
+    return frozenset(names), tuple(dotted)
+
+
+def _prefixes(paths: tuple[str, ...]) -> set[str]:
+    """The paths an update reaches inside of (every proper prefix of a dotted path)."""
+    out: set[str] = set()
+    for path in paths:
+        parts = path.split(".")
+        out.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    return out
 
 
 def _long_increments(doc: Document, update: Any) -> list[list[str]]:
@@ -295,10 +308,13 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
         self._server = server
 
     def _capture_in_place(
-        self, existing_document: Document, touched: frozenset[str] | None
+        self,
+        existing_document: Document,
+        touched: frozenset[str] | None,
+        dotted: tuple[str, ...] = (),
     ) -> Document | None:
-        """Log the pre-image of a document about to change in place, and the top-level
-        fields the change can reach (``touched``; None: unknown).
+        """Log the pre-image of a document about to change in place, the top-level fields
+        the change can reach (``touched``; None: unknown) and its dotted paths.
 
         A ``WorkingCopy`` takes its original's place in the store, and the original,
         never changed, is the pre-image; a stored document changed in place is copied."""
@@ -324,6 +340,10 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
             dk = (store.db_name, store.name, key)
             before = op.touched.get(dk, frozenset())
             op.touched[dk] = None if before is None or touched is None else before | touched
+            if dotted:  # which arrays the change event describes element by element
+                if op.inside is None:
+                    op.inside = {}
+                op.inside.setdefault(dk, set()).update(_prefixes(dotted))
         return None if working is None else stored
 
     def create_index(
@@ -640,7 +660,7 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
     ) -> Any:
         replaced = None
         if not was_insert:
-            replaced = self._capture_in_place(existing_document, _touched_fields(document))
+            replaced = self._capture_in_place(existing_document, *_update_paths(document))
         longs = _long_increments(existing_document, document)
         try:
             result = super()._apply_update_document(existing_document, spec, document, was_insert)
