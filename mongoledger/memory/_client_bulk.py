@@ -113,6 +113,7 @@ def client_bulk_write(
                 if ordered:
                     break
                 continue
+            server._statement_done(op)
             full["anySuccessful"] = True
             _count(full, idx, kind, model, reply, verbose)
         return full

@@ -566,6 +566,21 @@ class MemoryServer:
             op.log = {}  # committed: nothing of it is the operation's to undo any more
             op.ddl = []
 
+    def _statement_done(self, op: Op) -> None:
+        """End one statement of a multi-statement command (a bulk write's request): its
+        writes get their own events (and, outside a transaction, their own commit)."""
+        if op.log or op.ddl:
+            self._finish_writes(op)
+        op.log = {}
+        op.ddl = []
+        op.per_collection = {}
+        op.new_in_txn = set()
+        op.encoded = {}
+        op.touched = {}
+        op.inside = None
+        if op.kinds is not None:
+            op.kinds = {}
+
     def _commit_writes(
         self,
         writes: dict[DocKey, Document | None],

@@ -23,6 +23,8 @@ from typing import Any
 
 from bson import ObjectId
 
+from ._bson import store_key
+
 # Values whose Python equality and hash agree with the query matcher's equality (1 == 1.0 ==
 # Int64(1) on a server too; True == 1 only widens a bucket, the matcher decides).
 _KEY_TYPES = (str, int, float, ObjectId)
@@ -215,7 +217,7 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
         if wanted is None:
             return None
         if name == "_id":
-            found = [k for k in dict.fromkeys(wanted) if k in self]
+            found = [k for k in dict.fromkeys(map(store_key, wanted)) if k in self]
             if ordered and len(found) > 1:
                 found = self._natural(set(found))
             return found

@@ -332,6 +332,7 @@ class CollectionOps:
             for index, req in items:
                 try:
                     reply = self.apply(req)
+                    self.server._statement_done(op)  # each request its own events
                 except OperationFailure as exc:
                     if getattr(exc, "_memory_rollback", False):
                         raise
