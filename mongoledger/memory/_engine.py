@@ -226,11 +226,14 @@ class MemoryServer:
         ns: Ns | None = None,
         read: bool = False,
     ) -> T:
-        """Run ``fn`` as command ``cmd`` (blocking the thread while it must wait)."""
+        """Run ``fn`` as command ``cmd``; a thread first lets other threads run (as a
+        driver's round trip does) and blocks when it must wait."""
         ctx = current_ctx()
         self._check_strict(strict, session, ctx, what)
         txn = session.txn_for_op(read=read) if session is not None else None
         attempts = 2 if retryable and txn is None else 1
+        if threading.active_count() > 1:
+            time.sleep(0)  # let other threads run, as a driver's round trip does
         for attempt in range(attempts):
             name = cmd
             try:

@@ -319,6 +319,52 @@ def test_random_operations_concurrently(
     check_ledger(ledger, record)
 
 
+HOT = 3  # accounts every worker transfers among
+HOT_SIZE = (8, 60) if _IS_SYNC else (64, 8)  # (workers, transfers per worker)
+
+
+def test_hot_accounts_conflict_for_real_and_keep_every_invariant(
+    shared_db: Any, request: pytest.FixtureRequest
+) -> None:
+    """Transfers among three hot accounts by many workers at once: on the memory engine,
+    as on a replica set, transactions overlap and really conflict (WriteConflict, retried
+    by with_transaction); the ledger must still agree with what the workers saw, to the
+    cent. The conflicts counted are reported among the test's user properties."""
+    ledger = Ledger(shared_db)
+    record = Record()
+    for i in GUARDED:  # what check_ledger expects; the hot ones among them
+        ledger.open_account(account(i), min_balance=0)
+    for i in range(HOT):
+        ids = [ledger.increase(account(i), 1_000_000)]
+        record.add(Op(ids, [(i, 1_000_000)], 1_000_000))
+    server = getattr(shared_db.client, "server", None)  # the memory engine's
+    before = 0 if server is None else server.write_conflicts
+    workers, per_worker = HOT_SIZE
+
+    def worker(w: int) -> Callable[[], None]:
+        def work() -> None:
+            rng = random.Random(w)
+            for _ in range(per_worker):
+                a, b = rng.sample(range(HOT), 2)
+                amount = rng.randint(1, 100)
+                ids = ledger.transfer(account(a), account(b), amount)
+                record.add(Op(ids, [(a, -amount), (b, amount)], 0))
+
+        return work
+
+    run_concurrently([worker(w) for w in range(workers)])
+    assert len(record.ops) == HOT + workers * per_worker
+    check_ledger(ledger, record)
+    if server is not None:
+        conflicts = server.write_conflicts - before
+        per_transfer = round(conflicts / (workers * per_worker), 3)
+        request.node.user_properties += [
+            ("write_conflicts", conflicts),
+            ("per_transfer", per_transfer),
+        ]
+        assert conflicts > 0, "the workers never overlapped"
+
+
 def test_concurrent_auto_create_makes_one_account(shared_db: Any) -> None:
     ledger = Ledger(shared_db)
     ledger.before_write(yield_point)
