@@ -6,6 +6,7 @@ change-stream consumers. ``Ledger`` (sync) and ``AsyncLedger`` (async) share one
 """
 
 from mongoledger._async.ledger import AsyncLedger
+from mongoledger._core import NO_FLOOR
 from mongoledger._sync.ledger import Ledger
 from mongoledger.errors import (
     AccountNotFound,
@@ -26,14 +27,17 @@ from mongoledger.errors import (
     NoTransactionsWarning,
     TransactionNotFound,
     TransactionsUnsupported,
+    WriteRetriesExhausted,
 )
 from mongoledger.models import (
     Account,
     BalanceMismatch,
     BrokenLink,
+    FloorViolation,
     HookContext,
     LedgerEvent,
     PeriodStatistics,
+    RunningBalanceMismatch,
     Transaction,
     UnbalancedOperation,
     VerifyReport,
@@ -41,7 +45,7 @@ from mongoledger.models import (
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - one plain sorted() order, which tests/test_public_api.py checks
     "Account",
     "AccountNotFound",
     "AfterWriteError",
@@ -53,6 +57,7 @@ __all__ = [
     "ChangeStreamHistoryLost",
     "ChangeStreamInvalidated",
     "ChangeStreamsUnsupported",
+    "FloorViolation",
     "HookContext",
     "IdempotencyConflict",
     "InsufficientFunds",
@@ -64,12 +69,15 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LedgerEvent",
+    "NO_FLOOR",
     "NoTransactionsWarning",
     "PeriodStatistics",
+    "RunningBalanceMismatch",
     "Transaction",
     "TransactionNotFound",
     "TransactionsUnsupported",
     "UnbalancedOperation",
     "VerifyReport",
+    "WriteRetriesExhausted",
     "__version__",
 ]

@@ -21,6 +21,7 @@ from bson import ObjectId
 from bson.codec_options import CodecOptions
 from bson.errors import InvalidDocument
 
+from . import _dates
 from .errors import (
     InvalidAccount,
     InvalidAmount,
@@ -34,6 +35,11 @@ from .models import Account, OperationKind, Transaction
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MAX_BSON_SIZE = 16 * 1024 * 1024
+# The largest document the ledger writes: the server's limit less room for what comes later
+# (``reverted_by`` when it is reverted) and for a change-stream event, which carries the whole
+# document plus its metadata and fails with BSONObjectTooLarge (10334) past 16 MiB.
+HEADROOM = 64 * 1024
+MAX_DOCUMENT_SIZE = MAX_BSON_SIZE - HEADROOM
 
 # Fields the ledger owns on a transaction document besides the configurable ``*_field`` ones.
 OPERATION_ID = "operation_id"
@@ -66,13 +72,54 @@ _MIN_BALANCE_PATH = f"${MIN_BALANCE}"
 CREATED_AT = "created_at"
 ATTRIBUTES_KEY = "attributes_key"
 SEQ = "seq"
-FIXED_ACCOUNT_FIELDS = ("_id", MIN_BALANCE, CREATED_AT, ATTRIBUTES_KEY, SEQ)
+# The latest date of the account's transactions, and the earliest date ever written below an
+# earlier transaction's date (a backdated entry): what tells balance_at its shortcut is exact.
+LAST_DATE = "last_date"
+BACKDATED_FROM = "backdated_from"
+FIXED_ACCOUNT_FIELDS = (
+    "_id",
+    MIN_BALANCE,
+    CREATED_AT,
+    ATTRIBUTES_KEY,
+    SEQ,
+    LAST_DATE,
+    BACKDATED_FROM,
+)
 
 _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=False)
 _SCALARS = (str, int, float, bool, ObjectId, datetime, bytes, bson.Binary, bson.Decimal128)
 
 
 # Configuration
+
+
+class NoFloor:
+    """The type of :data:`NO_FLOOR`."""
+
+    _instance: NoFloor | None = None
+
+    def __new__(cls) -> NoFloor:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NO_FLOOR"
+
+    def __reduce__(self) -> str:
+        return "NO_FLOOR"
+
+
+NO_FLOOR = NoFloor()
+"""``open_account(..., min_balance=NO_FLOOR)``: an account without a floor, even where the
+ledger has a ``default_min_balance`` (system accounts that go negative by design)."""
+
+COLLECTION_OPTIONS = (
+    "accounts_collection",
+    "transactions_collection",
+    "checkpoints_collection",
+    "idempotency_collection",
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +139,11 @@ class LedgerConfig:
     date_value: Any = None
     data_field: str | None = None
     require_transactions: bool = False
+    default_min_balance: int | None = None
+    # Accounts sharded on _id: no unique attributes_key index (a sharded collection refuses a
+    # unique index its shard key does not lead); an account created from an attribute set
+    # gets the set's digest as its _id, so creating it once rests on _id's uniqueness.
+    sharded_accounts: bool = False
 
     def __post_init__(self) -> None:
         names = {
@@ -121,15 +173,30 @@ class LedgerConfig:
                 raise InvalidConfiguration(
                     f"balance_field={self.balance_field!r} collides with a field the ledger owns"
                 )
-        for option in (
-            "accounts_collection",
-            "transactions_collection",
-            "checkpoints_collection",
-            "idempotency_collection",
-        ):
+        roles: dict[str, str] = {}
+        for option in COLLECTION_OPTIONS:
             value = getattr(self, option)
-            if not isinstance(value, str) or not value or "$" in value:
+            if not isinstance(value, str) or not value or "$" in value or "\x00" in value:
                 raise InvalidConfiguration(f"{option}={value!r} is not a usable collection name")
+            if value in roles:
+                raise InvalidConfiguration(
+                    f"{option}={value!r} is also {roles[value]}: each role needs its own collection"
+                )
+            roles[value] = option
+        if self.default_min_balance is not None:
+            if isinstance(self.default_min_balance, NoFloor):
+                raise InvalidConfiguration(
+                    "default_min_balance=NO_FLOOR: leave it None for accounts without a floor"
+                )
+            try:
+                validate_min_balance(self.default_min_balance)
+            except InvalidAmount as exc:
+                raise InvalidConfiguration(f"default_min_balance: {exc}") from None
+            if self.balance_field is None:
+                raise InvalidConfiguration(
+                    f"default_min_balance={self.default_min_balance!r} needs a cached balance "
+                    "(balance_field), as min_balance does"
+                )
 
     @cached_property
     def owned_transaction_fields(self) -> frozenset[str]:
@@ -148,12 +215,62 @@ class LedgerConfig:
         return frozenset((*FIXED_ACCOUNT_FIELDS, *extra))
 
     def operation_date(self) -> Any:
-        """The date of a new operation (Decision 4: evaluated once per operation)."""
+        """The date of a new operation (Decision 4: evaluated once per operation).
+
+        With ``date_value=None`` the write path takes the date inside the DB transaction
+        instead (see ``leg_update``); this serves a stand-in of the same size.
+        """
         if self.date_value is None:
             return utcnow()
         if callable(self.date_value):
             return self.date_value()
         return self.date_value
+
+    def check_date(
+        self, value: Any, *, what: str, written: Any = None, require: str | None = None
+    ) -> Any:
+        """A validated date argument ready for a query (Decision 8)."""
+        return _dates.check_date_argument(
+            value, what=what, date_value=self.date_value, written=written, require=require
+        )
+
+
+def check_database(database: object, *, sync: bool) -> None:
+    """Refuse, at construction, anything but a database of the ledger's flavour (Decision
+    "configuration mistakes"): a client, a name, or a sync database given to the async
+    ledger (and the reverse) would fail later with an unrelated error."""
+    ledger, other = ("Ledger", "AsyncLedger") if sync else ("AsyncLedger", "Ledger")
+    kind = type(database)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    expected = (
+        "a database such as MongoClient(...)['shop'] (PyMongo, mongomock or mongoledger.memory)"
+        if sync
+        else "an async database such as AsyncMongoClient(...)['shop'] (PyMongo async, Motor "
+        "or mongoledger.memory's AsyncMemoryClient)"
+    )
+    module = kind.__module__.split(".", 1)[0]
+    known = module in ("pymongo", "mongomock", "motor", "mongoledger")
+    # A client answers any attribute with a database (PyMongo's is even "callable"): ask the
+    # class. An unknown wrapper may delegate by __getattr__: ask the object.
+    usable = callable(getattr(kind, "get_collection", None)) or (
+        not known and callable(getattr(database, "get_collection", None))
+    )
+    if not usable:
+        if callable(getattr(kind, "get_database", None)):
+            raise InvalidConfiguration(
+                f"{ledger}() was given a client ({name}), not a database; pass "
+                "client['shop'] (the database that holds the ledger's collections)"
+            )
+        raise InvalidConfiguration(
+            f"{ledger}() was given {database!r} ({name}); it needs {expected}"
+        )
+    is_async = kind.__name__.startswith("Async") or module == "motor"
+    if known and is_async == sync:
+        flavour = "an async" if is_async else "a sync"
+        raise InvalidConfiguration(
+            f"{ledger}() was given {flavour} database ({name}); use {other} with it, or "
+            f"give {ledger} {expected}"
+        )
 
 
 def _check_field_name(option: str, name: object) -> None:
@@ -173,7 +290,8 @@ def utcnow() -> datetime:
 
 
 def validate_amount(value: object, *, what: str = "amount") -> int:
-    """Return ``value`` as a non-zero int64 or raise ``InvalidAmount`` naming it."""
+    """Return ``value`` as a non-zero int64 whose negation is an int64 too (every movement can
+    be reverted), or raise ``InvalidAmount`` naming it."""
     if isinstance(value, bool) or not isinstance(value, int):
         kind = type(value).__name__
         hint = ""
@@ -184,11 +302,16 @@ def validate_amount(value: object, *, what: str = "amount") -> int:
         raise InvalidAmount(f"{what} 0 would move nothing; amounts must be non-zero")
     if not INT64_MIN <= value <= INT64_MAX:
         raise InvalidAmount(f"{what} {value!r} is outside the signed 64-bit range")
+    if value == INT64_MIN:
+        raise InvalidAmount(
+            f"{what} {value!r} has no negation in the signed 64-bit range, so it could never be "
+            f"reverted; amounts lie within ±{INT64_MAX}"
+        )
     return int(value)
 
 
 def validate_min_balance(value: object) -> int | None:
-    if value is None:
+    if value is None or isinstance(value, NoFloor):
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidAmount(f"min_balance {value!r} is not an integer")
@@ -222,6 +345,50 @@ class AccountRef:
 
     def describe(self) -> Any:
         return self.id if self.attributes is None else self.attributes
+
+    def same_account(self, other: AccountRef) -> bool:
+        """Whether both references name one account, as MongoDB compares them (``{"a": 1}``
+        and ``{"a": 1.0}`` do; ``1`` and ``True`` do not)."""
+        if self.attributes is None or other.attributes is None:
+            return (
+                self.attributes is None
+                and other.attributes is None
+                and same_value(self.id, other.id)
+            )
+        return self.key == other.key
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality as MongoDB applies it to ``_id`` values: numbers by value, whatever their type;
+    booleans apart from numbers."""
+    if type(a) is type(b) and type(a) in (str, ObjectId):  # the common case, checked often
+        return bool(a == b)
+    return bool(comparable(a) == comparable(b))
+
+
+def comparable(value: Any) -> Any:
+    """A stand-in for ``value`` that is equal exactly when MongoDB finds the two equal.
+
+    MongoDB compares int32, int64, double and decimal128 by their exact value (``1``,
+    ``1.0``, ``Int64(1)`` and ``Decimal128("1.0")`` are equal; ``0.1`` and
+    ``Decimal128("0.1")`` are not, nor are ``2**53 + 1`` and ``float(2**53 + 1)``; ``-0.0`` is
+    ``0``); booleans are not numbers. A number becomes ``["num", "<p>/<q>"]``, its exact value
+    in lowest terms (a list: attribute values never are, so it cannot collide with one); any
+    other value stays itself.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return ["num", f"{int(value)}/1"]
+    if isinstance(value, float) and math.isfinite(value):
+        p, q = value.as_integer_ratio()
+        return ["num", f"{p}/{q}"]
+    if isinstance(value, bson.Decimal128):
+        exact = value.to_decimal()
+        if exact.is_finite():
+            p, q = exact.as_integer_ratio()
+            return ["num", f"{p}/{q}"]
+    return value
 
 
 def validate_account(value: object, owned: Iterable[str] = ()) -> AccountRef:
@@ -280,6 +447,8 @@ def validate_attributes(value: Mapping[Any, Any], owned: Iterable[str] = ()) -> 
             )
         if isinstance(item, float) and not math.isfinite(item):
             raise InvalidAccount(f"account attribute {key!r} has non-finite value {item!r}")
+        if isinstance(item, bson.Decimal128) and not item.to_decimal().is_finite():
+            raise InvalidAccount(f"account attribute {key!r} has non-finite value {item!r}")
         if isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
             raise InvalidAccount(f"account attribute {key!r} value {item!r} overflows int64")
         out[key] = item
@@ -287,9 +456,29 @@ def validate_attributes(value: Mapping[Any, Any], owned: Iterable[str] = ()) -> 
 
 
 def attributes_key(attributes: Mapping[str, Any]) -> str:
-    """The canonical digest of an exact attribute set: the unique key behind atomic auto-create."""
-    canonical = {k: attributes[k] for k in sorted(attributes)}
-    return hashlib.sha256(bson.encode({"a": canonical})).hexdigest()
+    """The canonical digest of an exact attribute set: the unique key behind atomic auto-create.
+
+    Two sets get one digest exactly when a query by one finds an account created with the
+    other: field order does not matter, numbers are compared by value (see :func:`comparable`),
+    strings, booleans, dates and the other types by their BSON encoding. Raises
+    ``InvalidData`` for a set too large to be stored in an account document.
+    """
+    canonical = {k: comparable(attributes[k]) for k in sorted(attributes)}
+    encoded = bson.encode({"a": canonical}, codec_options=_CODEC)
+    if len(encoded) > MAX_DOCUMENT_SIZE:  # a number's canonical form is larger than its own
+        size = len(bson.encode(dict(attributes), codec_options=_CODEC))
+        if size > MAX_DOCUMENT_SIZE:
+            raise InvalidData(
+                f"account attribute set {_preview(attributes)} is {size} bytes; an account "
+                f"document may hold at most {MAX_DOCUMENT_SIZE} bytes of attributes"
+            )
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def _preview(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` cut short: a message names the value without copying megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def account_lookup_filter(ref: AccountRef) -> dict[str, Any]:
@@ -299,10 +488,13 @@ def account_lookup_filter(ref: AccountRef) -> dict[str, Any]:
     return dict(ref.attributes)
 
 
-def account_filter(target: AccountRef) -> dict[str, Any]:
+def account_filter(cfg: LedgerConfig, target: AccountRef) -> dict[str, Any]:
     """The exact filter of one account the ledger writes: its ``_id``, or (while the operation
-    may still create it) the digest of its attribute set."""
-    return {"_id": target.id} if target.is_id else {ATTRIBUTES_KEY: target.key}
+    may still create it) the digest of its attribute set: the ``attributes_key`` field, or
+    with ``sharded_accounts`` the ``_id`` itself."""
+    if target.is_id:
+        return {"_id": target.id}
+    return {"_id": target.key} if cfg.sharded_accounts else {ATTRIBUTES_KEY: target.key}
 
 
 def new_account_fields(
@@ -312,7 +504,8 @@ def new_account_fields(
     doc: dict[str, Any] = {CREATED_AT: utcnow()}
     if ref.attributes is not None:
         doc.update(ref.attributes)
-        doc[ATTRIBUTES_KEY] = ref.key
+        if not cfg.sharded_accounts:  # there the digest is the _id
+            doc[ATTRIBUTES_KEY] = ref.key
     if min_balance is not None:
         doc[MIN_BALANCE] = bson.Int64(min_balance)
     return doc
@@ -326,8 +519,11 @@ class LegUpdate(NamedTuple):  # built for every leg of every write: a tuple is c
     projection: dict[str, int]  # what the leg needs back: the new balance and sequence
 
 
-def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int) -> LegUpdate:
+def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int, date: Any) -> LegUpdate:
     """Build the guarded ``$inc`` for one leg.
+
+    The same update raises the account's ``last_date`` to the operation's ``date`` (``$max``)
+    and returns it: a value above ``date`` means the account already carries a later date.
 
     ``target`` is the resolved account: its ``_id``, or (when the operation creates it) its
     attribute set. The filter carries the guards, so the balance check and the move are one
@@ -336,10 +532,15 @@ def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int) -> LegUpdate:
     the floor guard's ``$expr`` in an upsert): a missing account is first created at zero
     with :func:`account_creation`, once.
     """
-    flt = account_filter(target)
+    flt = account_filter(cfg, target)
     bal = cfg.balance_field
+    latest = {LAST_DATE: date}
     if bal is None:
-        return LegUpdate(filter=flt, update={"$inc": {SEQ: 1}}, projection={SEQ: 1})
+        return LegUpdate(
+            filter=flt,
+            update={"$inc": {SEQ: 1}, "$max": latest},
+            projection={SEQ: 1, LAST_DATE: 1},
+        )
     if amount > 0:
         flt[bal] = {"$lte": INT64_MAX - amount}
     else:
@@ -348,15 +549,15 @@ def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int) -> LegUpdate:
             {MIN_BALANCE: None},  # matches a missing field too: an unguarded account
             {"$expr": {"$gte": [{"$add": [cfg.balance_path, amount]}, _MIN_BALANCE_PATH]}},
         ]
-    update = {"$inc": {SEQ: 1, bal: bson.Int64(amount)}}
-    return LegUpdate(filter=flt, update=update, projection={SEQ: 1, bal: 1})
+    update = {"$inc": {SEQ: 1, bal: bson.Int64(amount)}, "$max": latest}
+    return LegUpdate(filter=flt, update=update, projection={SEQ: 1, bal: 1, LAST_DATE: 1})
 
 
 def account_creation(
     cfg: LedgerConfig, target: AccountRef, min_balance: int | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The filter and ``$setOnInsert`` upsert that creates an account at zero if it is missing."""
-    flt = account_filter(target)
+    flt = account_filter(cfg, target)
     fields = new_account_fields(cfg, target, min_balance)
     if cfg.balance_field is not None:
         fields[cfg.balance_field] = bson.Int64(0)
@@ -374,8 +575,8 @@ def account_to_model(
         id=doc["_id"],
         balance=balance,
         min_balance=doc.get(MIN_BALANCE),
-        attributes={k: v for k, v in doc.items() if k not in owned},
-        created_at=doc.get(CREATED_AT),
+        attributes=_dates.deep_utc({k: v for k, v in doc.items() if k not in owned}),
+        created_at=_dates.utc(doc.get(CREATED_AT)),
     )
 
 
@@ -501,10 +702,12 @@ def transaction_document(
         doc.update(leg.data)
     if leg.data or not isinstance(leg.account_id, (ObjectId, int)):  # else far below 16 MiB
         size = len(bson.encode(doc, codec_options=_CODEC))
-        if size > MAX_BSON_SIZE:
+        if size > MAX_DOCUMENT_SIZE:
             raise InvalidData(
-                f"transaction document for account {leg.account.describe()!r} would be {size} "
-                f"bytes, over MongoDB's {MAX_BSON_SIZE}-byte document limit"
+                f"transaction document for account {_preview(leg.account.describe())} would be "
+                f"{size} bytes, over the ledger's {MAX_DOCUMENT_SIZE}-byte limit (MongoDB's "
+                f"{MAX_BSON_SIZE} less {HEADROOM} kept for a revert mark and the change-stream "
+                "event that carries the document)"
             )
     return doc
 
@@ -519,8 +722,9 @@ def check_sizes(
 ) -> None:
     """Refuse, before anything is written, a leg whose document would exceed 16 MiB.
 
-    The values only known inside the DB transaction (balance, sequence, counterpart) are
-    stood in for by values of the same encoded size.
+    The values only known inside the DB transaction (balance, sequence, counterpart, and the
+    date when the ledger picks it: ``date=None``) are stood in for by values of the same
+    encoded size.
     """
     for index, leg in enumerate(legs):
         if not leg.data and isinstance(leg.account_id, ObjectId | int | None):
@@ -545,7 +749,7 @@ def check_sizes(
             count=len(legs),
             kind=kind,
             operation_id=ObjectId(),
-            date=date,
+            date=utcnow() if date is None else date,
             idempotency=idempotency,
         )
 
@@ -562,7 +766,7 @@ def transaction_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Transacti
         id=doc["_id"],
         account_id=doc.get(cfg.account_link_field),
         amount=int(doc[cfg.amount_field]),
-        date=doc.get(cfg.date_field),
+        date=_dates.utc(doc.get(cfg.date_field)),
         balance_after=None if balance_after is None else int(balance_after),
         operation_id=doc.get(OPERATION_ID),
         kind=doc.get(KIND, "increase"),
@@ -573,7 +777,7 @@ def transaction_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Transacti
         account_seq=doc.get(ACCOUNT_SEQ),
         leg=int(doc.get(LEG, 0)),
         legs=int(doc.get(LEGS, 1)),
-        data=data,
+        data=_dates.deep_utc(data),
     )
 
 
@@ -600,10 +804,12 @@ def fingerprint(kind: str, legs: Sequence[tuple[Any, int, Mapping[str, Any]]]) -
 
 
 def _canonical(value: Any) -> Any:
-    if isinstance(value, AccountRef):
-        return (
-            {"attributes": _canonical(value.attributes)} if value.attributes else {"id": value.id}
-        )
+    if isinstance(value, AccountRef):  # one account, however its numbers are spelled
+        if value.attributes:
+            return {
+                "attributes": {k: comparable(value.attributes[k]) for k in sorted(value.attributes)}
+            }
+        return {"id": comparable(value.id)}
     if isinstance(value, Mapping):
         return {str(k): _canonical(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, list | tuple):
@@ -611,18 +817,34 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+def idempotency_id(cfg: LedgerConfig, key: str) -> dict[str, str]:
+    """The ``_id`` of a key's record: the key within its ledger (named by its transactions
+    collection), so ledgers sharing an idempotency collection never see each other's keys."""
+    return {"ledger": cfg.transactions_collection, "key": key}
+
+
 def idempotency_document(
-    key: str, fp: str, kind: str, operation_id: ObjectId, ids: Sequence[ObjectId]
+    cfg: LedgerConfig,
+    key: str,
+    fp: str,
+    kind: str,
+    operation_id: ObjectId,
+    ids: Sequence[ObjectId],
 ) -> dict[str, Any]:
-    """The record that makes a key's first operation the only one (``_id`` is the key)."""
+    """The record that makes a key's first operation the only one (unique by ``_id``)."""
     return {
-        "_id": key,
+        "_id": idempotency_id(cfg, key),
         "hash": fp,
         KIND: kind,
         OPERATION_ID: operation_id,
         "transaction_ids": list(ids),
         CREATED_AT: utcnow(),
     }
+
+
+def checkpoint_id(cfg: LedgerConfig, name: str) -> dict[str, str]:
+    """The ``_id`` of a ``listen`` checkpoint: its name within its ledger."""
+    return {"ledger": cfg.transactions_collection, "name": name}
 
 
 def validate_idempotency_key(key: object) -> str | None:
@@ -637,17 +859,33 @@ def validate_idempotency_key(key: object) -> str | None:
 
 # Revert
 
+_MARK_SIZE = len(bson.encode({REVERTED_BY: ObjectId()})) - 5  # the element ``reverted_by`` adds
+
 
 def reversal_legs(cfg: LedgerConfig, originals: Sequence[Mapping[str, Any]]) -> list[Leg]:
     """The compensating legs of an operation: same accounts, negated amounts, in leg order."""
     link = cfg.extra_account_link_field
+    owned = cfg.owned_transaction_fields - {cfg.data_field}
     legs = []
     for doc in sorted(originals, key=lambda d: d.get(LEG, 0)):
         counterpart = doc.get(link) if link else None
+        amount = -int(doc[cfg.amount_field])
+        if not INT64_MIN <= amount <= INT64_MAX:
+            raise InvalidAmount(
+                f"transaction {doc['_id']!r} cannot be reverted: the negation of its amount "
+                f"{doc[cfg.amount_field]!r} is outside the signed 64-bit range"
+            )
+        extra = any(k not in owned for k in doc)  # else far below the limit
+        size = len(bson.encode(doc, codec_options=_CODEC)) if extra else 0
+        if size + _MARK_SIZE > MAX_BSON_SIZE:
+            raise InvalidData(
+                f"transaction {doc['_id']!r} ({size} bytes) cannot be reverted: marking it "
+                f"reverted_by would take it over MongoDB's {MAX_BSON_SIZE}-byte limit"
+            )
         legs.append(
             Leg(
                 account=AccountRef(id=doc[cfg.account_link_field]),
-                amount=-int(doc[cfg.amount_field]),
+                amount=amount,
                 data={},
                 extra_account_id=counterpart,
                 reverts=doc["_id"],
@@ -680,6 +918,38 @@ class IndexSpec:
         return out
 
 
+def index_matches(spec: IndexSpec, index: Mapping[str, Any]) -> bool:
+    """Whether an index ``listIndexes`` returned is ``spec`` (keys and options; its name may
+    differ): then ``ensure_indexes`` does not ask the server to create it."""
+    keys = list(dict(index.get("key") or {}).items())
+    return (
+        len(keys) == len(spec.keys)
+        and all(
+            name == want_name and _same_direction(direction, want)
+            for (name, direction), (want_name, want) in zip(keys, spec.keys, strict=True)
+        )
+        and bool(index.get("unique")) == spec.unique
+        and index.get("partialFilterExpression") == spec.partial
+        and (
+            spec.wildcard_projection is None
+            # A wildcard index over every field serves attribute lookups as well.
+            or "wildcardProjection" not in index
+            or _same_projection(index["wildcardProjection"], spec.wildcard_projection)
+        )
+    )
+
+
+def _same_direction(got: Any, want: int | str) -> bool:
+    if isinstance(want, str) or isinstance(got, str | bool):
+        return bool(got == want)
+    return isinstance(got, int | float) and got == want
+
+
+def _same_projection(got: Any, want: Mapping[str, int]) -> bool:
+    """A server may list a wildcard projection's 0s as ``false``."""
+    return isinstance(got, Mapping) and {k: int(v) for k, v in got.items()} == dict(want)
+
+
 def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
     """Every index the ledger's queries need (see ``QUERY_SHAPES``)."""
     acc, date = cfg.account_link_field, cfg.date_field
@@ -702,13 +972,6 @@ def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
             "ledger_reverted_by",
             partial={REVERTED_BY: {"$exists": True}},
         ),
-        IndexSpec(
-            "accounts",
-            ((ATTRIBUTES_KEY, 1),),
-            "ledger_attributes_key",
-            unique=True,
-            partial={ATTRIBUTES_KEY: {"$exists": True}},
-        ),
         # Attribute-set lookups query arbitrary fields: one wildcard index serves them all.
         IndexSpec(
             "accounts",
@@ -717,6 +980,16 @@ def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
             wildcard_projection=dict.fromkeys(sorted(cfg.owned_account_fields - {"_id"}), 0),
         ),
     ]
+    if not cfg.sharded_accounts:
+        specs.append(
+            IndexSpec(
+                "accounts",
+                ((ATTRIBUTES_KEY, 1),),
+                "ledger_attributes_key",
+                unique=True,
+                partial={ATTRIBUTES_KEY: {"$exists": True}},
+            )
+        )
     if cfg.balance_field:
         specs.append(IndexSpec("accounts", ((cfg.balance_field, 1), ("_id", 1)), "ledger_balance"))
     specs.append(IndexSpec("accounts", ((CREATED_AT, 1), ("_id", 1)), "ledger_created_at"))
@@ -742,16 +1015,20 @@ def query_shapes(cfg: LedgerConfig) -> list[QueryShape]:
         QueryShape("history by date", "transactions", (acc,), sort=(ACCOUNT_SEQ,)),
         QueryShape("balance_at", "transactions", (acc,), sort=(ACCOUNT_SEQ,)),
         QueryShape("calculate_balance", "transactions", (acc,)),
+        QueryShape("balance_at of a backdated account", "transactions", (acc,), range=(date,)),
         QueryShape("account statistics", "transactions", (acc,), range=(date,)),
         QueryShape("statistics", "transactions", (), range=(date,)),
+        QueryShape("account statistics bounds", "transactions", (acc,), sort=(date,)),
+        QueryShape("statistics bounds", "transactions", (), sort=(date,)),
         QueryShape("operation legs", "transactions", (OPERATION_ID,), sort=(LEG,)),
         QueryShape("idempotency", "idempotency", ("_id",)),
         QueryShape("revert links", "transactions", (), range=(REVERTS,)),
         QueryShape("reverted links", "transactions", (), range=(REVERTED_BY,)),
         QueryShape("account by id", "accounts", ("_id",)),
-        QueryShape("account by key", "accounts", (ATTRIBUTES_KEY,)),
         QueryShape("account by attributes", "accounts", (), attribute_lookup=True),
     ]
+    if not cfg.sharded_accounts:  # there the digest is the _id
+        shapes.append(QueryShape("account by key", "accounts", (ATTRIBUTES_KEY,)))
     if cfg.balance_field:
         shapes.append(QueryShape("report by balance", "accounts", (), sort=(cfg.balance_field,)))
     shapes.append(QueryShape("report by creation", "accounts", (), sort=(CREATED_AT,)))
@@ -777,6 +1054,69 @@ def index_serves(spec: IndexSpec, shape: QueryShape) -> bool:
 
 # Queries
 
+HISTORY_PAGE = 100  # history() rows when no limit is given: a page, never the whole account
+REPORT_PAGE = 100  # report() accounts when no limit is given
+
+
+def validate_page_limit(limit: object, *, default: int) -> int:
+    """A page size: a positive integer, or None for ``default``."""
+    if limit is None:
+        return default
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidArgument(
+            f"limit {limit!r} must be a positive integer (the page size; default {default})"
+        )
+    return int(limit)
+
+
+def validate_skip(skip: object) -> int:
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise InvalidArgument(f"skip {skip!r} must be an integer >= 0")
+    return int(skip)
+
+
+def validate_before_seq(before_seq: object) -> int | None:
+    """The ``account_seq`` a history page starts below (an integer >= 1), or None."""
+    if before_seq is None:
+        return None
+    if isinstance(before_seq, bool) or not isinstance(before_seq, int) or before_seq < 1:
+        raise InvalidArgument(
+            f"before_seq {before_seq!r} must be a positive integer: the account_seq of the "
+            "last row of the previous page"
+        )
+    return int(before_seq)
+
+
+def bson_sort_key(value: Any) -> tuple[Any, ...]:
+    """A Python sort key that orders values of any BSON type as MongoDB sorts them (numbers,
+    then strings, documents, arrays, binary, ObjectIds, booleans, dates)."""
+    if value is None:
+        return (2,)
+    if isinstance(value, bool):
+        return (9, value)
+    if isinstance(value, bson.Decimal128):
+        value = value.to_decimal()
+    if isinstance(value, Decimal) and value.is_nan():
+        return (3, 0)
+    if isinstance(value, int | float | Decimal):
+        if isinstance(value, float) and math.isnan(value):  # NaN sorts below every number
+            return (3, 0)
+        return (3, 1, value)
+    if isinstance(value, str):
+        return (4, value)
+    if isinstance(value, Mapping):
+        return (5, [(k, bson_sort_key(v)) for k, v in value.items()])
+    if isinstance(value, list | tuple):
+        return (6, [bson_sort_key(v) for v in value])
+    if isinstance(value, bytes):
+        subtype = value.subtype if isinstance(value, bson.Binary) else 0
+        return (7, len(value), subtype, bytes(value))
+    if isinstance(value, ObjectId):
+        return (8, value.binary)
+    if isinstance(value, datetime):
+        return (10, _dates.comparable(value))
+    return (20, type(value).__name__, repr(value))
+
 
 def history_filter(
     cfg: LedgerConfig,
@@ -799,7 +1139,32 @@ def _date_range(cfg: LedgerConfig, start: Any, end: Any) -> dict[str, Any]:
     return {cfg.date_field: dates} if dates else {}
 
 
-STATISTICS_FORMATS = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}
+STATISTICS_FORMATS = _dates.PERIOD_FORMATS
+
+
+def validate_period(period: object) -> str:
+    if not isinstance(period, str) or period not in STATISTICS_FORMATS:
+        raise InvalidArgument(f"period {period!r} is not one of {sorted(STATISTICS_FORMATS)}")
+    return period
+
+
+def statistics_match(
+    cfg: LedgerConfig, account_id: Any, *, start: Any = None, end: Any = None
+) -> dict[str, Any]:
+    match: dict[str, Any] = {}
+    if account_id is not None:
+        match[cfg.account_link_field] = account_id
+    match.update(_date_range(cfg, start, end))
+    return match
+
+
+def _totals(cfg: LedgerConfig) -> dict[str, Any]:
+    amount = f"${cfg.amount_field}"
+    return {
+        "credit": {"$sum": {"$cond": [{"$gt": [amount, 0]}, amount, 0]}},
+        "debit": {"$sum": {"$cond": [{"$lt": [amount, 0]}, {"$subtract": [0, amount]}, 0]}},
+        "count": {"$sum": 1},
+    }
 
 
 def statistics_pipeline(
@@ -810,15 +1175,10 @@ def statistics_pipeline(
     start: Any = None,
     end: Any = None,
 ) -> list[dict[str, Any]]:
-    if period not in STATISTICS_FORMATS:
-        raise InvalidArgument(f"period {period!r} is not one of {sorted(STATISTICS_FORMATS)}")
-    match: dict[str, Any] = {}
-    if account_id is not None:
-        match[cfg.account_link_field] = account_id
-    match.update(_date_range(cfg, start, end))
-    amount = f"${cfg.amount_field}"
+    """Per-period totals in UTC: the server names each period (``$dateToString``)."""
+    period = validate_period(period)
     return [
-        {"$match": match},
+        {"$match": statistics_match(cfg, account_id, start=start, end=end)},
         {
             "$group": {
                 "_id": {
@@ -827,13 +1187,44 @@ def statistics_pipeline(
                         "date": f"${cfg.date_field}",
                     }
                 },
-                "credit": {"$sum": {"$cond": [{"$gt": [amount, 0]}, amount, 0]}},
-                "debit": {"$sum": {"$cond": [{"$lt": [amount, 0]}, {"$subtract": [0, amount]}, 0]}},
-                "count": {"$sum": 1},
+                **_totals(cfg),
             }
         },
         {"$sort": {"_id": 1}},
     ]
+
+
+def bucket_pipeline(
+    cfg: LedgerConfig, match: dict[str, Any], boundaries: Sequence[datetime]
+) -> list[dict[str, Any]]:
+    """Per-period totals in a time zone: ``$bucket`` on the periods' UTC boundaries (one
+    pipeline for every server version and engine; ``_id`` is the period's start)."""
+    edges = [_dates.naive_utc(b) for b in boundaries]
+    return [
+        {"$match": match},
+        # Only what the boundaries cover: a transaction written since they were computed
+        # would fall outside them (a server refuses $bucket input without a bucket).
+        {"$match": {cfg.date_field: {"$gte": edges[0], "$lt": edges[-1]}}},
+        {
+            "$bucket": {
+                "groupBy": f"${cfg.date_field}",
+                "boundaries": edges,
+                "output": _totals(cfg),
+            }
+        },
+    ]
+
+
+def checked_total(value: Any, *, what: str) -> int:
+    """An int64 sum from the server, or ``InvalidAmount``: a ``$sum`` of int64 values that
+    overflows comes back as a double (a server) or an integer outside int64 (an engine), and
+    ``int()`` would silently truncate it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidAmount(
+            f"{what} is {value!r}, outside the signed 64-bit range: the amounts sum past int64 "
+            "(possible with balance_field=None, where no cached balance guards it)"
+        )
+    return int(value)
 
 
 def sum_pipeline(cfg: LedgerConfig, match: dict[str, Any]) -> list[dict[str, Any]]:
@@ -844,7 +1235,8 @@ def sum_pipeline(cfg: LedgerConfig, match: dict[str, Any]) -> list[dict[str, Any
 
 
 def balances_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
-    """Per-account totals and counts over the whole transactions collection (verify, rebuild)."""
+    """Per-account totals and counts over the whole transactions collection (verify, rebuild),
+    with the lowest and highest ``account_seq`` (a complete history numbers its legs 1..count)."""
     return [
         {
             "$group": {
@@ -852,6 +1244,7 @@ def balances_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
                 "total": {"$sum": f"${cfg.amount_field}"},
                 "count": {"$sum": 1},
                 "seq": {"$max": f"${ACCOUNT_SEQ}"},
+                "first": {"$min": f"${ACCOUNT_SEQ}"},
             }
         }
     ]

@@ -27,13 +27,12 @@ from typing import Any, TextIO
 from mongoledger._format import CurrencyFormat
 from mongoledger._sync.ledger import Ledger
 from mongoledger.cli._commands import COMMANDS, Context
+from mongoledger.cli._connection import SERVER_SELECTION_MS, connect_server, validate_db_name
 from mongoledger.cli._parser import build_parser
 from mongoledger.cli._values import UsageError
 from mongoledger.errors import LedgerError
 
 __all__ = ["build_parser", "main"]
-
-_SERVER_SELECTION_MS = 10_000
 
 
 def main(
@@ -64,8 +63,9 @@ def main(
             decimal_sep=args.decimal_sep,
             decimals=args.decimals,
         )
-    except ValueError as exc:
-        return _usage_error(parser, args, str(exc), err)
+        _check_date_format(args.date_format)
+    except ValueError as exc:  # a global option: reported as the command's own, not a subcommand's
+        return _usage_error(parser, None, str(exc), err)
     client = None
     with warnings.catch_warnings():
         warnings.showwarning = _warning_printer(err)
@@ -74,7 +74,7 @@ def main(
                 ledger: Any = None
             else:
                 if database is None:
-                    client, database = _connect(args)
+                    client, database = _connect(args, err)
                 ledger = _ledger(args, database)
             ctx = Context(
                 ledger=ledger,
@@ -84,6 +84,7 @@ def main(
                 show_progress=args.progress,
                 major=args.major,
                 out=out,
+                client=client,
             )
             return COMMANDS[args.command](args, ctx)
         except UsageError as exc:
@@ -123,28 +124,60 @@ def main(
 def _symbol(args: argparse.Namespace) -> str:
     if args.currency_symbol is not None:
         return str(args.currency_symbol)
-    return "$" if args.command == "demo" else ""
+    return "$" if args.command == "demo" or getattr(args, "demo", False) else ""
 
 
-def _connect(args: argparse.Namespace) -> tuple[Any, Any]:
+def _connect(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any]:
+    """The one connection path of every command: bad names and URIs are usage errors naming
+    the value, a slow server is announced, an unreachable one is one line (see _connect)."""
     if args.memory:
         from mongoledger.memory import MemoryClient
 
+        validate_db_name(args.db)
+        if args.command == "watch":
+            raise UsageError(
+                "--memory watch would wait forever: a fresh in-memory engine has no other "
+                "writer. Watch a server (--uri), or see events in mongoledger demo"
+            )
         memory = MemoryClient()
         return memory, memory[args.db]
-    from pymongo import MongoClient
+    return connect_server(args.uri, args.db, err, appname="mongoledger-cli")
+
+
+def _check_date_format(fmt: str) -> None:
+    from datetime import datetime
+
+    try:
+        datetime(2026, 11, 25).strftime(fmt)
+    except ValueError as exc:
+        raise ValueError(f"--date-format {fmt!r} is not a strftime format: {exc}") from None
+
+
+def async_database(args: argparse.Namespace, ctx: Context) -> Any:
+    """The async twin of the database the command connected to (for ``mongoledger serve``).
+
+    The in-process engine (``--memory``, the embedded store) is shared through its server, so
+    both twins see one set of data; a MongoDB URI gets a ``pymongo.AsyncMongoClient``.
+    """
+    from mongoledger.memory import AsyncMemoryClient, MemoryServer
+
+    database = ctx.ledger.database
+    server = getattr(getattr(database, "client", None), "server", None)
+    if isinstance(server, MemoryServer):
+        return AsyncMemoryClient(server=server)[database.name]
+    from pymongo import AsyncMongoClient
 
     uri = args.uri or "mongodb://localhost:27017"
-    options: dict[str, Any] = {"appname": "mongoledger-cli"}
+    options: dict[str, Any] = {"appname": "mongoledger-serve"}
     if "serverselectiontimeoutms" not in uri.lower():
-        options["serverSelectionTimeoutMS"] = _SERVER_SELECTION_MS
-    client: Any = MongoClient(uri, **options)
-    return client, client[args.db]
+        options["serverSelectionTimeoutMS"] = SERVER_SELECTION_MS
+    return AsyncMongoClient(uri, **options)[database.name]
 
 
-def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
+def ledger_for(args: argparse.Namespace, database: Any, cls: Any) -> Any:
+    """A ledger of class ``cls`` (``Ledger`` or ``AsyncLedger``) with the command's layout."""
     try:
-        return Ledger(
+        return cls(
             database,
             accounts_collection=args.accounts_collection,
             transactions_collection=args.transactions_collection,
@@ -157,6 +190,7 @@ def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
             data_field=args.data_field,
             auto_create_account=args.auto_create,
             require_transactions=args.require_transactions,
+            sharded_accounts=args.sharded_accounts,
         )
     except ValueError as exc:
         if isinstance(exc, LedgerError):
@@ -164,8 +198,13 @@ def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
         raise UsageError(str(exc)) from None
 
 
+def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
+    ledger: Ledger = ledger_for(args, database, Ledger)
+    return ledger
+
+
 def _usage_error(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, message: str, err: TextIO
+    parser: argparse.ArgumentParser, args: argparse.Namespace | None, message: str, err: TextIO
 ) -> int:
     command = getattr(args, "command", None)
     prog = f"{parser.prog} {command}" if command else parser.prog

@@ -10,7 +10,7 @@ from typing import Any
 
 from mongoledger._format import DEFAULT_DATE_FORMAT
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "connection_arguments"]
 
 KINDS = ("increase", "decrease", "transfer", "post", "revert")
 SORTS = ("balance", "-balance", "id", "-id", "created_at", "-created_at")
@@ -69,6 +69,37 @@ def _env(environ: Mapping[str, str], name: str, default: str | None = None) -> s
     return value if value else default
 
 
+def connection_arguments(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], Any]]:
+    """The connection options (names, ``add_argument`` keywords), shared by ``mongoledger``
+    and the notifier."""
+    return [
+        (
+            ("--uri",),
+            {
+                "default": _env(environ, "MONGOLEDGER_URI"),
+                "help": "MongoDB connection string (env MONGOLEDGER_URI; default "
+                "mongodb://localhost:27017; serverSelectionTimeoutMS=N bounds the wait, "
+                "10 s by default)",
+            },
+        ),
+        (
+            ("--db",),
+            {
+                "default": _env(environ, "MONGOLEDGER_DB", "ledger"),
+                "help": "database name (env MONGOLEDGER_DB; default ledger)",
+            },
+        ),
+        (
+            ("--memory",),
+            {
+                "action": "store_true",
+                "default": False,
+                "help": "use a fresh in-memory engine instead of a server (empty at every start)",
+            },
+        ),
+    ]
+
+
 def _add_global_options(
     parser: argparse.ArgumentParser, *, environ: Mapping[str, str], suppress: bool
 ) -> None:
@@ -89,22 +120,9 @@ def _add_global_options(
             self._group.add_argument(*names, **kwargs)
 
     conn = _Group("connection")
-    conn.add_argument(
-        "--uri",
-        default=default(_env(environ, "MONGOLEDGER_URI")),
-        help="MongoDB connection string (env MONGOLEDGER_URI; default mongodb://localhost:27017)",
-    )
-    conn.add_argument(
-        "--db",
-        default=default(_env(environ, "MONGOLEDGER_DB", "ledger")),
-        help="database name (env MONGOLEDGER_DB; default ledger)",
-    )
-    conn.add_argument(
-        "--memory",
-        action="store_true",
-        default=default(False),
-        help="use a fresh in-memory engine instead of a server (empty at every start)",
-    )
+    for names, options in connection_arguments(environ):
+        options["default"] = default(options["default"])
+        conn.add_argument(*names, **options)
 
     layout = _Group("ledger layout (match the application's Ledger options)")
     layout.add_argument("--accounts-collection", default=default("accounts"), metavar="NAME")
@@ -155,6 +173,13 @@ def _add_global_options(
         action="store_true",
         default=default(False),
         help="refuse to write where the deployment lacks multi-document transactions",
+    )
+    layout.add_argument(
+        "--sharded-accounts",
+        action="store_true",
+        default=default(False),
+        help="accounts sharded on _id: no unique attributes_key index; an account created "
+        "from attributes gets their digest as its _id",
     )
 
     fmt = _Group("output")
@@ -453,6 +478,80 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="continue after this resume_token (as printed in an event)",
     )
     p.add_argument("--limit", type=int, default=0, metavar="N", help="stop after N operations")
+
+    p = _command(
+        sub,
+        "serve",
+        "serve the balance pages and JSON API (mongoledger[web]) with a login",
+        "  mongoledger users add admin --permission view_all --permission adjust\n"
+        "  mongoledger serve --port 8000\n"
+        "  mongoledger --memory serve --demo      # a throwaway demo with printed logins",
+        environ,
+        description="Serve the balance pages and the JSON API over HTTP with uvicorn, on the "
+        "same database the other commands use. Visitors log in as users of the users "
+        "collection (mongoledger users); anonymous visitors get the login page. Sessions are "
+        "signed with MONGOLEDGER_SECRET_KEY (default: a random key per start, so a restart "
+        "logs everyone out). Needs the web extra: pip install 'mongoledger[web]'.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0: any)")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="seed the demo scenario (the database must be empty) and print demo logins",
+    )
+    p.add_argument(
+        "--users-collection", default="web_users", metavar="NAME", help="default %(default)s"
+    )
+    p.add_argument("--title", default="Balances", help="the pages' title (default %(default)s)")
+
+    users = _command(
+        sub,
+        "users",
+        "manage the login users of mongoledger serve (add, remove, list, passwd)",
+        "  mongoledger users add alice --permission view_own --account user_id=1 "
+        "--account type=wallet\n"
+        "  printf '%s\\n' \"$PASSWORD\" | mongoledger users add admin --admin --password-stdin\n"
+        "  mongoledger users list\n  mongoledger users passwd alice\n"
+        "  mongoledger users remove alice",
+        environ,
+        description="Manage the users who can log in to mongoledger serve. Passwords are read "
+        "from a prompt (or one line of standard input with --password-stdin), never from the "
+        "command line, and stored as Argon2id hashes. Permissions: view_own (the user's own "
+        "account), view_all (every account and the reports), adjust (credit, debit, transfer, "
+        "revert). Changing a password or removing a user ends their sessions.",
+    )
+    users_sub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    for action, summary in (
+        ("add", "add a user (asks for the password)"),
+        ("remove", "remove a user"),
+        ("list", "list the users"),
+        ("passwd", "set a user's password (asks for it)"),
+    ):
+        q = users_sub.add_parser(action, help=summary, description=summary, allow_abbrev=False)
+        _add_global_options(q, environ=environ, suppress=True)
+        q.add_argument(
+            "--users-collection", default="web_users", metavar="NAME", help="default %(default)s"
+        )
+        if action != "list":
+            q.add_argument("name", metavar="NAME", help="the user name")
+        if action in ("add", "passwd"):
+            q.add_argument(
+                "--password-stdin",
+                action="store_true",
+                help="read the password from one line of standard input instead of a prompt",
+            )
+        if action == "add":
+            q.add_argument(
+                "--permission",
+                action="append",
+                choices=("view_own", "view_all", "adjust"),
+                help="a permission (repeatable)",
+            )
+            q.add_argument(
+                "--admin", action="store_true", help="all permissions: view_own, view_all, adjust"
+            )
+            _add_account(q, what=" (the user's own account; optional)")
 
     _command(
         sub,
