@@ -16,7 +16,7 @@ import asyncio
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import bson
 from pymongo.client_session_shared import TransactionOptions
@@ -37,7 +37,21 @@ from ._transactions import Ctx, Txn
 if TYPE_CHECKING:
     from bson.timestamp import Timestamp
 
-    from ._engine import MemoryServer
+
+class Server(Protocol):
+    """What a session asks of the server (``_engine``): to end its transaction, and to know
+    which sessions have one open (for strict mode)."""
+
+    def _commit(self, session: SessionState) -> None: ...
+
+    def _abort_session(self, session: SessionState) -> None: ...
+
+    def _abort(self, txn: Txn, *, count: bool = True) -> None: ...
+
+    def _session_opened(self, session: SessionState) -> None: ...
+
+    def _session_closed(self, session: SessionState) -> None: ...
+
 
 __all__ = [
     "BACKOFF_INITIAL",
@@ -82,7 +96,7 @@ class SessionState:
 
     def __init__(
         self,
-        server: MemoryServer,
+        server: Server,
         client: Any,
         *,
         default_transaction_options: TransactionOptions | None = None,

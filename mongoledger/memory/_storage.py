@@ -3,7 +3,7 @@
 mongomock keeps each collection's documents in a ``CollectionStore``; the engine's store keeps
 them in ``IndexedDocuments`` (equality indexes, see ``_index``) under keys that keep booleans
 apart from numbers (``_bson.store_key``), and reports every write to the running operation
-before it happens (``MemoryServer._before_write``: write sets, conflicts, pre-images). The
+before it happens (``Server._before_write``: write sets, conflicts, pre-images). The
 collection subclass serves reads through the indexes, changes private working copies instead
 of stored documents, and checks unique indexes against what the operation sees plus what it
 cannot see but would collide with (documents of open transactions and later commits).
@@ -18,7 +18,7 @@ import datetime
 import itertools
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import bson
 import mongomock as _mongomock
@@ -51,8 +51,23 @@ from ._index import IndexedDocuments, index_fields, wildcard_covers
 from ._match import match as fast_match
 from ._native import native_group, native_sort, run_pipeline
 
-if TYPE_CHECKING:
-    from ._engine import MemoryServer
+
+class Server(Protocol):
+    """What the storage asks of the server that runs the operation (``_engine``)."""
+
+    _op: Any  # the operation now running (None between operations)
+    _dirty_stores: set[CollectionStore]
+
+    def _before_write(
+        self, store: CollectionStore, key: Any, pre: Document | None, *, snapshot: bool = False
+    ) -> None: ...
+
+    def _created(self, store: CollectionStore) -> None: ...
+
+    def _hidden(self, store: CollectionStore) -> dict[Any, Document | None]: ...
+
+    def _collision(self, store: CollectionStore, key: Any) -> None: ...
+
 
 # mongomock is untyped: reach it through Any.
 mongomock: Any = _mongomock
@@ -63,7 +78,7 @@ __all__ = ["CollectionStore", "MockCollection", "ServerStore", "applies", "mongo
 
 
 class ServerStore(mm_store.ServerStore):  # type: ignore[misc]
-    def __init__(self, server: MemoryServer) -> None:
+    def __init__(self, server: Server) -> None:
         super().__init__()
         self._server = server
 
@@ -76,7 +91,7 @@ class ServerStore(mm_store.ServerStore):  # type: ignore[misc]
 
 
 class DatabaseStore(mm_store.DatabaseStore):  # type: ignore[misc]
-    def __init__(self, server: MemoryServer, db_name: str) -> None:
+    def __init__(self, server: Server, db_name: str) -> None:
         super().__init__()
         self._server = server
         self._db_name = db_name
@@ -98,7 +113,7 @@ class CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
     server (mongomock forgets an emptied collection); ``uuid`` names each incarnation.
     """
 
-    def __init__(self, server: MemoryServer, db_name: str, name: str) -> None:
+    def __init__(self, server: Server, db_name: str, name: str) -> None:
         super().__init__(name)
         self._server = server
         self.db_name = db_name
@@ -303,7 +318,7 @@ def _restore_long(doc: Document, parts: list[str]) -> None:
 class MockCollection(mongomock.Collection):  # type: ignore[misc]
     """A mongomock collection whose in-place updates report their pre-images first."""
 
-    def __init__(self, server: MemoryServer, database: Any, name: str) -> None:
+    def __init__(self, server: Server, database: Any, name: str) -> None:
         super().__init__(database, name, _db_store=database._store)
         self._server = server
 
@@ -528,7 +543,7 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
         if op is None:
             return None
         db, name = self._store.db_name, self._store.name
-        pre = op.log.get((db, name, key))
+        pre: Document | None = op.log.get((db, name, key))
         if pre is None or op.per_collection[db, name] != 1:
             return None
         return pre

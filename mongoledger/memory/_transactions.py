@@ -26,14 +26,13 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._bson import Document
 from ._errors import write_conflict
 
 if TYPE_CHECKING:
     from ._oplog import Entry
-    from ._session import SessionState
 
 __all__ = ["Blocked", "Ctx", "DocKey", "Ns", "Transactions", "Txn"]
 
@@ -43,11 +42,18 @@ DocKey = tuple[str, str, Any]  # (database, collection, store key)
 Versions = dict[Ns, dict[Any, Document | None]]
 
 
+class Session(Protocol):
+    """The client session a transaction belongs to (``_session.SessionState``)."""
+
+    session_id: Document
+    txn: Txn | None
+
+
 @dataclass(eq=False)
 class Txn:
     """One server-side transaction."""
 
-    session: SessionState
+    session: Session
     number: int
     ctx: Ctx
     snapshot: int = -1  # the commit number it reads at; taken at its first operation

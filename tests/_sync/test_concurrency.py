@@ -8,9 +8,9 @@ random mix of increases, decreases, transfers, three-leg posts and reverts (some
 idempotency keys, some retried with the same key, some keys shared by all workers) and records
 what succeeded. Afterwards the database must agree with that record to the cent.
 
-The default tier runs 1,000 operations per test (about 3 s on the memory engine); the full
-size (8 threads x 500 operations, 200 tasks x 20 operations: about 11 s each) is marked
-``slow``.
+The default tier runs 1,000 operations per test (a few seconds on the memory engine, where the
+workers' transactions overlap and conflict); the full size (8 threads x 500 operations, 200
+tasks x 20 operations) is marked ``slow``.
 """
 
 from __future__ import annotations
