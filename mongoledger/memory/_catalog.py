@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._bson import Document
-from ._engine import NO_DOCUMENTS, MemoryServer, Op
+from ._engine import MemoryServer, Op
 from ._errors import not_in_transaction, operation_failure
 from ._index import IndexedDocuments
 from ._oplog import Entry
@@ -87,7 +87,7 @@ def create_collection(server: MemoryServer, db: str, name: str, options: Mapping
         created.description.update(wanted)
         return {"ok": 1.0}
 
-    return Call("create", fn, f"create_collection on {db}.{name}", retryable=False, ns=ns)
+    return Call("create", fn, f"create_collection on {db}.{name}", retryable=False)
 
 
 def coll_mod(server: MemoryServer, db: str, name: str, options: Mapping[str, Any]) -> Call:
@@ -116,7 +116,7 @@ def coll_mod(server: MemoryServer, db: str, name: str, options: Mapping[str, Any
         )
         return {"ok": 1.0}
 
-    return Call("collMod", fn, f"collMod on {db}.{name}", retryable=False, ns=NO_DOCUMENTS)
+    return Call("collMod", fn, f"collMod on {db}.{name}", retryable=False)
 
 
 def rename_collection(
@@ -158,7 +158,7 @@ def rename_collection(
         return {"ok": 1.0}
 
     what = f"rename of {db}.{name}"
-    return Call("renameCollection", fn, what, retryable=False, ns=NO_DOCUMENTS)
+    return Call("renameCollection", fn, what, retryable=False)
 
 
 def drop_database(server: MemoryServer, db: str) -> Call:
@@ -179,7 +179,7 @@ def drop_database(server: MemoryServer, db: str) -> Call:
         op.ddl.append(Entry("dropDatabase", db, None))
         return {"ok": 1.0, "dropped": db}
 
-    return Call("dropDatabase", fn, f"drop_database on {db}", retryable=False, ns=NO_DOCUMENTS)
+    return Call("dropDatabase", fn, f"drop_database on {db}", retryable=False)
 
 
 def catalog_command(server: MemoryServer, db: str, command: Mapping[str, Any]) -> Call | None:

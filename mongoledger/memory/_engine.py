@@ -41,19 +41,15 @@ from ._errors import (
     rollback_marked,
     write_conflict,
 )
-from ._index import IndexedDocuments
 from ._oplog import Entry, Oplog, Waiters, change_entry
 from ._options import raise_write_concern_error, write_concern_error
 from ._session import SessionState, current_ctx, describe_ctx, is_retryable
 from ._storage import CollectionStore, MockCollection, ServerStore, WorkingCopy, mongomock, put
-from ._transactions import Blocked, Ctx, DocKey, Ns, Transactions, Txn
+from ._transactions import Blocked, Ctx, DocKey, Ns, Transactions, Txn, View
 
 T = TypeVar("T")
 
-__all__ = ["NO_DOCUMENTS", "Document", "MemoryServer", "Op", "StrictModeError"]
-
-# The namespace of an operation that reads no documents (so sees no other versions).
-NO_DOCUMENTS: Ns = ("", "")
+__all__ = ["Document", "MemoryServer", "Op", "StrictModeError"]
 
 
 class Op:
@@ -64,7 +60,6 @@ class Op:
         "ddl",
         "encoded",
         "failed",
-        "hidden",
         "inside",
         "kind",
         "kinds",
@@ -87,9 +82,6 @@ class Op:
         # Per document updated in place: the top-level fields its update can change (None:
         # any).
         self.touched: dict[DocKey, frozenset[str] | None] = {}
-        # The stored versions its view replaced, per namespace (they collide in unique
-        # indexes).
-        self.hidden: dict[Ns, dict[Any, Document | None]] = _NOTHING_HIDDEN
         self.ddl: list[Entry] = []  # collection events, in statement order
         # The kind of each write, for an operation whose writes are of several kinds (one
         # that sets it to a dict: a client bulk write).
@@ -97,9 +89,6 @@ class Op:
         self.failed = False  # a statement reported write errors: its transaction aborts
         # Per document updated by dotted paths: the paths they reach inside of.
         self.inside: dict[DocKey, set[str]] | None = None
-
-
-_NOTHING_HIDDEN: dict[Ns, dict[Any, Document | None]] = {}
 
 
 class MemoryServer:
@@ -119,7 +108,7 @@ class MemoryServer:
         self.oplog = Oplog(self._mutex, oplog_size)
         self._oplog_waiters = self.oplog.waiters
         self._ended = Waiters(self._mutex)  # transactions ending: wakes blocked writers
-        self.transactions = Transactions()
+        self.transactions = Transactions(lambda ns: self._store[ns[0]][ns[1]]._documents)
         self.transaction_lifetime_limit = transaction_lifetime_limit
         self._store = ServerStore(self)
         self._mock: Any = mongomock.MongoClient(_store=self._store)
@@ -223,7 +212,6 @@ class MemoryServer:
         what: str,
         kind: str = "",
         retryable: bool = True,
-        ns: Ns | None = None,
         read: bool = False,
     ) -> T:
         """Run ``fn`` as command ``cmd``; a thread first lets other threads run (as a
@@ -239,7 +227,7 @@ class MemoryServer:
             try:
                 while True:
                     try:
-                        return self._execute(name, session, txn, fn, kind, ns, ctx)
+                        return self._execute(name, session, txn, fn, kind, ctx)
                     except Blocked as blocked:
                         name = ""  # the same command, run again once the owner ended
                         self._wait_sync(blocked.txn)
@@ -259,7 +247,6 @@ class MemoryServer:
         what: str,
         kind: str = "",
         retryable: bool = True,
-        ns: Ns | None = None,
         read: bool = False,
     ) -> T:
         """Run ``fn`` as command ``cmd``; a task yields to the loop first (as a driver's
@@ -274,7 +261,7 @@ class MemoryServer:
             try:
                 while True:
                     try:
-                        return self._execute(name, session, txn, fn, kind, ns, ctx)
+                        return self._execute(name, session, txn, fn, kind, ctx)
                     except Blocked as blocked:
                         name = ""
                         await self._wait_async(blocked.txn)
@@ -327,7 +314,6 @@ class MemoryServer:
         txn: Txn | None,
         fn: Callable[[Op], T],
         kind: str,
-        ns: Ns | None,
         ctx: Ctx,
     ) -> T:
         with self._mutex:
@@ -341,10 +327,8 @@ class MemoryServer:
                     self._begin(txn)
             op = Op(txn, kind, ctx)
             transactions = self.transactions
-            saved = None
-            others = len(transactions.open) > (txn is not None)  # txn is open: it has begun
-            if (others or transactions.history) and ns != NO_DOCUMENTS:
-                saved = self._show(op, transactions.versions(txn, ns))
+            if not transactions.shared and len(transactions.open) > (txn is not None):
+                transactions.share()  # beside another's transaction (txn is open: it began)
             self._op = op
             try:
                 try:
@@ -364,9 +348,6 @@ class MemoryServer:
                         raise
             finally:
                 self._op = None
-                if saved:
-                    for docs, key, stored in reversed(saved):
-                        put(docs, key, stored)
                 self._reindex_dirty()
             if session is not None:
                 session.operation_time = Timestamp(*self.oplog.last_time)
@@ -380,22 +361,6 @@ class MemoryServer:
             for old in transactions.expired(self.transaction_lifetime_limit):
                 self._expire(old)
         transactions.begin(txn)
-
-    def _show(
-        self, op: Op, versions: dict[Ns, dict[Any, Document | None]]
-    ) -> list[tuple[IndexedDocuments, Any, Document | None]]:
-        """Put the versions ``op`` must see into the store; returns what to put back."""
-        saved: list[tuple[IndexedDocuments, Any, Document | None]] = []
-        op.hidden = {}
-        for ns, replaced in versions.items():
-            docs = self._store[ns[0]][ns[1]]._documents
-            hidden = op.hidden[ns] = {}
-            for key, version in replaced.items():
-                stored = docs.get(key)
-                hidden[key] = stored
-                saved.append((docs, key, stored))
-                put(docs, key, version)
-        return saved
 
     def _failed(self, op: Op, exc: BaseException) -> None:
         """Clean up after an operation that raised ``exc``: undo its partial writes where
@@ -462,9 +427,9 @@ class MemoryServer:
             return
         transactions = self.transactions
         txn = op.txn
-        others = len(transactions.open) > (txn is not None)  # txn is open: it has begun
-        if others or transactions.created or transactions.changed:
-            transactions.check_write(txn, dk, op.ctx)
+        docs = store._documents
+        if docs.overlay or transactions.created:
+            transactions.check_write(txn, store.ns, docs, key, op.ctx)
         if snapshot and pre is not None:
             pre = private_copy(pre)
         op.log[dk] = pre
@@ -477,21 +442,31 @@ class MemoryServer:
             if dk not in log:  # its version before the transaction's first write
                 log[dk] = pre
                 op.new_in_txn.add(dk)
+                transactions.written(txn, docs, key, pre)
 
-    def _hidden(self, store: CollectionStore) -> dict[Any, Document | None]:
-        """The stored versions of ``store``'s documents the running operation does not see."""
+    def _view(self, store: CollectionStore) -> View | None:
+        """What the running operation sees of ``store`` where it differs from the stored
+        documents (None: it does not)."""
         op = self._op
-        if op is None or not op.hidden:
-            return {}
-        return op.hidden.get(store.ns, {})
+        docs = store._documents
+        if op is None or not docs.overlay:
+            return None
+        return View(docs, op.txn)
+
+    def _check_write(self, store: CollectionStore, key: Any) -> None:
+        """Raise the conflict (or the wait) writing ``key`` would meet, writing nothing."""
+        op = self._op
+        if op is not None:
+            self.transactions.check_write(op.txn, store.ns, store._documents, key, op.ctx)
 
     def _collision(self, store: CollectionStore, key: Any) -> None:
-        """A unique index entry of the running operation collides with document ``key``,
-        which it cannot see: wait for its owner, or conflict."""
+        """A unique index entry of the running operation collides with a version of
+        document ``key`` it does not see: wait for that version's owner, or conflict."""
         op = self._op
         assert op is not None
-        owner = self.transactions.owner((store.db_name, store.name, key), op.txn)
-        if owner is not None:
+        overlay = store._documents.overlay.get(key)
+        owner = None if overlay is None else overlay.owner
+        if owner is not None and owner is not op.txn:
             raise self.transactions.conflict(owner, op.txn, op.ctx)
         raise write_conflict()
 
@@ -512,9 +487,11 @@ class MemoryServer:
     def _rollback_op(self, op: Op) -> None:
         for (db, coll, key), pre in reversed(list(op.log.items())):
             put(self._store[db][coll]._documents, key, pre)
-        if op.txn is not None:
+        txn = op.txn
+        if txn is not None:
             for dk in op.new_in_txn:
-                op.txn.log.pop(dk, None)
+                txn.log.pop(dk, None)
+                self.transactions.unwritten(txn, self._store[dk[0]][dk[1]]._documents, dk[2])
         op.log.clear()
         op.per_collection.clear()
         op.ddl.clear()

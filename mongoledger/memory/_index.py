@@ -129,6 +129,10 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
 
     Documents a write changed in place are ``dirty`` until the engine re-indexes them (at the
     end of the operation); until then they are candidates of every lookup.
+
+    While transactions overlap, ``overlay`` holds the other versions of the documents some
+    operation must see instead of the stored one (``_transactions.Overlay``), and ``shadow``
+    indexes them (each key under every value its versions hold), so lookups find them too.
     """
 
     def __init__(self) -> None:
@@ -137,6 +141,8 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
         self.dirty: set[Any] = set()
         self.position: dict[Any, int] = {}  # natural order, without walking the collection
         self._next = 0
+        self.overlay: dict[Any, Any] = {}
+        self.shadow: IndexedDocuments | None = None
 
     # -- mutation (every path keeps the indexes current) ----------------------------------
 

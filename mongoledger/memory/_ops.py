@@ -29,7 +29,7 @@ from pymongo.results import (
 from pymongo.write_concern import WriteConcern
 
 from ._bson import Document, encoded, roundtrip
-from ._engine import NO_DOCUMENTS, MemoryServer, Op
+from ._engine import MemoryServer, Op
 from ._errors import not_in_transaction, operation_failure
 from ._oplog import Entry
 from ._options import write_concern_error
@@ -41,7 +41,6 @@ from ._transactions import Ns
 class Call:
     """One command for the engine: its MongoDB name, body, and retry/event properties.
 
-    ``ns`` is the namespace whose documents it reads (None: any, ``NO_DOCUMENTS``: none);
     ``read`` marks a read, which a transaction refuses unless its read preference is primary.
     """
 
@@ -50,7 +49,6 @@ class Call:
     what: str
     kind: str = ""
     retryable: bool = True
-    ns: Ns | None = None
     read: bool = False
 
 
@@ -145,7 +143,7 @@ class CollectionOps:
     def _call(
         self, cmd: str, fn: Callable[[Op], Any], method: str, kind: str = "", **kw: Any
     ) -> Call:
-        return Call(cmd, fn, self._what(method), kind, ns=self.key, **kw)
+        return Call(cmd, fn, self._what(method), kind, **kw)
 
     @contextlib.contextmanager
     def _translate(self) -> Iterator[None]:
@@ -418,9 +416,7 @@ class CollectionOps:
         def fn(_op: Op) -> list[Document]:
             return list(self._mc.aggregate(stages))
 
-        # Stages that read other collections see every namespace's versions.
-        ns = None if _mentions(stages, "$lookup") or _mentions(stages, "$unionWith") else self.key
-        return Call("aggregate", fn, self._what(what), "insert", ns=ns, read=True)
+        return Call("aggregate", fn, self._what(what), "insert", read=True)
 
     def count_documents(self, filter: Any, **kwargs: Any) -> Call:
         def fn(_op: Op) -> int:
@@ -526,7 +522,7 @@ def list_collection_names(server: MemoryServer, db: str) -> Call:
         names = server._store[db].list_created_collection_names()
         return [name for name in names if _visible(server, (db, name))]
 
-    return Call("listCollections", fn, f"list_collection_names on {db}", ns=NO_DOCUMENTS, read=True)
+    return Call("listCollections", fn, f"list_collection_names on {db}", read=True)
 
 
 def _visible(server: MemoryServer, ns: Ns) -> bool:

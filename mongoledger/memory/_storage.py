@@ -50,6 +50,7 @@ from ._errors import operation_failure
 from ._index import IndexedDocuments, index_fields, wildcard_covers
 from ._match import match as fast_match
 from ._native import native_group, native_sort, run_pipeline
+from ._transactions import View
 
 
 class Server(Protocol):
@@ -62,9 +63,11 @@ class Server(Protocol):
         self, store: CollectionStore, key: Any, pre: Document | None, *, snapshot: bool = False
     ) -> None: ...
 
+    def _check_write(self, store: CollectionStore, key: Any) -> None: ...
+
     def _created(self, store: CollectionStore) -> None: ...
 
-    def _hidden(self, store: CollectionStore) -> dict[Any, Document | None]: ...
+    def _view(self, store: CollectionStore) -> View | None: ...
 
     def _collision(self, store: CollectionStore, key: Any) -> None: ...
 
@@ -142,9 +145,14 @@ class CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
         self.options = {}
 
     def __contains__(self, key: Any) -> bool:
+        """Whether an insert of ``_id`` ``key`` is a duplicate (mongomock's own check): one
+        that open transactions or later commits make a conflict raises it instead."""
         if self._ttl_indexes:
             self._remove_expired_documents()
-        return store_key(key) in self._documents
+        key = store_key(key)
+        if self._documents.overlay and key in self._documents.overlay:
+            self._server._check_write(self, key)
+        return key in self._documents
 
     def __getitem__(self, key: Any) -> Any:
         if self._ttl_indexes:
@@ -336,6 +344,8 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
         store = self._store
         docs = store._documents
         key = store_key(existing_document.get("_id"))
+        if docs.overlay and key in docs.overlay:  # another version than the stored one
+            self._server._check_write(store, key)
         stored = docs.get(key)
         working = existing_document if isinstance(existing_document, WorkingCopy) else None
         if stored is None or stored is not (
@@ -442,7 +452,13 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
         keys = docs.candidates(filter, store.indexed)
         if not docs:
             mongomock.filtering.filter_applies(filter, {})  # validates the filter, as mongomock
-        found = list(docs.values()) if keys is None else [docs[k] for k in keys if k in docs]
+        view = self._server._view(store)
+        if view is not None:  # versions the operation sees instead of the stored ones
+            found = view.documents(view.keys(filter, keys, store.indexed))
+        elif keys is None:
+            found = list(docs.values())
+        else:
+            found = [docs[k] for k in keys if k in docs]
         return (doc for doc in found if applies(filter, doc))
 
     def insert_encoded(
@@ -481,7 +497,7 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
                 )
         key = store_key(doc["_id"])
         store = self._store
-        if key in store._documents:
+        if key in store:  # (a conflict instead, where another version is involved)
             raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
         store[key] = doc
         try:
@@ -524,17 +540,23 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
                 query = {"$and": [partial, query]}
             docs: IndexedDocuments = store._documents
             keys = docs.candidates(query, store.indexed, ordered=False)
+            view = self._server._view(store)
+            if view is not None:
+                keys = view.keys(query, keys, store.indexed)
             if keys is None:
-                keys = list(docs)
+                keys = [*docs, *docs.overlay]
             for k in keys:
+                if k == own:
+                    continue
                 doc = docs.get(k)
-                if doc is not None and k != own and applies(query, doc):
+                if view is not None and k in docs.overlay:
+                    # A version the operation does not see collides: a conflict, as with
+                    # another transaction's uncommitted key or a key committed later.
+                    if any(applies(query, v) for v in view.unseen(k)):
+                        self._server._collision(store, k)
+                    doc = view.version(k)
+                if doc is not None and applies(query, doc):
                     raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
-            # What the operation cannot see but a server's index holds: a collision with
-            # another open transaction's document, or with a later commit, is a conflict.
-            for k, doc in self._server._hidden(store).items():
-                if doc is not None and k != own and applies(query, doc):
-                    self._server._collision(store, k)
 
     def _pre_image(self, key: Any) -> Document | None:
         """The document as the running operation found it, when it is the only document of
@@ -643,7 +665,9 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
             mongomock.collection.validate_is_mapping("filter", spec)
             selected = self._select(_patch_datetimes(spec), None)
         else:
-            selected = iter(list(self._store._documents.values()))
+            view = self._server._view(self._store)
+            docs = self._store._documents
+            selected = iter(view.documents(None) if view is not None else list(docs.values()))
         if stages and isinstance(stages[0], Mapping) and list(stages[0]) == ["$group"]:
             found = list(selected)
             grouped = native_group(found, stages[0]["$group"])

@@ -45,7 +45,7 @@ from mongoledger.memory._catalog import (
 )
 from mongoledger.memory._changestream import StreamCore
 from mongoledger.memory._client_bulk import client_bulk_write
-from mongoledger.memory._engine import NO_DOCUMENTS, MemoryServer
+from mongoledger.memory._engine import MemoryServer
 from mongoledger.memory._ops import Call, CollectionOps, list_collection_names, sort_list
 from mongoledger.memory._options import Options, client_options
 from mongoledger.memory._session import (
@@ -118,7 +118,6 @@ class AsyncMemoryClient:
             what=call.what,
             kind=call.kind,
             retryable=call.retryable,
-            ns=call.ns,
             read=call.read,
         )
 
@@ -289,7 +288,7 @@ async def _watch(
 
     what = f"watch on {db}.{coll}" if coll else f"watch on {db or 'the deployment'}"
     core = await client.server.run_async(
-        "aggregate", state, fn, strict=client.strict, what=what, read=True, ns=NO_DOCUMENTS
+        "aggregate", state, fn, strict=client.strict, what=what, read=True
     )
     return AsyncChangeStream(core)
 

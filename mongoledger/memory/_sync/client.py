@@ -46,7 +46,7 @@ from mongoledger.memory._catalog import (
 )
 from mongoledger.memory._changestream import StreamCore
 from mongoledger.memory._client_bulk import client_bulk_write
-from mongoledger.memory._engine import NO_DOCUMENTS, MemoryServer
+from mongoledger.memory._engine import MemoryServer
 from mongoledger.memory._ops import Call, CollectionOps, list_collection_names, sort_list
 from mongoledger.memory._options import Options, client_options
 from mongoledger.memory._session import (
@@ -119,7 +119,6 @@ class MemoryClient:
             what=call.what,
             kind=call.kind,
             retryable=call.retryable,
-            ns=call.ns,
             read=call.read,
         )
 
@@ -290,7 +289,7 @@ def _watch(
 
     what = f"watch on {db}.{coll}" if coll else f"watch on {db or 'the deployment'}"
     core = client.server.run_sync(
-        "aggregate", state, fn, strict=client.strict, what=what, read=True, ns=NO_DOCUMENTS
+        "aggregate", state, fn, strict=client.strict, what=what, read=True
     )
     return ChangeStream(core)
 
