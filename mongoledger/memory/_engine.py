@@ -442,7 +442,8 @@ class MemoryServer:
             if dk not in log:  # its version before the transaction's first write
                 log[dk] = pre
                 op.new_in_txn.add(dk)
-                transactions.written(txn, docs, key, pre)
+                if transactions.shared:
+                    transactions.written(txn, docs, key, pre)
 
     def _view(self, store: CollectionStore) -> View | None:
         """What the running operation sees of ``store`` where it differs from the stored

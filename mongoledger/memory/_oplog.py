@@ -240,7 +240,10 @@ class _Diff:
                 old = pre[k]
                 if same_value(old, v):
                     continue
-                name, sub = child(prefix, parts, k)
+                if prefix or parts is not None or "." in k or k.isdigit():
+                    name, sub = child(prefix, parts, k)
+                else:  # a plain top-level field (the usual case)
+                    name, sub = k, None
                 if type(v) in IMMUTABLE or type(old) in IMMUTABLE:  # nothing to descend into
                     self.updated[name] = unshared(v)
                 else:

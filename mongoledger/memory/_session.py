@@ -68,10 +68,10 @@ __all__ = [
 
 def current_ctx() -> Ctx:
     """The owner context: the thread, plus the asyncio task when there is one."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        task = None
+    # asyncio's own check (get_running_loop() is built on it): unlike current_task(), it
+    # answers None in a thread without a loop instead of raising, which costs.
+    loop = asyncio._get_running_loop()
+    task = None if loop is None else asyncio.current_task(loop)
     return (threading.get_ident(), id(task) if task is not None else 0)
 
 
@@ -146,9 +146,7 @@ class SessionState:
             raise InvalidOperation("Transaction already in progress")
         if max_commit_time_ms is None and self.default_transaction_options is not None:
             max_commit_time_ms = self.default_transaction_options.max_commit_time_ms
-        # TransactionOptions validates as PyMongo does (an unacknowledged write concern is a
-        # ConfigurationError naming it).
-        self.options = TransactionOptions(
+        self.options = _transaction_options(
             self._inherit("read_concern", read_concern),
             self._inherit("write_concern", write_concern),
             self._inherit("read_preference", read_preference),
@@ -168,8 +166,9 @@ class SessionState:
         operation after the transaction ended resets the session (PyMongo's
         ``_select_server``); a read in a transaction needs a primary read preference."""
         self.check_ended()
-        if not self.in_transaction:
-            self.state = TxnState.NONE
+        state = self.state
+        if state is not TxnState.STARTING and state is not TxnState.IN_PROGRESS:
+            self.state = TxnState.NONE  # not in a transaction
             return None
         if read:
             assert self.options is not None
@@ -263,6 +262,22 @@ class SessionState:
         elif self.txn is not None and not self.txn.aborted:
             self.server._abort(self.txn, count=False)
         self.ended = True
+
+
+_last_options: tuple[tuple[Any, ...], TransactionOptions] | None = None
+
+
+def _transaction_options(*values: Any) -> TransactionOptions:
+    """``TransactionOptions(*values)``, validated as PyMongo does (an unacknowledged write
+    concern is a ConfigurationError naming it); the options of the last call are reused when
+    the values are the same objects (a ledger starts every transaction with the same ones)."""
+    global _last_options  # noqa: PLW0603 - a one-entry cache; a race only misses it
+    last = _last_options
+    if last is not None and all(a is b for a, b in zip(last[0], values, strict=True)):
+        return last[1]
+    options = TransactionOptions(*values)
+    _last_options = (values, options)
+    return options
 
 
 # with_transaction's constants and helpers, as in PyMongo's client_session_shared.

@@ -452,7 +452,7 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
         keys = docs.candidates(filter, store.indexed)
         if not docs:
             mongomock.filtering.filter_applies(filter, {})  # validates the filter, as mongomock
-        view = self._server._view(store)
+        view = self._server._view(store) if docs.overlay else None
         if view is not None:  # versions the operation sees instead of the stored ones
             found = view.documents(view.keys(filter, keys, store.indexed))
         elif keys is None:
@@ -497,7 +497,10 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
                 )
         key = store_key(doc["_id"])
         store = self._store
-        if key in store:  # (a conflict instead, where another version is involved)
+        docs = store._documents
+        if docs.overlay and key in docs.overlay:  # another version: a conflict, if any
+            self._server._check_write(store, key)
+        if key in docs:
             raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
         store[key] = doc
         try:
@@ -540,7 +543,7 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
                 query = {"$and": [partial, query]}
             docs: IndexedDocuments = store._documents
             keys = docs.candidates(query, store.indexed, ordered=False)
-            view = self._server._view(store)
+            view = self._server._view(store) if docs.overlay else None
             if view is not None:
                 keys = view.keys(query, keys, store.indexed)
             if keys is None:
