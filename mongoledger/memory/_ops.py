@@ -467,15 +467,7 @@ class CollectionOps:
             built = [name for name in names if name not in before]
             if built:
                 specs = [_index_spec(name, store.indexes[name]) for name in built]
-                op.ddl.append(
-                    Entry(
-                        "createIndexes",
-                        self.db,
-                        self.name,
-                        uuid=store.uuid,
-                        description={"indexes": specs},
-                    )
-                )
+                op.ddl.append(self._indexes_event("createIndexes", store.uuid, specs))
             return names
 
         return self._call("createIndexes", fn, method, retryable=False)
@@ -500,19 +492,15 @@ class CollectionOps:
                 self._mc.drop_index(index_or_name)
             except OperationFailure as exc:
                 raise operation_failure(27, "IndexNotFound", str(exc)) from None
-            dropped = [_index_spec(name, spec) for name, spec in before.items()]
-            dropped = [spec for spec in dropped if spec["name"] not in store.indexes]
-            op.ddl.append(
-                Entry(
-                    "dropIndexes",
-                    self.db,
-                    self.name,
-                    uuid=store.uuid,
-                    description={"indexes": dropped},
-                )
-            )
+            gone = [_index_spec(name, spec) for name, spec in before.items()]
+            gone = [spec for spec in gone if spec["name"] not in store.indexes]
+            op.ddl.append(self._indexes_event("dropIndexes", store.uuid, gone))
 
         return self._call("dropIndexes", fn, "drop_index", retryable=False)
+
+    def _indexes_event(self, op_type: str, uuid: Any, specs: list[Document]) -> Entry:
+        """The ``createIndexes`` or ``dropIndexes`` event of ``specs``."""
+        return Entry(op_type, self.db, self.name, uuid=uuid, description={"indexes": specs})
 
 
 def list_collection_names(server: MemoryServer, db: str) -> Call:

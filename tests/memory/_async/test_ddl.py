@@ -7,16 +7,9 @@ import pytest
 from pymongo.errors import CollectionInvalid, OperationFailure
 
 from mongoledger.memory import AsyncMemoryClient
-from tests.memory._async.background import Background
+from tests.memory._async.helpers import Background, drain
 
 _IS_SYNC = False
-
-
-async def drain(stream) -> list[dict]:
-    out = []
-    while (event := await stream.try_next()) is not None:
-        out.append(event)
-    return out
 
 
 async def test_a_collection_created_in_a_transaction_appears_at_commit() -> None:

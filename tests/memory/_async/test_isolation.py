@@ -12,7 +12,7 @@ import pytest
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from mongoledger.memory import AsyncMemoryClient, MemoryServer
-from tests.memory._async.background import Background
+from tests.memory._async.helpers import Background
 
 _IS_SYNC = False
 

@@ -7,15 +7,9 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from mongoledger.memory import AsyncMemoryClient
+from tests.memory._async.helpers import drain
 
 _IS_SYNC = False
-
-
-async def drain(stream) -> list[dict]:
-    out = []
-    while (event := await stream.try_next()) is not None:
-        out.append(event)
-    return out
 
 
 async def test_pre_and_post_images_follow_the_collection_option() -> None:

@@ -9,16 +9,9 @@ import pytest
 from pymongo.errors import CollectionInvalid, OperationFailure
 
 from mongoledger.memory import MemoryClient
-from tests.memory._sync.background import Background
+from tests.memory._sync.helpers import Background, drain
 
 _IS_SYNC = True
-
-
-def drain(stream) -> list[dict]:
-    out = []
-    while (event := stream.try_next()) is not None:
-        out.append(event)
-    return out
 
 
 def test_a_collection_created_in_a_transaction_appears_at_commit() -> None:

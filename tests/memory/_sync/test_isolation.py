@@ -14,7 +14,7 @@ import pytest
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from mongoledger.memory import MemoryClient, MemoryServer
-from tests.memory._sync.background import Background
+from tests.memory._sync.helpers import Background
 
 _IS_SYNC = True
 

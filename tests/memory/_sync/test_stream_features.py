@@ -9,15 +9,9 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from mongoledger.memory import MemoryClient
+from tests.memory._sync.helpers import drain
 
 _IS_SYNC = True
-
-
-def drain(stream) -> list[dict]:
-    out = []
-    while (event := stream.try_next()) is not None:
-        out.append(event)
-    return out
 
 
 def test_pre_and_post_images_follow_the_collection_option() -> None:

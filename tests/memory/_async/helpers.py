@@ -1,4 +1,5 @@
-"""Run a function beside the test: a thread in the sync twin, a task in the async source."""
+"""What the engine's tests share: a function run beside the test (a thread in the sync
+twin, a task in the async source), and draining a change stream."""
 
 from __future__ import annotations
 
@@ -47,26 +48,9 @@ class Background:
         return await asyncio.wait_for(self._task, timeout)
 
 
-async def run_together(fns: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
-    """Run every function concurrently (threads released together, or tasks); their results."""
-    if not _IS_SYNC:
-        return list(await asyncio.gather(*(fn() for fn in fns)))
-    barrier = threading.Barrier(len(fns))
-    results: list[Any] = [None] * len(fns)
-    errors: list[BaseException] = []
-
-    def target(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = fns[i]()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(len(fns))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
+async def drain(stream: Any) -> list[dict[str, Any]]:
+    """Every event a change stream has now."""
+    out = []
+    while (event := await stream.try_next()) is not None:
+        out.append(event)
+    return out
