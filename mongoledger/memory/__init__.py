@@ -2,7 +2,8 @@
 
 ``MemoryClient`` (PyMongo's synchronous surface) and ``AsyncMemoryClient`` (PyMongo's native
 async surface) serve databases and collections whose query and update semantics come from
-mongomock, plus what mongomock lacks, as a one-member replica set running MongoDB 8 answers:
+mongomock, plus what mongomock lacks, as a one-member replica set of MongoDB 7 answers (and
+MongoDB 8's client-level bulk write, in process):
 
 * answers ``hello`` as a replica-set primary, so transaction detection works;
 * sessions and multi-document transactions with snapshot isolation: transactions of different
@@ -30,7 +31,8 @@ mongomock, plus what mongomock lacks, as a one-member replica set running MongoD
   ``renameCollection`` (``rename``), ``dropDatabase`` (``db.command(...)`` for those four); a
   ``create`` or ``createIndexes`` in a transaction (on a collection it created) becomes
   visible at commit and vanishes on abort; commands a transaction refuses answer 263;
-* ``MongoClient.bulk_write`` (MongoDB 8's ``bulkWrite``) inside and outside transactions;
+* ``MongoClient.bulk_write`` (MongoDB 8's ``bulkWrite``) inside and outside transactions, in
+  process (the wire endpoint answers as 7.0, which has no ``bulkWrite`` command);
 * change streams (``watch`` on a collection, database or client) with MongoDB's event shapes,
   events only after commit, in commit order, one cluster time per commit; resume tokens,
   ``start_at_operation_time``, an optional oplog cap; pre- and post-images
@@ -61,8 +63,17 @@ type (mongomock tells ``int`` from ``long`` by magnitude and knows no numeric ty
 ``updateLookup`` returning a document newer than the event (it returns the document as the
 event's commit left it), change-stream events of the server's own (``shardCollection``,
 ``reshardCollection``, ...), cursors with server-side batching (results are materialized),
-``maxTimeMS``, authentication, the natural order of documents a rolled-back transaction
-deleted (they come back last), and the wire protocol (Motor cannot drive it).
+``maxTimeMS``, authentication, and the natural order of documents a rolled-back transaction
+deleted (they come back last).
+
+The wire endpoint (``MemoryServer.listen()``, ``mongoledger serve-db``; see ``_wire`` and the
+command dispatcher ``_commands``, which ``db.command(...)`` shares) serves this engine to real
+drivers (PyMongo, Motor, mongosh) as a one-member replica set of MongoDB 7.0. It does not
+implement authentication, TLS, compression or exhaust cursors, and it cannot check sessions
+strictly: an operation that forgot ``session=`` inside a transaction reaches it as an ordinary
+command, which runs outside the transaction (as on MongoDB) instead of raising
+``StrictModeError``. A transaction left open is aborted when its lifetime
+(``transactionLifetimeLimitSeconds``, 60 s) runs out.
 """
 
 from ._async.client import (

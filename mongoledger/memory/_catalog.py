@@ -21,33 +21,80 @@ from ._engine import MemoryServer, Op
 from ._errors import not_in_transaction, operation_failure
 from ._index import IndexedDocuments
 from ._oplog import Entry
-from ._ops import Call, _check_ddl, _visible
+from ._ops import Call, check_ddl, collection_visible
 from ._transactions import Ns
 
 __all__ = [
-    "catalog_command",
     "coll_mod",
     "create_collection",
     "drop_database",
     "rename_collection",
 ]
 
-_OPTIONS = frozenset({"changeStreamPreAndPostImages"})
-_IGNORED = frozenset({"writeConcern", "comment", "lsid", "$db", "apiVersion"})
+# Collection options the engine keeps and acts on. The others a server knows are refused
+# by name (BadValue) rather than accepted and silently not enforced; unknown ones are
+# refused as a server refuses them (40415).
+_EMULATED = frozenset({"changeStreamPreAndPostImages"})
+_KNOWN = {
+    "create": frozenset(
+        {
+            "capped",
+            "size",
+            "max",
+            "validator",
+            "validationLevel",
+            "validationAction",
+            "viewOn",
+            "pipeline",
+            "timeseries",
+            "clusteredIndex",
+            "collation",
+            "expireAfterSeconds",
+            "storageEngine",
+            "indexOptionDefaults",
+            "encryptedFields",
+            "changeStreamPreAndPostImages",
+            "idIndex",
+            "autoIndexId",
+        }
+    ),
+    "collMod": frozenset(
+        {
+            "changeStreamPreAndPostImages",
+            "validator",
+            "validationLevel",
+            "validationAction",
+            "index",
+            "expireAfterSeconds",
+            "viewOn",
+            "pipeline",
+            "timeseries",
+            "cappedSize",
+            "cappedMax",
+            "dryRun",
+        }
+    ),
+}
+_IGNORED = frozenset({"writeConcern", "comment", "lsid", "$db", "apiVersion", "idIndex"})
 
 
 def _validate_options(command: str, options: Mapping[str, Any]) -> Document:
-    """The collection options of a ``create`` or ``collMod``, checked."""
+    """The collection options of a ``create`` or ``collMod``, checked (the clients' and the
+    command dispatcher's one check)."""
     out: Document = {}
     for name, value in options.items():
         if name in _IGNORED:
             continue
-        if name not in _OPTIONS:
+        if name not in _KNOWN[command]:
+            raise operation_failure(
+                40415, "Location40415", f"BSON field '{command}.{name}' is an unknown field."
+            )
+        if name not in _EMULATED:
             raise operation_failure(
                 2,
                 "BadValue",
                 f"memory engine: the {command} option {name!r} is not emulated "
-                f"(emulated: {', '.join(sorted(_OPTIONS))})",
+                f"(emulated: {', '.join(sorted(_EMULATED))})",
             )
         if (
             not isinstance(value, Mapping)
@@ -99,9 +146,9 @@ def coll_mod(server: MemoryServer, db: str, name: str, options: Mapping[str, Any
         if op.txn is not None:
             raise not_in_transaction("collMod")
         store = server.store_for(db, name)
-        if not _visible(server, ns):
+        if not collection_visible(server, ns):
             raise operation_failure(26, "NamespaceNotFound", f"ns does not exist: {db}.{name}")
-        _check_ddl(server, op, ns)
+        check_ddl(server, op, ns)
         before: Document = {"uuid": store.uuid, **store.options}
         store.options = {**store.options, **changes}
         op.ddl.append(
@@ -130,14 +177,14 @@ def rename_collection(
     def fn(op: Op) -> Document:
         if op.txn is not None:
             raise not_in_transaction("renameCollection")
-        if not _visible(server, source):
+        if not collection_visible(server, source):
             raise operation_failure(
                 26, "NamespaceNotFound", f"Source collection {db}.{name} does not exist"
             )
         if source == target:
             raise operation_failure(20, "IllegalOperation", "Can't rename a collection to itself")
-        _check_ddl(server, op, source)
-        _check_ddl(server, op, target)
+        check_ddl(server, op, source)
+        check_ddl(server, op, target)
         src = server.store_for(db, name)
         dst = server.store_for(to_db, to_name)
         description: Document = {"to": {"db": to_db, "coll": to_name}}
@@ -170,7 +217,7 @@ def drop_database(server: MemoryServer, db: str) -> Call:
             raise not_in_transaction("dropDatabase")
         names = list(server._store[db].list_created_collection_names())
         for name in names:
-            _check_ddl(server, op, (db, name))  # waits for transactions writing to it
+            check_ddl(server, op, (db, name))  # waits for transactions writing to it
         for name in names:
             store = server.store_for(db, name)
             entry = Entry("drop", db, name, uuid=store.uuid)
@@ -180,42 +227,3 @@ def drop_database(server: MemoryServer, db: str) -> Call:
         return {"ok": 1.0, "dropped": db}
 
     return Call("dropDatabase", fn, f"drop_database on {db}", retryable=False)
-
-
-def catalog_command(server: MemoryServer, db: str, command: Mapping[str, Any]) -> Call | None:
-    """The engine call of a ``create``, ``collMod``, ``renameCollection`` or ``dropDatabase``
-    command document run on database ``db`` (None: another command)."""
-    name = next(iter(command), None)
-    rest = {k: v for k, v in command.items() if k != name}
-    if name == "create":
-        return create_collection(server, db, _name(command, name), rest)
-    if name == "collMod":
-        return coll_mod(server, db, _name(command, name), rest)
-    if name == "dropDatabase":
-        return drop_database(server, db)
-    if name != "renameCollection":
-        return None
-    if db != "admin":
-        raise operation_failure(
-            13, "Unauthorized", "renameCollection may only be run against the admin database."
-        )
-    source = _namespace(command[name], "renameCollection")
-    target = _namespace(command.get("to"), "to")
-    drop_target = bool(command.get("dropTarget", False))
-    return rename_collection(server, *source, *target, drop_target=drop_target)
-
-
-def _name(command: Mapping[str, Any], key: str) -> str:
-    value = command[key]
-    if not isinstance(value, str) or not value:
-        raise operation_failure(
-            73, "InvalidNamespace", f"collection name must be a non-empty string: {value!r}"
-        )
-    return value
-
-
-def _namespace(value: Any, field: str) -> tuple[str, str]:
-    if not isinstance(value, str) or "." not in value.strip("."):
-        raise operation_failure(73, "InvalidNamespace", f"Invalid {field} namespace: {value!r}")
-    db, coll = value.split(".", 1)
-    return db, coll

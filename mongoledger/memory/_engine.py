@@ -48,6 +48,9 @@ from ._storage import CollectionStore, MockCollection, ServerStore, WorkingCopy,
 from ._transactions import Blocked, Ctx, DocKey, Ns, Transactions, Txn, View
 
 T = TypeVar("T")
+# The engine's own pause, taken once: a test that replaces ``time.sleep`` (to skip an
+# application's waits) does not reach into the engine's scheduling.
+_pause = time.sleep
 
 __all__ = ["Document", "MemoryServer", "Op", "StrictModeError"]
 
@@ -221,7 +224,7 @@ class MemoryServer:
         txn = session.txn_for_op(read=read) if session is not None else None
         attempts = 2 if retryable and txn is None else 1
         if threading.active_count() > 1:
-            time.sleep(0)  # let other threads run, as a driver's round trip does
+            _pause(0)  # let other threads run, as a driver's round trip does
         for attempt in range(attempts):
             name = cmd
             try:
@@ -670,7 +673,7 @@ class MemoryServer:
             "logicalSessionTimeoutMinutes": 30,
             "connectionId": 1,
             "minWireVersion": 0,
-            "maxWireVersion": 25,
+            "maxWireVersion": 21,
             "readOnly": False,
             "ok": 1.0,
         }
@@ -679,29 +682,47 @@ class MemoryServer:
         return reply
 
     def command(self, db: str, command: Mapping[str, Any]) -> Document:
-        """Run a database command (the few an application or test needs)."""
-        name = next(iter(command), None)
-        if name is None:
-            raise operation_failure(59, "CommandNotFound", "no such command: ''")
+        """Run a database command outside any session (the dispatcher in ``_commands``)."""
+        from ._commands import commands_for
+        from ._sync.commands import run_command  # the dispatcher imports this module
+
+        return run_command(commands_for(self), db, command)
+
+    # -- the wire endpoint (``_wire``; owned by the wire protocol work) ---------------------
+
+    def listen(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        allow_remote: bool = False,
+        max_connections: int = 1000,
+    ) -> str:
+        """Serve this engine over the MongoDB wire protocol; returns the ``mongodb://`` URI.
+
+        ``port=0`` picks a free port. Only loopback addresses are accepted unless
+        ``allow_remote=True`` (there is no authentication: a warning says so). Real drivers
+        (PyMongo sync and async, Motor, mongosh) connect to the URI, which names a one-member
+        replica set. ``close()`` stops it.
+        """
+        from ._wire import WireServer
+
         with self._mutex:
-            self.command_counts[name] += 1
-        lname = name.lower()
-        if lname == "hello":
-            return self.hello()
-        if lname == "ismaster":
-            return self.hello(legacy=True)
-        if lname == "ping":
-            return {"ok": 1.0}
-        if lname == "buildinfo":
-            return {"version": "8.0.0", "versionArray": [8, 0, 0, 0], "ok": 1.0}
-        if name == "configureFailPoint":
-            if db != "admin":
-                raise operation_failure(
-                    13,
-                    "Unauthorized",
-                    "configureFailPoint may only be run against the admin database.",
-                )
-            return self.configure_fail_point(command)
-        raise operation_failure(
-            59, "CommandNotFound", f"no such command: '{name}' (not emulated by the memory engine)"
-        )
+            if getattr(self, "_wire", None) is not None:
+                raise RuntimeError("this MemoryServer is already listening; close() it first")
+            wire = WireServer(
+                self, host, port, allow_remote=allow_remote, max_connections=max_connections
+            )
+            self._wire: Any = wire
+        try:
+            return wire.start()
+        except BaseException:
+            self._wire = None
+            raise
+
+    def close(self) -> None:
+        """Stop the wire endpoint (if listening) and close its connections; idempotent."""
+        wire = getattr(self, "_wire", None)
+        self._wire = None
+        if wire is not None:
+            wire.close()

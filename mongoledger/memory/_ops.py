@@ -387,7 +387,7 @@ class CollectionOps:
             store = self.server.store_for(self.db, self.name)
             if not store.is_created:
                 return
-            _check_ddl(self.server, op, self.key)
+            check_ddl(self.server, op, self.key)
             entry = Entry("drop", self.db, self.name, uuid=store.uuid)
             self._mc.drop()
             op.ddl.append(entry)
@@ -476,7 +476,7 @@ class CollectionOps:
         def fn(op: Op) -> list[Document]:
             if op.txn is not None:
                 raise not_in_transaction("listIndexes")
-            if not _visible(self.server, self.key):
+            if not collection_visible(self.server, self.key):
                 return []
             return [dict(ix) for ix in self._mc.list_indexes()]
 
@@ -508,18 +508,18 @@ def list_collection_names(server: MemoryServer, db: str) -> Call:
         if op.txn is not None:
             raise not_in_transaction("listCollections")
         names = server._store[db].list_created_collection_names()
-        return [name for name in names if _visible(server, (db, name))]
+        return [name for name in names if collection_visible(server, (db, name))]
 
     return Call("listCollections", fn, f"list_collection_names on {db}", read=True)
 
 
-def _visible(server: MemoryServer, ns: Ns) -> bool:
+def collection_visible(server: MemoryServer, ns: Ns) -> bool:
     """Whether collection ``ns`` exists for an operation outside a transaction (a
     collection an open transaction created does not, until it commits)."""
     return server.store_for(*ns).is_created and ns not in server.transactions.created
 
 
-def _check_ddl(server: MemoryServer, op: Op, ns: Ns) -> None:
+def check_ddl(server: MemoryServer, op: Op, ns: Ns) -> None:
     """A DDL command on ``ns`` waits for the open transactions that wrote to it (or fails
     with WriteConflict when one of them is the caller's own)."""
     server.transactions.check_ddl(op.txn, ns, op.ctx)

@@ -116,11 +116,18 @@ def write_concern_error(wc: WriteConcern | None) -> Document | None:
     it can satisfy it (``w`` of 0 or 1, ``"majority"``, journaled or not)."""
     if wc is None or wc.is_server_default:
         return None
-    document = wc.document
-    w = document.get("w")
+    return unsatisfied(wc.document)
+
+
+def unsatisfied(concern: Mapping[str, Any]) -> Document | None:
+    """The ``writeConcernError`` for a write concern document whose ``w`` is well formed
+    (a non-negative number or a string): a number above 1 is more members than the set has
+    (100), a string other than ``"majority"`` names no tag set (79). The one rule both the
+    clients and the command dispatcher answer with."""
+    w = concern.get("w")
     if w is None or w in (0, 1, "majority"):
         return None
-    info = {"writeConcern": {"wtimeout": 0, **document, "provenance": "clientSupplied"}}
+    info = {"writeConcern": {"wtimeout": 0, **concern, "provenance": "clientSupplied"}}
     if type(w) is int and w > 1:
         return {
             "code": 100,
@@ -128,7 +135,7 @@ def write_concern_error(wc: WriteConcern | None) -> Document | None:
             "errmsg": "Not enough data-bearing nodes",
             "errInfo": info,
         }
-    if isinstance(w, str) and w != "majority":
+    if isinstance(w, str):
         return {
             "code": 79,
             "codeName": "UnknownReplWriteConcern",

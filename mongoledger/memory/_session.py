@@ -28,7 +28,9 @@ from pymongo.errors import (
     WTimeoutError,
 )
 from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES
+from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
+from pymongo.write_concern import WriteConcern
 
 from ._bson import Document
 from ._errors import no_such_transaction
@@ -91,13 +93,20 @@ class TxnState:
 _UNKNOWN_COMMIT_ERROR_CODES = _RETRYABLE_ERROR_CODES | frozenset([64, 50])
 
 
+_SERVER_DEFAULTS: dict[str, Any] = {
+    "read_concern": ReadConcern(),
+    "write_concern": WriteConcern(),
+    "read_preference": ReadPreference.PRIMARY,
+}
+
+
 class SessionState:
     """One logical session's state, shared by the sync and async sessions."""
 
     def __init__(
         self,
         server: Server,
-        client: Any,
+        client: Any,  # None: a session the wire opened
         *,
         default_transaction_options: TransactionOptions | None = None,
         snapshot: bool = False,
@@ -130,6 +139,8 @@ class SessionState:
         parent = defaults and getattr(defaults, name)
         if parent:
             return parent
+        if self.client is None:  # the wire's sessions: the server's defaults
+            return _SERVER_DEFAULTS[name]
         return getattr(self.client, name)
 
     def start_transaction(

@@ -26,7 +26,7 @@ from bson import ObjectId
 
 from mongoledger import AlreadyReverted, AsyncLedger, IdempotencyConflict, InsufficientFunds
 from mongoledger._async._io import aggregate, sleep, to_list
-from tests.conftest import REAL_URI, SKIP_REAL
+from tests.conftest import REAL_URI, SKIP_REAL, WIRE_SERVER
 
 _IS_SYNC = False
 
@@ -321,6 +321,16 @@ async def test_random_operations_concurrently(
     await check_ledger(ledger, record)
 
 
+def memory_server(db: Any) -> Any:
+    """The memory engine ``db`` lives on: the client's, or the wire endpoint's the real
+    tier talks to (None: a real server)."""
+    from mongoledger.memory import AsyncMemoryClient
+
+    if isinstance(db.client, AsyncMemoryClient):
+        return db.client.server
+    return WIRE_SERVER
+
+
 HOT = 3  # accounts every worker transfers among
 HOT_SIZE = (8, 60) if _IS_SYNC else (64, 8)  # (workers, transfers per worker)
 
@@ -339,7 +349,7 @@ async def test_hot_accounts_conflict_for_real_and_keep_every_invariant(
     for i in range(HOT):
         ids = [await ledger.increase(account(i), 1_000_000)]
         record.add(Op(ids, [(i, 1_000_000)], 1_000_000))
-    server = getattr(async_shared_db.client, "server", None)  # the memory engine's
+    server = memory_server(async_shared_db)
     before = 0 if server is None else server.write_conflicts
     workers, per_worker = HOT_SIZE
 

@@ -48,7 +48,7 @@ def test_hello_answers_as_replica_set_primary(client: MemoryClient) -> None:
     assert hello["isWritablePrimary"] is True
     assert hello["setName"] == "memory"
     assert hello["logicalSessionTimeoutMinutes"] == 30
-    assert hello["maxWireVersion"] == 25  # MongoDB 8.0: client bulkWrite
+    assert hello["maxWireVersion"] == 21
     assert client["x"].command("ping") == {"ok": 1.0}
     # plain mongomock stays what it is: no hello, no sessions
     with pytest.raises(NotImplementedError):

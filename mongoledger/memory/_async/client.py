@@ -23,6 +23,7 @@ from pymongo.errors import (
     CollectionInvalid,
     ConfigurationError,
     InvalidOperation,
+    OperationFailure,
     PyMongoError,
 )
 from pymongo.read_concern import ReadConcern
@@ -38,13 +39,13 @@ from pymongo.write_concern import WriteConcern
 
 from mongoledger.memory._bson import Document
 from mongoledger.memory._catalog import (
-    catalog_command,
     create_collection,
     drop_database,
     rename_collection,
 )
 from mongoledger.memory._changestream import StreamCore
 from mongoledger.memory._client_bulk import client_bulk_write
+from mongoledger.memory._commands import commands_for, error_reply
 from mongoledger.memory._engine import MemoryServer
 from mongoledger.memory._ops import Call, CollectionOps, list_collection_names, sort_list
 from mongoledger.memory._options import Options, client_options
@@ -63,6 +64,8 @@ from mongoledger.memory._shared import (
     index_pairs,
     write_concern_checked,
 )
+
+from .commands import async_run_command
 
 _IS_SYNC = False
 
@@ -366,13 +369,19 @@ class AsyncDatabase:
         session: AsyncClientSession | None = None,
         **kwargs: Any,
     ) -> Document:
+        """Run a database command (the dispatcher in ``_commands``, as over the wire): CRUD,
+        cursors, collections and indexes, with the server's reply shapes; ``session=`` joins
+        its transaction. ``check=False`` returns an error reply instead of raising."""
         cmd: dict[str, Any] = {command: value} if isinstance(command, str) else dict(command)
         cmd.update(kwargs)
-        call = catalog_command(self.client.server, self.name, cmd)
-        if call is not None:
-            result: Document = await self.client._run(call, session)
-            return result
-        return self.client.server.command(self.name, cmd)
+        commands = commands_for(self.client.server)
+        state = self.client._session_state(session)
+        try:
+            return await async_run_command(commands, self.name, cmd, state)
+        except OperationFailure as exc:
+            if check:
+                raise
+            return error_reply(exc)
 
     async def list_collection_names(
         self, session: AsyncClientSession | None = None, filter: Any = None, **_kwargs: Any
