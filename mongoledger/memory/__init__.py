@@ -83,7 +83,8 @@ from ._async.client import (
     AsyncDatabase,
     AsyncMemoryClient,
 )
-from ._engine import MemoryServer, StrictModeError
+from ._engine import StrictModeError
+from ._server import MemoryServer
 from ._sync.client import ChangeStream, ClientSession, Collection, Database, MemoryClient
 
 __all__ = [

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._bson import Document
-from ._engine import MemoryServer, Op
+from ._engine import Engine, Op
 from ._errors import not_in_transaction, operation_failure
 from ._index import IndexedDocuments
 from ._oplog import Entry
@@ -111,7 +111,7 @@ def _validate_options(command: str, options: Mapping[str, Any]) -> Document:
     return out
 
 
-def create_collection(server: MemoryServer, db: str, name: str, options: Mapping[str, Any]) -> Call:
+def create_collection(server: Engine, db: str, name: str, options: Mapping[str, Any]) -> Call:
     """The ``create`` command: a new collection with ``options``. An existing collection
     with the same options is left as it is (as MongoDB 7 answers); with other options, or
     inside a transaction, it is ``NamespaceExists`` (48)."""
@@ -137,7 +137,7 @@ def create_collection(server: MemoryServer, db: str, name: str, options: Mapping
     return Call("create", fn, f"create_collection on {db}.{name}", retryable=False)
 
 
-def coll_mod(server: MemoryServer, db: str, name: str, options: Mapping[str, Any]) -> Call:
+def coll_mod(server: Engine, db: str, name: str, options: Mapping[str, Any]) -> Call:
     """The ``collMod`` command: change ``changeStreamPreAndPostImages`` of a collection."""
     changes = _validate_options("collMod", options)
     ns = (db, name)
@@ -167,7 +167,7 @@ def coll_mod(server: MemoryServer, db: str, name: str, options: Mapping[str, Any
 
 
 def rename_collection(
-    server: MemoryServer, db: str, name: str, to_db: str, to_name: str, *, drop_target: bool
+    server: Engine, db: str, name: str, to_db: str, to_name: str, *, drop_target: bool
 ) -> Call:
     """The ``renameCollection`` command: documents, indexes, options and UUID move to the
     new name; streams on either name see ``rename`` and then ``invalidate``."""
@@ -208,7 +208,7 @@ def rename_collection(
     return Call("renameCollection", fn, what, retryable=False)
 
 
-def drop_database(server: MemoryServer, db: str) -> Call:
+def drop_database(server: Engine, db: str) -> Call:
     """The ``dropDatabase`` command: a ``drop`` event per collection, then ``dropDatabase``
     (which ends the database's streams)."""
 

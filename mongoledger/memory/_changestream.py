@@ -25,7 +25,7 @@ from ._errors import operation_failure
 from ._oplog import Entry
 
 if TYPE_CHECKING:
-    from ._engine import MemoryServer
+    from ._engine import Engine
 
 mm_aggregate: Any = _mm_aggregate
 mm_filtering: Any = _mm_filtering
@@ -61,7 +61,7 @@ _TOKEN_LEN = 2 + 8 + 8 + 16 + 16 + 2
 
 
 def make_token(
-    server: MemoryServer, pos: int, ct: Timestamp | None, invalidate: bool = False
+    server: Engine, pos: int, ct: Timestamp | None, invalidate: bool = False
 ) -> Document:
     """A resume token ``{"_data": <hex>}`` naming an oplog position ("resume before pos")."""
     t = ct or Timestamp(0, 0)
@@ -69,7 +69,7 @@ def make_token(
     return {"_data": f"82{t.time:08X}{t.inc:08X}{server.server_id}{pos:016X}{flag}"}
 
 
-def _parse_token(server: MemoryServer, token: Any) -> tuple[int, bool]:
+def _parse_token(server: Engine, token: Any) -> tuple[int, bool]:
     data = token.get("_data") if isinstance(token, Mapping) else None
     try:
         if not isinstance(data, str) or len(data) != _TOKEN_LEN or not data.startswith("82"):
@@ -184,7 +184,7 @@ class StreamCore:
 
     def __init__(
         self,
-        server: MemoryServer,
+        server: Engine,
         db: str | None,
         coll: str | None,
         pipeline: Any,

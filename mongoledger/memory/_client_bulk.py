@@ -20,7 +20,7 @@ from pymongo.results import ClientBulkWriteResult, DeleteResult, InsertOneResult
 from pymongo.write_concern import WriteConcern
 
 from ._bson import Document
-from ._engine import MemoryServer, Op
+from ._engine import Engine, Op
 from ._errors import CODE_NAMES
 from ._ops import Call, CollectionOps, request_kind
 from ._options import write_concern_error
@@ -48,7 +48,7 @@ class ClientBulk:
 
 
 def client_bulk_write(
-    server: MemoryServer,
+    server: Engine,
     models: Sequence[Any],
     ordered: bool,
     verbose: bool,

@@ -1,14 +1,15 @@
-"""The server: runs each operation against the view its transaction may see.
+"""The engine: runs each operation against the view its transaction may see.
 
-Both client flavours (sync and async) drive one ``MemoryServer``. An operation runs whole
-under the server's mutex (it is in-memory and short); nothing is held between operations, so
-transactions of different threads and tasks overlap as on a replica set. Before an operation
-runs, the documents it must see in another version than the stored one (``_transactions``:
-other transactions' uncommitted writes, commits after its snapshot) are swapped into the
-store, and swapped back after it; a write is checked (and logged) before it happens
-(``_before_write``). An operation outside a transaction that must wait for a transaction to
-end does so outside the mutex (a thread blocks on a condition, a task awaits a future), and
-then runs again.
+Both client flavours (sync and async) and the command dispatcher drive one ``Engine`` (the
+public ``MemoryServer``, ``_server``, puts the dispatcher and the wire endpoint in front of
+it). An operation runs whole under the engine's mutex (it is in-memory and short); nothing is
+held between operations, so transactions of different threads and tasks overlap as on a
+replica set. An operation reads through a ``View`` (``_transactions``): while transactions
+overlap, it resolves per document the version the operation must see (not another
+transaction's uncommitted write, not a commit after its snapshot); a write is checked (and
+logged) before it happens (``_before_write``). An operation outside a transaction that must
+wait for a transaction to end does so outside the mutex (a thread blocks on a condition, a
+task awaits a future), and then runs again.
 
 ``_commit_writes`` is the one place where a write set becomes committed and visible: a
 transaction's at ``commitTransaction``, a single write's at the end of its operation. (A
@@ -52,7 +53,7 @@ T = TypeVar("T")
 # application's waits) does not reach into the engine's scheduling.
 _pause = time.sleep
 
-__all__ = ["Document", "MemoryServer", "Op", "StrictModeError"]
+__all__ = ["Document", "Engine", "Op", "StrictModeError"]
 
 
 class Op:
@@ -94,8 +95,9 @@ class Op:
         self.inside: dict[DocKey, set[str]] | None = None
 
 
-class MemoryServer:
-    """One in-process MongoDB "deployment": data, sessions, oplog, fail points, counters.
+class Engine:
+    """One in-process MongoDB "deployment": data, sessions, oplog, fail points, counters
+    (``MemoryServer`` adds the command dispatcher and the wire endpoint in front of it).
 
     Clients created with ``server=`` share it (and therefore their data, transactions and
     change streams). ``oplog_size`` caps the number of change events kept for resuming.
@@ -680,49 +682,3 @@ class MemoryServer:
         if legacy:
             reply["ismaster"] = reply.pop("isWritablePrimary")
         return reply
-
-    def command(self, db: str, command: Mapping[str, Any]) -> Document:
-        """Run a database command outside any session (the dispatcher in ``_commands``)."""
-        from ._commands import commands_for
-        from ._sync.commands import run_command  # the dispatcher imports this module
-
-        return run_command(commands_for(self), db, command)
-
-    # -- the wire endpoint (``_wire``; owned by the wire protocol work) ---------------------
-
-    def listen(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        allow_remote: bool = False,
-        max_connections: int = 1000,
-    ) -> str:
-        """Serve this engine over the MongoDB wire protocol; returns the ``mongodb://`` URI.
-
-        ``port=0`` picks a free port. Only loopback addresses are accepted unless
-        ``allow_remote=True`` (there is no authentication: a warning says so). Real drivers
-        (PyMongo sync and async, Motor, mongosh) connect to the URI, which names a one-member
-        replica set. ``close()`` stops it.
-        """
-        from ._wire import WireServer
-
-        with self._mutex:
-            if getattr(self, "_wire", None) is not None:
-                raise RuntimeError("this MemoryServer is already listening; close() it first")
-            wire = WireServer(
-                self, host, port, allow_remote=allow_remote, max_connections=max_connections
-            )
-            self._wire: Any = wire
-        try:
-            return wire.start()
-        except BaseException:
-            self._wire = None
-            raise
-
-    def close(self) -> None:
-        """Stop the wire endpoint (if listening) and close its connections; idempotent."""
-        wire = getattr(self, "_wire", None)
-        self._wire = None
-        if wire is not None:
-            wire.close()

@@ -29,7 +29,7 @@ from pymongo.results import (
 from pymongo.write_concern import WriteConcern
 
 from ._bson import Document, encoded, roundtrip
-from ._engine import MemoryServer, Op
+from ._engine import Engine, Op
 from ._errors import not_in_transaction, operation_failure
 from ._oplog import Entry
 from ._options import write_concern_error
@@ -126,7 +126,7 @@ def _to_store(document: Any) -> tuple[dict[str, Any], bytes]:
 class CollectionOps:
     """Builds the engine calls for one namespace."""
 
-    def __init__(self, server: MemoryServer, db: str, name: str) -> None:
+    def __init__(self, server: Engine, db: str, name: str) -> None:
         self.server = server
         self.db = db
         self.name = name
@@ -503,7 +503,7 @@ class CollectionOps:
         return Entry(op_type, self.db, self.name, uuid=uuid, description={"indexes": specs})
 
 
-def list_collection_names(server: MemoryServer, db: str) -> Call:
+def list_collection_names(server: Engine, db: str) -> Call:
     def fn(op: Op) -> list[str]:
         if op.txn is not None:
             raise not_in_transaction("listCollections")
@@ -513,13 +513,13 @@ def list_collection_names(server: MemoryServer, db: str) -> Call:
     return Call("listCollections", fn, f"list_collection_names on {db}", read=True)
 
 
-def collection_visible(server: MemoryServer, ns: Ns) -> bool:
+def collection_visible(server: Engine, ns: Ns) -> bool:
     """Whether collection ``ns`` exists for an operation outside a transaction (a
     collection an open transaction created does not, until it commits)."""
     return server.store_for(*ns).is_created and ns not in server.transactions.created
 
 
-def check_ddl(server: MemoryServer, op: Op, ns: Ns) -> None:
+def check_ddl(server: Engine, op: Op, ns: Ns) -> None:
     """A DDL command on ``ns`` waits for the open transactions that wrote to it (or fails
     with WriteConflict when one of them is the caller's own)."""
     server.transactions.check_ddl(op.txn, ns, op.ctx)

@@ -22,7 +22,7 @@ outside a transaction, the write must wait for the owner to end (``Blocked``) un
 owner is a transaction of the waiting thread or task, which would deadlock (Decision 13).
 
 ``commit`` is the one place where a write set becomes the committed state, for a transaction
-and for a single write outside one alike (``MemoryServer._commit_writes`` calls it).
+and for a single write outside one alike (``Engine._commit_writes`` calls it).
 """
 
 from __future__ import annotations

@@ -46,9 +46,9 @@ from mongoledger.memory._catalog import (
 from mongoledger.memory._changestream import StreamCore
 from mongoledger.memory._client_bulk import client_bulk_write
 from mongoledger.memory._commands import commands_for, error_reply
-from mongoledger.memory._engine import MemoryServer
 from mongoledger.memory._ops import Call, CollectionOps, list_collection_names, sort_list
 from mongoledger.memory._options import Options, client_options
+from mongoledger.memory._server import MemoryServer
 from mongoledger.memory._session import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,

@@ -11,7 +11,7 @@ import bson
 from bson.int64 import Int64
 
 from mongoledger.memory._bson import Document
-from mongoledger.memory._engine import MemoryServer, Op
+from mongoledger.memory._engine import Engine, Op
 from mongoledger.memory._errors import operation_failure
 from mongoledger.memory._ops import Call
 from mongoledger.memory._session import SessionState
@@ -40,7 +40,7 @@ def _options_of(command: str, body: Mapping[str, Any]) -> Document:
     return {k: v for k, v in body.items() if k not in _GENERIC_FIELDS and k != command}
 
 
-def _database_size(server: MemoryServer, db: str) -> int:
+def _database_size(server: Engine, db: str) -> int:
     return sum(
         len(bson.encode(doc))
         for name in engine.collection_names(server, db)

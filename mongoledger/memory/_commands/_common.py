@@ -23,7 +23,7 @@ from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES
 
 from mongoledger.memory._bson import MAX_BSON_SIZE, Document
 from mongoledger.memory._changestream import StreamCore
-from mongoledger.memory._engine import MemoryServer
+from mongoledger.memory._engine import Engine
 from mongoledger.memory._errors import operation_failure
 from mongoledger.memory._ops import Call, CollectionOps
 from mongoledger.memory._options import unsatisfied
@@ -267,7 +267,7 @@ def error_reply(exc: BaseException, *, retryable_write: bool = False) -> Documen
     }
 
 
-def cluster_time_fields(server: MemoryServer) -> Document:
+def cluster_time_fields(server: Engine) -> Document:
     """``$clusterTime`` and ``operationTime``, which replica-set members add to replies."""
     ts = server.cluster_time
     if ts == Timestamp(0, 0):
@@ -286,7 +286,7 @@ class Part:
 
     def __init__(self, commands: Commands) -> None:
         self.commands = commands
-        self.server: MemoryServer = commands.server
+        self.server: Engine = commands.server
         self._lock = commands.lock
 
     def handlers(self) -> dict[str, Handler]:

@@ -20,16 +20,14 @@ import bson
 from mongoledger.memory import _catalog
 from mongoledger.memory._bson import Document
 from mongoledger.memory._changestream import StreamCore
-from mongoledger.memory._engine import MemoryServer, Op
+from mongoledger.memory._engine import Engine, Op
 from mongoledger.memory._ops import CollectionOps, collection_visible
 from mongoledger.memory._session import SessionState, TxnState, current_ctx
 
 # -- commands and fail points -------------------------------------------------------------
 
 
-def count_command(
-    server: MemoryServer, name: str, *, fail_point: bool, in_txn: bool = False
-) -> None:
+def count_command(server: Engine, name: str, *, fail_point: bool, in_txn: bool = False) -> None:
     """Count a command run outside an engine call; check the fail point unless told not to."""
     with server._mutex:
         server.command_counts[name] += 1
@@ -47,7 +45,7 @@ COMMITTED_EMPTY = TxnState.COMMITTED_EMPTY
 ABORTED = TxnState.ABORTED
 
 
-def new_session(server: MemoryServer, lsid: bytes) -> SessionState:
+def new_session(server: Engine, lsid: bytes) -> SessionState:
     """The engine's session for a driver's logical session id."""
     state = SessionState(server, None)  # no client: transaction options are the server's
     state.session_id = {"id": bson.Binary(lsid, 4)}
@@ -68,7 +66,7 @@ def phase(state: SessionState) -> str:
     return str(state.state)
 
 
-def start_transaction(server: MemoryServer, state: SessionState, number: int) -> None:
+def start_transaction(server: Engine, state: SessionState, number: int) -> None:
     """Start transaction ``number`` (what the session left open is aborted first)."""
     end_transaction(server, state)
     state.txn = None
@@ -81,7 +79,7 @@ def start_transaction(server: MemoryServer, state: SessionState, number: int) ->
     state.txn_ctx = (0, id(state))
 
 
-def end_transaction(server: MemoryServer, state: SessionState) -> None:
+def end_transaction(server: Engine, state: SessionState) -> None:
     """Abort what the session left open (a new txnNumber or the lifetime limit ends it)."""
     txn = state.txn
     if state.in_transaction or (txn is not None and not txn.aborted):
@@ -92,7 +90,7 @@ def end_transaction(server: MemoryServer, state: SessionState) -> None:
         server._session_closed(state)
 
 
-def commit(server: MemoryServer, state: SessionState) -> None:
+def commit(server: Engine, state: SessionState) -> None:
     """``commitTransaction``: once, as the server does it (the driver retries, not this)."""
     if state.state in (STARTING, COMMITTED_EMPTY):
         count_command(server, "commitTransaction", fail_point=True)
@@ -110,7 +108,7 @@ def commit(server: MemoryServer, state: SessionState) -> None:
     server._session_closed(state)
 
 
-def abort(server: MemoryServer, state: SessionState) -> None:
+def abort(server: Engine, state: SessionState) -> None:
     """``abortTransaction``: restore what the transaction wrote."""
     if state.state == STARTING:
         count_command(server, "abortTransaction", fail_point=True)
@@ -131,7 +129,7 @@ def transaction_touches(state: SessionState, db: str, coll: str | None) -> bool:
 # -- running a command outside any transaction ---------------------------------------------
 
 
-def run_outside_transactions(server: MemoryServer, cmd: str, fn: Any, kind: str) -> Any:
+def run_outside_transactions(server: Engine, cmd: str, fn: Any, kind: str) -> Any:
     """Run a read of no transaction at once: it sees committed data (snapshot isolation: a
     read never waits for a transaction, on a server neither)."""
     return server._execute(cmd, None, None, fn, kind, current_ctx())
@@ -152,46 +150,46 @@ def written(op: Op, db: str, coll: str) -> list[tuple[Any, Document | None]]:
 # -- the catalog --------------------------------------------------------------------------
 
 
-def _store(server: MemoryServer, db: str, coll: str) -> Any:
+def _store(server: Engine, db: str, coll: str) -> Any:
     return server._store[db][coll]
 
 
-def collection_exists(server: MemoryServer, db: str, coll: str) -> bool:
+def collection_exists(server: Engine, db: str, coll: str) -> bool:
     """Whether ``db.coll`` exists outside any transaction (one an open transaction created
     does not, until it commits)."""
     return collection_visible(server, (db, coll))
 
 
-def collection_names(server: MemoryServer, db: str) -> list[str]:
+def collection_names(server: Engine, db: str) -> list[str]:
     names = server._store[db].list_created_collection_names()
     return [name for name in names if collection_visible(server, (db, name))]
 
 
-def database_names(server: MemoryServer) -> list[str]:
+def database_names(server: Engine) -> list[str]:
     return list(server._mock.list_database_names())
 
 
-def stored_document(server: MemoryServer, db: str, coll: str, key: Any) -> Document | None:
+def stored_document(server: Engine, db: str, coll: str, key: Any) -> Document | None:
     doc: Document | None = _store(server, db, coll)._documents.get(key)
     return doc
 
 
-def documents(server: MemoryServer, db: str, coll: str) -> Iterator[Document]:
+def documents(server: Engine, db: str, coll: str) -> Iterator[Document]:
     return iter(list(_store(server, db, coll)._documents.values()))
 
 
-def document_count(server: MemoryServer, db: str, coll: str) -> int:
+def document_count(server: Engine, db: str, coll: str) -> int:
     return len(_store(server, db, coll)._documents)
 
 
-def index_specs(server: MemoryServer, db: str, coll: str) -> dict[str, Document]:
+def index_specs(server: Engine, db: str, coll: str) -> dict[str, Document]:
     """The collection's indexes other than ``_id_``, by name (key as a list of pairs)."""
     if not collection_exists(server, db, coll):
         return {}
     return dict(_store(server, db, coll).indexes)
 
 
-def list_indexes(server: MemoryServer, db: str, coll: str) -> list[Document]:
+def list_indexes(server: Engine, db: str, coll: str) -> list[Document]:
     return [dict(ix) for ix in server.mock_collection(db, coll).list_indexes()]
 
 
@@ -199,51 +197,49 @@ def list_indexes(server: MemoryServer, db: str, coll: str) -> list[Document]:
 # operation, they leave their change events and keep a transaction's DDL to its commit.
 
 
-def create_collection(
-    server: MemoryServer, op: Op, db: str, coll: str, options: Document
-) -> Document:
+def create_collection(server: Engine, op: Op, db: str, coll: str, options: Document) -> Document:
     reply: Document = _catalog.create_collection(server, db, coll, options).fn(op)
     return reply
 
 
-def coll_mod(server: MemoryServer, op: Op, db: str, coll: str, changes: Document) -> Document:
+def coll_mod(server: Engine, op: Op, db: str, coll: str, changes: Document) -> Document:
     reply: Document = _catalog.coll_mod(server, db, coll, changes).fn(op)
     return reply
 
 
 def rename_collection(
-    server: MemoryServer, op: Op, source: tuple[str, str], target: tuple[str, str], drop: bool
+    server: Engine, op: Op, source: tuple[str, str], target: tuple[str, str], drop: bool
 ) -> Document:
     call = _catalog.rename_collection(server, *source, *target, drop_target=drop)
     reply: Document = call.fn(op)
     return reply
 
 
-def drop_collection(server: MemoryServer, op: Op, db: str, coll: str) -> None:
+def drop_collection(server: Engine, op: Op, db: str, coll: str) -> None:
     """Drop ``db.coll`` inside the running operation (its drop event included)."""
     CollectionOps(server, db, coll).drop().fn(op)
 
 
-def drop_database(server: MemoryServer, op: Op, db: str) -> None:
+def drop_database(server: Engine, op: Op, db: str) -> None:
     _catalog.drop_database(server, db).fn(op)
 
 
 def create_indexes(
-    server: MemoryServer, op: Op, db: str, coll: str, indexes: list[tuple[Any, Document]]
+    server: Engine, op: Op, db: str, coll: str, indexes: list[tuple[Any, Document]]
 ) -> list[str]:
     names: list[str] = CollectionOps(server, db, coll).create_indexes(indexes, "x").fn(op)
     return names
 
 
-def drop_index(server: MemoryServer, op: Op, db: str, coll: str, name: str) -> None:
+def drop_index(server: Engine, op: Op, db: str, coll: str, name: str) -> None:
     CollectionOps(server, db, coll).drop_index(name).fn(op)
 
 
-def collection_options(server: MemoryServer, db: str, coll: str) -> Document:
+def collection_options(server: Engine, db: str, coll: str) -> Document:
     return dict(_store(server, db, coll).options)
 
 
-def collection_uuid(server: MemoryServer, db: str, coll: str) -> bson.Binary:
+def collection_uuid(server: Engine, db: str, coll: str) -> bson.Binary:
     uuid_: bson.Binary | None = _store(server, db, coll).uuid
     assert uuid_ is not None, "a collection that exists has a UUID"
     return uuid_
@@ -252,7 +248,7 @@ def collection_uuid(server: MemoryServer, db: str, coll: str) -> bson.Binary:
 # -- change streams -----------------------------------------------------------------------
 
 
-def poll_events(server: MemoryServer, core: StreamCore, limit: int) -> list[Document]:
+def poll_events(server: Engine, core: StreamCore, limit: int) -> list[Document]:
     """Up to ``limit`` events the stream has now (none waited for)."""
     events: list[Document] = []
     with server._mutex:
@@ -264,6 +260,6 @@ def poll_events(server: MemoryServer, core: StreamCore, limit: int) -> list[Docu
     return events
 
 
-def locked(server: MemoryServer) -> Any:
+def locked(server: Engine) -> Any:
     """The engine's mutex (a context manager): reads of the catalog outside an engine call."""
     return server._mutex

@@ -11,7 +11,7 @@ import bson
 from bson import ObjectId
 
 from mongoledger.memory._bson import Document, encoded
-from mongoledger.memory._engine import MemoryServer, Op
+from mongoledger.memory._engine import Engine, Op
 from mongoledger.memory._errors import operation_failure
 from mongoledger.memory._ops import Call, CollectionOps, _mentions
 from mongoledger.memory._session import SessionState
@@ -133,7 +133,7 @@ def _one_update(ops: CollectionOps, stmt: Any) -> Document:
     return result
 
 
-def _upserted_id(server: MemoryServer, op: Op, db: str, coll: str) -> Any:
+def _upserted_id(server: Engine, op: Op, db: str, coll: str) -> Any:
     """The ``_id`` of the document the operation inserted into ``db.coll``."""
     for key, pre in engine.written(op, db, coll):
         if pre is None:

@@ -33,7 +33,7 @@ from mongoledger.memory._commands import (
     commands_for,
     error_reply,
 )
-from mongoledger.memory._engine import MemoryServer
+from mongoledger.memory._engine import Engine
 
 from ._protocol import (
     HEADER_SIZE,
@@ -85,7 +85,7 @@ class WireServer:
 
     def __init__(
         self,
-        memory: MemoryServer,
+        memory: Engine,
         host: str = "127.0.0.1",
         port: int = 0,
         *,
