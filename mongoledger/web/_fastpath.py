@@ -74,8 +74,8 @@ def compile_route(route: APIRoute) -> Compiled | None:
     """How :class:`FastPath` serves ``route``, or None when FastAPI must (a parameter, a
     dependency or a return type outside the simple vocabulary our routes use)."""
     endpoint = route.endpoint
-    if not inspect.iscoroutinefunction(endpoint):
-        return None
+    if not inspect.iscoroutinefunction(endpoint) or getattr(route, "max_body_size", None):
+        return None  # (FastAPI wraps a route with a body limit of its own)
     try:
         hints = typing.get_type_hints(endpoint, include_extras=True)
     except (NameError, TypeError):
@@ -152,11 +152,13 @@ def _flattened(routes: Sequence[BaseRoute], routers: Sequence[APIRouter]) -> lis
 
 
 def _plain(context: Any) -> bool:
-    """Whether an inclusion changes nothing of its routes."""
+    """Whether an inclusion changes nothing of its routes (FastAPI 0.165's include context:
+    no prefix, dependencies, body limit or form limits)."""
     return (
         getattr(context, "prefix", None) == ""
         and not getattr(context, "dependencies", None)
         and getattr(context, "max_body_size", None) is None
+        and not getattr(context, "form_limits", None)
     )
 
 

@@ -327,3 +327,28 @@ async def test_a_request_for_the_mount_point_itself_is_routed_as_starlette_does(
         ("/other", "/ledger", "/other"),
     ]:
         assert _route_path({"path": path, "root_path": root}) == expected
+
+
+def test_an_inclusion_or_route_that_changes_something_is_left_to_fastapi() -> None:
+    from fastapi import APIRouter
+    from starlette.requests import Request as StarletteRequest
+    from starlette.responses import Response as StarletteResponse
+
+    from mongoledger.web._fastpath import _flattened
+
+    async def x(request: Any) -> Any:  # pragma: no cover - never called
+        return StarletteResponse()
+
+    # (resolved here: this module's own ``Request`` is another thing)
+    x.__annotations__ = {"request": StarletteRequest, "return": StarletteResponse}
+    ours = APIRouter()
+    ours.add_api_route("/x", x)
+    assert compile_route(ours.routes[0]) is not None  # type: ignore[arg-type]
+    for options in ({}, {"prefix": "/p"}, {"max_body_size": 10}):
+        app = FastAPI()
+        app.include_router(ours, **options)
+        expanded = _flattened(app.router.routes, [ours])
+        assert (ours.routes[0] in expanded) == (not options), options
+    limited = APIRouter()
+    limited.add_api_route("/y", x, max_body_size=10)
+    assert compile_route(limited.routes[0]) is None  # type: ignore[arg-type]
