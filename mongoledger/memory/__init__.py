@@ -27,6 +27,11 @@ mongomock, plus what mongomock lacks:
 * indexed lookups: equality on ``_id`` and on fields that lead an index (any top-level field
   under a wildcard index) reads a hash bucket instead of testing every document; other
   queries scan, as a server would without a suitable index (see ``_index``).
+* the embedded store: ``MemoryClient(path=DIR)`` / ``AsyncMemoryClient(path=DIR)`` /
+  ``MemoryServer(path=DIR)`` keep documents, indexes and the change-stream history in ``DIR``
+  (journal with group commit, self-compacting snapshot, recovery; one process at a time, under
+  an OS lock: ``StoreLocked``); a write is on disk before it returns, and change streams see
+  only what is on disk (MongoDB's majority read point). The on-disk format: ``_store``.
 
 Not emulated: snapshot isolation between concurrent transactions (they run one at a time
 instead), read/write concerns and read preferences (accepted, ignored), causal consistency,
@@ -49,6 +54,7 @@ from ._async.client import (
     AsyncMemoryClient,
 )
 from ._engine import MemoryServer, StrictModeError
+from ._store import StoreCorrupted, StoreError, StoreLocked, StoreRecoveryWarning
 from ._sync.client import ChangeStream, ClientSession, Collection, Database, MemoryClient
 
 __all__ = [
@@ -63,5 +69,9 @@ __all__ = [
     "Database",
     "MemoryClient",
     "MemoryServer",
+    "StoreCorrupted",
+    "StoreError",
+    "StoreLocked",
+    "StoreRecoveryWarning",
     "StrictModeError",
 ]

@@ -20,7 +20,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import bson
 import mongomock as _mongomock
@@ -46,6 +47,9 @@ from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES
 from ._index import IndexedDocuments, index_fields, wildcard_covers
 from ._match import match as fast_match
 from ._native import native_group, native_sort
+
+if TYPE_CHECKING:
+    from ._store import Store
 
 # mongomock is untyped: reach it through Any.
 mongomock: Any = _mongomock
@@ -164,6 +168,10 @@ class _DatabaseStore(mm_store.DatabaseStore):  # type: ignore[misc]
             )
             return col
 
+    def rename(self, name: str, new_name: str) -> None:
+        super().rename(name, new_name)
+        self._server._renamed(self._db_name, name, new_name)
+
 
 class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
     """Records each key's pre-image before a write, in the running operation's write log."""
@@ -177,6 +185,11 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
     def drop(self) -> None:
         super().drop()
         self._documents = IndexedDocuments()
+        self._server._catalog_changed(self)
+
+    def create(self) -> None:
+        super().create()
+        self._server._catalog_changed(self)
 
     # What the index definitions imply, computed once per change of them: every change
     # goes through create_index, drop_index or a new ``indexes`` mapping (drop_indexes).
@@ -193,14 +206,18 @@ class _CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
     def indexes(self, value: dict[str, Any]) -> None:
         self._indexes = value
         self._index_cache = self._unique_cache = None
+        if hasattr(self, "_server"):  # mongomock's __init__ sets indexes before _server
+            self._server._catalog_changed(self)
 
     def create_index(self, index_name: str, index_dict: Any) -> None:
         super().create_index(index_name, index_dict)
         self._index_cache = self._unique_cache = None
+        self._server._catalog_changed(self)
 
     def drop_index(self, index_name: str) -> None:
         super().drop_index(index_name)
         self._index_cache = self._unique_cache = None
+        self._server._catalog_changed(self)
 
     def indexed(self, name: str) -> bool:
         """Whether an index serves equality on the top-level field ``name``."""
@@ -939,9 +956,14 @@ class MemoryServer:
 
     Clients created with ``server=`` share it (and therefore their data, transactions and
     change streams). ``oplog_size`` caps the number of change events kept for resuming.
+    ``path`` keeps everything in that directory (the embedded store, see ``_store``): the
+    server loads it now and holds it (one process at a time) until ``close()``; the store
+    keeps ``oplog_size`` events (default 100,000).
     """
 
-    def __init__(self, *, oplog_size: int | None = None) -> None:
+    def __init__(
+        self, *, oplog_size: int | None = None, path: str | os.PathLike[str] | None = None
+    ) -> None:
         self._mutex = threading.RLock()
         self._lock_waiters = _Waiters(self._mutex)
         self._oplog_waiters = _Waiters(self._mutex)
@@ -966,6 +988,58 @@ class MemoryServer:
         self._fail_times: int | None = None
         self.command_counts: collections.Counter[str] = collections.Counter()
         self.last_abort_restored = 0
+        # The embedded store (path=): journals what becomes visible; change streams see the
+        # oplog only up to what is durable (_oplog_visible, an absolute position).
+        self._oplog_visible: int | None = None
+        self._durable: Store | None = None
+        if path is not None:
+            from ._store import Store
+
+            self._durable = Store.open(self, path)
+
+    # -- the embedded store (path=) -------------------------------------------------------
+
+    @property
+    def path(self) -> Path | None:
+        """The store's directory, or None for a server that keeps nothing."""
+        return None if self._durable is None else self._durable.directory
+
+    @property
+    def store(self) -> Store | None:
+        """The open embedded store (counters in ``store.stats``), or None."""
+        return self._durable
+
+    def compact(self) -> None:
+        """Snapshot the store now and drop the journal it replaces (the store also does
+        this by itself as the journal grows); a no-op without ``path``."""
+        if self._durable is not None:
+            self._durable.compact()
+
+    def close(self) -> None:
+        """Flush and close the store, releasing its lock (idempotent; a no-op without
+        ``path``). The server refuses operations afterwards."""
+        if self._durable is not None:
+            self._durable.close()
+
+    def wait_durable(self) -> None:
+        """Return once what this thread wrote (a commit) is on disk."""
+        if self._durable is not None:
+            self._durable.wait()
+
+    async def async_wait_durable(self) -> None:
+        """Return once what this task wrote (a commit) is on disk."""
+        if self._durable is not None:
+            await self._durable.async_wait()
+
+    def _catalog_changed(self, store: _CollectionStore) -> None:
+        if self._durable is not None:
+            with self._mutex:
+                self._durable.catalog_changed(store.db_name, store.name, store)
+
+    def _renamed(self, db: str, name: str, new_name: str) -> None:
+        if self._durable is not None:
+            with self._mutex:
+                self._durable.renamed(db, name, new_name)
 
     # -- statistics ---------------------------------------------------------------------
 
@@ -1099,7 +1173,7 @@ class MemoryServer:
                     self._lock_waiters.cond.wait()
                     admitted = self._try_admit(ctx, txn)
             try:
-                return self._execute(cmd, session, txn, fn, kind)
+                result = self._execute(cmd, session, txn, fn, kind)
             except PyMongoError as exc:
                 if attempt + 1 < attempts and _is_retryable(exc):
                     continue
@@ -1107,6 +1181,9 @@ class MemoryServer:
             finally:
                 if admitted == "single":
                     self._release_single()
+            if self._durable is not None:
+                self._durable.wait()
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def run_async(
@@ -1133,7 +1210,7 @@ class MemoryServer:
                     fut = self._lock_waiters.future()
                 await fut
             try:
-                return self._execute(cmd, session, txn, fn, kind)
+                result = self._execute(cmd, session, txn, fn, kind)
             except PyMongoError as exc:
                 if attempt + 1 < attempts and _is_retryable(exc):
                     continue
@@ -1141,6 +1218,9 @@ class MemoryServer:
             finally:
                 if admitted == "single":
                     self._release_single()
+            if self._durable is not None:
+                await self._durable.async_wait()
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _execute(
@@ -1152,6 +1232,8 @@ class MemoryServer:
         kind: str,
     ) -> T:
         with self._mutex:
+            if self._durable is not None:
+                self._durable.check()
             if cmd:
                 self.command_counts[cmd] += 1
                 self._check_fail_point(cmd, txn is not None)
@@ -1370,6 +1452,8 @@ class MemoryServer:
             entry.lsid = lsid
             entry.txn_number = txn_number
             self._oplog.append(entry)
+        if self._durable is not None:
+            self._durable.published(entries)
         if self.oplog_size is not None and len(self._oplog) > self.oplog_size:
             drop = len(self._oplog) - self.oplog_size
             del self._oplog[:drop]
@@ -1378,10 +1462,11 @@ class MemoryServer:
 
     @property
     def oplog_end(self) -> int:
-        return self._oplog_base + len(self._oplog)
+        end = self._oplog_base + len(self._oplog)
+        return end if self._oplog_visible is None else min(end, self._oplog_visible)
 
     def oplog_entries(self, start: int) -> Iterator[_Entry]:
-        for i in range(max(start - self._oplog_base, 0), len(self._oplog)):
+        for i in range(max(start - self._oplog_base, 0), self.oplog_end - self._oplog_base):
             yield self._oplog[i]
 
     def publish_drop(self, db: str, coll: str) -> None:

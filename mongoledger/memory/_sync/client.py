@@ -11,6 +11,7 @@ operations block their thread instead.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -64,10 +65,27 @@ class MemoryClient:
     ``strict`` (default True) refuses an operation sent without ``session=`` from the thread
     or task that has a transaction open. Pass ``server=other_client.server`` to share data,
     transactions and change streams with another client (sync or async).
+
+    ``path=DIR`` keeps the data in directory ``DIR`` (the embedded store: documents, indexes
+    and change-stream history survive restarts, and a write is on disk when it returns);
+    ``close()`` releases it for another process. ``oplog_size`` bounds the change events kept
+    for resuming streams (default: unbounded in memory, 100,000 in a store).
     """
 
-    def __init__(self, strict: bool = True, server: MemoryServer | None = None) -> None:
-        self.server = server if server is not None else MemoryServer()
+    def __init__(
+        self,
+        strict: bool = True,
+        server: MemoryServer | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        oplog_size: int | None = None,
+    ) -> None:
+        if server is not None and (path is not None or oplog_size is not None):
+            raise ValueError("give server= or path=/oplog_size=, not both")
+        self._owns_server = server is None
+        self.server = (
+            server if server is not None else MemoryServer(path=path, oplog_size=oplog_size)
+        )
         self.strict = strict
         self._closed = False
 
@@ -170,7 +188,11 @@ class MemoryClient:
             return None
 
     def close(self) -> None:
+        """Close the client; with ``path=``, close the store and release its lock (a client
+        given ``server=`` leaves that server open)."""
         self._closed = True
+        if self._owns_server:
+            self.server.close()
 
     def __enter__(self) -> MemoryClient:
         return self
@@ -179,7 +201,9 @@ class MemoryClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"MemoryClient(strict={self.strict})"
+        path = self.server.path
+        where = "" if path is None else f", path={str(path)!r}"
+        return f"MemoryClient(strict={self.strict}{where})"
 
 
 def _watch(
@@ -268,7 +292,13 @@ class Database:
             raise operation_failure(
                 48, "NamespaceExists", f"Collection {self.name}.{name} already exists."
             )
-        self.client.server._store[self.name].create_collection(name)
+        server = self.client.server
+
+        def fn(_op: Any) -> None:
+            server._store[self.name].create_collection(name)
+
+        what = f"create_collection on {self.name}.{name}"
+        self.client._run(Call("create", fn, what, retryable=False), session)
         return Collection(self, name)
 
     def drop_collection(
@@ -777,6 +807,7 @@ class ClientSession:
 
     def commit_transaction(self) -> None:
         self._state.commit_transaction()
+        self.client.server.wait_durable()
 
     def abort_transaction(self) -> None:
         self._state.abort_transaction()
