@@ -80,7 +80,8 @@ __all__ = [
 FORMAT_VERSION = 1
 SNAPSHOT = "snapshot"
 SNAPSHOT_TMP = "snapshot.tmp"
-# The change events a store keeps for resuming change streams, unless oplog_size= says.
+# The change events a new store keeps for resuming change streams (oplog_size= changes it,
+# and the store remembers the change).
 DEFAULT_OPLOG_SIZE = 100_000
 # The journal is compacted into the snapshot once it is larger than this and the snapshot.
 COMPACT_MIN_BYTES = 16 * 1024 * 1024
@@ -160,7 +161,9 @@ class _Loader:
         self.history: list[_Entry] = []
         self.base = 0
         self.last_time = (0, 0)
-        self.limit = server.oplog_size
+        self.requested = server.oplog_size  # oplog_size= given now, else what the store says
+        self.stored: int | None = None
+        self.limit = self.requested or DEFAULT_OPLOG_SIZE
 
     def fail(self, where: str, message: str) -> StoreCorrupted:
         return StoreCorrupted(
@@ -200,7 +203,7 @@ class _Loader:
                 self.last_time = (ts.time, ts.inc)
             if copies is not None:
                 self.apply(entry, copies[i].get("full_document"))
-        if self.limit is not None and len(self.history) > 2 * self.limit:
+        if len(self.history) > 2 * self.limit:
             drop = len(self.history) - self.limit
             del self.history[:drop]
             self.base += drop
@@ -225,9 +228,16 @@ class _Loader:
             docs[key(doc["_id"])] = doc
         return len(found)
 
+    def configure(self, config: dict[str, Any]) -> None:
+        if "oplog_size" in config:
+            self.stored = int(config["oplog_size"])
+            if self.requested is None:
+                self.limit = self.stored
+
     def finish(self, server_id: str) -> None:
         server = self.server
-        if self.limit is not None and len(self.history) > self.limit:
+        server.oplog_size = self.limit
+        if len(self.history) > self.limit:
             drop = len(self.history) - self.limit
             del self.history[:drop]
             self.base += drop
@@ -251,6 +261,7 @@ class _Loader:
         header = records[0].decode()
         _check_header(self, header, "snapshot", path)
         self.base = int(header["oplog_base"])
+        self.configure(header)
         ts = header["last_time"]
         self.last_time = (ts.time, ts.inc)
         store = None
@@ -315,6 +326,8 @@ class _Loader:
                 self.catalog(doc["catalog"])
             elif "rename" in doc:
                 self.rename(doc["rename"])
+            elif "config" in doc:
+                self.configure(doc["config"])
             else:
                 raise self.fail(
                     f"journal {path.name} at byte {record.offset}",
@@ -443,8 +456,8 @@ class Store:
     @classmethod
     def _load(cls, server: MemoryServer, directory: Path, lock: StoreLock) -> Store:
         (directory / SNAPSHOT_TMP).unlink(missing_ok=True)  # a compaction that never finished
-        if server.oplog_size is None:
-            server.oplog_size = DEFAULT_OPLOG_SIZE
+        if server.oplog_size is not None and server.oplog_size < 1:
+            raise ValueError(f"oplog_size must be a positive number of events: {server.oplog_size}")
         loader = _Loader(server, directory)
         seq, first, server_id, snapshot_bytes = 0, 1, None, 0
         snapshot = directory / SNAPSHOT
@@ -490,7 +503,11 @@ class Store:
             generation = live[-1][0] if live else first
             fd, size = _new_journal(directory, server_id, generation)
         loader.finish(server_id)
-        return cls(server, directory, lock, fd, generation, seq, size, snapshot_bytes)
+        store = cls(server, directory, lock, fd, generation, seq, size, snapshot_bytes)
+        if loader.stored != loader.limit:  # the bound is the store's, until changed again
+            store._append({"config": {"oplog_size": loader.limit}})
+            store.wait()
+        return store
 
     # -- the engine's hooks ---------------------------------------------------------------
 
@@ -640,6 +657,7 @@ class Store:
                             "journal": generation,
                             "last_time": Timestamp(*capture.last_time),
                             "oplog_base": Int64(capture.oplog_base),
+                            "oplog_size": capture.oplog_size,
                             "written_at": datetime.datetime.now(datetime.timezone.utc),
                         }
                     )
@@ -690,6 +708,7 @@ class _Capture:
         self.journal = journal
         self.last_time = server._last_time
         self.oplog_base = server._oplog_base
+        self.oplog_size = server.oplog_size
         self.oplog = list(server._oplog)
         self.high_water = journal.appended
         self.namespaces: list[tuple[dict[str, Any], _CollectionStore, list[Any]]] = []

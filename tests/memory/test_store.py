@@ -1,0 +1,527 @@
+"""The embedded store at the engine level: what persists, recovery, damage, the lock, compaction.
+
+Crashes of a real writer process (kill -9 at random moments) are in ``test_store_crash.py``;
+the ledger on a store (sync and async twins) in ``tests/_async/test_store.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import bson
+import pytest
+from bson import Decimal128, Int64, ObjectId
+from pymongo.errors import DuplicateKeyError, InvalidOperation
+
+from mongoledger import Ledger
+from mongoledger.memory import (
+    AsyncMemoryClient,
+    MemoryClient,
+    MemoryServer,
+    StoreCorrupted,
+    StoreError,
+    StoreLocked,
+    StoreRecoveryWarning,
+)
+from mongoledger.memory import _journal, _store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def everything(client: Any) -> dict[str, Any]:
+    """Every document and index of every collection of every database."""
+    out: dict[str, Any] = {}
+    for db_name in sorted(client.list_database_names()):
+        db = client[db_name]
+        for name in sorted(db.list_collection_names()):
+            coll = db[name]
+            out[f"{db_name}.{name}"] = (
+                list(coll.find({})),
+                coll.index_information(),
+            )
+    return out
+
+
+def history(server: MemoryServer) -> list[tuple[Any, ...]]:
+    return [
+        (e.pos, e.op_type, e.db, e.coll, e.doc_id, e.full_document, e.cluster_time, e.txn_number)
+        for e in server.oplog_entries(0)
+    ]
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def test_documents_indexes_and_history_survive_a_restart(tmp_path: Path) -> None:
+    client = MemoryClient(path=tmp_path)
+    db = client["app"]
+    odd = {
+        "_id": {"compound": 1, "key": "x"},
+        "long": Int64(5),
+        "small": 5,
+        "when": datetime.datetime(2026, 11, 25, 10, 30, 0, 123000),
+        "money": Decimal128("12.34"),
+        "nested": {"list": [1, "two", {"three": 3.5}], "none": None},
+        "oid": ObjectId(),
+        "bin": bson.Binary(b"\x00\x01", 0),
+    }
+    db.things.insert_one(odd)
+    db.things.insert_many([{"_id": i, "n": i} for i in range(5)])
+    db.things.update_one({"_id": 1}, {"$inc": {"n": Int64(10)}, "$set": {"tag": "x"}})
+    db.things.replace_one({"_id": 2}, {"whole": "new"})
+    db.things.delete_one({"_id": 3})
+    db.users.create_index("email", unique=True)
+    db.users.create_index(
+        [("team", 1), ("name", 1)],
+        unique=True,
+        partialFilterExpression={"active": True},
+        name="active_names",
+    )
+    db.users.insert_many([{"email": "a@x", "team": 1, "name": "n", "active": True}])
+    db.create_collection("empty")
+    db.gone.insert_one({"_id": 1})
+    db.gone.drop()
+    db.dropped_index.create_index("k")
+    db.dropped_index.drop_index("k_1")
+    before = everything(client)
+    events = history(client.server)
+    last_time = client.server.cluster_time
+    server_id = client.server.server_id
+    client.close()
+
+    client = MemoryClient(path=tmp_path)
+    assert everything(client) == before
+    assert "empty" in client["app"].list_collection_names()
+    assert "gone" not in client["app"].list_collection_names()
+    assert history(client.server) == events
+    assert client.server.server_id == server_id  # resume tokens stay valid
+    assert client.server.cluster_time == last_time
+    assert type(client["app"].things.find_one({"_id": 1})["n"]) is Int64
+    # The indexes work, unique and partial included.
+    users = client["app"].users
+    with pytest.raises(DuplicateKeyError):
+        users.insert_one({"email": "a@x"})
+    with pytest.raises(DuplicateKeyError):
+        users.insert_one({"email": "b@x", "team": 1, "name": "n", "active": True})
+    users.insert_one({"email": "c@x", "team": 1, "name": "n", "active": False})
+    # New writes continue the history and the clock.
+    client["app"].things.insert_one({"_id": 9})
+    assert client.server.cluster_time > last_time
+    positions = [event[0] for event in history(client.server)]
+    assert positions == list(range(len(events) + 2))  # the insert above and this one
+    client.close()
+
+
+async def test_the_async_client_round_trips_and_commits_durably(tmp_path: Path) -> None:
+    client = AsyncMemoryClient(path=tmp_path)
+    coll = client["app"]["c"]
+    await coll.create_index("k", unique=True)
+    async with client.start_session() as s:
+        async with await s.start_transaction():
+            await coll.insert_one({"_id": 1, "k": "a"}, session=s)
+            await coll.insert_one({"_id": 2, "k": "b"}, session=s)
+    async with client.start_session() as s:
+        await s.start_transaction()
+        await coll.insert_one({"_id": 3, "k": "c"}, session=s)
+        await s.abort_transaction()  # never journaled
+    await coll.update_one({"_id": 2}, {"$set": {"x": 1}})
+    await client.close()
+
+    client = AsyncMemoryClient(path=tmp_path)
+    coll = client["app"]["c"]
+    assert await coll.find({}).sort("_id", 1).to_list() == [
+        {"_id": 1, "k": "a"},
+        {"_id": 2, "k": "b", "x": 1},
+    ]
+    assert "k_1" in await coll.index_information()
+    with pytest.raises(DuplicateKeyError):
+        await coll.insert_one({"k": "a"})
+    await client.close()
+
+
+def test_a_change_stream_resumes_after_a_restart(tmp_path: Path) -> None:
+    client = MemoryClient(path=tmp_path)
+    coll = client["app"]["c"]
+    with coll.watch(max_await_time_ms=50) as stream:
+        coll.insert_one({"_id": 1})
+        token = stream.next()["_id"]
+    coll.insert_one({"_id": 2})
+    client.close()
+
+    client = MemoryClient(path=tmp_path)
+    coll = client["app"]["c"]
+    coll.update_one({"_id": 2}, {"$set": {"x": 1}})
+    with coll.watch(resume_after=token, max_await_time_ms=50) as stream:
+        seen = [
+            (e["operationType"], e["documentKey"]["_id"]) for e in (stream.next(), stream.next())
+        ]
+    assert seen == [("insert", 2), ("update", 2)]
+    client.close()
+
+
+def test_without_path_nothing_changes(tmp_path: Path) -> None:
+    server = MemoryServer()
+    assert server.path is None
+    assert server.store is None
+    client = MemoryClient(server=server)
+    client["app"]["c"].insert_one({"_id": 1})
+    server.compact()
+    client.close()
+    server.close()  # no-ops: an in-memory server keeps working
+    assert client["app"]["c"].count_documents({}) == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_closed_store_refuses_operations_and_releases_its_lock(tmp_path: Path) -> None:
+    client = MemoryClient(path=tmp_path)
+    client["app"]["c"].insert_one({"_id": 1})
+    client.close()
+    with pytest.raises(InvalidOperation, match="closed"):
+        client["app"]["c"].find_one({})
+    with MemoryClient(path=tmp_path) as again:  # the lock was released
+        assert again["app"]["c"].find_one({}) == {"_id": 1}
+    assert repr(again) == f"MemoryClient(strict=True, path={str(tmp_path)!r})"
+
+
+def test_path_and_server_together_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        MemoryClient(server=MemoryServer(), path=tmp_path)
+
+
+def test_a_directory_of_other_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a mongoledger store"):
+        MemoryClient(path=tmp_path)
+    with pytest.raises(StoreError, match="not a directory"):
+        MemoryClient(path=tmp_path / "notes.txt")
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def test_a_second_open_in_this_process_is_refused(tmp_path: Path) -> None:
+    client = MemoryClient(path=tmp_path)
+    with pytest.raises(StoreLocked, match="in use by this process") as info:
+        MemoryClient(path=tmp_path)
+    assert str(tmp_path) in str(info.value)
+    assert info.value.holder_pid == os.getpid()
+    client.close()
+
+
+HOLDER = """
+import sys, time
+from mongoledger.memory import MemoryClient
+client = MemoryClient(path=sys.argv[1])
+client["app"]["c"].insert_one({"_id": 1})
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_another_process_is_refused_until_its_holder_dies(tmp_path: Path) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "ready"
+            with pytest.raises(StoreLocked) as info:
+                MemoryClient(path=tmp_path)
+            message = str(info.value)
+            assert str(tmp_path) in message
+            assert f"process {holder.pid}" in message
+            assert info.value.holder_pid == holder.pid
+        finally:
+            holder.kill()  # SIGKILL: no cleanup runs, the kernel drops the lock
+            holder.wait()
+    client = MemoryClient(path=tmp_path)
+    assert client["app"]["c"].find_one({}) == {"_id": 1}
+    client.close()
+
+
+# --------------------------------------------------------------------------- damage
+
+
+def journal_file(path: Path) -> Path:
+    (found,) = sorted(path.glob("journal.*"))
+    return found
+
+
+def write_some(path: Path, n: int) -> None:
+    client = MemoryClient(path=path)
+    for i in range(n):
+        client["app"]["c"].insert_one({"_id": i, "payload": "x" * 50})
+    client.close()
+
+
+def ids(path: Path) -> list[int]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreRecoveryWarning)
+        client = MemoryClient(path=path)
+    try:
+        return [d["_id"] for d in client["app"]["c"].find({})]
+    finally:
+        client.close()
+
+
+def test_a_torn_tail_record_is_dropped_with_a_warning(tmp_path: Path) -> None:
+    write_some(tmp_path, 5)
+    journal = journal_file(tmp_path)
+    data = journal.read_bytes()
+    records, end, _ = _journal.scan(data)
+    assert end == len(data) and len(records) == 7  # header, settings, five inserts
+    journal.write_bytes(data[: records[-1].offset + 11])  # the last insert cut short
+
+    with pytest.warns(StoreRecoveryWarning, match=r"dropped 11 bytes at the end of journal\."):
+        client = MemoryClient(path=tmp_path)
+    assert [d["_id"] for d in client["app"]["c"].find({})] == [0, 1, 2, 3]
+    client["app"]["c"].insert_one({"_id": 4, "again": True})  # appended after the cut
+    client.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean open now
+        client = MemoryClient(path=tmp_path)
+    assert client["app"]["c"].find_one({"_id": 4}) == {"_id": 4, "again": True}
+    client.close()
+
+
+def test_garbage_after_the_last_record_is_a_torn_tail(tmp_path: Path) -> None:
+    write_some(tmp_path, 3)
+    journal = journal_file(tmp_path)
+    with open(journal, "ab") as fh:
+        fh.write(b"\x00" * 37)  # a crash that extended the file with zeros
+    with pytest.warns(StoreRecoveryWarning, match="37 bytes"):
+        client = MemoryClient(path=tmp_path)
+    assert client["app"]["c"].count_documents({}) == 3
+    client.close()
+
+
+def test_a_damaged_middle_record_refuses_to_open(tmp_path: Path) -> None:
+    write_some(tmp_path, 5)
+    journal = journal_file(tmp_path)
+    data = bytearray(journal.read_bytes())
+    records, _, _ = _journal.scan(bytes(data))
+    victim = records[3]
+    data[victim.offset + _journal.HEADER_SIZE + 20] ^= 0x01  # one flipped bit
+    journal.write_bytes(bytes(data))
+
+    with pytest.raises(StoreCorrupted) as info:
+        MemoryClient(path=tmp_path)
+    message = str(info.value)
+    assert journal.name in message
+    assert f"byte {victim.offset}" in message
+    assert "checksum mismatch" in message
+    assert "refusing to open" in message
+    assert journal.read_bytes() == bytes(data)  # nothing was truncated or rewritten
+    with pytest.raises(StoreCorrupted):  # the failed open released the lock
+        MemoryClient(path=tmp_path)
+
+
+def test_a_damaged_snapshot_refuses_to_open(tmp_path: Path) -> None:
+    client = MemoryClient(path=tmp_path)
+    client["app"]["c"].insert_many([{"_id": i} for i in range(10)])
+    client.server.compact()
+    client.close()
+    snapshot = tmp_path / "snapshot"
+    data = bytearray(snapshot.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    snapshot.write_bytes(bytes(data))
+    with pytest.raises(StoreCorrupted, match="snapshot is damaged"):
+        MemoryClient(path=tmp_path)
+    snapshot.write_bytes(bytes(data[: len(data) - 3]))
+    with pytest.raises(StoreCorrupted, match="snapshot is damaged"):
+        MemoryClient(path=tmp_path)
+
+
+def test_a_missing_journal_file_refuses_to_open(tmp_path: Path) -> None:
+    write_some(tmp_path, 2)
+    journal_file(tmp_path).rename(tmp_path / "journal.000002")  # generation 1 is gone
+    with pytest.raises(StoreCorrupted, match=r"journal\.000001 is missing"):
+        MemoryClient(path=tmp_path)
+
+
+def test_a_record_from_a_newer_format_is_refused(tmp_path: Path) -> None:
+    write_some(tmp_path, 1)
+    journal = journal_file(tmp_path)
+    records, _, _ = _journal.scan(journal.read_bytes())
+    with open(journal, "ab") as fh:  # the next sequence number, a record this version lacks
+        fh.write(_journal.frame({"seq": Int64(len(records)), "vector_index": {}}))
+    with pytest.raises(StoreCorrupted, match="newer mongoledger"):
+        MemoryClient(path=tmp_path)
+
+
+def test_a_failed_fsync_fails_the_write_and_every_later_operation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = MemoryClient(path=tmp_path)
+    coll = client["app"]["c"]
+    coll.insert_one({"_id": 1})
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(_journal, "sync_file", broken)
+    with pytest.raises(StoreError, match="writing the journal failed .*Input/output error"):
+        coll.insert_one({"_id": 2})
+    with pytest.raises(StoreError, match="refuses further operations"):
+        coll.find_one({})
+    client.close()
+    monkeypatch.undo()
+    client = MemoryClient(path=tmp_path)
+    assert client["app"]["c"].find_one({"_id": 1}) == {"_id": 1}
+    client.close()
+
+
+# --------------------------------------------------------------------------- durability order
+
+
+def test_change_streams_see_only_what_is_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = MemoryClient(path=tmp_path)
+    coll = client["app"]["c"]
+    coll.insert_one({"_id": 0})
+    release = threading.Event()
+    syncing = threading.Event()
+    real = _journal.sync_file
+
+    def slow(fd: int) -> None:
+        syncing.set()
+        release.wait(10)
+        real(fd)
+
+    with coll.watch(max_await_time_ms=20) as stream:
+        monkeypatch.setattr(_journal, "sync_file", slow)
+        writer = threading.Thread(target=coll.insert_one, args=({"_id": 1},))
+        writer.start()
+        assert syncing.wait(10)
+        assert coll.find_one({"_id": 1}) == {"_id": 1}  # visible to reads (read concern local)
+        assert stream.try_next() is None  # not to change streams: not durable yet
+        release.set()
+        writer.join(10)
+        event = stream.next()
+    assert event["documentKey"] == {"_id": 1}
+    client.close()
+
+
+async def test_async_committers_share_fsyncs(tmp_path: Path) -> None:
+    client = AsyncMemoryClient(path=tmp_path)
+    coll = client["app"]["c"]
+    await coll.insert_one({"_id": "warm"})
+    before = client.server.store.stats
+
+    async def commit(i: int) -> None:
+        async with client.start_session() as s:
+            await s.with_transaction(lambda s: coll.insert_one({"_id": i}, session=s))
+
+    await asyncio.gather(*(commit(i) for i in range(64)))
+    after = client.server.store.stats
+    assert after["records"] - before["records"] == 64
+    assert after["fsyncs"] - before["fsyncs"] < 64
+    await client.close()
+
+
+# --------------------------------------------------------------------------- compaction
+
+
+def test_compaction_under_concurrent_writes_loses_nothing(tmp_path: Path) -> None:
+    client = MemoryClient(path=tmp_path)
+    ledger = Ledger(client["shop"])
+    ledger.ensure_indexes()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    done = [0] * 4
+
+    def writer(w: int) -> None:
+        try:
+            while not stop.is_set():
+                ledger.transfer({"w": w}, {"w": (w + 1) % 4}, 1)
+                done[w] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for _ in range(5):
+        while sum(done) < 40:
+            threading.Event().wait(0.005)
+        client.server.compact()
+        done[:] = [0] * 4
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert client.server.store.stats["compactions"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.000006", "lock", "snapshot"]
+    before = everything(client)
+    events = history(client.server)
+    client.close()
+
+    client = MemoryClient(path=tmp_path)
+    assert everything(client) == before
+    assert history(client.server) == events
+    assert Ledger(client["shop"]).verify().ok
+    client.close()
+
+
+def test_the_store_compacts_itself_as_the_journal_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_store, "COMPACT_MIN_BYTES", 4096)
+    client = MemoryClient(path=tmp_path, oplog_size=20)
+    coll = client["app"]["c"]
+    for i in range(300):
+        coll.insert_one({"_id": i, "pad": "y" * 100})
+        coll.delete_one({"_id": i - 1})
+    client.close()  # waits for a compaction in progress
+    stats = client.server.store.stats
+    assert stats["compactions"] >= 3
+    # The size follows the live data (one document, 20 events), not the 600 writes.
+    assert sum(p.stat().st_size for p in tmp_path.iterdir()) < 3 * 4096 + 20 * 400
+    client = MemoryClient(path=tmp_path)  # the store remembers its bound
+    assert client.server.oplog_size == 20
+    assert list(client["app"]["c"].find({})) == [{"_id": 299, "pad": "y" * 100}]
+    assert len(history(client.server)) == 20
+    client.close()
+    client = MemoryClient(path=tmp_path, oplog_size=5)  # until told otherwise
+    assert len(history(client.server)) == 5
+    client.close()
+    client = MemoryClient(path=tmp_path)
+    assert (client.server.oplog_size, len(history(client.server))) == (5, 5)
+    client.close()
+
+
+def test_a_compaction_that_died_before_its_rename_leaves_the_store_as_it_was(
+    tmp_path: Path,
+) -> None:
+    write_some(tmp_path, 3)
+    (tmp_path / "snapshot.tmp").write_bytes(b"half a snapshot")
+    assert ids(tmp_path) == [0, 1, 2]
+    assert not (tmp_path / "snapshot.tmp").exists()
+
+
+def test_a_rename_is_journaled(tmp_path: Path) -> None:
+    client = MemoryClient(path=tmp_path)
+    client["app"]["a"].insert_one({"_id": 1})
+    client["app"]["a"].create_index("k")
+    server = client.server
+    with server._mutex:  # the storage-level rename a renameCollection command performs
+        server._store["app"].rename("a", "b")
+    client.close()
+    client = MemoryClient(path=tmp_path)
+    assert client["app"].list_collection_names() == ["b"]
+    assert client["app"]["b"].find_one({}) == {"_id": 1}
+    assert "k_1" in client["app"]["b"].index_information()
+    client.close()
