@@ -73,7 +73,7 @@ async def test_a_restart_keeps_what_concurrent_writers_acknowledged(tmp_path: Pa
     async def work(w: int) -> None:
         for i in range(per):
             legs = await ledger.transfer({"w": w}, {"w": (w + 1) % workers}, i + 1)
-            acknowledged.append(legs[0])  # noqa: PERF401
+            acknowledged.append(legs[0])
 
     if _IS_SYNC:
         threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
@@ -182,10 +182,10 @@ async def test_a_listen_checkpoint_resumes_across_two_restarts(tmp_path: Path) -
     assert recorder.seen == first
     await client.close()
 
-    written = []
     client, ledger = await open_ledger(tmp_path)  # restart 1: writes while nobody listens
-    for n in range(3):
-        written.append(await operation_of(ledger, (await ledger.transfer("a", "b", n + 1))[0]))
+    written = [
+        await operation_of(ledger, (await ledger.transfer("a", "b", n + 1))[0]) for n in range(3)
+    ]
     await client.close()
     client, ledger = await open_ledger(tmp_path)  # restart 2: more writes
     written.append(await operation_of(ledger, await ledger.increase("b", 5)))

@@ -75,7 +75,7 @@ def test_a_restart_keeps_what_concurrent_writers_acknowledged(tmp_path: Path) ->
     def work(w: int) -> None:
         for i in range(per):
             legs = ledger.transfer({"w": w}, {"w": (w + 1) % workers}, i + 1)
-            acknowledged.append(legs[0])  # noqa: PERF401
+            acknowledged.append(legs[0])
 
     if _IS_SYNC:
         threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
@@ -184,10 +184,8 @@ def test_a_listen_checkpoint_resumes_across_two_restarts(tmp_path: Path) -> None
     assert recorder.seen == first
     client.close()
 
-    written = []
     client, ledger = open_ledger(tmp_path)  # restart 1: writes while nobody listens
-    for n in range(3):
-        written.append(operation_of(ledger, (ledger.transfer("a", "b", n + 1))[0]))
+    written = [operation_of(ledger, (ledger.transfer("a", "b", n + 1))[0]) for n in range(3)]
     client.close()
     client, ledger = open_ledger(tmp_path)  # restart 2: more writes
     written.append(operation_of(ledger, ledger.increase("b", 5)))

@@ -30,8 +30,9 @@ from mongoledger.memory import (
     StoreError,
     StoreLocked,
     StoreRecoveryWarning,
+    _journal,
+    _store,
 )
-from mongoledger.memory import _journal, _store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,10 +125,9 @@ async def test_the_async_client_round_trips_and_commits_durably(tmp_path: Path) 
     client = AsyncMemoryClient(path=tmp_path)
     coll = client["app"]["c"]
     await coll.create_index("k", unique=True)
-    async with client.start_session() as s:
-        async with await s.start_transaction():
-            await coll.insert_one({"_id": 1, "k": "a"}, session=s)
-            await coll.insert_one({"_id": 2, "k": "b"}, session=s)
+    async with client.start_session() as s, await s.start_transaction():
+        await coll.insert_one({"_id": 1, "k": "a"}, session=s)
+        await coll.insert_one({"_id": 2, "k": "b"}, session=s)
     async with client.start_session() as s:
         await s.start_transaction()
         await coll.insert_one({"_id": 3, "k": "c"}, session=s)
@@ -281,7 +281,8 @@ def test_a_torn_tail_record_is_dropped_with_a_warning(tmp_path: Path) -> None:
     journal = journal_file(tmp_path)
     data = journal.read_bytes()
     records, end, _ = _journal.scan(data)
-    assert end == len(data) and len(records) == 7  # header, settings, five inserts
+    assert end == len(data)
+    assert len(records) == 7  # header, settings, five inserts
     journal.write_bytes(data[: records[-1].offset + 11])  # the last insert cut short
 
     with pytest.warns(StoreRecoveryWarning, match=r"dropped 11 bytes at the end of journal\."):
@@ -372,7 +373,7 @@ def test_a_failed_fsync_fails_the_write_and_every_later_operation(
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(_journal, "sync_file", broken)
-    with pytest.raises(StoreError, match="writing the journal failed .*Input/output error"):
+    with pytest.raises(StoreError, match=r"writing the journal failed .*Input/output error"):
         coll.insert_one({"_id": 2})
     with pytest.raises(StoreError, match="refuses further operations"):
         coll.find_one({})
