@@ -27,13 +27,12 @@ from typing import Any, TextIO
 from mongoledger._format import CurrencyFormat
 from mongoledger._sync.ledger import Ledger
 from mongoledger.cli._commands import COMMANDS, Context
+from mongoledger.cli._connection import connect, resolve
 from mongoledger.cli._parser import build_parser
 from mongoledger.cli._values import UsageError
 from mongoledger.errors import LedgerError
 
 __all__ = ["build_parser", "main"]
-
-_SERVER_SELECTION_MS = 10_000
 
 
 def main(
@@ -46,7 +45,8 @@ def main(
 ) -> int:
     """Run ``mongoledger`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
-    ``database`` (a PyMongo-compatible database) replaces ``--uri``/``--db``/``--memory``;
+    ``database`` (a PyMongo-compatible database) replaces ``--uri``/``--store``/``--db``/
+    ``--memory`` (where the data goes otherwise: ``_connection``);
     ``environ`` replaces ``os.environ`` for the MONGOLEDGER_* defaults.
     """
     out = stdout if stdout is not None else sys.stdout
@@ -74,7 +74,7 @@ def main(
                 ledger: Any = None
             else:
                 if database is None:
-                    client, database = _connect(args)
+                    client, database = _connect(args, err=err)
                 ledger = _ledger(args, database)
             ctx = Context(
                 ledger=ledger,
@@ -106,8 +106,13 @@ def main(
                 reason = _one_line(exc).split(", Timeout:", 1)[0]
                 err.write(
                     f"mongoledger: error: cannot reach MongoDB ({reason}); check --uri or "
-                    "MONGOLEDGER_URI (mongoledger demo needs no server)\n"
+                    "MONGOLEDGER_URI (without a URI, commands use the embedded store)\n"
                 )
+                return 1
+            from mongoledger.memory import StoreError
+
+            if isinstance(exc, StoreError):  # its message names the store and what to do
+                err.write(f"mongoledger: error: {_one_line(exc)}\n")
                 return 1
             if isinstance(exc, PyMongoError):
                 err.write(f"mongoledger: database error: {_one_line(exc)}\n")
@@ -126,19 +131,9 @@ def _symbol(args: argparse.Namespace) -> str:
     return "$" if args.command == "demo" else ""
 
 
-def _connect(args: argparse.Namespace) -> tuple[Any, Any]:
-    if args.memory:
-        from mongoledger.memory import MemoryClient
-
-        memory = MemoryClient()
-        return memory, memory[args.db]
-    from pymongo import MongoClient
-
-    uri = args.uri or "mongodb://localhost:27017"
-    options: dict[str, Any] = {"appname": "mongoledger-cli"}
-    if "serverselectiontimeoutms" not in uri.lower():
-        options["serverSelectionTimeoutMS"] = _SERVER_SELECTION_MS
-    client: Any = MongoClient(uri, **options)
+def _connect(args: argparse.Namespace, *, err: TextIO | None = None) -> tuple[Any, Any]:
+    """The client and database the arguments choose (see ``_connection``)."""
+    client = connect(resolve(args), err=err)
     return client, client[args.db]
 
 

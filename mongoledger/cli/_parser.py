@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mongoledger._format import DEFAULT_DATE_FORMAT
+from mongoledger.cli._connection import add_connection_defaults, default_store
 
 __all__ = ["build_parser"]
 
@@ -46,7 +47,12 @@ dates: ISO 8601, UTC unless an offset is given (2026-11-25, 2026-11-25T10:30Z).
 exit status: 0 success; 1 a ledger or database error (one line on stderr), or
   verify found inconsistencies; 2 a usage error.
 
-environment: MONGOLEDGER_URI (--uri), MONGOLEDGER_DB (--db).
+where the data is: --uri (or MONGOLEDGER_URI) names a MongoDB replica set; otherwise
+  the embedded store keeps it on this machine, in --store DIR (or MONGOLEDGER_STORE),
+  else in the per-user default directory (created on first use, said once on stderr).
+  One process opens a store at a time. --memory keeps nothing.
+
+environment: MONGOLEDGER_URI (--uri), MONGOLEDGER_STORE (--store), MONGOLEDGER_DB (--db).
 
 examples:
   mongoledger --uri mongodb://localhost:27017/?replicaSet=rs0 init
@@ -58,7 +64,7 @@ examples:
 
 GLOBAL_HINT = """
 
-The global options (--uri, --db, --memory, --json, --major, the currency and date
+The global options (--uri, --store, --db, --memory, --json, --major, the currency and date
 formats, the ledger layout) may be given before or after the command; see
 mongoledger --help, which also explains the value, amount and date syntax.
 """
@@ -88,11 +94,18 @@ def _add_global_options(
                 kwargs["help"] = argparse.SUPPRESS
             self._group.add_argument(*names, **kwargs)
 
-    conn = _Group("connection")
+    conn = _Group("connection (default: the embedded store in --store's default directory)")
     conn.add_argument(
         "--uri",
-        default=default(_env(environ, "MONGOLEDGER_URI")),
-        help="MongoDB connection string (env MONGOLEDGER_URI; default mongodb://localhost:27017)",
+        default=default(None),
+        help="a MongoDB replica set's connection string (env MONGOLEDGER_URI)",
+    )
+    conn.add_argument(
+        "--store",
+        default=default(None),
+        metavar="DIR",
+        help="keep the data in the embedded store in DIR (env MONGOLEDGER_STORE; default "
+        f"{default_store(environ)}); used when no URI is given",
     )
     conn.add_argument(
         "--db",
@@ -103,7 +116,7 @@ def _add_global_options(
         "--memory",
         action="store_true",
         default=default(False),
-        help="use a fresh in-memory engine instead of a server (empty at every start)",
+        help="use a fresh in-memory engine, empty at every start (keeps nothing)",
     )
 
     layout = _Group("ledger layout (match the application's Ledger options)")
@@ -253,6 +266,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         allow_abbrev=False,  # --account must never be read as --accounts-collection
     )
     _add_global_options(parser, environ=environ, suppress=False)
+    add_connection_defaults(parser, environ)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     _command(
@@ -453,6 +467,43 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="continue after this resume_token (as printed in an event)",
     )
     p.add_argument("--limit", type=int, default=0, metavar="N", help="stop after N operations")
+
+    p = _command(
+        sub,
+        "export",
+        "write the database's collections as files mongorestore (or mongoimport) reads",
+        "  mongoledger export backup/\n"
+        "  mongorestore --uri 'mongodb://db0/?replicaSet=rs0' backup/   # into a replica set\n"
+        "  mongoledger --store ~/ledger export --format json backup-json/",
+        environ,
+        description="Write every collection of --db (indexes included) under DIR/<db>/ in "
+        "mongodump's layout: <collection>.bson and <collection>.metadata.json, which "
+        "mongorestore reads; with --format json, <collection>.json (canonical extended JSON, "
+        "one document per line) for mongoimport. The way to move a store into a replica set.",
+    )
+    p.add_argument("directory", metavar="DIR", help="a new or empty directory")
+    p.add_argument("--format", choices=("bson", "json"), default="bson", help="default bson")
+    p.add_argument(
+        "--collection", action="append", metavar="NAME", help="only this collection (repeatable)"
+    )
+
+    p = _command(
+        sub,
+        "import",
+        "load an export (or mongodump/mongoexport output) into the database",
+        "  mongoledger --uri 'mongodb://db0/?replicaSet=rs0' --db shop import backup/\n"
+        "  mongoledger --store ~/ledger import backup/shop --drop",
+        environ,
+        description="Insert the collections exported under DIR (DIR/<db>/ or the folder itself; "
+        ".bson or extended JSON files) into --db, creating their indexes first. Collections "
+        "that already hold documents are refused (nothing is written) unless --drop replaces "
+        "them.",
+    )
+    p.add_argument("directory", metavar="DIR", help="what export (or mongodump) wrote")
+    p.add_argument("--drop", action="store_true", help="drop each collection before loading it")
+    p.add_argument(
+        "--collection", action="append", metavar="NAME", help="only this collection (repeatable)"
+    )
 
     _command(
         sub,
