@@ -97,6 +97,7 @@ def run(
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mongoledger", *argv],
+        check=False,
         env=env,
         cwd=cwd or ROOT,
         capture_output=True,
@@ -190,8 +191,7 @@ def populated() -> Any:
 def contents(db: Any) -> dict[str, Any]:
     out = {}
     for name in sorted(db.list_collection_names()):
-        indexes = {k: v for k, v in db[name].index_information().items()}
-        out[name] = (list(db[name].find({}).sort("_id", 1)), indexes)
+        out[name] = (list(db[name].find({}).sort("_id", 1)), db[name].index_information())
     return out
 
 
