@@ -17,6 +17,9 @@ that server, counted with PyMongo's command monitoring, in a throw-away database
   ``verify`` on collections of N transactions (about 100 per account), loaded in bulk in the
   ledger's own document shapes; the growth exponent is the least-squares slope of
   log(time) against log(N) (0: independent of size, 1: linear).
+* **The embedded store** (without ``--uri``): transfers on ``MemoryClient(path=...)`` against
+  the plain engine, fsyncs per operation, one fsync's cost, opening a store of 100,000
+  transactions (``benchmarks/store.py``; ``--store-only`` runs just this part).
 """
 
 from __future__ import annotations
@@ -809,6 +812,10 @@ def machine() -> dict[str, Any]:
 def markdown(results: dict[str, Any]) -> str:
     out = []
     meta = results["meta"]
+    if "commands" not in results:  # --store-only
+        from benchmarks import store
+
+        return "\n".join(store.markdown(results["store"])) + "\n"
     m = meta["machine"]
     out.append(
         f"Target: {meta['target']}. Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, "
@@ -866,6 +873,10 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {name} | {plan['access']} | {', '.join(plan['indexes']) or '-'} | "
                 f"{' → '.join(reversed(plan['stages']))} |"
             )
+    if results.get("store"):
+        from benchmarks import store
+
+        out += store.markdown(results["store"])
     return "\n".join(out) + "\n"
 
 
@@ -877,6 +888,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     target = uri_target(args.uri) if args.uri else memory_target()
     started = time.perf_counter()
+    if getattr(args, "store_only", False):
+        from benchmarks import store
+
+        return {
+            "meta": _meta(target, cfg, started),
+            "store": store.run(cfg.quick, cfg.ops, cfg.rounds, log),
+        }
     try:
         log(f"commands per operation on the {target.name}")
         db, _ = target.database("commands")
@@ -890,22 +908,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         target.drop()
     log("growth")
     grown, plans = growth(args.uri, cfg, log)
-    return {
-        "meta": {
-            "target": target.name,
-            "quick": cfg.quick,
-            "large": cfg.large,
-            "date": now().isoformat(timespec="seconds"),
-            "machine": machine(),
-            "ops_per_measurement": cfg.ops,
-            "rounds": cfg.rounds,
-            "collector_in_timed_blocks": cfg.collector,
-            "seconds": round(time.perf_counter() - started, 1),
-        },
+    results = {
         "commands": commands,
         "throughput": rates,
         "growth": grown,
         "explain": plans,
+    }
+    if not args.uri:
+        from benchmarks import store
+
+        results["store"] = store.run(cfg.quick, cfg.ops, cfg.rounds, log)
+    return {"meta": _meta(target, cfg, started), **results}
+
+
+def _meta(target: Target, cfg: Settings, started: float) -> dict[str, Any]:
+    return {
+        "target": target.name,
+        "quick": cfg.quick,
+        "large": cfg.large,
+        "date": now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "ops_per_measurement": cfg.ops,
+        "rounds": cfg.rounds,
+        "collector_in_timed_blocks": cfg.collector,
+        "seconds": round(time.perf_counter() - started, 1),
     }
 
 
@@ -915,6 +941,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small counts (under a minute)")
     parser.add_argument("--large", action="store_true", help="add the 1M-transaction point")
     parser.add_argument("--json", default="bench-results.json", help="where to write the JSON")
+    parser.add_argument(
+        "--store-only",
+        action="store_true",
+        help="run only the embedded store's part (benchmarks/store.py)",
+    )
     parser.add_argument(
         "--gc",
         action="store_true",

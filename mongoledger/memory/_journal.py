@@ -186,7 +186,8 @@ class JournalWriter:
         failure: Callable[[BaseException], BaseException],
     ) -> None:
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        self._cond = threading.Condition(self._lock)  # waiting threads
+        self._wake = threading.Condition(self._lock)  # the journal thread: work for it
         self._fd = fd
         self._pending: list[tuple[int, bytes]] = []
         self._pending_since = 0.0
@@ -242,7 +243,7 @@ class JournalWriter:
             self._retired.append(self._fd)
             self._fd = fd
             self.bytes = size
-            self._cond.notify_all()  # the old file's records are flushed promptly
+            self._wake.notify()  # the old file's records are flushed promptly
             return self._appended
 
     # -- waiting --------------------------------------------------------------------------
@@ -269,7 +270,8 @@ class JournalWriter:
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[None] = loop.create_future()
             self._async.append((seq, loop, fut))
-            self._cond.notify_all()
+            if not self._flushing:
+                self._wake.notify()  # else the flush in progress wakes it when it ends
         await fut
 
     # -- flushing -------------------------------------------------------------------------
@@ -308,6 +310,8 @@ class JournalWriter:
             self._durable = upto
             self._close_retired()
         self._cond.notify_all()
+        if self._async and self._pending:
+            self._wake.notify()  # tasks wait for records this flush did not take
         self._settle()
 
     def _close_retired(self) -> None:
@@ -347,7 +351,7 @@ class JournalWriter:
                         continue
                 if self._stopping and not self._flushing:
                     return
-                self._cond.wait(_IDLE_FLUSH if self._pending else None)
+                self._wake.wait(_IDLE_FLUSH if self._pending else None)
 
     def close(self) -> None:
         """Flush what is pending, stop the thread and close the files (idempotent)."""
@@ -355,7 +359,7 @@ class JournalWriter:
             if self._stopping:
                 return
             self._stopping = True
-            self._cond.notify_all()
+            self._wake.notify()
         self._thread.join()
         with self._lock:
             for fd in [*self._retired, self._fd]:

@@ -25,7 +25,7 @@ from generation ``journal`` on, records with ``seq`` above the snapshot's. A rec
 the end of the last journal file (a crash mid-write; its commit never returned) is dropped with
 a :class:`StoreRecoveryWarning`; any other invalid record, a missing sequence number or a
 damaged snapshot refuses to open (:class:`StoreCorrupted`). When the journal outgrows
-``max(COMPACT_MIN_BYTES, snapshot size)`` the store compacts itself: later records go to a new
+``max(COMPACT_MIN_BYTES, snapshot size / 4)`` the store compacts itself: later records go to a new
 journal file, the snapshot is written to ``snapshot.tmp``, fsync'd and renamed over
 ``snapshot``, and the older journal files are deleted. Documents are copied into the snapshot
 a chunk at a time while writes go on (each chunk consistent, committed data only); replaying
@@ -39,6 +39,7 @@ import collections
 import dataclasses
 import datetime
 import os
+import struct
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -83,9 +84,11 @@ SNAPSHOT_TMP = "snapshot.tmp"
 # The change events a new store keeps for resuming change streams (oplog_size= changes it,
 # and the store remembers the change).
 DEFAULT_OPLOG_SIZE = 100_000
-# The journal is compacted into the snapshot once it is larger than this and the snapshot.
-COMPACT_MIN_BYTES = 16 * 1024 * 1024
+# The journal is compacted into the snapshot once it is larger than this and a quarter of the
+# snapshot (replaying a byte of journal costs several times loading a byte of snapshot).
+COMPACT_MIN_BYTES = 8 * 1024 * 1024
 _CHUNK = 2000  # documents per snapshot record (and per hold of the server's mutex)
+_INT32 = struct.Struct("<i")
 
 
 class StoreError(PyMongoError):
@@ -118,14 +121,68 @@ def _entry_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(_Entry))
 
 
-def _entry_doc(entry: _Entry, fields: tuple[str, ...]) -> dict[str, Any]:
-    """An oplog entry as a BSON-ready document (every dataclass field that is set)."""
+def _entry_raw(entry: _Entry, fields: tuple[str, ...]) -> bytes:
+    """An oplog entry as BSON (every dataclass field that is set); a loaded entry that was
+    never read is already that."""
+    raw = entry.__dict__.get("_raw")
+    if raw is not None:
+        return raw  # type: ignore[no-any-return]
     doc = {}
     for name in fields:
         value = getattr(entry, name)
         if value is not None:
             doc[name] = value
-    return doc
+    return bson.encode(doc, codec_options=CODEC)
+
+
+def _split(raw: bytes) -> list[bytes]:
+    """Concatenated BSON documents, each as its own bytes (without decoding them)."""
+    out = []
+    offset, end = 0, len(raw)
+    while offset < end:
+        (length,) = _INT32.unpack_from(raw, offset)
+        if length < 5 or offset + length > end:
+            raise ValueError(f"a BSON document of {length} bytes at byte {offset} of {end}")
+        out.append(raw[offset : offset + length])
+        offset += length
+    return out
+
+
+def _stored_entry_type() -> type:
+    """``_Entry`` for history loaded from disk: it keeps its BSON and decodes it the first time
+    a field is read (opening a store does not decode history nobody resumes from)."""
+    from ._engine import _Entry
+
+    fields = [f for f in _entry_fields() if f != "pos"]
+
+    class _StoredEntry(_Entry):
+        def __init__(self, raw: bytes, pos: int) -> None:  # not the dataclass __init__: lazy
+            self.__dict__["_raw"] = raw
+            self.__dict__["pos"] = pos
+
+        def _decode(self) -> None:
+            doc = bson.decode(self.__dict__["_raw"], codec_options=CODEC)
+            for name in fields:
+                self.__dict__[name] = doc.get(name)
+
+    def field(name: str) -> property:
+        def get(self: Any) -> Any:
+            values = self.__dict__
+            if name not in values:
+                self._decode()
+            return values[name]
+
+        def set_(self: Any, value: Any) -> None:
+            if name not in self.__dict__:
+                self._decode()
+            self.__dict__.pop("_raw", None)  # changed: encode it again when needed
+            self.__dict__[name] = value
+
+        return property(get, set_)
+
+    for name in fields:
+        setattr(_StoredEntry, name, field(name))
+    return _StoredEntry
 
 
 def _catalog_doc(db: str, coll: str, store: _CollectionStore) -> dict[str, Any]:
@@ -155,10 +212,10 @@ class _Loader:
 
         self.server = server
         self.directory = directory
-        self.entry_type = _Entry
+        self.entry_type = _stored_entry_type()
         self.store_key = _store_key
-        self.fields = set(_entry_fields())
         self.history: list[_Entry] = []
+        self.stores: dict[tuple[str, str], _CollectionStore] = {}
         self.base = 0
         self.last_time = (0, 0)
         self.requested = server.oplog_size  # oplog_size= given now, else what the store says
@@ -185,47 +242,57 @@ class _Loader:
 
     def rename(self, spec: dict[str, Any]) -> None:
         self.server._store[spec["db"]].rename(spec["from"], spec["to"])
+        self.stores.clear()
 
-    def entries(self, docs: list[dict[str, Any]], copies: list[dict[str, Any]] | None) -> None:
-        """Append change events to the history and, with ``copies`` (a second decoding, so
-        history and data never share a document), apply them to the documents."""
+    def history_chunk(self, raws: list[bytes], first: int) -> None:
+        """Append a snapshot's change events, left encoded until read."""
         expected = self.base + len(self.history)
-        for i, doc in enumerate(docs):
-            entry = self.entry_type(**{k: v for k, v in doc.items() if k in self.fields})
-            if entry.pos != expected:
+        if first != expected:
+            raise self.fail("the change history", f"jumps from event {expected} to {first}")
+        make = self.entry_type
+        self.history.extend(make(raw, expected + i) for i, raw in enumerate(raws))
+
+    def replay(self, raw: bytes) -> None:
+        """Apply one commit's change events to the documents and append them to the history."""
+        expected = self.base + len(self.history)
+        make = self.entry_type
+        raws = _split(raw)
+        for raw, doc in zip(raws, bson.decode_all(raw, CODEC), strict=True):
+            if doc.get("pos") != expected:
                 raise self.fail(
-                    "the change history", f"jumps from event {expected} to event {entry.pos}"
+                    "the change history", f"jumps from event {expected} to {doc.get('pos')}"
                 )
-            expected += 1
-            self.history.append(entry)
-            ts = entry.cluster_time
+            ts = doc.get("cluster_time")
             if ts is not None and (ts.time, ts.inc) > self.last_time:
                 self.last_time = (ts.time, ts.inc)
-            if copies is not None:
-                self.apply(entry, copies[i].get("full_document"))
+            self.apply(doc)
+            self.history.append(make(raw, expected))
+            expected += 1
         if len(self.history) > 2 * self.limit:
             drop = len(self.history) - self.limit
             del self.history[:drop]
             self.base += drop
 
-    def apply(self, entry: _Entry, document: dict[str, Any] | None) -> None:
-        store = self.server._store[entry.db][entry.coll]
-        kind = entry.op_type
+    def apply(self, event: dict[str, Any]) -> None:
+        """Apply one change event (a decoded oplog entry) to the documents."""
+        ns = (event["db"], event["coll"])
+        store = self.stores.get(ns)
+        if store is None:
+            store = self.stores[ns] = self.server._store[ns[0]][ns[1]]
+        kind = event["op_type"]
         if kind in ("insert", "update", "replace"):
-            assert document is not None
+            document = event["full_document"]
             store._documents[self.store_key(document["_id"])] = document
         elif kind == "delete":
-            store._documents.pop(self.store_key(entry.doc_id), None)
+            store._documents.pop(self.store_key(event.get("doc_id")), None)
         elif kind == "drop":
             store.drop()
         # Other event types (invalidate, ...) change no document.
 
     def documents(self, store: _CollectionStore, raw: bytes) -> int:
-        docs = store._documents
         key = self.store_key
         found = bson.decode_all(raw, CODEC)
-        for doc in found:
-            docs[key(doc["_id"])] = doc
+        store._documents.load((key(doc["_id"]), doc) for doc in found)
         return len(found)
 
     def configure(self, config: dict[str, Any]) -> None:
@@ -274,9 +341,9 @@ class _Loader:
             elif "docs" in doc and store is not None:
                 counts["docs"] += self.documents(store, doc["bson"])
             elif "oplog" in doc:
-                entries = bson.decode_all(doc["bson"], CODEC)
-                self.entries(entries, None)
-                counts["oplog"] += len(entries)
+                raws = _split(doc["bson"])
+                self.history_chunk(raws, int(doc.get("first", -1)))
+                counts["oplog"] += len(raws)
             else:
                 raise self.fail(f"{path.name} holds", f"an unknown record at byte {record.offset}")
         trailer = records[-1].decode().get("end")
@@ -320,8 +387,7 @@ class _Loader:
                 )
             seq += 1
             if "oplog" in doc:
-                copies = bson.decode(record.payload, codec_options=CODEC)["oplog"]
-                self.entries(doc["oplog"], copies)
+                self.replay(doc["oplog"])
             elif "catalog" in doc:
                 self.catalog(doc["catalog"])
             elif "rename" in doc:
@@ -514,7 +580,7 @@ class Store:
     def published(self, entries: list[_Entry]) -> None:
         """A commit's change events became visible (called under the server's mutex)."""
         fields = self._fields
-        seq = self._append({"oplog": [_entry_doc(e, fields) for e in entries]})
+        seq = self._append({"oplog": b"".join(_entry_raw(e, fields) for e in entries)})
         server = self.server
         self._marks.append((seq, server._oplog_base + len(server._oplog)))
 
@@ -586,7 +652,7 @@ class Store:
             if pos is not None:
                 server._oplog_visible = pos
                 server._oplog_waiters.notify_all()
-        if self._journal_bytes() > max(COMPACT_MIN_BYTES, self._snapshot_bytes):
+        if self._journal_bytes() > max(COMPACT_MIN_BYTES, self._snapshot_bytes // 4):
             self._compact_in_background()
 
     def _journal_bytes(self) -> int:
@@ -744,8 +810,9 @@ class _Capture:
                     yield frame({"docs": len(raws), "bson": b"".join(raws)}), "docs", len(raws)
         for start in range(0, len(self.oplog), _CHUNK):
             chunk = self.oplog[start : start + _CHUNK]
-            raw = b"".join(bson.encode(_entry_doc(e, fields)) for e in chunk)
-            yield frame({"oplog": len(chunk), "bson": raw}), "oplog", len(chunk)
+            raw = b"".join(_entry_raw(e, fields) for e in chunk)
+            first = self.oplog_base + start
+            yield frame({"oplog": len(chunk), "first": first, "bson": raw}), "oplog", len(chunk)
 
 
 # The two functions below are the store's only knowledge of how the engine keeps uncommitted
