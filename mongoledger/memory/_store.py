@@ -208,7 +208,7 @@ class _Loader:
     """Applies a snapshot's and the journal's records to a fresh ``MemoryServer``."""
 
     def __init__(self, server: MemoryServer, directory: Path) -> None:
-        from ._engine import _Entry, _store_key
+        from ._engine import _store_key
 
         self.server = server
         self.directory = directory
