@@ -252,12 +252,12 @@ class _Loader:
         make = self.entry_type
         self.history.extend(make(raw, expected + i) for i, raw in enumerate(raws))
 
-    def replay(self, raw: bytes) -> None:
+    def replay(self, events: bytes) -> None:
         """Apply one commit's change events to the documents and append them to the history."""
         expected = self.base + len(self.history)
         make = self.entry_type
-        raws = _split(raw)
-        for raw, doc in zip(raws, bson.decode_all(raw, CODEC), strict=True):
+        raws = _split(events)
+        for raw, doc in zip(raws, bson.decode_all(events, CODEC), strict=True):
             if doc.get("pos") != expected:
                 raise self.fail(
                     "the change history", f"jumps from event {expected} to {doc.get('pos')}"
