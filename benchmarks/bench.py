@@ -485,6 +485,24 @@ def throughput(target: Target, cfg: Settings, log: Callable[[str], None]) -> lis
     return rows
 
 
+def web_rows(target: Target, cfg: Settings, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """JSON balance reads and increases through ``mongoledger.web`` (benchmarks/web.py); none
+    without the web extra."""
+    try:
+        import mongoledger.web  # noqa: F401 - the web extra is there
+        from benchmarks.web import web_throughput
+    except ImportError as exc:  # pragma: no cover - the dev install has the web extra
+        log(f"  skipped: {exc} (pip install 'mongoledger[web]')")
+        return []
+    _, async_db = target.database("web")
+    try:
+        return asyncio.run(
+            web_throughput(async_db, cfg.ops, cfg.rounds, time_async, cfg.collector, log)
+        )
+    finally:
+        gc.unfreeze()
+
+
 def alternate(sides: list[T], round_number: int) -> list[T]:
     """The sides in the order of this round: each goes first in every other round, so neither
     always runs on the heap and caches the other one left."""
@@ -851,6 +869,11 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['operation']} | {r['mode']} | {r['ledger_ops_s']:,.0f} | "
             f"{r['baseline_ops_s']:,.0f} | {ratio:.2f}{mark} |"
         )
+    if results.get("web"):
+        from benchmarks.web import markdown_rows
+
+        out.append("")
+        out.extend(markdown_rows(results["web"]))
     g = results["growth"]
     out.append("")
     out.append("### Growth with collection size (median time per call)")
@@ -904,6 +927,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         commands = count_commands(target, ledger, pool)
         log(f"throughput (best of {cfg.rounds}, {cfg.ops} operations each)")
         rates = throughput(target, cfg, log)
+        log("the web app (mongoledger.web) vs the library")
+        web = web_rows(target, cfg, log)
     finally:
         target.drop()
     log("growth")
@@ -911,6 +936,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results = {
         "commands": commands,
         "throughput": rates,
+        "web": web,
         "growth": grown,
         "explain": plans,
     }

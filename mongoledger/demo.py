@@ -101,14 +101,23 @@ class _StreamConsumer:
 
 class _Demo:
     def __init__(
-        self, out: TextIO, money: CurrencyFormat, date_format: str, *, use_watch: bool
+        self,
+        out: TextIO,
+        money: CurrencyFormat,
+        date_format: str,
+        *,
+        use_watch: bool,
+        ledger: Ledger | None = None,
     ) -> None:
         self.out = out
         self.use_watch = use_watch
         self.money = money
         self.date_format = date_format
-        self.client = MemoryClient()
-        self.ledger = Ledger(self.client["demo"])
+        self.client: MemoryClient | None = None
+        if ledger is None:
+            self.client = MemoryClient()
+            ledger = Ledger(self.client["demo"])
+        self.ledger = ledger
         self.names: dict[str, str] = {}
         self.accounts: dict[tuple[str, str], Any] = {}
         self.consumer: _StreamConsumer | None = None
@@ -377,24 +386,28 @@ def run_demo(
     money: CurrencyFormat | None = None,
     date_format: str = DEFAULT_DATE_FORMAT,
     use_watch: bool = True,
+    ledger: Ledger | None = None,
 ) -> int:
     """Run the scenario, printing to ``out`` (default stdout); 0 when every check held.
 
     ``use_watch=False`` prints operations from an ``after_write`` hook instead of a
-    change-stream consumer.
+    change-stream consumer. ``ledger`` runs the scenario on that ledger (``mongoledger serve
+    --demo`` seeds its database so) instead of a fresh in-memory one.
     """
     demo = _Demo(
         out if out is not None else sys.stdout,
         money if money is not None else CurrencyFormat(symbol="$"),
         date_format,
         use_watch=use_watch,
+        ledger=ledger,
     )
     try:
         return demo.run()
     finally:
         if demo.consumer is not None:
             demo.consumer.shutdown()
-        demo.client.close()
+        if demo.client is not None:
+            demo.client.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

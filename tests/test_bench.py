@@ -37,6 +37,10 @@ def test_quick_run_writes_json(tmp_path: Path) -> None:
     assert all(
         row["ledger_ops_s"] > 0 and row["baseline_ops_s"] > 0 for row in results["throughput"]
     )
+    web = {row["operation"]: row for row in results["web"]}
+    assert set(web) == {"balance read", "increase"}
+    assert all(row["app_ops_s"] > 0 and row["library_ops_s"] > 0 for row in web.values())
+    assert "### The web app" in proc.stdout
     growth = results["growth"]
     assert len(growth["sizes"]) >= 2
     for query in ("history page", "balance_at", "report page", "verify"):

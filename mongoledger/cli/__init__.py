@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from mongoledger._format import CurrencyFormat
 from mongoledger._sync.ledger import Ledger
 from mongoledger.cli._commands import COMMANDS, Context
-from mongoledger.cli._connection import connect, resolve
+from mongoledger.cli._connection import connect, connect_async, resolve
 from mongoledger.cli._parser import build_parser
 from mongoledger.cli._values import UsageError
 from mongoledger.errors import LedgerError
@@ -84,6 +84,7 @@ def main(
                 show_progress=args.progress,
                 major=args.major,
                 out=out,
+                client=client,
             )
             return COMMANDS[args.command](args, ctx)
         except UsageError as exc:
@@ -128,7 +129,7 @@ def main(
 def _symbol(args: argparse.Namespace) -> str:
     if args.currency_symbol is not None:
         return str(args.currency_symbol)
-    return "$" if args.command == "demo" else ""
+    return "$" if args.command == "demo" or getattr(args, "demo", False) else ""
 
 
 def _connect(args: argparse.Namespace, *, err: TextIO | None = None) -> tuple[Any, Any]:
@@ -137,9 +138,25 @@ def _connect(args: argparse.Namespace, *, err: TextIO | None = None) -> tuple[An
     return client, client[args.db]
 
 
-def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
+def async_database(args: argparse.Namespace, ctx: Context) -> Any:
+    """The async twin of the database the command connected to (for ``mongoledger serve``).
+
+    The in-process engine (``--memory``, the embedded store) is shared through its server, so
+    both twins see one set of data; a MongoDB URI gets a ``pymongo.AsyncMongoClient``.
+    """
+    from mongoledger.memory import AsyncMemoryClient, MemoryServer
+
+    database = ctx.ledger.database
+    server = getattr(getattr(database, "client", None), "server", None)
+    if isinstance(server, MemoryServer):
+        return AsyncMemoryClient(server=server)[database.name]
+    return connect_async(resolve(args), appname="mongoledger-serve")[database.name]
+
+
+def ledger_for(args: argparse.Namespace, database: Any, cls: Any) -> Any:
+    """A ledger of class ``cls`` (``Ledger`` or ``AsyncLedger``) with the command's layout."""
     try:
-        return Ledger(
+        return cls(
             database,
             accounts_collection=args.accounts_collection,
             transactions_collection=args.transactions_collection,
@@ -157,6 +174,11 @@ def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
         if isinstance(exc, LedgerError):
             raise
         raise UsageError(str(exc)) from None
+
+
+def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
+    ledger: Ledger = ledger_for(args, database, Ledger)
+    return ledger
 
 
 def _usage_error(

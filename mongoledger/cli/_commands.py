@@ -48,6 +48,7 @@ class Context:
     show_progress: bool
     major: bool
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    client: Any = None  # the connection main() opened (None when given a database)
 
     def print(self, text: str = "") -> None:
         self.out.write(text + "\n")
@@ -502,4 +503,12 @@ COMMANDS: dict[str, Command] = {
     "export": cmd_export,
     "import": cmd_import,
     "demo": cmd_demo,
+    "serve": lambda args, ctx: _web_command("serve", args, ctx),
+    "users": lambda args, ctx: _web_command("users", args, ctx),
 }
+
+
+def _web_command(name: str, args: argparse.Namespace, ctx: Context) -> int:
+    from mongoledger.cli import _web
+
+    return _web.cmd_serve(args, ctx) if name == "serve" else _web.cmd_users(args, ctx)

@@ -129,7 +129,7 @@ def _announce(target: Target, err: TextIO | None) -> None:
         out.write(f"mongoledger: created the store {target.store}\n")
 
 
-def connect(target: Target, *, err: TextIO | None = None) -> Any:
+def connect(target: Target, *, err: TextIO | None = None, appname: str = "mongoledger-cli") -> Any:
     """A sync client for ``target`` (PyMongo's ``MongoClient`` or a ``MemoryClient``)."""
     if target.kind == "memory":
         from mongoledger.memory import MemoryClient
@@ -147,10 +147,12 @@ def connect(target: Target, *, err: TextIO | None = None) -> Any:
     from pymongo import MongoClient
 
     assert target.uri is not None
-    return MongoClient(target.uri, **_client_options(target.uri))
+    return MongoClient(target.uri, **_client_options(target.uri, appname))
 
 
-def connect_async(target: Target, *, err: TextIO | None = None) -> Any:
+def connect_async(
+    target: Target, *, err: TextIO | None = None, appname: str = "mongoledger-cli"
+) -> Any:
     """An async client for ``target`` (``AsyncMongoClient`` or an ``AsyncMemoryClient``)."""
     if target.kind in ("memory", "store"):
         from mongoledger.memory import AsyncMemoryClient
@@ -166,11 +168,11 @@ def connect_async(target: Target, *, err: TextIO | None = None) -> Any:
     from pymongo import AsyncMongoClient
 
     assert target.uri is not None
-    return AsyncMongoClient(target.uri, **_client_options(target.uri))
+    return AsyncMongoClient(target.uri, **_client_options(target.uri, appname))
 
 
-def _client_options(uri: str) -> dict[str, Any]:
-    options: dict[str, Any] = {"appname": "mongoledger-cli"}
+def _client_options(uri: str, appname: str) -> dict[str, Any]:
+    options: dict[str, Any] = {"appname": appname}
     if "serverselectiontimeoutms" not in uri.lower():
         options["serverSelectionTimeoutMS"] = SERVER_SELECTION_MS
     return options

@@ -491,8 +491,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         sub,
         "import",
         "load an export (or mongodump/mongoexport output) into the database",
-        "  mongoledger --uri 'mongodb://db0/?replicaSet=rs0' --db shop import backup/\n"
-        "  mongoledger --store ~/ledger import backup/shop --drop",
+        "  mongoledger import backup/ --drop\n"
+        "  mongoledger --uri 'mongodb://db0/?replicaSet=rs0' --db shop import backup/",
         environ,
         description="Insert the collections exported under DIR (DIR/<db>/ or the folder itself; "
         ".bson or extended JSON files) into --db, creating their indexes first. Collections "
@@ -504,6 +504,80 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     p.add_argument(
         "--collection", action="append", metavar="NAME", help="only this collection (repeatable)"
     )
+
+    p = _command(
+        sub,
+        "serve",
+        "serve the balance pages and JSON API (mongoledger[web]) with a login",
+        "  mongoledger users add admin --permission view_all --permission adjust\n"
+        "  mongoledger serve --port 8000\n"
+        "  mongoledger --memory serve --demo      # a throwaway demo with printed logins",
+        environ,
+        description="Serve the balance pages and the JSON API over HTTP with uvicorn, on the "
+        "same database the other commands use. Visitors log in as users of the users "
+        "collection (mongoledger users); anonymous visitors get the login page. Sessions are "
+        "signed with MONGOLEDGER_SECRET_KEY (default: a random key per start, so a restart "
+        "logs everyone out). Needs the web extra: pip install 'mongoledger[web]'.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0: any)")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="seed the demo scenario (the database must be empty) and print demo logins",
+    )
+    p.add_argument(
+        "--users-collection", default="web_users", metavar="NAME", help="default %(default)s"
+    )
+    p.add_argument("--title", default="Balances", help="the pages' title (default %(default)s)")
+
+    users = _command(
+        sub,
+        "users",
+        "manage the login users of mongoledger serve (add, remove, list, passwd)",
+        "  mongoledger users add alice --permission view_own --account user_id=1 "
+        "--account type=wallet\n"
+        "  printf '%s\\n' \"$PASSWORD\" | mongoledger users add admin --admin --password-stdin\n"
+        "  mongoledger users list\n  mongoledger users passwd alice\n"
+        "  mongoledger users remove alice",
+        environ,
+        description="Manage the users who can log in to mongoledger serve. Passwords are read "
+        "from a prompt (or one line of standard input with --password-stdin), never from the "
+        "command line, and stored as Argon2id hashes. Permissions: view_own (the user's own "
+        "account), view_all (every account and the reports), adjust (credit, debit, transfer, "
+        "revert). Changing a password or removing a user ends their sessions.",
+    )
+    users_sub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    for action, summary in (
+        ("add", "add a user (asks for the password)"),
+        ("remove", "remove a user"),
+        ("list", "list the users"),
+        ("passwd", "set a user's password (asks for it)"),
+    ):
+        q = users_sub.add_parser(action, help=summary, description=summary, allow_abbrev=False)
+        _add_global_options(q, environ=environ, suppress=True)
+        q.add_argument(
+            "--users-collection", default="web_users", metavar="NAME", help="default %(default)s"
+        )
+        if action != "list":
+            q.add_argument("name", metavar="NAME", help="the user name")
+        if action in ("add", "passwd"):
+            q.add_argument(
+                "--password-stdin",
+                action="store_true",
+                help="read the password from one line of standard input instead of a prompt",
+            )
+        if action == "add":
+            q.add_argument(
+                "--permission",
+                action="append",
+                choices=("view_own", "view_all", "adjust"),
+                help="a permission (repeatable)",
+            )
+            q.add_argument(
+                "--admin", action="store_true", help="all permissions: view_own, view_all, adjust"
+            )
+            _add_account(q, what=" (the user's own account; optional)")
 
     _command(
         sub,

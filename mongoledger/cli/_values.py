@@ -26,6 +26,7 @@ from bson.errors import InvalidId
 
 __all__ = [
     "UsageError",
+    "account_id_text",
     "parse_account",
     "parse_account_id",
     "parse_data",
@@ -93,6 +94,31 @@ def parse_account_id(text: str) -> Any:
     if len(text) == 24 and ObjectId.is_valid(text):
         return ObjectId(text)
     return parse_value(text, what="account id")
+
+
+def account_id_text(account_id: Any) -> str:
+    """An account ``_id`` as text that :func:`parse_account_id` reads back as the same value.
+
+    ``ObjectId`` → its 24 hex digits, ``7`` → ``"7"``, the string ``"7"`` → ``"str:7"``; the
+    web pages' URLs (``/user/{account_id}/balance``) use this form.
+    """
+    if isinstance(account_id, ObjectId):
+        return str(account_id)
+    if isinstance(account_id, bool):
+        return f"bool:{'true' if account_id else 'false'}"
+    if isinstance(account_id, int):
+        return str(int(account_id))
+    if isinstance(account_id, float):
+        return f"float:{account_id!r}"
+    if isinstance(account_id, str):
+        try:
+            plain = parse_account_id(account_id)
+        except UsageError:
+            plain = None
+        return account_id if type(plain) is str and plain == account_id else f"str:{account_id}"
+    if isinstance(account_id, datetime):
+        return f"date:{account_id.isoformat()}"
+    return f"json:{json.dumps(account_id, default=str)}"
 
 
 def parse_account(

@@ -101,12 +101,12 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_operation(tmp_path: Path
     for round_number in range(ROUNDS):
         mode = "async" if round_number % 2 else "sync"
         after = rng.uniform(0.05, 0.6)
-        new = run_and_kill(tmp_path, mode, round_number, after)
-        assert new, f"round {round_number} (seed {seed}): the writer acknowledged nothing"
-        acknowledged += new
+        acknowledged += run_and_kill(tmp_path, mode, round_number, after)
         try:
             found.append(check(tmp_path, acknowledged))
         except AssertionError as exc:
             raise AssertionError(f"round {round_number} ({mode}, seed {seed}): {exc}") from exc
-    # Rounds build on each other: the store held every round's writes at the end.
+    # Rounds build on each other: the store held every round's writes at the end (a kill
+    # may land before a round's first commit returned, but not in every round).
+    assert acknowledged, f"seed {seed}: no round acknowledged anything"
     assert found[-1]["transactions"] >= len(acknowledged)

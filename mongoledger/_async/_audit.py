@@ -1,0 +1,201 @@
+"""Reconciliation: ``verify`` checks cached balances, operation legs and revert links against
+the transactions (the source of truth), and repairs what drifted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bson
+
+from mongoledger import _core, _reconcile
+from mongoledger._async._base import LedgerBase
+from mongoledger._async._io import aggregate, to_list
+from mongoledger.models import BalanceMismatch, BrokenLink, UnbalancedOperation, VerifyReport
+
+__all__ = ["Audit"]
+
+_IS_SYNC = False
+_MAX_ATTEMPTS = 5  # looks at an account that keeps moving before verify lets it be
+
+
+class Audit(LedgerBase):
+    """``verify`` and its repairs."""
+
+    async def verify(self, *, repair: bool = False) -> VerifyReport:
+        """Check cached balances, operation legs and revert links against the transactions.
+
+        ``repair=True`` rebuilds drifted cached balances from the transactions (the source
+        of truth), each with a conditional update that leaves concurrent writes intact, and
+        clears ``reverted_by`` marks whose reversal does not exist (left by a revert that
+        failed midway without a DB transaction), so those transactions can be reverted again.
+        """
+        cfg = self._cfg
+        totals = {
+            row["_id"]: row
+            for row in await aggregate(self._transactions, _core.balances_pipeline(cfg))
+        }
+        accounts = await to_list(self._accounts.find({}))
+        known = {repr(a["_id"]) for a in accounts}
+        mismatches, repaired = [], []
+        for doc in accounts:
+            if cfg.balance_field is None:
+                continue
+            calculated = int(totals.get(doc["_id"], {}).get("total", 0))
+            cached = doc.get(cfg.balance_field)
+            if cached is not None and int(cached) == calculated:
+                continue
+            # The two reads above are not one snapshot: confirm on this account alone.
+            found = await self._confirm_drift(doc["_id"])
+            if found is None:
+                continue
+            mismatch, state = found
+            mismatches.append(mismatch)
+            if repair and await self._repair_balance(mismatch, state):
+                repaired.append(doc["_id"])
+        missing = [account_id for account_id in totals if repr(account_id) not in known]
+        operations = await aggregate(self._transactions, _reconcile.operations_pipeline(cfg))
+        unbalanced = []
+        for op in operations:
+            if op["count"] != op["legs"]:
+                unbalanced.append(
+                    UnbalancedOperation(
+                        operation_id=op["_id"],
+                        kind=op["kind"],
+                        problem=f"has {op['count']} legs, its documents say {op['legs']}",
+                    )
+                )
+            elif op["kind"] in ("transfer", "post") and op["total"] != 0:
+                unbalanced.append(
+                    UnbalancedOperation(
+                        operation_id=op["_id"],
+                        kind=op["kind"],
+                        problem=f"legs sum to {op['total']}",
+                    )
+                )
+        links = await to_list(
+            self._transactions.find(
+                {
+                    "$or": [
+                        {_core.REVERTS: {"$exists": True}},
+                        {_core.REVERTED_BY: {"$exists": True}},
+                    ]
+                },
+                {_core.REVERTS: 1, _core.REVERTED_BY: 1, cfg.amount_field: 1},
+            )
+        )
+        if repair:
+            await self._clear_stale_marks(links)
+        broken = _reconcile.check_links(cfg, links)
+        if not await self._has_transactions():
+            broken += await self._orphan_keys(repair=repair)
+        return VerifyReport(
+            accounts_checked=len(accounts),
+            transactions_checked=sum(int(row["count"]) for row in totals.values()),
+            operations_checked=len(operations),
+            balance_mismatches=mismatches,
+            unbalanced_operations=unbalanced,
+            broken_links=broken,
+            missing_accounts=missing,
+            repaired=repaired,
+        )
+
+    async def _confirm_drift(
+        self, account_id: Any
+    ) -> tuple[BalanceMismatch, dict[str, Any]] | None:
+        """Compare one account's cached balance with its transactions, consistently.
+
+        The two reads describe the same moment when the account's ``seq`` equals the highest
+        ``account_seq`` of its transactions, or when a second look finds nothing changed (a
+        corrupted sequence, or an operation that failed midway without a DB transaction).
+        Returns None when the account is consistent, or kept moving under concurrent writes.
+        """
+        cfg = self._cfg
+        assert cfg.balance_field is not None
+        previous = None
+        for _attempt in range(_MAX_ATTEMPTS):
+            doc = await self._accounts.find_one({"_id": account_id})
+            if doc is None:
+                return None
+            rows = await aggregate(
+                self._transactions,
+                [
+                    {"$match": {cfg.account_link_field: account_id}},
+                    *_core.balances_pipeline(cfg),
+                ],
+            )
+            calculated = int(rows[0]["total"]) if rows else 0
+            top = int(rows[0]["seq"] or 0) if rows else 0
+            cached = doc.get(cfg.balance_field)
+            seq = doc.get(_core.SEQ)
+            state = {"cached": cached, "seq": seq, "top": top, "calculated": calculated}
+            if int(seq or 0) == top or state == previous:
+                if int(seq or 0) == top and cached is not None and int(cached) == calculated:
+                    return None
+                mismatch = BalanceMismatch(
+                    account_id=account_id, cached=cached, calculated=calculated
+                )
+                return mismatch, state
+            previous = state
+        return None
+
+    async def _repair_balance(self, mismatch: BalanceMismatch, state: dict[str, Any]) -> bool:
+        """Set the cached balance (and sequence) from the transactions, unless it moved."""
+        cfg = self._cfg
+        assert cfg.balance_field is not None
+        result = await self._accounts.update_one(
+            {
+                "_id": mismatch.account_id,
+                cfg.balance_field: state["cached"],
+                _core.SEQ: state["seq"],
+            },
+            {"$set": {cfg.balance_field: bson.Int64(mismatch.calculated), _core.SEQ: state["top"]}},
+        )
+        return bool(result.modified_count)
+
+    async def _orphan_keys(self, *, repair: bool) -> list[BrokenLink]:
+        """Idempotency records whose operation never got written (a crash between the two
+        writes, possible only without DB transactions); repair deletes them so the key can
+        be used again."""
+        broken = []
+        records = await to_list(
+            self._idempotency.find({}, {"transaction_ids": 1, "operation_id": 1})
+        )
+        for start in range(0, len(records), 1000):
+            batch = records[start : start + 1000]
+            firsts = [r["transaction_ids"][0] for r in batch if r.get("transaction_ids")]
+            found = await to_list(self._transactions.find({"_id": {"$in": firsts}}, {"_id": 1}))
+            present = {repr(d["_id"]) for d in found}
+            for record in batch:
+                ids = record.get("transaction_ids") or [None]
+                if repr(ids[0]) in present:
+                    continue
+                broken.append(
+                    BrokenLink(
+                        transaction_id=ids[0],
+                        problem=f"idempotency key {record['_id']!r} records transactions "
+                        "that were never written",
+                    )
+                )
+                if repair:
+                    await self._idempotency.delete_one(
+                        {"_id": record["_id"], _core.OPERATION_ID: record.get("operation_id")}
+                    )
+        return broken
+
+    async def _clear_stale_marks(self, links: list[dict[str, Any]]) -> None:
+        ids = {repr(d["_id"]) for d in links}
+        for doc in links:
+            mark = doc.get(_core.REVERTED_BY)
+            if mark is None or repr(mark) in ids:
+                continue
+            if await self._transactions.find_one({"_id": mark}) is not None:
+                continue  # the reversal was written after links were read
+            result = await self._transactions.update_one(
+                {"_id": doc["_id"], _core.REVERTED_BY: mark}, {"$unset": {_core.REVERTED_BY: ""}}
+            )
+            if result.modified_count:
+                del doc[_core.REVERTED_BY]
+
+    async def rebuild_balances(self) -> VerifyReport:
+        """Rebuild every drifted cached balance from the transactions: ``verify(repair=True)``."""
+        return await self.verify(repair=True)

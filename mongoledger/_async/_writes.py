@@ -1,0 +1,584 @@
+"""The write path: ``increase``, ``decrease``, ``transfer``, ``post``, ``revert``,
+``open_account`` and the hooks around them.
+
+Round trips each write sends (a "known" account is referenced by ``_id``; an attribute set
+costs one extra indexed read to resolve it and detect ambiguity):
+
+* ``increase`` / ``decrease``: one ``findAndModify`` (the guarded ``$inc``) + one ``insert``
+  + ``commitTransaction``.
+* ``transfer``: one ``findAndModify`` per account + one ``insert`` for both legs + commit.
+* ``post`` with n legs: n ``findAndModify`` + one ``insert`` + commit.
+* ``revert`` of an n-leg operation: two reads (the leg, then its operation's legs) + one
+  ``update`` (bulk: mark the originals ``reverted_by``) + n ``findAndModify`` + one ``insert``
+  + commit.
+* with an ``idempotency_key``: one more read first (the retry check) and one more insert
+  (the key's record, in the idempotency collection, inside the same DB transaction).
+* the first time an account is used (auto-create): one ``update`` (an upsert creating it at
+  zero) and a second ``findAndModify``, because no server accepts the floor guard's ``$expr``
+  in an upsert's filter.
+* once per ledger instance: ``hello`` (transaction support) and ``createIndexes``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from bson import ObjectId
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from mongoledger import _core
+from mongoledger._async._base import Hook, LedgerBase
+from mongoledger._async._io import call_hook, is_plain_mongomock, to_list
+from mongoledger._core import AccountRef, Leg
+from mongoledger.errors import (
+    AccountNotFound,
+    AfterWriteError,
+    AlreadyReverted,
+    InsufficientFunds,
+    InvalidAccount,
+    InvalidAmount,
+    InvalidConfiguration,
+    LedgerError,
+    TransactionNotFound,
+)
+from mongoledger.models import HookContext, OperationKind
+
+__all__ = ["Writes"]
+
+_IS_SYNC = False
+_MAX_ATTEMPTS = 5  # re-runs of an operation whose guard failed for a reason that went away
+
+F = TypeVar("F", bound=Hook)
+
+
+class _GuardFailed(Exception):
+    """A guarded ``$inc`` matched nothing; diagnosed after the DB transaction has ended."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+class _Reverted(Exception):
+    """A leg to revert was marked ``reverted_by`` concurrently."""
+
+
+class _DuplicateKey(Exception):
+    """The idempotency key was inserted concurrently."""
+
+
+class Writes(LedgerBase):
+    """Operations that move money, and the hooks that see them."""
+
+    # Hooks
+
+    def before_write(self, fn: F) -> F:
+        """Register ``fn(ctx)``: runs per transaction document before the write; may veto."""
+        self._before.append(self._check_hook(fn))
+        return fn
+
+    def after_write(self, fn: F) -> F:
+        """Register ``fn(ctx)``: runs per transaction document after the operation committed."""
+        self._after.append(self._check_hook(fn))
+        return fn
+
+    @staticmethod
+    def _check_hook(fn: Hook) -> Hook:
+        if not callable(fn):
+            raise TypeError(f"hook {fn!r} is not callable")
+        if _IS_SYNC and inspect.iscoroutinefunction(fn):
+            raise TypeError(f"hook {fn!r} is a coroutine function; use AsyncLedger for async hooks")
+        return fn
+
+    # Writes
+
+    async def increase(
+        self,
+        account: Any,
+        amount: Any,
+        data: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> ObjectId:
+        """Move ``amount`` into ``account`` (negative: out of it). Returns the transaction id."""
+        value = _core.validate_amount(amount)
+        ids = await self._operation("increase", [(account, value, None)], data, idempotency_key)
+        return ids[0]
+
+    async def decrease(
+        self,
+        account: Any,
+        amount: Any,
+        data: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> ObjectId:
+        """Move ``amount`` out of ``account``; the same as ``increase(account, -amount)``."""
+        value = _core.validate_amount(amount)
+        ids = await self._operation("decrease", [(account, -value, None)], data, idempotency_key)
+        return ids[0]
+
+    async def transfer(
+        self,
+        from_account: Any,
+        to_account: Any,
+        amount: Any,
+        data: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[ObjectId]:
+        """Move ``amount`` (> 0) between two accounts. Returns ``[from_leg_id, to_leg_id]``."""
+        value = _core.validate_amount(amount)
+        if value < 0:
+            raise InvalidAmount(f"transfer amount {value!r} must be positive; swap the accounts")
+        owned = self._cfg.owned_account_fields
+        source = _core.validate_account(from_account, owned)
+        target = _core.validate_account(to_account, owned)
+        if source == target:
+            raise InvalidAccount(f"transfer from account {from_account!r} to itself")
+        legs = [(source, -value, None), (target, value, None)]
+        return await self._operation("transfer", legs, data, idempotency_key)
+
+    async def post(
+        self,
+        legs: Sequence[Sequence[Any]],
+        data: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[ObjectId]:
+        """Post a balanced multi-leg operation: ``legs`` are ``(account, amount[, data])``.
+
+        Amounts must sum to zero. Returns the transaction ids in leg order.
+        """
+        if isinstance(legs, Mapping | str | bytes) or not isinstance(legs, Sequence):
+            raise InvalidAmount(f"legs {legs!r} must be a list of (account, amount) pairs")
+        if len(legs) < 2:
+            raise InvalidAmount(f"a post needs at least two legs, got {len(legs)}: {list(legs)!r}")
+        planned = []
+        for i, leg in enumerate(legs):
+            if isinstance(leg, Mapping | str | bytes) or not isinstance(leg, Sequence):
+                raise InvalidAmount(f"leg {i} {leg!r} is not an (account, amount[, data]) tuple")
+            if len(leg) not in (2, 3):
+                raise InvalidAmount(f"leg {i} {leg!r} is not an (account, amount[, data]) tuple")
+            amount = _core.validate_amount(leg[1], what=f"leg {i} amount")
+            planned.append((leg[0], amount, leg[2] if len(leg) == 3 else None))
+        _core.check_balanced("post", [amount for _, amount, _ in planned])
+        return await self._operation("post", planned, data, idempotency_key)
+
+    async def revert(
+        self,
+        transaction_id: Any,
+        data: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> ObjectId | list[ObjectId]:
+        """Compensate the operation of ``transaction_id`` (never deletes).
+
+        A leg of a transfer or post reverts the whole operation. Returns the new transaction
+        id for a one-leg operation, else the ids in leg order. The originals are marked
+        ``reverted_by``; reverting again raises ``AlreadyReverted``.
+        """
+        tid = _core.validate_transaction_id(transaction_id)
+        cfg = self._cfg
+        extra = _core.validate_data(cfg, data)
+        key = _core.validate_idempotency_key(idempotency_key)
+        fp = ""
+        if key is not None:
+            fp = _core.fingerprint("revert", [(tid, 0, extra)])
+            found = await self._idempotent_result(key, fp)
+            if found is not None:
+                return found[0] if len(found) == 1 else found
+        original = await self._transactions.find_one(
+            {"_id": tid}, {_core.OPERATION_ID: 1, _core.REVERTED_BY: 1}
+        )
+        if original is None:
+            raise TransactionNotFound(tid)
+        if original.get(_core.REVERTED_BY) is not None:
+            raise AlreadyReverted(tid, original[_core.REVERTED_BY])
+        docs = await to_list(
+            self._transactions.find({_core.OPERATION_ID: original[_core.OPERATION_ID]}).sort(
+                _core.LEG, 1
+            )
+        )
+        for doc in docs:
+            if doc.get(_core.REVERTED_BY) is not None:
+                raise AlreadyReverted(doc["_id"], doc[_core.REVERTED_BY])
+        legs = _core.reversal_legs(cfg, docs)
+        for leg in legs:
+            leg.data = dict(extra)
+        ids = await self._execute("revert", legs, key, fp, revert=True)
+        return ids[0] if len(ids) == 1 else ids
+
+    async def open_account(
+        self,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        min_balance: int | None = None,
+    ) -> Any:
+        """Get or create the account with exactly these attributes; returns its ``_id``.
+
+        ``min_balance`` (e.g. 0) makes every operation that would take the balance below it
+        fail with ``InsufficientFunds``. An existing account with another ``min_balance`` is
+        an ``InvalidAccount`` error. ``attributes=None`` creates a new anonymous account.
+        """
+        cfg = self._cfg
+        floor = _core.validate_min_balance(min_balance)
+        if floor is not None and cfg.balance_field is None:
+            raise InvalidConfiguration("min_balance needs a cached balance (balance_field)")
+        await self._supports_transactions()  # Decision 9: detected (or refused) at a first write
+        await self._prepare()
+        if attributes is None:
+            ref = AccountRef(id=ObjectId())
+        else:
+            if not isinstance(attributes, Mapping):
+                raise InvalidAccount(f"attributes {attributes!r} is not a mapping")
+            ref = _core.validate_account(attributes, cfg.owned_account_fields)
+            existing = await self._find_by_attributes(ref)
+            if existing is not None:
+                return self._check_floor(existing, ref, floor)
+        flt, update = _core.account_creation(cfg, ref, floor)
+        try:
+            doc = await self._accounts.find_one_and_update(
+                flt, update, upsert=True, return_document=ReturnDocument.AFTER
+            )
+        except DuplicateKeyError:  # a concurrent caller created it first
+            doc = await self._accounts.find_one(flt)
+        return self._check_floor(doc, ref, floor)
+
+    @staticmethod
+    def _check_floor(doc: Mapping[str, Any], ref: AccountRef, floor: int | None) -> Any:
+        if doc.get(_core.MIN_BALANCE) != floor:
+            raise InvalidAccount(
+                f"account {ref.describe()!r} exists with min_balance "
+                f"{doc.get(_core.MIN_BALANCE)!r}, not {floor!r}"
+            )
+        return doc["_id"]
+
+    # The write path
+
+    async def _operation(
+        self,
+        kind: OperationKind,
+        legs: Sequence[tuple[Any, int, Any]],
+        data: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> list[ObjectId]:
+        cfg = self._cfg
+        owned = cfg.owned_account_fields
+        extra = _core.validate_data(cfg, data)
+        refs = [
+            account if isinstance(account, AccountRef) else _core.validate_account(account, owned)
+            for account, _, _ in legs
+        ]
+        planned = []
+        for i, ((_, amount, leg_data), ref) in enumerate(zip(legs, refs, strict=True)):
+            merged = dict(extra)
+            if leg_data is not None:
+                merged.update(_core.validate_data(cfg, leg_data, what=f"leg {i} data"))
+            planned.append(Leg(account=ref, amount=amount, data=merged))
+        key = _core.validate_idempotency_key(idempotency_key)
+        fp = ""
+        if key is not None:
+            fp = _core.fingerprint(kind, [(leg.account, leg.amount, leg.data) for leg in planned])
+            found = await self._idempotent_result(key, fp)
+            if found is not None:
+                return found
+        return await self._execute(kind, planned, key, fp)
+
+    async def _execute(
+        self,
+        kind: OperationKind,
+        legs: list[Leg],
+        key: str | None,
+        fp: str,
+        *,
+        revert: bool = False,
+    ) -> list[ObjectId]:
+        cfg = self._cfg
+        await self._prepare()
+        operation_id = ObjectId()
+        for leg in legs:
+            if leg.account_id is None:
+                ref = leg.account
+                leg.account_id = ref.id if ref.is_id else await self._resolve_for_write(ref)
+        same = legs[0].account_id is not None and legs[0].account_id == legs[-1].account_id
+        if kind == "transfer" and same:
+            raise InvalidAccount(
+                f"transfer from account {legs[0].account.describe()!r} to "
+                f"{legs[1].account.describe()!r}: both are account {legs[0].account_id!r}"
+            )
+        if self._before:
+            await self._run_before_hooks(kind, legs, operation_id, revert=revert)
+        date = cfg.operation_date()
+        idempotency = None if key is None else (key, fp)
+        _core.check_sizes(cfg, legs, kind=kind, date=date, idempotency=idempotency)
+        for _attempt in range(_MAX_ATTEMPTS):
+            try:
+                await self._write(kind, legs, operation_id, date, idempotency, revert)
+                break
+            except _GuardFailed as failed:
+                await self._diagnose(legs, failed.index)
+            except _Reverted:
+                for leg in legs:
+                    doc = await self._transactions.find_one({"_id": leg.reverts})
+                    if doc is not None and doc.get(_core.REVERTED_BY) is not None:
+                        raise AlreadyReverted(leg.reverts, doc[_core.REVERTED_BY]) from None
+            except _DuplicateKey:
+                found = await self._idempotent_result(key or "", fp)
+                if found is not None:
+                    return found
+        else:  # pragma: no cover - needs a guard that flips back and forth five times
+            raise LedgerError(f"{kind} kept conflicting with concurrent writes; try again")
+        if self._after:
+            await self._run_after_hooks(kind, legs, operation_id)
+        return [leg.id for leg in legs]
+
+    async def _write(
+        self,
+        kind: OperationKind,
+        legs: list[Leg],
+        operation_id: ObjectId,
+        date: Any,
+        idempotency: tuple[str, str] | None,
+        revert: bool,
+    ) -> None:
+        cfg = self._cfg
+
+        resolved = [leg.account_id for leg in legs]
+
+        async def body(session: Any) -> None:
+            # with_transaction may run this again: start from the resolved ids every time.
+            for leg, account_id in zip(legs, resolved, strict=True):
+                leg.account_id = account_id
+            applied: list[tuple[Leg, bool]] = []
+            recorded = False
+            try:
+                if idempotency is not None:
+                    record = _core.idempotency_document(
+                        *idempotency, kind, operation_id, [leg.id for leg in legs]
+                    )
+                    try:
+                        await self._idempotency.insert_one(record, session=session)
+                    except DuplicateKeyError:  # a concurrent call with this key got there first
+                        raise _DuplicateKey from None
+                    recorded = True
+                if revert:
+                    await self._mark_reverted(legs, session)
+                balance_field = cfg.balance_field
+                for index, leg in enumerate(legs):
+                    target = leg.account
+                    by_id = target.is_id
+                    if leg.account_id is not None and not by_id:
+                        target = AccountRef(id=leg.account_id)
+                    update = _core.leg_update(cfg, target, leg.amount)
+                    doc = await self._move(update, session)
+                    created = False
+                    if doc is None and (
+                        leg.account_id is None or (cfg.auto_create_account and by_id)
+                    ):
+                        # The account may not exist yet: create it at zero, then move it.
+                        flt, insert = _core.account_creation(cfg, target)
+                        try:
+                            result = await self._accounts.update_one(
+                                flt, insert, upsert=True, session=session
+                            )
+                        except DuplicateKeyError:
+                            # A concurrent caller created it. In a DB transaction the server
+                            # aborted ours: retry the whole operation (it exists now).
+                            if session is not None:
+                                raise _GuardFailed(index) from None
+                        else:
+                            created = result.upserted_id is not None
+                        doc = await self._move(update, session)
+                        if doc is None and created and session is None:
+                            await self._accounts.delete_one(
+                                {"_id": result.upserted_id, _core.SEQ: 0}
+                            )
+                    if doc is None:
+                        raise _GuardFailed(index)
+                    leg.account_id = doc["_id"]
+                    leg.account_seq = int(doc[_core.SEQ])
+                    if balance_field:
+                        leg.balance_after = int(doc[balance_field])
+                    applied.append((leg, created))
+                if len(legs) == 2 and cfg.extra_account_link_field:
+                    legs[0].extra_account_id = legs[1].account_id
+                    legs[1].extra_account_id = legs[0].account_id
+                docs = [
+                    _core.transaction_document(
+                        cfg,
+                        leg,
+                        index=i,
+                        count=len(legs),
+                        kind=kind,
+                        operation_id=operation_id,
+                        date=date,
+                        idempotency=idempotency,
+                    )
+                    for i, leg in enumerate(legs)
+                ]
+                await self._transactions.insert_many(docs, ordered=True, session=session)
+            except BaseException:
+                if session is None:
+                    await self._compensate(applied, legs if revert else [])
+                    if recorded and idempotency is not None:
+                        await self._idempotency.delete_one(
+                            {"_id": idempotency[0], _core.OPERATION_ID: operation_id}
+                        )
+                raise
+
+        await self._run(body)
+
+    async def _move(self, update: _core.LegUpdate, session: Any) -> Any:
+        """The guarded ``$inc`` of one leg: the account after it, or None if a guard failed
+        (or the account does not exist)."""
+        return await self._accounts.find_one_and_update(
+            update.filter,
+            update.update,
+            projection=update.projection,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+
+    async def _mark_reverted(self, legs: list[Leg], session: Any) -> None:
+        """Mark the originals ``reverted_by`` (one command), unless one already is."""
+        updates = [
+            (
+                {"_id": leg.reverts, _core.REVERTED_BY: {"$exists": False}},
+                {"$set": {_core.REVERTED_BY: leg.id}},
+            )
+            for leg in legs
+        ]
+        if len(updates) == 1 or is_plain_mongomock(self._transactions):
+            modified = 0
+            for flt, update in updates:
+                result = await self._transactions.update_one(flt, update, session=session)
+                modified += result.modified_count
+        else:
+            requests = [UpdateOne(flt, update) for flt, update in updates]
+            result = await self._transactions.bulk_write(requests, ordered=True, session=session)
+            modified = result.modified_count
+        if modified != len(legs):
+            if session is None:
+                await self._unmark(legs)
+            raise _Reverted
+
+    async def _unmark(self, legs: list[Leg]) -> None:
+        for leg in legs:
+            await self._transactions.update_one(
+                {"_id": leg.reverts, _core.REVERTED_BY: leg.id},
+                {"$unset": {_core.REVERTED_BY: ""}},
+            )
+
+    async def _compensate(self, applied: list[tuple[Leg, bool]], marked: list[Leg]) -> None:
+        """Undo the writes of a refused operation on a deployment without DB transactions."""
+        cfg = self._cfg
+        for leg, created in reversed(applied):
+            if created:
+                result = await self._accounts.delete_one({"_id": leg.account_id, _core.SEQ: 1})
+                if result.deleted_count:
+                    continue
+            undo: dict[str, Any] = {cfg.balance_field: -leg.amount} if cfg.balance_field else {}
+            # Give the sequence number back only if no other operation took the next one.
+            result = await self._accounts.update_one(
+                {"_id": leg.account_id, _core.SEQ: leg.account_seq},
+                {"$inc": {**undo, _core.SEQ: -1}},
+            )
+            if not result.modified_count and undo:
+                await self._accounts.update_one({"_id": leg.account_id}, {"$inc": undo})
+        if marked:
+            await self._unmark(marked)
+
+    async def _diagnose(self, legs: list[Leg], index: int) -> None:
+        """Explain why leg ``index``'s guard failed, or return to let the caller retry."""
+        cfg = self._cfg
+        leg = legs[index]
+        target = leg.account if leg.account_id is None else AccountRef(id=leg.account_id)
+        doc = await self._accounts.find_one(_core.account_filter(target))
+        if doc is None:
+            if not cfg.auto_create_account:
+                raise AccountNotFound(leg.account.describe())
+            return
+        if cfg.balance_field is None:
+            return
+        cached = doc.get(cfg.balance_field)
+        if isinstance(cached, bool) or not isinstance(cached, int):
+            raise InvalidAccount(
+                f"account {doc['_id']!r} has no integer {cfg.balance_field!r} field "
+                f"({cached!r}: created outside the ledger?); verify(repair=True) rebuilds it"
+            )
+        earlier = sum(other.amount for other in legs[:index] if other.account_id == doc["_id"])
+        balance = int(cached) + earlier
+        result = balance + leg.amount
+        if not _core.INT64_MIN <= result <= _core.INT64_MAX:
+            raise InvalidAmount(
+                f"amount {leg.amount} would overflow the int64 balance {balance} of account "
+                f"{doc['_id']!r}"
+            )
+        floor = doc.get(_core.MIN_BALANCE)
+        if floor is not None and leg.amount < 0 and result < floor:
+            raise InsufficientFunds(doc["_id"], balance, leg.amount, floor)
+
+    async def _resolve_for_write(self, ref: AccountRef) -> Any:
+        """The ``_id`` a leg writes to, or None when the operation will create the account."""
+        if ref.is_id:
+            return ref.id
+        doc = await self._find_by_attributes(ref)
+        if doc is not None:
+            return doc["_id"]
+        if not self._cfg.auto_create_account:
+            raise AccountNotFound(ref.describe(), "auto_create_account is off")
+        return None
+
+    async def _run_before_hooks(
+        self, kind: OperationKind, legs: list[Leg], operation_id: ObjectId, *, revert: bool
+    ) -> None:
+        cfg = self._cfg
+        for index, leg in enumerate(legs):
+            ctx = HookContext(
+                kind=kind,
+                account=leg.account.describe(),
+                account_id=leg.account_id,
+                amount=leg.amount,
+                data=dict(leg.data),
+                operation_id=operation_id,
+                leg=index,
+            )
+            for fn in self._before:
+                await call_hook(fn, ctx)
+            amount = _core.validate_amount(ctx.amount, what="amount set by a before_write hook")
+            if revert and amount != leg.amount:
+                raise InvalidAmount(
+                    f"a before_write hook changed a reversal amount from {leg.amount} to {amount}; "
+                    "reversal amounts are fixed"
+                )
+            leg.amount = amount
+            leg.data = _core.validate_data(cfg, ctx.data, what="data set by a before_write hook")
+        if kind in ("transfer", "post"):
+            _core.check_balanced(kind, [leg.amount for leg in legs])
+
+    async def _run_after_hooks(
+        self, kind: OperationKind, legs: list[Leg], operation_id: ObjectId
+    ) -> None:
+        failures: list[BaseException] = []
+        for index, leg in enumerate(legs):
+            ctx = HookContext(
+                kind=kind,
+                account=leg.account.describe(),
+                account_id=leg.account_id,
+                amount=leg.amount,
+                data=dict(leg.data),
+                operation_id=operation_id,
+                leg=index,
+                transaction_id=leg.id,
+                balance_after=leg.balance_after,
+            )
+            for fn in self._after:
+                try:
+                    await call_hook(fn, ctx)
+                except Exception as exc:  # the operation is committed: run the other hooks
+                    failures.append(exc)
+        if failures:
+            raise AfterWriteError([leg.id for leg in legs], failures) from failures[0]
