@@ -198,6 +198,7 @@ class JournalWriter:
         self._failed: BaseException | None = None
         self._failure = failure
         self._async: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._kicks: set[asyncio.AbstractEventLoop] = set()
         self._on_durable = on_durable
         self._stopping = False
         self.bytes = size  # of the current file
@@ -270,9 +271,17 @@ class JournalWriter:
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[None] = loop.create_future()
             self._async.append((seq, loop, fut))
-            if not self._flushing:
-                self._wake.notify()  # else the flush in progress wakes it when it ends
+            if not self._flushing and loop not in self._kicks:
+                # Wake the thread once the loop has run every task that is ready now: their
+                # commits join this flush instead of each starting one.
+                self._kicks.add(loop)
+                loop.call_soon(self._kick, loop)
         await fut
+
+    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._kicks.discard(loop)
+            self._wake.notify()
 
     # -- flushing -------------------------------------------------------------------------
 
