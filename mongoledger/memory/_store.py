@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import gc
 import os
 import struct
 import threading
@@ -513,11 +514,16 @@ class Store:
             ) from None
         except OSError as exc:
             raise StoreError(f"store {directory}: cannot lock it ({exc})") from None
+        collecting = gc.isenabled()
+        gc.disable()  # loading creates millions of objects and frees none: nothing to collect
         try:
             return cls._load(server, directory, lock)
         except BaseException:
             lock.release()
             raise
+        finally:
+            if collecting:
+                gc.enable()
 
     @classmethod
     def _load(cls, server: MemoryServer, directory: Path, lock: StoreLock) -> Store:
