@@ -37,6 +37,7 @@ __all__ = [
     "DamagedRecord",
     "JournalWriter",
     "Record",
+    "RecordReader",
     "frame",
     "iter_journal_files",
     "journal_name",
@@ -122,6 +123,47 @@ def scan(data: bytes, start: int = 0) -> tuple[list[Record], int, str]:
         records.append(record)
         offset += record.size
     return records, offset, ""
+
+
+class RecordReader:
+    """The records of the file at ``path``, read one at a time (a snapshot of any size is
+    never in memory whole). After the iteration, ``end`` is where the valid records end and
+    ``torn`` says why the bytes after them (if any) are not a record. An invalid record with
+    a valid one after it raises :class:`DamagedRecord`, as :func:`scan` does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.end = 0
+        self.torn = ""
+        self.count = 0
+
+    def __iter__(self) -> Iterator[Record]:
+        with open(self.path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            offset = 0
+            while offset < size:
+                record = None
+                head = fh.read(HEADER_SIZE)
+                if len(head) == HEADER_SIZE:
+                    magic, length, crc = _HEAD.unpack(head)
+                    fits = _MIN_BSON <= length <= size - offset - HEADER_SIZE
+                    if magic == MAGIC and fits:
+                        payload = fh.read(length)
+                        if zlib.crc32(payload, zlib.crc32(head[4:8])) == crc:
+                            record = Record(offset, HEADER_SIZE + length, payload)
+                if record is None:  # a torn tail or damage: look at the rest to tell which
+                    fh.seek(offset)
+                    rest = fh.read()
+                    reason = _record_at(rest, 0)[1]
+                    after = _next_valid(rest, 1)
+                    if after is not None:
+                        raise DamagedRecord(offset, self.count, reason, offset + after)
+                    self.end, self.torn = offset, reason
+                    return
+                yield record
+                self.count += 1
+                offset += record.size
+            self.end = offset
 
 
 def _next_valid(data: bytes, offset: int) -> int | None:

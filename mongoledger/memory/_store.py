@@ -56,10 +56,11 @@ from ._journal import (
     CODEC,
     DamagedRecord,
     JournalWriter,
+    Record,
+    RecordReader,
     frame,
     iter_journal_files,
     journal_name,
-    scan,
     sync_directory,
     sync_file,
     write_all,
@@ -319,24 +320,26 @@ class _Loader:
 
     def snapshot(self, path: Path) -> dict[str, Any]:
         """Load ``snapshot``; returns its header."""
-        data = path.read_bytes()
-        try:
-            records, end, why = scan(data)
-        except DamagedRecord as exc:
-            raise self.fail(f"{path.name} is damaged:", str(exc)) from None
-        if end != len(data) or len(records) < 2:
-            raise self.fail(f"{path.name} is damaged:", f"byte {end}: {why or 'no end record'}")
-        header = records[0].decode()
-        _check_header(self, header, "snapshot", path)
-        self.base = int(header["oplog_base"])
-        self.configure(header)
-        ts = header["last_time"]
-        self.last_time = (ts.time, ts.inc)
+        reader = RecordReader(path)
+        records = self._records(reader, f"{path.name} is damaged:")
+        header: dict[str, Any] | None = None
+        trailer: Any = None
         store = None
         counts = {"namespaces": 0, "docs": 0, "oplog": 0}
-        for record in records[1:-1]:
+        for record in records:
             doc = record.decode()
-            if "ns" in doc:
+            if header is None:
+                _check_header(self, doc, "snapshot", path)
+                header = doc
+                self.base = int(doc["oplog_base"])
+                self.configure(doc)
+                ts = doc["last_time"]
+                self.last_time = (ts.time, ts.inc)
+            elif trailer is not None:
+                raise self.fail(
+                    f"{path.name} holds", f"a record after its end at byte {record.offset}"
+                )
+            elif "ns" in doc:
                 store = self.catalog(doc["ns"])
                 counts["namespaces"] += 1
             elif "docs" in doc and store is not None:
@@ -345,40 +348,46 @@ class _Loader:
                 raws = _split(doc["bson"])
                 self.history_chunk(raws, int(doc.get("first", -1)))
                 counts["oplog"] += len(raws)
+            elif "end" in doc:
+                trailer = doc["end"]
             else:
                 raise self.fail(f"{path.name} holds", f"an unknown record at byte {record.offset}")
-        trailer = records[-1].decode().get("end")
+        if reader.torn or header is None:
+            why = reader.torn or "no header"
+            raise self.fail(f"{path.name} is damaged:", f"byte {reader.end}: {why}")
         if not isinstance(trailer, dict) or any(trailer.get(k) != v for k, v in counts.items()):
             raise self.fail(f"{path.name} is incomplete:", f"end record {trailer!r}, read {counts}")
         return header
+
+    def _records(self, reader: RecordReader, damaged: str) -> Iterator[Record]:
+        try:
+            yield from reader
+        except DamagedRecord as exc:
+            raise self.fail(
+                f"{damaged} byte {exc.offset} ({exc.reason}), with valid records after it (at "
+                f"byte {exc.valid_after}):",
+                "this is not a crash's torn write",
+            ) from None
 
     def journal(
         self, path: Path, generation: int, seq: int, server_id: str | None, last: bool
     ) -> tuple[int, str | None, int, str]:
         """Replay one journal file from sequence number ``seq``; returns the last sequence
         number, the server id, where the valid records end and why the rest is not valid."""
-        data = path.read_bytes()
-        try:
-            records, end, why = scan(data)
-        except DamagedRecord as exc:
-            raise self.fail(
-                f"journal {path.name} is damaged at byte {exc.offset} ({exc.reason}) with valid "
-                f"records after it (at byte {exc.valid_after}):",
-                "this is not a crash's torn write",
-            ) from None
-        if end != len(data) and not last:
-            raise self.fail(f"journal {path.name} ends in an invalid record", f"at byte {end}")
-        if not records:
-            return seq, server_id, end, why
-        header = records[0].decode()
-        _check_header(self, header, "journal", path)
-        if server_id is not None and header["server_id"] != server_id:
-            raise self.fail(f"journal {path.name}", "belongs to another store")
-        if header.get("generation") != generation:
-            said = header.get("generation")
-            raise self.fail(f"journal {path.name}", f"says it is generation {said}")
-        for record in records[1:]:
+        reader = RecordReader(path)
+        header: dict[str, Any] | None = None
+        for record in self._records(reader, f"journal {path.name} is damaged at"):
             doc = record.decode()
+            if header is None:
+                _check_header(self, doc, "journal", path)
+                if server_id is not None and doc["server_id"] != server_id:
+                    raise self.fail(f"journal {path.name}", "belongs to another store")
+                if doc.get("generation") != generation:
+                    said = doc.get("generation")
+                    raise self.fail(f"journal {path.name}", f"says it is generation {said}")
+                header = doc
+                server_id = doc["server_id"]
+                continue
             number = doc.get("seq")
             if number != seq + 1:
                 raise self.fail(
@@ -400,7 +409,11 @@ class _Loader:
                     f"journal {path.name} at byte {record.offset}",
                     "holds a record this version does not know (written by a newer mongoledger?)",
                 )
-        return seq, header["server_id"], end, why
+        if reader.torn and not last:
+            raise self.fail(
+                f"journal {path.name} ends in an invalid record", f"at byte {reader.end}"
+            )
+        return seq, server_id, reader.end, reader.torn
 
 
 def _check_header(loader: _Loader, header: dict[str, Any], kind: str, path: Path) -> None:
