@@ -6,6 +6,7 @@ change-stream consumers. ``Ledger`` (sync) and ``AsyncLedger`` (async) share one
 """
 
 from mongoledger._async.ledger import AsyncLedger
+from mongoledger._core import NO_FLOOR
 from mongoledger._sync.ledger import Ledger
 from mongoledger.errors import (
     AccountNotFound,
@@ -41,7 +42,7 @@ from mongoledger.models import (
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - one plain sorted() order, which tests/test_public_api.py checks
     "Account",
     "AccountNotFound",
     "AfterWriteError",
@@ -64,6 +65,7 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LedgerEvent",
+    "NO_FLOOR",
     "NoTransactionsWarning",
     "PeriodStatistics",
     "Transaction",

@@ -21,6 +21,7 @@ from bson import ObjectId
 from bson.codec_options import CodecOptions
 from bson.errors import InvalidDocument
 
+from . import _dates
 from .errors import (
     InvalidAccount,
     InvalidAmount,
@@ -66,13 +67,54 @@ _MIN_BALANCE_PATH = f"${MIN_BALANCE}"
 CREATED_AT = "created_at"
 ATTRIBUTES_KEY = "attributes_key"
 SEQ = "seq"
-FIXED_ACCOUNT_FIELDS = ("_id", MIN_BALANCE, CREATED_AT, ATTRIBUTES_KEY, SEQ)
+# The latest date of the account's transactions, and the earliest date ever written below an
+# earlier transaction's date (a backdated entry): what tells balance_at its shortcut is exact.
+LAST_DATE = "last_date"
+BACKDATED_FROM = "backdated_from"
+FIXED_ACCOUNT_FIELDS = (
+    "_id",
+    MIN_BALANCE,
+    CREATED_AT,
+    ATTRIBUTES_KEY,
+    SEQ,
+    LAST_DATE,
+    BACKDATED_FROM,
+)
 
 _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=False)
 _SCALARS = (str, int, float, bool, ObjectId, datetime, bytes, bson.Binary, bson.Decimal128)
 
 
 # Configuration
+
+
+class NoFloor:
+    """The type of :data:`NO_FLOOR`."""
+
+    _instance: NoFloor | None = None
+
+    def __new__(cls) -> NoFloor:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NO_FLOOR"
+
+    def __reduce__(self) -> str:
+        return "NO_FLOOR"
+
+
+NO_FLOOR = NoFloor()
+"""``open_account(..., min_balance=NO_FLOOR)``: an account without a floor, even where the
+ledger has a ``default_min_balance`` (system accounts that go negative by design)."""
+
+COLLECTION_OPTIONS = (
+    "accounts_collection",
+    "transactions_collection",
+    "checkpoints_collection",
+    "idempotency_collection",
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +134,7 @@ class LedgerConfig:
     date_value: Any = None
     data_field: str | None = None
     require_transactions: bool = False
+    default_min_balance: int | None = None
 
     def __post_init__(self) -> None:
         names = {
@@ -121,15 +164,30 @@ class LedgerConfig:
                 raise InvalidConfiguration(
                     f"balance_field={self.balance_field!r} collides with a field the ledger owns"
                 )
-        for option in (
-            "accounts_collection",
-            "transactions_collection",
-            "checkpoints_collection",
-            "idempotency_collection",
-        ):
+        roles: dict[str, str] = {}
+        for option in COLLECTION_OPTIONS:
             value = getattr(self, option)
-            if not isinstance(value, str) or not value or "$" in value:
+            if not isinstance(value, str) or not value or "$" in value or "\x00" in value:
                 raise InvalidConfiguration(f"{option}={value!r} is not a usable collection name")
+            if value in roles:
+                raise InvalidConfiguration(
+                    f"{option}={value!r} is also {roles[value]}: each role needs its own collection"
+                )
+            roles[value] = option
+        if self.default_min_balance is not None:
+            if isinstance(self.default_min_balance, NoFloor):
+                raise InvalidConfiguration(
+                    "default_min_balance=NO_FLOOR: leave it None for accounts without a floor"
+                )
+            try:
+                validate_min_balance(self.default_min_balance)
+            except InvalidAmount as exc:
+                raise InvalidConfiguration(f"default_min_balance: {exc}") from None
+            if self.balance_field is None:
+                raise InvalidConfiguration(
+                    f"default_min_balance={self.default_min_balance!r} needs a cached balance "
+                    "(balance_field), as min_balance does"
+                )
 
     @cached_property
     def owned_transaction_fields(self) -> frozenset[str]:
@@ -148,12 +206,62 @@ class LedgerConfig:
         return frozenset((*FIXED_ACCOUNT_FIELDS, *extra))
 
     def operation_date(self) -> Any:
-        """The date of a new operation (Decision 4: evaluated once per operation)."""
+        """The date of a new operation (Decision 4: evaluated once per operation).
+
+        With ``date_value=None`` the write path takes the date inside the DB transaction
+        instead (see ``leg_update``); this serves a stand-in of the same size.
+        """
         if self.date_value is None:
             return utcnow()
         if callable(self.date_value):
             return self.date_value()
         return self.date_value
+
+    def check_date(
+        self, value: Any, *, what: str, written: Any = None, require: str | None = None
+    ) -> Any:
+        """A validated date argument ready for a query (Decision 8)."""
+        return _dates.check_date_argument(
+            value, what=what, date_value=self.date_value, written=written, require=require
+        )
+
+
+def check_database(database: object, *, sync: bool) -> None:
+    """Refuse, at construction, anything but a database of the ledger's flavour (Decision
+    "configuration mistakes"): a client, a name, or a sync database given to the async
+    ledger (and the reverse) would fail later with an unrelated error."""
+    ledger, other = ("Ledger", "AsyncLedger") if sync else ("AsyncLedger", "Ledger")
+    kind = type(database)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    expected = (
+        "a database such as MongoClient(...)['shop'] (PyMongo, mongomock or mongoledger.memory)"
+        if sync
+        else "an async database such as AsyncMongoClient(...)['shop'] (PyMongo async, Motor "
+        "or mongoledger.memory's AsyncMemoryClient)"
+    )
+    module = kind.__module__.split(".", 1)[0]
+    known = module in ("pymongo", "mongomock", "motor", "mongoledger")
+    # A client answers any attribute with a database (PyMongo's is even "callable"): ask the
+    # class. An unknown wrapper may delegate by __getattr__: ask the object.
+    usable = callable(getattr(kind, "get_collection", None)) or (
+        not known and callable(getattr(database, "get_collection", None))
+    )
+    if not usable:
+        if callable(getattr(kind, "get_database", None)):
+            raise InvalidConfiguration(
+                f"{ledger}() was given a client ({name}), not a database; pass "
+                "client['shop'] (the database that holds the ledger's collections)"
+            )
+        raise InvalidConfiguration(
+            f"{ledger}() was given {database!r} ({name}); it needs {expected}"
+        )
+    is_async = kind.__name__.startswith("Async") or module == "motor"
+    if known and is_async == sync:
+        flavour = "an async" if is_async else "a sync"
+        raise InvalidConfiguration(
+            f"{ledger}() was given {flavour} database ({name}); use {other} with it, or "
+            f"give {ledger} {expected}"
+        )
 
 
 def _check_field_name(option: str, name: object) -> None:
@@ -188,7 +296,7 @@ def validate_amount(value: object, *, what: str = "amount") -> int:
 
 
 def validate_min_balance(value: object) -> int | None:
-    if value is None:
+    if value is None or isinstance(value, NoFloor):
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidAmount(f"min_balance {value!r} is not an integer")
@@ -326,8 +434,11 @@ class LegUpdate(NamedTuple):  # built for every leg of every write: a tuple is c
     projection: dict[str, int]  # what the leg needs back: the new balance and sequence
 
 
-def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int) -> LegUpdate:
+def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int, date: Any) -> LegUpdate:
     """Build the guarded ``$inc`` for one leg.
+
+    The same update raises the account's ``last_date`` to the operation's ``date`` (``$max``)
+    and returns it: a value above ``date`` means the account already carries a later date.
 
     ``target`` is the resolved account: its ``_id``, or (when the operation creates it) its
     attribute set. The filter carries the guards, so the balance check and the move are one
@@ -338,8 +449,13 @@ def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int) -> LegUpdate:
     """
     flt = account_filter(target)
     bal = cfg.balance_field
+    latest = {LAST_DATE: date}
     if bal is None:
-        return LegUpdate(filter=flt, update={"$inc": {SEQ: 1}}, projection={SEQ: 1})
+        return LegUpdate(
+            filter=flt,
+            update={"$inc": {SEQ: 1}, "$max": latest},
+            projection={SEQ: 1, LAST_DATE: 1},
+        )
     if amount > 0:
         flt[bal] = {"$lte": INT64_MAX - amount}
     else:
@@ -348,8 +464,8 @@ def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int) -> LegUpdate:
             {MIN_BALANCE: None},  # matches a missing field too: an unguarded account
             {"$expr": {"$gte": [{"$add": [cfg.balance_path, amount]}, _MIN_BALANCE_PATH]}},
         ]
-    update = {"$inc": {SEQ: 1, bal: bson.Int64(amount)}}
-    return LegUpdate(filter=flt, update=update, projection={SEQ: 1, bal: 1})
+    update = {"$inc": {SEQ: 1, bal: bson.Int64(amount)}, "$max": latest}
+    return LegUpdate(filter=flt, update=update, projection={SEQ: 1, bal: 1, LAST_DATE: 1})
 
 
 def account_creation(
@@ -374,8 +490,8 @@ def account_to_model(
         id=doc["_id"],
         balance=balance,
         min_balance=doc.get(MIN_BALANCE),
-        attributes={k: v for k, v in doc.items() if k not in owned},
-        created_at=doc.get(CREATED_AT),
+        attributes=_dates.deep_utc({k: v for k, v in doc.items() if k not in owned}),
+        created_at=_dates.utc(doc.get(CREATED_AT)),
     )
 
 
@@ -519,8 +635,9 @@ def check_sizes(
 ) -> None:
     """Refuse, before anything is written, a leg whose document would exceed 16 MiB.
 
-    The values only known inside the DB transaction (balance, sequence, counterpart) are
-    stood in for by values of the same encoded size.
+    The values only known inside the DB transaction (balance, sequence, counterpart, and the
+    date when the ledger picks it: ``date=None``) are stood in for by values of the same
+    encoded size.
     """
     for index, leg in enumerate(legs):
         if not leg.data and isinstance(leg.account_id, ObjectId | int | None):
@@ -545,7 +662,7 @@ def check_sizes(
             count=len(legs),
             kind=kind,
             operation_id=ObjectId(),
-            date=date,
+            date=utcnow() if date is None else date,
             idempotency=idempotency,
         )
 
@@ -562,7 +679,7 @@ def transaction_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Transacti
         id=doc["_id"],
         account_id=doc.get(cfg.account_link_field),
         amount=int(doc[cfg.amount_field]),
-        date=doc.get(cfg.date_field),
+        date=_dates.utc(doc.get(cfg.date_field)),
         balance_after=None if balance_after is None else int(balance_after),
         operation_id=doc.get(OPERATION_ID),
         kind=doc.get(KIND, "increase"),
@@ -573,7 +690,7 @@ def transaction_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Transacti
         account_seq=doc.get(ACCOUNT_SEQ),
         leg=int(doc.get(LEG, 0)),
         legs=int(doc.get(LEGS, 1)),
-        data=data,
+        data=_dates.deep_utc(data),
     )
 
 
@@ -742,8 +859,11 @@ def query_shapes(cfg: LedgerConfig) -> list[QueryShape]:
         QueryShape("history by date", "transactions", (acc,), sort=(ACCOUNT_SEQ,)),
         QueryShape("balance_at", "transactions", (acc,), sort=(ACCOUNT_SEQ,)),
         QueryShape("calculate_balance", "transactions", (acc,)),
+        QueryShape("balance_at of a backdated account", "transactions", (acc,), range=(date,)),
         QueryShape("account statistics", "transactions", (acc,), range=(date,)),
         QueryShape("statistics", "transactions", (), range=(date,)),
+        QueryShape("account statistics bounds", "transactions", (acc,), sort=(date,)),
+        QueryShape("statistics bounds", "transactions", (), sort=(date,)),
         QueryShape("operation legs", "transactions", (OPERATION_ID,), sort=(LEG,)),
         QueryShape("idempotency", "idempotency", ("_id",)),
         QueryShape("revert links", "transactions", (), range=(REVERTS,)),
@@ -777,6 +897,69 @@ def index_serves(spec: IndexSpec, shape: QueryShape) -> bool:
 
 # Queries
 
+HISTORY_PAGE = 100  # history() rows when no limit is given: a page, never the whole account
+REPORT_PAGE = 100  # report() accounts when no limit is given
+
+
+def validate_page_limit(limit: object, *, default: int) -> int:
+    """A page size: a positive integer, or None for ``default``."""
+    if limit is None:
+        return default
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidArgument(
+            f"limit {limit!r} must be a positive integer (the page size; default {default})"
+        )
+    return int(limit)
+
+
+def validate_skip(skip: object) -> int:
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise InvalidArgument(f"skip {skip!r} must be an integer >= 0")
+    return int(skip)
+
+
+def validate_before_seq(before_seq: object) -> int | None:
+    """The ``account_seq`` a history page starts below (an integer >= 1), or None."""
+    if before_seq is None:
+        return None
+    if isinstance(before_seq, bool) or not isinstance(before_seq, int) or before_seq < 1:
+        raise InvalidArgument(
+            f"before_seq {before_seq!r} must be a positive integer: the account_seq of the "
+            "last row of the previous page"
+        )
+    return int(before_seq)
+
+
+def bson_sort_key(value: Any) -> tuple[Any, ...]:
+    """A Python sort key that orders values of any BSON type as MongoDB sorts them (numbers,
+    then strings, documents, arrays, binary, ObjectIds, booleans, dates)."""
+    if value is None:
+        return (2,)
+    if isinstance(value, bool):
+        return (9, value)
+    if isinstance(value, bson.Decimal128):
+        value = value.to_decimal()
+    if isinstance(value, Decimal) and value.is_nan():
+        return (3, 0)
+    if isinstance(value, int | float | Decimal):
+        if isinstance(value, float) and math.isnan(value):  # NaN sorts below every number
+            return (3, 0)
+        return (3, 1, value)
+    if isinstance(value, str):
+        return (4, value)
+    if isinstance(value, Mapping):
+        return (5, [(k, bson_sort_key(v)) for k, v in value.items()])
+    if isinstance(value, list | tuple):
+        return (6, [bson_sort_key(v) for v in value])
+    if isinstance(value, bytes):
+        subtype = value.subtype if isinstance(value, bson.Binary) else 0
+        return (7, len(value), subtype, bytes(value))
+    if isinstance(value, ObjectId):
+        return (8, value.binary)
+    if isinstance(value, datetime):
+        return (10, _dates.comparable(value))
+    return (20, type(value).__name__, repr(value))
+
 
 def history_filter(
     cfg: LedgerConfig,
@@ -799,7 +982,32 @@ def _date_range(cfg: LedgerConfig, start: Any, end: Any) -> dict[str, Any]:
     return {cfg.date_field: dates} if dates else {}
 
 
-STATISTICS_FORMATS = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}
+STATISTICS_FORMATS = _dates.PERIOD_FORMATS
+
+
+def validate_period(period: object) -> str:
+    if not isinstance(period, str) or period not in STATISTICS_FORMATS:
+        raise InvalidArgument(f"period {period!r} is not one of {sorted(STATISTICS_FORMATS)}")
+    return period
+
+
+def statistics_match(
+    cfg: LedgerConfig, account_id: Any, *, start: Any = None, end: Any = None
+) -> dict[str, Any]:
+    match: dict[str, Any] = {}
+    if account_id is not None:
+        match[cfg.account_link_field] = account_id
+    match.update(_date_range(cfg, start, end))
+    return match
+
+
+def _totals(cfg: LedgerConfig) -> dict[str, Any]:
+    amount = f"${cfg.amount_field}"
+    return {
+        "credit": {"$sum": {"$cond": [{"$gt": [amount, 0]}, amount, 0]}},
+        "debit": {"$sum": {"$cond": [{"$lt": [amount, 0]}, {"$subtract": [0, amount]}, 0]}},
+        "count": {"$sum": 1},
+    }
 
 
 def statistics_pipeline(
@@ -810,15 +1018,10 @@ def statistics_pipeline(
     start: Any = None,
     end: Any = None,
 ) -> list[dict[str, Any]]:
-    if period not in STATISTICS_FORMATS:
-        raise InvalidArgument(f"period {period!r} is not one of {sorted(STATISTICS_FORMATS)}")
-    match: dict[str, Any] = {}
-    if account_id is not None:
-        match[cfg.account_link_field] = account_id
-    match.update(_date_range(cfg, start, end))
-    amount = f"${cfg.amount_field}"
+    """Per-period totals in UTC: the server names each period (``$dateToString``)."""
+    period = validate_period(period)
     return [
-        {"$match": match},
+        {"$match": statistics_match(cfg, account_id, start=start, end=end)},
         {
             "$group": {
                 "_id": {
@@ -827,13 +1030,44 @@ def statistics_pipeline(
                         "date": f"${cfg.date_field}",
                     }
                 },
-                "credit": {"$sum": {"$cond": [{"$gt": [amount, 0]}, amount, 0]}},
-                "debit": {"$sum": {"$cond": [{"$lt": [amount, 0]}, {"$subtract": [0, amount]}, 0]}},
-                "count": {"$sum": 1},
+                **_totals(cfg),
             }
         },
         {"$sort": {"_id": 1}},
     ]
+
+
+def bucket_pipeline(
+    cfg: LedgerConfig, match: dict[str, Any], boundaries: Sequence[datetime]
+) -> list[dict[str, Any]]:
+    """Per-period totals in a time zone: ``$bucket`` on the periods' UTC boundaries (one
+    pipeline for every server version and engine; ``_id`` is the period's start)."""
+    edges = [_dates.naive_utc(b) for b in boundaries]
+    return [
+        {"$match": match},
+        # Only what the boundaries cover: a transaction written since they were computed
+        # would fall outside them (a server refuses $bucket input without a bucket).
+        {"$match": {cfg.date_field: {"$gte": edges[0], "$lt": edges[-1]}}},
+        {
+            "$bucket": {
+                "groupBy": f"${cfg.date_field}",
+                "boundaries": edges,
+                "output": _totals(cfg),
+            }
+        },
+    ]
+
+
+def checked_total(value: Any, *, what: str) -> int:
+    """An int64 sum from the server, or ``InvalidAmount``: a ``$sum`` of int64 values that
+    overflows comes back as a double (a server) or an integer outside int64 (an engine), and
+    ``int()`` would silently truncate it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidAmount(
+            f"{what} is {value!r}, outside the signed 64-bit range: the amounts sum past int64 "
+            "(possible with balance_field=None, where no cached balance guards it)"
+        )
+    return int(value)
 
 
 def sum_pipeline(cfg: LedgerConfig, match: dict[str, Any]) -> list[dict[str, Any]]:

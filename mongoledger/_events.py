@@ -17,7 +17,7 @@ from typing import Any
 
 from bson.timestamp import Timestamp
 
-from . import _core
+from . import _core, _dates
 from ._core import LedgerConfig
 from .errors import ChangeStreamHistoryLost, ChangeStreamInvalidated, InvalidArgument
 from .models import LedgerEvent, OperationKind
@@ -159,7 +159,7 @@ class Grouper:
             kind=first.kind,
             transactions=transactions,
             account_ids=account_ids,
-            committed_at=partial.committed_at,
+            committed_at=_dates.utc(partial.committed_at),
             resume_token=dict(resume_token or {}),
         )
 

@@ -56,6 +56,17 @@ class CurrencyFormat:
             raise ValueError(f"symbol position {self.position!r} is not 'before' or 'after'")
         if isinstance(self.decimals, bool) or not 0 <= self.decimals <= 18:
             raise ValueError(f"decimals {self.decimals!r} must be between 0 and 18")
+        separators = self.thousands_sep + self.decimal_sep
+        if (
+            self.thousands_sep == self.decimal_sep
+            or (self.decimals and not self.decimal_sep)
+            or any(c.isdigit() or c in "+-" for c in separators)
+        ):
+            raise ValueError(
+                f"thousands separator {self.thousands_sep!r} and decimal separator "
+                f"{self.decimal_sep!r} must differ and contain no digit or sign (the decimal "
+                "separator may be empty only with 0 decimals)"
+            )
 
     def number(self, amount: int) -> str:
         """``amount`` (minor units) as a number with separators, without the symbol."""

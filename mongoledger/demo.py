@@ -121,6 +121,7 @@ class _Demo:
         self.names: dict[str, str] = {}
         self.accounts: dict[tuple[str, str], Any] = {}
         self.consumer: _StreamConsumer | None = None
+        self.summary: dict[str, Any] = {}
 
     # Output
 
@@ -365,6 +366,14 @@ class _Demo:
 
         self.section("13. verify")
         report = ledger.verify()
+        self.summary.update(
+            ok=holds and report.ok,
+            accounts=[
+                {"name": self.name(a.id), **a.model_dump(exclude={"attributes"})} for a in accounts
+            ],
+            zero_sum={"total": total, "net_external": net_external, "holds": holds},
+            verify={**report.model_dump(), "ok": report.ok},
+        )
         self.say(
             f"verify(): checked {report.accounts_checked} accounts, "
             f"{report.transactions_checked} transactions, {report.operations_checked} "
@@ -387,12 +396,15 @@ def run_demo(
     date_format: str = DEFAULT_DATE_FORMAT,
     use_watch: bool = True,
     ledger: Ledger | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> int:
     """Run the scenario, printing to ``out`` (default stdout); 0 when every check held.
 
     ``use_watch=False`` prints operations from an ``after_write`` hook instead of a
     change-stream consumer. ``ledger`` runs the scenario on that ledger (``mongoledger serve
-    --demo`` seeds its database so) instead of a fresh in-memory one.
+    --demo`` seeds its database so) instead of a fresh in-memory one. ``summary``, when given,
+    receives the outcome: every account with its balance, the zero-sum check and the verify
+    report.
     """
     demo = _Demo(
         out if out is not None else sys.stdout,
@@ -404,6 +416,8 @@ def run_demo(
     try:
         return demo.run()
     finally:
+        if summary is not None:
+            summary.update(demo.summary)
         if demo.consumer is not None:
             demo.consumer.shutdown()
         if demo.client is not None:

@@ -34,44 +34,82 @@ class _Model(BaseModel):
 class Transaction(_Model):
     """One movement on one account: a document of the transactions collection."""
 
-    id: Any
-    account_id: Any
-    amount: int
-    date: Any
-    balance_after: int | None = None
-    operation_id: Any
-    kind: OperationKind
-    extra_account_id: Any = None
-    reverts: Any = None
-    reverted_by: Any = None
-    idempotency_key: str | None = None
+    id: Any = Field(description="The document's `_id` (an ObjectId).")
+    account_id: Any = Field(description="The account's `_id` (`account_link_field`).")
+    amount: int = Field(
+        description="Signed amount in the smallest unit: positive credits, negative debits."
+    )
+    date: Any = Field(
+        description="The effective date (`date_field`): a timezone-aware UTC datetime, or the "
+        "value a `date_value` gave. May be earlier than an entry recorded before it "
+        "(a backdated entry)."
+    )
+    balance_after: int | None = Field(
+        default=None,
+        description="The account's running balance right after this entry, in recorded "
+        "(commit) order.",
+    )
+    operation_id: Any = Field(description="Shared by every leg of one operation (one call).")
+    kind: OperationKind = Field(
+        description="`increase`, `decrease`, `transfer`, `post` or `revert`."
+    )
+    extra_account_id: Any = Field(
+        default=None,
+        description="The counterpart account of a two-leg operation (`extra_account_link_field`).",
+    )
+    reverts: Any = Field(default=None, description="On a reversal: the entry it compensates.")
+    reverted_by: Any = Field(
+        default=None, description="On a reverted entry: the reversal that compensates it."
+    )
+    idempotency_key: str | None = Field(
+        default=None, description="The key of the call that wrote it, if one was given."
+    )
     account_seq: int | None = Field(
         default=None, description="Position in the account's commit order (1, 2, ...)."
     )
     leg: int = Field(default=0, description="Position of this leg in its operation.")
     legs: int = Field(default=1, description="Number of legs of the operation.")
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The extra data, as a dict, whichever storage `data_field` selects "
+        "(datetimes in it are timezone-aware UTC).",
+    )
 
 
 class Account(_Model):
     """An account document with its identifying attributes and cached balance."""
 
-    id: Any
-    balance: int
-    min_balance: int | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime | None = None
+    id: Any = Field(description="The account's `_id`.")
+    balance: int = Field(
+        description="The cached balance (`balance_field`), or the sum of its amounts when the "
+        "ledger keeps none."
+    )
+    min_balance: int | None = Field(
+        default=None,
+        description="The floor no operation may take the balance below; None: no floor.",
+    )
+    attributes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The identifying attributes (every field the ledger does not own).",
+    )
+    created_at: datetime | None = Field(
+        default=None, description="When the account was created (timezone-aware UTC)."
+    )
 
 
 class LedgerEvent(_Model):
     """One committed operation, as seen on the change stream."""
 
-    operation_id: Any
-    kind: OperationKind
-    transactions: list[Transaction]
-    account_ids: list[Any]
-    committed_at: Any
-    resume_token: dict[str, Any]
+    operation_id: Any = Field(description="The operation's id, shared by its legs.")
+    kind: OperationKind = Field(description="The operation's kind.")
+    transactions: list[Transaction] = Field(
+        description="Every leg of the operation, in leg order (even legs an account filter hid)."
+    )
+    account_ids: list[Any] = Field(description="The accounts the operation moved, in leg order.")
+    committed_at: Any = Field(description="The commit time (timezone-aware UTC).")
+    resume_token: dict[str, Any] = Field(
+        description="Resume a stream here to see every later operation (`resume_after`)."
+    )
 
 
 class PeriodStatistics(_Model):

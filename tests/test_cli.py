@@ -270,6 +270,34 @@ def test_history_pages_with_running_balance(cli: Cli) -> None:
     assert len(cli.data("history", *ALICE, "--start", today, "--end", today)["transactions"]) == 5
 
 
+def test_limit_0_shows_everything_past_the_ledgers_pages(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mongoledger.cli._commands
+    from mongoledger import _core
+
+    # The ledger returns one page at a time; --limit 0 ("all") reads them all.
+    monkeypatch.setattr(mongoledger.cli._commands, "_PAGE", 2)
+    monkeypatch.setattr(_core, "HISTORY_PAGE", 2)
+    monkeypatch.setattr(_core, "REPORT_PAGE", 2)
+    for amount in ("1", "2", "3", "4", "5"):
+        cli.ok("increase", *ALICE, amount)
+    cli.ok("increase", *BOB, "1")
+    cli.ok("increase", "--account", "user_id=3", "1")
+    rows = cli.data("history", *ALICE, "--limit", "0")["transactions"]
+    assert [t["amount"] for t in rows] == [5, 4, 3, 2, 1]
+    assert len(cli.data("history", *ALICE)["transactions"]) == 5  # --limit 50 by default
+    assert [t["amount"] for t in cli.data("history", *ALICE, "--limit", "3")["transactions"]] == [
+        5,
+        4,
+        3,
+    ]
+    report = cli.data("report")
+    assert (report["count"], report["total"]) == (3, 17)
+    assert cli.data("report", "--limit", "1", "--skip", "1")["count"] == 1
+    assert cli.data("report", "--skip", "1")["count"] == 2
+
+
 def test_human_output_uses_currency_and_date_options(cli: Cli) -> None:
     cli.ok("increase", *ALICE, "123456789")
     cli.ok("decrease", *ALICE, "123456800")
@@ -494,12 +522,96 @@ def test_memory_option_runs_without_a_server(capsys: pytest.CaptureFixture[str])
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_an_unreachable_server_is_one_line_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
-    uri = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200"
-    assert main(["--uri", uri, "balance", *ALICE], environ={}) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert err.startswith("mongoledger: error: cannot reach MongoDB")
+def test_an_unreachable_server_is_announced_then_one_line_exit_1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mongoledger.cli._connection
+
+    monkeypatch.setattr(mongoledger.cli._connection, "NOTICE_AFTER", 0.01)
+    err = io.StringIO()
+    uri = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300"  # the user's wait is honoured
+    assert main(["--uri", uri, "balance", *ALICE], environ={}, stderr=err) == 1
+    lines = err.getvalue().splitlines()
+    assert lines == [
+        "mongoledger: connecting to 127.0.0.1:1...",
+        "mongoledger: error: cannot reach MongoDB at 127.0.0.1:1 ([Errno 111] Connection "
+        "refused); check --uri or MONGOLEDGER_URI (without one, commands use the embedded store)",
+    ]
+
+
+# Every bad connection or format value: one line naming it, exit 2, for every command.
+
+COMMAND_ARGS = {
+    "init": [],
+    "open": ALICE,
+    "increase": [*ALICE, "5"],
+    "decrease": [*ALICE, "5"],
+    "transfer": ["--from", "user_id=1", "--to", "user_id=2", "5"],
+    "post": ["--leg", "5", "a=1", "--leg", "-5", "a=2"],
+    "revert": ["65ab12cd34ef56ab78cd90ef"],
+    "balance": ALICE,
+    "history": ALICE,
+    "report": [],
+    "stats": [],
+    "verify": [],
+    "watch": [],
+}
+BAD_GLOBALS = [
+    (["--uri", "mongodb://localhost:99999"], "'mongodb://localhost:99999'"),
+    (["--uri", "mongodb://u:secret@db:70000"], "'mongodb://u:***@db:70000'"),
+    (["--uri", "localhost"], "'localhost'"),
+    (["--uri", "mongodb://db/?tls=maybe"], "'mongodb://db/?tls=maybe'"),
+    (["--uri", "mongodb://db/?nosuchoption=1"], "'mongodb://db/?nosuchoption=1'"),
+    (["--db", ""], "--db ''"),
+    (["--db", "a b$"], "--db 'a b$'"),
+    (["--memory", "--db", "x.y"], "--db 'x.y'"),
+    (["--decimals", "-1"], "decimals -1"),
+    (["--decimals", "x"], "'x'"),
+    (["--thousands-sep", "5"], "'5'"),
+    (["--symbol-position", "middle"], "'middle'"),
+]
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_ARGS))
+@pytest.mark.parametrize(("options", "shown"), BAD_GLOBALS)
+def test_bad_connection_and_format_options_are_one_line_exit_2(
+    command: str, options: list[str], shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = io.StringIO()
+    for argv in (
+        [*options, command, *COMMAND_ARGS[command]],
+        [command, *COMMAND_ARGS[command], *options],
+    ):
+        assert main(argv, environ={}, stderr=err, stdout=io.StringIO()) == 2
+        text = err.getvalue() + capsys.readouterr().err
+        err.truncate(0)
+        err.seek(0)
+        assert "Traceback" not in text
+        errors = [line for line in text.splitlines() if "error:" in line]
+        assert len(errors) == 1, text
+        assert shown in errors[0]
+        assert "secret" not in text
+        if options[0] in ("--decimals", "--thousands-sep") and options[1] not in ("x",):
+            # a global option's error is the command's, not the subcommand's
+            assert errors[0].startswith("mongoledger: error:"), text
+
+
+def test_memory_watch_says_why_it_would_wait_forever() -> None:
+    err = io.StringIO()
+    assert main(["--memory", "watch"], environ={}, stderr=err) == 2
+    assert "would wait forever" in err.getvalue()
+
+
+def test_demo_json_is_one_document() -> None:
+    out = io.StringIO()
+    assert main(["--json", "demo"], stdout=out) == 0
+    document = json.loads(out.getvalue())
+    assert document["ok"] is True
+    assert document["zero_sum"]["holds"] is True
+    assert document["verify"]["ok"] is True
+    assert len(document["accounts"]) == 10
+    assert sum(a["balance"] for a in document["accounts"]) == document["zero_sum"]["total"]
+    assert document["accounts"][0]["created_at"].endswith("Z")
 
 
 # watch

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import bson
 import pytest
@@ -58,11 +58,13 @@ def test_config_rejects_colliding_and_unusable_names() -> None:
 
 def test_leg_update_guards_overflow_and_floor() -> None:
     cfg = LedgerConfig()
-    credit = _core.leg_update(cfg, AccountRef(id=1), 5)
+    when = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    credit = _core.leg_update(cfg, AccountRef(id=1), 5, when)
     assert credit.filter == {"_id": 1, "balance": {"$lte": 2**63 - 1 - 5}}
-    assert credit.update == {"$inc": {"seq": 1, "balance": 5}}
-    assert credit.projection == {"seq": 1, "balance": 1}
-    debit = _core.leg_update(cfg, AccountRef(id=1), -5)
+    # The same update raises the account's last_date (what tells balance_at its shortcut).
+    assert credit.update == {"$inc": {"seq": 1, "balance": 5}, "$max": {"last_date": when}}
+    assert credit.projection == {"seq": 1, "balance": 1, "last_date": 1}
+    debit = _core.leg_update(cfg, AccountRef(id=1), -5, when)
     assert debit.filter["balance"] == {"$gte": -(2**63) + 5}
     assert "$or" in debit.filter
     flt, create = _core.account_creation(cfg, AccountRef(attributes={"u": 1}, key="k"), 0)

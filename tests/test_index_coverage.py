@@ -146,6 +146,11 @@ def test_every_query_sent_is_served_by_a_declared_index() -> None:
     ledger.report(sort="-balance", limit=5)
     ledger.report(sort="created_at")
     ledger.report(sort="-id")
+    ledger.statistics(wallet, timezone="Europe/Paris")
+    ledger.statistics(timezone="Asia/Tokyo", end=datetime(2100, 1, 1))
+    dated = Ledger(db, date_value=lambda: datetime(2000, 1, 1))  # a backdated entry
+    dated.increase(wallet, 1)
+    dated.balance_at(wallet, datetime(2050, 1, 1))  # the aggregation path
     ledger.verify()
     cfg = ledger.config
     exempt = []

@@ -47,8 +47,32 @@ def test_describe_short_form() -> None:
     assert describe(event, name=str.upper, amount=str, details=False) == "post: A -3, B 1, C 2"
 
 
-def test_main_reports_errors_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--uri", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=50"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("notifier: 127.0.0.1:1")
-    assert err.count("\n") == 1
+def test_main_reports_an_unreachable_server_in_one_line() -> None:
+    err = io.StringIO()
+    assert main(["--uri", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=50"], stderr=err) == 1
+    last = err.getvalue().splitlines()[-1]
+    assert last.startswith("notifier: error: cannot reach MongoDB at 127.0.0.1:1 (")
+    assert "Topology" not in err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["--uri", "mongodb://localhost:99999"], "'mongodb://localhost:99999'"),
+        (["--db", "a b$"], "--db 'a b$'"),
+        (["--memory", "--db", ""], "--db ''"),
+    ],
+)
+def test_main_takes_the_command_lines_connection_options(argv: list[str], shown: str) -> None:
+    err = io.StringIO()
+    assert main(argv, environ={}, stderr=err) == 2
+    assert shown in err.getvalue()
+    assert "Traceback" not in err.getvalue()
+
+
+def test_main_on_the_memory_engine_says_nothing_will_print() -> None:
+    err = io.StringIO()
+    stop = threading.Event()
+    stop.set()
+    assert main(["--memory"], environ={}, stderr=err, stop=stop) == 0
+    assert "nothing will print" in err.getvalue()

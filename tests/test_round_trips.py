@@ -82,6 +82,25 @@ def test_reads(ledger: Ledger) -> None:
     }
 
 
+def test_a_backdated_account_pays_an_aggregation_only_where_the_shortcut_is_wrong() -> None:
+    from datetime import datetime
+
+    day = 10
+    ledger = Ledger(MemoryClient()["test"], date_value=lambda: datetime(2026, 1, day))
+    ledger.increase("a", 100)
+    day = 5
+    sent = commands(ledger, lambda: ledger.increase("a", 10))  # written below Jan 10
+    # the same floor plus one findAndModify recording backdated_from, only for this operation
+    assert sent == {"findAndModify": 2, "insert": 1, "commitTransaction": 1}
+    mid = commands(ledger, lambda: ledger.balance_at("a", datetime(2026, 1, 6)))
+    assert mid == {"find": 1, "aggregate": 1}
+    for outside in (datetime(2026, 1, 4), datetime(2026, 1, 10)):
+        assert commands(ledger, lambda w=outside: ledger.balance_at("a", w)) == {"find": 2}
+    day = 11
+    steady = {"findAndModify": 1, "insert": 1, "commitTransaction": 1}
+    assert commands(ledger, lambda: ledger.increase("a", 1)) == steady
+
+
 def test_first_use_creates_the_account_once(ledger: Ledger) -> None:
     # A server refuses $expr (the floor guard) in an upsert: a new account is created first.
     first_use = {"findAndModify": 2, "update": 1, "insert": 1, "commitTransaction": 1}

@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from mongoledger import _core
+from mongoledger import _core, _dates
 from mongoledger._async._base import Hook, LedgerBase
 from mongoledger._async._io import call_hook, is_plain_mongomock, to_list
-from mongoledger._core import AccountRef, Leg
+from mongoledger._core import NO_FLOOR, AccountRef, Leg, NoFloor
 from mongoledger.errors import (
     AccountNotFound,
     AfterWriteError,
@@ -215,18 +216,23 @@ class Writes(LedgerBase):
         self,
         attributes: Mapping[str, Any] | None = None,
         *,
-        min_balance: int | None = None,
+        min_balance: int | NoFloor | None = None,
     ) -> Any:
         """Get or create the account with exactly these attributes; returns its ``_id``.
 
         ``min_balance`` (e.g. 0) makes every operation that would take the balance below it
-        fail with ``InsufficientFunds``. An existing account with another ``min_balance`` is
-        an ``InvalidAccount`` error. ``attributes=None`` creates a new anonymous account.
+        fail with ``InsufficientFunds``. Without it, a new account gets the ledger's
+        ``default_min_balance`` and an existing one is returned whatever its floor;
+        ``min_balance=NO_FLOOR`` opens an account without a floor even under a default.
+        An existing account with another explicit floor is an ``InvalidAccount`` error.
+        ``attributes=None`` creates a new anonymous account.
         """
         cfg = self._cfg
         floor = _core.validate_min_balance(min_balance)
         if floor is not None and cfg.balance_field is None:
             raise InvalidConfiguration("min_balance needs a cached balance (balance_field)")
+        explicit = min_balance is not None
+        initial = floor if explicit else cfg.default_min_balance
         await self._supports_transactions()  # Decision 9: detected (or refused) at a first write
         await self._prepare()
         if attributes is None:
@@ -237,22 +243,26 @@ class Writes(LedgerBase):
             ref = _core.validate_account(attributes, cfg.owned_account_fields)
             existing = await self._find_by_attributes(ref)
             if existing is not None:
-                return self._check_floor(existing, ref, floor)
-        flt, update = _core.account_creation(cfg, ref, floor)
+                return self._check_floor(existing, ref, min_balance if explicit else None)
+        flt, update = _core.account_creation(cfg, ref, initial)
         try:
             doc = await self._accounts.find_one_and_update(
                 flt, update, upsert=True, return_document=ReturnDocument.AFTER
             )
         except DuplicateKeyError:  # a concurrent caller created it first
             doc = await self._accounts.find_one(flt)
-        return self._check_floor(doc, ref, floor)
+        return self._check_floor(doc, ref, min_balance if explicit else None)
 
     @staticmethod
-    def _check_floor(doc: Mapping[str, Any], ref: AccountRef, floor: int | None) -> Any:
-        if doc.get(_core.MIN_BALANCE) != floor:
+    def _check_floor(doc: Mapping[str, Any], ref: AccountRef, wanted: Any) -> Any:
+        """The account's id; an explicitly named floor (a number or NO_FLOOR) must be its."""
+        if wanted is None:
+            return doc["_id"]
+        floor = doc.get(_core.MIN_BALANCE)
+        if floor != _core.validate_min_balance(wanted):
             raise InvalidAccount(
                 f"account {ref.describe()!r} exists with min_balance "
-                f"{doc.get(_core.MIN_BALANCE)!r}, not {floor!r}"
+                f"{NO_FLOOR if floor is None else floor!r}, not {wanted!r}"
             )
         return doc["_id"]
 
@@ -311,7 +321,9 @@ class Writes(LedgerBase):
             )
         if self._before:
             await self._run_before_hooks(kind, legs, operation_id, revert=revert)
-        date = cfg.operation_date()
+        # Decision 4: a date_value is evaluated once; the ledger's own "now" is read inside
+        # the DB transaction (see _write), so the size check uses a stand-in (date=None).
+        date = None if cfg.date_value is None else cfg.operation_date()
         idempotency = None if key is None else (key, fp)
         _core.check_sizes(cfg, legs, kind=kind, date=date, idempotency=idempotency)
         for _attempt in range(_MAX_ATTEMPTS):
@@ -340,11 +352,12 @@ class Writes(LedgerBase):
         kind: OperationKind,
         legs: list[Leg],
         operation_id: ObjectId,
-        date: Any,
+        given: Any,
         idempotency: tuple[str, str] | None,
         revert: bool,
     ) -> None:
         cfg = self._cfg
+        chosen = cfg.date_value is None  # the ledger picks the date: "now"
 
         resolved = [leg.account_id for leg in legs]
 
@@ -352,6 +365,11 @@ class Writes(LedgerBase):
             # with_transaction may run this again: start from the resolved ids every time.
             for leg, account_id in zip(legs, resolved, strict=True):
                 leg.account_id = account_id
+            # "Now" is read inside the DB transaction, at every attempt: a retried attempt
+            # never carries the date of one that lost to a concurrent writer.
+            date = first = _core.utcnow() if chosen else given
+            latest: list[tuple[Any, Any]] = []  # (account id, its last_date after the leg)
+            flagged: list[tuple[Any, Any]] = []  # (account id, its backdated_from before)
             applied: list[tuple[Leg, bool]] = []
             recorded = False
             try:
@@ -372,14 +390,14 @@ class Writes(LedgerBase):
                     by_id = target.is_id
                     if leg.account_id is not None and not by_id:
                         target = AccountRef(id=leg.account_id)
-                    update = _core.leg_update(cfg, target, leg.amount)
+                    update = _core.leg_update(cfg, target, leg.amount, date)
                     doc = await self._move(update, session)
                     created = False
                     if doc is None and (
                         leg.account_id is None or (cfg.auto_create_account and by_id)
                     ):
                         # The account may not exist yet: create it at zero, then move it.
-                        flt, insert = _core.account_creation(cfg, target)
+                        flt, insert = _core.account_creation(cfg, target, cfg.default_min_balance)
                         try:
                             result = await self._accounts.update_one(
                                 flt, insert, upsert=True, session=session
@@ -403,6 +421,10 @@ class Writes(LedgerBase):
                     if balance_field:
                         leg.balance_after = int(doc[balance_field])
                     applied.append((leg, created))
+                    latest.append((doc["_id"], doc.get(_core.LAST_DATE)))
+                date = await self._settle_date(
+                    date, latest, flagged, chosen=chosen, session=session
+                )
                 if len(legs) == 2 and cfg.extra_account_link_field:
                     legs[0].extra_account_id = legs[1].account_id
                     legs[1].extra_account_id = legs[0].account_id
@@ -423,6 +445,7 @@ class Writes(LedgerBase):
             except BaseException:
                 if session is None:
                     await self._compensate(applied, legs if revert else [])
+                    await self._restore_dates(applied, flagged, (first, date))
                     if recorded and idempotency is not None:
                         await self._idempotency.delete_one(
                             {"_id": idempotency[0], _core.OPERATION_ID: operation_id}
@@ -430,6 +453,92 @@ class Writes(LedgerBase):
                 raise
 
         await self._run(body)
+
+    async def _settle_date(
+        self,
+        date: Any,
+        latest: list[tuple[Any, Any]],
+        flagged: list[tuple[Any, Any]],
+        *,
+        chosen: bool,
+        session: Any,
+    ) -> Any:
+        """The operation's date, once every account carries it in ``last_date``.
+
+        Each leg's update raised its account's ``last_date`` to ``date`` and returned it. A
+        higher value means the account already has a later date. The ledger's own "now" then
+        moves up to it (a clock behind another writer's, or a writer that committed between
+        this one's clock read and its write), so each account's dates follow its commit order
+        and ``balance_at`` keeps its one-read shortcut; the other accounts of the operation
+        get the moved date too (only then: one more command each). A date given by
+        ``date_value`` is stored as given: the accounts it backdates record it in
+        ``backdated_from`` (one more command each, only then), which sends ``balance_at``
+        to the aggregation where the shortcut would be wrong.
+        """
+        if all(_dates.same_stored(last, date) for _, last in latest):
+            return date  # the common path: every account's dates are in order
+        stamp = _dates.comparable(date)
+        later = [
+            _dates.comparable(last)
+            for _, last in latest
+            if last is not None and _dates.comparable(last) != stamp
+        ]
+        if not later:
+            return date
+        seen: set[str] = set()
+        if chosen:
+            final = max([stamp, *(d for d in later if isinstance(d, datetime))])
+            for account_id, last in latest:
+                if repr(account_id) not in seen and _dates.comparable(last) != final:
+                    seen.add(repr(account_id))
+                    await self._accounts.update_one(
+                        {"_id": account_id}, {"$max": {_core.LAST_DATE: final}}, session=session
+                    )
+            return final
+        for account_id, last in latest:
+            if repr(account_id) not in seen and _dates.comparable(last) != stamp:
+                seen.add(repr(account_id))
+                before = await self._accounts.find_one_and_update(
+                    {"_id": account_id},
+                    {"$min": {_core.BACKDATED_FROM: date}},
+                    projection={_core.BACKDATED_FROM: 1},
+                    session=session,
+                )
+                flagged.append((account_id, (before or {}).get(_core.BACKDATED_FROM)))
+        return date
+
+    async def _restore_dates(
+        self,
+        applied: list[tuple[Leg, bool]],
+        flagged: list[tuple[Any, Any]],
+        dates: tuple[Any, Any],
+    ) -> None:
+        """Without DB transactions, give a refused operation's accounts back the dates they
+        had: ``last_date`` the latest of their transactions, ``backdated_from`` as it was."""
+        cfg = self._cfg
+        done: set[str] = set()
+        for leg, _ in applied:
+            if repr(leg.account_id) in done:
+                continue
+            done.add(repr(leg.account_id))
+            top = await self._transactions.find_one(
+                {cfg.account_link_field: leg.account_id},
+                {cfg.date_field: 1},
+                sort=[(cfg.date_field, -1)],
+            )
+            ours = {"_id": leg.account_id, _core.LAST_DATE: {"$in": list(dates)}}
+            if top is None:
+                await self._accounts.update_one(ours, {"$unset": {_core.LAST_DATE: ""}})
+            else:
+                await self._accounts.update_one(
+                    ours, {"$set": {_core.LAST_DATE: top.get(cfg.date_field)}}
+                )
+        for account_id, previous in flagged:
+            ours = {"_id": account_id, _core.BACKDATED_FROM: dates[1]}
+            if previous is None:
+                await self._accounts.update_one(ours, {"$unset": {_core.BACKDATED_FROM: ""}})
+            else:
+                await self._accounts.update_one(ours, {"$set": {_core.BACKDATED_FROM: previous}})
 
     async def _move(self, update: _core.LegUpdate, session: Any) -> Any:
         """The guarded ``$inc`` of one leg: the account after it, or None if a guard failed
@@ -500,6 +609,11 @@ class Writes(LedgerBase):
         if doc is None:
             if not cfg.auto_create_account:
                 raise AccountNotFound(leg.account.describe())
+            # The operation creates it (and rolled that back): at zero, with the default floor.
+            floor = cfg.default_min_balance
+            earlier = sum(other.amount for other in legs[:index] if other.account == leg.account)
+            if floor is not None and leg.amount < 0 and earlier + leg.amount < floor:
+                raise InsufficientFunds(leg.account.describe(), earlier, leg.amount, floor)
             return
         if cfg.balance_field is None:
             return

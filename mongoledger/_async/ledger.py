@@ -20,7 +20,7 @@ from mongoledger._async._audit import Audit
 from mongoledger._async._consumers import Consumers
 from mongoledger._async._reads import Reads
 from mongoledger._async._writes import Writes
-from mongoledger._core import LedgerConfig
+from mongoledger._core import LedgerConfig, check_database
 
 __all__ = ["AsyncLedger"]
 
@@ -50,7 +50,9 @@ class AsyncLedger(Writes, Reads, Audit, Consumers):
         require_transactions: bool = False,
         checkpoints_collection: str = "ledger_checkpoints",
         idempotency_collection: str = "ledger_idempotency",
+        default_min_balance: int | None = None,
     ) -> None:
+        check_database(database, sync=_IS_SYNC)
         self._cfg = LedgerConfig(
             accounts_collection=accounts_collection,
             transactions_collection=transactions_collection,
@@ -65,6 +67,7 @@ class AsyncLedger(Writes, Reads, Audit, Consumers):
             date_value=date_value,
             data_field=data_field,
             require_transactions=require_transactions,
+            default_min_balance=default_min_balance,
         )
         self._db = database
         # The ledger reads what it just wrote (retries, reverts, idempotency): always from the

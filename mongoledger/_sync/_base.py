@@ -170,9 +170,9 @@ class LedgerBase:
             raise AccountNotFound(ref.describe())
         return dict(doc)
 
-    def _sum(self, match: dict[str, Any]) -> int:
+    def _sum(self, match: dict[str, Any], *, what: str = "the balance") -> int:
         rows = aggregate(self._transactions, _core.sum_pipeline(self._cfg, match))
-        return int(rows[0]["total"]) if rows else 0
+        return _core.checked_total(rows[0]["total"], what=what) if rows else 0
 
     def _account_id(self, account: Any) -> Any:
         ref = _core.validate_account(account, self._cfg.owned_account_fields)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mongoledger import _core
+from mongoledger import _core, _dates
 from mongoledger._sync._base import LedgerBase
 from mongoledger._sync._io import aggregate, to_list
 from mongoledger.errors import InvalidArgument, TransactionNotFound
@@ -35,12 +35,21 @@ class Reads(LedgerBase):
         return int(doc.get(self._cfg.balance_field, 0))
 
     def balance_at(self, account: Any, when: Any) -> int:
-        """The balance after every transaction dated at or before ``when``."""
+        """The balance after every transaction dated at or before ``when``, in whatever order
+        they were written (reverts included).
+
+        One indexed read where the account's dates follow its commit order (the running
+        balance of the last leg dated at or before ``when``); an aggregation of the legs dated
+        up to ``when`` where a backdated entry makes that shortcut wrong.
+        """
         cfg = self._cfg
         doc = self._find_account(account)
+        last_date = doc.get(_core.LAST_DATE)
+        when = cfg.check_date(when, what="when", written=last_date)
         flt = _core.history_filter(cfg, doc["_id"], end=when)
-        if cfg.balance_field is None:
-            return self._sum(flt)
+        backdated = doc.get(_core.BACKDATED_FROM)
+        if cfg.balance_field is None or not _dates.shortcut_serves(when, last_date, backdated):
+            return self._sum(flt, what=f"the balance of account {doc['_id']!r} at {when}")
         last = self._transactions.find_one(flt, sort=[(_core.ACCOUNT_SEQ, -1)])
         return 0 if last is None else int(last.get(_core.BALANCE_AFTER, 0))
 
@@ -67,28 +76,33 @@ class Reads(LedgerBase):
         limit: int | None = None,
         before_seq: int | None = None,
     ) -> list[Transaction]:
-        """The balance sheet: the account's transactions, newest first, with running balance.
+        """The balance sheet: the account's transactions, newest first in commit order, each
+        with the running balance after it (``balance_after``).
 
-        ``start``/``end`` bound the dates (inclusive). Page with ``limit`` and ``before_seq``
-        (the ``account_seq`` of the last row of the previous page).
+        ``date`` is each entry's effective date: a backdated entry sits where it was recorded,
+        not where its date would put it. ``start``/``end`` bound the dates (inclusive). One page
+        of ``limit`` rows (default 100); the next page starts ``before_seq`` (the
+        ``account_seq`` of the last row of the previous page).
         """
         cfg = self._cfg
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-        ):
-            raise InvalidArgument(f"limit {limit!r} must be a positive integer")
+        limit = _core.validate_page_limit(limit, default=_core.HISTORY_PAGE)
+        before_seq = _core.validate_before_seq(before_seq)
         doc = self._find_account(account)
+        written = doc.get(_core.LAST_DATE)
+        if start is not None:
+            start = cfg.check_date(start, what="start", written=written)
+        if end is not None:
+            end = cfg.check_date(end, what="end", written=written)
         flt = _core.history_filter(cfg, doc["_id"], start=start, end=end, before_seq=before_seq)
-        cursor = self._transactions.find(flt).sort(_core.ACCOUNT_SEQ, -1)
-        if limit is not None:
-            cursor = cursor.limit(limit)
+        cursor = self._transactions.find(flt).sort(_core.ACCOUNT_SEQ, -1).limit(limit)
         rows = [_core.transaction_to_model(cfg, d) for d in to_list(cursor)]
         if cfg.balance_field is None and rows:
             running = self._sum(
                 {
                     cfg.account_link_field: doc["_id"],
                     _core.ACCOUNT_SEQ: {"$lte": rows[0].account_seq},
-                }
+                },
+                what=f"the running balance of account {doc['_id']!r}",
             )
             filled = []
             for row in rows:
@@ -105,31 +119,28 @@ class Reads(LedgerBase):
         skip: int = 0,
         attributes: Mapping[str, Any] | None = None,
     ) -> list[Account]:
-        """Every account with its balance (the "all balances" report).
+        """One page of every account with its balance (the "all balances" report).
 
-        ``sort``: ``balance``, ``id`` or ``created_at``, ``-`` prefix for descending.
-        ``attributes`` narrows the report to accounts having those attribute values.
+        ``sort``: ``balance``, ``id`` or ``created_at``, ``-`` prefix for descending; ties
+        break on ``_id`` in the same direction, and ``_id``s of different types sort in
+        MongoDB's order. ``limit`` rows (default 100) after ``skip``. ``attributes`` narrows
+        the report to accounts having those attribute values.
         """
         cfg = self._cfg
-        field = sort.lstrip("-")
-        direction = -1 if sort.startswith("-") else 1
         columns = {"balance": cfg.balance_field, "id": "_id", "created_at": _core.CREATED_AT}
-        if field not in columns:
+        if not isinstance(sort, str) or sort.lstrip("-") not in columns or sort.count("-") > 1:
             raise InvalidArgument(
                 f"sort {sort!r} is not one of balance, id, created_at (- to reverse)"
             )
+        field = sort.lstrip("-")
+        direction = -1 if sort.startswith("-") else 1
+        limit = _core.validate_page_limit(limit, default=_core.REPORT_PAGE)
+        skip = _core.validate_skip(skip)
         flt: dict[str, Any] = {}
         if attributes:
             flt = _core.validate_attributes(attributes, cfg.owned_account_fields)
         if cfg.balance_field is None:
-            totals = {
-                row["_id"]: int(row["total"])
-                for row in aggregate(self._transactions, _core.balances_pipeline(cfg))
-            }
-            docs = to_list(self._accounts.find(flt))
-            accounts = [_core.account_to_model(cfg, d, totals.get(d["_id"], 0)) for d in docs]
-            accounts.sort(key=lambda a: getattr(a, field), reverse=direction < 0)
-            return accounts[skip : None if limit is None else skip + limit]
+            return self._computed_report(flt, field, direction, limit, skip)
         # Ties break on _id in the same direction, so one index serves both directions.
         order = [(columns[field], direction)]
         if field != "id":
@@ -137,9 +148,45 @@ class Reads(LedgerBase):
         cursor = self._accounts.find(flt).sort(order)
         if skip:
             cursor = cursor.skip(skip)
-        if limit is not None:
-            cursor = cursor.limit(limit)
+        cursor = cursor.limit(limit)
         return [_core.account_to_model(cfg, d) for d in to_list(cursor)]
+
+    def _computed_report(
+        self, flt: dict[str, Any], field: str, direction: int, limit: int, skip: int
+    ) -> list[Account]:
+        """The report without cached balances: the same rows, in the same order, as with them.
+
+        By id or creation date the server pages the accounts and only the page's balances are
+        summed; by balance every balance must be summed first (the cost of balance_field=None).
+        """
+        cfg = self._cfg
+        link = cfg.account_link_field
+        if field != "balance":
+            order = [("_id", direction)]
+            if field == "created_at":
+                order.insert(0, (_core.CREATED_AT, direction))
+            cursor = self._accounts.find(flt).sort(order)
+            if skip:
+                cursor = cursor.skip(skip)
+            docs = to_list(cursor.limit(limit))
+            match = {link: {"$in": [d["_id"] for d in docs]}}
+            pipeline = [{"$match": match}, *_core.balances_pipeline(cfg)]
+        else:
+            docs = to_list(self._accounts.find(flt))
+            pipeline = _core.balances_pipeline(cfg)
+        totals = {
+            repr(row["_id"]): _core.checked_total(
+                row["total"], what=f"the balance of account {row['_id']!r}"
+            )
+            for row in aggregate(self._transactions, pipeline)
+        }
+        accounts = [_core.account_to_model(cfg, d, totals.get(repr(d["_id"]), 0)) for d in docs]
+        if field == "balance":
+            accounts.sort(
+                key=lambda a: (a.balance, _core.bson_sort_key(a.id)), reverse=direction < 0
+            )
+            accounts = accounts[skip : skip + limit]
+        return accounts
 
     def statistics(
         self,
@@ -148,20 +195,61 @@ class Reads(LedgerBase):
         period: str = "month",
         start: Any = None,
         end: Any = None,
+        timezone: str | None = None,
     ) -> list[PeriodStatistics]:
-        """Credit and debit totals per period (``day``, ``month``, ``year``), oldest first."""
+        """Credit and debit totals per period (``day``, ``month``, ``year``), oldest first.
+
+        Periods are UTC unless ``timezone`` names an IANA time zone (``"Europe/Paris"``):
+        then each day, month or year runs from local midnight to local midnight.
+        """
+        cfg = self._cfg
+        period = _core.validate_period(period)
+        zone = _dates.validate_timezone(timezone)
+        if start is not None:
+            start = cfg.check_date(start, what="start", require="datetime")
+        if end is not None:
+            end = cfg.check_date(end, what="end", require="datetime")
         account_id = None if account is None else (self._find_account(account))["_id"]
-        pipeline = _core.statistics_pipeline(
-            self._cfg, account_id, period=period, start=start, end=end
-        )
-        rows = aggregate(self._transactions, pipeline)
-        return [
-            PeriodStatistics(
-                period=row["_id"],
-                credit=int(row["credit"]),
-                debit=int(row["debit"]),
-                net=int(row["credit"]) - int(row["debit"]),
-                count=int(row["count"]),
+        if zone is None:
+            pipeline = _core.statistics_pipeline(
+                cfg, account_id, period=period, start=start, end=end
             )
-            for row in rows
-        ]
+            rows = aggregate(self._transactions, pipeline)
+            labels = None
+        else:
+            match = _core.statistics_match(cfg, account_id, start=start, end=end)
+            # Only dates fall in a period (the UTC path's $dateToString refuses the rest).
+            match.setdefault(cfg.date_field, {})["$type"] = "date"
+            bounds = self._date_bounds(match)
+            if bounds is None:
+                return []
+            boundaries, labels = _dates.period_buckets(period, zone, *bounds)
+            pipeline = _core.bucket_pipeline(cfg, match, boundaries)
+            rows = aggregate(self._transactions, pipeline)
+        out = []
+        for row in rows:
+            if labels is None:
+                name = row["_id"]
+            else:
+                index = [_dates.comparable(b) for b in boundaries].index(
+                    _dates.comparable(row["_id"])
+                )
+                name = labels[index]
+            credit = _core.checked_total(row["credit"], what=f"the credits of {name}")
+            debit = _core.checked_total(row["debit"], what=f"the debits of {name}")
+            out.append(
+                PeriodStatistics(
+                    period=name, credit=credit, debit=debit, net=credit - debit, count=row["count"]
+                )
+            )
+        return out
+
+    def _date_bounds(self, match: dict[str, Any]) -> tuple[Any, Any] | None:
+        """The earliest and latest date the matching transactions carry (two indexed reads)."""
+        date = self._cfg.date_field
+        first = self._transactions.find_one(match, sort=[(date, 1)])
+        if first is None:
+            return None
+        last = self._transactions.find_one(match, sort=[(date, -1)])
+        assert last is not None
+        return first[date], last[date]

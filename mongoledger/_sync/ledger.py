@@ -18,7 +18,7 @@ from typing import Any
 
 from pymongo.read_preferences import ReadPreference
 
-from mongoledger._core import LedgerConfig
+from mongoledger._core import LedgerConfig, check_database
 from mongoledger._sync._audit import Audit
 from mongoledger._sync._consumers import Consumers
 from mongoledger._sync._reads import Reads
@@ -52,7 +52,9 @@ class Ledger(Writes, Reads, Audit, Consumers):
         require_transactions: bool = False,
         checkpoints_collection: str = "ledger_checkpoints",
         idempotency_collection: str = "ledger_idempotency",
+        default_min_balance: int | None = None,
     ) -> None:
+        check_database(database, sync=_IS_SYNC)
         self._cfg = LedgerConfig(
             accounts_collection=accounts_collection,
             transactions_collection=transactions_collection,
@@ -67,6 +69,7 @@ class Ledger(Writes, Reads, Audit, Consumers):
             date_value=date_value,
             data_field=data_field,
             require_transactions=require_transactions,
+            default_min_balance=default_min_balance,
         )
         self._db = database
         # The ledger reads what it just wrote (retries, reverts, idempotency): always from the

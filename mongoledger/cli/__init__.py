@@ -28,7 +28,7 @@ from typing import Any, TextIO
 from mongoledger._format import CurrencyFormat
 from mongoledger._sync.ledger import Ledger
 from mongoledger.cli._commands import COMMANDS, Context
-from mongoledger.cli._connection import connect, connect_async, resolve
+from mongoledger.cli._connection import connect, connect_async, resolve, validate_db_name
 from mongoledger.cli._parser import build_parser
 from mongoledger.cli._values import UsageError
 from mongoledger.errors import LedgerError
@@ -65,8 +65,9 @@ def main(
             decimal_sep=args.decimal_sep,
             decimals=args.decimals,
         )
-    except ValueError as exc:
-        return _usage_error(parser, args, str(exc), err)
+        _check_date_format(args.date_format)
+    except ValueError as exc:  # a global option: reported as the command's own, not a subcommand's
+        return _usage_error(parser, None, str(exc), err)
     client = None
     with warnings.catch_warnings():
         warnings.showwarning = _warning_printer(err)
@@ -75,7 +76,7 @@ def main(
                 ledger: Any = None
             else:
                 if database is None:
-                    client, database = _connect(args, err=err)
+                    client, database = _connect(args, err)
                 ledger = _ledger(args, database)
             ctx = Context(
                 ledger=ledger,
@@ -144,10 +145,27 @@ def _symbol(args: argparse.Namespace) -> str:
     return "$" if args.command == "demo" or getattr(args, "demo", False) else ""
 
 
-def _connect(args: argparse.Namespace, *, err: TextIO | None = None) -> tuple[Any, Any]:
-    """The client and database the arguments choose (see ``_connection``)."""
-    client = connect(resolve(args), err=err)
-    return client, client[args.db]
+def _connect(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any]:
+    """The one connection path of every command (see ``_connection``): bad names and URIs are
+    usage errors naming the value, a slow server is announced, an unreachable one is one
+    line, a store that cannot be opened says why and what to do."""
+    validate_db_name(args.db)
+    target = resolve(args)
+    if target.kind == "memory" and args.command == "watch":
+        raise UsageError(
+            "--memory watch would wait forever: a fresh in-memory engine has no other "
+            "writer. Watch a server (--uri), or see events in mongoledger demo"
+        )
+    return connect(target, args.db, err, appname="mongoledger-cli")
+
+
+def _check_date_format(fmt: str) -> None:
+    from datetime import datetime
+
+    try:
+        datetime(2026, 11, 25).strftime(fmt)
+    except ValueError as exc:
+        raise ValueError(f"--date-format {fmt!r} is not a strftime format: {exc}") from None
 
 
 def async_database(args: argparse.Namespace, ctx: Context) -> Any:
@@ -194,7 +212,7 @@ def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
 
 
 def _usage_error(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, message: str, err: TextIO
+    parser: argparse.ArgumentParser, args: argparse.Namespace | None, message: str, err: TextIO
 ) -> int:
     command = getattr(args, "command", None)
     prog = f"{parser.prog} {command}" if command else parser.prog

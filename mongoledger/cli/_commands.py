@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -240,12 +241,15 @@ def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
     end = None if args.end is None else parse_when(args.end, end_of_day=True)
     account = ctx.ledger.get_account(_account(args))
     with ctx.progress("reading the balance sheet"):
-        rows = ctx.ledger.history(
-            account.id,
-            start=start,
-            end=end,
-            limit=args.limit or None,
-            before_seq=args.before_seq,
+        rows = _pages(
+            lambda size, rows: ctx.ledger.history(
+                account.id,
+                start=start,
+                end=end,
+                limit=size,
+                before_seq=rows[-1].account_seq if rows else args.before_seq,
+            ),
+            args.limit,
         )
     more = None
     if args.limit and len(rows) == args.limit and (rows[-1].account_seq or 0) > 1:
@@ -288,6 +292,21 @@ def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+_PAGE = 1000  # rows per read when the command shows everything (--limit 0)
+
+
+def _pages(read: Callable[[int, list[Any]], list[Any]], limit: int) -> list[Any]:
+    """``limit`` rows (0: all of them, read page by page, as the ledger returns one page at a
+    time). ``read(size, rows)`` reads the page that follows ``rows``."""
+    rows: list[Any] = []
+    while True:
+        size = _PAGE if not limit else min(_PAGE, limit - len(rows))
+        page = read(size, rows)
+        rows.extend(page)
+        if len(page) < size or (limit and len(rows) >= limit):
+            return rows
+
+
 def _print_accounts(ctx: Context, accounts: Sequence[Account], *, total: bool) -> None:
     ctx.print(
         render_table(
@@ -320,8 +339,11 @@ def cmd_report(args: argparse.Namespace, ctx: Context) -> int:
             raise UsageError(f"--where {pair!r} is not KEY=VALUE")
         where[key] = parse_value(raw, what=f"--where {key}")
     with ctx.progress("reading balances"):
-        accounts = ctx.ledger.report(
-            sort=args.sort, limit=args.limit or None, skip=args.skip, attributes=where or None
+        accounts = _pages(
+            lambda size, rows: ctx.ledger.report(
+                sort=args.sort, limit=size, skip=args.skip + len(rows), attributes=where or None
+            ),
+            args.limit,
         )
     if ctx.json:
         ctx.emit(
@@ -481,7 +503,12 @@ def cmd_import(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     from mongoledger.demo import run_demo
 
-    return run_demo(out=ctx.out, money=ctx.money, date_format=ctx.date_format)
+    if not ctx.json:
+        return run_demo(out=ctx.out, money=ctx.money, date_format=ctx.date_format)
+    summary: dict[str, Any] = {}
+    status = run_demo(out=io.StringIO(), money=ctx.money, summary=summary)
+    ctx.emit(summary)
+    return status
 
 
 Command = Callable[[argparse.Namespace, Context], int]

@@ -11,7 +11,7 @@ from typing import Any
 from mongoledger._format import DEFAULT_DATE_FORMAT
 from mongoledger.cli._connection import add_connection_defaults, default_store
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "connection_arguments"]
 
 KINDS = ("increase", "decrease", "transfer", "post", "revert")
 SORTS = ("balance", "-balance", "id", "-id", "created_at", "-created_at")
@@ -75,6 +75,46 @@ def _env(environ: Mapping[str, str], name: str, default: str | None = None) -> s
     return value if value else default
 
 
+def connection_arguments(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], Any]]:
+    """The connection options (names, ``add_argument`` keywords), shared by ``mongoledger``
+    and the notifier. ``--uri`` and ``--store`` default to nothing: the environment's values
+    are recorded by ``add_connection_defaults`` and ranked by ``_connection.resolve``."""
+    return [
+        (
+            ("--uri",),
+            {
+                "default": None,
+                "help": "a MongoDB replica set's connection string (env MONGOLEDGER_URI; "
+                "serverSelectionTimeoutMS=N bounds the wait, 10 s by default)",
+            },
+        ),
+        (
+            ("--store",),
+            {
+                "default": None,
+                "metavar": "DIR",
+                "help": "keep the data in the embedded store in DIR (env MONGOLEDGER_STORE; "
+                f"default {default_store(environ)}); used when no URI is given",
+            },
+        ),
+        (
+            ("--db",),
+            {
+                "default": _env(environ, "MONGOLEDGER_DB", "ledger"),
+                "help": "database name (env MONGOLEDGER_DB; default ledger)",
+            },
+        ),
+        (
+            ("--memory",),
+            {
+                "action": "store_true",
+                "default": False,
+                "help": "use a fresh in-memory engine, empty at every start (keeps nothing)",
+            },
+        ),
+    ]
+
+
 def _add_global_options(
     parser: argparse.ArgumentParser, *, environ: Mapping[str, str], suppress: bool
 ) -> None:
@@ -94,30 +134,10 @@ def _add_global_options(
                 kwargs["help"] = argparse.SUPPRESS
             self._group.add_argument(*names, **kwargs)
 
-    conn = _Group("connection (default: the embedded store in --store's default directory)")
-    conn.add_argument(
-        "--uri",
-        default=default(None),
-        help="a MongoDB replica set's connection string (env MONGOLEDGER_URI)",
-    )
-    conn.add_argument(
-        "--store",
-        default=default(None),
-        metavar="DIR",
-        help="keep the data in the embedded store in DIR (env MONGOLEDGER_STORE; default "
-        f"{default_store(environ)}); used when no URI is given",
-    )
-    conn.add_argument(
-        "--db",
-        default=default(_env(environ, "MONGOLEDGER_DB", "ledger")),
-        help="database name (env MONGOLEDGER_DB; default ledger)",
-    )
-    conn.add_argument(
-        "--memory",
-        action="store_true",
-        default=default(False),
-        help="use a fresh in-memory engine, empty at every start (keeps nothing)",
-    )
+    conn = _Group("connection (default: the embedded store, see --store)")
+    for names, options in connection_arguments(environ):
+        options["default"] = default(options["default"])
+        conn.add_argument(*names, **options)
 
     layout = _Group("ledger layout (match the application's Ledger options)")
     layout.add_argument("--accounts-collection", default=default("accounts"), metavar="NAME")

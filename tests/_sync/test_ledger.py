@@ -366,8 +366,11 @@ def test_min_balance_guard_on_post_with_repeated_account(ledger: Ledger) -> None
 def test_open_account_is_get_or_create(ledger: Ledger) -> None:
     first = ledger.open_account(ALICE, min_balance=0)
     assert ledger.open_account(ALICE, min_balance=0) == first
-    with pytest.raises(InvalidAccount, match="min_balance"):
-        ledger.open_account(ALICE)
+    # Decision 5: without min_balance it returns the account, whatever its floor; only a
+    # different explicit floor is an error.
+    assert ledger.open_account(ALICE) == first
+    with pytest.raises(InvalidAccount, match="min_balance 0, not 5"):
+        ledger.open_account(ALICE, min_balance=5)
     model = ledger.get_account(first)
     assert model.attributes == ALICE
     assert model.min_balance == 0
