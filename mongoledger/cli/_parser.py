@@ -241,6 +241,12 @@ def _add_account(parser: argparse.ArgumentParser, name: str = "account", what: s
     group.add_argument(f"--{name}-id", dest=f"{name}_id", metavar="ID", help="the account's _id")
 
 
+def _add_collections(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--collection", action="append", metavar="NAME", help="only this collection (repeatable)"
+    )
+
+
 def _add_write_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
@@ -503,9 +509,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     p.add_argument("directory", metavar="DIR", help="a new or empty directory")
     p.add_argument("--format", choices=("bson", "json"), default="bson", help="default bson")
-    p.add_argument(
-        "--collection", action="append", metavar="NAME", help="only this collection (repeatable)"
-    )
+    _add_collections(p)
 
     p = _command(
         sub,
@@ -521,9 +525,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     p.add_argument("directory", metavar="DIR", help="what export (or mongodump) wrote")
     p.add_argument("--drop", action="store_true", help="drop each collection before loading it")
-    p.add_argument(
-        "--collection", action="append", metavar="NAME", help="only this collection (repeatable)"
-    )
+    _add_collections(p)
 
     p = _command(
         sub,

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mongoledger import AlreadyReverted, AsyncLedger, ChangeStreamHistoryLost, LedgerEvent
-from mongoledger._async._io import sleep
+from mongoledger import AlreadyReverted, AsyncLedger, ChangeStreamHistoryLost
 from mongoledger.memory import AsyncMemoryClient
+from tests._async.test_watch import Recorder, start_listener, stop_listener, wait_for
 
 _IS_SYNC = False
-WAIT = 10.0
 
 
 async def open_ledger(path: Path, **options: Any) -> tuple[AsyncMemoryClient, AsyncLedger]:
@@ -98,56 +96,9 @@ async def test_a_restart_keeps_what_concurrent_writers_acknowledged(tmp_path: Pa
     await client.close()
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.seen: list[Any] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, event: LedgerEvent) -> None:
-        with self.lock:
-            self.seen.append(event.operation_id)
-
-
-async def start_listener(ledger: AsyncLedger, recorder: Recorder) -> tuple[Any, Any]:
-    """Run ``listen`` on checkpoint "mail" in the background; returns (stop, runner)."""
-    options: dict[str, Any] = {"checkpoint": "mail", "max_await_time_ms": 20, "backoff": 0.01}
-    if _IS_SYNC:
-        stop: Any = threading.Event()
-        ready: Any = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                ledger.listen(recorder, stop=stop, ready=ready, **options)
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        await wait_for(lambda: ready.is_set() or bool(errors))
-        return stop, (thread, errors)
-    stop = asyncio.Event()
-    ready = asyncio.Event()
-    task = asyncio.ensure_future(ledger.listen(recorder, stop=stop, ready=ready, **options))
-    await wait_for(lambda: ready.is_set() or task.done())
-    return stop, task
-
-
-async def stop_listener(stop: Any, runner: Any) -> None:
-    stop.set()
-    if _IS_SYNC:
-        thread, errors = runner
-        thread.join(WAIT)
-        assert not thread.is_alive()
-        if errors:
-            raise errors[0]
-    else:
-        await asyncio.wait_for(runner, WAIT)
-
-
 async def listen_until(ledger: AsyncLedger, recorder: Recorder, count: int) -> None:
     """Resume "mail" from its checkpoint until ``recorder`` has ``count`` events."""
-    stop, runner = await start_listener(ledger, recorder)
+    stop, runner = await start_listener(ledger, recorder, checkpoint="mail")
     try:
         await wait_for(lambda: len(recorder.seen) >= count or not _running(runner))
     finally:
@@ -161,13 +112,6 @@ def _running(runner: Any) -> bool:
     return not runner.done()
 
 
-async def wait_for(predicate: Any) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for the listener"
-        await sleep(0.01)
-
-
 async def operation_of(ledger: AsyncLedger, tid: Any) -> Any:
     return (await ledger.get_transaction(tid)).operation_id
 
@@ -175,7 +119,7 @@ async def operation_of(ledger: AsyncLedger, tid: Any) -> Any:
 async def test_a_listen_checkpoint_resumes_across_two_restarts(tmp_path: Path) -> None:
     client, ledger = await open_ledger(tmp_path)
     recorder = Recorder()
-    stop, runner = await start_listener(ledger, recorder)
+    stop, runner = await start_listener(ledger, recorder, checkpoint="mail")
     first = [await operation_of(ledger, await ledger.increase("a", n + 1)) for n in range(2)]
     await wait_for(lambda: len(recorder.seen) >= 2)
     await stop_listener(stop, runner)
@@ -203,7 +147,7 @@ async def test_a_checkpoint_older_than_the_kept_history_is_lost_after_a_restart(
 ) -> None:
     client, ledger = await open_ledger(tmp_path, oplog_size=5)
     recorder = Recorder()
-    stop, runner = await start_listener(ledger, recorder)
+    stop, runner = await start_listener(ledger, recorder, checkpoint="mail")
     await ledger.increase("a", 1)
     await wait_for(lambda: len(recorder.seen) >= 1)
     await stop_listener(stop, runner)

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mongoledger import AlreadyReverted, ChangeStreamHistoryLost, Ledger, LedgerEvent
-from mongoledger._sync._io import sleep
+from mongoledger import AlreadyReverted, ChangeStreamHistoryLost, Ledger
 from mongoledger.memory import MemoryClient
+from tests._sync.test_watch import Recorder, start_listener, stop_listener, wait_for
 
 _IS_SYNC = True
-WAIT = 10.0
 
 
 def open_ledger(path: Path, **options: Any) -> tuple[MemoryClient, Ledger]:
@@ -100,56 +98,9 @@ def test_a_restart_keeps_what_concurrent_writers_acknowledged(tmp_path: Path) ->
     client.close()
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.seen: list[Any] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, event: LedgerEvent) -> None:
-        with self.lock:
-            self.seen.append(event.operation_id)
-
-
-def start_listener(ledger: Ledger, recorder: Recorder) -> tuple[Any, Any]:
-    """Run ``listen`` on checkpoint "mail" in the background; returns (stop, runner)."""
-    options: dict[str, Any] = {"checkpoint": "mail", "max_await_time_ms": 20, "backoff": 0.01}
-    if _IS_SYNC:
-        stop: Any = threading.Event()
-        ready: Any = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                ledger.listen(recorder, stop=stop, ready=ready, **options)
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        wait_for(lambda: ready.is_set() or bool(errors))
-        return stop, (thread, errors)
-    stop = asyncio.Event()
-    ready = asyncio.Event()
-    task = asyncio.ensure_future(ledger.listen(recorder, stop=stop, ready=ready, **options))
-    wait_for(lambda: ready.is_set() or task.done())
-    return stop, task
-
-
-def stop_listener(stop: Any, runner: Any) -> None:
-    stop.set()
-    if _IS_SYNC:
-        thread, errors = runner
-        thread.join(WAIT)
-        assert not thread.is_alive()
-        if errors:
-            raise errors[0]
-    else:
-        asyncio.wait_for(runner, WAIT)
-
-
 def listen_until(ledger: Ledger, recorder: Recorder, count: int) -> None:
     """Resume "mail" from its checkpoint until ``recorder`` has ``count`` events."""
-    stop, runner = start_listener(ledger, recorder)
+    stop, runner = start_listener(ledger, recorder, checkpoint="mail")
     try:
         wait_for(lambda: len(recorder.seen) >= count or not _running(runner))
     finally:
@@ -163,13 +114,6 @@ def _running(runner: Any) -> bool:
     return not runner.done()
 
 
-def wait_for(predicate: Any) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for the listener"
-        sleep(0.01)
-
-
 def operation_of(ledger: Ledger, tid: Any) -> Any:
     return (ledger.get_transaction(tid)).operation_id
 
@@ -177,7 +121,7 @@ def operation_of(ledger: Ledger, tid: Any) -> Any:
 def test_a_listen_checkpoint_resumes_across_two_restarts(tmp_path: Path) -> None:
     client, ledger = open_ledger(tmp_path)
     recorder = Recorder()
-    stop, runner = start_listener(ledger, recorder)
+    stop, runner = start_listener(ledger, recorder, checkpoint="mail")
     first = [operation_of(ledger, ledger.increase("a", n + 1)) for n in range(2)]
     wait_for(lambda: len(recorder.seen) >= 2)
     stop_listener(stop, runner)
@@ -203,7 +147,7 @@ def test_a_checkpoint_older_than_the_kept_history_is_lost_after_a_restart(
 ) -> None:
     client, ledger = open_ledger(tmp_path, oplog_size=5)
     recorder = Recorder()
-    stop, runner = start_listener(ledger, recorder)
+    stop, runner = start_listener(ledger, recorder, checkpoint="mail")
     ledger.increase("a", 1)
     wait_for(lambda: len(recorder.seen) >= 1)
     stop_listener(stop, runner)
