@@ -35,6 +35,11 @@ from .models import Account, OperationKind, Transaction
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MAX_BSON_SIZE = 16 * 1024 * 1024
+# The largest document the ledger writes: the server's limit less room for what comes later
+# (``reverted_by`` when it is reverted) and for a change-stream event, which carries the whole
+# document plus its metadata and fails with BSONObjectTooLarge (10334) past 16 MiB.
+HEADROOM = 64 * 1024
+MAX_DOCUMENT_SIZE = MAX_BSON_SIZE - HEADROOM
 
 # Fields the ledger owns on a transaction document besides the configurable ``*_field`` ones.
 OPERATION_ID = "operation_id"
@@ -135,6 +140,10 @@ class LedgerConfig:
     data_field: str | None = None
     require_transactions: bool = False
     default_min_balance: int | None = None
+    # Accounts sharded on _id: no unique attributes_key index (a sharded collection refuses a
+    # unique index its shard key does not lead); an account created from an attribute set
+    # gets the set's digest as its _id, so creating it once rests on _id's uniqueness.
+    sharded_accounts: bool = False
 
     def __post_init__(self) -> None:
         names = {
@@ -281,7 +290,8 @@ def utcnow() -> datetime:
 
 
 def validate_amount(value: object, *, what: str = "amount") -> int:
-    """Return ``value`` as a non-zero int64 or raise ``InvalidAmount`` naming it."""
+    """Return ``value`` as a non-zero int64 whose negation is an int64 too (every movement can
+    be reverted), or raise ``InvalidAmount`` naming it."""
     if isinstance(value, bool) or not isinstance(value, int):
         kind = type(value).__name__
         hint = ""
@@ -292,6 +302,11 @@ def validate_amount(value: object, *, what: str = "amount") -> int:
         raise InvalidAmount(f"{what} 0 would move nothing; amounts must be non-zero")
     if not INT64_MIN <= value <= INT64_MAX:
         raise InvalidAmount(f"{what} {value!r} is outside the signed 64-bit range")
+    if value == INT64_MIN:
+        raise InvalidAmount(
+            f"{what} {value!r} has no negation in the signed 64-bit range, so it could never be "
+            f"reverted; amounts lie within ±{INT64_MAX}"
+        )
     return int(value)
 
 
@@ -330,6 +345,50 @@ class AccountRef:
 
     def describe(self) -> Any:
         return self.id if self.attributes is None else self.attributes
+
+    def same_account(self, other: AccountRef) -> bool:
+        """Whether both references name one account, as MongoDB compares them (``{"a": 1}``
+        and ``{"a": 1.0}`` do; ``1`` and ``True`` do not)."""
+        if self.attributes is None or other.attributes is None:
+            return (
+                self.attributes is None
+                and other.attributes is None
+                and same_value(self.id, other.id)
+            )
+        return self.key == other.key
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality as MongoDB applies it to ``_id`` values: numbers by value, whatever their type;
+    booleans apart from numbers."""
+    if type(a) is type(b) and type(a) in (str, ObjectId):  # the common case, checked often
+        return bool(a == b)
+    return bool(comparable(a) == comparable(b))
+
+
+def comparable(value: Any) -> Any:
+    """A stand-in for ``value`` that is equal exactly when MongoDB finds the two equal.
+
+    MongoDB compares int32, int64, double and decimal128 by their exact value (``1``,
+    ``1.0``, ``Int64(1)`` and ``Decimal128("1.0")`` are equal; ``0.1`` and
+    ``Decimal128("0.1")`` are not, nor are ``2**53 + 1`` and ``float(2**53 + 1)``; ``-0.0`` is
+    ``0``); booleans are not numbers. A number becomes ``["num", "<p>/<q>"]``, its exact value
+    in lowest terms (a list: attribute values never are, so it cannot collide with one); any
+    other value stays itself.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return ["num", f"{int(value)}/1"]
+    if isinstance(value, float) and math.isfinite(value):
+        p, q = value.as_integer_ratio()
+        return ["num", f"{p}/{q}"]
+    if isinstance(value, bson.Decimal128):
+        exact = value.to_decimal()
+        if exact.is_finite():
+            p, q = exact.as_integer_ratio()
+            return ["num", f"{p}/{q}"]
+    return value
 
 
 def validate_account(value: object, owned: Iterable[str] = ()) -> AccountRef:
@@ -388,6 +447,8 @@ def validate_attributes(value: Mapping[Any, Any], owned: Iterable[str] = ()) -> 
             )
         if isinstance(item, float) and not math.isfinite(item):
             raise InvalidAccount(f"account attribute {key!r} has non-finite value {item!r}")
+        if isinstance(item, bson.Decimal128) and not item.to_decimal().is_finite():
+            raise InvalidAccount(f"account attribute {key!r} has non-finite value {item!r}")
         if isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
             raise InvalidAccount(f"account attribute {key!r} value {item!r} overflows int64")
         out[key] = item
@@ -395,9 +456,29 @@ def validate_attributes(value: Mapping[Any, Any], owned: Iterable[str] = ()) -> 
 
 
 def attributes_key(attributes: Mapping[str, Any]) -> str:
-    """The canonical digest of an exact attribute set: the unique key behind atomic auto-create."""
-    canonical = {k: attributes[k] for k in sorted(attributes)}
-    return hashlib.sha256(bson.encode({"a": canonical})).hexdigest()
+    """The canonical digest of an exact attribute set: the unique key behind atomic auto-create.
+
+    Two sets get one digest exactly when a query by one finds an account created with the
+    other: field order does not matter, numbers are compared by value (see :func:`comparable`),
+    strings, booleans, dates and the other types by their BSON encoding. Raises
+    ``InvalidData`` for a set too large to be stored in an account document.
+    """
+    canonical = {k: comparable(attributes[k]) for k in sorted(attributes)}
+    encoded = bson.encode({"a": canonical}, codec_options=_CODEC)
+    if len(encoded) > MAX_DOCUMENT_SIZE:  # a number's canonical form is larger than its own
+        size = len(bson.encode(dict(attributes), codec_options=_CODEC))
+        if size > MAX_DOCUMENT_SIZE:
+            raise InvalidData(
+                f"account attribute set {_preview(attributes)} is {size} bytes; an account "
+                f"document may hold at most {MAX_DOCUMENT_SIZE} bytes of attributes"
+            )
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def _preview(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` cut short: a message names the value without copying megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def account_lookup_filter(ref: AccountRef) -> dict[str, Any]:
@@ -407,10 +488,13 @@ def account_lookup_filter(ref: AccountRef) -> dict[str, Any]:
     return dict(ref.attributes)
 
 
-def account_filter(target: AccountRef) -> dict[str, Any]:
+def account_filter(cfg: LedgerConfig, target: AccountRef) -> dict[str, Any]:
     """The exact filter of one account the ledger writes: its ``_id``, or (while the operation
-    may still create it) the digest of its attribute set."""
-    return {"_id": target.id} if target.is_id else {ATTRIBUTES_KEY: target.key}
+    may still create it) the digest of its attribute set: the ``attributes_key`` field, or
+    with ``sharded_accounts`` the ``_id`` itself."""
+    if target.is_id:
+        return {"_id": target.id}
+    return {"_id": target.key} if cfg.sharded_accounts else {ATTRIBUTES_KEY: target.key}
 
 
 def new_account_fields(
@@ -420,7 +504,8 @@ def new_account_fields(
     doc: dict[str, Any] = {CREATED_AT: utcnow()}
     if ref.attributes is not None:
         doc.update(ref.attributes)
-        doc[ATTRIBUTES_KEY] = ref.key
+        if not cfg.sharded_accounts:  # there the digest is the _id
+            doc[ATTRIBUTES_KEY] = ref.key
     if min_balance is not None:
         doc[MIN_BALANCE] = bson.Int64(min_balance)
     return doc
@@ -447,7 +532,7 @@ def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int, date: Any) ->
     the floor guard's ``$expr`` in an upsert): a missing account is first created at zero
     with :func:`account_creation`, once.
     """
-    flt = account_filter(target)
+    flt = account_filter(cfg, target)
     bal = cfg.balance_field
     latest = {LAST_DATE: date}
     if bal is None:
@@ -472,7 +557,7 @@ def account_creation(
     cfg: LedgerConfig, target: AccountRef, min_balance: int | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The filter and ``$setOnInsert`` upsert that creates an account at zero if it is missing."""
-    flt = account_filter(target)
+    flt = account_filter(cfg, target)
     fields = new_account_fields(cfg, target, min_balance)
     if cfg.balance_field is not None:
         fields[cfg.balance_field] = bson.Int64(0)
@@ -617,10 +702,12 @@ def transaction_document(
         doc.update(leg.data)
     if leg.data or not isinstance(leg.account_id, (ObjectId, int)):  # else far below 16 MiB
         size = len(bson.encode(doc, codec_options=_CODEC))
-        if size > MAX_BSON_SIZE:
+        if size > MAX_DOCUMENT_SIZE:
             raise InvalidData(
-                f"transaction document for account {leg.account.describe()!r} would be {size} "
-                f"bytes, over MongoDB's {MAX_BSON_SIZE}-byte document limit"
+                f"transaction document for account {_preview(leg.account.describe())} would be "
+                f"{size} bytes, over the ledger's {MAX_DOCUMENT_SIZE}-byte limit (MongoDB's "
+                f"{MAX_BSON_SIZE} less {HEADROOM} kept for a revert mark and the change-stream "
+                "event that carries the document)"
             )
     return doc
 
@@ -717,10 +804,12 @@ def fingerprint(kind: str, legs: Sequence[tuple[Any, int, Mapping[str, Any]]]) -
 
 
 def _canonical(value: Any) -> Any:
-    if isinstance(value, AccountRef):
-        return (
-            {"attributes": _canonical(value.attributes)} if value.attributes else {"id": value.id}
-        )
+    if isinstance(value, AccountRef):  # one account, however its numbers are spelled
+        if value.attributes:
+            return {
+                "attributes": {k: comparable(value.attributes[k]) for k in sorted(value.attributes)}
+            }
+        return {"id": comparable(value.id)}
     if isinstance(value, Mapping):
         return {str(k): _canonical(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, list | tuple):
@@ -728,18 +817,34 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+def idempotency_id(cfg: LedgerConfig, key: str) -> dict[str, str]:
+    """The ``_id`` of a key's record: the key within its ledger (named by its transactions
+    collection), so ledgers sharing an idempotency collection never see each other's keys."""
+    return {"ledger": cfg.transactions_collection, "key": key}
+
+
 def idempotency_document(
-    key: str, fp: str, kind: str, operation_id: ObjectId, ids: Sequence[ObjectId]
+    cfg: LedgerConfig,
+    key: str,
+    fp: str,
+    kind: str,
+    operation_id: ObjectId,
+    ids: Sequence[ObjectId],
 ) -> dict[str, Any]:
-    """The record that makes a key's first operation the only one (``_id`` is the key)."""
+    """The record that makes a key's first operation the only one (unique by ``_id``)."""
     return {
-        "_id": key,
+        "_id": idempotency_id(cfg, key),
         "hash": fp,
         KIND: kind,
         OPERATION_ID: operation_id,
         "transaction_ids": list(ids),
         CREATED_AT: utcnow(),
     }
+
+
+def checkpoint_id(cfg: LedgerConfig, name: str) -> dict[str, str]:
+    """The ``_id`` of a ``listen`` checkpoint: its name within its ledger."""
+    return {"ledger": cfg.transactions_collection, "name": name}
 
 
 def validate_idempotency_key(key: object) -> str | None:
@@ -754,17 +859,33 @@ def validate_idempotency_key(key: object) -> str | None:
 
 # Revert
 
+_MARK_SIZE = len(bson.encode({REVERTED_BY: ObjectId()})) - 5  # the element ``reverted_by`` adds
+
 
 def reversal_legs(cfg: LedgerConfig, originals: Sequence[Mapping[str, Any]]) -> list[Leg]:
     """The compensating legs of an operation: same accounts, negated amounts, in leg order."""
     link = cfg.extra_account_link_field
+    owned = cfg.owned_transaction_fields - {cfg.data_field}
     legs = []
     for doc in sorted(originals, key=lambda d: d.get(LEG, 0)):
         counterpart = doc.get(link) if link else None
+        amount = -int(doc[cfg.amount_field])
+        if not INT64_MIN <= amount <= INT64_MAX:
+            raise InvalidAmount(
+                f"transaction {doc['_id']!r} cannot be reverted: the negation of its amount "
+                f"{doc[cfg.amount_field]!r} is outside the signed 64-bit range"
+            )
+        extra = any(k not in owned for k in doc)  # else far below the limit
+        size = len(bson.encode(doc, codec_options=_CODEC)) if extra else 0
+        if size + _MARK_SIZE > MAX_BSON_SIZE:
+            raise InvalidData(
+                f"transaction {doc['_id']!r} ({size} bytes) cannot be reverted: marking it "
+                f"reverted_by would take it over MongoDB's {MAX_BSON_SIZE}-byte limit"
+            )
         legs.append(
             Leg(
                 account=AccountRef(id=doc[cfg.account_link_field]),
-                amount=-int(doc[cfg.amount_field]),
+                amount=amount,
                 data={},
                 extra_account_id=counterpart,
                 reverts=doc["_id"],
@@ -797,6 +918,38 @@ class IndexSpec:
         return out
 
 
+def index_matches(spec: IndexSpec, index: Mapping[str, Any]) -> bool:
+    """Whether an index ``listIndexes`` returned is ``spec`` (keys and options; its name may
+    differ): then ``ensure_indexes`` does not ask the server to create it."""
+    keys = list(dict(index.get("key") or {}).items())
+    return (
+        len(keys) == len(spec.keys)
+        and all(
+            name == want_name and _same_direction(direction, want)
+            for (name, direction), (want_name, want) in zip(keys, spec.keys, strict=True)
+        )
+        and bool(index.get("unique")) == spec.unique
+        and index.get("partialFilterExpression") == spec.partial
+        and (
+            spec.wildcard_projection is None
+            # A wildcard index over every field serves attribute lookups as well.
+            or "wildcardProjection" not in index
+            or _same_projection(index["wildcardProjection"], spec.wildcard_projection)
+        )
+    )
+
+
+def _same_direction(got: Any, want: int | str) -> bool:
+    if isinstance(want, str) or isinstance(got, str | bool):
+        return bool(got == want)
+    return isinstance(got, int | float) and got == want
+
+
+def _same_projection(got: Any, want: Mapping[str, int]) -> bool:
+    """A server may list a wildcard projection's 0s as ``false``."""
+    return isinstance(got, Mapping) and {k: int(v) for k, v in got.items()} == dict(want)
+
+
 def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
     """Every index the ledger's queries need (see ``QUERY_SHAPES``)."""
     acc, date = cfg.account_link_field, cfg.date_field
@@ -819,13 +972,6 @@ def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
             "ledger_reverted_by",
             partial={REVERTED_BY: {"$exists": True}},
         ),
-        IndexSpec(
-            "accounts",
-            ((ATTRIBUTES_KEY, 1),),
-            "ledger_attributes_key",
-            unique=True,
-            partial={ATTRIBUTES_KEY: {"$exists": True}},
-        ),
         # Attribute-set lookups query arbitrary fields: one wildcard index serves them all.
         IndexSpec(
             "accounts",
@@ -834,6 +980,16 @@ def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
             wildcard_projection=dict.fromkeys(sorted(cfg.owned_account_fields - {"_id"}), 0),
         ),
     ]
+    if not cfg.sharded_accounts:
+        specs.append(
+            IndexSpec(
+                "accounts",
+                ((ATTRIBUTES_KEY, 1),),
+                "ledger_attributes_key",
+                unique=True,
+                partial={ATTRIBUTES_KEY: {"$exists": True}},
+            )
+        )
     if cfg.balance_field:
         specs.append(IndexSpec("accounts", ((cfg.balance_field, 1), ("_id", 1)), "ledger_balance"))
     specs.append(IndexSpec("accounts", ((CREATED_AT, 1), ("_id", 1)), "ledger_created_at"))
@@ -869,9 +1025,10 @@ def query_shapes(cfg: LedgerConfig) -> list[QueryShape]:
         QueryShape("revert links", "transactions", (), range=(REVERTS,)),
         QueryShape("reverted links", "transactions", (), range=(REVERTED_BY,)),
         QueryShape("account by id", "accounts", ("_id",)),
-        QueryShape("account by key", "accounts", (ATTRIBUTES_KEY,)),
         QueryShape("account by attributes", "accounts", (), attribute_lookup=True),
     ]
+    if not cfg.sharded_accounts:  # there the digest is the _id
+        shapes.append(QueryShape("account by key", "accounts", (ATTRIBUTES_KEY,)))
     if cfg.balance_field:
         shapes.append(QueryShape("report by balance", "accounts", (), sort=(cfg.balance_field,)))
     shapes.append(QueryShape("report by creation", "accounts", (), sort=(CREATED_AT,)))
@@ -1078,7 +1235,8 @@ def sum_pipeline(cfg: LedgerConfig, match: dict[str, Any]) -> list[dict[str, Any
 
 
 def balances_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
-    """Per-account totals and counts over the whole transactions collection (verify, rebuild)."""
+    """Per-account totals and counts over the whole transactions collection (verify, rebuild),
+    with the lowest and highest ``account_seq`` (a complete history numbers its legs 1..count)."""
     return [
         {
             "$group": {
@@ -1086,6 +1244,7 @@ def balances_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
                 "total": {"$sum": f"${cfg.amount_field}"},
                 "count": {"$sum": 1},
                 "seq": {"$max": f"${ACCOUNT_SEQ}"},
+                "first": {"$min": f"${ACCOUNT_SEQ}"},
             }
         }
     ]

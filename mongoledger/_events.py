@@ -19,7 +19,12 @@ from bson.timestamp import Timestamp
 
 from . import _core, _dates
 from ._core import LedgerConfig
-from .errors import ChangeStreamHistoryLost, ChangeStreamInvalidated, InvalidArgument
+from .errors import (
+    ChangeStreamError,
+    ChangeStreamHistoryLost,
+    ChangeStreamInvalidated,
+    InvalidArgument,
+)
 from .models import LedgerEvent, OperationKind
 
 __all__ = ["Grouper", "change_stream_pipeline", "validate_kinds"]
@@ -28,7 +33,12 @@ ENDING_EVENTS = ("drop", "rename", "dropDatabase", "invalidate")
 KINDS: tuple[OperationKind, ...] = ("increase", "decrease", "transfer", "post", "revert")
 
 # Server error codes a change stream can end with.
-HISTORY_LOST_CODES = {280, 286}  # ChangeStreamFatalError (token not found), ChangeStreamHistoryLost
+HISTORY_LOST = 286  # ChangeStreamHistoryLost: the resume point is no longer in the oplog
+# ChangeStreamFatalError covers several fatal conditions; only this message is a lost resume
+# point (servers before 4.4, and 8.x for a token the oplog does not hold).
+FATAL = 280
+FATAL_TOKEN_NOT_FOUND = "resume token was not found"
+TOO_LARGE = 10334  # BSONObjectTooLarge: an event (document + metadata) over 16 MiB
 INVALID_TOKEN_CODES = {260}  # InvalidResumeToken: e.g. from a dropped and re-created collection
 UNSUPPORTED_CODES = {40573, 40324}  # "only supported on replica sets", unknown stage $changeStream
 
@@ -177,11 +187,20 @@ def committed_at(change: Mapping[str, Any]) -> Any:
 def translate_error(exc: Exception) -> Exception | None:
     """A ledger error for a driver/server error a change stream ends with, or None."""
     code = getattr(exc, "code", None)
-    if code in HISTORY_LOST_CODES:
+    if code == HISTORY_LOST or (code == FATAL and FATAL_TOKEN_NOT_FOUND in str(exc)):
         return ChangeStreamHistoryLost(
             f"the resume point is no longer in the oplog ({exc}); events after it may be lost. "
             "Reconcile with verify() and history(), then restart the consumer without a "
             "checkpoint (or from a known time); size the oplog to cover the longest downtime"
+        )
+    if code == FATAL:
+        return ChangeStreamError(f"the change stream failed and cannot be resumed here: {exc}")
+    if code == TOO_LARGE:
+        return ChangeStreamError(
+            f"a change-stream event is larger than MongoDB's 16 MiB limit ({exc}): the stream "
+            "cannot pass it (the ledger keeps its own documents 64 KiB below the limit, so "
+            "something else wrote it). Resume after it with start_at_operation_time later "
+            "than its commit, then reconcile the operations around it with history()"
         )
     if code in INVALID_TOKEN_CODES:
         return ChangeStreamInvalidated(

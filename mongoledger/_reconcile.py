@@ -1,18 +1,34 @@
-"""The I/O-free checks of ``verify``: the per-operation pipeline and the revert links."""
+"""The I/O-free checks of ``verify``: the pipelines it sends, and what it checks on the rows
+they return (revert links, account histories).
+
+On a server every whole-collection pipeline returns only what is wrong (a ``$match`` after
+its ``$group``) or a count (``$count``), never one row per operation; per account it returns
+one row of totals, which ``verify`` compares with the account documents.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mongoledger import _core
 from mongoledger._core import LedgerConfig
-from mongoledger.models import BrokenLink
+from mongoledger.models import BrokenLink, RunningBalanceMismatch
 
-__all__ = ["check_links", "operations_pipeline"]
+__all__ = [
+    "below_floor",
+    "check_links",
+    "floor_violation_filter",
+    "history_is_contiguous",
+    "operation_anomalies_pipeline",
+    "operations_count_pipeline",
+    "running_balance_mismatches",
+]
 
 
-def operations_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
+def operation_anomalies_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
+    """The operations whose legs are missing (fewer documents than ``legs`` says) or whose
+    transfer/post legs do not sum to zero; only those leave the server."""
     return [
         {
             "$group": {
@@ -22,8 +38,74 @@ def operations_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
                 "count": {"$sum": 1},
                 "total": {"$sum": f"${cfg.amount_field}"},
             }
-        }
+        },
+        {
+            "$match": {
+                "$or": [
+                    {"$expr": {"$ne": ["$count", "$legs"]}},
+                    {"kind": {"$in": ["transfer", "post"]}, "total": {"$ne": 0}},
+                ]
+            }
+        },
     ]
+
+
+def operations_count_pipeline() -> list[dict[str, Any]]:
+    return [{"$group": {"_id": f"${_core.OPERATION_ID}"}}, {"$count": "operations"}]
+
+
+def history_is_contiguous(row: Mapping[str, Any]) -> bool:
+    """Whether an account's legs are numbered 1..count (a row of ``_core.balances_pipeline``).
+
+    A leg the ledger compensated while another operation took the next number (possible only
+    without DB transactions) leaves a gap, and that operation's ``balance_after`` counted the
+    compensated amount: a gap is where running balances are wrong.
+    """
+    return row.get("first") == 1 and row.get("seq") == row.get("count")
+
+
+def running_balance_mismatches(
+    cfg: LedgerConfig, account_id: Any, legs: Sequence[Mapping[str, Any]]
+) -> list[RunningBalanceMismatch]:
+    """The legs of one account (in ``account_seq`` order) whose number or running balance is
+    not their place in its history."""
+    out = []
+    running = 0
+    for position, doc in enumerate(legs, start=1):
+        running += int(doc[cfg.amount_field])
+        seq = doc.get(_core.ACCOUNT_SEQ)
+        recorded = doc.get(_core.BALANCE_AFTER)
+        expected = running if cfg.balance_field is not None else None
+        if seq != position or (expected is not None and recorded != expected):
+            out.append(
+                RunningBalanceMismatch(
+                    account_id=account_id,
+                    transaction_id=doc["_id"],
+                    account_seq=seq,
+                    expected_seq=position,
+                    balance_after=None if recorded is None else int(recorded),
+                    expected_balance_after=expected,
+                )
+            )
+    return out
+
+
+def below_floor(cfg: LedgerConfig, doc: Mapping[str, Any]) -> bool:
+    """Whether the account's cached balance is below its ``min_balance``: a floor above the
+    balance of a new account is allowed (it refuses debits), a debit that ended below it is
+    not (see :func:`floor_violation_filter`)."""
+    floor = doc.get(_core.MIN_BALANCE)
+    balance = doc.get(cfg.balance_field) if cfg.balance_field else None
+    return isinstance(floor, int) and isinstance(balance, int) and balance < floor
+
+
+def floor_violation_filter(cfg: LedgerConfig, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The debit legs of an account that ended below its floor, which its guard forbids."""
+    return {
+        cfg.account_link_field: doc["_id"],
+        cfg.amount_field: {"$lt": 0},
+        _core.BALANCE_AFTER: {"$lt": doc[_core.MIN_BALANCE]},
+    }
 
 
 def check_links(cfg: LedgerConfig, docs: list[Mapping[str, Any]]) -> list[BrokenLink]:

@@ -15,6 +15,8 @@ arguments also ``ValueError``, so callers can catch them by meaning as well as b
     ├── AlreadyReverted
     ├── IdempotencyConflict
     ├── TransactionsUnsupported
+    ├── WriteRetriesExhausted      (PyMongoError: PyMongo stopped retrying a write's DB
+    │                               transaction; says whether it may have committed)
     ├── AfterWriteError            (the operation committed; an after_write hook failed)
     └── ChangeStreamError
         ├── ChangeStreamsUnsupported
@@ -29,6 +31,8 @@ Every message names the offending value, and says what to do where there is some
 from __future__ import annotations
 
 from typing import Any
+
+from pymongo.errors import PyMongoError
 
 __all__ = [
     "AccountNotFound",
@@ -49,6 +53,7 @@ __all__ = [
     "NoTransactionsWarning",
     "TransactionNotFound",
     "TransactionsUnsupported",
+    "WriteRetriesExhausted",
 ]
 
 
@@ -160,6 +165,48 @@ class AfterWriteError(LedgerError):
 
 class TransactionsUnsupported(LedgerError):
     """The deployment cannot run multi-document transactions and the ledger requires them."""
+
+
+class WriteRetriesExhausted(LedgerError, PyMongoError):
+    """A write's DB transaction failed and PyMongo stopped retrying it (its ``with_transaction``
+    retries transient errors for up to 120 seconds).
+
+    ``may_have_committed`` is False when the last error aborted the DB transaction (nothing of
+    the operation was written: retrying is safe) and True when the commit's outcome is unknown
+    (``UnknownTransactionCommitResult``: it may have been applied). Either way a retry with the
+    same ``idempotency_key`` is safe: it returns the original ids if the operation committed.
+    The PyMongo error is ``__cause__``; ``code`` and the error labels are copied from it, so
+    ``except PyMongoError`` still catches it.
+    """
+
+    def __init__(
+        self, cause: PyMongoError, *, may_have_committed: bool, idempotency_key: str | None
+    ) -> None:
+        self.cause = cause
+        self.may_have_committed = may_have_committed
+        self.idempotency_key = idempotency_key
+        self.code = getattr(cause, "code", None)
+        labels = [
+            label
+            for label in ("TransientTransactionError", "UnknownTransactionCommitResult")
+            if cause.has_error_label(label)
+        ]
+        if may_have_committed:
+            outcome = "it may have committed"
+        else:
+            outcome = "it did not commit (the DB transaction was aborted)"
+        if idempotency_key is not None:
+            advice = f"retrying with idempotency_key {idempotency_key!r} is safe"
+        elif may_have_committed:
+            advice = (
+                "check whether it was applied before retrying, and send writes that must "
+                "happen once with an idempotency_key"
+            )
+        else:
+            advice = "retrying is safe"
+        super().__init__(
+            f"the write failed after PyMongo's retries ({cause}): {outcome}; {advice}", labels
+        )
 
 
 # Change streams

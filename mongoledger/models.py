@@ -15,10 +15,12 @@ __all__ = [
     "Account",
     "BalanceMismatch",
     "BrokenLink",
+    "FloorViolation",
     "HookContext",
     "LedgerEvent",
     "OperationKind",
     "PeriodStatistics",
+    "RunningBalanceMismatch",
     "Transaction",
     "UnbalancedOperation",
     "VerifyReport",
@@ -139,6 +141,30 @@ class BrokenLink(_Model):
     problem: str
 
 
+class RunningBalanceMismatch(_Model):
+    """A leg whose ``balance_after`` (or ``account_seq``) is not its place in its account's
+    history: e.g. a leg written while another operation's refused leg was being compensated
+    on a deployment without DB transactions."""
+
+    account_id: Any
+    transaction_id: Any
+    account_seq: int | None
+    expected_seq: int
+    balance_after: int | None
+    expected_balance_after: int | None = Field(
+        description="The running balance after the leg (None without cached balances)."
+    )
+
+
+class FloorViolation(_Model):
+    """An account below its ``min_balance`` after a debit (written around the ledger's
+    guards: by hand, or by threads on plain mongomock before writes were serialized)."""
+
+    account_id: Any
+    balance: int
+    min_balance: int
+
+
 class VerifyReport(_Model):
     """What :meth:`Ledger.verify` found; ``ok`` is True when everything is consistent."""
 
@@ -149,17 +175,32 @@ class VerifyReport(_Model):
     unbalanced_operations: list[UnbalancedOperation] = Field(default_factory=list)
     broken_links: list[BrokenLink] = Field(default_factory=list)
     missing_accounts: list[Any] = Field(default_factory=list)
+    running_balance_mismatches: list[RunningBalanceMismatch] = Field(default_factory=list)
+    floor_violations: list[FloorViolation] = Field(default_factory=list)
     repaired: list[Any] = Field(
         default_factory=list, description="Accounts whose cached balance was rebuilt."
+    )
+    repaired_histories: list[Any] = Field(
+        default_factory=list,
+        description="Accounts whose legs' running balances and sequence were rewritten.",
     )
 
     @property
     def ok(self) -> bool:
-        """True when no discrepancy is left (repaired balances count as fixed)."""
+        """True when no discrepancy is left (repaired balances and histories count as fixed)."""
         repaired = {repr(a) for a in self.repaired}
         unrepaired = [m for m in self.balance_mismatches if repr(m.account_id) not in repaired]
+        rewritten = {repr(a) for a in self.repaired_histories}
+        running = [
+            m for m in self.running_balance_mismatches if repr(m.account_id) not in rewritten
+        ]
         return not (
-            unrepaired or self.unbalanced_operations or self.broken_links or self.missing_accounts
+            unrepaired
+            or running
+            or self.unbalanced_operations
+            or self.broken_links
+            or self.missing_accounts
+            or self.floor_violations
         )
 
 

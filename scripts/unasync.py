@@ -7,6 +7,9 @@ substitutions below.
 
     python scripts/unasync.py          # regenerate
     python scripts/unasync.py --check  # fail (exit 1) when a generated file is stale
+
+A line ending in the comment ``# unasync: keep`` is copied as it is: that is how a string that
+must name the async class (``"AsyncLedger"`` in the sync twin's advice to use it) survives.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ SUBS: list[tuple[str, str]] = [
     (r"\brun_async\b", "run_sync"),
 ]
 _COMPILED = [(re.compile(pattern), repl) for pattern, repl in SUBS]
+KEEP = "# unasync: keep"
 
 
 def unasync_text(text: str) -> str:
@@ -66,6 +70,9 @@ def unasync_text(text: str) -> str:
     lines = []
     for source_line in text.splitlines(keepends=True):
         line = source_line
+        if line.rstrip().endswith(KEEP):
+            lines.append(line)
+            continue
         for pattern, repl in _COMPILED:
             line = pattern.sub(repl, line)
         lines.append(line)

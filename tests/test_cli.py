@@ -391,6 +391,18 @@ def test_verify_finds_and_repairs_drift(cli: Cli) -> None:
     assert cli.data("balance", *ALICE)["balance"] == 500
 
 
+def test_verify_shows_and_repairs_running_balances(cli: Cli) -> None:
+    cli.ok("increase", *ALICE, "500")
+    cli.db["accounts"].update_one({"user_id": 1}, {"$inc": {"seq": 1}})  # a number lost
+    cli.ok("increase", *ALICE, "100")
+    broken = cli("verify")
+    assert broken.code == 1
+    assert "is #3 with balance after 600, should be #2 with 600" in broken.out
+    repaired = cli.ok("verify", "--repair")
+    assert "should be #2 with 600 (repaired)" in repaired.out
+    assert cli.data("verify")["ok"] is True
+
+
 def test_custom_collections(cli: Cli) -> None:
     layout = ["--accounts-collection", "wallets", "--transactions-collection", "moves"]
     cli.ok(*layout, "increase", *ALICE, "5")
@@ -407,7 +419,7 @@ def test_layout_flags_match_the_application_options(cli: Cli) -> None:
     assert cli.data(*bare, "balance", *ALICE)["balance"] == 3  # summed: no cached balance
     assert cli.db["accounts"].count_documents({"balance": {"$exists": True}}) == 0
     assert cli.db["transactions"].count_documents({"extra_account_id": {"$exists": True}}) == 0
-    assert cli.db["keys"].count_documents({"_id": "k1"}) == 1
+    assert cli.db["keys"].count_documents({"_id.key": "k1"}) == 1
     assert cli.db["ledger_idempotency"].count_documents({}) == 0
     linked = ["--extra-account-link-field", "counterpart"]
     cli.ok(*linked, "transfer", "--from", "user_id=3", "--to", "user_id=4", "1")

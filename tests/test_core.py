@@ -15,12 +15,12 @@ from mongoledger.errors import InvalidAccount, InvalidAmount, InvalidConfigurati
 
 def test_validate_amount_accepts_int64_range() -> None:
     assert _core.validate_amount(1) == 1
-    assert _core.validate_amount(-(2**63)) == -(2**63)
+    assert _core.validate_amount(-(2**63) + 1) == -(2**63) + 1
     assert _core.validate_amount(2**63 - 1) == 2**63 - 1
     assert type(_core.validate_amount(bson.Int64(5))) is int
 
 
-@pytest.mark.parametrize("bad", [0, True, False, 1.0, "1", None, 2**63, -(2**63) - 1])
+@pytest.mark.parametrize("bad", [0, True, False, 1.0, "1", None, 2**63, -(2**63) - 1, -(2**63)])
 def test_validate_amount_rejects(bad: object) -> None:
     with pytest.raises(InvalidAmount, match=repr(bad).replace("(", r"\(").replace(")", r"\)")):
         _core.validate_amount(bad)
@@ -30,6 +30,62 @@ def test_attributes_key_is_order_independent_and_type_sensitive() -> None:
     assert _core.attributes_key({"a": 1, "b": "x"}) == _core.attributes_key({"b": "x", "a": 1})
     assert _core.attributes_key({"a": 1}) != _core.attributes_key({"a": "1"})
     assert _core.attributes_key({"a": 1}) != _core.attributes_key({"a": 1, "b": 1})
+
+
+ONE = [1, 1.0, bson.Int64(1), bson.Decimal128("1"), bson.Decimal128("1.000")]
+
+
+@pytest.mark.parametrize("spelling", ONE)
+def test_attributes_key_compares_numbers_by_value(spelling: object) -> None:
+    """A query for ``{"a": 1}`` finds ``{"a": 1.0}``, ``Int64(1)``, ``Decimal128("1.0")``."""
+    assert _core.attributes_key({"a": spelling, "b": "x"}) == _core.attributes_key(
+        {"a": 1, "b": "x"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (True, 1),  # booleans are not numbers
+        (False, 0),
+        (0.1, bson.Decimal128("0.1")),  # the double is not exactly one tenth
+        (2**53 + 1, float(2**53 + 1)),  # MongoDB compares int64 and double exactly
+        (2**63 - 1, float(2**63)),
+        (1, "1"),
+    ],
+)
+def test_attributes_key_keeps_apart_what_mongodb_does(a: object, b: object) -> None:
+    assert _core.attributes_key({"a": a}) != _core.attributes_key({"a": b})
+
+
+def test_attributes_key_exact_values() -> None:
+    key = _core.attributes_key
+    assert key({"a": -0.0}) == key({"a": 0}) == key({"a": bson.Decimal128("-0")})
+    assert key({"a": 0.5}) == key({"a": bson.Decimal128("0.50")})
+    assert key({"a": 2**53}) == key({"a": float(2**53)})
+    # Strings, dates and the other types keep their encoding (keys of existing accounts).
+    legacy = _core.hashlib.sha256(bson.encode({"a": {"s": "x"}})).hexdigest()
+    assert key({"s": "x"}) == legacy
+
+
+def test_same_account_as_mongodb_compares() -> None:
+    ref = _core.validate_account
+    assert ref({"a": 1}).same_account(ref({"a": bson.Int64(1)}))
+    assert ref(1).same_account(ref(1.0))
+    assert not ref(1).same_account(ref(True))
+    assert not ref({"a": 1}).same_account(ref({"a": True}))
+    assert not ref("1").same_account(ref({"a": "1"}))
+
+
+def test_non_finite_decimal_attributes_are_refused() -> None:
+    with pytest.raises(InvalidAccount, match="non-finite"):
+        _core.validate_account({"a": bson.Decimal128("NaN")})
+
+
+def test_oversize_attribute_set_is_invalid_data() -> None:
+    with pytest.raises(InvalidData, match="attribute set"):
+        _core.validate_account({"name": "x" * _core.MAX_DOCUMENT_SIZE})
+    _core.validate_account({"name": "x" * 1_000_000})  # large, but fits
 
 
 def test_account_reference_forms() -> None:
@@ -159,3 +215,32 @@ def test_index_serves_rejects_wrong_prefix() -> None:
     assert not _core.index_serves(
         spec, _core.QueryShape("q", "transactions", ("account_id",), sort=("date",))
     )
+
+
+def test_index_matches_what_list_indexes_returns() -> None:
+    cfg = LedgerConfig()
+    specs = {spec.name: spec for spec in _core.index_specs(cfg)}
+    seq = specs["ledger_account_seq"]
+    listed = {"key": {"account_id": 1, "account_seq": -1}, "name": "mine", "v": 2}
+    assert _core.index_matches(seq, listed)  # under another name: it serves as well
+    assert _core.index_matches(seq, {**listed, "key": {"account_id": 1.0, "account_seq": -1.0}})
+    assert not _core.index_matches(seq, {**listed, "key": {"account_id": 1, "account_seq": 1}})
+    assert not _core.index_matches(seq, {**listed, "key": {"account_id": 1}})
+    assert not _core.index_matches(seq, {**listed, "unique": True})
+    unique = specs["ledger_attributes_key"]
+    listed = {
+        "key": {"attributes_key": 1},
+        "unique": True,
+        "partialFilterExpression": {"attributes_key": {"$exists": True}},
+    }
+    assert _core.index_matches(unique, listed)
+    assert not _core.index_matches(unique, {**listed, "unique": False})
+    assert not _core.index_matches(unique, {**listed, "partialFilterExpression": None})
+    wildcard = specs["ledger_attributes"]
+    projection = dict.fromkeys(wildcard.wildcard_projection or {}, False)
+    assert _core.index_matches(wildcard, {"key": {"$**": 1}, "wildcardProjection": projection})
+    assert not _core.index_matches(wildcard, {"key": {"$**": 1}, "wildcardProjection": {"a": 1}})
+    assert _core.index_matches(wildcard, {"key": {"$**": 1}})  # every field: it serves too
+    assert "ledger_attributes_key" not in {
+        s.name for s in _core.index_specs(LedgerConfig(sharded_accounts=True))
+    }

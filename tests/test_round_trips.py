@@ -121,3 +121,33 @@ def test_an_oversize_document_is_refused_before_anything_is_sent(ledger: Ledger)
     with pytest.raises(InvalidData, match="16777216"):
         ledger.transfer("a", "b", 5, blob)
     assert not any(server.command_counts.values())
+
+
+def test_a_new_instance_lists_indexes_and_creates_none(ledger: Ledger) -> None:
+    """Indexes built at deploy time (or by another instance) are listed, never re-requested:
+    a createIndexes on a large collection can stall while the build waits for its quorum."""
+    again = Ledger(ledger.database)
+    sent = commands(again, lambda: again.increase("a", 5))
+    assert sent["listIndexes"] == 3  # accounts, transactions, idempotency
+    assert "createIndexes" not in sent
+    assert commands(again, lambda: again.increase("a", 5)) == {
+        "findAndModify": 1,
+        "insert": 1,
+        "commitTransaction": 1,
+    }
+
+
+def test_only_a_missing_index_is_created(ledger: Ledger, caplog: pytest.LogCaptureFixture) -> None:
+    ledger.transactions.drop_index("ledger_date")
+    again = Ledger(ledger.database)
+    sent = commands(again, again.ensure_indexes)
+    assert sent == {"listIndexes": 3, "createIndexes": 1}
+    assert "ledger_date" in ledger.transactions.index_information()
+    assert not caplog.records  # asked for: no warning
+    # Built lazily before a first write on a collection in use: said, with the deploy step.
+    ledger.transactions.drop_index("ledger_date")
+    third = Ledger(ledger.database)
+    with caplog.at_level("WARNING", logger="mongoledger"):
+        third.increase("a", 1)
+    assert "ledger_date" in caplog.text
+    assert "mongoledger init" in caplog.text

@@ -10,7 +10,14 @@ import bson
 from mongoledger import _core, _reconcile
 from mongoledger._async._base import LedgerBase
 from mongoledger._async._io import aggregate, to_list
-from mongoledger.models import BalanceMismatch, BrokenLink, UnbalancedOperation, VerifyReport
+from mongoledger.models import (
+    BalanceMismatch,
+    BrokenLink,
+    FloorViolation,
+    RunningBalanceMismatch,
+    UnbalancedOperation,
+    VerifyReport,
+)
 
 __all__ = ["Audit"]
 
@@ -22,56 +29,81 @@ class Audit(LedgerBase):
     """``verify`` and its repairs."""
 
     async def verify(self, *, repair: bool = False) -> VerifyReport:
-        """Check cached balances, operation legs and revert links against the transactions.
+        """Check cached balances, running balances, floors, operation legs and revert links
+        against the transactions (the source of truth).
 
-        ``repair=True`` rebuilds drifted cached balances from the transactions (the source
-        of truth), each with a conditional update that leaves concurrent writes intact, and
-        clears ``reverted_by`` marks whose reversal does not exist (left by a revert that
+        ``repair=True`` rewrites the running balances (``balance_after``, ``account_seq``) of
+        accounts whose history has a gap, rebuilds drifted cached balances from the
+        transactions, each with a conditional update that leaves concurrent writes intact,
+        and clears ``reverted_by`` marks whose reversal does not exist (left by a revert that
         failed midway without a DB transaction), so those transactions can be reverted again.
+        Balances below a floor and broken operations are reported, never changed.
+
+        Every whole-collection aggregation runs with ``allowDiskUse``; the server returns one
+        row of totals per account and, of the operations, only the broken ones.
         """
         cfg = self._cfg
         totals = {
             row["_id"]: row
-            for row in await aggregate(self._transactions, _core.balances_pipeline(cfg))
+            for row in await aggregate(
+                self._transactions, _core.balances_pipeline(cfg), allowDiskUse=True
+            )
         }
-        accounts = await to_list(self._accounts.find({}))
+        fields = [f for f in (cfg.balance_field, _core.SEQ, _core.MIN_BALANCE) if f]
+        accounts = await to_list(self._accounts.find({}, dict.fromkeys(fields, 1)))
         known = {repr(a["_id"]) for a in accounts}
-        mismatches, repaired = [], []
+        running, rewritten = [], []
+        for account_id, row in totals.items():
+            if repr(account_id) in known and not _reconcile.history_is_contiguous(row):
+                found = await self._check_history(account_id, repair=repair)
+                running += found
+                if repair and found:
+                    rewritten.append(account_id)
+        mismatches, repaired, floors = [], [], []
         for doc in accounts:
             if cfg.balance_field is None:
                 continue
+            if _reconcile.below_floor(cfg, doc) and await self._transactions.find_one(
+                _reconcile.floor_violation_filter(cfg, doc), {"_id": 1}
+            ):
+                floors.append(
+                    FloorViolation(
+                        account_id=doc["_id"],
+                        balance=doc[cfg.balance_field],
+                        min_balance=doc[_core.MIN_BALANCE],
+                    )
+                )
             calculated = int(totals.get(doc["_id"], {}).get("total", 0))
             cached = doc.get(cfg.balance_field)
-            if cached is not None and int(cached) == calculated:
+            top = int(totals.get(doc["_id"], {}).get("seq") or 0)
+            if cached is not None and int(cached) == calculated and doc.get(_core.SEQ) == top:
                 continue
             # The two reads above are not one snapshot: confirm on this account alone.
-            found = await self._confirm_drift(doc["_id"])
-            if found is None:
+            found_drift = await self._confirm_drift(doc["_id"])
+            if found_drift is None:
                 continue
-            mismatch, state = found
+            mismatch, state = found_drift
             mismatches.append(mismatch)
             if repair and await self._repair_balance(mismatch, state):
                 repaired.append(doc["_id"])
         missing = [account_id for account_id in totals if repr(account_id) not in known]
-        operations = await aggregate(self._transactions, _reconcile.operations_pipeline(cfg))
-        unbalanced = []
-        for op in operations:
-            if op["count"] != op["legs"]:
-                unbalanced.append(
-                    UnbalancedOperation(
-                        operation_id=op["_id"],
-                        kind=op["kind"],
-                        problem=f"has {op['count']} legs, its documents say {op['legs']}",
-                    )
-                )
-            elif op["kind"] in ("transfer", "post") and op["total"] != 0:
-                unbalanced.append(
-                    UnbalancedOperation(
-                        operation_id=op["_id"],
-                        kind=op["kind"],
-                        problem=f"legs sum to {op['total']}",
-                    )
-                )
+        unbalanced = [
+            UnbalancedOperation(
+                operation_id=op["_id"],
+                kind=op["kind"],
+                problem=(
+                    f"has {op['count']} legs, its documents say {op['legs']}"
+                    if op["count"] != op["legs"]
+                    else f"legs sum to {op['total']}"
+                ),
+            )
+            for op in await aggregate(
+                self._transactions, _reconcile.operation_anomalies_pipeline(cfg), allowDiskUse=True
+            )
+        ]
+        counted = await aggregate(
+            self._transactions, _reconcile.operations_count_pipeline(), allowDiskUse=True
+        )
         links = await to_list(
             self._transactions.find(
                 {
@@ -80,7 +112,12 @@ class Audit(LedgerBase):
                         {_core.REVERTED_BY: {"$exists": True}},
                     ]
                 },
-                {_core.REVERTS: 1, _core.REVERTED_BY: 1, cfg.amount_field: 1},
+                {
+                    _core.REVERTS: 1,
+                    _core.REVERTED_BY: 1,
+                    cfg.amount_field: 1,
+                    cfg.account_link_field: 1,
+                },
             )
         )
         if repair:
@@ -91,13 +128,67 @@ class Audit(LedgerBase):
         return VerifyReport(
             accounts_checked=len(accounts),
             transactions_checked=sum(int(row["count"]) for row in totals.values()),
-            operations_checked=len(operations),
+            operations_checked=int(counted[0]["operations"]) if counted else 0,
             balance_mismatches=mismatches,
             unbalanced_operations=unbalanced,
             broken_links=broken,
             missing_accounts=missing,
+            running_balance_mismatches=running,
+            floor_violations=floors,
             repaired=repaired,
+            repaired_histories=rewritten,
         )
+
+    async def _check_history(
+        self, account_id: Any, *, repair: bool
+    ) -> list[RunningBalanceMismatch]:
+        """Read one account's legs in order and find those out of place; with ``repair``,
+        renumber them and rewrite their running balances, in one DB transaction that also
+        writes the account (so a concurrent write conflicts and one of the two runs again)."""
+        cfg = self._cfg
+        found: list[RunningBalanceMismatch] = []
+
+        async def body(session: Any) -> None:
+            legs = await to_list(
+                self._transactions.find(
+                    {cfg.account_link_field: account_id},
+                    {cfg.amount_field: 1, _core.ACCOUNT_SEQ: 1, _core.BALANCE_AFTER: 1},
+                    session=session,
+                ).sort(_core.ACCOUNT_SEQ, 1)
+            )
+            found[:] = _reconcile.running_balance_mismatches(cfg, account_id, legs)
+            if not (repair and found):
+                return
+            account = await self._accounts.find_one(
+                {"_id": account_id}, {_core.SEQ: 1}, session=session
+            )
+            if account is None:
+                return
+            for mismatch in found:
+                update: dict[str, Any] = {_core.ACCOUNT_SEQ: mismatch.expected_seq}
+                if mismatch.expected_balance_after is not None:
+                    update[_core.BALANCE_AFTER] = bson.Int64(mismatch.expected_balance_after)
+                await self._transactions.update_one(
+                    {
+                        "_id": mismatch.transaction_id,
+                        cfg.account_link_field: account_id,
+                        _core.ACCOUNT_SEQ: mismatch.account_seq,
+                    },
+                    {"$set": update},
+                    session=session,
+                )
+            # The account's sequence follows its renumbered legs (unless it moved meanwhile).
+            await self._accounts.update_one(
+                {"_id": account_id, _core.SEQ: account.get(_core.SEQ)},
+                {"$set": {_core.SEQ: len(legs)}},
+                session=session,
+            )
+
+        if repair:
+            await self._run(body)
+        else:
+            await body(None)
+        return found
 
     async def _confirm_drift(
         self, account_id: Any
@@ -157,8 +248,13 @@ class Audit(LedgerBase):
         writes, possible only without DB transactions); repair deletes them so the key can
         be used again."""
         broken = []
+        # Only this ledger's records: another ledger may share the collection, and its
+        # transactions are not in ours. (Unscoped records of an earlier version are left alone.)
         records = await to_list(
-            self._idempotency.find({}, {"transaction_ids": 1, "operation_id": 1})
+            self._idempotency.find(
+                {"_id.ledger": self._cfg.transactions_collection},
+                {"transaction_ids": 1, "operation_id": 1},
+            )
         )
         for start in range(0, len(records), 1000):
             batch = records[start : start + 1000]
@@ -172,8 +268,8 @@ class Audit(LedgerBase):
                 broken.append(
                     BrokenLink(
                         transaction_id=ids[0],
-                        problem=f"idempotency key {record['_id']!r} records transactions "
-                        "that were never written",
+                        problem=f"idempotency key {record['_id'].get('key')!r} records "
+                        "transactions that were never written",
                     )
                 )
                 if repair:
@@ -190,8 +286,10 @@ class Audit(LedgerBase):
                 continue
             if await self._transactions.find_one({"_id": mark}) is not None:
                 continue  # the reversal was written after links were read
+            link = self._cfg.account_link_field
             result = await self._transactions.update_one(
-                {"_id": doc["_id"], _core.REVERTED_BY: mark}, {"$unset": {_core.REVERTED_BY: ""}}
+                {"_id": doc["_id"], link: doc.get(link), _core.REVERTED_BY: mark},
+                {"$unset": {_core.REVERTED_BY: ""}},
             )
             if result.modified_count:
                 del doc[_core.REVERTED_BY]

@@ -3,18 +3,19 @@ capabilities, index creation, the DB-transaction runner and account lookups."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from bson import ObjectId
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
 from mongoledger import _core
-from mongoledger._async._io import aggregate, maybe_await, to_list
+from mongoledger._async._io import aggregate, maybe_await, mongomock_writes, to_list
 from mongoledger._core import AccountRef, LedgerConfig
 from mongoledger.errors import (
     AccountNotFound,
@@ -23,12 +24,14 @@ from mongoledger.errors import (
     InvalidConfiguration,
     NoTransactionsWarning,
     TransactionsUnsupported,
+    WriteRetriesExhausted,
 )
 from mongoledger.models import HookContext
 
 __all__ = ["LedgerBase"]
 
 _IS_SYNC = False
+log = logging.getLogger("mongoledger")
 # Every operation's DB transaction: snapshot reads, majority-acknowledged commit.
 _SNAPSHOT = ReadConcern("snapshot")
 _MAJORITY = WriteConcern("majority")
@@ -53,19 +56,35 @@ class LedgerBase:
     _warned: bool
     _indexed: bool
 
-    async def _run(self, body: Callable[[Any], Any]) -> None:
-        """Run ``body(session)`` in one DB transaction (PyMongo's retry rules), or without one."""
+    async def _run(self, body: Callable[[Any], Any], idempotency_key: str | None = None) -> None:
+        """Run ``body(session)`` in one DB transaction (PyMongo's retry rules), or without one.
+
+        An error PyMongo gave up retrying becomes ``WriteRetriesExhausted``, which says
+        whether the operation may have committed.
+        """
         if not (self._capable or await self._supports_transactions()):
-            await body(None)
+            with mongomock_writes(self._accounts):  # its guards are not atomic across threads
+                await body(None)
             return
         session = await maybe_await(self._db.client.start_session())
         async with session:
-            await session.with_transaction(
-                body,
-                read_concern=_SNAPSHOT,
-                write_concern=_MAJORITY,
-                read_preference=ReadPreference.PRIMARY,
-            )
+            try:
+                await session.with_transaction(
+                    body,
+                    read_concern=_SNAPSHOT,
+                    write_concern=_MAJORITY,
+                    read_preference=ReadPreference.PRIMARY,
+                )
+            except PyMongoError as exc:
+                if exc.has_error_label("UnknownTransactionCommitResult"):
+                    committed = True
+                elif exc.has_error_label("TransientTransactionError"):
+                    committed = False
+                else:
+                    raise  # a definite failure: the DB transaction was aborted
+                raise WriteRetriesExhausted(
+                    exc, may_have_committed=committed, idempotency_key=idempotency_key
+                ) from exc
 
     async def _find_by_attributes(self, ref: AccountRef) -> Mapping[str, Any] | None:
         assert ref.attributes is not None
@@ -78,19 +97,34 @@ class LedgerBase:
         return docs[0] if docs else None
 
     async def _idempotent_result(self, key: str, fp: str) -> list[ObjectId] | None:
-        record = await self._idempotency.find_one({"_id": key})
+        """The ids a key's first operation returned on this ledger, or None if it is new.
+
+        A record written before keys were scoped to their ledger (``_id`` is the bare key) is
+        read in the same query and counts only when its transactions are in this ledger.
+        """
+        scoped = _core.idempotency_id(self._cfg, key)
+        records = await to_list(self._idempotency.find({"_id": {"$in": [scoped, key]}}))
+        record = next((r for r in records if r["_id"] == scoped), None)
         if record is None:
-            return None
+            legacy = next((r for r in records if r["_id"] == key), None)
+            if legacy is None or not await self._owns(legacy):
+                return None
+            record = legacy
         ids = list(record["transaction_ids"])
         if record.get("hash") != fp:
             raise IdempotencyConflict(key, ids)
         return ids
 
+    async def _owns(self, record: Mapping[str, Any]) -> bool:
+        """Whether an unscoped (legacy) idempotency record names this ledger's transactions."""
+        ids = record.get("transaction_ids") or [None]
+        return await self._transactions.find_one({"_id": ids[0]}, {"_id": 1}) is not None
+
     # Deployment: transaction support, indexes
 
     async def _prepare(self) -> None:
         if not self._indexed:
-            await self.ensure_indexes()
+            await self._ensure_indexes(lazily=True)
 
     async def _has_transactions(self) -> bool:
         """Detect once whether the deployment runs multi-document transactions."""
@@ -135,26 +169,53 @@ class LedgerBase:
         return False
 
     async def ensure_indexes(self) -> None:
-        """Create every index the ledger's queries need (idempotent)."""
+        """Create every index the ledger's queries need that is missing (idempotent).
+
+        It lists each collection's indexes first and sends ``createIndexes`` only for a
+        missing one: building an index on a large collection takes a while (a replica set
+        waits for its commit quorum), so run this at deploy time (``mongoledger init``); the
+        first write of a ledger instance also runs it, and then only lists.
+        """
+        await self._ensure_indexes(lazily=False)
+
+    async def _ensure_indexes(self, *, lazily: bool) -> None:
+        """``ensure_indexes``; ``lazily`` (before a first write) warns about each build on a
+        collection in use."""
         collections = {
             "accounts": self._accounts,
             "transactions": self._transactions,
             "idempotency": self._idempotency,
         }
-        for spec in _core.index_specs(self._cfg):
-            collection = collections[spec.collection]
-            try:
-                await collection.create_index(list(spec.keys), **spec.kwargs())
-            except OperationFailure as exc:
-                if exc.code == _INDEX_OPTIONS_CONFLICT and "different name" in str(exc):
-                    continue  # the same index under the user's name serves as well
-                if exc.code in (_INDEX_OPTIONS_CONFLICT, _INDEX_KEY_SPECS_CONFLICT):
-                    raise InvalidConfiguration(
-                        f"index {spec.name!r} {list(spec.keys)} on {collection.name!r} "
-                        f"conflicts with an existing index ({exc}); drop or rename that one"
-                    ) from exc
-                raise
+        specs = _core.index_specs(self._cfg)
+        for role, collection in collections.items():
+            wanted = [spec for spec in specs if spec.collection == role]
+            existing = await to_list(await maybe_await(collection.list_indexes()))
+            for spec in wanted:
+                if any(_core.index_matches(spec, index) for index in existing):
+                    continue
+                if lazily and existing:  # a collection in use: the build may take a while
+                    log.warning(
+                        "creating index %r on %r before the first write; on a large collection "
+                        "run `mongoledger init` (ensure_indexes()) at deploy time instead",
+                        spec.name,
+                        collection.name,
+                    )
+                await self._create_index(collection, spec)
         self._indexed = True
+
+    @staticmethod
+    async def _create_index(collection: Any, spec: _core.IndexSpec) -> None:
+        try:
+            await collection.create_index(list(spec.keys), **spec.kwargs())
+        except OperationFailure as exc:
+            if exc.code == _INDEX_OPTIONS_CONFLICT and "different name" in str(exc):
+                return  # the same index under the user's name serves as well
+            if exc.code in (_INDEX_OPTIONS_CONFLICT, _INDEX_KEY_SPECS_CONFLICT):
+                raise InvalidConfiguration(
+                    f"index {spec.name!r} {list(spec.keys)} on {collection.name!r} "
+                    f"conflicts with an existing index ({exc}); drop or rename that one"
+                ) from exc
+            raise
 
     # Account lookups
 

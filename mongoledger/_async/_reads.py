@@ -176,7 +176,7 @@ class Reads(LedgerBase):
             repr(row["_id"]): _core.checked_total(
                 row["total"], what=f"the balance of account {row['_id']!r}"
             )
-            for row in await aggregate(self._transactions, pipeline)
+            for row in await aggregate(self._transactions, pipeline, allowDiskUse=True)
         }
         accounts = [_core.account_to_model(cfg, d, totals.get(repr(d["_id"]), 0)) for d in docs]
         if field == "balance":
@@ -212,7 +212,7 @@ class Reads(LedgerBase):
             pipeline = _core.statistics_pipeline(
                 cfg, account_id, period=period, start=start, end=end
             )
-            rows = await aggregate(self._transactions, pipeline)
+            rows = await aggregate(self._transactions, pipeline, allowDiskUse=True)
             labels = None
         else:
             match = _core.statistics_match(cfg, account_id, start=start, end=end)
@@ -223,7 +223,7 @@ class Reads(LedgerBase):
                 return []
             boundaries, labels = _dates.period_buckets(period, zone, *bounds)
             pipeline = _core.bucket_pipeline(cfg, match, boundaries)
-            rows = await aggregate(self._transactions, pipeline)
+            rows = await aggregate(self._transactions, pipeline, allowDiskUse=True)
         out = []
         for row in rows:
             if labels is None:

@@ -16,12 +16,14 @@ costs one extra indexed read to resolve it and detect ambiguity):
 * the first time an account is used (auto-create): one ``update`` (an upsert creating it at
   zero) and a second ``findAndModify``, because no server accepts the floor guard's ``$expr``
   in an upsert's filter.
-* once per ledger instance: ``hello`` (transaction support) and ``createIndexes``.
+* a refused leg (a floor, an overflow): one more read, of the account in the same DB
+  transaction, to name the reason.
+* once per ledger instance: ``hello`` (transaction support) and ``listIndexes`` per
+  collection (``createIndexes`` only for a missing index).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -32,7 +34,13 @@ from pymongo.errors import DuplicateKeyError
 
 from mongoledger import _core, _dates
 from mongoledger._async._base import Hook, LedgerBase
-from mongoledger._async._io import call_hook, is_plain_mongomock, to_list
+from mongoledger._async._io import (
+    call_back,
+    check_callback,
+    is_plain_mongomock,
+    mongomock_writes,
+    to_list,
+)
 from mongoledger._core import NO_FLOOR, AccountRef, Leg, NoFloor
 from mongoledger.errors import (
     AccountNotFound,
@@ -87,10 +95,7 @@ class Writes(LedgerBase):
 
     @staticmethod
     def _check_hook(fn: Hook) -> Hook:
-        if not callable(fn):
-            raise TypeError(f"hook {fn!r} is not callable")
-        if _IS_SYNC and inspect.iscoroutinefunction(fn):
-            raise TypeError(f"hook {fn!r} is a coroutine function; use AsyncLedger for async hooks")
+        check_callback(fn, "hook")
         return fn
 
     # Writes
@@ -137,7 +142,7 @@ class Writes(LedgerBase):
         owned = self._cfg.owned_account_fields
         source = _core.validate_account(from_account, owned)
         target = _core.validate_account(to_account, owned)
-        if source == target:
+        if source.same_account(target):
             raise InvalidAccount(f"transfer from account {from_account!r} to itself")
         legs = [(source, -value, None), (target, value, None)]
         return await self._operation("transfer", legs, data, idempotency_key)
@@ -246,9 +251,10 @@ class Writes(LedgerBase):
                 return self._check_floor(existing, ref, min_balance if explicit else None)
         flt, update = _core.account_creation(cfg, ref, initial)
         try:
-            doc = await self._accounts.find_one_and_update(
-                flt, update, upsert=True, return_document=ReturnDocument.AFTER
-            )
+            with mongomock_writes(self._accounts):
+                doc = await self._accounts.find_one_and_update(
+                    flt, update, upsert=True, return_document=ReturnDocument.AFTER
+                )
         except DuplicateKeyError:  # a concurrent caller created it first
             doc = await self._accounts.find_one(flt)
         return self._check_floor(doc, ref, min_balance if explicit else None)
@@ -313,8 +319,11 @@ class Writes(LedgerBase):
             if leg.account_id is None:
                 ref = leg.account
                 leg.account_id = ref.id if ref.is_id else await self._resolve_for_write(ref)
-        same = legs[0].account_id is not None and legs[0].account_id == legs[-1].account_id
-        if kind == "transfer" and same:
+        if (
+            kind == "transfer"
+            and legs[0].account_id is not None
+            and _core.same_value(legs[0].account_id, legs[1].account_id)
+        ):
             raise InvalidAccount(
                 f"transfer from account {legs[0].account.describe()!r} to "
                 f"{legs[1].account.describe()!r}: both are account {legs[0].account_id!r}"
@@ -326,12 +335,18 @@ class Writes(LedgerBase):
         date = None if cfg.date_value is None else cfg.operation_date()
         idempotency = None if key is None else (key, fp)
         _core.check_sizes(cfg, legs, kind=kind, date=date, idempotency=idempotency)
+        resolved = [leg.account_id for leg in legs]  # None: the operation creates the account
+        refused = 0
         for _attempt in range(_MAX_ATTEMPTS):
+            # Every attempt starts from the resolution, never from ids an aborted (or
+            # compensated) attempt created: an account it created is gone with it.
+            for leg, account_id in zip(legs, resolved, strict=True):
+                leg.account_id = account_id
             try:
                 await self._write(kind, legs, operation_id, date, idempotency, revert)
                 break
             except _GuardFailed as failed:
-                await self._diagnose(legs, failed.index)
+                refused = failed.index  # its cause went away, or the account was just created
             except _Reverted:
                 for leg in legs:
                     doc = await self._transactions.find_one({"_id": leg.reverts})
@@ -342,7 +357,11 @@ class Writes(LedgerBase):
                 if found is not None:
                     return found
         else:  # pragma: no cover - needs a guard that flips back and forth five times
-            raise LedgerError(f"{kind} kept conflicting with concurrent writes; try again")
+            raise LedgerError(
+                f"{kind} kept conflicting with concurrent writes: the guarded update of account "
+                f"{legs[refused].account.describe()!r} was refused {_MAX_ATTEMPTS} times and "
+                "each time its cause was gone when the ledger looked; try again"
+            )
         if self._after:
             await self._run_after_hooks(kind, legs, operation_id)
         return [leg.id for leg in legs]
@@ -375,7 +394,7 @@ class Writes(LedgerBase):
             try:
                 if idempotency is not None:
                     record = _core.idempotency_document(
-                        *idempotency, kind, operation_id, [leg.id for leg in legs]
+                        cfg, *idempotency, kind, operation_id, [leg.id for leg in legs]
                     )
                     try:
                         await self._idempotency.insert_one(record, session=session)
@@ -410,11 +429,14 @@ class Writes(LedgerBase):
                         else:
                             created = result.upserted_id is not None
                         doc = await self._move(update, session)
-                        if doc is None and created and session is None:
-                            await self._accounts.delete_one(
-                                {"_id": result.upserted_id, _core.SEQ: 0}
-                            )
                     if doc is None:
+                        try:  # explained as the guard saw it: with the account it created
+                            await self._explain_refusal(leg, target, session)
+                        finally:
+                            if created and session is None:
+                                await self._accounts.delete_one(
+                                    {"_id": result.upserted_id, _core.SEQ: 0}
+                                )
                         raise _GuardFailed(index)
                     leg.account_id = doc["_id"]
                     leg.account_seq = int(doc[_core.SEQ])
@@ -448,11 +470,14 @@ class Writes(LedgerBase):
                     await self._restore_dates(applied, flagged, (first, date))
                     if recorded and idempotency is not None:
                         await self._idempotency.delete_one(
-                            {"_id": idempotency[0], _core.OPERATION_ID: operation_id}
+                            {
+                                "_id": _core.idempotency_id(cfg, idempotency[0]),
+                                _core.OPERATION_ID: operation_id,
+                            }
                         )
                 raise
 
-        await self._run(body)
+        await self._run(body, None if idempotency is None else idempotency[0])
 
     async def _settle_date(
         self,
@@ -552,10 +577,15 @@ class Writes(LedgerBase):
         )
 
     async def _mark_reverted(self, legs: list[Leg], session: Any) -> None:
-        """Mark the originals ``reverted_by`` (one command), unless one already is."""
+        """Mark the originals ``reverted_by`` (one command), unless one already is.
+
+        Each filter names the original's account too: on a transactions collection sharded on
+        the account, the update goes to that shard alone instead of to every shard.
+        """
+        link = self._cfg.account_link_field
         updates = [
             (
-                {"_id": leg.reverts, _core.REVERTED_BY: {"$exists": False}},
+                {"_id": leg.reverts, link: leg.account_id, _core.REVERTED_BY: {"$exists": False}},
                 {"$set": {_core.REVERTED_BY: leg.id}},
             )
             for leg in legs
@@ -575,9 +605,10 @@ class Writes(LedgerBase):
             raise _Reverted
 
     async def _unmark(self, legs: list[Leg]) -> None:
+        link = self._cfg.account_link_field
         for leg in legs:
             await self._transactions.update_one(
-                {"_id": leg.reverts, _core.REVERTED_BY: leg.id},
+                {"_id": leg.reverts, link: leg.account_id, _core.REVERTED_BY: leg.id},
                 {"$unset": {_core.REVERTED_BY: ""}},
             )
 
@@ -600,40 +631,43 @@ class Writes(LedgerBase):
         if marked:
             await self._unmark(marked)
 
-    async def _diagnose(self, legs: list[Leg], index: int) -> None:
-        """Explain why leg ``index``'s guard failed, or return to let the caller retry."""
+    async def _explain_refusal(self, leg: Leg, target: AccountRef, session: Any) -> None:
+        """Raise the reason the guarded ``$inc`` of ``leg`` matched nothing, or return to let
+        the operation run again (the account was being created, or the cause went away).
+
+        The account is read right after the refusal, in the same DB transaction: its snapshot
+        is what the guard saw, and includes this operation's earlier legs. (Without DB
+        transactions it is read at once, and a concurrent write may have changed it.)
+        """
         cfg = self._cfg
-        leg = legs[index]
-        target = leg.account if leg.account_id is None else AccountRef(id=leg.account_id)
-        doc = await self._accounts.find_one(_core.account_filter(target))
+        doc = await self._accounts.find_one(
+            _core.account_filter(self._cfg, target), session=session
+        )
         if doc is None:
             if not cfg.auto_create_account:
                 raise AccountNotFound(leg.account.describe())
-            # The operation creates it (and rolled that back): at zero, with the default floor.
-            floor = cfg.default_min_balance
-            earlier = sum(other.amount for other in legs[:index] if other.account == leg.account)
-            if floor is not None and leg.amount < 0 and earlier + leg.amount < floor:
-                raise InsufficientFunds(leg.account.describe(), earlier, leg.amount, floor)
-            return
+            return  # created concurrently, or gone: the operation runs again
         if cfg.balance_field is None:
             return
-        cached = doc.get(cfg.balance_field)
-        if isinstance(cached, bool) or not isinstance(cached, int):
-            raise InvalidAccount(
-                f"account {doc['_id']!r} has no integer {cfg.balance_field!r} field "
-                f"({cached!r}: created outside the ledger?); verify(repair=True) rebuilds it"
-            )
-        earlier = sum(other.amount for other in legs[:index] if other.account_id == doc["_id"])
-        balance = int(cached) + earlier
-        result = balance + leg.amount
+        balance = doc.get(cfg.balance_field)
+        floor = doc.get(_core.MIN_BALANCE)
+        for name, value in ((cfg.balance_field, balance), (_core.MIN_BALANCE, floor)):
+            if isinstance(value, bool) or not isinstance(value, int | None) or balance is None:
+                raise InvalidAccount(
+                    f"account {doc['_id']!r} has no integer {name!r} field ({value!r}: created "
+                    "or changed outside the ledger?); verify(repair=True) rebuilds the balance"
+                )
+        result = int(balance) + leg.amount
         if not _core.INT64_MIN <= result <= _core.INT64_MAX:
             raise InvalidAmount(
                 f"amount {leg.amount} would overflow the int64 balance {balance} of account "
                 f"{doc['_id']!r}"
             )
-        floor = doc.get(_core.MIN_BALANCE)
         if floor is not None and leg.amount < 0 and result < floor:
-            raise InsufficientFunds(doc["_id"], balance, leg.amount, floor)
+            # An account this operation creates is named as the caller referenced it: its
+            # _id goes away with the refused operation.
+            named = doc["_id"] if leg.account_id is not None else leg.account.describe()
+            raise InsufficientFunds(named, int(balance), leg.amount, int(floor))
 
     async def _resolve_for_write(self, ref: AccountRef) -> Any:
         """The ``_id`` a leg writes to, or None when the operation will create the account."""
@@ -661,7 +695,7 @@ class Writes(LedgerBase):
                 leg=index,
             )
             for fn in self._before:
-                await call_hook(fn, ctx)
+                await call_back(fn, ctx, "hook")
             amount = _core.validate_amount(ctx.amount, what="amount set by a before_write hook")
             if revert and amount != leg.amount:
                 raise InvalidAmount(
@@ -691,7 +725,7 @@ class Writes(LedgerBase):
             )
             for fn in self._after:
                 try:
-                    await call_hook(fn, ctx)
+                    await call_back(fn, ctx, "hook")
                 except Exception as exc:  # the operation is committed: run the other hooks
                     failures.append(exc)
         if failures:

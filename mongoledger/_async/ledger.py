@@ -51,6 +51,7 @@ class AsyncLedger(Writes, Reads, Audit, Consumers):
         checkpoints_collection: str = "ledger_checkpoints",
         idempotency_collection: str = "ledger_idempotency",
         default_min_balance: int | None = None,
+        sharded_accounts: bool = False,
     ) -> None:
         check_database(database, sync=_IS_SYNC)
         self._cfg = LedgerConfig(
@@ -68,6 +69,7 @@ class AsyncLedger(Writes, Reads, Audit, Consumers):
             data_field=data_field,
             require_transactions=require_transactions,
             default_min_balance=default_min_balance,
+            sharded_accounts=sharded_accounts,
         )
         self._db = database
         # The ledger reads what it just wrote (retries, reverts, idempotency): always from the

@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mongoledger import _events
 from mongoledger._sync._base import LedgerBase
+from mongoledger._sync._io import check_callback
 from mongoledger._sync.stream import (
     LedgerStream,
     handle,
@@ -22,6 +24,7 @@ from mongoledger._sync.stream import (
 __all__ = ["Consumers"]
 
 _IS_SYNC = True
+log = logging.getLogger("mongoledger.listen")
 
 
 class Consumers(LedgerBase):
@@ -77,26 +80,44 @@ class Consumers(LedgerBase):
         """Run ``handler(event)`` for every committed operation, resuming from a checkpoint.
 
         Delivery is at least once: the resume token is stored (in ``checkpoints_collection``,
-        one document per ``checkpoint`` name) only after the handler returned, so a restart
-        re-delivers at most the event that was in flight. Without a stored token it starts
-        now, or at ``start_at_operation_time``. During quiet periods the stored token is
+        one document per ``checkpoint`` name and ledger) only after the handler returned, so a
+        restart re-delivers at most the event that was in flight. Without a stored checkpoint
+        it starts now, or at ``start_at_operation_time``, and stores that start position
+        before the first event. During quiet periods the stored token is
         refreshed every ``checkpoint_interval`` seconds so it does not age out of the oplog.
         A failing handler is retried ``retries`` times with exponential ``backoff``, then its
         error stops the listener (the event is not skipped). It runs until ``stop.is_set()``
         (a ``threading.Event`` or ``asyncio.Event``), cancellation, or KeyboardInterrupt.
         ``ready.set()`` is called once the change stream is open.
         """
-        store = self._db[self._cfg.checkpoints_collection]
-        token = load_checkpoint(store, checkpoint)
+        check_callback(handler, "handler")
+        cfg = self._cfg
+        store = self._db[cfg.checkpoints_collection]
+        saved = load_checkpoint(store, cfg, checkpoint, self._transactions)
+        token = saved.resume_token if saved else None
+        start_time = saved.start_at_operation_time if saved else start_at_operation_time
         stream = self.watch(
             accounts=accounts,
             kinds=kinds,
             resume_after=token,
-            start_at_operation_time=None if token else start_at_operation_time,
+            start_at_operation_time=None if token else start_time,
             max_await_time_ms=max_await_time_ms,
         )
         last_saved = time.monotonic()
         with stream:
+            if token is None:
+                # Store where the stream starts before the first event, so that neither a
+                # handler failing on it nor a stop before the first checkpoint loses anything.
+                token = stream.resume_token
+                save_checkpoint(
+                    store, cfg, checkpoint, token, None, start_at_operation_time=start_time
+                )
+                if token is None and start_time is None:  # pragma: no cover - servers < 4.0.7
+                    log.warning(
+                        "the change stream gave no start position: checkpoint %r is stored "
+                        "after the first event only",
+                        checkpoint,
+                    )
             if ready is not None:
                 ready.set()
             while stop is None or not stop.is_set():
@@ -106,11 +127,11 @@ class Consumers(LedgerBase):
                     if time.monotonic() - last_saved >= checkpoint_interval:
                         fresh = stream.resume_token
                         if fresh is not None and fresh != token:
-                            save_checkpoint(store, checkpoint, fresh, None)
+                            save_checkpoint(store, cfg, checkpoint, fresh, None)
                             token = fresh
                         last_saved = time.monotonic()
                     continue
                 handle(handler, event, retries=retries, backoff=backoff)
                 token = event.resume_token
-                save_checkpoint(store, checkpoint, token, event.operation_id)
+                save_checkpoint(store, cfg, checkpoint, token, event.operation_id)
                 last_saved = time.monotonic()

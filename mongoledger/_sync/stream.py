@@ -6,17 +6,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from pymongo.errors import OperationFailure, PyMongoError
 
 from mongoledger import _core, _events
 from mongoledger._core import LedgerConfig
-from mongoledger._sync._io import is_plain_mongomock, maybe_await, sleep, to_list
+from mongoledger._sync._io import (
+    AwaitableRefused,
+    call_back,
+    is_plain_mongomock,
+    maybe_await,
+    sleep,
+    to_list,
+)
 from mongoledger.errors import ChangeStreamError, ChangeStreamsUnsupported
 from mongoledger.models import LedgerEvent
 
-__all__ = ["LedgerStream", "handle", "load_checkpoint", "open_stream", "save_checkpoint"]
+__all__ = [
+    "LedgerStream",
+    "Checkpoint",
+    "handle",
+    "load_checkpoint",
+    "open_stream",
+    "save_checkpoint",
+]
 
 _IS_SYNC = True
 log = logging.getLogger("mongoledger.listen")
@@ -180,12 +195,41 @@ class LedgerStream:
         self.close()
 
 
-def load_checkpoint(store: Any, name: str) -> dict[str, Any] | None:
-    """The resume token stored under ``name``, if any."""
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a ``listen`` consumer resumes: a resume token, or (when the stream opened on
+    events and so had none yet) the operation time it started at."""
+
+    resume_token: dict[str, Any] | None = None
+    start_at_operation_time: Any = None
+
+
+def load_checkpoint(
+    store: Any, cfg: LedgerConfig, name: str, transactions: Any
+) -> Checkpoint | None:
+    """The position stored under ``name`` for this ledger, if any.
+
+    A checkpoint written before checkpoints were scoped to their ledger (``_id`` is the bare
+    name) is adopted unless it names an operation of another ledger.
+    """
     if not isinstance(name, str) or not name:
         raise ChangeStreamError(f"checkpoint {name!r} must be a non-empty name")
-    saved = store.find_one({"_id": name})
-    return None if saved is None else saved.get("resume_token")
+    scoped = _core.checkpoint_id(cfg, name)
+    saved = to_list(store.find({"_id": {"$in": [scoped, name]}}))
+    doc = next((d for d in saved if d["_id"] == scoped), None)
+    if doc is None:
+        doc = next((d for d in saved if d["_id"] == name), None)
+        if doc is not None and doc.get("operation_id") is not None:
+            mine = transactions.find_one({_core.OPERATION_ID: doc["operation_id"]}, {"_id": 1})
+            doc = doc if mine is not None else None
+    if doc is None:
+        return None
+    token = doc.get("resume_token")
+    if token:
+        return Checkpoint(resume_token=dict(token))
+    if doc.get("start_at_operation_time") is not None:
+        return Checkpoint(start_at_operation_time=doc["start_at_operation_time"])
+    return None
 
 
 def handle(
@@ -195,8 +239,10 @@ def handle(
     attempt = 0
     while True:
         try:
-            maybe_await(handler(event))
+            call_back(handler, event, "handler")
             return
+        except AwaitableRefused:
+            raise  # a mistake, not a failure: retrying cannot help
         except Exception as exc:
             if attempt >= retries:
                 log.error(
@@ -219,10 +265,23 @@ def handle(
             sleep(delay)
 
 
-def save_checkpoint(store: Any, name: str, token: Mapping[str, Any], operation_id: Any) -> None:
-    if not token:
-        return  # never store a token a restart could not resume from
-    update: dict[str, Any] = {"resume_token": dict(token), "updated_at": _core.utcnow()}
+def save_checkpoint(
+    store: Any,
+    cfg: LedgerConfig,
+    name: str,
+    token: Mapping[str, Any] | None,
+    operation_id: Any,
+    *,
+    start_at_operation_time: Any = None,
+) -> None:
+    """Store a resume token (or, before a stream has one, its start time) under ``name``."""
+    update: dict[str, Any] = {"updated_at": _core.utcnow()}
+    if token:
+        update["resume_token"] = dict(token)
+    elif start_at_operation_time is not None:
+        update["start_at_operation_time"] = start_at_operation_time
+    else:
+        return  # never store a position a restart could not resume from
     if operation_id is not None:
         update["operation_id"] = operation_id
-    store.update_one({"_id": name}, {"$set": update}, upsert=True)
+    store.update_one({"_id": _core.checkpoint_id(cfg, name)}, {"$set": update}, upsert=True)

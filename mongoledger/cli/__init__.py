@@ -199,6 +199,7 @@ def ledger_for(args: argparse.Namespace, database: Any, cls: Any) -> Any:
             data_field=args.data_field,
             auto_create_account=args.auto_create,
             require_transactions=args.require_transactions,
+            sharded_accounts=args.sharded_accounts,
         )
     except ValueError as exc:
         if isinstance(exc, LedgerError):

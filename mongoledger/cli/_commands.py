@@ -416,6 +416,19 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
             ctx.print(f"  broken link on transaction {b.transaction_id}: {b.problem}")
         for a in report.missing_accounts:
             ctx.print(f"  transactions reference missing account {format_value(a)}")
+        rewritten = {repr(r) for r in report.repaired_histories}
+        for r in report.running_balance_mismatches:
+            fixed = " (repaired)" if repr(r.account_id) in rewritten else ""
+            ctx.print(
+                f"  history of {format_value(r.account_id)}: transaction {r.transaction_id} "
+                f"is #{r.account_seq} with balance after {r.balance_after}, should be "
+                f"#{r.expected_seq} with {r.expected_balance_after}{fixed}"
+            )
+        for f in report.floor_violations:
+            ctx.print(
+                f"  account {format_value(f.account_id)} is at {ctx.money.format(f.balance)}, "
+                f"below its min_balance {ctx.money.format(f.min_balance)} after a debit"
+            )
         ctx.print("ok" if report.ok else "NOT OK")
     if not report.ok:
         hint = "" if args.repair else "; balance drift can be rebuilt with verify --repair"

@@ -189,6 +189,13 @@ def _add_global_options(
         default=default(False),
         help="refuse to write where the deployment lacks multi-document transactions",
     )
+    layout.add_argument(
+        "--sharded-accounts",
+        action="store_true",
+        default=default(False),
+        help="accounts sharded on _id: no unique attributes_key index; an account created "
+        "from attributes gets their digest as its _id",
+    )
 
     fmt = _Group("output")
     fmt.add_argument(

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bson import ObjectId
+from mongomock.helpers import hashdict
 
 # Values whose Python equality and hash agree with the query matcher's equality (1 == 1.0 ==
 # Int64(1) on a server too; True == 1 only widens a bucket, the matcher decides).
@@ -60,6 +61,24 @@ def _query_keys(value: Any) -> list[Any] | None:
         if op == "$in" and isinstance(arg, list | tuple) and all(_key(v) for v in arg):
             return list(arg)
     return None
+
+
+def _id_query_keys(value: Any) -> list[Any] | None:
+    """The store keys an ``_id`` filter selects: scalars as for any field, and documents
+    (``{"ledger": ..., "key": ...}``), which a server finds through its ``_id`` index too."""
+    if isinstance(value, Mapping) and value and not any(str(k).startswith("$") for k in value):
+        return [hashdict(value)]
+    if isinstance(value, Mapping) and len(value) == 1:
+        ((op, arg),) = value.items()
+        literals = [arg] if op == "$eq" else arg if op == "$in" else None
+        if isinstance(literals, list | tuple):
+            keys = [_id_query_keys(v) if isinstance(v, Mapping) else [v] for v in literals]
+            if all(
+                k is not None and (isinstance(v, Mapping) or _key(v))
+                for k, v in zip(keys, literals, strict=True)
+            ):
+                return [k for found in keys if found is not None for k in found]
+    return _query_keys(value)
 
 
 class _FieldIndex:
@@ -228,7 +247,8 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
         return best
 
     def _lookup(self, name: str, value: Any, indexed: Any, *, ordered: bool) -> list[Any] | None:
-        wanted = _query_keys(value)
+        # _id: the store's own keys (a document _id is kept under its hashdict)
+        wanted = _id_query_keys(value) if name == "_id" else _query_keys(value)
         if wanted is None:
             return None
         if name == "_id":

@@ -21,7 +21,15 @@ from bson import ObjectId
 from pymongo.errors import AutoReconnect, OperationFailure, PyMongoError
 
 import mongoledger.memory._engine
-from mongoledger import AlreadyReverted, AsyncLedger, BalanceMismatch, InsufficientFunds
+from mongoledger import (
+    AlreadyReverted,
+    AsyncLedger,
+    BalanceMismatch,
+    InsufficientFunds,
+    InvalidAccount,
+    LedgerError,
+    WriteRetriesExhausted,
+)
 from mongoledger._async._io import to_list
 from tests.conftest import NO_TXN, REAL_URI, SKIP_REAL
 
@@ -296,8 +304,11 @@ async def test_persistent_transient_error_writes_nothing(
             [command], times=None, error_code=112, error_labels=["TransientTransactionError"]
         )
     )
-    with pytest.raises(PyMongoError, match=command):
+    with pytest.raises(WriteRetriesExhausted, match=command) as info:
         await run(ledger, kind, target, "op-1")
+    assert isinstance(info.value, PyMongoError)  # still caught as a database failure
+    assert not info.value.may_have_committed
+    assert "did not commit" in str(info.value)
     await async_fault_db.client.admin.command(OFF)
     assert await snapshot(ledger) == before
     report = await ledger.verify()
@@ -330,8 +341,10 @@ async def test_commit_that_never_answers_writes_nothing(async_fault_db: Any) -> 
     await async_fault_db.client.admin.command(
         fail_point(["commitTransaction"], times=None, close_connection=True)
     )
-    with pytest.raises(PyMongoError):
+    with pytest.raises(WriteRetriesExhausted, match="may have committed") as info:
         await run(ledger, "transfer", target, "op-1")
+    assert info.value.may_have_committed  # PyMongo cannot know: the reply never came
+    assert info.value.idempotency_key == "op-1"
     await async_fault_db.client.admin.command(OFF)
     assert await snapshot(ledger) == before
 
@@ -366,9 +379,12 @@ async def test_unknown_commit_result_not_committed_then_caller_retries(
             error_labels=["UnknownTransactionCommitResult"],
         )
     )
-    with pytest.raises(OperationFailure) as info:
+    with pytest.raises(WriteRetriesExhausted, match=r"may have committed.*'op-1' is safe") as info:
         await run(ledger, kind, target, "op-1")
+    assert info.value.may_have_committed
     assert info.value.has_error_label("UnknownTransactionCommitResult")
+    assert info.value.code == 50
+    assert isinstance(info.value.__cause__, OperationFailure)
     result = await run(ledger, kind, target, "op-1")
     await check_result(ledger, kind, result, target)
     assert await run(ledger, kind, target, "op-1") == result
@@ -394,8 +410,9 @@ async def test_unknown_commit_result_committed_then_caller_retries(
         )
 
     monkeypatch.setattr(server, "_commit", commit_then_lose_reply)
-    with pytest.raises(OperationFailure) as info:
+    with pytest.raises(WriteRetriesExhausted) as info:
         await run(ledger, kind, target, "op-1")
+    assert info.value.may_have_committed
     assert info.value.has_error_label("UnknownTransactionCommitResult")
     written = await to_list(ledger.transactions.find({"idempotency_key": "op-1"}).sort("leg", 1))
     assert written  # it did commit
@@ -641,3 +658,171 @@ async def test_no_transactions_refused_operation_removes_the_account_it_created(
         await ledger.post([(CAROL, 500), (ALICE, -500)])
     assert await snapshot(ledger) == before
     assert await ledger.accounts.find_one(CAROL) is None
+
+
+# Refusals: explained from what the guard saw; a retry never reuses an aborted attempt's account
+
+
+async def test_retry_after_a_refusal_recreates_the_account_the_attempt_created(
+    async_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leg refused after an earlier leg auto-created an account; the cause is gone when the
+    ledger looks, so it runs the operation again: it must create the account again, not move
+    the id the aborted (or compensated) attempt created."""
+    ledger = AsyncLedger(async_db)
+    await ledger.open_account(ALICE, min_balance=0)
+    other = AsyncLedger(async_db)
+    explain, write = ledger._explain_refusal, ledger._write
+    pending: list[bool] = []
+
+    async def cause_goes_away(*args: Any) -> None:
+        pending.append(True)  # the refusal is not explained: the operation runs again
+
+    async def write_then_credit(*args: Any) -> None:
+        try:
+            await write(*args)
+        finally:
+            if pending:  # another writer credits ALICE before the next attempt
+                pending.clear()
+                monkeypatch.setattr(ledger, "_explain_refusal", explain)
+                await other.increase(ALICE, 10)
+
+    monkeypatch.setattr(ledger, "_explain_refusal", cause_goes_away)
+    monkeypatch.setattr(ledger, "_write", write_then_credit)
+    ids = await ledger.post([(CAROL, 10), (ALICE, -10)])
+    assert len(ids) == 2
+    carol = await to_list(ledger.accounts.find(CAROL))
+    assert len(carol) == 1
+    assert carol[0]["balance"] == 10
+    assert await ledger.balance(ALICE) == 0
+    report = await ledger.verify()
+    assert report.ok, report
+
+
+async def test_refusal_that_keeps_losing_its_cause_names_the_account(
+    async_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = AsyncLedger(async_db)
+    await ledger.open_account(ALICE, min_balance=0)
+
+    async def never_explained(*args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(ledger, "_explain_refusal", never_explained)
+    with pytest.raises(LedgerError, match=r"kept conflicting.*'user_id': 1.*5 times") as info:
+        await ledger.decrease(ALICE, 1)
+    assert type(info.value) is LedgerError
+    assert await to_list(ledger.transactions.find({})) == []
+
+
+async def test_refusal_is_the_specific_error_with_what_the_guard_saw(async_db: Any) -> None:
+    """Earlier legs of the operation on the same account count: the message says so exactly."""
+    ledger = AsyncLedger(async_db)
+    await ledger.open_account(ALICE, min_balance=0)
+    await ledger.increase(ALICE, 10)
+    with pytest.raises(InsufficientFunds) as info:
+        await ledger.post([(ALICE, -6), (BOB, 6), (ALICE, -6), (BOB, 6)])
+    assert (info.value.balance, info.value.amount, info.value.min_balance) == (4, -6, 0)
+    assert await ledger.balance(ALICE) == 10
+
+
+async def test_refusal_by_a_malformed_floor_is_invalid_account(async_db: Any) -> None:
+    """A min_balance stored as a string by hand: BSON orders strings above numbers, so the
+    guard refuses every debit; the ledger says why instead of crashing or retrying."""
+    ledger = AsyncLedger(async_db)
+    await ledger.increase("legacy", 10)
+    await ledger.accounts.update_one({"_id": "legacy"}, {"$set": {"min_balance": "0"}})
+    with pytest.raises(InvalidAccount, match="no integer 'min_balance' field"):
+        await ledger.decrease("legacy", 1)
+    assert await ledger.balance("legacy") == 10
+
+
+@pytest.mark.usefixtures("quick_give_up")
+async def test_exhausted_write_without_a_key_says_to_check_first(async_fault_db: Any) -> None:
+    ledger = AsyncLedger(async_fault_db)
+    await setup(ledger)
+    await async_fault_db.client.admin.command(
+        fail_point(["commitTransaction"], times=None, close_connection=True)
+    )
+    with pytest.raises(WriteRetriesExhausted, match="check whether it was applied") as info:
+        await ledger.increase(ALICE, 1)
+    assert info.value.idempotency_key is None
+
+
+@ONLY_SYNC
+@NO_TXN
+async def test_no_transactions_compensation_under_a_concurrent_write_is_repaired(
+    async_plain: tuple[AsyncLedger, list[ObjectId]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused operation's compensation cannot give back the leg number another writer took
+    meanwhile: that writer's balance_after counted the compensated amount. verify finds it
+    (the gap in the account's numbering) and repair rewrites the history."""
+    ledger, _ = async_plain
+    other = AsyncLedger(ledger.database)
+    explain = ledger._explain_refusal
+
+    async def a_write_in_between(*args: Any) -> None:
+        monkeypatch.setattr(ledger, "_explain_refusal", explain)
+        await other.increase(BOB, 1)  # after the refused post moved BOB by +500
+        await explain(*args)
+
+    monkeypatch.setattr(ledger, "_explain_refusal", a_write_in_between)
+    with pytest.raises(InsufficientFunds):
+        await ledger.post([(BOB, 500), (ALICE, -500)])
+    bob = (await ledger.accounts.find_one(BOB))["_id"]
+    assert await ledger.balance(BOB) == 81  # the cached balance was compensated
+    assert (await ledger.history(BOB, limit=1))[0].balance_after == 581  # the leg was not
+    report = await ledger.verify()
+    assert not report.ok
+    assert [
+        (m.account_id, m.balance_after, m.expected_balance_after)
+        for m in report.running_balance_mismatches
+    ] == [(bob, 581, 81)]
+    assert (await ledger.verify(repair=True)).repaired_histories == [bob]
+    assert [r.balance_after for r in await ledger.history(BOB)] == [81, 80, 50]
+    assert (await ledger.verify()).ok
+
+
+@ONLY_SYNC
+@NO_TXN
+async def test_plain_mongomock_threads_never_cross_a_floor(
+    async_plain: tuple[AsyncLedger, list[ObjectId]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mongomock's find-and-modify is a find, then an update: the ledger serializes its writes
+    on a plain-mongomock client so that threads cannot both pass a min_balance guard."""
+    import threading
+    import time
+
+    ledger, _ = async_plain  # ALICE (floor 0) holds 70
+    await ledger.decrease(ALICE, 70)
+    find_one = ledger.accounts.find_one
+
+    def slow_find_one(*args: Any, **kwargs: Any) -> Any:
+        found = find_one(*args, **kwargs)
+        time.sleep(0.002)  # let the other threads in between the find and the update
+        return found
+
+    monkeypatch.setattr(ledger.accounts, "find_one", slow_find_one)
+    moved: list[int] = []
+    for _ in range(3):  # each round: 1 to take, 8 threads taking it at once
+        await ledger.increase(ALICE, 1)
+        start = threading.Barrier(8, timeout=10)
+
+        def take(start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                ledger.transfer(ALICE, BOB, 1)
+                moved.append(1)
+            except InsufficientFunds:
+                pass
+
+        threads = [threading.Thread(target=take) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    monkeypatch.undo()
+    assert len(moved) == 3
+    assert await ledger.balance(ALICE) == 0
+    report = await ledger.verify()
+    assert report.ok, report

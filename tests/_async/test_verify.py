@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+from typing import Any
 
 from mongoledger import AsyncLedger
-from mongoledger._async._io import sleep
+from mongoledger._async._io import maybe_await, sleep, to_list
 from mongoledger.memory import AsyncMemoryClient
 
 _IS_SYNC = False
@@ -71,3 +72,125 @@ async def test_repair_fixes_a_drifted_account_and_its_sequence() -> None:
     await ledger.increase("a", 1)
     rows = await ledger.history("a")
     assert [(r.account_seq, r.balance_after) for r in rows] == [(3, 16), (2, 15), (1, 10)]
+
+
+# Running balances: every leg's balance_after is the sum of its account's amounts so far
+
+
+async def drift_a_history(ledger: AsyncLedger) -> None:
+    """What a compensated leg leaves without DB transactions: the account moved (seq 2) by a
+    leg that is then undone (balance only, as its number was taken), and a leg written in
+    between counted the undone amount."""
+    await ledger.increase("a", 10)  # seq 1, balance_after 10
+    await ledger.accounts.update_one({"_id": "a"}, {"$inc": {"balance": 100, "seq": 1}})
+    await ledger.increase("a", 5)  # seq 3, balance_after 115: counts the 100
+    await ledger.accounts.update_one({"_id": "a"}, {"$inc": {"balance": -100}})
+    await ledger.increase("a", 1)  # seq 4, balance_after 16
+
+
+async def test_verify_finds_and_repairs_wrong_running_balances(async_db: Any) -> None:
+    ledger = AsyncLedger(async_db)
+    await ledger.increase("b", 3)
+    await drift_a_history(ledger)
+    assert [r.balance_after for r in await ledger.history("a")] == [16, 115, 10]
+    report = await ledger.verify()
+    assert not report.ok
+    assert report.balance_mismatches == []  # the cached balance is right: 16
+    assert [(m.account_seq, m.expected_seq) for m in report.running_balance_mismatches] == [
+        (3, 2),
+        (4, 3),
+    ]
+    assert [
+        (m.balance_after, m.expected_balance_after) for m in report.running_balance_mismatches
+    ] == [(115, 15), (16, 16)]
+    assert {m.account_id for m in report.running_balance_mismatches} == {"a"}
+
+    fixed = await ledger.verify(repair=True)
+    assert fixed.repaired_histories == ["a"]
+    assert fixed.ok, fixed
+    rows = await ledger.history("a")
+    assert [(r.account_seq, r.balance_after) for r in rows] == [(3, 16), (2, 15), (1, 10)]
+    assert (await ledger.verify()).ok
+    # The ledger goes on from the rewritten history.
+    await ledger.increase("a", 4)
+    assert [(r.account_seq, r.balance_after) for r in await ledger.history("a", limit=1)] == [
+        (4, 20)
+    ]
+    assert (await ledger.verify()).ok
+
+
+async def test_verify_reports_a_balance_below_its_floor(async_db: Any) -> None:
+    ledger = AsyncLedger(async_db)
+    guarded = await ledger.open_account({"user": 1}, min_balance=0)
+    await ledger.increase(guarded, 5)
+    await ledger.open_account({"user": 2}, min_balance=100)  # above its balance: allowed
+    # A debit around the guard (by hand here; by racing threads on plain mongomock before).
+    await ledger.accounts.update_one({"_id": guarded}, {"$set": {"min_balance": -100}})
+    await ledger.decrease(guarded, 7)
+    await ledger.accounts.update_one({"_id": guarded}, {"$set": {"min_balance": 0}})
+    report = await ledger.verify(repair=True)
+    assert [(f.account_id, f.balance, f.min_balance) for f in report.floor_violations] == [
+        (guarded, -2, 0)
+    ]
+    assert not report.ok  # money below a floor is a decision for a person, never repaired
+
+
+async def test_verify_finds_a_reversal_that_does_not_negate_its_original(async_db: Any) -> None:
+    """Everything else made consistent: only the reversal's amount gives the tampering away."""
+    ledger = AsyncLedger(async_db)
+    original = await ledger.increase("a", 10)
+    reversal = await ledger.revert(original)
+    await ledger.transactions.update_one(
+        {"_id": reversal}, {"$inc": {"amount": 1, "balance_after": 1}}
+    )
+    await ledger.accounts.update_one({"_id": "a"}, {"$inc": {"balance": 1}})
+    report = await ledger.verify(repair=True)
+    assert [(b.transaction_id, b.problem) for b in report.broken_links] == [
+        (reversal, "amount -9 does not negate 10")
+    ]
+    assert report.balance_mismatches == report.running_balance_mismatches == []
+    assert report.unbalanced_operations == []
+    assert not report.ok
+
+
+class Recorder:
+    """Wraps a collection's ``aggregate`` to record each pipeline, its options and its rows."""
+
+    def __init__(self, collection: Any, monkeypatch: Any) -> None:
+        self.calls: list[tuple[list[Any], dict[str, Any], int]] = []
+        aggregate = collection.aggregate
+
+        async def recording(pipeline: Any, *args: Any, **kwargs: Any) -> Any:
+            rows = await to_list(await maybe_await(aggregate(pipeline, *args, **kwargs)))
+            self.calls.append((list(pipeline), kwargs, len(rows)))
+            return FakeCursor(rows)
+
+        monkeypatch.setattr(collection, "aggregate", recording)
+
+
+class FakeCursor:
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    async def to_list(self, length: Any = None) -> list[Any]:
+        return self.rows
+
+
+async def test_whole_collection_aggregations_spill_and_return_only_anomalies(
+    async_db: Any, monkeypatch: Any
+) -> None:
+    """On a server (mongos never spills by default) every whole-collection aggregation allows
+    disk use, and verify brings back one row per account, never one per operation."""
+    ledger = AsyncLedger(async_db, balance_field=None)
+    for n in range(30):
+        await ledger.transfer(f"a{n % 3}", f"a{(n + 1) % 3}", n + 1)
+    recorder = Recorder(ledger.transactions, monkeypatch)
+    report = await ledger.verify()
+    assert report.ok
+    assert report.operations_checked == 30
+    await ledger.report()
+    await ledger.statistics()
+    whole = [(p, kw, rows) for p, kw, rows in recorder.calls if not p[0].get("$match")]
+    assert len(whole) == 5  # verify: totals, broken operations, count; report; statistics
+    assert all(kw.get("allowDiskUse") is True for _, kw, _ in whole)
+    assert max(rows for _, _, rows in whole) == 3  # a row per account at most

@@ -8,9 +8,11 @@ import time
 from typing import Any
 
 import pytest
+from pymongo.errors import OperationFailure
 
 from mongoledger import (
     AsyncLedger,
+    ChangeStreamError,
     ChangeStreamHistoryLost,
     ChangeStreamInvalidated,
     InsufficientFunds,
@@ -233,6 +235,10 @@ async def wait_for(predicate: Any) -> None:
         await sleep(0.01)
 
 
+def checkpoint_id(name: str, ledger: str = "transactions") -> dict[str, str]:
+    return {"ledger": ledger, "name": name}
+
+
 async def operation_id(ledger: AsyncLedger, tid: Any) -> Any:
     return (await ledger.get_transaction(tid)).operation_id
 
@@ -259,7 +265,7 @@ async def test_listen_survives_a_restart_without_loss(ledger: AsyncLedger) -> No
     unique = list(dict.fromkeys(recorder.seen))
     assert unique == written
     assert len(recorder.seen) - len(unique) <= 1
-    saved = await ledger.database["ledger_checkpoints"].find_one({"_id": "mail"})
+    saved = await ledger.database["ledger_checkpoints"].find_one({"_id": checkpoint_id("mail")})
     assert saved["operation_id"] == written[-1]
 
 
@@ -278,8 +284,13 @@ async def test_listen_retries_a_failing_handler_then_stops_with_its_error(
     with pytest.raises(RuntimeError, match="handler failed"):
         await stop_listener(threading.Event() if _IS_SYNC else asyncio.Event(), runner)
     assert broken.fail_times == 100 - 3
-    saved = await ledger.database["ledger_checkpoints"].find_one({"_id": "broken"})
-    assert saved is None or "operation_id" not in saved  # the failed event is not skipped
+    saved = await ledger.database["ledger_checkpoints"].find_one({"_id": checkpoint_id("broken")})
+    assert "operation_id" not in saved  # the failed event is not skipped
+    # A restart delivers the event the handler failed on (the start position was stored).
+    fixed = Recorder()
+    stop, runner = await start_listener(ledger, fixed, checkpoint="broken")
+    await wait_for(lambda: len(fixed.seen) == 1)
+    await stop_listener(stop, runner)
 
 
 async def test_concurrent_writers_while_listening(ledger: AsyncLedger) -> None:
@@ -321,11 +332,14 @@ async def test_listen_keeps_a_quiet_checkpoint_fresh(ledger: AsyncLedger) -> Non
     stop, runner = await start_listener(
         ledger, recorder, checkpoint="quiet", kinds=["transfer"], checkpoint_interval=0.01
     )
+    start = (await store.find_one({"_id": checkpoint_id("quiet")}))["updated_at"]
     await ledger.increase("a", 1)  # not for this listener: only the stream position moves
     saved: list[Any] = []
 
     async def stored() -> None:
-        saved.append(await store.find_one({"_id": "quiet"}))
+        saved.append(
+            await store.find_one({"_id": checkpoint_id("quiet"), "updated_at": {"$gt": start}})
+        )
 
     deadline = time.monotonic() + WAIT
     while not (saved and saved[-1]) and time.monotonic() < deadline:
@@ -340,3 +354,164 @@ async def test_listen_keeps_a_quiet_checkpoint_fresh(ledger: AsyncLedger) -> Non
         ids = await ledger.transfer("a", "b", 1)
         (event,) = await drain(stream, 1)
     assert [t.id for t in event.transactions] == ids
+
+
+class AsyncHandler:
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    async def __call__(self, event: LedgerEvent) -> None:  # unasync: keep
+        self.seen.append(event.operation_id)
+
+
+async def test_listen_awaits_or_refuses_async_handlers(ledger: AsyncLedger) -> None:
+    """The sync Ledger refuses an async handler instead of checkpointing past unhandled events."""
+    handler = AsyncHandler()
+    if _IS_SYNC:
+        with pytest.raises(TypeError, match="use AsyncLedger"):  # unasync: keep
+            await ledger.listen(handler, checkpoint="refused")
+        # A plain function returning an awaitable is found out at the first event.
+        returns_a_coroutine = lambda e: handler(e)  # noqa: E731, PLW0108
+        _, runner = await start_listener(ledger, returns_a_coroutine, checkpoint="lambda")
+        tid = await ledger.increase("a", 1)
+        with pytest.raises(TypeError, match="returned an awaitable"):
+            await stop_listener(threading.Event(), runner)
+        assert handler.seen == []
+        saved = await ledger.database["ledger_checkpoints"].find_one(
+            {"_id": checkpoint_id("lambda"), "operation_id": await operation_id(ledger, tid)}
+        )
+        assert saved is None  # the event was not checkpointed past
+    else:
+        stop, runner = await start_listener(ledger, handler, checkpoint="awaited")
+        tid = await ledger.increase("a", 1)
+        await wait_for(lambda: len(handler.seen) == 1)
+        await stop_listener(stop, runner)
+        assert handler.seen == [await operation_id(ledger, tid)]
+
+
+async def test_listen_stopped_before_any_event_loses_nothing(ledger: AsyncLedger) -> None:
+    """The start position is stored at once: what commits while the listener is down arrives."""
+    recorder = Recorder()
+    stop, runner = await start_listener(ledger, recorder, checkpoint="early")
+    await stop_listener(stop, runner)  # before any event, before any checkpoint interval
+    written = [await operation_id(ledger, await ledger.increase("a", n)) for n in (1, 2)]
+    stop, runner = await start_listener(ledger, recorder, checkpoint="early")
+    await wait_for(lambda: len(recorder.seen) == 2)
+    await stop_listener(stop, runner)
+    assert recorder.seen == written
+
+
+async def test_checkpoints_belong_to_their_ledger(ledger: AsyncLedger) -> None:
+    """Two ledgers in one database, one checkpoint name: each consumer keeps its own place."""
+    other = AsyncLedger(ledger.database, accounts_collection="acc2", transactions_collection="tx2")
+    await other.ensure_indexes()
+    mine, theirs = Recorder(), Recorder()
+    stop, runner = await start_listener(ledger, mine, checkpoint="mail")
+    stop2, runner2 = await start_listener(other, theirs, checkpoint="mail")
+    first = await operation_id(ledger, await ledger.increase("a", 1))
+    second = (await other.get_transaction(await other.increase("a", 2))).operation_id
+    await wait_for(lambda: mine.seen == [first] and theirs.seen == [second])
+    await stop_listener(stop, runner)
+    await stop_listener(stop2, runner2)
+    store = ledger.database["ledger_checkpoints"]
+    assert (await store.find_one({"_id": checkpoint_id("mail")}))["operation_id"] == first
+    assert (await store.find_one({"_id": checkpoint_id("mail", "tx2")}))["operation_id"] == second
+    # Each restarts where it stopped: nothing of the other ledger, nothing twice.
+    later = await operation_id(ledger, await ledger.increase("a", 3))
+    stop, runner = await start_listener(ledger, mine, checkpoint="mail")
+    await wait_for(lambda: len(mine.seen) == 2)
+    await stop_listener(stop, runner)
+    assert mine.seen == [first, later]
+
+
+async def test_listen_adopts_a_checkpoint_written_before_scoping(ledger: AsyncLedger) -> None:
+    """A checkpoint of an earlier version (``_id`` is the bare name) is resumed from."""
+    recorder = Recorder()
+    stop, runner = await start_listener(ledger, recorder, checkpoint="old")
+    first = await operation_id(ledger, await ledger.increase("a", 1))
+    await wait_for(lambda: recorder.seen == [first])
+    await stop_listener(stop, runner)
+    store = ledger.database["ledger_checkpoints"]
+    scoped = await store.find_one({"_id": checkpoint_id("old")})
+    await store.delete_one({"_id": checkpoint_id("old")})
+    await store.insert_one({**scoped, "_id": "old"})  # as the earlier version stored it
+    missed = await operation_id(ledger, await ledger.increase("a", 2))
+    stop, runner = await start_listener(ledger, recorder, checkpoint="old")
+    await wait_for(lambda: len(recorder.seen) == 2)
+    await stop_listener(stop, runner)
+    assert recorder.seen == [first, missed]
+
+
+class FailingRaw:
+    """Stands in for the driver's change stream: its next batch fails with a server error."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.error = OperationFailure(message, code=code)
+        self.resume_token: Any = None
+        self.alive = True
+
+    async def try_next(self) -> Any:
+        raise self.error
+
+    async def close(self) -> None:
+        self.alive = False
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "expected", "shown"),
+    [
+        (10334, "BSONObjAsTooLarge: object too large", ChangeStreamError, "16 MiB"),
+        (
+            280,
+            "cannot resume stream; the resume token was not found. {_data: ...}",
+            ChangeStreamHistoryLost,
+            "no longer in the oplog",
+        ),
+        (
+            280,
+            "Encountered an event whose _id field, which contains the resume token, was "
+            "modified by the pipeline",
+            ChangeStreamError,
+            "modified by the pipeline",
+        ),
+        (286, "Resume of change stream was not possible", ChangeStreamHistoryLost, "oplog"),
+    ],
+)
+async def test_server_errors_of_a_stream_are_translated(
+    ledger: AsyncLedger, code: int, message: str, expected: type, shown: str
+) -> None:
+    """Server-only failures (test doubles for the driver's stream): an event over 16 MiB, and
+    code 280, which means a lost resume point only with that message."""
+    stream = await ledger.watch(max_await_time_ms=10)
+    await stream.close()
+    stream._raw = FailingRaw(code, message)
+    stream._closed = False
+    with pytest.raises(expected, match=shown) as info:
+        await stream.try_next()
+    assert type(info.value) is expected
+
+
+async def test_listen_from_a_start_time_keeps_that_start_until_an_event_is_handled(
+    ledger: AsyncLedger,
+) -> None:
+    """A handler failing on the first event after ``start_at_operation_time``: the restart
+    (without the option) begins there again, not at "now"."""
+    from bson import Timestamp
+
+    async with await ledger.watch(max_await_time_ms=20) as stream:
+        await ledger.increase("a", 1)
+        (marker,) = await drain(stream, 1)
+    start = Timestamp(int(marker.committed_at.timestamp()) + 1, 0)
+    await sleep(1.1)  # the next operation commits in a later second than the marker
+    missed = await operation_id(ledger, await ledger.increase("a", 2))
+    broken = Recorder(fail_times=100)
+    _, runner = await start_listener(
+        ledger, broken, checkpoint="timed", retries=0, start_at_operation_time=start
+    )
+    with pytest.raises(RuntimeError, match="handler failed"):
+        await stop_listener(threading.Event() if _IS_SYNC else asyncio.Event(), runner)
+    fixed = Recorder()
+    stop, runner = await start_listener(ledger, fixed, checkpoint="timed")
+    await wait_for(lambda: len(fixed.seen) == 1)
+    await stop_listener(stop, runner)
+    assert fixed.seen == [missed]

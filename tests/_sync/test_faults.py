@@ -23,7 +23,15 @@ from bson import ObjectId
 from pymongo.errors import AutoReconnect, OperationFailure, PyMongoError
 
 import mongoledger.memory._engine
-from mongoledger import AlreadyReverted, BalanceMismatch, InsufficientFunds, Ledger
+from mongoledger import (
+    AlreadyReverted,
+    BalanceMismatch,
+    InsufficientFunds,
+    InvalidAccount,
+    Ledger,
+    LedgerError,
+    WriteRetriesExhausted,
+)
 from mongoledger._sync._io import to_list
 from tests.conftest import NO_TXN, REAL_URI, SKIP_REAL
 
@@ -292,8 +300,11 @@ def test_persistent_transient_error_writes_nothing(fault_db: Any, kind: str, com
             [command], times=None, error_code=112, error_labels=["TransientTransactionError"]
         )
     )
-    with pytest.raises(PyMongoError, match=command):
+    with pytest.raises(WriteRetriesExhausted, match=command) as info:
         run(ledger, kind, target, "op-1")
+    assert isinstance(info.value, PyMongoError)  # still caught as a database failure
+    assert not info.value.may_have_committed
+    assert "did not commit" in str(info.value)
     fault_db.client.admin.command(OFF)
     assert snapshot(ledger) == before
     report = ledger.verify()
@@ -326,8 +337,10 @@ def test_commit_that_never_answers_writes_nothing(fault_db: Any) -> None:
     fault_db.client.admin.command(
         fail_point(["commitTransaction"], times=None, close_connection=True)
     )
-    with pytest.raises(PyMongoError):
+    with pytest.raises(WriteRetriesExhausted, match="may have committed") as info:
         run(ledger, "transfer", target, "op-1")
+    assert info.value.may_have_committed  # PyMongo cannot know: the reply never came
+    assert info.value.idempotency_key == "op-1"
     fault_db.client.admin.command(OFF)
     assert snapshot(ledger) == before
 
@@ -358,9 +371,12 @@ def test_unknown_commit_result_not_committed_then_caller_retries(fault_db: Any, 
             error_labels=["UnknownTransactionCommitResult"],
         )
     )
-    with pytest.raises(OperationFailure) as info:
+    with pytest.raises(WriteRetriesExhausted, match=r"may have committed.*'op-1' is safe") as info:
         run(ledger, kind, target, "op-1")
+    assert info.value.may_have_committed
     assert info.value.has_error_label("UnknownTransactionCommitResult")
+    assert info.value.code == 50
+    assert isinstance(info.value.__cause__, OperationFailure)
     result = run(ledger, kind, target, "op-1")
     check_result(ledger, kind, result, target)
     assert run(ledger, kind, target, "op-1") == result
@@ -386,8 +402,9 @@ def test_unknown_commit_result_committed_then_caller_retries(
         )
 
     monkeypatch.setattr(server, "_commit", commit_then_lose_reply)
-    with pytest.raises(OperationFailure) as info:
+    with pytest.raises(WriteRetriesExhausted) as info:
         run(ledger, kind, target, "op-1")
+    assert info.value.may_have_committed
     assert info.value.has_error_label("UnknownTransactionCommitResult")
     written = to_list(ledger.transactions.find({"idempotency_key": "op-1"}).sort("leg", 1))
     assert written  # it did commit
@@ -633,3 +650,171 @@ def test_no_transactions_refused_operation_removes_the_account_it_created(
         ledger.post([(CAROL, 500), (ALICE, -500)])
     assert snapshot(ledger) == before
     assert ledger.accounts.find_one(CAROL) is None
+
+
+# Refusals: explained from what the guard saw; a retry never reuses an aborted attempt's account
+
+
+def test_retry_after_a_refusal_recreates_the_account_the_attempt_created(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leg refused after an earlier leg auto-created an account; the cause is gone when the
+    ledger looks, so it runs the operation again: it must create the account again, not move
+    the id the aborted (or compensated) attempt created."""
+    ledger = Ledger(db)
+    ledger.open_account(ALICE, min_balance=0)
+    other = Ledger(db)
+    explain, write = ledger._explain_refusal, ledger._write
+    pending: list[bool] = []
+
+    def cause_goes_away(*args: Any) -> None:
+        pending.append(True)  # the refusal is not explained: the operation runs again
+
+    def write_then_credit(*args: Any) -> None:
+        try:
+            write(*args)
+        finally:
+            if pending:  # another writer credits ALICE before the next attempt
+                pending.clear()
+                monkeypatch.setattr(ledger, "_explain_refusal", explain)
+                other.increase(ALICE, 10)
+
+    monkeypatch.setattr(ledger, "_explain_refusal", cause_goes_away)
+    monkeypatch.setattr(ledger, "_write", write_then_credit)
+    ids = ledger.post([(CAROL, 10), (ALICE, -10)])
+    assert len(ids) == 2
+    carol = to_list(ledger.accounts.find(CAROL))
+    assert len(carol) == 1
+    assert carol[0]["balance"] == 10
+    assert ledger.balance(ALICE) == 0
+    report = ledger.verify()
+    assert report.ok, report
+
+
+def test_refusal_that_keeps_losing_its_cause_names_the_account(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = Ledger(db)
+    ledger.open_account(ALICE, min_balance=0)
+
+    def never_explained(*args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(ledger, "_explain_refusal", never_explained)
+    with pytest.raises(LedgerError, match=r"kept conflicting.*'user_id': 1.*5 times") as info:
+        ledger.decrease(ALICE, 1)
+    assert type(info.value) is LedgerError
+    assert to_list(ledger.transactions.find({})) == []
+
+
+def test_refusal_is_the_specific_error_with_what_the_guard_saw(db: Any) -> None:
+    """Earlier legs of the operation on the same account count: the message says so exactly."""
+    ledger = Ledger(db)
+    ledger.open_account(ALICE, min_balance=0)
+    ledger.increase(ALICE, 10)
+    with pytest.raises(InsufficientFunds) as info:
+        ledger.post([(ALICE, -6), (BOB, 6), (ALICE, -6), (BOB, 6)])
+    assert (info.value.balance, info.value.amount, info.value.min_balance) == (4, -6, 0)
+    assert ledger.balance(ALICE) == 10
+
+
+def test_refusal_by_a_malformed_floor_is_invalid_account(db: Any) -> None:
+    """A min_balance stored as a string by hand: BSON orders strings above numbers, so the
+    guard refuses every debit; the ledger says why instead of crashing or retrying."""
+    ledger = Ledger(db)
+    ledger.increase("legacy", 10)
+    ledger.accounts.update_one({"_id": "legacy"}, {"$set": {"min_balance": "0"}})
+    with pytest.raises(InvalidAccount, match="no integer 'min_balance' field"):
+        ledger.decrease("legacy", 1)
+    assert ledger.balance("legacy") == 10
+
+
+@pytest.mark.usefixtures("quick_give_up")
+def test_exhausted_write_without_a_key_says_to_check_first(fault_db: Any) -> None:
+    ledger = Ledger(fault_db)
+    setup(ledger)
+    fault_db.client.admin.command(
+        fail_point(["commitTransaction"], times=None, close_connection=True)
+    )
+    with pytest.raises(WriteRetriesExhausted, match="check whether it was applied") as info:
+        ledger.increase(ALICE, 1)
+    assert info.value.idempotency_key is None
+
+
+@ONLY_SYNC
+@NO_TXN
+def test_no_transactions_compensation_under_a_concurrent_write_is_repaired(
+    plain: tuple[Ledger, list[ObjectId]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused operation's compensation cannot give back the leg number another writer took
+    meanwhile: that writer's balance_after counted the compensated amount. verify finds it
+    (the gap in the account's numbering) and repair rewrites the history."""
+    ledger, _ = plain
+    other = Ledger(ledger.database)
+    explain = ledger._explain_refusal
+
+    def a_write_in_between(*args: Any) -> None:
+        monkeypatch.setattr(ledger, "_explain_refusal", explain)
+        other.increase(BOB, 1)  # after the refused post moved BOB by +500
+        explain(*args)
+
+    monkeypatch.setattr(ledger, "_explain_refusal", a_write_in_between)
+    with pytest.raises(InsufficientFunds):
+        ledger.post([(BOB, 500), (ALICE, -500)])
+    bob = (ledger.accounts.find_one(BOB))["_id"]
+    assert ledger.balance(BOB) == 81  # the cached balance was compensated
+    assert (ledger.history(BOB, limit=1))[0].balance_after == 581  # the leg was not
+    report = ledger.verify()
+    assert not report.ok
+    assert [
+        (m.account_id, m.balance_after, m.expected_balance_after)
+        for m in report.running_balance_mismatches
+    ] == [(bob, 581, 81)]
+    assert (ledger.verify(repair=True)).repaired_histories == [bob]
+    assert [r.balance_after for r in ledger.history(BOB)] == [81, 80, 50]
+    assert (ledger.verify()).ok
+
+
+@ONLY_SYNC
+@NO_TXN
+def test_plain_mongomock_threads_never_cross_a_floor(
+    plain: tuple[Ledger, list[ObjectId]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mongomock's find-and-modify is a find, then an update: the ledger serializes its writes
+    on a plain-mongomock client so that threads cannot both pass a min_balance guard."""
+    import threading
+    import time
+
+    ledger, _ = plain  # ALICE (floor 0) holds 70
+    ledger.decrease(ALICE, 70)
+    find_one = ledger.accounts.find_one
+
+    def slow_find_one(*args: Any, **kwargs: Any) -> Any:
+        found = find_one(*args, **kwargs)
+        time.sleep(0.002)  # let the other threads in between the find and the update
+        return found
+
+    monkeypatch.setattr(ledger.accounts, "find_one", slow_find_one)
+    moved: list[int] = []
+    for _ in range(3):  # each round: 1 to take, 8 threads taking it at once
+        ledger.increase(ALICE, 1)
+        start = threading.Barrier(8, timeout=10)
+
+        def take(start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                ledger.transfer(ALICE, BOB, 1)
+                moved.append(1)
+            except InsufficientFunds:
+                pass
+
+        threads = [threading.Thread(target=take) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    monkeypatch.undo()
+    assert len(moved) == 3
+    assert ledger.balance(ALICE) == 0
+    report = ledger.verify()
+    assert report.ok, report

@@ -10,8 +10,10 @@ import time
 from typing import Any
 
 import pytest
+from pymongo.errors import OperationFailure
 
 from mongoledger import (
+    ChangeStreamError,
     ChangeStreamHistoryLost,
     ChangeStreamInvalidated,
     InsufficientFunds,
@@ -235,6 +237,10 @@ def wait_for(predicate: Any) -> None:
         sleep(0.01)
 
 
+def checkpoint_id(name: str, ledger: str = "transactions") -> dict[str, str]:
+    return {"ledger": ledger, "name": name}
+
+
 def operation_id(ledger: Ledger, tid: Any) -> Any:
     return (ledger.get_transaction(tid)).operation_id
 
@@ -261,7 +267,7 @@ def test_listen_survives_a_restart_without_loss(ledger: Ledger) -> None:
     unique = list(dict.fromkeys(recorder.seen))
     assert unique == written
     assert len(recorder.seen) - len(unique) <= 1
-    saved = ledger.database["ledger_checkpoints"].find_one({"_id": "mail"})
+    saved = ledger.database["ledger_checkpoints"].find_one({"_id": checkpoint_id("mail")})
     assert saved["operation_id"] == written[-1]
 
 
@@ -280,8 +286,13 @@ def test_listen_retries_a_failing_handler_then_stops_with_its_error(
     with pytest.raises(RuntimeError, match="handler failed"):
         stop_listener(threading.Event() if _IS_SYNC else asyncio.Event(), runner)
     assert broken.fail_times == 100 - 3
-    saved = ledger.database["ledger_checkpoints"].find_one({"_id": "broken"})
-    assert saved is None or "operation_id" not in saved  # the failed event is not skipped
+    saved = ledger.database["ledger_checkpoints"].find_one({"_id": checkpoint_id("broken")})
+    assert "operation_id" not in saved  # the failed event is not skipped
+    # A restart delivers the event the handler failed on (the start position was stored).
+    fixed = Recorder()
+    stop, runner = start_listener(ledger, fixed, checkpoint="broken")
+    wait_for(lambda: len(fixed.seen) == 1)
+    stop_listener(stop, runner)
 
 
 def test_concurrent_writers_while_listening(ledger: Ledger) -> None:
@@ -323,11 +334,12 @@ def test_listen_keeps_a_quiet_checkpoint_fresh(ledger: Ledger) -> None:
     stop, runner = start_listener(
         ledger, recorder, checkpoint="quiet", kinds=["transfer"], checkpoint_interval=0.01
     )
+    start = (store.find_one({"_id": checkpoint_id("quiet")}))["updated_at"]
     ledger.increase("a", 1)  # not for this listener: only the stream position moves
     saved: list[Any] = []
 
     def stored() -> None:
-        saved.append(store.find_one({"_id": "quiet"}))
+        saved.append(store.find_one({"_id": checkpoint_id("quiet"), "updated_at": {"$gt": start}}))
 
     deadline = time.monotonic() + WAIT
     while not (saved and saved[-1]) and time.monotonic() < deadline:
@@ -342,3 +354,164 @@ def test_listen_keeps_a_quiet_checkpoint_fresh(ledger: Ledger) -> None:
         ids = ledger.transfer("a", "b", 1)
         (event,) = drain(stream, 1)
     assert [t.id for t in event.transactions] == ids
+
+
+class Handler:
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    async def __call__(self, event: LedgerEvent) -> None:  # unasync: keep
+        self.seen.append(event.operation_id)
+
+
+def test_listen_awaits_or_refuses_async_handlers(ledger: Ledger) -> None:
+    """The sync Ledger refuses an async handler instead of checkpointing past unhandled events."""
+    handler = Handler()
+    if _IS_SYNC:
+        with pytest.raises(TypeError, match="use AsyncLedger"):  # unasync: keep
+            ledger.listen(handler, checkpoint="refused")
+        # A plain function returning an awaitable is found out at the first event.
+        returns_a_coroutine = lambda e: handler(e)  # noqa: E731, PLW0108
+        _, runner = start_listener(ledger, returns_a_coroutine, checkpoint="lambda")
+        tid = ledger.increase("a", 1)
+        with pytest.raises(TypeError, match="returned an awaitable"):
+            stop_listener(threading.Event(), runner)
+        assert handler.seen == []
+        saved = ledger.database["ledger_checkpoints"].find_one(
+            {"_id": checkpoint_id("lambda"), "operation_id": operation_id(ledger, tid)}
+        )
+        assert saved is None  # the event was not checkpointed past
+    else:
+        stop, runner = start_listener(ledger, handler, checkpoint="awaited")
+        tid = ledger.increase("a", 1)
+        wait_for(lambda: len(handler.seen) == 1)
+        stop_listener(stop, runner)
+        assert handler.seen == [operation_id(ledger, tid)]
+
+
+def test_listen_stopped_before_any_event_loses_nothing(ledger: Ledger) -> None:
+    """The start position is stored at once: what commits while the listener is down arrives."""
+    recorder = Recorder()
+    stop, runner = start_listener(ledger, recorder, checkpoint="early")
+    stop_listener(stop, runner)  # before any event, before any checkpoint interval
+    written = [operation_id(ledger, ledger.increase("a", n)) for n in (1, 2)]
+    stop, runner = start_listener(ledger, recorder, checkpoint="early")
+    wait_for(lambda: len(recorder.seen) == 2)
+    stop_listener(stop, runner)
+    assert recorder.seen == written
+
+
+def test_checkpoints_belong_to_their_ledger(ledger: Ledger) -> None:
+    """Two ledgers in one database, one checkpoint name: each consumer keeps its own place."""
+    other = Ledger(ledger.database, accounts_collection="acc2", transactions_collection="tx2")
+    other.ensure_indexes()
+    mine, theirs = Recorder(), Recorder()
+    stop, runner = start_listener(ledger, mine, checkpoint="mail")
+    stop2, runner2 = start_listener(other, theirs, checkpoint="mail")
+    first = operation_id(ledger, ledger.increase("a", 1))
+    second = (other.get_transaction(other.increase("a", 2))).operation_id
+    wait_for(lambda: mine.seen == [first] and theirs.seen == [second])
+    stop_listener(stop, runner)
+    stop_listener(stop2, runner2)
+    store = ledger.database["ledger_checkpoints"]
+    assert (store.find_one({"_id": checkpoint_id("mail")}))["operation_id"] == first
+    assert (store.find_one({"_id": checkpoint_id("mail", "tx2")}))["operation_id"] == second
+    # Each restarts where it stopped: nothing of the other ledger, nothing twice.
+    later = operation_id(ledger, ledger.increase("a", 3))
+    stop, runner = start_listener(ledger, mine, checkpoint="mail")
+    wait_for(lambda: len(mine.seen) == 2)
+    stop_listener(stop, runner)
+    assert mine.seen == [first, later]
+
+
+def test_listen_adopts_a_checkpoint_written_before_scoping(ledger: Ledger) -> None:
+    """A checkpoint of an earlier version (``_id`` is the bare name) is resumed from."""
+    recorder = Recorder()
+    stop, runner = start_listener(ledger, recorder, checkpoint="old")
+    first = operation_id(ledger, ledger.increase("a", 1))
+    wait_for(lambda: recorder.seen == [first])
+    stop_listener(stop, runner)
+    store = ledger.database["ledger_checkpoints"]
+    scoped = store.find_one({"_id": checkpoint_id("old")})
+    store.delete_one({"_id": checkpoint_id("old")})
+    store.insert_one({**scoped, "_id": "old"})  # as the earlier version stored it
+    missed = operation_id(ledger, ledger.increase("a", 2))
+    stop, runner = start_listener(ledger, recorder, checkpoint="old")
+    wait_for(lambda: len(recorder.seen) == 2)
+    stop_listener(stop, runner)
+    assert recorder.seen == [first, missed]
+
+
+class FailingRaw:
+    """Stands in for the driver's change stream: its next batch fails with a server error."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.error = OperationFailure(message, code=code)
+        self.resume_token: Any = None
+        self.alive = True
+
+    def try_next(self) -> Any:
+        raise self.error
+
+    def close(self) -> None:
+        self.alive = False
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "expected", "shown"),
+    [
+        (10334, "BSONObjAsTooLarge: object too large", ChangeStreamError, "16 MiB"),
+        (
+            280,
+            "cannot resume stream; the resume token was not found. {_data: ...}",
+            ChangeStreamHistoryLost,
+            "no longer in the oplog",
+        ),
+        (
+            280,
+            "Encountered an event whose _id field, which contains the resume token, was "
+            "modified by the pipeline",
+            ChangeStreamError,
+            "modified by the pipeline",
+        ),
+        (286, "Resume of change stream was not possible", ChangeStreamHistoryLost, "oplog"),
+    ],
+)
+def test_server_errors_of_a_stream_are_translated(
+    ledger: Ledger, code: int, message: str, expected: type, shown: str
+) -> None:
+    """Server-only failures (test doubles for the driver's stream): an event over 16 MiB, and
+    code 280, which means a lost resume point only with that message."""
+    stream = ledger.watch(max_await_time_ms=10)
+    stream.close()
+    stream._raw = FailingRaw(code, message)
+    stream._closed = False
+    with pytest.raises(expected, match=shown) as info:
+        stream.try_next()
+    assert type(info.value) is expected
+
+
+def test_listen_from_a_start_time_keeps_that_start_until_an_event_is_handled(
+    ledger: Ledger,
+) -> None:
+    """A handler failing on the first event after ``start_at_operation_time``: the restart
+    (without the option) begins there again, not at "now"."""
+    from bson import Timestamp
+
+    with ledger.watch(max_await_time_ms=20) as stream:
+        ledger.increase("a", 1)
+        (marker,) = drain(stream, 1)
+    start = Timestamp(int(marker.committed_at.timestamp()) + 1, 0)
+    sleep(1.1)  # the next operation commits in a later second than the marker
+    missed = operation_id(ledger, ledger.increase("a", 2))
+    broken = Recorder(fail_times=100)
+    _, runner = start_listener(
+        ledger, broken, checkpoint="timed", retries=0, start_at_operation_time=start
+    )
+    with pytest.raises(RuntimeError, match="handler failed"):
+        stop_listener(threading.Event() if _IS_SYNC else asyncio.Event(), runner)
+    fixed = Recorder()
+    stop, runner = start_listener(ledger, fixed, checkpoint="timed")
+    wait_for(lambda: len(fixed.seen) == 1)
+    stop_listener(stop, runner)
+    assert fixed.seen == [missed]

@@ -208,20 +208,25 @@ def test_id_lookups_do_not_scan(monkeypatch: pytest.MonkeyPatch) -> None:
     coll = client["db"]["c"]
     coll.insert_many([{"_id": ObjectId(), "n": i} for i in range(200)])
     target = coll.find_one({"n": 150})
-    calls = 0
+    calls = count_matches(monkeypatch)
+    assert coll.find_one({"_id": target["_id"]})["n"] == 150
+    coll.update_one({"_id": target["_id"]}, {"$inc": {"n": 1}})
+    assert len(calls) <= 4
+
+
+def count_matches(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """Record every document the engine tests against a filter (one entry each)."""
+    calls: list[None] = []
     original = mongomock.filtering.filter_applies
 
     def counting(*args, **kwargs):
-        nonlocal calls
-        calls += 1
+        calls.append(None)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(mongomock.filtering, "filter_applies", counting)
     monkeypatch.setattr(mongomock.collection, "filter_applies", counting)
     monkeypatch.setattr(_engine, "fast_match", counting)
-    assert coll.find_one({"_id": target["_id"]})["n"] == 150
-    coll.update_one({"_id": target["_id"]}, {"$inc": {"n": 1}})
-    assert calls <= 4
+    return calls
 
 
 SCALARS = [
@@ -393,3 +398,17 @@ def test_native_group_leaves_what_it_cannot_run_to_mongomock() -> None:
     assert _engine.native_group(docs, {"_id": "$a", "n": {"$avg": "$a"}}) is None  # operators
     assert _engine.native_group(docs, {"_id": "$a", "n": {"$sum": "$b"}}) is None  # strings
     assert _engine.native_group([{"_id": 1, "a": [1]}], {"_id": "$a"}) is None  # arrays
+
+
+def test_document_ids_are_found_without_a_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server finds ``{_id: {...}}`` and ``{_id: {$in: [{...}, "x"]}}`` through its _id index
+    (the ledger's idempotency records and checkpoints have document ids)."""
+    coll = MemoryClient()["db"]["c"]
+    coll.insert_many([{"_id": {"ledger": "t", "key": f"k{i}"}, "n": i} for i in range(200)])
+    coll.insert_one({"_id": "k7", "n": "legacy"})
+    calls = count_matches(monkeypatch)
+    assert coll.find_one({"_id": {"ledger": "t", "key": "k7"}})["n"] == 7
+    found = list(coll.find({"_id": {"$in": [{"ledger": "t", "key": "k150"}, "k7"]}}))
+    assert sorted(str(d["n"]) for d in found) == ["150", "legacy"]
+    assert coll.find_one({"_id": {"$eq": {"ledger": "t", "key": "k9"}}})["n"] == 9
+    assert len(calls) <= 6
