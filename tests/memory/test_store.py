@@ -45,7 +45,9 @@ def everything(client: Any) -> dict[str, Any]:
         for name in sorted(db.list_collection_names()):
             coll = db[name]
             out[f"{db_name}.{name}"] = (
-                list(coll.find({})),
+                # By _id: natural order is not kept (a restart replays commits in commit
+                # order, while overlapping transactions placed documents in write order).
+                list(coll.find({}).sort("_id", 1)),
                 coll.index_information(),
             )
     return out
