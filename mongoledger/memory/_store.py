@@ -224,11 +224,13 @@ class _Loader:
         self.stored: int | None = None
         self.limit = self.requested or DEFAULT_OPLOG_SIZE
 
-    def fail(self, where: str, message: str) -> StoreCorrupted:
+    def fail(self, where: str, message: str, salvage: str = "") -> StoreCorrupted:
+        """The error that refuses to open the store; ``salvage`` says how to keep what
+        precedes the damage, where that is possible."""
+        advice = f" ({salvage})" if salvage else ""
         return StoreCorrupted(
             f"store {self.directory}: {where} {message}; refusing to open a partial store. "
-            "Restore the directory from a backup (or move the damaged file away to open what "
-            "is left, losing what it held)."
+            f"Restore the directory from a backup{advice}."
         )
 
     # -- state ----------------------------------------------------------------------------
@@ -359,14 +361,24 @@ class _Loader:
             raise self.fail(f"{path.name} is incomplete:", f"end record {trailer!r}, read {counts}")
         return header
 
-    def _records(self, reader: RecordReader, damaged: str) -> Iterator[Record]:
+    def _records(
+        self, reader: RecordReader, damaged: str, *, journal: bool = False
+    ) -> Iterator[Record]:
         try:
             yield from reader
         except DamagedRecord as exc:
+            name = reader.path.name
+            salvage = (
+                f"or, to open what precedes the damage, truncate {name} to {exc.offset} bytes "
+                "and move any later journal files away, losing every write after it"
+                if journal
+                else ""
+            )
             raise self.fail(
                 f"{damaged} byte {exc.offset} ({exc.reason}), with valid records after it (at "
                 f"byte {exc.valid_after}):",
                 "this is not a crash's torn write",
+                salvage,
             ) from None
 
     def journal(
@@ -376,7 +388,7 @@ class _Loader:
         number, the server id, where the valid records end and why the rest is not valid."""
         reader = RecordReader(path)
         header: dict[str, Any] | None = None
-        for record in self._records(reader, f"journal {path.name} is damaged at"):
+        for record in self._records(reader, f"journal {path.name} is damaged at", journal=True):
             doc = record.decode()
             if header is None:
                 _check_header(self, doc, "journal", path)

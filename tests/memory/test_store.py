@@ -329,6 +329,10 @@ def test_a_damaged_middle_record_refuses_to_open(tmp_path: Path) -> None:
     assert journal.read_bytes() == bytes(data)  # nothing was truncated or rewritten
     with pytest.raises(StoreCorrupted):  # the failed open released the lock
         MemoryClient(path=tmp_path)
+    # The advice works: truncated where the damage starts, the store opens with what preceded.
+    assert f"truncate {journal.name} to {victim.offset} bytes" in message
+    journal.write_bytes(bytes(data[: victim.offset]))
+    assert ids(tmp_path) == [0]  # record 3, the damaged one, was the second insert
 
 
 def test_a_damaged_snapshot_refuses_to_open(tmp_path: Path) -> None:
