@@ -256,11 +256,17 @@ class _Loader:
         make = self.entry_type
         self.history.extend(make(raw, expected + i) for i, raw in enumerate(raws))
 
-    def replay(self, events: bytes) -> None:
+    def split(self, raw: bytes, path: Path, record: Record) -> list[bytes]:
+        try:
+            return _split(raw)
+        except ValueError as exc:  # in a record whose checksum held: written so by a bug
+            raise self.fail(f"{path.name} at byte {record.offset}", f"holds {exc}") from None
+
+    def replay(self, events: bytes, path: Path, record: Record) -> None:
         """Apply one commit's change events to the documents and append them to the history."""
         expected = self.base + len(self.history)
         make = self.entry_type
-        raws = _split(events)
+        raws = self.split(events, path, record)
         for raw, doc in zip(raws, bson.decode_all(events, CODEC), strict=True):
             if doc.get("pos") != expected:
                 raise self.fail(
@@ -347,7 +353,7 @@ class _Loader:
             elif "docs" in doc and store is not None:
                 counts["docs"] += self.documents(store, doc["bson"])
             elif "oplog" in doc:
-                raws = _split(doc["bson"])
+                raws = self.split(doc["bson"], path, record)
                 self.history_chunk(raws, int(doc.get("first", -1)))
                 counts["oplog"] += len(raws)
             elif "end" in doc:
@@ -409,7 +415,7 @@ class _Loader:
                 )
             seq += 1
             if "oplog" in doc:
-                self.replay(doc["oplog"])
+                self.replay(doc["oplog"], path, record)
             elif "catalog" in doc:
                 self.catalog(doc["catalog"])
             elif "rename" in doc:
