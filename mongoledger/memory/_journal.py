@@ -216,7 +216,8 @@ class JournalWriter:
     ``append`` (under the server's mutex, so records are in commit order) returns the record's
     sequence number; ``wait``/``async_wait`` return once that record is on disk, or raise the
     write's error (then every later wait raises it too: the store is failed). ``on_durable``
-    runs after each flush with the highest durable sequence number, before any waiter wakes.
+    runs after each flush with the highest durable sequence number, before any waiter wakes,
+    in the thread that flushed: it must not wait for the server (its mutex).
     """
 
     def __init__(

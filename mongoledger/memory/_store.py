@@ -663,6 +663,7 @@ class Store:
         seq = self._owed.pop(current_ctx(), 0)
         if seq:
             self._journal.wait(seq)
+            self._show()
 
     async def async_wait(self) -> None:
         """Return once what this task wrote is durable, awaiting (async flavour)."""
@@ -671,6 +672,7 @@ class Store:
         seq = self._owed.pop(current_ctx(), 0)
         if seq:
             await self._journal.async_wait(seq)
+            self._show()
 
     def _failure(self, exc: BaseException) -> StoreError:
         return StoreError(
@@ -679,18 +681,26 @@ class Store:
         )
 
     def _on_durable(self, upto: int) -> None:
-        """After a flush: change events up to record ``upto`` may reach change streams."""
-        server = self.server
-        with server._mutex:
-            pos = None
-            marks = self._marks
-            while marks and marks[0][0] <= upto:
-                pos = marks.popleft()[1]
-            if pos is not None:
-                server._oplog_visible = pos
-                server._oplog_waiters.notify_all()
+        """After a flush (in whichever thread did it; no lock of the server's taken)."""
         if self._journal_bytes() > max(COMPACT_MIN_BYTES, self._snapshot_bytes // 4):
             self._compact_in_background()
+
+    def _show(self) -> None:
+        """Let change streams read the events of every durable commit. Run by a committer once
+        its own record is durable (so a commit is visible to streams before its call
+        returns), not by the journal thread: there, taking the server's mutex would make each
+        flush wait for the running operation, and then for its turn to run again."""
+        server = self.server
+        durable = self._journal.durable
+        with server._mutex:
+            marks = self._marks
+            if not marks or marks[0][0] > durable:
+                return
+            pos = marks.popleft()[1]
+            while marks and marks[0][0] <= durable:
+                pos = marks.popleft()[1]
+            server._oplog_visible = pos
+            server._oplog_waiters.notify_all()
 
     def _journal_bytes(self) -> int:
         return self._journal.bytes
