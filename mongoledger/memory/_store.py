@@ -658,6 +658,8 @@ class Store:
 
     def wait(self) -> None:
         """Return once what this thread/task wrote is durable (sync flavour)."""
+        if not self._owed:
+            return  # nothing written since (reads)
         from ._engine import current_ctx
 
         seq = self._owed.pop(current_ctx(), 0)
@@ -667,6 +669,8 @@ class Store:
 
     async def async_wait(self) -> None:
         """Return once what this task wrote is durable, awaiting (async flavour)."""
+        if not self._owed:
+            return  # nothing written since (reads)
         from ._engine import current_ctx
 
         seq = self._owed.pop(current_ctx(), 0)
