@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import statistics
@@ -77,7 +78,15 @@ class _Side:
 
 def _time_block(side: _Side, workers: int, ops: int) -> tuple[float, int, int]:
     """ops/s of ``ops`` transfers (``workers`` tasks, 0: the calling thread), and the fsyncs
-    and journal records they cost."""
+    and journal records they cost. The cyclic collector is off meanwhile, as in the main
+    throughput table (``bench.timed_block``); the store's own compactions are not."""
+    from benchmarks.bench import timed_block
+
+    with timed_block(collector=False):
+        return _run_block(side, workers, ops)
+
+
+def _run_block(side: _Side, workers: int, ops: int) -> tuple[float, int, int]:
     before = side.fsyncs()
     pool = side.pool
     if workers == 0:
@@ -144,6 +153,7 @@ def throughput(
             )
     finally:
         store.server.close()
+        gc.unfreeze()
     return rows
 
 
