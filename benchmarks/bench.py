@@ -1,7 +1,7 @@
 """Benchmark: commands per operation, throughput against a hand-written PyMongo baseline, and
 growth with collection size.
 
-    scripts/bench [--uri URI] [--quick] [--large] [--json PATH]
+    scripts/bench [--uri URI] [--quick] [--large] [--only OPS] [--cpu] [--json PATH]
 
 Without ``--uri`` everything runs on the in-memory engine (``mongoledger.memory``) and commands
 are counted by the engine; with ``--uri`` (a replica set: the ledger needs DB transactions) on
@@ -56,7 +56,7 @@ from mongoledger._core import AccountRef, Leg
 
 T = TypeVar("T")
 
-WRITES = ("increase", "transfer", "post", "revert")
+WRITES = ("increase", "transfer", "post", "revert", "hold", "capture")
 CONCURRENCY = (1, 16, 64)
 LEGS = 5  # accounts per worker: a 5-leg post touches all of them
 PAGE = 20
@@ -75,11 +75,25 @@ FLOORS: dict[str, dict[str, int]] = {
         "insert": 1,
         "commitTransaction": 1,
     },
+    # The guarded $inc of the source's held sum, then the hold.
+    "hold": {"findAndModify": 1, "insert": 1, "commitTransaction": 1},
+    # Closing the hold returns it (nothing is read first), then both accounts, then both legs.
+    "capture": {"findAndModify": 3, "insert": 1, "commitTransaction": 1},
+    "void": {"findAndModify": 1, "update": 1, "commitTransaction": 1},
     "balance": {"find": 1},
     "history page": {"find": 2},
     "balance_at": {"find": 2},
 }
-WRITE_ROWS = {"increase", "decrease", "transfer", "post (5 legs)", "revert (transfer)"}
+WRITE_ROWS = {
+    "increase",
+    "decrease",
+    "transfer",
+    "post (5 legs)",
+    "revert (transfer)",
+    "hold",
+    "capture",
+    "void",
+}
 
 
 @dataclass
@@ -91,13 +105,22 @@ class Settings:
     sizes: list[int]
     samples: int  # query repetitions per growth point
     collector: bool = False  # keep the cyclic garbage collector on in timed throughput blocks
+    writes: tuple[str, ...] = WRITES  # the operations whose throughput is measured
+    # The clock of the throughput blocks: wall time, or (--cpu, in-memory engine only) this
+    # process's CPU time, which other processes on a shared machine do not move.
+    clock: Callable[[], float] = time.perf_counter
 
 
-def settings(quick: bool, large: bool, collector: bool = False) -> Settings:
+def settings(
+    quick: bool, large: bool, collector: bool = False, only: Sequence[str] | None = None
+) -> Settings:
+    """``only``: measure the throughput of these operations alone, and skip the growth."""
+    writes = WRITES if only is None else tuple(only)
     if quick:
-        return Settings(quick, large, 128, 1, [1_000, 4_000], 5, collector)
-    sizes = [10_000, 100_000] + ([1_000_000] if large else [])
-    return Settings(quick, large, 1024, 6, sizes, 20, collector)
+        sizes = [] if only else [1_000, 4_000]
+        return Settings(quick, large, 128, 1, sizes, 5, collector, writes)
+    sizes = [] if only else [10_000, 100_000] + ([1_000_000] if large else [])
+    return Settings(quick, large, 1024, 6, sizes, 20, collector, writes)
 
 
 # --------------------------------------------------------------------------- targets
@@ -208,6 +231,35 @@ def leg_documents(legs: Sequence[tuple[Any, int]], kind: str) -> list[dict[str, 
     ]
 
 
+def hold_document(a: Any, b: Any, amount: int) -> dict[str, Any]:
+    """The baseline's hold, as a careful user writes it."""
+    return {
+        "_id": ObjectId(),
+        "from_account_id": a,
+        "to_account_id": b,
+        "amount": Int64(amount),
+        "status": "pending",
+        "created_at": now(),
+    }
+
+
+def capture_updates(
+    hold: dict[str, Any], docs: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Fill a capture's two legs from its hold; the two account updates that move it (the
+    source also releases its reservation)."""
+    amount = hold["amount"]
+    docs[0]["account_id"], docs[0]["amount"] = hold["from_account_id"], Int64(-amount)
+    docs[1]["account_id"], docs[1]["amount"] = hold["to_account_id"], Int64(amount)
+    return [
+        (
+            {"_id": hold["from_account_id"]},
+            {"$inc": {"balance": Int64(-amount), "held": Int64(-amount)}},
+        ),
+        ({"_id": hold["to_account_id"]}, {"$inc": {"balance": Int64(amount)}}),
+    ]
+
+
 class SyncBaseline:
     """The hand-written alternative: with_transaction, insert + $inc, no library."""
 
@@ -215,18 +267,20 @@ class SyncBaseline:
         self.client = db.client
         self.accounts = db["base_accounts"]
         self.transactions = db["base_transactions"]
+        self.holds = db["base_holds"]
 
     def setup(self, ledger: Ledger, ids: Sequence[Any]) -> None:
         """The same accounts (the user's attributes), without the ledger's bookkeeping."""
         docs = []
         for doc in ledger.accounts.find({"_id": {"$in": list(ids)}}):
-            for owned in (_core.ATTRIBUTES_KEY, _core.SEQ):
+            for owned in (_core.ATTRIBUTES_KEY, _core.SEQ, _core.HELD):
                 doc.pop(owned, None)
             doc["balance"] = Int64(0)
             docs.append(doc)
         self.accounts.insert_many(docs)
         self.transactions.create_index([("account_id", 1), ("date", -1)])
         self.transactions.create_index([("operation_id", 1)])
+        self.holds.create_index([("status", 1), ("expires_at", 1)])
 
     def _write(self, legs: Sequence[tuple[Any, int]], kind: str, extra: Any = None) -> list[Any]:
         docs = leg_documents(legs, kind)
@@ -238,6 +292,35 @@ class SyncBaseline:
                 self.accounts.update_one(
                     {"_id": account}, {"$inc": {"balance": Int64(amount)}}, session=session
                 )
+            self.transactions.insert_many(docs, session=session)
+
+        with self.client.start_session() as session:
+            session.with_transaction(body, **TXN_OPTIONS)
+        return [d["_id"] for d in docs]
+
+    def hold(self, a: Any, b: Any, amount: int) -> Any:
+        doc = hold_document(a, b, amount)
+
+        def body(session: Any) -> None:
+            self.accounts.update_one({"_id": a}, {"$inc": {"held": Int64(amount)}}, session=session)
+            self.holds.insert_one(doc, session=session)
+
+        with self.client.start_session() as session:
+            session.with_transaction(body, **TXN_OPTIONS)
+        return doc["_id"]
+
+    def capture(self, hold_id: Any) -> list[Any]:
+        """Close the hold (the update returns what to move), then move it like a transfer."""
+        docs = leg_documents([(None, 0), (None, 0)], "capture")
+
+        def body(session: Any) -> None:
+            hold = self.holds.find_one_and_update(
+                {"_id": hold_id, "status": "pending"},
+                {"$set": {"status": "captured", "operation_id": docs[0]["operation_id"]}},
+                session=session,
+            )
+            for call in capture_updates(hold, docs):
+                self.accounts.update_one(*call, session=session)
             self.transactions.insert_many(docs, session=session)
 
         with self.client.start_session() as session:
@@ -277,6 +360,7 @@ class AsyncBaseline:
         self.client = db.client
         self.accounts = db["base_accounts"]
         self.transactions = db["base_transactions"]
+        self.holds = db["base_holds"]
 
     async def _write(
         self, legs: Sequence[tuple[Any, int]], kind: str, extra: Any = None
@@ -290,6 +374,38 @@ class AsyncBaseline:
                 await self.accounts.update_one(
                     {"_id": account}, {"$inc": {"balance": Int64(amount)}}, session=session
                 )
+            await self.transactions.insert_many(docs, session=session)
+
+        session = await maybe_await(self.client.start_session())
+        async with session:
+            await session.with_transaction(body, **TXN_OPTIONS)
+        return [d["_id"] for d in docs]
+
+    async def hold(self, a: Any, b: Any, amount: int) -> Any:
+        doc = hold_document(a, b, amount)
+
+        async def body(session: Any) -> None:
+            await self.accounts.update_one(
+                {"_id": a}, {"$inc": {"held": Int64(amount)}}, session=session
+            )
+            await self.holds.insert_one(doc, session=session)
+
+        session = await maybe_await(self.client.start_session())
+        async with session:
+            await session.with_transaction(body, **TXN_OPTIONS)
+        return doc["_id"]
+
+    async def capture(self, hold_id: Any) -> list[Any]:
+        docs = leg_documents([(None, 0), (None, 0)], "capture")
+
+        async def body(session: Any) -> None:
+            hold = await self.holds.find_one_and_update(
+                {"_id": hold_id, "status": "pending"},
+                {"$set": {"status": "captured", "operation_id": docs[0]["operation_id"]}},
+                session=session,
+            )
+            for call in capture_updates(hold, docs):
+                await self.accounts.update_one(*call, session=session)
             await self.transactions.insert_many(docs, session=session)
 
         session = await maybe_await(self.client.start_session())
@@ -338,6 +454,10 @@ def sync_workload(api: Any, kind: str, pool: list[Any]) -> Callable[[int, Any], 
         return lambda w, _: api.transfer(accounts(w)[0], accounts(w)[1], 1)
     if kind == "post":
         return lambda w, _: api.post(post_legs(accounts(w)))
+    if kind == "hold":
+        return lambda w, _: api.hold(accounts(w)[0], accounts(w)[1], 1)
+    if kind == "capture":
+        return lambda _w, hold_id: api.capture(hold_id)
     return lambda _w, tid: api.revert(tid)
 
 
@@ -368,26 +488,34 @@ def timed_block(collector: bool) -> Iterator[None]:
             gc.enable()
 
 
-def time_sync(fn: Callable[[int, Any], Any], args: Sequence[Any], collector: bool) -> float:
+def time_sync(
+    fn: Callable[[int, Any], Any],
+    args: Sequence[Any],
+    collector: bool,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     with timed_block(collector):
-        start = time.perf_counter()
+        start = clock()
         for arg in args:
             fn(0, arg)
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
     return len(args) / elapsed
 
 
 async def time_async(
-    fn: Callable[[int, Any], Awaitable[Any]], args: Sequence[Sequence[Any]], collector: bool
+    fn: Callable[[int, Any], Awaitable[Any]],
+    args: Sequence[Sequence[Any]],
+    collector: bool,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> float:
     async def worker(w: int) -> None:
         for arg in args[w]:
             await fn(w, arg)
 
     with timed_block(collector):
-        start = time.perf_counter()
+        start = clock()
         await asyncio.gather(*(worker(w) for w in range(len(args))))
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
     return sum(len(a) for a in args) / elapsed
 
 
@@ -403,6 +531,9 @@ def count_commands(target: Target, ledger: Ledger, pool: list[Any]) -> list[dict
         ("transfer", lambda: None, lambda: ledger.transfer(a, b, 1)),
         ("post (5 legs)", lambda: None, lambda: ledger.post(post_legs(pool))),
         ("revert (transfer)", lambda: ledger.transfer(a, b, 1)[0], ledger.revert),
+        ("hold", lambda: None, lambda: ledger.hold(a, b, 1)),
+        ("capture", lambda: ledger.hold(a, b, 1), ledger.capture),
+        ("void", lambda: ledger.hold(a, b, 1), ledger.void),
         ("balance", lambda: None, lambda: ledger.balance(a)),
         ("history page", lambda: None, lambda: ledger.history(a, limit=PAGE)),
         ("balance_at", lambda: None, lambda: ledger.balance_at(a, when)),
@@ -452,7 +583,7 @@ def throughput(target: Target, cfg: Settings, log: Callable[[str], None]) -> lis
     async def run_async() -> None:
         aledger = AsyncLedger(async_db)
         await aledger.ensure_indexes()
-        for kind in WRITES:
+        for kind in cfg.writes:
             for c in CONCURRENCY:
                 per = max(cfg.ops // c, 2)
                 rates: dict[str, list[float]] = {"ledger": [], "baseline": []}
@@ -461,13 +592,13 @@ def throughput(target: Target, cfg: Settings, log: Callable[[str], None]) -> lis
                     for label, api, sapi in alternate(sides, n):
                         args = prepare_args(sapi, kind, pool, c, per)
                         rate = await time_async(
-                            async_workload(api, kind, pool), args, cfg.collector
+                            async_workload(api, kind, pool), args, cfg.collector, cfg.clock
                         )
                         rates[label].append(rate)
                 rows.append(row(kind, f"async x{c}", rates))
                 log(f"  {kind:9s} async x{c:<3d} {fmt_rate(rows[-1])}")
 
-    for kind in WRITES:
+    for kind in cfg.writes:
         rates = {"ledger": [], "baseline": []}
         for n in range(cfg.rounds):
             for label, api in alternate([("ledger", ledger), ("baseline", baseline)], n):
@@ -475,7 +606,7 @@ def throughput(target: Target, cfg: Settings, log: Callable[[str], None]) -> lis
                 fn = sync_workload(api, kind, pool)
                 for arg in args[:3]:  # warm-up, not timed
                     fn(0, arg)
-                rates[label].append(time_sync(fn, args[3:], cfg.collector))
+                rates[label].append(time_sync(fn, args[3:], cfg.collector, cfg.clock))
         rows.append(row(kind, "sync", rates))
         log(f"  {kind:9s} sync       {fmt_rate(rows[-1])}")
     try:
@@ -510,13 +641,17 @@ def alternate(sides: list[T], round_number: int) -> list[T]:
 
 
 def prepare_args(api: Any, kind: str, pool: list[Any], workers: int, per: int) -> list[list[Any]]:
-    """Per worker, the argument of each call: a fresh transfer's leg for a revert."""
-    if kind != "revert":
+    """Per worker, the argument of each call: a fresh transfer's leg for a revert, a fresh
+    hold for a capture."""
+    if kind not in ("revert", "capture"):
         return [list(range(per + 3)) for _ in range(workers)]
     out = []
     for w in range(workers):
         a, b = pool[w * LEGS], pool[w * LEGS + 1]
-        out.append([api.transfer(a, b, 1)[0] for _ in range(per + 3)])
+        if kind == "revert":
+            out.append([api.transfer(a, b, 1)[0] for _ in range(per + 3)])
+        else:
+            out.append([api.hold(a, b, 1) for _ in range(per + 3)])
     return out
 
 
@@ -857,7 +992,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{meta['rounds']} rounds of {meta['ops_per_measurement']:,} operations per cell and "
         "side, the sides alternating which goes first; ops/s: the best round; ledger/baseline "
         "time: the median over the rounds of the two sides measured back to back; cyclic "
-        f"garbage collector in timed blocks: {collector}."
+        f"garbage collector in timed blocks: {collector}; clock: "
+        + ("this process's CPU time (`--cpu`)." if meta.get("cpu_clock") else "wall time.")
     )
     out.append("")
     out.append("| operation | mode | ledger ops/s | baseline ops/s | ledger/baseline time |")
@@ -875,6 +1011,8 @@ def markdown(results: dict[str, Any]) -> str:
         out.append("")
         out.extend(markdown_rows(results["web"]))
     g = results["growth"]
+    if not g["sizes"]:  # --only: throughput alone
+        return "\n".join(out) + "\n"
     out.append("")
     out.append("### Growth with collection size (median time per call)")
     out.append("")
@@ -904,7 +1042,10 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    cfg = settings(args.quick, args.large, args.gc)
+    only = None if args.only is None else [op.strip() for op in args.only.split(",") if op.strip()]
+    cfg = settings(args.quick, args.large, args.gc, only)
+    if args.cpu:
+        cfg.clock = time.process_time
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -940,7 +1081,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "growth": grown,
         "explain": plans,
     }
-    if not args.uri:
+    if not args.uri and only is None:
         from benchmarks import store
 
         results["store"] = store.run(cfg.quick, cfg.ops, cfg.rounds, log)
@@ -957,6 +1098,7 @@ def _meta(target: Target, cfg: Settings, started: float) -> dict[str, Any]:
         "ops_per_measurement": cfg.ops,
         "rounds": cfg.rounds,
         "collector_in_timed_blocks": cfg.collector,
+        "cpu_clock": cfg.clock is time.process_time,
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -966,6 +1108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--uri", help="a MongoDB replica set (default: the in-memory engine)")
     parser.add_argument("--quick", action="store_true", help="small counts (under a minute)")
     parser.add_argument("--large", action="store_true", help="add the 1M-transaction point")
+    parser.add_argument(
+        "--only",
+        metavar="OPS",
+        help=f"measure the throughput of these alone, no growth (of {','.join(WRITES)})",
+    )
     parser.add_argument("--json", default="bench-results.json", help="where to write the JSON")
     parser.add_argument(
         "--store-only",
@@ -977,7 +1124,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep the cyclic garbage collector on while throughput is timed (default: off)",
     )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="time throughput by this process's CPU time (in-memory engine only): a shared, "
+        "busy machine then moves the ratios far less than wall time",
+    )
     args = parser.parse_args(argv)
+    if args.cpu and args.uri:
+        parser.error(
+            "--cpu times the in-memory engine only (a server's work is not this process's)"
+        )
+    unknown = set((args.only or "").replace(" ", "").split(",")) - {"", *WRITES}
+    if unknown:
+        parser.error(f"--only {args.only!r}: unknown operations {sorted(unknown)}")
     results = run(args)
     print(markdown(results))
     with open(args.json, "w") as f:

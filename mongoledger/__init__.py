@@ -1,8 +1,9 @@
 """mongoledger: a balance ledger in MongoDB.
 
 Atomic increases, decreases, transfers, multi-leg posts and safe reverts, each one MongoDB
-multi-document transaction; idempotency keys, overdraft guards, reconciliation and
-change-stream consumers. ``Ledger`` (sync) and ``AsyncLedger`` (async) share one behaviour.
+multi-document transaction; two-phase transfers (holds), currencies, idempotency keys,
+overdraft guards, reconciliation and change-stream consumers. ``Ledger`` (sync) and
+``AsyncLedger`` (async) share one behaviour.
 """
 
 from mongoledger._async.ledger import AsyncLedger
@@ -16,6 +17,10 @@ from mongoledger.errors import (
     ChangeStreamHistoryLost,
     ChangeStreamInvalidated,
     ChangeStreamsUnsupported,
+    CurrencyMismatch,
+    HoldClosed,
+    HoldExpired,
+    HoldNotFound,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidAccount,
@@ -32,8 +37,11 @@ from mongoledger.errors import (
 from mongoledger.models import (
     Account,
     BalanceMismatch,
+    BrokenHold,
     BrokenLink,
     FloorViolation,
+    HeldMismatch,
+    Hold,
     HookContext,
     LedgerEvent,
     PeriodStatistics,
@@ -52,12 +60,19 @@ __all__ = [  # noqa: RUF022 - one plain sorted() order, which tests/test_public_
     "AlreadyReverted",
     "AsyncLedger",
     "BalanceMismatch",
+    "BrokenHold",
     "BrokenLink",
     "ChangeStreamError",
     "ChangeStreamHistoryLost",
     "ChangeStreamInvalidated",
     "ChangeStreamsUnsupported",
+    "CurrencyMismatch",
     "FloorViolation",
+    "HeldMismatch",
+    "Hold",
+    "HoldClosed",
+    "HoldExpired",
+    "HoldNotFound",
     "HookContext",
     "IdempotencyConflict",
     "InsufficientFunds",

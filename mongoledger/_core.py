@@ -23,6 +23,7 @@ from bson.errors import InvalidDocument
 
 from . import _dates
 from .errors import (
+    CurrencyMismatch,
     InvalidAccount,
     InvalidAmount,
     InvalidArgument,
@@ -52,6 +53,7 @@ BALANCE_AFTER = "balance_after"
 ACCOUNT_SEQ = "account_seq"
 LEG = "leg"
 LEGS = "legs"
+HOLD_ID = "hold_id"  # on a capture's legs: the hold they settle
 FIXED_TRANSACTION_FIELDS = (
     "_id",
     OPERATION_ID,
@@ -64,6 +66,7 @@ FIXED_TRANSACTION_FIELDS = (
     ACCOUNT_SEQ,
     LEG,
     LEGS,
+    HOLD_ID,
 )
 
 # Fields the ledger owns on an account document besides ``balance_field``.
@@ -76,6 +79,7 @@ SEQ = "seq"
 # earlier transaction's date (a backdated entry): what tells balance_at its shortcut is exact.
 LAST_DATE = "last_date"
 BACKDATED_FROM = "backdated_from"
+HELD = "held"  # the sum of the account's pending holds
 FIXED_ACCOUNT_FIELDS = (
     "_id",
     MIN_BALANCE,
@@ -84,6 +88,33 @@ FIXED_ACCOUNT_FIELDS = (
     SEQ,
     LAST_DATE,
     BACKDATED_FROM,
+    HELD,
+)
+_HELD_PATH = f"${HELD}"
+
+# Fields of a hold document (holds_collection); see ``mongoledger._holds``.
+FROM_ACCOUNT_ID = "from_account_id"
+TO_ACCOUNT_ID = "to_account_id"
+AMOUNT = "amount"
+STATUS = "status"
+CAPTURED_AMOUNT = "captured_amount"
+EXPIRES_AT = "expires_at"
+CLOSED_AT = "closed_at"
+VOID_DATA = "void_data"
+FIXED_HOLD_FIELDS = (
+    "_id",
+    FROM_ACCOUNT_ID,
+    TO_ACCOUNT_ID,
+    AMOUNT,
+    STATUS,
+    CAPTURED_AMOUNT,
+    EXPIRES_AT,
+    CREATED_AT,
+    CLOSED_AT,
+    OPERATION_ID,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENCY_HASH,
+    VOID_DATA,
 )
 
 _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=False)
@@ -119,6 +150,7 @@ COLLECTION_OPTIONS = (
     "transactions_collection",
     "checkpoints_collection",
     "idempotency_collection",
+    "holds_collection",
 )
 
 
@@ -144,6 +176,8 @@ class LedgerConfig:
     # unique index its shard key does not lead); an account created from an attribute set
     # gets the set's digest as its _id, so creating it once rests on _id's uniqueness.
     sharded_accounts: bool = False
+    currency_field: str | None = None
+    holds_collection: str = "holds"
 
     def __post_init__(self) -> None:
         names = {
@@ -152,6 +186,8 @@ class LedgerConfig:
             "date_field": self.date_field,
             "extra_account_link_field": self.extra_account_link_field,
             "data_field": self.data_field,
+            # Written on transactions too, so statistics can filter by currency.
+            "currency_field": self.currency_field,
         }
         seen: dict[str, str] = {}
         for option, name in names.items():
@@ -173,6 +209,16 @@ class LedgerConfig:
                 raise InvalidConfiguration(
                     f"balance_field={self.balance_field!r} collides with a field the ledger owns"
                 )
+        currency = self.currency_field
+        if currency is not None and (
+            currency in FIXED_ACCOUNT_FIELDS
+            or currency == self.balance_field
+            or currency in FIXED_HOLD_FIELDS
+        ):
+            raise InvalidConfiguration(
+                f"currency_field={currency!r} collides with a field the ledger owns on accounts "
+                "or holds; choose another name (e.g. 'currency')"
+            )
         roles: dict[str, str] = {}
         for option in COLLECTION_OPTIONS:
             value = getattr(self, option)
@@ -201,8 +247,14 @@ class LedgerConfig:
     @cached_property
     def owned_transaction_fields(self) -> frozenset[str]:
         names = [self.account_link_field, self.amount_field, self.date_field]
-        names += [n for n in (self.extra_account_link_field, self.data_field) if n]
+        optional = (self.extra_account_link_field, self.data_field, self.currency_field)
+        names += [n for n in optional if n]
         return frozenset((*FIXED_TRANSACTION_FIELDS, *names))
+
+    @cached_property
+    def owned_hold_fields(self) -> frozenset[str]:
+        names = [n for n in (self.data_field, self.currency_field) if n]
+        return frozenset((*FIXED_HOLD_FIELDS, *names))
 
     @cached_property
     def balance_path(self) -> str:
@@ -519,38 +571,69 @@ class LegUpdate(NamedTuple):  # built for every leg of every write: a tuple is c
     projection: dict[str, int]  # what the leg needs back: the new balance and sequence
 
 
-def leg_update(cfg: LedgerConfig, target: AccountRef, amount: int, date: Any) -> LegUpdate:
+def leg_update(
+    cfg: LedgerConfig, target: AccountRef, amount: int, date: Any, held: int = 0
+) -> LegUpdate:
     """Build the guarded ``$inc`` for one leg.
 
     The same update raises the account's ``last_date`` to the operation's ``date`` (``$max``)
-    and returns it: a value above ``date`` means the account already carries a later date.
+    and returns it: a value above ``date`` means the account already carries a later date (a
+    leg that moves no balance, a hold's, leaves it alone).
 
     ``target`` is the resolved account: its ``_id``, or (when the operation creates it) its
-    attribute set. The filter carries the guards, so the balance check and the move are one
-    atomic step and a failed guard simply matches nothing: the min_balance floor (only for
-    debits) and int64 overflow of the resulting balance. It never upserts (a server refuses
-    the floor guard's ``$expr`` in an upsert): a missing account is first created at zero
-    with :func:`account_creation`, once.
+    attribute set. ``held`` moves the sum of its pending holds (a hold adds, a capture's source
+    leg releases). The filter carries the guards, so the check and the move are one atomic
+    step and a failed guard simply matches nothing: the min_balance floor on the *available*
+    balance (balance minus held), whenever the leg lowers it, and int64 overflow of the
+    resulting balance and held sum. It never upserts (a server refuses the floor guard's
+    ``$expr`` in an upsert): a missing account is first created at zero with
+    :func:`account_creation`, once.
     """
     flt = account_filter(cfg, target)
     bal = cfg.balance_field
-    latest = {LAST_DATE: date}
-    if bal is None:
-        return LegUpdate(
-            filter=flt,
-            update={"$inc": {SEQ: 1}, "$max": latest},
-            projection={SEQ: 1, LAST_DATE: 1},
-        )
-    if amount > 0:
-        flt[bal] = {"$lte": INT64_MAX - amount}
-    else:
-        flt[bal] = {"$gte": INT64_MIN - amount}
-        flt["$or"] = [
-            {MIN_BALANCE: None},  # matches a missing field too: an unguarded account
-            {"$expr": {"$gte": [{"$add": [cfg.balance_path, amount]}, _MIN_BALANCE_PATH]}},
-        ]
-    update = {"$inc": {SEQ: 1, bal: bson.Int64(amount)}, "$max": latest}
-    return LegUpdate(filter=flt, update=update, projection={SEQ: 1, bal: 1, LAST_DATE: 1})
+    inc: dict[str, Any] = {SEQ: 1} if amount else {}
+    projection = {SEQ: 1}
+    update: dict[str, Any] = {"$inc": inc}
+    if amount:
+        update["$max"] = {LAST_DATE: date}
+        projection[LAST_DATE] = 1
+    guards: list[dict[str, Any]] = []
+    if held:
+        inc[HELD] = bson.Int64(held)
+        if held > 0:  # a missing held sum is zero
+            guards.append({"$or": [{HELD: {"$exists": False}}, {HELD: {"$lte": INT64_MAX - held}}]})
+    if cfg.currency_field is not None:
+        projection[cfg.currency_field] = 1
+    if bal is not None:
+        projection[bal] = 1
+        if amount > 0:
+            flt[bal] = {"$lte": INT64_MAX - amount}
+        elif amount < 0:
+            flt[bal] = {"$gte": INT64_MIN - amount}
+        if amount - held < 0:  # the available balance goes down: the floor applies
+            guards.append({"$or": floor_guard(cfg, amount - held)})
+        if amount:
+            inc[bal] = bson.Int64(amount)
+    if len(guards) == 1:
+        flt.update(guards[0])
+    elif guards:
+        flt["$and"] = guards
+    return LegUpdate(filter=flt, update=update, projection=projection)
+
+
+def floor_guard(cfg: LedgerConfig, change: int) -> list[dict[str, Any]]:
+    """``balance + change - held >= min_balance``, or no floor at all: the branches of an
+    ``$or``. A missing ``held`` is zero, spelled out as its own branch (``$add`` with a missing
+    field is null, which every number compares above)."""
+    after = {"$add": [cfg.balance_path, change]}
+    return [
+        {MIN_BALANCE: None},  # matches a missing field too: an unguarded account
+        {HELD: {"$exists": False}, "$expr": {"$gte": [after, _MIN_BALANCE_PATH]}},
+        {
+            HELD: {"$exists": True},
+            "$expr": {"$gte": [after, {"$add": [_MIN_BALANCE_PATH, _HELD_PATH]}]},
+        },
+    ]
 
 
 def account_creation(
@@ -577,14 +660,25 @@ def account_to_model(
         min_balance=doc.get(MIN_BALANCE),
         attributes=_dates.deep_utc({k: v for k, v in doc.items() if k not in owned}),
         created_at=_dates.utc(doc.get(CREATED_AT)),
+        held=int(doc.get(HELD) or 0),
+        currency=doc.get(cfg.currency_field) if cfg.currency_field else None,
     )
 
 
 # Extra data
 
 
-def validate_data(cfg: LedgerConfig, data: object, *, what: str = "data") -> dict[str, Any]:
-    """Return a deep copy of the extra data, or raise ``InvalidData`` naming the bad key/value."""
+def validate_data(
+    cfg: LedgerConfig,
+    data: object,
+    *,
+    what: str = "data",
+    owned: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """Return a deep copy of the extra data, or raise ``InvalidData`` naming the bad key/value.
+
+    ``owned``: the fields the data may not use at top level (default: a transaction's).
+    """
     if data is None:
         return {}
     if not isinstance(data, Mapping):
@@ -593,7 +687,8 @@ def validate_data(cfg: LedgerConfig, data: object, *, what: str = "data") -> dic
     if not out:
         return out
     if cfg.data_field is None:
-        owned = cfg.owned_transaction_fields
+        if owned is None:
+            owned = cfg.owned_transaction_fields
         for key in out:
             if key in owned:
                 raise InvalidData(
@@ -662,6 +757,11 @@ class Leg:
     id: ObjectId = field(default_factory=ObjectId)
     balance_after: int | None = None
     account_seq: int | None = None
+    held: int = 0  # the change of the account's held sum (a capture's source leg releases)
+    hold_id: Any = None  # a capture's legs name the hold they settle
+    currency: Any = None  # the account's currency_field value, as its guarded update returned
+    # (the currency the account must have, the account it must match): a guard in the filter
+    currency_guard: tuple[Any, Any] | None = None
 
 
 def transaction_document(
@@ -693,6 +793,10 @@ def transaction_document(
         doc[cfg.extra_account_link_field] = leg.extra_account_id
     if leg.reverts is not None:
         doc[REVERTS] = leg.reverts
+    if leg.hold_id is not None:
+        doc[HOLD_ID] = leg.hold_id
+    if leg.currency is not None and cfg.currency_field is not None:
+        doc[cfg.currency_field] = leg.currency
     if idempotency is not None:
         doc[IDEMPOTENCY_KEY], doc[IDEMPOTENCY_HASH] = idempotency
     if cfg.data_field is not None:
@@ -741,6 +845,7 @@ def check_sizes(
             id=leg.id,
             balance_after=0,
             account_seq=0,
+            hold_id=leg.hold_id,
         )
         transaction_document(
             cfg,
@@ -774,6 +879,8 @@ def transaction_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Transacti
         reverts=doc.get(REVERTS),
         reverted_by=doc.get(REVERTED_BY),
         idempotency_key=doc.get(IDEMPOTENCY_KEY),
+        hold_id=doc.get(HOLD_ID),
+        currency=doc.get(cfg.currency_field) if cfg.currency_field else None,
         account_seq=doc.get(ACCOUNT_SEQ),
         leg=int(doc.get(LEG, 0)),
         legs=int(doc.get(LEGS, 1)),
@@ -781,13 +888,54 @@ def transaction_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Transacti
     )
 
 
-def validate_transaction_id(value: object) -> ObjectId:
-    """Transaction ids are ObjectIds; a 24-hex-digit string is accepted for the CLI."""
+def as_object_id(value: object) -> ObjectId | None:
+    """An ObjectId, or one written as 24 hex digits (the CLI, JSON clients); else None."""
     if isinstance(value, ObjectId):
         return value
     if isinstance(value, str) and ObjectId.is_valid(value):
         return ObjectId(value)
-    raise TransactionNotFound(value, "not a transaction id (an ObjectId or 24 hex digits)")
+    return None
+
+
+def validate_transaction_id(value: object) -> ObjectId:
+    """Transaction ids are ObjectIds; a 24-hex-digit string is accepted for the CLI."""
+    oid = as_object_id(value)
+    if oid is None:
+        raise TransactionNotFound(value, "not a transaction id (an ObjectId or 24 hex digits)")
+    return oid
+
+
+# Currencies
+
+
+def currency_field(cfg: LedgerConfig) -> str:
+    """The configured currency field; filtering by currency needs one."""
+    if cfg.currency_field is None:
+        raise InvalidArgument(
+            "filtering by currency needs currency_field "
+            "(e.g. Ledger(db, currency_field='currency'))"
+        )
+    return cfg.currency_field
+
+
+def validate_currency(value: object) -> Any:
+    """A currency to filter on: a plain value, never an operator or a container."""
+    if value is None or isinstance(value, Mapping | list | tuple | set | frozenset | bool):
+        raise InvalidArgument(f"currency {value!r} is not a currency code such as 'EUR'")
+    return value
+
+
+def check_currencies(cfg: LedgerConfig, legs: Sequence[Leg]) -> None:
+    """Raise ``CurrencyMismatch`` unless every leg's account has the same currency."""
+    if cfg.currency_field is None or len(legs) < 2:
+        return
+    first = legs[0].currency
+    if all(leg.currency == first for leg in legs[1:]):
+        return
+    seen: dict[Any, Any] = {}
+    for leg in legs:
+        seen.setdefault(leg.account_id, leg.currency)
+    raise CurrencyMismatch(seen, cfg.currency_field)
 
 
 # Idempotency
@@ -900,7 +1048,7 @@ def reversal_legs(cfg: LedgerConfig, originals: Sequence[Mapping[str, Any]]) -> 
 
 @dataclass(frozen=True)
 class IndexSpec:
-    collection: str  # "accounts" | "transactions" | "idempotency"
+    collection: str  # "accounts" | "transactions" | "idempotency" | "holds"
     keys: tuple[tuple[str, int | str], ...]
     name: str
     unique: bool = False
@@ -993,6 +1141,28 @@ def index_specs(cfg: LedgerConfig) -> list[IndexSpec]:
     if cfg.balance_field:
         specs.append(IndexSpec("accounts", ((cfg.balance_field, 1), ("_id", 1)), "ledger_balance"))
     specs.append(IndexSpec("accounts", ((CREATED_AT, 1), ("_id", 1)), "ledger_created_at"))
+    # A capture's legs name their hold: verify matches captured holds with their legs.
+    specs.append(
+        IndexSpec(
+            "transactions",
+            ((HOLD_ID, 1),),
+            "ledger_hold_legs",
+            partial={HOLD_ID: {"$exists": True}},
+        )
+    )
+    if cfg.currency_field:
+        specs.append(
+            IndexSpec("transactions", ((cfg.currency_field, 1), (date, 1)), "ledger_currency_date")
+        )
+    # Holds: an account's holds (as source or target) by status, newest first; every hold of
+    # a status; the expiry sweep (pending, oldest expires_at first) and verify's pending sums.
+    page = ((STATUS, 1), (CREATED_AT, 1), ("_id", 1))
+    specs += [
+        IndexSpec("holds", ((FROM_ACCOUNT_ID, 1), *page), "ledger_holds_from"),
+        IndexSpec("holds", ((TO_ACCOUNT_ID, 1), *page), "ledger_holds_to"),
+        IndexSpec("holds", page, "ledger_holds_status"),
+        IndexSpec("holds", ((STATUS, 1), (EXPIRES_AT, 1)), "ledger_holds_expiry"),
+    ]
     return specs
 
 
@@ -1032,6 +1202,21 @@ def query_shapes(cfg: LedgerConfig) -> list[QueryShape]:
     if cfg.balance_field:
         shapes.append(QueryShape("report by balance", "accounts", (), sort=(cfg.balance_field,)))
     shapes.append(QueryShape("report by creation", "accounts", (), sort=(CREATED_AT,)))
+    shapes.append(QueryShape("capture legs", "transactions", (), range=(HOLD_ID,)))
+    if cfg.currency_field:
+        shapes.append(
+            QueryShape(
+                "statistics by currency", "transactions", (cfg.currency_field,), range=(date,)
+            )
+        )
+    shapes += [
+        QueryShape("hold by id", "holds", ("_id",)),
+        QueryShape("holds from an account", "holds", (FROM_ACCOUNT_ID, STATUS), sort=(CREATED_AT,)),
+        QueryShape("holds to an account", "holds", (TO_ACCOUNT_ID, STATUS), sort=(CREATED_AT,)),
+        QueryShape("holds by status", "holds", (STATUS,), sort=(CREATED_AT,)),
+        QueryShape("expiry sweep", "holds", (STATUS,), sort=(EXPIRES_AT,), range=(EXPIRES_AT,)),
+        QueryShape("pending holds per account", "holds", (STATUS,)),
+    ]
     return shapes
 
 
@@ -1149,9 +1334,16 @@ def validate_period(period: object) -> str:
 
 
 def statistics_match(
-    cfg: LedgerConfig, account_id: Any, *, start: Any = None, end: Any = None
+    cfg: LedgerConfig,
+    account_id: Any,
+    *,
+    start: Any = None,
+    end: Any = None,
+    currency: Any = None,
 ) -> dict[str, Any]:
     match: dict[str, Any] = {}
+    if currency is not None:
+        match[currency_field(cfg)] = validate_currency(currency)
     if account_id is not None:
         match[cfg.account_link_field] = account_id
     match.update(_date_range(cfg, start, end))
@@ -1174,11 +1366,12 @@ def statistics_pipeline(
     period: str,
     start: Any = None,
     end: Any = None,
+    currency: Any = None,
 ) -> list[dict[str, Any]]:
     """Per-period totals in UTC: the server names each period (``$dateToString``)."""
     period = validate_period(period)
     return [
-        {"$match": statistics_match(cfg, account_id, start=start, end=end)},
+        {"$match": statistics_match(cfg, account_id, start=start, end=end, currency=currency)},
         {
             "$group": {
                 "_id": {

@@ -1,10 +1,16 @@
 """I/O-free change-stream logic: the server-side filter and the grouping of legs into operations.
 
-Every transaction document carries its ``operation_id``, its ``leg`` index and the operation's
-leg count ``legs``, so an operation is complete once that many distinct legs were seen. This
-holds with and without DB transactions (a non-transactional ``insert_many`` may interleave with
-other writes: the grouper keeps partial operations apart and never hands out a resume token that
-would skip the first leg of an operation it has not finished).
+The stream watches the ledger's database, filtered on the server to two collections: inserts
+into the transactions collection (the legs of every operation) and, in the holds collection,
+inserts (a hold) and the status updates that close a hold (void, expiry, capture; looked up
+with ``updateLookup``, so the event carries the hold as it was closed: a closed hold never
+changes again). Every transaction document carries its ``operation_id``, its ``leg`` index
+and the operation's leg count ``legs``, so an operation is complete once that many distinct
+legs were seen. A capture's hold update comes first in its DB transaction and joins its legs
+by ``operation_id``. This holds with and without DB transactions (a non-transactional
+``insert_many`` may interleave with other writes: the grouper keeps partial operations apart
+and never hands out a resume token that would skip the first event of an operation it has
+not finished).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 from bson.timestamp import Timestamp
 
-from . import _core, _dates
+from . import _core, _dates, _holds
 from ._core import LedgerConfig
 from .errors import (
     ChangeStreamError,
@@ -25,12 +31,26 @@ from .errors import (
     ChangeStreamInvalidated,
     InvalidArgument,
 )
-from .models import LedgerEvent, OperationKind
+from .models import EventKind, LedgerEvent, OperationKind
 
 __all__ = ["Grouper", "change_stream_pipeline", "validate_kinds"]
 
 ENDING_EVENTS = ("drop", "rename", "dropDatabase", "invalidate")
-KINDS: tuple[OperationKind, ...] = ("increase", "decrease", "transfer", "post", "revert")
+OPERATION_KINDS: tuple[OperationKind, ...] = (
+    "increase",
+    "decrease",
+    "transfer",
+    "post",
+    "revert",
+    "capture",
+)
+KINDS: tuple[EventKind, ...] = (*OPERATION_KINDS, "hold", "void", "expire")
+# The hold status a closing update sets, for each kind of event it is.
+_CLOSING_KINDS: dict[str, EventKind] = {
+    "voided": "void",
+    "expired": "expire",
+    "captured": "capture",
+}
 
 # Server error codes a change stream can end with.
 HISTORY_LOST = 286  # ChangeStreamHistoryLost: the resume point is no longer in the oplog
@@ -59,30 +79,80 @@ def validate_kinds(kinds: Sequence[str] | None) -> list[str] | None:
 def change_stream_pipeline(
     cfg: LedgerConfig, *, account_ids: Sequence[Any] | None, kinds: Sequence[str] | None
 ) -> list[dict[str, Any]]:
-    """The ``$match`` the server applies: only inserted legs, of these kinds and accounts.
+    """The ``$match`` stages the server applies to the database's change stream.
 
-    An account filter matches a leg on the account or (for two-leg operations) its counterpart;
-    the grouper completes operations whose other legs were filtered out by reading them.
+    The first names the two collections only (and the events that end a database stream),
+    so the server drops every other event, accounts' updates included, before it looks up a
+    post-image. The second keeps inserted legs of these kinds, inserted holds and closing
+    status updates of holds, of these accounts. An account filter matches a leg on the account
+    or (for two-leg operations) its counterpart, a hold on either of its accounts; the grouper
+    completes operations whose other legs were filtered out by reading them.
     """
-    match: dict[str, Any] = {"operationType": "insert"}
-    if kinds is not None:
-        match[f"fullDocument.{_core.KIND}"] = {"$in": list(kinds)}
-    if account_ids is not None:
-        ids = list(account_ids)
-        branches = [{f"fullDocument.{cfg.account_link_field}": {"$in": ids}}]
-        if cfg.extra_account_link_field:
-            branches.append({f"fullDocument.{cfg.extra_account_link_field}": {"$in": ids}})
-        match["$or"] = branches
+    wanted = list(KINDS) if kinds is None else list(kinds)
+    colls = [cfg.transactions_collection, cfg.holds_collection]
+    branches: list[dict[str, Any]] = []
+    leg_kinds = [k for k in wanted if k in OPERATION_KINDS]
+    if leg_kinds:
+        legs: dict[str, Any] = {"ns.coll": cfg.transactions_collection, "operationType": "insert"}
+        if kinds is not None:
+            legs[f"fullDocument.{_core.KIND}"] = {"$in": leg_kinds}
+        if account_ids is not None:
+            ids = list(account_ids)
+            either = [{f"fullDocument.{cfg.account_link_field}": {"$in": ids}}]
+            if cfg.extra_account_link_field:
+                either.append({f"fullDocument.{cfg.extra_account_link_field}": {"$in": ids}})
+            legs["$or"] = either
+        branches.append(legs)
+    hold_branches: list[dict[str, Any]] = []
+    if "hold" in wanted:
+        hold_branches.append({"ns.coll": cfg.holds_collection, "operationType": "insert"})
+    statuses = [status for status, kind in _CLOSING_KINDS.items() if kind in wanted]
+    if statuses:
+        hold_branches.append(
+            {
+                "ns.coll": cfg.holds_collection,
+                "operationType": "update",
+                f"updateDescription.updatedFields.{_core.STATUS}": {"$in": statuses},
+            }
+        )
+        # A capture's pipeline update may be logged as a replacement (a server's choice).
+        hold_branches.append(
+            {
+                "ns.coll": cfg.holds_collection,
+                "operationType": "replace",
+                f"fullDocument.{_core.STATUS}": {"$in": statuses},
+            }
+        )
+    for branch in hold_branches:
+        if account_ids is not None:
+            ids = list(account_ids)
+            branch["$or"] = [
+                {f"fullDocument.{_core.FROM_ACCOUNT_ID}": {"$in": ids}},
+                {f"fullDocument.{_core.TO_ACCOUNT_ID}": {"$in": ids}},
+            ]
+        branches.append(branch)
     # Events that end the stream always pass, so the consumer learns why it ended.
-    return [{"$match": {"$or": [match, {"operationType": {"$in": list(ENDING_EVENTS)}}]}}]
+    branches.append({"operationType": {"$in": ["drop", "rename"]}, "ns.coll": {"$in": colls}})
+    branches.append({"operationType": {"$in": ["dropDatabase", "invalidate"]}})
+    first = {
+        "$or": [
+            {"ns.coll": {"$in": colls}},
+            {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
+        ]
+    }
+    return [{"$match": first}, {"$match": {"$or": branches}}]
 
 
 @dataclass
 class _Partial:
-    first_token: Mapping[str, Any] | None  # the token before this operation's first leg
+    first_token: Mapping[str, Any] | None  # the token before this operation's first event
     legs: dict[int, Mapping[str, Any]] = field(default_factory=dict)
-    expected: int = 1
+    expected: int = 0  # the operation's leg count, known from its first leg
     committed_at: Any = None
+    operation_id: Any = None
+    kind: EventKind | None = None  # a hold step without legs: hold, void, expire
+    hold_id: Any = None
+    hold: Mapping[str, Any] | None = None  # the hold document, as the step left it
 
 
 class Grouper:
@@ -112,10 +182,14 @@ class Grouper:
         """Add one raw change event; returns ``(operation_id, partial)`` when it completes one."""
         kind = change.get("operationType")
         if kind in ENDING_EVENTS:
+            coll = (change.get("ns") or {}).get("coll")
+            what = f"the {coll!r} collection" if coll else "the database"
             raise ChangeStreamInvalidated(
-                f"the transactions collection saw {kind!r}: the change stream has ended; "
+                f"{what} saw {kind!r}: the change stream has ended; "
                 "open a new one (resume with start_after to continue past the invalidation)"
             )
+        if (change.get("ns") or {}).get("coll") == self._cfg.holds_collection:
+            return self._feed_hold(change)
         doc = change.get("fullDocument")
         if kind != "insert" or not isinstance(doc, Mapping):
             self._last_token = change.get("_id")
@@ -126,14 +200,56 @@ class Grouper:
             return None
         partial = self._partial.get(operation_id)
         if partial is None:
-            partial = _Partial(first_token=self._last_token, expected=int(doc.get(_core.LEGS, 1)))
+            partial = _Partial(first_token=self._last_token, operation_id=operation_id)
             self._partial[operation_id] = partial
+        if not partial.expected:
+            partial.expected = int(doc.get(_core.LEGS, 1))
         partial.legs[int(doc.get(_core.LEG, 0))] = doc
         partial.committed_at = committed_at(change)
         self._last_token = change.get("_id")
         if len(partial.legs) >= partial.expected:
             return operation_id, self.finish(operation_id)
         return None
+
+    def _feed_hold(self, change: Mapping[str, Any]) -> tuple[Any, _Partial] | None:
+        """A hold inserted (kind ``hold``), or a closing status update: a void or an expiry is
+        an event of its own; a capture's joins its legs (same ``operation_id``)."""
+        token = change.get("_id")
+        op = change.get("operationType")
+        doc = change.get("fullDocument")
+        hold = doc if isinstance(doc, Mapping) else None
+        hold_id = (change.get("documentKey") or {}).get("_id")
+        if op == "insert" and hold is not None:
+            self._last_token = token
+            step = _Partial(first_token=token, operation_id=hold_id, kind="hold")
+        elif op in ("update", "replace"):
+            fields = (change.get("updateDescription") or {}).get("updatedFields") or {}
+            if op == "replace" and hold is not None:
+                fields = hold
+            kind = _CLOSING_KINDS.get(str(fields.get(_core.STATUS)))
+            operation_id = fields.get(_core.OPERATION_ID)
+            if operation_id is None and hold is not None:
+                operation_id = hold.get(_core.OPERATION_ID)
+            if kind is None:
+                self._last_token = token
+                return None
+            if kind == "capture":
+                if operation_id not in self._done:
+                    partial = self._partial.get(operation_id)
+                    if partial is None:
+                        partial = _Partial(first_token=self._last_token, operation_id=operation_id)
+                        self._partial[operation_id] = partial
+                    partial.hold_id, partial.hold = hold_id, hold
+                self._last_token = token
+                return None
+            self._last_token = token
+            step = _Partial(first_token=token, operation_id=operation_id, kind=kind)
+        else:
+            self._last_token = token
+            return None
+        step.hold_id, step.hold = hold_id, hold
+        step.committed_at = committed_at(change)
+        return step.operation_id, step
 
     def finish(self, operation_id: Any) -> _Partial:
         partial = self._partial.pop(operation_id)
@@ -156,21 +272,33 @@ class Grouper:
 
     def event(self, partial: _Partial, resume_token: Mapping[str, Any] | None) -> LedgerEvent:
         cfg = self._cfg
+        hold = None if partial.hold is None else _holds.hold_to_model(cfg, partial.hold)
         transactions = [
             _core.transaction_to_model(cfg, partial.legs[i]) for i in sorted(partial.legs)
         ]
         account_ids: list[Any] = []
-        for tx in transactions:
-            if tx.account_id not in account_ids:
-                account_ids.append(tx.account_id)
-        first = transactions[0]
+        if transactions:
+            for tx in transactions:
+                if tx.account_id not in account_ids:
+                    account_ids.append(tx.account_id)
+            first = transactions[0]
+            kind: EventKind = first.kind
+            operation_id = first.operation_id
+            hold_id = first.hold_id
+        else:  # a hold, void or expiry: no money moved
+            assert partial.kind is not None
+            kind, operation_id, hold_id = partial.kind, partial.operation_id, partial.hold_id
+            if hold is not None:
+                account_ids = [hold.from_account_id, hold.to_account_id]
         return LedgerEvent(
-            operation_id=first.operation_id,
-            kind=first.kind,
+            operation_id=operation_id,
+            kind=kind,
             transactions=transactions,
             account_ids=account_ids,
             committed_at=_dates.utc(partial.committed_at),
             resume_token=dict(resume_token or {}),
+            hold_id=hold_id,
+            hold=hold,
         )
 
 

@@ -1,5 +1,5 @@
 """The I/O-free checks of ``verify``: the pipelines it sends, and what it checks on the rows
-they return (revert links, account histories).
+they return (revert links, account histories, captured holds and their capture's legs).
 
 On a server every whole-collection pipeline returns only what is wrong (a ``$match`` after
 its ``$group``) or a count (``$count``), never one row per operation; per account it returns
@@ -13,10 +13,12 @@ from typing import Any
 
 from mongoledger import _core
 from mongoledger._core import LedgerConfig
-from mongoledger.models import BrokenLink, RunningBalanceMismatch
+from mongoledger.models import BrokenHold, BrokenLink, RunningBalanceMismatch
 
 __all__ = [
     "below_floor",
+    "capture_legs_pipeline",
+    "check_captures",
     "check_links",
     "floor_violation_filter",
     "history_is_contiguous",
@@ -152,4 +154,43 @@ def check_links(cfg: LedgerConfig, docs: list[Mapping[str, Any]]) -> list[Broken
                         problem=f"reverted_by {reverted_by!r}, which does not revert it",
                     )
                 )
+    return broken
+
+
+# Holds
+
+
+def capture_legs_pipeline() -> list[dict[str, Any]]:
+    """Per hold, the operations whose legs name it (served by the partial ``hold_id`` index)."""
+    return [
+        {"$match": {_core.HOLD_ID: {"$exists": True}}},
+        {"$group": {"_id": f"${_core.HOLD_ID}", "operations": {"$addToSet": "$operation_id"}}},
+    ]
+
+
+def check_captures(
+    captured: list[Mapping[str, Any]], legs: list[Mapping[str, Any]]
+) -> list[BrokenHold]:
+    """Every captured hold has its capture's legs, and every capture's legs name a hold that
+    this capture closed. (A revert of a capture writes legs without ``hold_id``.)"""
+    by_hold = {repr(row["_id"]): [repr(op) for op in row["operations"]] for row in legs}
+    closed_by = {repr(h["_id"]): repr(h.get(_core.OPERATION_ID)) for h in captured}
+    broken = [
+        BrokenHold(
+            hold_id=hold["_id"],
+            problem=f"captured by operation {hold.get(_core.OPERATION_ID)!r}, which has no "
+            "transactions (a capture that failed midway without a DB transaction)",
+        )
+        for hold in captured
+        if closed_by[repr(hold["_id"])] not in by_hold.get(repr(hold["_id"]), [])
+    ]
+    broken += [
+        BrokenHold(
+            hold_id=row["_id"],
+            problem=f"operation {op!r} captures it, but the hold is not captured by that operation",
+        )
+        for row in legs
+        for op in row["operations"]
+        if closed_by.get(repr(row["_id"])) != repr(op)
+    ]
     return broken

@@ -4,10 +4,11 @@ Users keep three accounts each, as in yii2tech/balance's example: ``virtual-mone
 spendable balance, never below zero), ``payment-gateway`` (money that came in from the card
 processor; it goes negative as users top up) and ``purchases`` (what they bought). The
 scenario: top-ups, a signup bonus and a fee (money entering and leaving the ledger), purchases,
-a refund through ``revert``, an overdraft refused with nothing written, an idempotent retry, a
-commission split as one multi-leg ``post`` (Drupal's invite commissions), a change-stream
-consumer printing each operation as it commits, the zero-sum check, a balance sheet, the
-all-balances report and ``verify()``.
+a pre-order authorized with a hold and captured for less at shipping, a refund through
+``revert``, an overdraft refused with nothing written, an idempotent retry, a commission split
+as one multi-leg ``post`` (Drupal's invite commissions), a change-stream consumer printing each
+operation as it commits, the zero-sum check, a balance sheet, the all-balances report and
+``verify()``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, TextIO
 
 from mongoledger._format import DEFAULT_DATE_FORMAT, CurrencyFormat, format_date, render_table
@@ -165,6 +167,11 @@ class _Demo:
         if self.consumer is not None:
             self.consumer.wait_for(self.ledger.get_transaction(first).operation_id)
 
+    def held(self, hold_id: Any) -> None:
+        """Wait for a hold's event (its operation id is the hold's id)."""
+        if self.consumer is not None:
+            self.consumer.wait_for(hold_id)
+
     def top_up(self, user: str, amount: int, ref: str, key: str | None = None) -> list[Any]:
         return self.ledger.transfer(
             self.accounts[user, "payment-gateway"],
@@ -245,6 +252,29 @@ class _Demo:
         self.committed(pro_plan)
         self.say(f"bob buys an e-book for {m.format(799)}")
         self.committed(self.purchase("bob", 799, "e-book", "A-1002"))
+        self.say(
+            f"carol pre-orders a keyboard: {m.format(1500)} of her virtual money is held for the "
+            "order (a card-style authorization, expiring in 7 days); nothing moves yet"
+        )
+        carol = self.accounts["carol", "virtual-money"]
+        hold_id = ledger.hold(
+            carol,
+            self.accounts["carol", "purchases"],
+            1500,
+            {"item": "keyboard", "order": "A-1005"},
+            expires_at=timedelta(days=7),
+        )
+        self.held(hold_id)
+        self.say(
+            f"carol's virtual money: {self.balance('carol', 'virtual-money')}, of which "
+            f"{m.format(ledger.available_balance(carol))} is available: held money cannot be "
+            "spent twice"
+        )
+        self.say(
+            f"the keyboard ships with a discount: capture {m.format(1350)} of the hold; the "
+            f"other {m.format(150)} is released in the same DB transaction"
+        )
+        self.committed(ledger.capture(hold_id, 1350, {"shipment": "S-77"}))
         self.say(
             f"alice's virtual money: {self.balance('alice', 'virtual-money')}, "
             f"bob's: {self.balance('bob', 'virtual-money')}"

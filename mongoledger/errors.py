@@ -6,13 +6,17 @@ arguments also ``ValueError``, so callers can catch them by meaning as well as b
     LedgerError
     ├── AccountNotFound            (LookupError)
     ├── TransactionNotFound        (LookupError)
+    ├── HoldNotFound               (LookupError)
     ├── InvalidAmount              (ValueError)
     ├── InvalidAccount             (ValueError)
+    │   └── CurrencyMismatch
     ├── InvalidData                (ValueError)
     ├── InvalidConfiguration       (ValueError)
     ├── InvalidArgument            (ValueError)
     ├── InsufficientFunds
     ├── AlreadyReverted
+    ├── HoldClosed                 (a capture, void or expiry of a hold that is closed)
+    │   └── HoldExpired
     ├── IdempotencyConflict
     ├── TransactionsUnsupported
     ├── WriteRetriesExhausted      (PyMongoError: PyMongo stopped retrying a write's DB
@@ -42,6 +46,10 @@ __all__ = [
     "ChangeStreamHistoryLost",
     "ChangeStreamInvalidated",
     "ChangeStreamsUnsupported",
+    "CurrencyMismatch",
+    "HoldClosed",
+    "HoldExpired",
+    "HoldNotFound",
     "IdempotencyConflict",
     "InsufficientFunds",
     "InvalidAccount",
@@ -82,6 +90,15 @@ class TransactionNotFound(LedgerError, LookupError):
         super().__init__(f"{message}: {reason}" if reason else message)
 
 
+class HoldNotFound(LedgerError, LookupError):
+    """No hold has this id."""
+
+    def __init__(self, hold_id: Any, reason: str = "") -> None:
+        self.hold_id = hold_id
+        message = f"hold {hold_id!r} does not exist"
+        super().__init__(f"{message}: {reason}" if reason else message)
+
+
 # Bad arguments
 
 
@@ -91,6 +108,24 @@ class InvalidAmount(LedgerError, ValueError):
 
 class InvalidAccount(LedgerError, ValueError):
     """An account reference is malformed or ambiguous, or an account conflicts with a request."""
+
+
+class CurrencyMismatch(InvalidAccount):
+    """The accounts of one operation carry different currencies; nothing was written."""
+
+    def __init__(self, currencies: dict[Any, Any], currency_field: str) -> None:
+        self.currencies = dict(currencies)
+        self.currency_field = currency_field
+        listed = ", ".join(
+            f"account {account!r} in {currency!r}"
+            if currency is not None
+            else f"account {account!r} with no {currency_field!r}"
+            for account, currency in self.currencies.items()
+        )
+        super().__init__(
+            f"currency mismatch: {listed}; an operation never mixes currencies (exchange "
+            "through two operations and an exchange account per currency)"
+        )
 
 
 class InvalidData(LedgerError, ValueError):
@@ -109,16 +144,25 @@ class InvalidConfiguration(LedgerError, ValueError):
 
 
 class InsufficientFunds(LedgerError):
-    """The operation would take an account below its ``min_balance``; nothing was written."""
+    """The operation would take an account's available balance (its balance minus its pending
+    holds) below its ``min_balance``; nothing was written."""
 
-    def __init__(self, account_id: Any, balance: int, amount: int, min_balance: int) -> None:
+    def __init__(
+        self, account_id: Any, balance: int, amount: int, min_balance: int, held: int = 0
+    ) -> None:
         self.account_id = account_id
         self.balance = balance
+        self.held = held
+        self.available = balance - held
         self.amount = amount
         self.min_balance = min_balance
+        if held:
+            where = f"available balance {self.available} (balance {balance}, held {held})"
+        else:
+            where = f"balance {balance}"
         super().__init__(
-            f"insufficient funds on account {account_id!r}: balance {balance} {amount:+d} "
-            f"would be {balance + amount}, below its min_balance {min_balance}"
+            f"insufficient funds on account {account_id!r}: {where} {amount:+d} "
+            f"would be {self.available + amount}, below its min_balance {min_balance}"
         )
 
 
@@ -131,6 +175,29 @@ class AlreadyReverted(LedgerError):
         super().__init__(
             f"transaction {transaction_id!r} is already reverted by {reverted_by!r}; "
             "revert the reversal to re-apply it"
+        )
+
+
+class HoldClosed(LedgerError):
+    """The hold was captured, voided or expired already (a hold closes exactly once)."""
+
+    def __init__(self, hold_id: Any, status: str, reason: str = "") -> None:
+        self.hold_id = hold_id
+        self.status = status
+        message = reason or f"hold {hold_id!r} is already {status}; a hold closes exactly once"
+        super().__init__(message)
+
+
+class HoldExpired(HoldClosed):
+    """The hold's ``expires_at`` has passed (whether or not ``expire_holds`` released it)."""
+
+    def __init__(self, hold_id: Any, expires_at: Any) -> None:
+        self.expires_at = expires_at
+        super().__init__(
+            hold_id,
+            "expired",
+            f"hold {hold_id!r} expired at {expires_at!r}; an expired hold cannot be captured "
+            "or voided (expire_holds() releases its reservation)",
         )
 
 

@@ -14,8 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "Account",
     "BalanceMismatch",
+    "BrokenHold",
     "BrokenLink",
+    "EventKind",
     "FloorViolation",
+    "HeldMismatch",
+    "Hold",
+    "HoldStatus",
     "HookContext",
     "LedgerEvent",
     "OperationKind",
@@ -26,7 +31,13 @@ __all__ = [
     "VerifyReport",
 ]
 
-OperationKind = Literal["increase", "decrease", "transfer", "post", "revert"]
+# The kind of an operation that writes transaction documents.
+OperationKind = Literal["increase", "decrease", "transfer", "post", "revert", "capture"]
+# What change-stream consumers and hooks see: the operations, and the hold's other steps.
+EventKind = Literal[
+    "increase", "decrease", "transfer", "post", "revert", "capture", "hold", "void", "expire"
+]
+HoldStatus = Literal["pending", "captured", "voided", "expired"]
 
 
 class _Model(BaseModel):
@@ -53,7 +64,7 @@ class Transaction(_Model):
     )
     operation_id: Any = Field(description="Shared by every leg of one operation (one call).")
     kind: OperationKind = Field(
-        description="`increase`, `decrease`, `transfer`, `post` or `revert`."
+        description="`increase`, `decrease`, `transfer`, `post`, `revert` or `capture`."
     )
     extra_account_id: Any = Field(
         default=None,
@@ -65,6 +76,10 @@ class Transaction(_Model):
     )
     idempotency_key: str | None = Field(
         default=None, description="The key of the call that wrote it, if one was given."
+    )
+    hold_id: Any = Field(default=None, description="On a capture's legs: the hold they settle.")
+    currency: Any = Field(
+        default=None, description="The accounts' currency (with `currency_field`)."
     )
     account_seq: int | None = Field(
         default=None, description="Position in the account's commit order (1, 2, ...)."
@@ -88,7 +103,8 @@ class Account(_Model):
     )
     min_balance: int | None = Field(
         default=None,
-        description="The floor no operation may take the balance below; None: no floor.",
+        description="The floor no operation may take the available balance (the balance "
+        "minus `held`) below; None: no floor.",
     )
     attributes: dict[str, Any] = Field(
         default_factory=dict,
@@ -97,20 +113,86 @@ class Account(_Model):
     created_at: datetime | None = Field(
         default=None, description="When the account was created (timezone-aware UTC)."
     )
+    held: int = Field(
+        default=0,
+        description="The sum of its pending holds: reserved, not yet spent (`held`).",
+    )
+    currency: Any = Field(
+        default=None, description="Its currency (`currency_field`), when the ledger has one."
+    )
+
+    @property
+    def available(self) -> int:
+        """The balance minus the pending holds: what a debit may take down to the floor."""
+        return self.balance - self.held
+
+
+class Hold(_Model):
+    """A reservation of part of an account's available balance for another account."""
+
+    id: Any = Field(description="The hold's `_id` (an ObjectId).")
+    from_account_id: Any = Field(description="The account whose available balance it reserves.")
+    to_account_id: Any = Field(description="The account a capture credits.")
+    amount: int = Field(description="The reserved amount, in the smallest unit (> 0).")
+    status: HoldStatus = Field(
+        description="`pending`, then once and for all `captured`, `voided` or `expired`."
+    )
+    captured_amount: int | None = Field(
+        default=None, description="What the capture moved (at most `amount`; the rest released)."
+    )
+    expires_at: datetime | None = Field(
+        default=None,
+        description="After it the hold cannot be captured or voided (timezone-aware UTC).",
+    )
+    created_at: datetime | None = Field(
+        default=None, description="When it was placed (timezone-aware UTC)."
+    )
+    closed_at: datetime | None = Field(
+        default=None, description="When it was captured, voided or expired."
+    )
+    operation_id: Any = Field(
+        default=None,
+        description="The operation that closed it (a capture's transactions share it).",
+    )
+    idempotency_key: str | None = Field(
+        default=None, description="The key of the call that placed it, if one was given."
+    )
+    currency: Any = Field(default=None, description="Its accounts' currency (`currency_field`).")
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="The extra data the hold call passed."
+    )
+    void_data: dict[str, Any] = Field(
+        default_factory=dict, description="The extra data the void call passed."
+    )
 
 
 class LedgerEvent(_Model):
-    """One committed operation, as seen on the change stream."""
+    """One committed operation, as seen on the change stream.
+
+    A ``hold``, ``void`` or ``expire`` moves no money: its ``transactions`` are empty and
+    ``hold`` is the hold as that step left it. A ``capture`` carries its two legs and the
+    hold. ``hold`` is None only when the hold document was deleted before the event was read.
+    """
 
     operation_id: Any = Field(description="The operation's id, shared by its legs.")
-    kind: OperationKind = Field(description="The operation's kind.")
+    kind: EventKind = Field(
+        description="The operation's kind, or the hold's step: `hold`, `void`, `expire`."
+    )
     transactions: list[Transaction] = Field(
         description="Every leg of the operation, in leg order (even legs an account filter hid)."
     )
-    account_ids: list[Any] = Field(description="The accounts the operation moved, in leg order.")
+    account_ids: list[Any] = Field(
+        description="The accounts the operation moved, in leg order (a hold step: its two)."
+    )
     committed_at: Any = Field(description="The commit time (timezone-aware UTC).")
     resume_token: dict[str, Any] = Field(
         description="Resume a stream here to see every later operation (`resume_after`)."
+    )
+    hold_id: Any = Field(default=None, description="A hold step's or a capture's hold.")
+    hold: Hold | None = Field(
+        default=None,
+        description="The hold as the step left it (None if it was deleted before the event "
+        "was read).",
     )
 
 
@@ -165,6 +247,21 @@ class FloorViolation(_Model):
     min_balance: int
 
 
+class HeldMismatch(_Model):
+    """An account whose cached ``held`` differs from the sum of its pending holds."""
+
+    account_id: Any
+    cached: int | None
+    calculated: int
+
+
+class BrokenHold(_Model):
+    """A captured hold without its capture's transactions (or the reverse)."""
+
+    hold_id: Any
+    problem: str
+
+
 class VerifyReport(_Model):
     """What :meth:`Ledger.verify` found; ``ok`` is True when everything is consistent."""
 
@@ -184,6 +281,15 @@ class VerifyReport(_Model):
         default_factory=list,
         description="Accounts whose legs' running balances and sequence were rewritten.",
     )
+    holds_checked: int = 0
+    held_mismatches: list[HeldMismatch] = Field(default_factory=list)
+    broken_holds: list[BrokenHold] = Field(default_factory=list)
+    repaired_held: list[Any] = Field(
+        default_factory=list, description="Accounts whose held sum was rebuilt from the holds."
+    )
+    repaired_holds: list[Any] = Field(
+        default_factory=list, description="Captured holds reopened: their capture never posted."
+    )
 
     @property
     def ok(self) -> bool:
@@ -194,6 +300,10 @@ class VerifyReport(_Model):
         running = [
             m for m in self.running_balance_mismatches if repr(m.account_id) not in rewritten
         ]
+        fixed_held = {repr(a) for a in self.repaired_held}
+        held = [m for m in self.held_mismatches if repr(m.account_id) not in fixed_held]
+        fixed_holds = {repr(h) for h in self.repaired_holds}
+        holds = [b for b in self.broken_holds if repr(b.hold_id) not in fixed_holds]
         return not (
             unrepaired
             or running
@@ -201,6 +311,8 @@ class VerifyReport(_Model):
             or self.broken_links
             or self.missing_accounts
             or self.floor_violations
+            or held
+            or holds
         )
 
 
@@ -212,9 +324,13 @@ class HookContext:
     dict) and raising vetoes the whole operation. ``account_id`` is None before the write when
     the operation is about to create the account. After the write ``transaction_id`` and
     ``balance_after`` are set.
+
+    A ``hold`` or ``void`` writes no transaction document: its hooks run once, with the
+    source account, the hold's amount and ``hold_id``; a ``capture``'s run per leg, with
+    ``hold_id`` too.
     """
 
-    kind: OperationKind
+    kind: EventKind
     account: Any
     account_id: Any
     amount: int
@@ -223,3 +339,4 @@ class HookContext:
     leg: int = 0
     transaction_id: Any = None
     balance_after: int | None = None
+    hold_id: Any = None

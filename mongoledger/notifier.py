@@ -38,18 +38,27 @@ def describe(
     amount: Callable[[int], str] = "{:+d}".format,
     details: bool = True,
 ) -> str:
-    """One line for an operation: what, and every leg; with ``details``, also when, the running
-    balances, the extra data and the operation id."""
-    legs = ", ".join(
-        f"{name(t.account_id)} {amount(t.amount)}"
-        + ("" if not details or t.balance_after is None else f" (= {amount(t.balance_after)})")
-        for t in event.transactions
-    )
+    """One line for an operation: what, and every leg (for a hold, void or expiry, which move no
+    money: the hold's accounts and amount); with ``details``, also when, the running balances,
+    the extra data and the operation id."""
+    hold = event.hold
+    if event.transactions:
+        legs = ", ".join(
+            f"{name(t.account_id)} {amount(t.amount)}"
+            + ("" if not details or t.balance_after is None else f" (= {amount(t.balance_after)})")
+            for t in event.transactions
+        )
+        data = event.transactions[0].data
+    elif hold is not None:
+        held = amount(hold.amount).lstrip("+")
+        legs = f"{held} of {name(hold.from_account_id)} for {name(hold.to_account_id)}"
+        data = hold.void_data if event.kind == "void" else hold.data
+    else:  # the hold was deleted before the event was read
+        legs, data = f"hold {event.hold_id}", {}
     if not details:
         return f"{event.kind}: {legs}"
     when = event.committed_at
     stamp = when.strftime("%Y-%m-%d %H:%M:%S") if hasattr(when, "strftime") else str(when)
-    data = event.transactions[0].data
     note = f"  {data}" if data else ""
     return f"{stamp}  {event.kind}: {legs}{note}  [{event.operation_id}]"
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Generate the README's field reference of ``Transaction``, ``Account`` and ``LedgerEvent``
-from the models themselves, so it cannot drift.
+"""Generate the README's field reference of ``Transaction``, ``Account``, ``Hold`` and
+``LedgerEvent`` from the models themselves, so it cannot drift.
 
     python scripts/fieldref.py          # rewrite the README section between the markers
     python scripts/fieldref.py --check  # fail (exit 1) when the README section is stale
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 BEGIN = "<!-- BEGIN GENERATED FIELD REFERENCE: scripts/fieldref.py -->"
 END = "<!-- END GENERATED FIELD REFERENCE -->"
-MODELS = ("Transaction", "Account", "LedgerEvent")
+MODELS = ("Transaction", "Account", "Hold", "LedgerEvent")
 
 
 def type_name(annotation: Any) -> str:

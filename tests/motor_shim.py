@@ -91,6 +91,9 @@ class MotorShapeDatabase(_Proxy):
     def get_collection(self, name: str, **kwargs: Any) -> MotorShapeCollection:
         return MotorShapeCollection(self._inner.get_collection(name, **kwargs))
 
+    def watch(self, *args: Any, **kwargs: Any) -> _AwaitLater:
+        return _AwaitLater(self._inner.watch(*args, **kwargs))
+
 
 def motor_shape_database(client: AsyncMemoryClient | None = None) -> MotorShapeDatabase:
     return MotorShapeDatabase((client or AsyncMemoryClient())["test"])

@@ -32,8 +32,17 @@ def test_quick_run_writes_json(tmp_path: Path) -> None:
         "findAndModify": 2,
         "insert": 1,
     }
+    assert commands["hold"]["commands"] == {
+        "commitTransaction": 1,
+        "findAndModify": 1,
+        "insert": 1,
+    }
+    assert commands["capture"]["total"] <= 5
+    assert commands["void"]["total"] <= 3
+    assert all(commands[op]["meets_floor"] for op in ("hold", "capture", "void"))
     modes = {(row["operation"], row["mode"]) for row in results["throughput"]}
-    assert len(modes) == 4 * 4
+    assert len(modes) == 6 * 4
+    assert {"hold", "capture"} <= {operation for operation, _ in modes}
     assert all(
         row["ledger_ops_s"] > 0 and row["baseline_ops_s"] > 0 for row in results["throughput"]
     )

@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -454,6 +454,14 @@ def test_layout_flags_match_the_application_options(cli: Cli) -> None:
         ["--symbol-position", "middle", "report"],
         ["watch", "--kind", "bogus"],
         ["increase", "--account", "user_id=1", "--data", "note", "5"],
+        ["hold", "--from", "a=1", "--to", "b=1", "5", "--expires-in", "0"],
+        ["hold", "--from", "a=1", "--to", "b=1", "5", "--expires-in", "soon"],
+        ["hold", "--from", "a=1", "--to", "b=1", "5", "--expires-at", "next week"],
+        ["hold", "--from", "a=1", "--to", "b=1", "5", "--expires-in", "1d", "--expires-at", "x"],
+        ["holds", "--status", "open"],
+        ["holds", "--limit", "-1"],
+        ["expire", "--every", "0"],
+        ["expire", "--every", "5", "--now", "2100-01-01"],
     ],
 )
 def test_usage_errors_exit_2(cli: Cli, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -475,6 +483,11 @@ def test_usage_errors_exit_2(cli: Cli, argv: list[str], capsys: pytest.CaptureFi
         (["post", "--leg", "5", "a=1", "--leg", "-4", "a=2"], "sum"),
         (["increase", *ALICE, "0"], "amount"),
         (["increase", *ALICE, "5", "--data", "amount=3"], "amount"),
+        (["capture", "65ab12cd34ef56ab78cd90ef"], "hold ObjectId('65ab12cd34ef56ab78cd90ef')"),
+        (["void", "nope"], "not a hold id"),
+        (["capture", "65ab12cd34ef56ab78cd90ef", "--amount", "0"], "capture amount 0"),
+        (["hold", "--from", "a=1", "--to", "a=1", "5"], "to itself"),
+        (["report", "--currency", "EUR"], "currency_field"),
     ],
 )
 def test_ledger_errors_exit_1_with_one_line(cli: Cli, argv: list[str], message: str) -> None:
@@ -485,6 +498,114 @@ def test_ledger_errors_exit_1_with_one_line(cli: Cli, argv: list[str], message: 
     assert len(lines) == 1
     assert lines[0].startswith("mongoledger: error: ")
     assert message in lines[0]
+
+
+def test_holds_on_the_command_line(cli: Cli) -> None:
+    cli.ok("open", *ALICE, "--min-balance", "0")
+    cli.ok("increase", *ALICE, "10000")
+    place = ["hold", "--from", "user_id=1", "--from", "type=wallet", "--to", "shop_id=3"]
+    keyed = [
+        *place,
+        "2500",
+        "--expires-in",
+        "7d",
+        "--data",
+        "order=A-17",
+        "--idempotency-key",
+        "a1",
+    ]
+    placed = cli.data(*keyed)
+    assert (placed["amount"], placed["status"], placed["data"]) == (
+        2500,
+        "pending",
+        {"order": "A-17"},
+    )
+    assert placed["expires_at"] is not None
+    assert cli.data(*keyed)["id"] == placed["id"]  # a retried command holds once
+    shown = cli.ok("--currency-symbol", "$", "balance", *ALICE).out
+    assert shown.strip() == "user_id=1 type=wallet: $100.00 (available $75.00, held $25.00)"
+    assert cli.data("balance", *ALICE) | {"account_id": None} == {
+        "account_id": None,
+        "attributes": {"user_id": 1, "type": "wallet"},
+        "balance": 10000,
+        "held": 2500,
+        "available": 7500,
+    }
+    refused = cli("decrease", *ALICE, "7501")
+    assert refused.code == 1
+    assert "available balance 7500 (balance 10000, held 2500)" in refused.err
+
+    captured = cli.data("capture", placed["id"], "--amount", "1000", "--data", "shipment=S-1")
+    assert captured["kind"] == "capture"
+    assert [t["amount"] for t in captured["transactions"]] == [-1000, 1000]
+    assert {t["hold_id"] for t in captured["transactions"]} == {placed["id"]}
+    again = cli("capture", placed["id"])
+    assert again.code == 1
+    assert "already captured" in again.err
+    assert "balance 9000" in cli("decrease", *ALICE, "9001").err  # the rest was released
+
+    second = cli.data(*place, "500")["id"]
+    voided = cli.data("void", second, "--data", "reason=cancelled")
+    assert (voided["status"], voided["void_data"]) == ("voided", {"reason": "cancelled"})
+    assert "voided: hold" in cli.ok("void", cli.data(*place, "1")["id"]).out
+    cli.ok(*place, "300", "--expires-at", "2100-01-01T00:00Z")
+    assert cli.data("holds", *ALICE)["count"] == 1
+    listing = cli.ok("holds", "--status", "all").out
+    assert "4 hold(s), 33.01" in listing
+    assert "shop_id=3" in listing
+    assert cli.data("expire", "--now", "2099-12-31")["released"] == 0
+    assert cli.data("expire", "--now", "2100-01-02") == {"released": 1}
+    assert cli.ok("expire").out == "released 0 expired hold(s)\n"
+    assert cli.data("holds", *ALICE)["count"] == 0
+    assert cli.data("verify")["ok"] is True
+
+
+def test_expire_every_runs_until_interrupted(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mongoledger import _core
+    from mongoledger.cli import _commands
+
+    cli.ok("increase", *ALICE, "100")
+    place = ["hold", "--from", "user_id=1", "--from", "type=wallet", "--to", "shop_id=3"]
+    cli.ok(*place, "40", "--expires-in", "60")
+    naps: list[float] = []
+    real_now = _core.utcnow
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 1:  # a minute passes: the hold expires
+            monkeypatch.setattr(_core, "utcnow", lambda: real_now() + timedelta(minutes=2))
+            return
+        raise KeyboardInterrupt  # Ctrl-C
+
+    monkeypatch.setattr(_commands.time, "sleep", nap)
+    result = cli("expire", "--every", "0.5")
+    assert result.code == 130
+    assert "released 1 expired hold(s)" in result.out
+    assert naps == [0.5, 0.5]
+
+
+def test_currencies_on_the_command_line(cli: Cli) -> None:
+    fx = ["--currency-field", "currency"]
+    cli.ok(*fx, "increase", "--account", "user_id=1", "--account", "currency=EUR", "100")
+    cli.ok(*fx, "increase", "--account", "user_id=2", "--account", "currency=USD", "70")
+    mixed = cli(
+        *fx,
+        "transfer",
+        "--from",
+        "user_id=1",
+        "--from",
+        "currency=EUR",
+        "--to",
+        "user_id=2",
+        "--to",
+        "currency=USD",
+        "5",
+    )
+    assert mixed.code == 1
+    assert "currency mismatch" in mixed.err
+    assert cli.data(*fx, "report", "--currency", "USD")["total"] == 70
+    (period,) = cli.data(*fx, "stats", "--currency", "EUR")["periods"]
+    assert period["credit"] == 100
 
 
 def test_overdraft_refused_and_revert_twice(cli: Cli) -> None:

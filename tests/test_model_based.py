@@ -2,16 +2,21 @@
 
 Hypothesis drives a ``Ledger`` on the memory engine with increases (of either sign),
 decreases, transfers, multi-leg posts (an account may appear in several legs), reverts of any
-transaction (reversals included), ``open_account`` with floors, idempotent retries and key
-conflicts. The model predicts every outcome, refusals included; after every step the
-balances, each account's history (rows, order and running balances) and ``verify()`` must
-agree with it.
+transaction (reversals included, captures too), ``open_account`` with floors, holds (with and
+without expiry), full and partial captures, voids, the passing of time and expiry sweeps,
+idempotent retries and key conflicts. The model predicts every outcome, refusals included;
+after every step the balances, the available balances and ``held`` sums, each account's
+history (rows, order and running balances), every hold's status and ``verify()`` must agree
+with it, and the ledger's invariants must hold: ``balance - held >= min_balance`` on floored
+accounts, ``held`` = the sum of the account's pending holds, the balances sum to the money
+that entered and left, and a hold closes at most once.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -28,11 +33,15 @@ from hypothesis.stateful import (
 
 from mongoledger import (
     AlreadyReverted,
+    HoldClosed,
+    HoldExpired,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidAccount,
+    InvalidAmount,
     Ledger,
 )
+from mongoledger import _core as core
 from mongoledger.memory import MemoryClient
 
 NAMES = st.integers(min_value=0, max_value=4)
@@ -55,34 +64,69 @@ class ModelAccount:
 class ModelOperation:
     legs: list[tuple[int, int]]  # (account name, amount), in leg order
     ids: list[ObjectId]
+    external: int  # money that entered (or left) the ledger: increases, decreases
     reverted: bool = False
+
+
+@dataclass
+class ModelHold:
+    source: int
+    sink: int
+    amount: int
+    expires: datetime | None
+    status: str = "pending"
+    closes: int = 0  # how many times the ledger let it close: at most once
+
+
+@dataclass
+class Kw:
+    """Keyword arguments of a recorded call (``expires_at`` of a hold)."""
+
+    values: dict[str, Any]
 
 
 class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
+        # The ledger's clock, moved by the ``wait`` rule (holds expire against it).
+        self.now = datetime.now(timezone.utc).replace(microsecond=0)
+        self.real_utcnow = core.utcnow
+        core.utcnow = lambda: self.now  # type: ignore[assignment]
         self.ledger = Ledger(MemoryClient()["model"])
         self.accounts: dict[int, ModelAccount] = {}
         self.operations: list[ModelOperation] = []
         self.by_id: dict[ObjectId, ModelOperation] = {}
         self.keys: dict[str, tuple[Any, list[ObjectId]]] = {}  # key -> (call, ids)
+        self.holds: dict[ObjectId, ModelHold] = {}
+        self.lowest: dict[int, int] = {}  # per floored account: the lowest available seen
         self.next_key = 0
+
+    def teardown(self) -> None:
+        core.utcnow = self.real_utcnow  # type: ignore[assignment]
 
     # The model
 
-    def refused(self, legs: list[tuple[int, int]]) -> bool:
-        """Would applying ``legs`` in order take a guarded account below its floor?"""
-        balances = {name: acc.balance for name, acc in self.accounts.items()}
+    def held(self, name: int) -> int:
+        return sum(
+            h.amount for h in self.holds.values() if h.source == name and h.status == "pending"
+        )
+
+    def refused(self, legs: list[tuple[int, int]], holding: int = 0) -> bool:
+        """Would applying ``legs`` in order take a guarded account's available balance below
+        its floor? (``holding``: a hold's amount, reserved on the first leg's account.)"""
+        balances = {name: acc.balance - self.held(name) for name, acc in self.accounts.items()}
         for name, amount in legs:
-            after = balances.get(name, 0) + amount
+            after = balances.get(name, 0) + amount - (holding if holding else 0)
             floor = self.accounts[name].floor if name in self.accounts else None
-            if amount < 0 and floor is not None and after < floor:
+            if (amount < 0 or holding) and floor is not None and after < floor:
                 return True
             balances[name] = after
         return False
 
-    def apply(self, legs: list[tuple[int, int]], ids: list[ObjectId]) -> ModelOperation:
-        op = ModelOperation(legs, ids)
+    def apply(
+        self, legs: list[tuple[int, int]], ids: list[ObjectId], external: int = 0
+    ) -> ModelOperation:
+        op = ModelOperation(legs, ids, external)
         for (name, amount), tid in zip(legs, ids, strict=True):
             acc = self.accounts.setdefault(name, ModelAccount())
             acc.balance += amount
@@ -97,7 +141,13 @@ class LedgerMachine(RuleBasedStateMachine):
         self.next_key += 1
         return f"key-{self.next_key}"
 
-    def perform(self, call: tuple[Any, ...], legs: list[tuple[int, int]], key: str | None) -> None:
+    def perform(
+        self,
+        call: tuple[Any, ...],
+        legs: list[tuple[int, int]],
+        key: str | None,
+        external: int = 0,
+    ) -> None:
         """Run one ledger call; expect a refusal exactly when the model predicts one."""
         if self.refused(legs):
             with pytest.raises(InsufficientFunds):
@@ -105,13 +155,20 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         result = self.invoke(call, key)
         ids = result if isinstance(result, list) else [result]
-        self.apply(legs, ids)
+        self.apply(legs, ids, external)
         if key is not None:
             self.keys[key] = (call, ids)
 
     def invoke(self, call: tuple[Any, ...], key: str | None) -> Any:
         method, *args = call
-        return getattr(self.ledger, method)(*args, idempotency_key=key)
+        kwargs = args.pop().values if args and isinstance(args[-1], Kw) else {}
+        return getattr(self.ledger, method)(*args, idempotency_key=key, **kwargs)
+
+    def state_of(self, hold: ModelHold) -> str:
+        """The hold's status as callers see it: past its expiry it is expired, swept or not."""
+        if hold.status == "pending" and hold.expires is not None and hold.expires <= self.now:
+            return "expired"
+        return hold.status
 
     # Rules
 
@@ -126,6 +183,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert self.ledger.get_account(ref(name)).id == account_id
         if existing is None:
             self.accounts[name] = ModelAccount(floor=floor)
+            self.lowest[name] = min(floor, 0)
 
     @rule(
         name=NAMES,
@@ -135,11 +193,12 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def increase(self, name: int, amount: int, negative: bool, keyed: bool) -> None:
         value = -amount if negative else amount
-        self.perform(("increase", ref(name), value), [(name, value)], self.key(keyed))
+        self.perform(("increase", ref(name), value), [(name, value)], self.key(keyed), value)
 
     @rule(name=NAMES, amount=AMOUNTS, keyed=st.booleans())
     def decrease(self, name: int, amount: int, keyed: bool) -> None:
-        self.perform(("decrease", ref(name), amount), [(name, -amount)], self.key(keyed))
+        legs = [(name, -amount)]
+        self.perform(("decrease", ref(name), amount), legs, self.key(keyed), -amount)
 
     @rule(source=NAMES, sink=NAMES, amount=AMOUNTS, keyed=st.booleans())
     def transfer(self, source: int, sink: int, amount: int, keyed: bool) -> None:
@@ -185,13 +244,106 @@ class LedgerMachine(RuleBasedStateMachine):
         result = self.ledger.revert(tid, idempotency_key=key)
         ids_new = result if isinstance(result, list) else [result]
         assert len(ids_new) == len(legs)
-        self.apply(legs, ids_new)
+        self.apply(legs, ids_new, -original.external)
         original.reverted = True
         for old, new in zip(original.ids, ids_new, strict=True):
             assert self.ledger.get_transaction(old).reverted_by == new
             assert self.ledger.get_transaction(new).reverts == old
         if key is not None:
             self.keys[key] = (("revert", tid), ids_new)
+
+    # Holds
+
+    @rule(
+        source=NAMES,
+        sink=NAMES,
+        amount=AMOUNTS,
+        minutes=st.sampled_from([None, 1, 3]),
+        keyed=st.booleans(),
+    )
+    def hold(self, source: int, sink: int, amount: int, minutes: int | None, keyed: bool) -> None:
+        expires = None if minutes is None else timedelta(minutes=minutes)
+        call = ("hold", ref(source), ref(sink), amount, Kw({"expires_at": expires}))
+        if source == sink:
+            with pytest.raises(InvalidAccount):
+                self.invoke(call, None)
+            return
+        key = self.key(keyed)
+        if self.refused([(source, 0)], holding=amount):
+            with pytest.raises(InsufficientFunds):
+                self.invoke(call, key)
+            return
+        hold_id = self.invoke(call, key)
+        assert hold_id not in self.holds
+        self.accounts.setdefault(source, ModelAccount())
+        self.accounts.setdefault(sink, ModelAccount())
+        self.holds[hold_id] = ModelHold(
+            source, sink, amount, None if expires is None else self.now + expires
+        )
+        if key is not None:
+            self.keys[key] = (call, [hold_id])
+
+    def closing(self, pick: int) -> tuple[ObjectId, ModelHold, str]:
+        hold_id = sorted(self.holds, key=str)[pick % len(self.holds)]
+        hold = self.holds[hold_id]
+        return hold_id, hold, self.state_of(hold)
+
+    @precondition(lambda self: self.holds)
+    @rule(
+        pick=st.integers(min_value=0),
+        part=st.one_of(st.none(), st.integers(min_value=1, max_value=600)),
+        keyed=st.booleans(),
+    )
+    def capture(self, pick: int, part: int | None, keyed: bool) -> None:
+        hold_id, hold, state = self.closing(pick)
+        key = self.key(keyed)
+        if state != "pending":
+            error = HoldExpired if state == "expired" else HoldClosed
+            with pytest.raises(error):
+                self.ledger.capture(hold_id, part, idempotency_key=key)
+            return
+        if part is not None and part > hold.amount:
+            with pytest.raises(InvalidAmount):
+                self.ledger.capture(hold_id, part, idempotency_key=key)
+            return
+        ids = self.ledger.capture(hold_id, part, idempotency_key=key)
+        captured = hold.amount if part is None else part
+        hold.status = "captured"
+        hold.closes += 1
+        self.apply([(hold.source, -captured), (hold.sink, captured)], ids)
+        if key is not None:
+            self.keys[key] = (("capture", hold_id, part), ids)
+
+    @precondition(lambda self: self.holds)
+    @rule(pick=st.integers(min_value=0))
+    def void(self, pick: int) -> None:
+        hold_id, hold, state = self.closing(pick)
+        if state != "pending":
+            error = HoldExpired if state == "expired" else HoldClosed
+            with pytest.raises(error):
+                self.ledger.void(hold_id)
+            return
+        self.ledger.void(hold_id)
+        hold.status = "voided"
+        hold.closes += 1
+
+    @rule(minutes=st.integers(min_value=1, max_value=2), sweep=st.booleans())
+    def wait(self, minutes: int, sweep: bool) -> None:
+        self.now += timedelta(minutes=minutes)
+        if sweep:
+            self.expire()
+
+    @rule()
+    def expire(self) -> None:
+        due = [
+            h
+            for h in self.holds.values()
+            if h.status == "pending" and self.state_of(h) == "expired"
+        ]
+        assert self.ledger.expire_holds() == len(due)
+        for hold in due:
+            hold.status = "expired"
+            hold.closes += 1
 
     @precondition(lambda self: self.keys)
     @rule(pick=st.integers(min_value=0))
@@ -224,8 +376,29 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def balances_match(self) -> None:
         for name, acc in self.accounts.items():
-            assert self.ledger.balance(ref(name)) == acc.balance, name
+            account = self.ledger.get_account(ref(name))
+            assert account.balance == acc.balance, name
+            assert account.held == self.held(name), name  # held = the sum of pending holds
+            assert self.ledger.available_balance(ref(name)) == acc.balance - self.held(name)
+            available = acc.balance - self.held(name)
+            if acc.floor is not None:
+                # balance - held >= floor. An account opened with a floor above its balance
+                # (100 at 0) sits below it at first: until it reaches it, its available
+                # balance never goes down.
+                assert available >= self.lowest[name], name
+                self.lowest[name] = min(acc.floor, available)
         assert self.ledger.accounts.count_documents({}) == len(self.accounts)
+        # Money enters and leaves only through increases and decreases (and their reverts).
+        total = sum(acc.balance for acc in self.accounts.values())
+        assert total == sum(op.external for op in self.operations)
+
+    @invariant()
+    def holds_match(self) -> None:
+        for hold_id, hold in self.holds.items():
+            assert hold.closes <= 1, hold_id
+            assert self.ledger.get_hold(hold_id).status == hold.status, hold_id
+        holds = self.ledger.database[self.ledger.config.holds_collection]
+        assert holds.count_documents({}) == len(self.holds)
 
     @invariant()
     def histories_match(self) -> None:

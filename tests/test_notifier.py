@@ -47,6 +47,24 @@ def test_describe_short_form() -> None:
     assert describe(event, name=str.upper, amount=str, details=False) == "post: A -3, B 1, C 2"
 
 
+def test_describe_hold_steps() -> None:
+    ledger = Ledger(MemoryClient()["shop"])
+    ledger.ensure_indexes()
+    with ledger.watch(max_await_time_ms=20) as stream:
+        hold_id = ledger.hold("alice", "shop", 60, {"order": 7})
+        ledger.capture(hold_id, 40)
+        ledger.void(ledger.hold("alice", "shop", 5), {"reason": "gone"})
+        events = [stream.next() for _ in range(4)]
+    assert [describe(e, details=False) for e in events] == [
+        "hold: 60 of alice for shop",
+        "capture: alice -40, shop +40",
+        "hold: 5 of alice for shop",
+        "void: 5 of alice for shop",
+    ]
+    assert "hold: 60 of alice for shop  {'order': 7}" in describe(events[0])
+    assert "void: 5 of alice for shop  {'reason': 'gone'}" in describe(events[3])
+
+
 def test_main_reports_an_unreachable_server_in_one_line() -> None:
     err = io.StringIO()
     assert main(["--uri", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=50"], stderr=err) == 1

@@ -128,7 +128,7 @@ def test_a_new_instance_lists_indexes_and_creates_none(ledger: Ledger) -> None:
     a createIndexes on a large collection can stall while the build waits for its quorum."""
     again = Ledger(ledger.database)
     sent = commands(again, lambda: again.increase("a", 5))
-    assert sent["listIndexes"] == 3  # accounts, transactions, idempotency
+    assert sent["listIndexes"] == 4  # accounts, transactions, idempotency, holds
     assert "createIndexes" not in sent
     assert commands(again, lambda: again.increase("a", 5)) == {
         "findAndModify": 1,
@@ -141,7 +141,7 @@ def test_only_a_missing_index_is_created(ledger: Ledger, caplog: pytest.LogCaptu
     ledger.transactions.drop_index("ledger_date")
     again = Ledger(ledger.database)
     sent = commands(again, again.ensure_indexes)
-    assert sent == {"listIndexes": 3, "createIndexes": 1}
+    assert sent == {"listIndexes": 4, "createIndexes": 1}
     assert "ledger_date" in ledger.transactions.index_information()
     assert not caplog.records  # asked for: no warning
     # Built lazily before a first write on a collection in use: said, with the deploy step.
@@ -151,3 +151,57 @@ def test_only_a_missing_index_is_created(ledger: Ledger, caplog: pytest.LogCaptu
         third.increase("a", 1)
     assert "ledger_date" in caplog.text
     assert "mongoledger init" in caplog.text
+
+
+# Holds: the guarded steps return what the next step needs, so nothing is read first.
+
+
+def test_hold_is_one_guarded_update_and_one_insert(ledger: Ledger) -> None:
+    sent = commands(ledger, lambda: ledger.hold("a", "b", 5))
+    assert sent == {"findAndModify": 1, "insert": 1, "commitTransaction": 1}
+
+
+def test_capture_closes_the_hold_and_moves_both_accounts(ledger: Ledger) -> None:
+    # the hold's closing update returns it: no read before the DB transaction
+    expected = {"findAndModify": 3, "insert": 1, "commitTransaction": 1}
+    whole = ledger.hold("a", "b", 5)
+    assert commands(ledger, lambda: ledger.capture(whole)) == expected
+    part = ledger.hold("a", "b", 5)
+    assert commands(ledger, lambda: ledger.capture(part, 2)) == expected
+
+
+def test_void_closes_the_hold_and_releases_it(ledger: Ledger) -> None:
+    hold_id = ledger.hold("a", "b", 5)
+    sent = commands(ledger, lambda: ledger.void(hold_id))
+    assert sent == {"findAndModify": 1, "update": 1, "commitTransaction": 1}
+
+
+def test_expire_holds_reads_one_batch_then_closes_each(ledger: Ledger) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    for _ in range(3):
+        ledger.hold("a", "b", 5, expires_at=timedelta(minutes=1))
+    later = datetime.now(timezone.utc) + timedelta(minutes=2)
+    sent = commands(ledger, lambda: ledger.expire_holds(later))
+    assert sent == {"find": 1, "findAndModify": 3, "update": 3, "commitTransaction": 3}
+
+
+def test_keyed_hold_and_capture_cost_one_read_and_one_insert_more(ledger: Ledger) -> None:
+    sent = commands(ledger, lambda: ledger.hold("a", "b", 5, idempotency_key="h"))
+    assert sent == {"find": 1, "findAndModify": 1, "insert": 2, "commitTransaction": 1}
+    hold_id = ledger.hold("a", "b", 5)
+    sent = commands(ledger, lambda: ledger.capture(hold_id, idempotency_key="c"))
+    assert sent == {"find": 1, "findAndModify": 3, "insert": 2, "commitTransaction": 1}
+
+
+def test_currencies_cost_no_extra_read_for_a_transfer(ledger: Ledger) -> None:
+    fx = Ledger(ledger.database, currency_field="currency")
+    eur_1 = fx.open_account({"user_id": 1, "currency": "EUR"})
+    eur_2 = fx.open_account({"user_id": 2, "currency": "EUR"})
+    fx.increase(eur_1, 10)
+    fx.increase(eur_2, 10)
+    sent = commands(fx, lambda: fx.transfer(eur_1, eur_2, 5))
+    assert sent == {"findAndModify": 2, "insert": 1, "commitTransaction": 1}
+    # a hold by _id reads its target once: its currency is not in the source's update
+    sent = commands(fx, lambda: fx.hold(eur_1, eur_2, 5))
+    assert sent == {"find": 1, "findAndModify": 1, "insert": 1, "commitTransaction": 1}

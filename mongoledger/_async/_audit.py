@@ -7,13 +7,15 @@ from typing import Any
 
 import bson
 
-from mongoledger import _core, _reconcile
+from mongoledger import _core, _holds, _reconcile
 from mongoledger._async._base import LedgerBase
 from mongoledger._async._io import aggregate, to_list
 from mongoledger.models import (
     BalanceMismatch,
+    BrokenHold,
     BrokenLink,
     FloorViolation,
+    HeldMismatch,
     RunningBalanceMismatch,
     UnbalancedOperation,
     VerifyReport,
@@ -41,6 +43,10 @@ class Audit(LedgerBase):
 
         Every whole-collection aggregation runs with ``allowDiskUse``; the server returns one
         row of totals per account and, of the operations, only the broken ones.
+
+        Holds: each account's ``held`` must equal the sum of its pending holds, and each
+        captured hold must have its capture's legs; a repair rebuilds ``held`` from the holds
+        and reopens a captured hold whose capture never posted.
         """
         cfg = self._cfg
         totals = {
@@ -49,7 +55,7 @@ class Audit(LedgerBase):
                 self._transactions, _core.balances_pipeline(cfg), allowDiskUse=True
             )
         }
-        fields = [f for f in (cfg.balance_field, _core.SEQ, _core.MIN_BALANCE) if f]
+        fields = [f for f in (cfg.balance_field, _core.SEQ, _core.MIN_BALANCE, _core.HELD) if f]
         accounts = await to_list(self._accounts.find({}, dict.fromkeys(fields, 1)))
         known = {repr(a["_id"]) for a in accounts}
         running, rewritten = [], []
@@ -125,6 +131,7 @@ class Audit(LedgerBase):
         broken = _reconcile.check_links(cfg, links)
         if not await self._has_transactions():
             broken += await self._orphan_keys(repair=repair)
+        holds = await self._check_holds(accounts, repair=repair)
         return VerifyReport(
             accounts_checked=len(accounts),
             transactions_checked=sum(int(row["count"]) for row in totals.values()),
@@ -137,6 +144,7 @@ class Audit(LedgerBase):
             floor_violations=floors,
             repaired=repaired,
             repaired_histories=rewritten,
+            **holds,
         )
 
     async def _check_history(
@@ -253,13 +261,20 @@ class Audit(LedgerBase):
         records = await to_list(
             self._idempotency.find(
                 {"_id.ledger": self._cfg.transactions_collection},
-                {"transaction_ids": 1, "operation_id": 1},
+                {"transaction_ids": 1, "operation_id": 1, _core.KIND: 1},
             )
         )
         for start in range(0, len(records), 1000):
             batch = records[start : start + 1000]
-            firsts = [r["transaction_ids"][0] for r in batch if r.get("transaction_ids")]
-            found = await to_list(self._transactions.find({"_id": {"$in": firsts}}, {"_id": 1}))
+            firsts: dict[str, list[Any]] = {"transactions": [], "holds": []}
+            for r in batch:
+                if r.get("transaction_ids"):  # a hold's record names the hold
+                    where = "holds" if r.get(_core.KIND) == "hold" else "transactions"
+                    firsts[where].append(r["transaction_ids"][0])
+            found = await to_list(
+                self._transactions.find({"_id": {"$in": firsts["transactions"]}}, {"_id": 1})
+            )
+            found += await to_list(self._holds.find({"_id": {"$in": firsts["holds"]}}, {"_id": 1}))
             present = {repr(d["_id"]) for d in found}
             for record in batch:
                 ids = record.get("transaction_ids") or [None]
@@ -293,6 +308,115 @@ class Audit(LedgerBase):
             )
             if result.modified_count:
                 del doc[_core.REVERTED_BY]
+
+    async def _check_holds(self, accounts: list[dict[str, Any]], *, repair: bool) -> dict[str, Any]:
+        """Holds: every captured hold against its capture's legs (a capture that failed midway
+        without a DB transaction is reopened by a repair), then every account's ``held``
+        against the sum of its pending holds (rebuilt by a repair)."""
+        captured = await to_list(
+            self._holds.find({_core.STATUS: "captured"}, {_core.OPERATION_ID: 1})
+        )
+        legs = await aggregate(
+            self._transactions, _reconcile.capture_legs_pipeline(), allowDiskUse=True
+        )
+        broken = _reconcile.check_captures(captured, legs)
+        reopened = []
+        if repair:
+            reopened = [b.hold_id for b in broken if await self._reopen_capture(b.hold_id)]
+        pending = {
+            repr(row["_id"]): row
+            for row in await aggregate(
+                self._holds, _holds.pending_held_pipeline(), allowDiskUse=True
+            )
+        }
+        known = {repr(doc["_id"]) for doc in accounts}
+        suspects = [
+            doc["_id"]
+            for doc in accounts
+            if int(doc.get(_core.HELD) or 0)
+            != int(pending.get(repr(doc["_id"]), {}).get("held", 0))
+        ]
+        mismatches, fixed = [], []
+        for account_id in suspects:
+            found = await self._confirm_held(account_id, repair=repair)
+            if found is not None:
+                mismatch, was_fixed = found
+                mismatches.append(mismatch)
+                if was_fixed:
+                    fixed.append(account_id)
+        broken += [
+            BrokenHold(
+                hold_id=None,
+                problem=f"{row['count']} pending hold(s) reserve {row['held']} of account "
+                f"{row['_id']!r}, which does not exist",
+            )
+            for key, row in pending.items()
+            if key not in known
+        ]
+        return {
+            "holds_checked": sum(int(row["count"]) for row in pending.values()) + len(captured),
+            "held_mismatches": mismatches,
+            "broken_holds": broken,
+            "repaired_held": fixed,
+            "repaired_holds": reopened,
+        }
+
+    async def _confirm_held(
+        self, account_id: Any, *, repair: bool
+    ) -> tuple[HeldMismatch, bool] | None:
+        """Compare one account's ``held`` with its pending holds on one consistent view (a
+        snapshot DB transaction; without DB transactions, two identical looks), and repair it
+        there. Returns None when it is consistent after all."""
+        outcome: list[tuple[HeldMismatch, bool] | None] = [None]
+
+        async def body(session: Any) -> None:
+            outcome[0] = None
+            doc = await self._accounts.find_one(
+                {"_id": account_id}, {_core.HELD: 1}, session=session
+            )
+            rows = await aggregate(
+                self._holds, _holds.pending_held_pipeline(account_id), session=session
+            )
+            if doc is None:
+                return
+            cached = doc.get(_core.HELD)
+            calculated = int(rows[0]["held"]) if rows else 0
+            if int(cached or 0) == calculated:
+                return
+            if session is None:  # no snapshot: the value must not have moved meanwhile
+                again = await self._accounts.find_one({"_id": account_id}, {_core.HELD: 1})
+                if again is None or again.get(_core.HELD) != cached:
+                    return
+            fixed = False
+            if repair:
+                result = await self._accounts.update_one(
+                    {
+                        "_id": account_id,
+                        _core.HELD: {"$exists": False} if cached is None else cached,
+                    },
+                    {"$set": {_core.HELD: bson.Int64(calculated)}},
+                    session=session,
+                )
+                fixed = bool(result.modified_count)
+            mismatch = HeldMismatch(account_id=account_id, cached=cached, calculated=calculated)
+            outcome[0] = (mismatch, fixed)
+
+        await self._run(body)
+        return outcome[0]
+
+    async def _reopen_capture(self, hold_id: Any) -> bool:
+        """Reopen a captured hold whose capture has no transactions (the legs never posted)."""
+        if hold_id is None:
+            return False
+        hold = await self._holds.find_one({"_id": hold_id, _core.STATUS: "captured"})
+        if hold is None:
+            return False
+        operation_id = hold.get(_core.OPERATION_ID)
+        if await self._transactions.find_one({_core.OPERATION_ID: operation_id}) is not None:
+            return False  # the legs exist: not a capture that never posted
+        flt, update = _holds.reopen(hold_id, "captured", operation_id)
+        result = await self._holds.update_one(flt, update)
+        return bool(result.modified_count)
 
     async def rebuild_balances(self) -> VerifyReport:
         """Rebuild every drifted cached balance from the transactions: ``verify(repair=True)``."""

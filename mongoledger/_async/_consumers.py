@@ -38,7 +38,8 @@ class Consumers(LedgerBase):
         start_at_operation_time: Any = None,
         max_await_time_ms: int = 500,
     ) -> AsyncLedgerStream:
-        """Open a change stream of committed operations (one ``LedgerEvent`` each).
+        """Open a change stream of committed operations (one ``LedgerEvent`` each): the
+        money-moving operations, and each hold, void and expiry of a hold.
 
         The stream is open when this returns: every operation committed after it is seen.
         ``accounts`` (references) and ``kinds`` filter on the server. Resume with a token
@@ -51,6 +52,7 @@ class Consumers(LedgerBase):
             account_ids = [await self._account_id(a) for a in accounts]
         return await open_stream(
             self._cfg,
+            self._db,
             self._transactions,
             account_ids=account_ids,
             kinds=_events.validate_kinds(kinds),

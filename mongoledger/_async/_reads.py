@@ -116,13 +116,15 @@ class Reads(LedgerBase):
         limit: int | None = None,
         skip: int = 0,
         attributes: Mapping[str, Any] | None = None,
+        currency: Any = None,
     ) -> list[Account]:
         """One page of every account with its balance (the "all balances" report).
 
         ``sort``: ``balance``, ``id`` or ``created_at``, ``-`` prefix for descending; ties
         break on ``_id`` in the same direction, and ``_id``s of different types sort in
         MongoDB's order. ``limit`` rows (default 100) after ``skip``. ``attributes`` narrows
-        the report to accounts having those attribute values.
+        the report to accounts having those attribute values, ``currency`` to accounts in
+        that currency (needs ``currency_field``).
         """
         cfg = self._cfg
         columns = {"balance": cfg.balance_field, "id": "_id", "created_at": _core.CREATED_AT}
@@ -137,6 +139,8 @@ class Reads(LedgerBase):
         flt: dict[str, Any] = {}
         if attributes:
             flt = _core.validate_attributes(attributes, cfg.owned_account_fields)
+        if currency is not None:
+            flt[_core.currency_field(cfg)] = _core.validate_currency(currency)
         if cfg.balance_field is None:
             return await self._computed_report(flt, field, direction, limit, skip)
         # Ties break on _id in the same direction, so one index serves both directions.
@@ -194,11 +198,13 @@ class Reads(LedgerBase):
         start: Any = None,
         end: Any = None,
         timezone: str | None = None,
+        currency: Any = None,
     ) -> list[PeriodStatistics]:
         """Credit and debit totals per period (``day``, ``month``, ``year``), oldest first.
 
         Periods are UTC unless ``timezone`` names an IANA time zone (``"Europe/Paris"``):
-        then each day, month or year runs from local midnight to local midnight.
+        then each day, month or year runs from local midnight to local midnight. ``currency``
+        counts only transactions in that currency (needs ``currency_field``).
         """
         cfg = self._cfg
         period = _core.validate_period(period)
@@ -210,12 +216,12 @@ class Reads(LedgerBase):
         account_id = None if account is None else (await self._find_account(account))["_id"]
         if zone is None:
             pipeline = _core.statistics_pipeline(
-                cfg, account_id, period=period, start=start, end=end
+                cfg, account_id, period=period, start=start, end=end, currency=currency
             )
             rows = await aggregate(self._transactions, pipeline, allowDiskUse=True)
             labels = None
         else:
-            match = _core.statistics_match(cfg, account_id, start=start, end=end)
+            match = _core.statistics_match(cfg, account_id, start=start, end=end, currency=currency)
             # Only dates fall in a period (the UTC path's $dateToString refuses the rest).
             match.setdefault(cfg.date_field, {})["$type"] = "date"
             bounds = await self._date_bounds(match)

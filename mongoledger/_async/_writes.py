@@ -25,6 +25,7 @@ costs one extra indexed read to resolve it and detect ambiguity):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -46,6 +47,7 @@ from mongoledger.errors import (
     AccountNotFound,
     AfterWriteError,
     AlreadyReverted,
+    CurrencyMismatch,
     InsufficientFunds,
     InvalidAccount,
     InvalidAmount,
@@ -53,7 +55,7 @@ from mongoledger.errors import (
     LedgerError,
     TransactionNotFound,
 )
-from mongoledger.models import HookContext, OperationKind
+from mongoledger.models import EventKind, HookContext, OperationKind
 
 __all__ = ["Writes"]
 
@@ -76,6 +78,15 @@ class _Reverted(Exception):
 
 class _DuplicateKey(Exception):
     """The idempotency key was inserted concurrently."""
+
+
+@dataclass
+class _Posting:
+    """What one attempt of an operation moved: undone without DB transactions if it fails."""
+
+    applied: list[tuple[Leg, bool]] = field(default_factory=list)  # (leg, account created)
+    flagged: list[tuple[Any, Any]] = field(default_factory=list)  # (account, backdated_from)
+    dates: tuple[Any, Any] = (None, None)  # the first date tried, and the settled one
 
 
 class Writes(LedgerBase):
@@ -375,109 +386,168 @@ class Writes(LedgerBase):
         idempotency: tuple[str, str] | None,
         revert: bool,
     ) -> None:
-        cfg = self._cfg
-        chosen = cfg.date_value is None  # the ledger picks the date: "now"
-
         resolved = [leg.account_id for leg in legs]
 
         async def body(session: Any) -> None:
             # with_transaction may run this again: start from the resolved ids every time.
             for leg, account_id in zip(legs, resolved, strict=True):
                 leg.account_id = account_id
-            # "Now" is read inside the DB transaction, at every attempt: a retried attempt
-            # never carries the date of one that lost to a concurrent writer.
-            date = first = _core.utcnow() if chosen else given
-            latest: list[tuple[Any, Any]] = []  # (account id, its last_date after the leg)
-            flagged: list[tuple[Any, Any]] = []  # (account id, its backdated_from before)
-            applied: list[tuple[Leg, bool]] = []
+            posting = _Posting()
             recorded = False
             try:
                 if idempotency is not None:
-                    record = _core.idempotency_document(
-                        cfg, *idempotency, kind, operation_id, [leg.id for leg in legs]
-                    )
-                    try:
-                        await self._idempotency.insert_one(record, session=session)
-                    except DuplicateKeyError:  # a concurrent call with this key got there first
-                        raise _DuplicateKey from None
+                    ids = [leg.id for leg in legs]
+                    await self._record_key(idempotency, kind, operation_id, ids, session)
                     recorded = True
                 if revert:
                     await self._mark_reverted(legs, session)
-                balance_field = cfg.balance_field
-                for index, leg in enumerate(legs):
-                    target = leg.account
-                    by_id = target.is_id
-                    if leg.account_id is not None and not by_id:
-                        target = AccountRef(id=leg.account_id)
-                    update = _core.leg_update(cfg, target, leg.amount, date)
-                    doc = await self._move(update, session)
-                    created = False
-                    if doc is None and (
-                        leg.account_id is None or (cfg.auto_create_account and by_id)
-                    ):
-                        # The account may not exist yet: create it at zero, then move it.
-                        flt, insert = _core.account_creation(cfg, target, cfg.default_min_balance)
-                        try:
-                            result = await self._accounts.update_one(
-                                flt, insert, upsert=True, session=session
-                            )
-                        except DuplicateKeyError:
-                            # A concurrent caller created it. In a DB transaction the server
-                            # aborted ours: retry the whole operation (it exists now).
-                            if session is not None:
-                                raise _GuardFailed(index) from None
-                        else:
-                            created = result.upserted_id is not None
-                        doc = await self._move(update, session)
-                    if doc is None:
-                        try:  # explained as the guard saw it: with the account it created
-                            await self._explain_refusal(leg, target, session)
-                        finally:
-                            if created and session is None:
-                                await self._accounts.delete_one(
-                                    {"_id": result.upserted_id, _core.SEQ: 0}
-                                )
-                        raise _GuardFailed(index)
-                    leg.account_id = doc["_id"]
-                    leg.account_seq = int(doc[_core.SEQ])
-                    if balance_field:
-                        leg.balance_after = int(doc[balance_field])
-                    applied.append((leg, created))
-                    latest.append((doc["_id"], doc.get(_core.LAST_DATE)))
-                date = await self._settle_date(
-                    date, latest, flagged, chosen=chosen, session=session
+                await self._post_legs(
+                    kind, legs, operation_id, given, idempotency, session, posting
                 )
-                if len(legs) == 2 and cfg.extra_account_link_field:
-                    legs[0].extra_account_id = legs[1].account_id
-                    legs[1].extra_account_id = legs[0].account_id
-                docs = [
-                    _core.transaction_document(
-                        cfg,
-                        leg,
-                        index=i,
-                        count=len(legs),
-                        kind=kind,
-                        operation_id=operation_id,
-                        date=date,
-                        idempotency=idempotency,
-                    )
-                    for i, leg in enumerate(legs)
-                ]
-                await self._transactions.insert_many(docs, ordered=True, session=session)
             except BaseException:
                 if session is None:
-                    await self._compensate(applied, legs if revert else [])
-                    await self._restore_dates(applied, flagged, (first, date))
+                    await self._compensate(posting.applied, legs if revert else [])
+                    await self._restore_dates(posting.applied, posting.flagged, posting.dates)
                     if recorded and idempotency is not None:
-                        await self._idempotency.delete_one(
-                            {
-                                "_id": _core.idempotency_id(cfg, idempotency[0]),
-                                _core.OPERATION_ID: operation_id,
-                            }
-                        )
+                        await self._drop_key(idempotency, operation_id)
                 raise
 
         await self._run(body, None if idempotency is None else idempotency[0])
+
+    async def _post_legs(
+        self,
+        kind: OperationKind,
+        legs: list[Leg],
+        operation_id: ObjectId,
+        given: Any,
+        idempotency: tuple[str, str] | None,
+        session: Any,
+        posting: _Posting,
+    ) -> None:
+        """Move every leg's account, settle the operation's date, insert its transactions.
+        ``posting`` records what was done, for the compensation without DB transactions."""
+        chosen = self._cfg.date_value is None  # the ledger picks the date: "now"
+        # "Now" is read inside the DB transaction, at every attempt: a retried attempt never
+        # carries the date of one that lost to a concurrent writer.
+        date = _core.utcnow() if chosen else given
+        posting.dates = (date, date)
+        latest: list[tuple[Any, Any]] = []  # (account id, its last_date after the leg)
+        await self._move_legs(legs, session, posting.applied, date=date, latest=latest)
+        settled = await self._settle_date(
+            date, latest, posting.flagged, chosen=chosen, session=session
+        )
+        posting.dates = (date, settled)
+        await self._insert_legs(kind, legs, operation_id, settled, idempotency, session)
+
+    async def _record_key(
+        self,
+        idempotency: tuple[str, str],
+        kind: str,
+        operation_id: ObjectId,
+        ids: list[ObjectId],
+        session: Any,
+    ) -> None:
+        """Insert the key's record: the unique ``_id`` makes its first operation the only one."""
+        record = _core.idempotency_document(self._cfg, *idempotency, kind, operation_id, ids)
+        try:
+            await self._idempotency.insert_one(record, session=session)
+        except DuplicateKeyError:  # a concurrent call with this key got there first
+            raise _DuplicateKey from None
+
+    async def _drop_key(self, idempotency: tuple[str, str], operation_id: ObjectId) -> None:
+        await self._idempotency.delete_one(
+            {
+                "_id": _core.idempotency_id(self._cfg, idempotency[0]),
+                _core.OPERATION_ID: operation_id,
+            }
+        )
+
+    async def _move_legs(
+        self,
+        legs: list[Leg],
+        session: Any,
+        applied: list[tuple[Leg, bool]],
+        *,
+        date: Any,
+        latest: list[tuple[Any, Any]],
+    ) -> None:
+        """The guarded ``$inc`` of every leg, in order (creating missing accounts), then the
+        currency check on what those updates returned. ``applied`` collects what moved;
+        ``latest`` each moved account's ``last_date`` after the leg (see ``_settle_date``)."""
+        cfg = self._cfg
+        balance_field = cfg.balance_field
+        currency_field = cfg.currency_field
+        for index, leg in enumerate(legs):
+            target = leg.account
+            by_id = target.is_id
+            if leg.account_id is not None and not by_id:
+                target = AccountRef(id=leg.account_id)
+            update = _core.leg_update(cfg, target, leg.amount, date, leg.held)
+            if leg.currency_guard is not None and currency_field is not None:
+                update.filter[currency_field] = leg.currency_guard[0]
+            doc = await self._move(update, session)
+            created = False
+            if doc is None and (leg.account_id is None or (cfg.auto_create_account and by_id)):
+                # The account may not exist yet: create it at zero, then move it.
+                flt, insert = _core.account_creation(cfg, target, cfg.default_min_balance)
+                try:
+                    result = await self._accounts.update_one(
+                        flt, insert, upsert=True, session=session
+                    )
+                except DuplicateKeyError:
+                    # A concurrent caller created it. In a DB transaction the server
+                    # aborted ours: retry the whole operation (it exists now).
+                    if session is not None:
+                        raise _GuardFailed(index) from None
+                else:
+                    created = result.upserted_id is not None
+                doc = await self._move(update, session)
+            if doc is None:
+                try:  # explained as the guard saw it: with the account it created
+                    await self._explain_refusal(leg, target, session)
+                finally:
+                    if created and session is None:
+                        await self._accounts.delete_one({"_id": result.upserted_id, _core.SEQ: 0})
+                raise _GuardFailed(index)
+            leg.account_id = doc["_id"]
+            leg.account_seq = int(doc[_core.SEQ])
+            if balance_field:
+                leg.balance_after = int(doc[balance_field])
+            if currency_field is not None:
+                leg.currency = doc.get(currency_field)
+            applied.append((leg, created))
+            if leg.amount:  # a hold's leg moves no balance and dates nothing
+                latest.append((doc["_id"], doc.get(_core.LAST_DATE)))
+        _core.check_currencies(cfg, legs)
+
+    async def _insert_legs(
+        self,
+        kind: OperationKind,
+        legs: list[Leg],
+        operation_id: ObjectId,
+        date: Any,
+        idempotency: tuple[str, str] | None,
+        session: Any,
+    ) -> None:
+        """The operation's transaction documents, one insert for all legs."""
+        cfg = self._cfg
+        if len(legs) == 2 and cfg.extra_account_link_field:
+            legs[0].extra_account_id = legs[1].account_id
+            legs[1].extra_account_id = legs[0].account_id
+        docs = [
+            _core.transaction_document(
+                cfg,
+                leg,
+                index=i,
+                count=len(legs),
+                kind=kind,
+                operation_id=operation_id,
+                date=date,
+                idempotency=idempotency,
+            )
+            for i, leg in enumerate(legs)
+        ]
+        await self._transactions.insert_many(docs, ordered=True, session=session)
 
     async def _settle_date(
         self,
@@ -617,16 +687,29 @@ class Writes(LedgerBase):
         cfg = self._cfg
         for leg, created in reversed(applied):
             if created:
-                result = await self._accounts.delete_one({"_id": leg.account_id, _core.SEQ: 1})
+                only_ours: dict[str, Any] = {
+                    "_id": leg.account_id,
+                    _core.SEQ: 1 if leg.amount else 0,
+                }
+                if leg.held:
+                    only_ours[_core.HELD] = leg.held
+                result = await self._accounts.delete_one(only_ours)
                 if result.deleted_count:
                     continue
-            undo: dict[str, Any] = {cfg.balance_field: -leg.amount} if cfg.balance_field else {}
-            # Give the sequence number back only if no other operation took the next one.
-            result = await self._accounts.update_one(
-                {"_id": leg.account_id, _core.SEQ: leg.account_seq},
-                {"$inc": {**undo, _core.SEQ: -1}},
-            )
-            if not result.modified_count and undo:
+            undo: dict[str, Any] = {}
+            if cfg.balance_field and leg.amount:
+                undo[cfg.balance_field] = -leg.amount
+            if leg.held:
+                undo[_core.HELD] = -leg.held
+            if leg.amount:
+                # Give the sequence number back only if no other operation took the next one.
+                result = await self._accounts.update_one(
+                    {"_id": leg.account_id, _core.SEQ: leg.account_seq},
+                    {"$inc": {**undo, _core.SEQ: -1}},
+                )
+                if result.modified_count:
+                    continue
+            if undo:
                 await self._accounts.update_one({"_id": leg.account_id}, {"$inc": undo})
         if marked:
             await self._unmark(marked)
@@ -647,6 +730,24 @@ class Writes(LedgerBase):
             if not cfg.auto_create_account:
                 raise AccountNotFound(leg.account.describe())
             return  # created concurrently, or gone: the operation runs again
+        if leg.currency_guard is not None and cfg.currency_field is not None:
+            currency, counterpart = leg.currency_guard
+            if doc.get(cfg.currency_field) != currency:
+                raise CurrencyMismatch(
+                    {doc["_id"]: doc.get(cfg.currency_field), counterpart: currency},
+                    cfg.currency_field,
+                )
+        held = doc.get(_core.HELD) or 0
+        if isinstance(held, bool) or not isinstance(held, int):
+            raise InvalidAccount(
+                f"account {doc['_id']!r} has no integer {_core.HELD!r} field ({held!r}: changed "
+                "outside the ledger?); verify(repair=True) rebuilds it from the pending holds"
+            )
+        if leg.held > 0 and held + leg.held > _core.INT64_MAX:
+            raise InvalidAmount(
+                f"amount {leg.held} would overflow the int64 held sum {held} of account "
+                f"{doc['_id']!r}"
+            )
         if cfg.balance_field is None:
             return
         balance = doc.get(cfg.balance_field)
@@ -663,11 +764,12 @@ class Writes(LedgerBase):
                 f"amount {leg.amount} would overflow the int64 balance {balance} of account "
                 f"{doc['_id']!r}"
             )
-        if floor is not None and leg.amount < 0 and result < floor:
+        change = leg.amount - leg.held  # what the leg does to the available balance
+        if floor is not None and change < 0 and int(balance) - held + change < floor:
             # An account this operation creates is named as the caller referenced it: its
             # _id goes away with the refused operation.
             named = doc["_id"] if leg.account_id is not None else leg.account.describe()
-            raise InsufficientFunds(named, int(balance), leg.amount, int(floor))
+            raise InsufficientFunds(named, int(balance), change, int(floor), held=int(held))
 
     async def _resolve_for_write(self, ref: AccountRef) -> Any:
         """The ``_id`` a leg writes to, or None when the operation will create the account."""
@@ -681,8 +783,16 @@ class Writes(LedgerBase):
         return None
 
     async def _run_before_hooks(
-        self, kind: OperationKind, legs: list[Leg], operation_id: ObjectId, *, revert: bool
+        self,
+        kind: EventKind,
+        legs: list[Leg],
+        operation_id: ObjectId | None,
+        *,
+        revert: bool,
+        owned: frozenset[str] | None = None,
     ) -> None:
+        """``revert``: the amounts are fixed (a reversal, a void); ``owned``: the fields the
+        hooks' data may not use (default: a transaction document's)."""
         cfg = self._cfg
         for index, leg in enumerate(legs):
             ctx = HookContext(
@@ -693,23 +803,33 @@ class Writes(LedgerBase):
                 data=dict(leg.data),
                 operation_id=operation_id,
                 leg=index,
+                hold_id=leg.hold_id,
             )
             for fn in self._before:
                 await call_back(fn, ctx, "hook")
             amount = _core.validate_amount(ctx.amount, what="amount set by a before_write hook")
             if revert and amount != leg.amount:
                 raise InvalidAmount(
-                    f"a before_write hook changed a reversal amount from {leg.amount} to {amount}; "
-                    "reversal amounts are fixed"
+                    f"a before_write hook changed the amount of a {kind} from {leg.amount} to "
+                    f"{amount}; {kind} amounts are fixed"
                 )
             leg.amount = amount
-            leg.data = _core.validate_data(cfg, ctx.data, what="data set by a before_write hook")
-        if kind in ("transfer", "post"):
+            leg.data = _core.validate_data(
+                cfg, ctx.data, what="data set by a before_write hook", owned=owned
+            )
+        if kind in ("transfer", "post", "capture"):
             _core.check_balanced(kind, [leg.amount for leg in legs])
 
     async def _run_after_hooks(
-        self, kind: OperationKind, legs: list[Leg], operation_id: ObjectId
+        self,
+        kind: EventKind,
+        legs: list[Leg],
+        operation_id: ObjectId | None,
+        *,
+        result: list[Any] | None = None,
     ) -> None:
+        """``result``: what the call returns, carried by ``AfterWriteError`` (default: the
+        legs' transaction ids)."""
         failures: list[BaseException] = []
         for index, leg in enumerate(legs):
             ctx = HookContext(
@@ -720,8 +840,9 @@ class Writes(LedgerBase):
                 data=dict(leg.data),
                 operation_id=operation_id,
                 leg=index,
-                transaction_id=leg.id,
+                transaction_id=None if leg.hold_id is not None and kind != "capture" else leg.id,
                 balance_after=leg.balance_after,
+                hold_id=leg.hold_id,
             )
             for fn in self._after:
                 try:
@@ -729,4 +850,5 @@ class Writes(LedgerBase):
                 except Exception as exc:  # the operation is committed: run the other hooks
                     failures.append(exc)
         if failures:
-            raise AfterWriteError([leg.id for leg in legs], failures) from failures[0]
+            ids = [leg.id for leg in legs] if result is None else result
+            raise AfterWriteError(ids, failures) from failures[0]

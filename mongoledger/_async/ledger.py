@@ -4,6 +4,7 @@
 Each concept lives in one module, composed here:
 
 * ``_writes``: increase, decrease, transfer, post, revert, open_account, hooks;
+* ``_holds``: two-phase transfers (hold, capture, void, expiry) and the available balance;
 * ``_reads``: balances, accounts, transactions, history, report, statistics;
 * ``_audit``: verify and its repairs;
 * ``_consumers``: watch and listen (the change stream itself is in ``stream``);
@@ -18,6 +19,7 @@ from pymongo.read_preferences import ReadPreference
 
 from mongoledger._async._audit import Audit
 from mongoledger._async._consumers import Consumers
+from mongoledger._async._holds import Holds
 from mongoledger._async._reads import Reads
 from mongoledger._async._writes import Writes
 from mongoledger._core import LedgerConfig, check_database
@@ -27,7 +29,7 @@ __all__ = ["AsyncLedger"]
 _IS_SYNC = False
 
 
-class AsyncLedger(Writes, Reads, Audit, Consumers):
+class AsyncLedger(Holds, Writes, Reads, Audit, Consumers):
     """A balance ledger kept in two MongoDB collections (accounts and transactions).
 
     Every write is one MongoDB multi-document transaction: its transaction documents are
@@ -52,6 +54,8 @@ class AsyncLedger(Writes, Reads, Audit, Consumers):
         idempotency_collection: str = "ledger_idempotency",
         default_min_balance: int | None = None,
         sharded_accounts: bool = False,
+        currency_field: str | None = None,
+        holds_collection: str = "holds",
     ) -> None:
         check_database(database, sync=_IS_SYNC)
         self._cfg = LedgerConfig(
@@ -70,6 +74,8 @@ class AsyncLedger(Writes, Reads, Audit, Consumers):
             require_transactions=require_transactions,
             default_min_balance=default_min_balance,
             sharded_accounts=sharded_accounts,
+            holds_collection=holds_collection,
+            currency_field=currency_field,
         )
         self._db = database
         # The ledger reads what it just wrote (retries, reverts, idempotency): always from the
@@ -82,6 +88,9 @@ class AsyncLedger(Writes, Reads, Audit, Consumers):
         )
         self._idempotency = database.get_collection(
             idempotency_collection, read_preference=ReadPreference.PRIMARY
+        )
+        self._holds = database.get_collection(
+            holds_collection, read_preference=ReadPreference.PRIMARY
         )
         self._before = []
         self._after = []

@@ -52,6 +52,7 @@ class LedgerBase:
     _accounts: Any
     _transactions: Any
     _idempotency: Any
+    _holds: Any
     _before: list[Hook]
     _after: list[Hook]
     _capable: bool | None  # does the deployment have DB transactions? (None: not asked yet)
@@ -187,6 +188,7 @@ class LedgerBase:
             "accounts": self._accounts,
             "transactions": self._transactions,
             "idempotency": self._idempotency,
+            "holds": self._holds,
         }
         specs = _core.index_specs(self._cfg)
         for role, collection in collections.items():

@@ -6,6 +6,7 @@
 Each concept lives in one module, composed here:
 
 * ``_writes``: increase, decrease, transfer, post, revert, open_account, hooks;
+* ``_holds``: two-phase transfers (hold, capture, void, expiry) and the available balance;
 * ``_reads``: balances, accounts, transactions, history, report, statistics;
 * ``_audit``: verify and its repairs;
 * ``_consumers``: watch and listen (the change stream itself is in ``stream``);
@@ -21,6 +22,7 @@ from pymongo.read_preferences import ReadPreference
 from mongoledger._core import LedgerConfig, check_database
 from mongoledger._sync._audit import Audit
 from mongoledger._sync._consumers import Consumers
+from mongoledger._sync._holds import Holds
 from mongoledger._sync._reads import Reads
 from mongoledger._sync._writes import Writes
 
@@ -29,7 +31,7 @@ __all__ = ["Ledger"]
 _IS_SYNC = True
 
 
-class Ledger(Writes, Reads, Audit, Consumers):
+class Ledger(Holds, Writes, Reads, Audit, Consumers):
     """A balance ledger kept in two MongoDB collections (accounts and transactions).
 
     Every write is one MongoDB multi-document transaction: its transaction documents are
@@ -54,6 +56,8 @@ class Ledger(Writes, Reads, Audit, Consumers):
         idempotency_collection: str = "ledger_idempotency",
         default_min_balance: int | None = None,
         sharded_accounts: bool = False,
+        currency_field: str | None = None,
+        holds_collection: str = "holds",
     ) -> None:
         check_database(database, sync=_IS_SYNC)
         self._cfg = LedgerConfig(
@@ -72,6 +76,8 @@ class Ledger(Writes, Reads, Audit, Consumers):
             require_transactions=require_transactions,
             default_min_balance=default_min_balance,
             sharded_accounts=sharded_accounts,
+            holds_collection=holds_collection,
+            currency_field=currency_field,
         )
         self._db = database
         # The ledger reads what it just wrote (retries, reverts, idempotency): always from the
@@ -84,6 +90,9 @@ class Ledger(Writes, Reads, Audit, Consumers):
         )
         self._idempotency = database.get_collection(
             idempotency_collection, read_preference=ReadPreference.PRIMARY
+        )
+        self._holds = database.get_collection(
+            holds_collection, read_preference=ReadPreference.PRIMARY
         )
         self._before = []
         self._after = []

@@ -39,6 +39,7 @@ log = logging.getLogger("mongoledger.listen")
 
 def open_stream(
     cfg: LedgerConfig,
+    database: Any,
     transactions: Any,
     *,
     account_ids: Sequence[Any] | None,
@@ -49,7 +50,11 @@ def open_stream(
     max_await_time_ms: int,
 ) -> LedgerStream:
     pipeline = _events.change_stream_pipeline(cfg, account_ids=account_ids, kinds=kinds)
-    options: dict[str, Any] = {"max_await_time_ms": max_await_time_ms}
+    # updateLookup: a hold's closing update carries the hold (a closed hold never changes).
+    options: dict[str, Any] = {
+        "max_await_time_ms": max_await_time_ms,
+        "full_document": "updateLookup",
+    }
     if resume_after is not None:
         options["resume_after"] = resume_after
     if start_after is not None:
@@ -62,7 +67,7 @@ def open_stream(
             "sharded cluster or mongoledger.memory"
         )
     try:
-        raw = maybe_await(transactions.watch(pipeline, **options))
+        raw = maybe_await(database.watch(pipeline, **options))
         # Motor opens its change stream lazily, at the first next() or on entering it: open it
         # now, so that every operation committed after watch() returns is seen.
         if hasattr(raw, "__enter__"):
@@ -159,11 +164,11 @@ class LedgerStream:
         oldest = self._grouper.oldest_incomplete()
         if oldest is None:
             return None
-        operation_id, partial = oldest
+        operation_id, _ = oldest
         docs = to_list(
             self._transactions.find({_core.OPERATION_ID: operation_id}).sort(_core.LEG, 1)
         )
-        if len(docs) < partial.expected:
+        if not docs or len(docs) < int(docs[0].get(_core.LEGS, 1)):
             return None  # a non-transactional operation still being written
         finished = self._grouper.complete_with(operation_id, docs)
         return self._grouper.event(finished, self.resume_token)

@@ -194,6 +194,8 @@ def ledger_for(args: argparse.Namespace, database: Any, cls: Any) -> Any:
             account_link_field=args.account_link_field,
             extra_account_link_field=args.extra_account_link_field,
             idempotency_collection=args.idempotency_collection,
+            holds_collection=args.holds_collection,
+            currency_field=args.currency_field,
             amount_field=args.amount_field,
             date_field=args.date_field,
             data_field=args.data_field,

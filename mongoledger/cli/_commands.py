@@ -6,10 +6,12 @@ import argparse
 import io
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from mongoledger._core import utcnow
 from mongoledger._format import (
     CurrencyFormat,
     format_date,
@@ -24,12 +26,13 @@ from mongoledger.cli._values import (
     parse_account,
     parse_account_id,
     parse_data,
+    parse_duration,
     parse_resume_token,
     parse_value,
     parse_when,
 )
 from mongoledger.errors import ChangeStreamsUnsupported, LedgerError
-from mongoledger.models import Account, Transaction
+from mongoledger.models import Account, Hold, Transaction
 
 __all__ = ["COMMANDS", "Context", "VerifyFailed"]
 
@@ -144,7 +147,12 @@ def cmd_init(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.progress("creating indexes"):
         ctx.ledger.ensure_indexes()
     cfg = ctx.ledger.config
-    collections = [cfg.accounts_collection, cfg.transactions_collection, cfg.idempotency_collection]
+    collections = [
+        cfg.accounts_collection,
+        cfg.transactions_collection,
+        cfg.idempotency_collection,
+        cfg.holds_collection,
+    ]
     if ctx.json:
         ctx.emit({"ok": True, "collections": collections})
     else:
@@ -227,11 +235,126 @@ def cmd_balance(args: argparse.Namespace, ctx: Context) -> int:
         }
         if when is not None:
             document["at"] = when
+        else:  # pending holds are a present-tense notion
+            document["held"] = account.held
+            document["available"] = balance - account.held
         ctx.emit(document)
     else:
         suffix = "" if when is None else f" at {ctx.date(when)}"
-        ctx.print(f"{account_label(account)}{suffix}: {ctx.money.format(balance)}")
+        line = f"{account_label(account)}{suffix}: {ctx.money.format(balance)}"
+        if when is None and account.held:
+            available = ctx.money.format(balance - account.held)
+            line += f" (available {available}, held {ctx.money.format(account.held)})"
+        ctx.print(line)
     return 0
+
+
+# Holds
+
+
+def _print_holds(ctx: Context, holds: Sequence[Hold]) -> None:
+    labels = _labels(ctx, [i for h in holds for i in (h.from_account_id, h.to_account_id)])
+    ctx.print(
+        render_table(
+            ["hold", "from", "to", "amount", "status", "captured", "expires", "created"],
+            [
+                [
+                    str(h.id),
+                    labels[repr(h.from_account_id)],
+                    labels[repr(h.to_account_id)],
+                    ctx.money.format(h.amount),
+                    h.status,
+                    ctx.money.format(h.captured_amount),
+                    ctx.date(h.expires_at) if h.expires_at else "",
+                    ctx.date(h.created_at),
+                ]
+                for h in holds
+            ],
+            right=(3, 5),
+        )
+    )
+
+
+def _print_hold(ctx: Context, title: str, hold: Hold) -> None:
+    if ctx.json:
+        ctx.emit(hold)
+        return
+    ctx.print(f"{title}: hold {hold.id}")
+    _print_holds(ctx, [hold])
+
+
+def cmd_hold(args: argparse.Namespace, ctx: Context) -> int:
+    source = _account(args, "from")
+    target = _account(args, "to")
+    amount = ctx.amount(args.amount)
+    expires: Any = None
+    if args.expires_at is not None:
+        expires = parse_when(args.expires_at)
+    elif args.expires_in is not None:
+        expires = parse_duration(args.expires_in, what="--expires-in")
+    hold_id = ctx.ledger.hold(
+        source,
+        target,
+        amount,
+        parse_data(args.data),
+        expires_at=expires,
+        idempotency_key=args.idempotency_key,
+    )
+    _print_hold(ctx, "hold placed", ctx.ledger.get_hold(hold_id))
+    return 0
+
+
+def cmd_capture(args: argparse.Namespace, ctx: Context) -> int:
+    amount = None if args.amount is None else ctx.amount(args.amount)
+    ids = ctx.ledger.capture(
+        args.hold_id, amount, parse_data(args.data), idempotency_key=args.idempotency_key
+    )
+    _print_written(ctx, "capture", ids)
+    return 0
+
+
+def cmd_void(args: argparse.Namespace, ctx: Context) -> int:
+    ctx.ledger.void(args.hold_id, parse_data(args.data))
+    _print_hold(ctx, "voided", ctx.ledger.get_hold(args.hold_id))
+    return 0
+
+
+def cmd_holds(args: argparse.Namespace, ctx: Context) -> int:
+    if args.limit < 0:
+        raise UsageError(f"--limit {args.limit} must be 0 (all) or positive")
+    account = _account(args) if args.account or args.account_id else None
+    status = None if args.status == "all" else args.status
+    holds = ctx.ledger.holds(account, status=status, limit=args.limit or None)
+    total = sum(h.amount for h in holds)
+    if ctx.json:
+        ctx.emit({"holds": holds, "count": len(holds), "total": total})
+        return 0
+    _print_holds(ctx, holds)
+    ctx.print(f"{len(holds)} hold(s), {ctx.money.format(total)}")
+    return 0
+
+
+def cmd_expire(args: argparse.Namespace, ctx: Context) -> int:
+    now = None if args.now is None else parse_when(args.now)
+    if args.every is None:
+        released = ctx.ledger.expire_holds(now)
+        if ctx.json:
+            ctx.emit({"released": released})
+        else:
+            ctx.print(f"released {released} expired hold(s)")
+        return 0
+    if now is not None or args.every <= 0:
+        raise UsageError("--every takes a positive number of seconds, and no --now")
+    while True:  # until Ctrl-C (exit status 130)
+        released = ctx.ledger.expire_holds()
+        if released:
+            at = utcnow()
+            if ctx.json:
+                ctx.print(json.dumps(to_jsonable({"released": released, "at": at})))
+            else:
+                ctx.print(f"{ctx.date(at)}  released {released} expired hold(s)")
+            ctx.out.flush()
+        time.sleep(args.every)
 
 
 def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
@@ -341,7 +464,11 @@ def cmd_report(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.progress("reading balances"):
         accounts = _pages(
             lambda size, rows: ctx.ledger.report(
-                sort=args.sort, limit=size, skip=args.skip + len(rows), attributes=where or None
+                sort=args.sort,
+                limit=size,
+                skip=args.skip + len(rows),
+                attributes=where or None,
+                currency=args.currency,
             ),
             args.limit,
         )
@@ -365,7 +492,9 @@ def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
     if args.account or args.account_id:
         account_id = ctx.ledger.get_account(_account(args)).id
     with ctx.progress("computing statistics"):
-        rows = ctx.ledger.statistics(account_id, period=args.period, start=start, end=end)
+        rows = ctx.ledger.statistics(
+            account_id, period=args.period, start=start, end=end, currency=args.currency
+        )
     if ctx.json:
         ctx.emit({"account_id": account_id, "period": args.period, "periods": rows})
         return 0
@@ -534,6 +663,11 @@ COMMANDS: dict[str, Command] = {
     "transfer": cmd_transfer,
     "post": cmd_post,
     "revert": cmd_revert,
+    "hold": cmd_hold,
+    "capture": cmd_capture,
+    "void": cmd_void,
+    "holds": cmd_holds,
+    "expire": cmd_expire,
     "balance": cmd_balance,
     "history": cmd_history,
     "report": cmd_report,

@@ -13,12 +13,14 @@ from mongoledger.cli._connection import add_connection_defaults, default_store
 
 __all__ = ["build_parser", "connection_arguments"]
 
-KINDS = ("increase", "decrease", "transfer", "post", "revert")
+KINDS = ("increase", "decrease", "transfer", "post", "revert", "capture", "hold", "void", "expire")
+HOLD_STATUSES = ("pending", "captured", "voided", "expired", "all")
 SORTS = ("balance", "-balance", "id", "-id", "created_at", "-created_at")
 
 DESCRIPTION = """\
-Operate a mongoledger balance ledger kept in MongoDB: write operations, read balances,
-balance sheets and reports, verify consistency, follow committed operations.
+Operate a mongoledger balance ledger kept in MongoDB: write operations, place and settle
+holds, read balances, balance sheets and reports, verify consistency, follow committed
+operations.
 """
 
 VALUES_HELP = """\
@@ -146,6 +148,13 @@ def _add_global_options(
     )
     layout.add_argument(
         "--idempotency-collection", default=default("ledger_idempotency"), metavar="NAME"
+    )
+    layout.add_argument("--holds-collection", default=default("holds"), metavar="NAME")
+    layout.add_argument(
+        "--currency-field",
+        default=default(None),
+        metavar="FIELD",
+        help="accounts carry a currency in FIELD; operations never mix two (currency_field)",
     )
     layout.add_argument("--balance-field", default=default("balance"), metavar="FIELD")
     layout.add_argument(
@@ -390,6 +399,82 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
 
     p = _command(
         sub,
+        "hold",
+        "reserve AMOUNT of an account's available balance for another (capture or void later)",
+        "  mongoledger hold --from user_id=7 --from type=wallet --to shop_id=3 2500 "
+        "--expires-in 7d --data order=A-17\n"
+        "  mongoledger --json hold --from-id 65ab12cd34ef56ab78cd90ef --to-id shop-3 990",
+        environ,
+        description="Reserve AMOUNT (> 0) of the source account's available balance (its "
+        "balance minus its pending holds) for the target. Nothing moves yet: capture moves "
+        "all or part of it, void releases it, and past its expiry expire releases it.",
+    )
+    _add_account(p, "from", " (reserved from)")
+    _add_account(p, "to", " (reserved for)")
+    p.add_argument("amount", metavar="AMOUNT")
+    expiry = p.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-at", metavar="DATE", help="the hold expires at DATE (UTC)")
+    expiry.add_argument(
+        "--expires-in", metavar="DURATION", help="the hold expires after DURATION (30m, 12h, 7d)"
+    )
+    _add_write_options(p)
+
+    p = _command(
+        sub,
+        "capture",
+        "move all (or --amount) of a pending hold; the rest of it is released",
+        "  mongoledger capture 65ab12cd34ef56ab78cd90ef\n"
+        "  mongoledger capture 65ab12cd34ef56ab78cd90ef --amount 1990 --data shipment=S-9",
+        environ,
+    )
+    p.add_argument("hold_id", metavar="HOLD_ID", help="24 hex digits")
+    p.add_argument("--amount", metavar="AMOUNT", help="at most the held amount (default: all)")
+    _add_write_options(p)
+
+    p = _command(
+        sub,
+        "void",
+        "release a pending hold entirely",
+        "  mongoledger void 65ab12cd34ef56ab78cd90ef --data reason=cancelled",
+        environ,
+    )
+    p.add_argument("hold_id", metavar="HOLD_ID", help="24 hex digits")
+    p.add_argument(
+        "--data",
+        action="append",
+        metavar="KEY=VALUE",
+        help="kept on the hold as its void_data (repeatable)",
+    )
+
+    p = _command(
+        sub,
+        "holds",
+        "list holds, newest first: of an account (as source or target) or of all accounts",
+        "  mongoledger holds --account user_id=7 --account type=wallet\n"
+        "  mongoledger holds --status all --limit 20",
+        environ,
+    )
+    _add_account(p, what=" (optional; default: all accounts)")
+    p.add_argument("--status", choices=HOLD_STATUSES, default="pending", help="default pending")
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="default 50; 0: all")
+
+    p = _command(
+        sub,
+        "expire",
+        "release every pending hold past its expiry (once, or --every SECONDS until Ctrl-C)",
+        "  mongoledger expire\n  mongoledger expire --every 30",
+        environ,
+    )
+    p.add_argument("--now", metavar="DATE", help="release holds expiring up to DATE (default: now)")
+    p.add_argument(
+        "--every",
+        type=float,
+        metavar="SECONDS",
+        help="keep running: release expired holds every SECONDS (several may run at once)",
+    )
+
+    p = _command(
+        sub,
         "balance",
         "show an account's balance",
         "  mongoledger balance --account user_id=7 --account type=wallet\n"
@@ -444,6 +529,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         metavar="KEY=VALUE",
         help="only accounts with this attribute value (repeatable)",
     )
+    p.add_argument("--currency", metavar="CODE", help="only accounts in CODE (--currency-field)")
 
     p = _command(
         sub,
@@ -457,6 +543,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     _add_account(p, what=" (optional; default: all accounts)")
     p.add_argument("--start", metavar="DATE", help="from DATE (inclusive)")
     p.add_argument("--end", metavar="DATE", help="up to DATE (inclusive)")
+    p.add_argument(
+        "--currency", metavar="CODE", help="only transactions in CODE (--currency-field)"
+    )
 
     p = _command(
         sub,

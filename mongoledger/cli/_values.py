@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 from bson import ObjectId
@@ -30,6 +30,7 @@ __all__ = [
     "parse_account",
     "parse_account_id",
     "parse_data",
+    "parse_duration",
     "parse_pair",
     "parse_resume_token",
     "parse_value",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 _INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_DURATION = re.compile(r"([0-9]+)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _PREFIXES = ("str", "int", "float", "bool", "oid", "date", "json")
 
 
@@ -158,6 +161,15 @@ def parse_data(pairs: Sequence[str] | None) -> dict[str, Any] | None:
             raise UsageError(f"--data names {key!r} twice")
         data[key] = value
     return data
+
+
+def parse_duration(text: str, *, what: str = "duration") -> timedelta:
+    """A positive duration: seconds (``90``), or a number with a unit (``90s``, ``30m``,
+    ``12h``, ``7d``)."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise UsageError(f"{what} {text!r} is not a positive duration such as 90s, 30m, 12h or 7d")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
 def parse_when(text: str, *, end_of_day: bool = False) -> datetime:

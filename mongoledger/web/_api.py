@@ -7,6 +7,7 @@ exception handlers do that, so a route never catches them.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -24,7 +25,15 @@ from mongoledger.web._context import (
 )
 from mongoledger.web._live import balance_events
 from mongoledger.web._permissions import ADJUST, VIEW_ALL, VIEW_OWN, Forbidden, authorize
-from mongoledger.web._schemas import AmountIn, DataIn, OpenAccountIn, PostIn, TransferIn
+from mongoledger.web._schemas import (
+    AmountIn,
+    CaptureIn,
+    DataIn,
+    HoldIn,
+    OpenAccountIn,
+    PostIn,
+    TransferIn,
+)
 
 __all__ = ["api_router"]
 
@@ -132,15 +141,15 @@ def api_router(web: WebContext) -> APIRouter:
     ) -> JSONResponse:
         aid = await own_or_all(request, account_id)
         when = date_from_text(at, what="at", end_of_day=True)
+        body: dict[str, Any] = {"account_id": aid}
         if when is not None:
-            balance = await ledger.balance_at(aid, when)
-        elif calculated in ("1", "true"):
-            balance = await ledger.calculate_balance(aid)
-        else:
-            balance = await ledger.balance(aid)
-        body: dict[str, Any] = {"account_id": aid, "balance": balance}
-        if when is not None:
+            body["balance"] = await ledger.balance_at(aid, when)
             body["at"] = when
+        elif calculated in ("1", "true"):
+            body["balance"] = await ledger.calculate_balance(aid)
+        else:  # now: with what pending holds reserve of it
+            account = await ledger.get_account(aid)
+            body.update(balance=account.balance, held=account.held, available=account.available)
         return _json(body)
 
     @router.get("/accounts/{account_id}/history", summary="The balance sheet, newest first")
@@ -343,9 +352,92 @@ def api_router(web: WebContext) -> APIRouter:
         result = await ledger.revert(transaction_id, body.data, idempotency_key=idempotency_key)
         return await written("revert", result if isinstance(result, list) else [result])
 
-    # HOLDS: hold/capture/void/expire and available_balance land here with issue 13, as
-    # POST /api/holds, POST /api/holds/{id}/capture, POST /api/holds/{id}/void,
-    # GET /api/holds, GET /api/holds/{id}, and "available" in GET .../balance.
+    # Holds (reads: the holds of an account its viewer may see, or all with VIEW_ALL)
+
+    @router.get("/holds", summary="Holds, newest first: of an account (source or target), or all")
+    async def get_holds(
+        request: Request,
+        account: str | None = None,
+        status: str = "pending",
+        limit: str | None = None,
+    ) -> JSONResponse:
+        if account is None:
+            authorize(await web.access(request), VIEW_ALL)
+            aid = None
+        else:
+            aid = await own_or_all(request, account)
+        statuses = None if status == "all" else status.split(",")
+        page = int_from_text(limit, what="limit", minimum=1, maximum=MAX_PAGE) or web.page_size
+        holds = await ledger.holds(aid, status=statuses, limit=page)
+        return _json({"account_id": aid, "holds": holds, "count": len(holds)})
+
+    @router.get("/holds/{hold_id}", summary="One hold")
+    async def get_hold(request: Request, hold_id: str) -> JSONResponse:
+        access = await web.access(request)
+        viewer = authorize(access, VIEW_OWN)
+        if viewer.can(VIEW_ALL):
+            return _json(await ledger.get_hold(hold_id))
+        try:
+            hold = await ledger.get_hold(hold_id)
+        except LookupError:
+            raise Forbidden from None  # unknown and not yours answer alike
+        try:
+            authorize(access, VIEW_OWN, account_id=hold.from_account_id)
+        except Forbidden:
+            authorize(access, VIEW_OWN, account_id=hold.to_account_id)
+        return _json(hold)
+
+    @router.post(
+        "/holds",
+        summary="Reserve an amount of an account's available balance for another",
+        status_code=201,
+        dependencies=write,
+    )
+    async def post_hold(
+        request: Request, body: HoldIn, idempotency_key: str | None = Header(default=None)
+    ) -> JSONResponse:
+        expires: Any = None
+        if body.expires_at is not None and body.expires_in is not None:
+            raise InvalidArgument("give expires_at or expires_in, not both")
+        if body.expires_at is not None:
+            expires = date_from_text(body.expires_at, what="expires_at")
+        elif body.expires_in is not None:
+            if body.expires_in <= 0:
+                raise InvalidArgument(f"expires_in {body.expires_in} must be positive seconds")
+            expires = timedelta(seconds=body.expires_in)
+        hold_id = await ledger.hold(
+            account_id_from_text(body.from_account),
+            account_id_from_text(body.to_account),
+            body.amount,
+            body.data,
+            expires_at=expires,
+            idempotency_key=idempotency_key,
+        )
+        return _json(await ledger.get_hold(hold_id), 201)
+
+    @router.post(
+        "/holds/{hold_id}/capture",
+        summary="Move all or part of a pending hold; the rest is released",
+        status_code=201,
+        dependencies=write,
+    )
+    async def post_capture(
+        request: Request,
+        hold_id: str,
+        body: CaptureIn,
+        idempotency_key: str | None = Header(default=None),
+    ) -> JSONResponse:
+        ids = await ledger.capture(hold_id, body.amount, body.data, idempotency_key=idempotency_key)
+        return await written("capture", ids)
+
+    @router.post(
+        "/holds/{hold_id}/void",
+        summary="Release a pending hold entirely",
+        dependencies=write,
+    )
+    async def post_void(request: Request, hold_id: str, body: DataIn) -> JSONResponse:
+        await ledger.void(hold_id, body.data)
+        return _json(await ledger.get_hold(hold_id))
 
     return router
 

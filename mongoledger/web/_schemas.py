@@ -6,7 +6,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-__all__ = ["AmountIn", "DataIn", "LegIn", "OpenAccountIn", "PostIn", "TransferIn"]
+__all__ = [
+    "AmountIn",
+    "CaptureIn",
+    "DataIn",
+    "HoldIn",
+    "LegIn",
+    "OpenAccountIn",
+    "PostIn",
+    "TransferIn",
+]
 
 
 class _Body(BaseModel):
@@ -52,3 +61,23 @@ class OpenAccountIn(_Body):
 
     attributes: dict[str, Any] | None = None
     min_balance: StrictInt | None = None
+
+
+class HoldIn(DataIn):
+    """A hold: reserve ``amount`` of ``from``'s available balance for ``to``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_account: StrictStr = Field(alias="from")
+    to_account: StrictStr = Field(alias="to")
+    amount: StrictInt = Field(description="integer > 0, minor unit")
+    expires_at: StrictStr | None = Field(
+        default=None, description="ISO 8601 date-time, UTC unless it names an offset"
+    )
+    expires_in: StrictInt | None = Field(default=None, description="seconds from now (> 0)")
+
+
+class CaptureIn(DataIn):
+    """A capture: all of the hold (no ``amount``), or ``amount`` of it."""
+
+    amount: StrictInt | None = Field(default=None, description="0 < amount <= held")

@@ -45,6 +45,8 @@ class Env:
     bob: Any
     alice_tx: Any
     bob_tx: Any
+    alice_hold: Any = None  # pending holds each account placed for a shop
+    bob_hold: Any = None
     clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
 
     def client(self, who: str | None) -> httpx.AsyncClient:
@@ -60,9 +62,11 @@ async def make_env(database: Any, **options: Any) -> Env:
     bob = await ledger.open_account(BOB)
     alice_tx = await ledger.increase(alice, 10_000, {"note": "top-up"})
     bob_tx = await ledger.increase(bob, SECRET_BALANCE, {"note": "bob's salary"})
+    alice_hold = await ledger.hold(alice, "shop", 100, {"order": "A-1"})
+    bob_hold = await ledger.hold(bob, "shop", 1_000, {"order": "B-1"})
     options.setdefault("money", CurrencyFormat(symbol="$"))
     app = create_app(ledger, identify=identify, **options)
-    return Env(ledger, app, alice, bob, alice_tx, bob_tx)
+    return Env(ledger, app, alice, bob, alice_tx, bob_tx, alice_hold, bob_hold)
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ class Route:
     build: Callable[[Env], tuple[str, dict[str, Any]]]
     writes: bool = False
     streams: bool = False
+    status: int | None = None  # when allowed (default: 201 for an API POST, else 200)
 
 
 def _aid(env: Env, who: str) -> str:
@@ -59,6 +60,18 @@ def _account_routes(who: str) -> list[Route]:
             who,
             lambda env: (f"/api/transactions/{env.alice_tx if who == 'alice' else env.bob_tx}", {}),
         ),
+        Route(
+            f"api-holds-{who}",
+            "GET",
+            who,
+            lambda env: (f"/api/holds?account={_aid(env, who)}&status=all", {}),
+        ),
+        Route(
+            f"api-hold-{who}",
+            "GET",
+            who,
+            lambda env: (f"/api/holds/{env.alice_hold if who == 'alice' else env.bob_hold}", {}),
+        ),
         Route(f"page-sheet-{who}", "GET", who, path("/balance", page=True)),
         Route(f"page-statistics-{who}", "GET", who, path("/statistics", page=True)),
     ]
@@ -76,6 +89,7 @@ ROUTES = [
     Route("api-balances", "GET", "all", lambda env: ("/api/balances", {})),
     Route("api-statistics", "GET", "all", lambda env: ("/api/statistics", {})),
     Route("api-verify", "GET", "all", lambda env: ("/api/verify", {})),
+    Route("api-all-holds", "GET", "all", lambda env: ("/api/holds", {})),
     Route("page-report", "GET", "all", lambda env: ("/admin/reports/balances", {})),
     Route("page-all-statistics", "GET", "all", lambda env: ("/admin/reports/statistics", {})),
     Route("page-adjust-form", "GET", "adjust", lambda env: ("/admin/adjust", {})),
@@ -128,6 +142,31 @@ ROUTES = [
         writes=True,
     ),
     Route(
+        "api-hold-post",
+        "POST",
+        "adjust",
+        lambda env: (
+            "/api/holds",
+            _json({"from": _aid(env, "bob"), "to": _aid(env, "alice"), "amount": 7}),
+        ),
+        writes=True,
+    ),
+    Route(
+        "api-capture",
+        "POST",
+        "adjust",
+        lambda env: (f"/api/holds/{env.bob_hold}/capture", _json({"amount": 600})),
+        writes=True,
+    ),
+    Route(
+        "api-void",
+        "POST",
+        "adjust",
+        lambda env: (f"/api/holds/{env.bob_hold}/void", _json({})),
+        writes=True,
+        status=200,
+    ),
+    Route(
         "api-open-account",
         "POST",
         "adjust",
@@ -155,9 +194,11 @@ def _allowed(route: Route, who: str) -> bool:
     return route.need in MAY[who]
 
 
-async def _state(env: Env) -> tuple[int, int]:
+async def _state(env: Env) -> tuple[int, ...]:
     accounts = await env.ledger.accounts.count_documents({})
-    return await env.count(), int(accounts)
+    holds = env.ledger.database[env.ledger.config.holds_collection]
+    pending = await holds.count_documents({"status": "pending"})
+    return await env.count(), int(accounts), int(await holds.count_documents({})), int(pending)
 
 
 # An allowed event stream never ends: tests/web/test_live.py reads those over real HTTP.
@@ -180,7 +221,9 @@ async def test_route_permissions(env: Env, route: Route, who: str) -> None:
     before = await _state(env)
     response = await client.request(route.method, url, **kwargs)
     if allowed:
-        expected = 201 if route.method == "POST" and url.startswith("/api") else 200
+        expected = route.status or (
+            201 if route.method == "POST" and url.startswith("/api") else 200
+        )
         assert response.status_code == expected, response.text
         if route.writes:
             assert await _state(env) != before
