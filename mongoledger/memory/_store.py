@@ -505,7 +505,10 @@ class Store:
         self._closed = False
         self._compacting = threading.Lock()
         self._compactor: threading.Thread | None = None
+        # The last background compaction's failure (e.g. a full disk): the next one waits
+        # until the journal has doubled (``_retry_at``), and compact() raises it again.
         self.compaction_error: BaseException | None = None
+        self._retry_at = 0
         self.compactions = 0
         for db_name, db in server._store._databases.items():
             for coll_name, store in db._collections.items():
@@ -686,7 +689,8 @@ class Store:
 
     def _on_durable(self, upto: int) -> None:
         """After a flush (in whichever thread did it; no lock of the server's taken)."""
-        if self._journal_bytes() > max(COMPACT_MIN_BYTES, self._snapshot_bytes // 4):
+        threshold = max(COMPACT_MIN_BYTES, self._snapshot_bytes // 4, self._retry_at)
+        if self._journal_bytes() > threshold:
             self._compact_in_background()
 
     def _show(self) -> None:
@@ -727,7 +731,7 @@ class Store:
     # -- compaction -----------------------------------------------------------------------
 
     def _compact_in_background(self) -> None:
-        if self._closed or self.compaction_error is not None:
+        if self._closed:
             return
         if self._compactor is not None and self._compactor.is_alive():
             return
@@ -740,16 +744,18 @@ class Store:
     def _compact_quietly(self) -> None:
         try:
             self.compact()
-        except Exception as exc:  # retried at the next explicit compact(); reported there
+        except Exception as exc:  # the journal keeps everything: retried as it grows
             self.compaction_error = exc
+            self._retry_at = 2 * self._journal_bytes()
 
     def compact(self) -> None:
         """Write a snapshot of the store and drop the journal it replaces (writes go on)."""
         with self._compacting:
             if self._closed:
                 return
-            self.compaction_error = None
             self._compact()
+            self.compaction_error = None
+            self._retry_at = 0
             self.compactions += 1
 
     def _compact(self) -> None:

@@ -510,6 +510,45 @@ def test_the_store_compacts_itself_as_the_journal_grows(
     client.close()
 
 
+def test_a_failed_background_compaction_loses_nothing_and_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_store, "COMPACT_MIN_BYTES", 4096)
+    real_replace = os.replace
+    failures = []
+
+    def full_disk(src: Any, dst: Any) -> None:
+        if str(src).endswith("snapshot.tmp") and not failures:
+            failures.append(src)
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(_store.os, "replace", full_disk)
+    client = MemoryClient(path=tmp_path)
+    store = client.server.store
+    coll = client["app"]["c"]
+    i = 0
+
+    def write_until(done: Any) -> None:
+        nonlocal i
+        for _ in range(20_000):
+            if done():
+                return
+            coll.insert_one({"_id": i, "pad": "z" * 200})
+            i += 1
+        raise AssertionError(f"not after {i} writes: {store.stats}")
+
+    write_until(lambda: store.compaction_error is not None)
+    assert "No space left" in str(store.compaction_error)
+    assert not (tmp_path / "snapshot.tmp").exists()
+    write_until(lambda: store.stats["compactions"] > 0)  # retried once the journal doubled
+    client.close()
+    assert store.compaction_error is None
+    client = MemoryClient(path=tmp_path)
+    assert client["app"]["c"].count_documents({}) == i
+    client.close()
+
+
 def test_a_compaction_that_died_before_its_rename_leaves_the_store_as_it_was(
     tmp_path: Path,
 ) -> None:
