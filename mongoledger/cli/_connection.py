@@ -164,11 +164,7 @@ def connect(
     if target.kind == "memory":
         client: Any = MemoryClient()
     else:
-        assert target.store is not None
-        new = _is_new(target.store)
-        client = MemoryClient(path=target.store)
-        if new:
-            _announce(target, err, prog)
+        client = _open_store(target, lambda path: MemoryClient(path=path), err, prog)
     return client, client[db_name]
 
 
@@ -179,12 +175,7 @@ def connect_async(target: Target, *, err: TextIO | None = None, appname: str) ->
 
         if target.kind == "memory":
             return AsyncMemoryClient()
-        assert target.store is not None
-        new = _is_new(target.store)
-        client = AsyncMemoryClient(path=target.store)
-        if new:
-            _announce(target, sys.stderr if err is None else err)
-        return client
+        return _open_store(target, lambda path: AsyncMemoryClient(path=path), err)
     from pymongo import AsyncMongoClient
 
     assert target.uri is not None
@@ -206,19 +197,21 @@ def open_server(target: Target, *, err: TextIO | None = None) -> Any:
 
     if target.kind == "memory":
         return MemoryServer()
-    assert target.store is not None
-    new = _is_new(target.store)
-    server = MemoryServer(path=target.store)
+    return _open_store(target, lambda path: MemoryServer(path=path), err)
+
+
+def _open_store(target: Target, opener: Any, err: TextIO | None, prog: str = "mongoledger") -> Any:
+    """``opener(directory)``, saying on ``err`` where the store is when it creates it."""
+    directory = target.store
+    assert directory is not None
+    new = not directory.exists() or (directory.is_dir() and not any(directory.iterdir()))
+    opened = opener(directory)
     if new:
-        _announce(target, sys.stderr if err is None else err)
-    return server
+        _announce(target, sys.stderr if err is None else err, prog)
+    return opened
 
 
-def _is_new(directory: Path) -> bool:
-    return not directory.exists() or (directory.is_dir() and not any(directory.iterdir()))
-
-
-def _announce(target: Target, err: TextIO, prog: str = "mongoledger") -> None:
+def _announce(target: Target, err: TextIO, prog: str) -> None:
     if target.default:
         err.write(
             f"{prog}: created the store {target.store} (the default: --store DIR or "
