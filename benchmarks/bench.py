@@ -154,6 +154,7 @@ class Target:
     reset: Callable[[], None]
     databases: list[str] = field(default_factory=list)
     listener: _Listener | None = None  # a real server's command monitoring
+    uri: str | None = None  # a real server's (an async client of it serves one event loop)
 
     def database(self, label: str) -> tuple[Any, Any]:
         name = f"mongoledger_bench_{label}_{os.getpid()}_{len(self.databases)}"
@@ -191,6 +192,7 @@ def uri_target(uri: str) -> Target:
         lambda: Counter(listener.counts),
         listener.counts.clear,
         listener=listener,
+        uri=uri,
     )
 
 
@@ -626,10 +628,22 @@ def web_rows(target: Target, cfg: Settings, log: Callable[[str], None]) -> list[
         log(f"  skipped: {exc} (pip install 'mongoledger[web]')")
         return []
     _, async_db = target.database("web")
+
+    async def run() -> list[dict[str, Any]]:
+        if target.uri is None:
+            return await web_throughput(
+                async_db, cfg.ops, cfg.rounds, time_async, cfg.collector, log
+            )
+        # PyMongo binds an async client to the event loop it first ran on: this one gets its own.
+        client: Any = pymongo.AsyncMongoClient(target.uri)
+        try:
+            db = client[async_db.name]
+            return await web_throughput(db, cfg.ops, cfg.rounds, time_async, cfg.collector, log)
+        finally:
+            await client.close()
+
     try:
-        return asyncio.run(
-            web_throughput(async_db, cfg.ops, cfg.rounds, time_async, cfg.collector, log)
-        )
+        return asyncio.run(run())
     finally:
         gc.unfreeze()
 
@@ -1034,6 +1048,58 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {name} | {plan['access']} | {', '.join(plan['indexes']) or '-'} | "
                 f"{' → '.join(reversed(plan['stages']))} |"
             )
+    w = results.get("wire")
+    if w:
+        out.append("")
+        out.append("### Wire overhead: the same transfers in process and over loopback")
+        out.append("")
+        out.append(
+            f"`transfer`, {w['rounds']} alternating rounds of {w['ops']:,}; ops/s: the best "
+            "round; ratio: the median over rounds of loopback time / in-process time (target "
+            "≤ 2). In process: `MemoryClient`/`AsyncMemoryClient`; over loopback: real PyMongo "
+            "(`MongoClient`/`AsyncMongoClient`) to `mongoledger serve-db --memory` in its own "
+            "process."
+        )
+        out.append("")
+        out.append(
+            "| operation | mode | in process ops/s | over loopback ops/s | "
+            "loopback/in-process time |"
+        )
+        out.append("|---|---|---:|---:|---:|")
+        for r in w["rows"]:
+            mark = "" if r["ratio"] <= 2 else f" (**{r['ratio']:.2f} > 2**)"
+            out.append(
+                f"| {r['operation']} | {r['mode']} | {r['in_process_ops_s']:,.0f} | "
+                f"{r['loopback_ops_s']:,.0f} | {r['ratio']:.2f}{mark} |"
+            )
+        out.append("")
+        out.append(
+            f"Idle server CPU with a connected client: {w['idle_cpu_percent']:.2f}% of one core "
+            f"over {w['idle_seconds']:.0f} s."
+        )
+    for name, peer in (results.get("peers") or {}).items():
+        out.append("")
+        out.append(f"### Peer: {name} and mongoledger through the same serve-db")
+        out.append("")
+        if "medici" not in peer:
+            out.append(f"Not measured: {peer.get('skipped') or peer.get('error')}")
+            continue
+        out.append(
+            "| ledger | transfers/s (sequential) | round trips per transfer | "
+            "transfers/s (concurrent) | failed | balances sum to 0 |"
+        )
+        out.append("|---|---:|---:|---:|---:|---|")
+        for label, r in (("medici", peer["medici"]), ("mongoledger", peer["mongoledger"])):
+            out.append(
+                f"| {label} | {r['sequential_ops_s']:,.0f} | {r['commands_per_transfer']:.1f} | "
+                f"{r['concurrent_ops_s']:,.0f} (x{r['workers']}) | {r['failed']} | "
+                f"{'yes' if r['balance_sum'] == 0 else 'NO: ' + str(r['balance_sum'])} |"
+            )
+        names = peer["medici"].get("commands")
+        if names:
+            listed = ", ".join(f"{k} {v:g}" for k, v in sorted(names.items()))
+            out.append("")
+            out.append(f"medici's commands per transfer: {listed}.")
     if results.get("store"):
         from benchmarks import store
 
@@ -1042,6 +1108,17 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        if args.wire:
+            from benchmarks.wire import serve_db
+
+            args.uri, _pid = stack.enter_context(serve_db())
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks import wire
+
     only = None if args.only is None else [op.strip() for op in args.only.split(",") if op.strip()]
     cfg = settings(args.quick, args.large, args.gc, only)
     if args.cpu:
@@ -1051,6 +1128,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(msg, file=sys.stderr, flush=True)
 
     target = uri_target(args.uri) if args.uri else memory_target()
+    if args.wire:
+        target.name = f"memory engine's wire endpoint (serve-db at {target.name[11:]})"
     started = time.perf_counter()
     if getattr(args, "store_only", False):
         from benchmarks import store
@@ -1074,14 +1153,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         target.drop()
     log("growth")
     grown, plans = growth(args.uri, cfg, log)
+    overhead = None
+    if not only:  # --only measures the throughput alone
+        log("wire overhead: transfers in process vs over loopback (serve-db), same run")
+        overhead = wire.overhead(
+            64 if cfg.quick else 512, 2 if cfg.quick else 6, 1.0 if cfg.quick else 5.0, log
+        )
+    peers: dict[str, Any] = {}
+    for peer in args.peer or ():
+        log(f"peer: {peer} through the same serve-db")
+        peers[peer] = wire.medici(64 if cfg.quick else 1000, 8, log)
     results = {
         "commands": commands,
         "throughput": rates,
         "web": web,
         "growth": grown,
         "explain": plans,
+        "wire": overhead,
+        "peers": peers,
     }
-    if not args.uri and only is None:
+    if not args.uri and not args.wire and only is None:
         from benchmarks import store
 
         results["store"] = store.run(cfg.quick, cfg.ops, cfg.rounds, log)
@@ -1106,6 +1197,17 @@ def _meta(target: Target, cfg: Settings, started: float) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
     parser.add_argument("--uri", help="a MongoDB replica set (default: the in-memory engine)")
+    parser.add_argument(
+        "--wire",
+        action="store_true",
+        help="run against the engine's own wire endpoint (a serve-db subprocess), as --uri",
+    )
+    parser.add_argument(
+        "--peer",
+        action="append",
+        choices=["medici"],
+        help="also run a peer ledger's transfers through the same serve-db (Node, npm)",
+    )
     parser.add_argument("--quick", action="store_true", help="small counts (under a minute)")
     parser.add_argument("--large", action="store_true", help="add the 1M-transaction point")
     parser.add_argument(
@@ -1131,7 +1233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "busy machine then moves the ratios far less than wall time",
     )
     args = parser.parse_args(argv)
-    if args.cpu and args.uri:
+    if args.cpu and (args.uri or args.wire):
         parser.error(
             "--cpu times the in-memory engine only (a server's work is not this process's)"
         )

@@ -16,8 +16,21 @@ from typing import Any
 import pytest
 
 REAL_URI = os.environ.get("MONGOLEDGER_TEST_URI")
+# Without a URI, the real and motor tiers run against the engine's own wire endpoint: real
+# PyMongo and real Motor over TCP (MONGOLEDGER_TEST_WIRE=0 skips them instead).
+WIRE_SERVER: Any = None
+if not REAL_URI and os.environ.get("MONGOLEDGER_TEST_WIRE", "1") != "0":
+    from mongoledger.memory import MemoryServer
+    from mongoledger.memory._commands import commands_for
+
+    WIRE_SERVER = MemoryServer()
+    # A transaction a test leaves open (a commit that never answered) is aborted after 5 s,
+    # as a test deployment's transactionLifetimeLimitSeconds would, instead of the default 60.
+    commands_for(WIRE_SERVER).sessions.transaction_lifetime = 5
+    REAL_URI = WIRE_SERVER.listen()
 SKIP_REAL = (
-    "MONGOLEDGER_TEST_URI is not set: set it to a replica-set URI to run the real-server tier"
+    "MONGOLEDGER_TEST_URI is not set and MONGOLEDGER_TEST_WIRE=0: set the URI of a replica set "
+    "(or unset MONGOLEDGER_TEST_WIRE) to run the real-driver tiers"
 )
 NO_TXN = pytest.mark.filterwarnings("ignore::mongoledger.errors.NoTransactionsWarning")
 
@@ -35,6 +48,11 @@ ASYNC_ENGINES = [
 
 
 def pytest_report_header() -> str:
+    if WIRE_SERVER is not None:
+        return (
+            "mongoledger engines: memory, mongomock, motor-shape, real, motor (real PyMongo and "
+            f"Motor over the wire endpoint of the memory engine at {REAL_URI})"
+        )
     if REAL_URI:
         return "mongoledger engines: memory, mongomock, motor-shape, real, motor (the URI's server)"
     return (

@@ -1,10 +1,10 @@
 """Motor's call shapes over the in-memory engine.
 
-Motor cannot drive the in-memory engine (it wraps PyMongo's wire-protocol classes), so the
+Motor cannot drive the in-process client (it wraps PyMongo's wire-protocol classes), so the
 ``motor-shape`` engine reproduces what differs between Motor and PyMongo's async API and what
 the ledger must adapt to: ``start_session()`` is a coroutine, ``aggregate()`` and ``watch()``
-return their cursor/stream without being awaited. Real Motor runs in the ``motor`` engine
-against ``MONGOLEDGER_TEST_URI``.
+return their cursor/stream without being awaited. Real Motor runs in the ``motor`` engine,
+against ``MONGOLEDGER_TEST_URI`` or the engine's own wire endpoint.
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ from mongoledger.cli._values import (
     parse_when,
 )
 from mongoledger.memory import MemoryClient
+from tests.conftest import REAL_URI
 
-REAL_URI = os.environ.get("MONGOLEDGER_TEST_URI")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALICE = ["--account", "user_id=1", "--account", "type=wallet"]
 BOB = ["--account", "user_id=2", "--account", "type=wallet"]
@@ -847,7 +847,7 @@ def test_python_dash_m_runs_the_demo() -> None:
 # A real server, as a subprocess
 
 
-@pytest.mark.skipif(not REAL_URI, reason="MONGOLEDGER_TEST_URI is not set")
+@pytest.mark.skipif(not REAL_URI, reason="no MONGOLEDGER_TEST_URI and no wire endpoint")
 def test_subprocess_against_a_real_server() -> None:
     from pymongo import MongoClient
 

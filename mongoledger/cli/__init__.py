@@ -72,7 +72,7 @@ def main(
     with warnings.catch_warnings():
         warnings.showwarning = _warning_printer(err)
         try:
-            if args.command == "demo":
+            if args.command in ("demo", "serve-db"):
                 ledger: Any = None
             else:
                 if database is None:

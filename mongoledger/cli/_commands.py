@@ -653,6 +653,12 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     return status
 
 
+def cmd_serve_db(args: argparse.Namespace, ctx: Context) -> int:
+    from mongoledger.cli._serve_db import cmd_serve_db as serve
+
+    return serve(args, ctx)
+
+
 Command = Callable[[argparse.Namespace, Context], int]
 
 COMMANDS: dict[str, Command] = {
@@ -677,6 +683,7 @@ COMMANDS: dict[str, Command] = {
     "export": cmd_export,
     "import": cmd_import,
     "demo": cmd_demo,
+    "serve-db": cmd_serve_db,
     "serve": lambda args, ctx: _web_command("serve", args, ctx),
     "users": lambda args, ctx: _web_command("users", args, ctx),
 }

@@ -85,7 +85,7 @@ class Target:
             return f"MongoDB at {hosts_of(self.uri or DEFAULT_URI)}"
         if self.kind == "store":
             return f"the store {self.store}"
-        return "a fresh in-memory engine"
+        return "an in-memory engine"
 
 
 def default_store(environ: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
@@ -113,9 +113,11 @@ def add_connection_defaults(parser: argparse.ArgumentParser, environ: Mapping[st
     )
 
 
-def resolve(args: argparse.Namespace, *, fallback: str = "store") -> Target:
+def resolve(args: argparse.Namespace, *, fallback: str = "store", serving: bool = False) -> Target:
     """The target the parsed arguments (and the environment they carry) choose; without any
-    choice, the default store (``fallback="uri"``: the local server)."""
+    choice, the default store (``fallback="uri"``: the local server). ``serving`` (serve-db,
+    which serves a store or an engine) passes over ``MONGOLEDGER_URI``: that names where the
+    other commands connect, possibly this very endpoint."""
     uri = getattr(args, "uri", None)
     store = getattr(args, "store", None)
     if getattr(args, "memory", False):
@@ -132,7 +134,7 @@ def resolve(args: argparse.Namespace, *, fallback: str = "store") -> Target:
         return Target("uri", uri=uri)
     if store:
         return Target("store", store=_directory(store))
-    env_uri = getattr(args, "env_uri", None)
+    env_uri = None if serving else getattr(args, "env_uri", None)
     if env_uri:
         return Target("uri", uri=env_uri)
     env_store = getattr(args, "env_store", None)
@@ -185,19 +187,20 @@ def connect_async(target: Target, *, err: TextIO | None = None, appname: str) ->
     return AsyncMongoClient(target.uri, **options)
 
 
-def open_server(target: Target, *, err: TextIO | None = None) -> Any:
+def open_server(target: Target, *, err: TextIO | None = None, oplog_size: int | None = None) -> Any:
     """A ``MemoryServer`` for ``target`` (the store's, or an in-memory one) to serve over the
-    wire protocol; a URI names a server that already runs."""
+    wire protocol; a URI names a server that already runs. ``oplog_size`` (None: the store's
+    own bound) caps the change events kept."""
     if target.kind == "uri":
         raise UsageError(
-            f"{target.describe()} is already a server: serve the embedded store "
-            "(--store DIR, MONGOLEDGER_STORE or the default) or --memory"
+            f"--uri names a server that already runs ({target.describe()}): serve-db serves "
+            "the embedded store (--store DIR, MONGOLEDGER_STORE or the default) or --memory"
         )
     from mongoledger.memory import MemoryServer
 
     if target.kind == "memory":
-        return MemoryServer()
-    return _open_store(target, lambda path: MemoryServer(path=path), err)
+        return MemoryServer(oplog_size=oplog_size)
+    return _open_store(target, lambda path: MemoryServer(path=path, oplog_size=oplog_size), err)
 
 
 def _open_store(target: Target, opener: Any, err: TextIO | None, prog: str = "mongoledger") -> Any:

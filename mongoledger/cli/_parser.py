@@ -710,4 +710,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "consumer, the zero-sum check, a balance sheet and the all-balances report. Amounts "
         "are shown in dollars unless --currency-symbol is given.",
     )
+
+    from mongoledger.cli import _serve_db
+
+    _serve_db.register(sub, _command, environ)
     return parser

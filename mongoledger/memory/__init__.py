@@ -43,7 +43,17 @@ createIndexes, ...), ``updateLookup`` returning a document newer than the event 
 document as the event's commit left it), DDL inside transactions (``drop`` is refused with code
 263; index builds are not rolled back), server-side transaction timeouts
 (``transactionLifetimeLimitSeconds``), cursors with server-side batching (results are
-materialized), authentication, and the wire protocol (Motor cannot drive it).
+materialized), and authentication.
+
+The wire endpoint (``MemoryServer.listen()``, ``mongoledger serve-db``; see ``_wire`` and the
+command dispatcher ``_commands``, which ``db.command(...)`` shares) serves this engine to real
+drivers (PyMongo, Motor, mongosh) as a one-member replica set of MongoDB 7.0. It does not
+implement authentication, TLS, compression or exhaust cursors, and it cannot check sessions
+strictly: an operation that forgot ``session=`` inside a transaction reaches it as an ordinary
+command, which runs outside the transaction (as on MongoDB) instead of raising
+``StrictModeError``. Transactions of different sessions run one at a time (writes outside
+them wait while one is open; reads see committed data); one left open is aborted when its
+lifetime (``transactionLifetimeLimitSeconds``, 60 s) runs out.
 """
 
 from ._async.client import (

@@ -1016,8 +1016,10 @@ class MemoryServer:
             self._durable.compact()
 
     def close(self) -> None:
-        """Flush and close the store, releasing its lock (idempotent; a no-op without
-        ``path``). The server refuses operations afterwards."""
+        """Stop the wire endpoint (if listening) and close its connections; then flush and
+        close the store, releasing its lock (with ``path``: the server refuses operations
+        afterwards). Idempotent."""
+        self._close_wire()
         if self._durable is not None:
             self._durable.close()
 
@@ -1506,32 +1508,50 @@ class MemoryServer:
         return reply
 
     def command(self, db: str, command: Mapping[str, Any]) -> Document:
-        """Run a database command (the few an application or test needs)."""
-        name = next(iter(command), None)
-        if name is None:
-            raise operation_failure(59, "CommandNotFound", "no such command: ''")
+        """Run a database command outside any session (the dispatcher in ``_commands``)."""
+        from ._commands import commands_for
+        from ._sync.commands import run_command  # the dispatcher imports this module
+
+        return run_command(commands_for(self), db, command)
+
+    # -- the wire endpoint (``_wire``; owned by the wire protocol work) ---------------------
+
+    def listen(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        allow_remote: bool = False,
+        max_connections: int = 1000,
+    ) -> str:
+        """Serve this engine over the MongoDB wire protocol; returns the ``mongodb://`` URI.
+
+        ``port=0`` picks a free port. Only loopback addresses are accepted unless
+        ``allow_remote=True`` (there is no authentication: a warning says so). Real drivers
+        (PyMongo sync and async, Motor, mongosh) connect to the URI, which names a one-member
+        replica set. ``close()`` stops it.
+        """
+        from ._wire import WireServer
+
         with self._mutex:
-            self.command_counts[name] += 1
-        lname = name.lower()
-        if lname == "hello":
-            return self.hello()
-        if lname == "ismaster":
-            return self.hello(legacy=True)
-        if lname == "ping":
-            return {"ok": 1.0}
-        if lname == "buildinfo":
-            return {"version": "7.0.0", "versionArray": [7, 0, 0, 0], "ok": 1.0}
-        if name == "configureFailPoint":
-            if db != "admin":
-                raise operation_failure(
-                    13,
-                    "Unauthorized",
-                    "configureFailPoint may only be run against the admin database.",
-                )
-            return self.configure_fail_point(command)
-        raise operation_failure(
-            59, "CommandNotFound", f"no such command: '{name}' (not emulated by the memory engine)"
-        )
+            if getattr(self, "_wire", None) is not None:
+                raise RuntimeError("this MemoryServer is already listening; close() it first")
+            wire = WireServer(
+                self, host, port, allow_remote=allow_remote, max_connections=max_connections
+            )
+            self._wire: Any = wire
+        try:
+            return wire.start()
+        except BaseException:
+            self._wire = None
+            raise
+
+    def _close_wire(self) -> None:
+        """Stop the wire endpoint (if listening) and close its connections; idempotent."""
+        wire = getattr(self, "_wire", None)
+        self._wire = None
+        if wire is not None:
+            wire.close()
 
 
 def _applies(flt: Any, doc: Document) -> bool:

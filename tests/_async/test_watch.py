@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from typing import Any
@@ -38,9 +39,26 @@ def other_database(db: Any) -> Any:
     if module.startswith("motor"):
         from motor.motor_asyncio import AsyncIOMotorClient
 
-        return AsyncIOMotorClient(REAL_URI)[db.name]
-    client_class = type(db.client)
-    return client_class(REAL_URI)[db.name]
+        motor_client = AsyncIOMotorClient(REAL_URI)
+        _OTHER_CLIENTS.append(motor_client)
+        return motor_client[db.name]
+    client = type(db.client)(REAL_URI)
+    _OTHER_CLIENTS.append(client)
+    return client[db.name]
+
+
+_OTHER_CLIENTS: list[Any] = []  # the real-server clients other_database opened
+
+
+@pytest.fixture(autouse=True)
+async def _close_other_clients() -> Any:
+    yield
+    while _OTHER_CLIENTS:
+        client = _OTHER_CLIENTS.pop()
+        if inspect.iscoroutinefunction(client.close):  # PyMongo's async client
+            await client.close()
+        else:  # Motor's close is plain
+            client.close()
 
 
 @pytest.fixture
@@ -334,7 +352,15 @@ async def test_listen_keeps_a_quiet_checkpoint_fresh(ledger: AsyncLedger) -> Non
     )
     start = (await store.find_one({"_id": checkpoint_id("quiet")}))["updated_at"]
     await ledger.increase("a", 1)  # not for this listener: only the stream position moves
+    # The listener may have refreshed its token before the increase committed (over a network
+    # it has time to): wait for a token stored after this read, which comes after the increase.
+    before = await store.find_one({"_id": "quiet"})
     saved: list[Any] = []
+
+    def refreshed() -> bool:
+        if not saved or saved[-1] is None:
+            return False
+        return before is None or saved[-1]["resume_token"] != before["resume_token"]
 
     async def stored() -> None:
         saved.append(
@@ -342,7 +368,7 @@ async def test_listen_keeps_a_quiet_checkpoint_fresh(ledger: AsyncLedger) -> Non
         )
 
     deadline = time.monotonic() + WAIT
-    while not (saved and saved[-1]) and time.monotonic() < deadline:
+    while not refreshed() and time.monotonic() < deadline:
         await stored()
         await sleep(0.01)
     await stop_listener(stop, runner)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from typing import Any
@@ -40,9 +41,26 @@ def other_database(db: Any) -> Any:
     if module.startswith("motor"):
         from motor.motor_asyncio import IOMotorClient
 
-        return IOMotorClient(REAL_URI)[db.name]
-    client_class = type(db.client)
-    return client_class(REAL_URI)[db.name]
+        motor_client = IOMotorClient(REAL_URI)
+        _OTHER_CLIENTS.append(motor_client)
+        return motor_client[db.name]
+    client = type(db.client)(REAL_URI)
+    _OTHER_CLIENTS.append(client)
+    return client[db.name]
+
+
+_OTHER_CLIENTS: list[Any] = []  # the real-server clients other_database opened
+
+
+@pytest.fixture(autouse=True)
+def _close_other_clients() -> Any:
+    yield
+    while _OTHER_CLIENTS:
+        client = _OTHER_CLIENTS.pop()
+        if inspect.iscoroutinefunction(client.close):  # PyMongo's async client
+            client.close()
+        else:  # Motor's close is plain
+            client.close()
 
 
 @pytest.fixture
@@ -336,13 +354,21 @@ def test_listen_keeps_a_quiet_checkpoint_fresh(ledger: Ledger) -> None:
     )
     start = (store.find_one({"_id": checkpoint_id("quiet")}))["updated_at"]
     ledger.increase("a", 1)  # not for this listener: only the stream position moves
+    # The listener may have refreshed its token before the increase committed (over a network
+    # it has time to): wait for a token stored after this read, which comes after the increase.
+    before = store.find_one({"_id": "quiet"})
     saved: list[Any] = []
+
+    def refreshed() -> bool:
+        if not saved or saved[-1] is None:
+            return False
+        return before is None or saved[-1]["resume_token"] != before["resume_token"]
 
     def stored() -> None:
         saved.append(store.find_one({"_id": checkpoint_id("quiet"), "updated_at": {"$gt": start}}))
 
     deadline = time.monotonic() + WAIT
-    while not (saved and saved[-1]) and time.monotonic() < deadline:
+    while not refreshed() and time.monotonic() < deadline:
         stored()
         sleep(0.01)
     stop_listener(stop, runner)

@@ -422,6 +422,48 @@ def test_change_streams_see_only_what_is_on_disk(
     client.close()
 
 
+def test_a_commit_over_the_wire_is_on_disk_before_its_reply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pymongo import MongoClient as WireClient
+
+    server = MemoryServer(path=tmp_path)
+    uri = server.listen()
+    client: Any = WireClient(uri, serverSelectionTimeoutMS=10_000)
+    try:
+        coll = client["app"]["c"]
+        coll.insert_one({"_id": 0})
+        release = threading.Event()
+        syncing = threading.Event()
+        real = _journal.sync_file
+
+        def slow(fd: int) -> None:
+            syncing.set()
+            release.wait(10)
+            real(fd)
+
+        monkeypatch.setattr(_journal, "sync_file", slow)
+        committed = threading.Event()
+
+        def commit() -> None:
+            with client.start_session() as session:
+                session.with_transaction(lambda s: coll.insert_one({"_id": 1}, session=s))
+            committed.set()
+
+        writer = threading.Thread(target=commit)
+        writer.start()
+        assert syncing.wait(10)
+        assert not committed.wait(0.2)  # the reply waits for the fsync
+        release.set()
+        writer.join(10)
+        assert committed.is_set()
+    finally:
+        client.close()
+        server.close()
+    with MemoryClient(path=tmp_path) as again:
+        assert again["app"]["c"].count_documents({}) == 2
+
+
 async def test_async_committers_share_fsyncs(tmp_path: Path) -> None:
     client = AsyncMemoryClient(path=tmp_path)
     coll = client["app"]["c"]

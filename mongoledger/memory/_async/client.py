@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from bson.timestamp import Timestamp
 from pymongo import ReturnDocument
-from pymongo.errors import InvalidOperation, PyMongoError
+from pymongo.errors import InvalidOperation, OperationFailure, PyMongoError
 from pymongo.results import (
     BulkWriteResult,
     DeleteResult,
@@ -29,6 +29,7 @@ from pymongo.results import (
 )
 
 from mongoledger.memory._changestream import StreamCore
+from mongoledger.memory._commands import commands_for, error_reply
 from mongoledger.memory._engine import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,
@@ -42,6 +43,8 @@ from mongoledger.memory._engine import (
 )
 from mongoledger.memory._ops import Call, CollectionOps, list_collection_names, sort_list
 from mongoledger.memory._shared import async_wait_for_event, fail_command_spec
+
+from .commands import async_run_command
 
 _IS_SYNC = False
 
@@ -271,9 +274,19 @@ class AsyncDatabase:
         session: AsyncClientSession | None = None,
         **kwargs: Any,
     ) -> Document:
+        """Run a database command (the dispatcher in ``_commands``, as over the wire): CRUD,
+        cursors, collections and indexes, with the server's reply shapes; ``session=`` joins
+        its transaction. ``check=False`` returns an error reply instead of raising."""
         cmd: dict[str, Any] = {command: value} if isinstance(command, str) else dict(command)
         cmd.update(kwargs)
-        return self.client.server.command(self.name, cmd)
+        commands = commands_for(self.client.server)
+        state = self.client._session_state(session)
+        try:
+            return await async_run_command(commands, self.name, cmd, state)
+        except OperationFailure as exc:
+            if check:
+                raise
+            return error_reply(exc)
 
     async def list_collection_names(
         self, session: AsyncClientSession | None = None, filter: Any = None, **_kwargs: Any

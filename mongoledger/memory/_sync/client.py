@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from bson.timestamp import Timestamp
 from pymongo import ReturnDocument
-from pymongo.errors import InvalidOperation, PyMongoError
+from pymongo.errors import InvalidOperation, OperationFailure, PyMongoError
 from pymongo.results import (
     BulkWriteResult,
     DeleteResult,
@@ -30,6 +30,7 @@ from pymongo.results import (
 )
 
 from mongoledger.memory._changestream import StreamCore
+from mongoledger.memory._commands import commands_for, error_reply
 from mongoledger.memory._engine import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,
@@ -43,6 +44,8 @@ from mongoledger.memory._engine import (
 )
 from mongoledger.memory._ops import Call, CollectionOps, list_collection_names, sort_list
 from mongoledger.memory._shared import fail_command_spec, wait_for_event
+
+from .commands import run_command
 
 _IS_SYNC = True
 
@@ -272,9 +275,19 @@ class Database:
         session: ClientSession | None = None,
         **kwargs: Any,
     ) -> Document:
+        """Run a database command (the dispatcher in ``_commands``, as over the wire): CRUD,
+        cursors, collections and indexes, with the server's reply shapes; ``session=`` joins
+        its transaction. ``check=False`` returns an error reply instead of raising."""
         cmd: dict[str, Any] = {command: value} if isinstance(command, str) else dict(command)
         cmd.update(kwargs)
-        return self.client.server.command(self.name, cmd)
+        commands = commands_for(self.client.server)
+        state = self.client._session_state(session)
+        try:
+            return run_command(commands, self.name, cmd, state)
+        except OperationFailure as exc:
+            if check:
+                raise
+            return error_reply(exc)
 
     def list_collection_names(
         self, session: ClientSession | None = None, filter: Any = None, **_kwargs: Any
