@@ -51,8 +51,11 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
-from mongoledger import AsyncLedger, Ledger, _core
-from mongoledger._core import AccountRef, Leg
+from mongoledger import AsyncLedger, Ledger
+from mongoledger._core import schema
+from mongoledger._core.accounts import AccountRef, new_account_fields, validate_account
+from mongoledger._core.config import LedgerConfig
+from mongoledger._core.transactions import Leg, transaction_document
 
 T = TypeVar("T")
 
@@ -275,7 +278,7 @@ class SyncBaseline:
         """The same accounts (the user's attributes), without the ledger's bookkeeping."""
         docs = []
         for doc in ledger.accounts.find({"_id": {"$in": list(ids)}}):
-            for owned in (_core.ATTRIBUTES_KEY, _core.SEQ, _core.HELD):
+            for owned in (schema.ATTRIBUTES_KEY, schema.SEQ, schema.HELD):
                 doc.pop(owned, None)
             doc["balance"] = Int64(0)
             docs.append(doc)
@@ -696,20 +699,20 @@ def fmt_rate(cell: dict[str, Any]) -> str:
 BASE_DATE = datetime.datetime(2024, 1, 1)
 
 
-def generate(cfg: _core.LedgerConfig, n: int, seed: int = 7) -> tuple[list[Any], Iterator[Any]]:
+def generate(cfg: LedgerConfig, n: int, seed: int = 7) -> tuple[list[Any], Iterator[Any]]:
     """Accounts (about 100 transactions each) and a stream of transaction documents shaped
     exactly as the ledger writes them (half increases, half transfers)."""
     rng = random.Random(seed)
     n_accounts = max(n // 100, 10)
-    refs = [_core.validate_account({"user_id": i, "type": "wallet"}) for i in range(n_accounts)]
+    refs = [validate_account({"user_id": i, "type": "wallet"}) for i in range(n_accounts)]
     accounts = []
     for ref in refs:
-        doc = {"_id": ObjectId(), **_core.new_account_fields(cfg, ref, None)}
-        doc["balance"], doc[_core.SEQ] = 0, 0
+        doc = {"_id": ObjectId(), **new_account_fields(cfg, ref, None)}
+        doc["balance"], doc[schema.SEQ] = 0, 0
         accounts.append(doc)
 
     def legs_of(doc: dict[str, Any], amount: int) -> Leg:
-        doc[_core.SEQ] += 1
+        doc[schema.SEQ] += 1
         doc["balance"] += amount
         return Leg(
             account=AccountRef(id=doc["_id"]),
@@ -717,7 +720,7 @@ def generate(cfg: _core.LedgerConfig, n: int, seed: int = 7) -> tuple[list[Any],
             data={},
             account_id=doc["_id"],
             balance_after=doc["balance"],
-            account_seq=doc[_core.SEQ],
+            account_seq=doc[schema.SEQ],
         )
 
     def stream() -> Iterator[dict[str, Any]]:
@@ -737,7 +740,7 @@ def generate(cfg: _core.LedgerConfig, n: int, seed: int = 7) -> tuple[list[Any],
                 legs[1].extra_account_id = a["_id"]
                 kind = "transfer"
             for i, leg in enumerate(legs):
-                yield _core.transaction_document(
+                yield transaction_document(
                     cfg,
                     leg,
                     index=i,

@@ -7,7 +7,7 @@ overdraft guards, reconciliation and change-stream consumers. ``Ledger`` (sync) 
 """
 
 from mongoledger._async.ledger import AsyncLedger
-from mongoledger._core import NO_FLOOR
+from mongoledger._core.amounts import NO_FLOOR
 from mongoledger._sync.ledger import Ledger
 from mongoledger.errors import (
     AccountNotFound,

@@ -6,13 +6,15 @@
 * :func:`format_date` renders stored dates (naive datetimes are UTC, as PyMongo returns them).
 * :func:`to_jsonable` turns documents, models and BSON values into plain JSON values.
 * :func:`render_table` lays rows out in aligned columns.
+* :func:`one_line` turns an error into one line of text.
+* :func:`describe_event` tells a committed operation (a ``LedgerEvent``) in one line.
 """
 
 from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -21,11 +23,15 @@ from typing import Any, Literal
 from bson import Decimal128, ObjectId
 from pydantic import BaseModel
 
+from mongoledger.models import LedgerEvent
+
 __all__ = [
     "DEFAULT_DATE_FORMAT",
     "CurrencyFormat",
+    "describe_event",
     "format_date",
     "format_value",
+    "one_line",
     "render_table",
     "to_jsonable",
 ]
@@ -198,3 +204,39 @@ def render_table(
 
     rule = [("-" * w) for w in widths]
     return "\n".join([line(headers), line(rule), *(line(row) for row in body)])
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (a driver's may span several), or its class name."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def describe_event(
+    event: LedgerEvent,
+    *,
+    name: Callable[[Any], str] = str,
+    amount: Callable[[int], str] = "{:+d}".format,
+    details: bool = True,
+) -> str:
+    """One line for an operation: what, and every leg (for a hold, void or expiry, which move no
+    money: the hold's accounts and amount); with ``details``, also when, the running balances,
+    the extra data and the operation id."""
+    hold = event.hold
+    if event.transactions:
+        legs = ", ".join(
+            f"{name(t.account_id)} {amount(t.amount)}"
+            + ("" if not details or t.balance_after is None else f" (= {amount(t.balance_after)})")
+            for t in event.transactions
+        )
+        data = event.transactions[0].data
+    elif hold is not None:
+        held = amount(hold.amount).lstrip("+")
+        legs = f"{held} of {name(hold.from_account_id)} for {name(hold.to_account_id)}"
+        data = hold.void_data if event.kind == "void" else hold.data
+    else:  # the hold was deleted before the event was read
+        legs, data = f"hold {event.hold_id}", {}
+    if not details:
+        return f"{event.kind}: {legs}"
+    stamp = format_date(event.committed_at)
+    note = f"  {data}" if data else ""
+    return f"{stamp}  {event.kind}: {legs}{note}  [{event.operation_id}]"

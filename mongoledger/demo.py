@@ -20,12 +20,17 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, TextIO
 
-from mongoledger._format import DEFAULT_DATE_FORMAT, CurrencyFormat, format_date, render_table
+from mongoledger._format import (
+    DEFAULT_DATE_FORMAT,
+    CurrencyFormat,
+    describe_event,
+    format_date,
+    render_table,
+)
 from mongoledger._sync.ledger import Ledger
 from mongoledger.errors import InsufficientFunds
 from mongoledger.memory import MemoryClient
 from mongoledger.models import HookContext, LedgerEvent
-from mongoledger.notifier import describe
 
 __all__ = ["run_demo"]
 
@@ -148,7 +153,7 @@ class _Demo:
         return self.names.get(repr(account_id), str(account_id))
 
     def print_event(self, event: LedgerEvent) -> None:
-        line = describe(event, name=self.name, amount=self.money.signed, details=False)
+        line = describe_event(event, name=self.name, amount=self.money.signed, details=False)
         self.say(f"   [change stream] {line}")
 
     def print_hook(self, ctx: HookContext) -> None:

@@ -207,9 +207,14 @@ class PeriodStatistics(_Model):
 
 
 class BalanceMismatch(_Model):
+    """An account whose cached balance is not the sum of its transactions."""
+
     account_id: Any
     cached: int | None
-    calculated: int
+    calculated: int | None = Field(
+        description="The sum of its transactions; None when that sum is past int64 (written "
+        "around the ledger): no balance can be rebuilt from it."
+    )
 
 
 class UnbalancedOperation(_Model):
@@ -239,12 +244,19 @@ class RunningBalanceMismatch(_Model):
 
 
 class FloorViolation(_Model):
-    """An account below its ``min_balance`` after a debit (written around the ledger's
-    guards: by hand, or by threads on plain mongomock before writes were serialized)."""
+    """An account whose available balance (its balance minus its pending holds) is below its
+    ``min_balance``, which the guards forbid: a debit or a hold written around them (by hand,
+    or by threads on plain mongomock before writes were serialized)."""
 
     account_id: Any
     balance: int
     min_balance: int
+    held: int = Field(default=0, description="The sum of its pending holds.")
+
+    @property
+    def available(self) -> int:
+        """The balance minus the pending holds: what the guards keep at or above the floor."""
+        return self.balance - self.held
 
 
 class HeldMismatch(_Model):
@@ -252,7 +264,9 @@ class HeldMismatch(_Model):
 
     account_id: Any
     cached: int | None
-    calculated: int
+    calculated: int | None = Field(
+        description="The sum of its pending holds; None when that sum is past int64."
+    )
 
 
 class BrokenHold(_Model):

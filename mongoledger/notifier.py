@@ -24,43 +24,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from mongoledger._core.events import KINDS
+from mongoledger._format import describe_event as describe
+from mongoledger._format import one_line
 from mongoledger.models import LedgerEvent
 
 __all__ = ["describe", "main", "printer"]
-
-KINDS = ("increase", "decrease", "transfer", "post", "revert")
-
-
-def describe(
-    event: LedgerEvent,
-    *,
-    name: Callable[[Any], str] = str,
-    amount: Callable[[int], str] = "{:+d}".format,
-    details: bool = True,
-) -> str:
-    """One line for an operation: what, and every leg (for a hold, void or expiry, which move no
-    money: the hold's accounts and amount); with ``details``, also when, the running balances,
-    the extra data and the operation id."""
-    hold = event.hold
-    if event.transactions:
-        legs = ", ".join(
-            f"{name(t.account_id)} {amount(t.amount)}"
-            + ("" if not details or t.balance_after is None else f" (= {amount(t.balance_after)})")
-            for t in event.transactions
-        )
-        data = event.transactions[0].data
-    elif hold is not None:
-        held = amount(hold.amount).lstrip("+")
-        legs = f"{held} of {name(hold.from_account_id)} for {name(hold.to_account_id)}"
-        data = hold.void_data if event.kind == "void" else hold.data
-    else:  # the hold was deleted before the event was read
-        legs, data = f"hold {event.hold_id}", {}
-    if not details:
-        return f"{event.kind}: {legs}"
-    when = event.committed_at
-    stamp = when.strftime("%Y-%m-%d %H:%M:%S") if hasattr(when, "strftime") else str(when)
-    note = f"  {data}" if data else ""
-    return f"{stamp}  {event.kind}: {legs}{note}  [{event.operation_id}]"
 
 
 def printer(out: TextIO = sys.stdout) -> Callable[[LedgerEvent], None]:
@@ -134,7 +103,7 @@ def main(
         err.write(f"usage: notifier --help\nnotifier: error: {exc}\n")
         return 2
     except (LedgerError, PyMongoError) as exc:
-        err.write(f"notifier: error: {' '.join(str(exc).split())}\n")
+        err.write(f"notifier: error: {one_line(exc)}\n")
         return 1
     finally:
         if client is not None:

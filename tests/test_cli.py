@@ -274,12 +274,12 @@ def test_limit_0_shows_everything_past_the_ledgers_pages(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mongoledger.cli._commands
-    from mongoledger import _core
+    from mongoledger._sync import _reads
 
     # The ledger returns one page at a time; --limit 0 ("all") reads them all.
     monkeypatch.setattr(mongoledger.cli._commands, "_PAGE", 2)
-    monkeypatch.setattr(_core, "HISTORY_PAGE", 2)
-    monkeypatch.setattr(_core, "REPORT_PAGE", 2)
+    monkeypatch.setattr(_reads, "HISTORY_PAGE", 2)
+    monkeypatch.setattr(_reads, "REPORT_PAGE", 2)
     for amount in ("1", "2", "3", "4", "5"):
         cli.ok("increase", *ALICE, amount)
     cli.ok("increase", *BOB, "1")
@@ -403,6 +403,61 @@ def test_verify_shows_and_repairs_running_balances(cli: Cli) -> None:
     assert cli.data("verify")["ok"] is True
 
 
+def test_verify_shows_and_repairs_holds(cli: Cli) -> None:
+    """verify names every anomaly it counts: a held sum that is not the pending holds', and a
+    captured hold without its capture's legs."""
+    cli.ok("increase", *ALICE, "500")
+    hold = cli.data(
+        "hold", "--from", "user_id=1", "--from", "type=wallet", "--to", "shop_id=3", "40"
+    )
+    cli.db["accounts"].update_one({"user_id": 1}, {"$inc": {"held": 5}})
+    captured = cli.data(
+        "hold", "--from", "user_id=1", "--from", "type=wallet", "--to", "shop_id=3", "10"
+    )
+    operation = ObjectId()
+    cli.db["holds"].update_one(
+        {"_id": ObjectId(captured["id"])},
+        {"$set": {"status": "captured", "operation_id": operation, "captured_amount": 10}},
+    )
+    broken = cli("verify")
+    assert broken.code == 1
+    assert "2 holds" in broken.out
+    assert "cached 0.55, pending holds 0.40" in broken.out
+    assert f"hold {captured['id']}: captured by operation ObjectId('{operation}')" in broken.out
+    assert "NOT OK" in broken.out
+    repaired = cli.ok("verify", "--repair")
+    # The capture that never posted is reopened first, so held is rebuilt from both holds.
+    assert "cached 0.55, pending holds 0.50 (repaired)" in repaired.out
+    assert f"hold {captured['id']}: captured by operation" in repaired.out
+    assert "(reopened)" in repaired.out
+    assert cli.data("verify")["ok"] is True
+    assert cli.data("holds")["count"] == 2
+    assert hold["status"] == "pending"
+
+
+def test_the_ledgers_log_warnings_are_one_line_each_on_stderr(cli: Cli) -> None:
+    """What the ledger logs (here: an index it has to build before a first write, on a
+    collection in use) reaches the command's stderr like its other warnings."""
+    cli.ok("init")
+    cli.ok("increase", *ALICE, "5")
+    cli.db["transactions"].drop_index("ledger_date")
+    result = cli("increase", *ALICE, "5")
+    assert result.code == 0
+    assert result.err == (
+        "mongoledger: warning: creating index 'ledger_date' on 'transactions' before the first "
+        "write; on a large collection run `mongoledger init` (ensure_indexes()) at deploy time "
+        "instead\n"
+    )
+    assert cli.ok("increase", *ALICE, "5").err == ""  # each command builds a new ledger: ok
+
+
+def test_report_where_names_each_attribute_once(cli: Cli) -> None:
+    cli.ok("increase", *ALICE, "5")
+    result = cli("report", "--where", "type=wallet", "--where", "type=savings")
+    assert result.code == 2
+    assert "--where names 'type' twice" in result.err
+
+
 def test_custom_collections(cli: Cli) -> None:
     layout = ["--accounts-collection", "wallets", "--transactions-collection", "moves"]
     cli.ok(*layout, "increase", *ALICE, "5")
@@ -422,7 +477,10 @@ def test_layout_flags_match_the_application_options(cli: Cli) -> None:
     assert cli.db["keys"].count_documents({"_id.key": "k1"}) == 1
     assert cli.db["ledger_idempotency"].count_documents({}) == 0
     linked = ["--extra-account-link-field", "counterpart"]
-    cli.ok(*linked, "transfer", "--from", "user_id=3", "--to", "user_id=4", "1")
+    result = cli(*linked, "transfer", "--from", "user_id=3", "--to", "user_id=4", "1")
+    assert result.code == 0
+    # The cached-balance layout needs its report index on accounts already in use: said so.
+    assert "warning: creating index 'ledger_balance' on 'accounts'" in result.err
     assert cli.db["transactions"].count_documents({"counterpart": {"$exists": True}}) == 2
     # A layout that does not match the documents is refused with a pointer, not guessed:
     mixed = cli("transfer", "--from", "user_id=1", "--to", "user_id=2", "1")
@@ -561,19 +619,19 @@ def test_holds_on_the_command_line(cli: Cli) -> None:
 
 
 def test_expire_every_runs_until_interrupted(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mongoledger import _core
+    from mongoledger._core import clock
     from mongoledger.cli import _commands
 
     cli.ok("increase", *ALICE, "100")
     place = ["hold", "--from", "user_id=1", "--from", "type=wallet", "--to", "shop_id=3"]
     cli.ok(*place, "40", "--expires-in", "60")
     naps: list[float] = []
-    real_now = _core.utcnow
+    real_now = clock.utcnow
 
     def nap(seconds: float) -> None:
         naps.append(seconds)
         if len(naps) == 1:  # a minute passes: the hold expires
-            monkeypatch.setattr(_core, "utcnow", lambda: real_now() + timedelta(minutes=2))
+            monkeypatch.setattr(clock, "utcnow", lambda: real_now() + timedelta(minutes=2))
             return
         raise KeyboardInterrupt  # Ctrl-C
 

@@ -2,34 +2,64 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 
 import bson
 import pytest
 from bson import ObjectId
 
-from mongoledger import _core
-from mongoledger._core import AccountRef, LedgerConfig, Leg
-from mongoledger.errors import InvalidAccount, InvalidAmount, InvalidConfiguration, InvalidData
+from mongoledger._core import schema
+from mongoledger._core.accounts import (
+    AccountRef,
+    account_creation,
+    attributes_key,
+    validate_account,
+)
+from mongoledger._core.amounts import validate_amount
+from mongoledger._core.config import LedgerConfig
+from mongoledger._core.data import validate_data
+from mongoledger._core.dates import settle_date
+from mongoledger._core.guards import below_floor, explain_refusal, kept_conflicting, leg_update
+from mongoledger._core.idempotency import fingerprint
+from mongoledger._core.indexes import (
+    IndexSpec,
+    QueryShape,
+    index_definition,
+    index_matches,
+    index_plan,
+    index_serves,
+    index_specs,
+    query_shapes,
+)
+from mongoledger._core.transactions import Leg, transaction_document, transaction_to_model
+from mongoledger.errors import (
+    CurrencyMismatch,
+    InsufficientFunds,
+    InvalidAccount,
+    InvalidAmount,
+    InvalidConfiguration,
+    InvalidData,
+)
 
 
 def test_validate_amount_accepts_int64_range() -> None:
-    assert _core.validate_amount(1) == 1
-    assert _core.validate_amount(-(2**63) + 1) == -(2**63) + 1
-    assert _core.validate_amount(2**63 - 1) == 2**63 - 1
-    assert type(_core.validate_amount(bson.Int64(5))) is int
+    assert validate_amount(1) == 1
+    assert validate_amount(-(2**63) + 1) == -(2**63) + 1
+    assert validate_amount(2**63 - 1) == 2**63 - 1
+    assert type(validate_amount(bson.Int64(5))) is int
 
 
 @pytest.mark.parametrize("bad", [0, True, False, 1.0, "1", None, 2**63, -(2**63) - 1, -(2**63)])
 def test_validate_amount_rejects(bad: object) -> None:
     with pytest.raises(InvalidAmount, match=repr(bad).replace("(", r"\(").replace(")", r"\)")):
-        _core.validate_amount(bad)
+        validate_amount(bad)
 
 
 def test_attributes_key_is_order_independent_and_type_sensitive() -> None:
-    assert _core.attributes_key({"a": 1, "b": "x"}) == _core.attributes_key({"b": "x", "a": 1})
-    assert _core.attributes_key({"a": 1}) != _core.attributes_key({"a": "1"})
-    assert _core.attributes_key({"a": 1}) != _core.attributes_key({"a": 1, "b": 1})
+    assert attributes_key({"a": 1, "b": "x"}) == attributes_key({"b": "x", "a": 1})
+    assert attributes_key({"a": 1}) != attributes_key({"a": "1"})
+    assert attributes_key({"a": 1}) != attributes_key({"a": 1, "b": 1})
 
 
 ONE = [1, 1.0, bson.Int64(1), bson.Decimal128("1"), bson.Decimal128("1.000")]
@@ -38,9 +68,7 @@ ONE = [1, 1.0, bson.Int64(1), bson.Decimal128("1"), bson.Decimal128("1.000")]
 @pytest.mark.parametrize("spelling", ONE)
 def test_attributes_key_compares_numbers_by_value(spelling: object) -> None:
     """A query for ``{"a": 1}`` finds ``{"a": 1.0}``, ``Int64(1)``, ``Decimal128("1.0")``."""
-    assert _core.attributes_key({"a": spelling, "b": "x"}) == _core.attributes_key(
-        {"a": 1, "b": "x"}
-    )
+    assert attributes_key({"a": spelling, "b": "x"}) == attributes_key({"a": 1, "b": "x"})
 
 
 @pytest.mark.parametrize(
@@ -55,21 +83,21 @@ def test_attributes_key_compares_numbers_by_value(spelling: object) -> None:
     ],
 )
 def test_attributes_key_keeps_apart_what_mongodb_does(a: object, b: object) -> None:
-    assert _core.attributes_key({"a": a}) != _core.attributes_key({"a": b})
+    assert attributes_key({"a": a}) != attributes_key({"a": b})
 
 
 def test_attributes_key_exact_values() -> None:
-    key = _core.attributes_key
+    key = attributes_key
     assert key({"a": -0.0}) == key({"a": 0}) == key({"a": bson.Decimal128("-0")})
     assert key({"a": 0.5}) == key({"a": bson.Decimal128("0.50")})
     assert key({"a": 2**53}) == key({"a": float(2**53)})
     # Strings, dates and the other types keep their encoding (keys of existing accounts).
-    legacy = _core.hashlib.sha256(bson.encode({"a": {"s": "x"}})).hexdigest()
+    legacy = hashlib.sha256(bson.encode({"a": {"s": "x"}})).hexdigest()
     assert key({"s": "x"}) == legacy
 
 
 def test_same_account_as_mongodb_compares() -> None:
-    ref = _core.validate_account
+    ref = validate_account
     assert ref({"a": 1}).same_account(ref({"a": bson.Int64(1)}))
     assert ref(1).same_account(ref(1.0))
     assert not ref(1).same_account(ref(True))
@@ -79,24 +107,24 @@ def test_same_account_as_mongodb_compares() -> None:
 
 def test_non_finite_decimal_attributes_are_refused() -> None:
     with pytest.raises(InvalidAccount, match="non-finite"):
-        _core.validate_account({"a": bson.Decimal128("NaN")})
+        validate_account({"a": bson.Decimal128("NaN")})
 
 
 def test_oversize_attribute_set_is_invalid_data() -> None:
     with pytest.raises(InvalidData, match="attribute set"):
-        _core.validate_account({"name": "x" * _core.MAX_DOCUMENT_SIZE})
-    _core.validate_account({"name": "x" * 1_000_000})  # large, but fits
+        validate_account({"name": "x" * schema.MAX_DOCUMENT_SIZE})
+    validate_account({"name": "x" * 1_000_000})  # large, but fits
 
 
 def test_account_reference_forms() -> None:
-    assert _core.validate_account("x").id == "x"
+    assert validate_account("x").id == "x"
     oid = ObjectId()
-    assert _core.validate_account(oid).id is oid
-    ref = _core.validate_account({"user_id": 7})
+    assert validate_account(oid).id is oid
+    ref = validate_account({"user_id": 7})
     assert ref.attributes == {"user_id": 7}
-    assert ref.key == _core.attributes_key({"user_id": 7})
+    assert ref.key == attributes_key({"user_id": 7})
     with pytest.raises(InvalidAccount, match="owns"):
-        _core.validate_account({"balance": 1}, owned={"balance"})
+        validate_account({"balance": 1}, owned={"balance"})
 
 
 def test_config_rejects_colliding_and_unusable_names() -> None:
@@ -115,18 +143,70 @@ def test_config_rejects_colliding_and_unusable_names() -> None:
 def test_leg_update_guards_overflow_and_floor() -> None:
     cfg = LedgerConfig()
     when = datetime(2026, 1, 5, tzinfo=timezone.utc)
-    credit = _core.leg_update(cfg, AccountRef(id=1), 5, when)
+    credit = leg_update(cfg, AccountRef(id=1), 5, when)
     assert credit.filter == {"_id": 1, "balance": {"$lte": 2**63 - 1 - 5}}
     # The same update raises the account's last_date (what tells balance_at its shortcut).
     assert credit.update == {"$inc": {"seq": 1, "balance": 5}, "$max": {"last_date": when}}
     assert credit.projection == {"seq": 1, "balance": 1, "last_date": 1}
-    debit = _core.leg_update(cfg, AccountRef(id=1), -5, when)
+    debit = leg_update(cfg, AccountRef(id=1), -5, when)
     assert debit.filter["balance"] == {"$gte": -(2**63) + 5}
     assert "$or" in debit.filter
-    flt, create = _core.account_creation(cfg, AccountRef(attributes={"u": 1}, key="k"), 0)
+    flt, create = account_creation(cfg, AccountRef(attributes={"u": 1}, key="k"), 0)
     assert flt == {"attributes_key": "k"}
     assert create["$setOnInsert"]["balance"] == 0
     assert create["$setOnInsert"]["min_balance"] == 0
+
+
+def _refused(cfg: LedgerConfig, amount: int, doc: dict[str, object], held: int = 0) -> Leg:
+    leg = Leg(account=AccountRef(id=doc["_id"]), amount=amount, data={}, held=held)
+    leg.account_id = doc["_id"]
+    explain_refusal(cfg, leg, doc)
+    return leg
+
+
+def test_explain_refusal_names_what_the_guard_saw() -> None:
+    cfg = LedgerConfig()
+    account = {"_id": 1, "balance": 10, "min_balance": 0, "held": 4}
+    with pytest.raises(InsufficientFunds) as info:  # available 6, not 7
+        _refused(cfg, -7, account)
+    assert (info.value.balance, info.value.held, info.value.available) == (10, 4, 6)
+    assert "available balance 6 (balance 10, held 4) -7 would be -1" in str(info.value)
+    with pytest.raises(InsufficientFunds):  # a hold of 7 is refused the same way
+        _refused(cfg, 0, account, held=7)
+    _refused(cfg, -6, account)  # the cause went away: nothing refuses it now
+    _refused(cfg, 0, account, held=6)
+    with pytest.raises(InvalidAmount, match="overflow the int64 balance"):
+        _refused(cfg, 1, {**account, "balance": schema.INT64_MAX})
+    with pytest.raises(InvalidAmount, match="overflow the int64 held sum"):
+        _refused(cfg, 0, {**account, "held": schema.INT64_MAX}, held=1)
+    with pytest.raises(InvalidAccount, match="no integer 'held'"):
+        _refused(cfg, -1, {**account, "held": "4"})
+    with pytest.raises(InvalidAccount, match="no integer 'balance'"):
+        _refused(cfg, -1, {**account, "balance": 1.5})
+    eur = LedgerConfig(currency_field="currency")
+    leg = Leg(account=AccountRef(id=1), amount=-1, data={}, currency_guard=("USD", 2))
+    with pytest.raises(CurrencyMismatch, match="'EUR'"):
+        explain_refusal(eur, leg, {**account, "currency": "EUR"})
+
+
+def test_below_floor_is_on_the_available_balance() -> None:
+    assert below_floor(10, 4, 7)
+    assert not below_floor(10, 3, 7)
+    assert not below_floor(-5, 0, None)  # no floor
+    assert "refused 5 times" in str(kept_conflicting("transfer", "account 'a'", 5))
+
+
+def test_settle_date_keeps_each_accounts_dates_in_commit_order() -> None:
+    day = [datetime(2026, 1, n, tzinfo=timezone.utc) for n in range(1, 12)]
+    naive = day[5].replace(tzinfo=None)  # how a stored date comes back
+    # The common path: every account carries the operation's date.
+    assert settle_date(day[5], [("a", naive), ("b", naive)], chosen=True) == (day[5], [])
+    # The ledger's "now" moves up to the latest date an account carries; the others follow.
+    later = day[10].replace(tzinfo=None)
+    assert settle_date(day[5], [("a", later), ("b", naive)], chosen=True) == (day[10], ["b"])
+    # A date_value stays as given; the accounts it backdates are listed once each.
+    moves = [("a", later), ("b", naive), ("a", later)]
+    assert settle_date(day[5], moves, chosen=False) == (day[5], ["a"])
 
 
 def test_transaction_document_shape() -> None:
@@ -141,7 +221,7 @@ def test_transaction_document_shape() -> None:
         balance_after=10,
         account_seq=3,
     )
-    doc = _core.transaction_document(
+    doc = transaction_document(
         cfg,
         leg,
         index=0,
@@ -167,7 +247,7 @@ def test_transaction_document_shape() -> None:
         "idempotency_hash": "h",
         "note": "x",
     }
-    model = _core.transaction_to_model(cfg, doc)
+    model = transaction_to_model(cfg, doc)
     assert model.data == {"note": "x"}
     assert model.extra_account_id == "b"
 
@@ -175,22 +255,22 @@ def test_transaction_document_shape() -> None:
 def test_validate_data_copies_deeply() -> None:
     cfg = LedgerConfig()
     source = {"a": {"b": [1, {"c": 2}]}}
-    copy = _core.validate_data(cfg, source)
+    copy = validate_data(cfg, source)
     copy["a"]["b"][1]["c"] = 3
     assert source["a"]["b"][1]["c"] == 2
     with pytest.raises(InvalidData, match=r"a\.b\[1\]"):
-        _core.validate_data(cfg, {"a": {"b": [1, {"$c": 1}]}})
+        validate_data(cfg, {"a": {"b": [1, {"$c": 1}]}})
 
 
 def test_fingerprint_distinguishes_arguments() -> None:
     a, b = AccountRef(id="a"), AccountRef(attributes={"u": 1}, key="k")
     x1, x2 = {"x": 1}, {"x": 2}
-    base = _core.fingerprint("transfer", [(a, -5, x1), (b, 5, x1)])
-    assert base == _core.fingerprint("transfer", [(a, -5, {"x": 1}), (b, 5, {"x": 1})])
-    assert base != _core.fingerprint("transfer", [(a, -6, x1), (b, 6, x1)])
-    assert base != _core.fingerprint("transfer", [(a, -5, x2), (b, 5, x2)])
-    assert base != _core.fingerprint("transfer", [(a, -5, x1), (b, 5, x2)])  # one leg's data
-    assert base != _core.fingerprint("post", [(a, -5, x1), (b, 5, x1)])
+    base = fingerprint("transfer", [(a, -5, x1), (b, 5, x1)])
+    assert base == fingerprint("transfer", [(a, -5, {"x": 1}), (b, 5, {"x": 1})])
+    assert base != fingerprint("transfer", [(a, -6, x1), (b, 6, x1)])
+    assert base != fingerprint("transfer", [(a, -5, x2), (b, 5, x2)])
+    assert base != fingerprint("transfer", [(a, -5, x1), (b, 5, x2)])  # one leg's data
+    assert base != fingerprint("post", [(a, -5, x1), (b, 5, x1)])
 
 
 @pytest.mark.parametrize(
@@ -202,45 +282,60 @@ def test_fingerprint_distinguishes_arguments() -> None:
     ],
 )
 def test_every_query_shape_is_served_by_a_declared_index(cfg: LedgerConfig) -> None:
-    specs = _core.index_specs(cfg)
-    for shape in _core.query_shapes(cfg):
-        serving = [s.name for s in specs if _core.index_serves(s, shape)]
+    specs = index_specs(cfg)
+    for shape in query_shapes(cfg):
+        serving = [s.name for s in specs if index_serves(s, shape)]
         assert serving, f"no index serves the {shape.name!r} query"
 
 
 def test_index_serves_rejects_wrong_prefix() -> None:
-    spec = _core.IndexSpec("transactions", (("account_id", 1), ("account_seq", -1)), "x")
-    assert not _core.index_serves(spec, _core.QueryShape("q", "transactions", ("date",)))
-    assert not _core.index_serves(spec, _core.QueryShape("q", "accounts", ("account_id",)))
-    assert not _core.index_serves(
-        spec, _core.QueryShape("q", "transactions", ("account_id",), sort=("date",))
-    )
+    spec = IndexSpec("transactions", (("account_id", 1), ("account_seq", -1)), "x")
+    assert not index_serves(spec, QueryShape("q", "transactions", ("date",)))
+    assert not index_serves(spec, QueryShape("q", "accounts", ("account_id",)))
+    assert not index_serves(spec, QueryShape("q", "transactions", ("account_id",), sort=("date",)))
 
 
 def test_index_matches_what_list_indexes_returns() -> None:
     cfg = LedgerConfig()
-    specs = {spec.name: spec for spec in _core.index_specs(cfg)}
+    specs = {spec.name: spec for spec in index_specs(cfg)}
     seq = specs["ledger_account_seq"]
     listed = {"key": {"account_id": 1, "account_seq": -1}, "name": "mine", "v": 2}
-    assert _core.index_matches(seq, listed)  # under another name: it serves as well
-    assert _core.index_matches(seq, {**listed, "key": {"account_id": 1.0, "account_seq": -1.0}})
-    assert not _core.index_matches(seq, {**listed, "key": {"account_id": 1, "account_seq": 1}})
-    assert not _core.index_matches(seq, {**listed, "key": {"account_id": 1}})
-    assert not _core.index_matches(seq, {**listed, "unique": True})
+    assert index_matches(seq, listed)  # under another name: it serves as well
+    assert index_matches(seq, {**listed, "key": {"account_id": 1.0, "account_seq": -1.0}})
+    assert not index_matches(seq, {**listed, "key": {"account_id": 1, "account_seq": 1}})
+    assert not index_matches(seq, {**listed, "key": {"account_id": 1}})
+    assert not index_matches(seq, {**listed, "unique": True})
     unique = specs["ledger_attributes_key"]
     listed = {
         "key": {"attributes_key": 1},
         "unique": True,
         "partialFilterExpression": {"attributes_key": {"$exists": True}},
     }
-    assert _core.index_matches(unique, listed)
-    assert not _core.index_matches(unique, {**listed, "unique": False})
-    assert not _core.index_matches(unique, {**listed, "partialFilterExpression": None})
+    assert index_matches(unique, listed)
+    assert not index_matches(unique, {**listed, "unique": False})
+    assert not index_matches(unique, {**listed, "partialFilterExpression": None})
     wildcard = specs["ledger_attributes"]
     projection = dict.fromkeys(wildcard.wildcard_projection or {}, False)
-    assert _core.index_matches(wildcard, {"key": {"$**": 1}, "wildcardProjection": projection})
-    assert not _core.index_matches(wildcard, {"key": {"$**": 1}, "wildcardProjection": {"a": 1}})
-    assert _core.index_matches(wildcard, {"key": {"$**": 1}})  # every field: it serves too
+    assert index_matches(wildcard, {"key": {"$**": 1}, "wildcardProjection": projection})
+    assert not index_matches(wildcard, {"key": {"$**": 1}, "wildcardProjection": {"a": 1}})
+    assert index_matches(wildcard, {"key": {"$**": 1}})  # every field: it serves too
     assert "ledger_attributes_key" not in {
-        s.name for s in _core.index_specs(LedgerConfig(sharded_accounts=True))
+        s.name for s in index_specs(LedgerConfig(sharded_accounts=True))
+    }
+
+
+def test_index_plan_tells_missing_from_outdated() -> None:
+    specs = [s for s in index_specs(LedgerConfig()) if s.collection == "accounts"]
+    by_name = {s.name: s for s in specs}
+    earlier = {"key": {"$**": 1}, "name": "ledger_attributes", "wildcardProjection": {"seq": 0}}
+    mine = {"key": {"created_at": 1, "_id": 1}, "name": "by_age"}  # serves under my name
+    taken = {"key": {"x": 1}, "name": "ledger_balance"}  # our name, other keys: a conflict
+    missing, outdated = index_plan(specs, [earlier, mine, taken])
+    assert outdated == [(by_name["ledger_attributes"], earlier)]
+    assert [s.name for s in missing] == ["ledger_attributes_key", "ledger_balance"]
+    assert index_definition(earlier) == {"key": {"$**": 1}, "wildcardProjection": {"seq": 0}}
+    assert index_definition(by_name["ledger_attributes_key"]) == {
+        "key": {"attributes_key": 1},
+        "unique": True,
+        "partialFilterExpression": {"attributes_key": {"$exists": True}},
     }

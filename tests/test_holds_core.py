@@ -19,12 +19,28 @@ from mongoledger import (
     InsufficientFunds,
     InvalidAmount,
     InvalidArgument,
-    _core,
-    _events,
-    _holds,
-    _reconcile,
 )
-from mongoledger._core import AccountRef, LedgerConfig, Leg
+from mongoledger._core.accounts import AccountRef
+from mongoledger._core.audit import check_captures
+from mongoledger._core.config import LedgerConfig
+from mongoledger._core.currencies import check_currencies
+from mongoledger._core.events import Grouper, change_stream_pipeline
+from mongoledger._core.guards import leg_update
+from mongoledger._core.holds import (
+    capture_update,
+    closing_filter,
+    diagnose,
+    expiry_fingerprint,
+    hold_document,
+    hold_to_model,
+    holds_query,
+    reopen,
+    validate_expiry,
+    validate_hold_id,
+    validate_statuses,
+    void_update,
+)
+from mongoledger._core.transactions import Leg
 from mongoledger.memory._match import match as fast_match
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -38,7 +54,7 @@ INT64 = st.integers(min_value=-(2**40), max_value=2**40)
 def guard_matches(doc: dict[str, Any], amount: int, held: int) -> bool:
     """mongomock's verdict (the reference), which the memory engine's fast path must share
     without falling back: every write sends this filter."""
-    update = _core.leg_update(CFG, AccountRef(id=1), amount, NOW, held=held)
+    update = leg_update(CFG, AccountRef(id=1), amount, NOW, held=held)
     reference = bool(filtering.filter_applies(update.filter, {"_id": 1, **doc}))
     assert fast_match(update.filter, {"_id": 1, **doc}) is reference
     return reference
@@ -74,16 +90,16 @@ def test_a_missing_held_field_is_zero() -> None:
 
 
 def test_the_update_moves_balance_held_and_sequence() -> None:
-    hold = _core.leg_update(CFG, AccountRef(id=1), 0, NOW, held=5)
+    hold = leg_update(CFG, AccountRef(id=1), 0, NOW, held=5)
     # a hold is not a leg: no sequence number, no date
     assert hold.update == {"$inc": {"held": 5}}
-    capture = _core.leg_update(CFG, AccountRef(id=1), -3, NOW, held=-5)
+    capture = leg_update(CFG, AccountRef(id=1), -3, NOW, held=-5)
     assert capture.update == {
         "$inc": {"seq": 1, "held": -5, "balance": -3},
         "$max": {"last_date": NOW},
     }
     assert "$or" not in capture.filter  # releasing 5 to pay 3 never lowers the available
-    overflow = _core.leg_update(CFG, AccountRef(id=1), 0, NOW, held=5)
+    overflow = leg_update(CFG, AccountRef(id=1), 0, NOW, held=5)
     assert not filtering.filter_applies(overflow.filter, {"_id": 1, "held": Int64(2**63 - 3)})
     assert filtering.filter_applies(overflow.filter, {"_id": 1, "held": Int64(2**63 - 6)})
 
@@ -92,31 +108,29 @@ def test_the_update_moves_balance_held_and_sequence() -> None:
 
 
 def test_expiry_forms_and_refusals() -> None:
-    assert _holds.validate_expiry(None, NOW) is None
-    assert _holds.validate_expiry(timedelta(minutes=5), NOW) == NOW + timedelta(minutes=5)
+    assert validate_expiry(None, NOW) is None
+    assert validate_expiry(timedelta(minutes=5), NOW) == NOW + timedelta(minutes=5)
     naive = datetime(2026, 6, 1, 13, 0, 0, 999_999)
-    assert _holds.validate_expiry(naive, NOW) == datetime(
+    assert validate_expiry(naive, NOW) == datetime(
         2026, 6, 1, 13, 0, 0, 999_000, tzinfo=timezone.utc
     )
     for bad in ("2030-01-01", 5, date(2030, 1, 1), True, NOW, timedelta(0)):
         with pytest.raises(InvalidArgument, match="expires_at"):
-            _holds.validate_expiry(bad, NOW)
-    assert _holds.expiry_fingerprint(timedelta(seconds=2)) == {"in_ms": 2000}
-    assert _holds.expiry_fingerprint(naive) == _holds.expiry_fingerprint(
-        naive.replace(tzinfo=timezone.utc)
-    )
+            validate_expiry(bad, NOW)
+    assert expiry_fingerprint(timedelta(seconds=2)) == {"in_ms": 2000}
+    assert expiry_fingerprint(naive) == expiry_fingerprint(naive.replace(tzinfo=timezone.utc))
 
 
 def test_statuses_and_ids() -> None:
-    assert _holds.validate_statuses(None) == ["pending", "captured", "voided", "expired"]
-    assert _holds.validate_statuses(["voided", "voided"]) == ["voided"]
+    assert validate_statuses(None) == ["pending", "captured", "voided", "expired"]
+    assert validate_statuses(["voided", "voided"]) == ["voided"]
     for bad in ("open", [], ["pending", 1], 3):
         with pytest.raises(InvalidArgument):
-            _holds.validate_statuses(bad)
+            validate_statuses(bad)
     oid = ObjectId()
-    assert _holds.validate_hold_id(str(oid)) == oid
+    assert validate_hold_id(str(oid)) == oid
     with pytest.raises(HoldNotFound, match="not a hold id"):
-        _holds.validate_hold_id("x" * 24)
+        validate_hold_id("x" * 24)
 
 
 # Diagnosis of a closing update that matched nothing
@@ -126,37 +140,37 @@ def test_diagnosis_names_the_reason() -> None:
     hid = ObjectId()
     pending = {"_id": hid, "status": "pending", "amount": Int64(50)}
     with pytest.raises(HoldNotFound):
-        _holds.diagnose(None, hid, NOW)
+        diagnose(None, hid, NOW)
     for status in ("captured", "voided"):
         with pytest.raises(HoldClosed, match=status) as info:
-            _holds.diagnose({**pending, "status": status}, hid, NOW)
+            diagnose({**pending, "status": status}, hid, NOW)
         assert not isinstance(info.value, HoldExpired)
     with pytest.raises(HoldExpired):
-        _holds.diagnose({**pending, "status": "expired"}, hid, NOW)
+        diagnose({**pending, "status": "expired"}, hid, NOW)
     due = {**pending, "expires_at": NOW.replace(tzinfo=None)}  # as PyMongo returns it
     with pytest.raises(HoldExpired):
-        _holds.diagnose(due, hid, NOW)
+        diagnose(due, hid, NOW)
     with pytest.raises(InvalidAmount, match="51 exceeds"):
-        _holds.diagnose(pending, hid, NOW, 51)
-    _holds.diagnose(pending, hid, NOW, 50)  # pending after all: the caller retries
+        diagnose(pending, hid, NOW, 51)
+    diagnose(pending, hid, NOW, 50)  # pending after all: the caller retries
 
 
 def test_closing_filters_and_updates() -> None:
     hid, op = ObjectId(), ObjectId()
-    flt = _holds.closing_filter(hid, NOW, amount=5)
+    flt = closing_filter(hid, NOW, amount=5)
     live = {"_id": hid, "status": "pending", "amount": 5}
     assert filtering.filter_applies(flt, live)
     assert filtering.filter_applies(flt, {**live, "expires_at": NOW + timedelta(seconds=1)})
     assert not filtering.filter_applies(flt, {**live, "expires_at": NOW})
     assert not filtering.filter_applies(flt, {**live, "amount": 4})
     assert not filtering.filter_applies(flt, {**live, "status": "voided"})
-    update = _holds.capture_update(None, NOW, op)
+    update = capture_update(None, NOW, op)
     assert update[0]["$set"]["captured_amount"] == "$amount"
-    assert _holds.capture_update(7, NOW, op)[0]["$set"]["captured_amount"] == {"$literal": 7}
-    assert _holds.void_update({}, NOW, op) == {
+    assert capture_update(7, NOW, op)[0]["$set"]["captured_amount"] == {"$literal": 7}
+    assert void_update({}, NOW, op) == {
         "$set": {"status": "voided", "closed_at": NOW, "operation_id": op}
     }
-    flt, undo = _holds.reopen(hid, "voided", op)
+    flt, undo = reopen(hid, "voided", op)
     assert flt == {"_id": hid, "status": "voided", "operation_id": op}
     assert set(undo["$unset"]) == {"captured_amount", "closed_at", "operation_id", "void_data"}
 
@@ -164,7 +178,7 @@ def test_closing_filters_and_updates() -> None:
 def test_hold_documents_follow_the_data_and_currency_options() -> None:
     cfg = LedgerConfig(data_field="data", currency_field="currency")
     hid = ObjectId()
-    doc = _holds.hold_document(
+    doc = hold_document(
         cfg,
         hid,
         from_account_id=1,
@@ -178,10 +192,10 @@ def test_hold_documents_follow_the_data_and_currency_options() -> None:
     )
     assert doc["data"] == {"status": "mine"}
     assert (doc["status"], doc["currency"], doc["idempotency_key"]) == ("pending", "EUR", "k")
-    hold = _holds.hold_to_model(cfg, {**doc, "created_at": NOW.replace(tzinfo=None)})
+    hold = hold_to_model(cfg, {**doc, "created_at": NOW.replace(tzinfo=None)})
     assert (hold.data, hold.currency, hold.created_at) == ({"status": "mine"}, "EUR", NOW)
-    assert _holds.holds_query(None, ["pending"]) == {"status": "pending"}
-    assert _holds.holds_query(7, ["voided", "expired"])["$or"][1] == {
+    assert holds_query(None, ["pending"]) == {"status": "pending"}
+    assert holds_query(7, ["voided", "expired"])["$or"][1] == {
         "to_account_id": 7,
         "status": {"$in": ["voided", "expired"]},
     }
@@ -203,11 +217,11 @@ def test_currency_check_of_the_legs() -> None:
     cfg = LedgerConfig(currency_field="currency")
     legs = [Leg(account=AccountRef(id=i), amount=1, data={}, account_id=i) for i in (1, 2)]
     legs[0].currency = legs[1].currency = "EUR"
-    _core.check_currencies(cfg, legs)
+    check_currencies(cfg, legs)
     legs[1].currency = "USD"
     with pytest.raises(CurrencyMismatch, match="'USD'"):
-        _core.check_currencies(cfg, legs)
-    _core.check_currencies(CFG, legs)  # no currency_field: nothing to check
+        check_currencies(cfg, legs)
+    check_currencies(CFG, legs)  # no currency_field: nothing to check
 
 
 # Change-stream events of holds
@@ -224,17 +238,17 @@ def change(op: str, coll: str, token: int, **fields: Any) -> dict[str, Any]:
 
 
 def test_the_pipeline_drops_other_collections_before_any_lookup() -> None:
-    first, _ = _events.change_stream_pipeline(CFG, account_ids=None, kinds=None)
+    first, _ = change_stream_pipeline(CFG, account_ids=None, kinds=None)
     assert "fullDocument" not in str(first)  # no post-image needed to decide
     assert first["$match"]["$or"][0] == {"ns.coll": {"$in": ["transactions", "holds"]}}
-    voids = _events.change_stream_pipeline(CFG, account_ids=None, kinds=["void"])[1]
+    voids = change_stream_pipeline(CFG, account_ids=None, kinds=["void"])[1]
     branches = voids["$match"]["$or"]
     assert {"ns.coll": "transactions", "operationType": "insert"} not in branches
     assert branches[0]["updateDescription.updatedFields.status"] == {"$in": ["voided"]}
 
 
 def test_grouper_turns_hold_steps_into_events() -> None:
-    grouper = _events.Grouper(CFG)
+    grouper = Grouper(CFG)
     hid, op = ObjectId(), ObjectId()
     hold = {"_id": hid, "from_account_id": 1, "to_account_id": 2, "amount": 9}
     done = grouper.feed(
@@ -315,11 +329,9 @@ def test_grouper_turns_hold_steps_into_events() -> None:
 
 def test_captured_holds_and_their_legs() -> None:
     hid, op = ObjectId(), ObjectId()
-    ok = _reconcile.check_captures(
-        [{"_id": hid, "operation_id": op}], [{"_id": hid, "operations": [op]}]
-    )
+    ok = check_captures([{"_id": hid, "operation_id": op}], [{"_id": hid, "operations": [op]}])
     assert ok == []
-    (never,) = _reconcile.check_captures([{"_id": hid, "operation_id": op}], [])
+    (never,) = check_captures([{"_id": hid, "operation_id": op}], [])
     assert "no transactions" in never.problem
-    (stray,) = _reconcile.check_captures([], [{"_id": hid, "operations": [op]}])
+    (stray,) = check_captures([], [{"_id": hid, "operations": [op]}])
     assert "not captured by that operation" in stray.problem

@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from mongoledger import Ledger, _core
+from mongoledger import Ledger
+from mongoledger._core.config import LedgerConfig
+from mongoledger._core.indexes import index_specs
 from mongoledger.memory import MemoryClient
 
 OPERATORS_THAT_BOUND = {"$lt", "$lte", "$gt", "$gte", "$eq", "$in"}
@@ -80,10 +82,10 @@ class RecordingDatabase:
         return getattr(self._inner, name)
 
 
-def _served(cfg: _core.LedgerConfig, coll: str, flt: dict[str, Any], sort: Any) -> bool:
+def _served(cfg: LedgerConfig, coll: str, flt: dict[str, Any], sort: Any) -> bool:
     if set(flt) == {"$or"}:  # each branch must be served on its own (then merged in order)
         return all(_served(cfg, coll, branch, sort) for branch in flt["$or"])
-    specs = [s for s in _core.index_specs(cfg) if _collection(cfg, s.collection) == coll]
+    specs = [s for s in index_specs(cfg) if _collection(cfg, s.collection) == coll]
     bounded = {
         key
         for key, value in flt.items()
@@ -136,7 +138,7 @@ def _served(cfg: _core.LedgerConfig, coll: str, flt: dict[str, Any], sort: Any) 
     return False
 
 
-def _collection(cfg: _core.LedgerConfig, name: str) -> str:
+def _collection(cfg: LedgerConfig, name: str) -> str:
     return {
         "accounts": cfg.accounts_collection,
         "transactions": cfg.transactions_collection,

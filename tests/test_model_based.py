@@ -41,7 +41,7 @@ from mongoledger import (
     InvalidAmount,
     Ledger,
 )
-from mongoledger import _core as core
+from mongoledger._core import clock
 from mongoledger.memory import MemoryClient
 
 NAMES = st.integers(min_value=0, max_value=4)
@@ -90,8 +90,8 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         # The ledger's clock, moved by the ``wait`` rule (holds expire against it).
         self.now = datetime.now(timezone.utc).replace(microsecond=0)
-        self.real_utcnow = core.utcnow
-        core.utcnow = lambda: self.now  # type: ignore[assignment]
+        self.real_utcnow = clock.utcnow
+        clock.utcnow = lambda: self.now  # type: ignore[assignment]
         self.ledger = Ledger(MemoryClient()["model"])
         self.accounts: dict[int, ModelAccount] = {}
         self.operations: list[ModelOperation] = []
@@ -102,7 +102,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.next_key = 0
 
     def teardown(self) -> None:
-        core.utcnow = self.real_utcnow  # type: ignore[assignment]
+        clock.utcnow = self.real_utcnow  # type: ignore[assignment]
 
     # The model
 

@@ -94,3 +94,12 @@ def test_main_on_the_memory_engine_says_nothing_will_print() -> None:
     stop.set()
     assert main(["--memory"], environ={}, stderr=err, stop=stop) == 0
     assert "nothing will print" in err.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["capture", "hold", "void", "expire", "transfer"])
+def test_main_follows_every_kind_the_ledger_writes(kind: str) -> None:
+    """--kind takes every kind a LedgerEvent can have (holds' steps included)."""
+    err = io.StringIO()
+    stop = threading.Event()
+    stop.set()
+    assert main(["--memory", "--kind", kind], environ={}, stderr=err, stop=stop) == 0

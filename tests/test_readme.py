@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import io
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,29 @@ def check_the_hooks(namespace: dict[str, Any], audit_log: AuditLog) -> None:
         return await ledger.get_transaction(tid)
 
     assert asyncio.run(read()).data == {"app_version": "4.2"}
+
+
+def test_the_upgrade_recipe_gives_history_of_an_earlier_version_its_date_tracking() -> None:
+    """The recipe, on entries an earlier version wrote out of date order (it recorded neither
+    last_date nor backdated_from): afterwards balance_at is the dated sum again."""
+    [recipe] = [code for _, code in blocks() if "groupby" in code and "backdated_from" in code]
+    day = [datetime(2026, 1, n, 12, tzinfo=timezone.utc) for n in range(1, 16)]
+    dates = iter([day[10], day[5], day[12]])
+    db = MemoryClient()["shop"]
+    ledger = Ledger(db, date_value=lambda: next(dates))
+    ledger.increase("alice", 100)  # dated Jan 10
+    ledger.increase("alice", 10)  # dated Jan 5: before an entry recorded earlier
+    ledger.increase("bob", 7)
+    db.accounts.update_many({}, {"$unset": {"last_date": "", "backdated_from": ""}})
+    assert ledger.balance_at("alice", day[6]) == 110  # the earlier version's answer
+    lines = [line for line in recipe.splitlines() if not line.startswith(("db = ", "from pymongo"))]
+    exec(compile("\n".join(lines), "README.md", "exec"), {"db": db})
+    assert ledger.balance_at("alice", day[6]) == 10  # the entries dated up to Jan 6
+    assert ledger.balance_at("alice", day[11]) == 110
+    alice = db.accounts.find_one({"_id": "alice"})
+    assert (alice["backdated_from"], alice["last_date"]) == (
+        day[5].replace(tzinfo=None),
+        day[10].replace(tzinfo=None),
+    )
+    assert "backdated_from" not in db.accounts.find_one({"_id": "bob"})
+    assert ledger.verify().ok

@@ -7,9 +7,25 @@ from typing import Any
 
 import bson
 
-from mongoledger import _core, _holds, _reconcile
 from mongoledger._async._base import LedgerBase
 from mongoledger._async._io import aggregate, to_list
+from mongoledger._core import schema
+from mongoledger._core.amounts import int64_total
+from mongoledger._core.audit import (
+    capture_legs_pipeline,
+    check_captures,
+    check_links,
+    floor_candidate,
+    floor_violation_filter,
+    history_is_contiguous,
+    is_floor_violation,
+    operation_anomalies_pipeline,
+    operations_count_pipeline,
+    rewritable,
+    running_balance_mismatches,
+)
+from mongoledger._core.holds import pending_held_pipeline, reopen
+from mongoledger._core.reads import balances_pipeline
 from mongoledger.models import (
     BalanceMismatch,
     BrokenHold,
@@ -39,50 +55,54 @@ class Audit(LedgerBase):
         transactions, each with a conditional update that leaves concurrent writes intact,
         and clears ``reverted_by`` marks whose reversal does not exist (left by a revert that
         failed midway without a DB transaction), so those transactions can be reverted again.
-        Balances below a floor and broken operations are reported, never changed.
+        Balances below a floor and broken operations are reported, never changed; so are
+        sums past int64 (the server returns a double, never silently truncated here).
 
         Every whole-collection aggregation runs with ``allowDiskUse``; the server returns one
         row of totals per account and, of the operations, only the broken ones.
 
         Holds: each account's ``held`` must equal the sum of its pending holds, and each
         captured hold must have its capture's legs; a repair rebuilds ``held`` from the holds
-        and reopens a captured hold whose capture never posted.
+        and reopens a captured hold whose capture never posted. Floors are checked as the
+        guards check them: on the available balance, the balance minus the pending holds.
         """
         cfg = self._cfg
         totals = {
             row["_id"]: row
             for row in await aggregate(
-                self._transactions, _core.balances_pipeline(cfg), allowDiskUse=True
+                self._transactions, balances_pipeline(cfg), allowDiskUse=True
             )
         }
-        fields = [f for f in (cfg.balance_field, _core.SEQ, _core.MIN_BALANCE, _core.HELD) if f]
+        fields = [f for f in (cfg.balance_field, schema.SEQ, schema.MIN_BALANCE, schema.HELD) if f]
         accounts = await to_list(self._accounts.find({}, dict.fromkeys(fields, 1)))
         known = {repr(a["_id"]) for a in accounts}
+        pending = await self._pending_holds()
         running, rewritten = [], []
         for account_id, row in totals.items():
-            if repr(account_id) in known and not _reconcile.history_is_contiguous(row):
-                found = await self._check_history(account_id, repair=repair)
+            if repr(account_id) in known and not history_is_contiguous(row):
+                found, rewrote = await self._check_history(account_id, repair=repair)
                 running += found
-                if repair and found:
+                if rewrote:
                     rewritten.append(account_id)
         mismatches, repaired, floors = [], [], []
         for doc in accounts:
             if cfg.balance_field is None:
                 continue
-            if _reconcile.below_floor(cfg, doc) and await self._transactions.find_one(
-                _reconcile.floor_violation_filter(cfg, doc), {"_id": 1}
-            ):
-                floors.append(
-                    FloorViolation(
-                        account_id=doc["_id"],
-                        balance=doc[cfg.balance_field],
-                        min_balance=doc[_core.MIN_BALANCE],
-                    )
-                )
-            calculated = int(totals.get(doc["_id"], {}).get("total", 0))
+            held = int64_total(pending.get(repr(doc["_id"]), {}).get("held", 0))
+            if held is not None and floor_candidate(cfg, doc, held):
+                # The account and the holds were read apart: confirm on one view.
+                violation = await self._confirm_floor(doc["_id"])
+                if violation is not None:
+                    floors.append(violation)
+            calculated = int64_total(totals.get(doc["_id"], {}).get("total", 0))
             cached = doc.get(cfg.balance_field)
             top = int(totals.get(doc["_id"], {}).get("seq") or 0)
-            if cached is not None and int(cached) == calculated and doc.get(_core.SEQ) == top:
+            if (
+                cached is not None
+                and calculated is not None
+                and int(cached) == calculated
+                and doc.get(schema.SEQ) == top
+            ):
                 continue
             # The two reads above are not one snapshot: confirm on this account alone.
             found_drift = await self._confirm_drift(doc["_id"])
@@ -104,23 +124,23 @@ class Audit(LedgerBase):
                 ),
             )
             for op in await aggregate(
-                self._transactions, _reconcile.operation_anomalies_pipeline(cfg), allowDiskUse=True
+                self._transactions, operation_anomalies_pipeline(cfg), allowDiskUse=True
             )
         ]
         counted = await aggregate(
-            self._transactions, _reconcile.operations_count_pipeline(), allowDiskUse=True
+            self._transactions, operations_count_pipeline(), allowDiskUse=True
         )
         links = await to_list(
             self._transactions.find(
                 {
                     "$or": [
-                        {_core.REVERTS: {"$exists": True}},
-                        {_core.REVERTED_BY: {"$exists": True}},
+                        {schema.REVERTS: {"$exists": True}},
+                        {schema.REVERTED_BY: {"$exists": True}},
                     ]
                 },
                 {
-                    _core.REVERTS: 1,
-                    _core.REVERTED_BY: 1,
+                    schema.REVERTS: 1,
+                    schema.REVERTED_BY: 1,
                     cfg.amount_field: 1,
                     cfg.account_link_field: 1,
                 },
@@ -128,10 +148,10 @@ class Audit(LedgerBase):
         )
         if repair:
             await self._clear_stale_marks(links)
-        broken = _reconcile.check_links(cfg, links)
+        broken = check_links(cfg, links)
         if not await self._has_transactions():
             broken += await self._orphan_keys(repair=repair)
-        holds = await self._check_holds(accounts, repair=repair)
+        holds = await self._check_holds(accounts, pending, repair=repair)
         return VerifyReport(
             accounts_checked=len(accounts),
             transactions_checked=sum(int(row["count"]) for row in totals.values()),
@@ -149,54 +169,95 @@ class Audit(LedgerBase):
 
     async def _check_history(
         self, account_id: Any, *, repair: bool
-    ) -> list[RunningBalanceMismatch]:
+    ) -> tuple[list[RunningBalanceMismatch], bool]:
         """Read one account's legs in order and find those out of place; with ``repair``,
         renumber them and rewrite their running balances, in one DB transaction that also
-        writes the account (so a concurrent write conflicts and one of the two runs again)."""
+        writes the account (so a concurrent write conflicts and one of the two runs again).
+        Returns what it found, and whether it rewrote it (never a running balance past int64:
+        that history is reported only)."""
         cfg = self._cfg
         found: list[RunningBalanceMismatch] = []
+        rewrote: list[bool] = [False]
 
         async def body(session: Any) -> None:
             legs = await to_list(
                 self._transactions.find(
                     {cfg.account_link_field: account_id},
-                    {cfg.amount_field: 1, _core.ACCOUNT_SEQ: 1, _core.BALANCE_AFTER: 1},
+                    {cfg.amount_field: 1, schema.ACCOUNT_SEQ: 1, schema.BALANCE_AFTER: 1},
                     session=session,
-                ).sort(_core.ACCOUNT_SEQ, 1)
+                ).sort(schema.ACCOUNT_SEQ, 1)
             )
-            found[:] = _reconcile.running_balance_mismatches(cfg, account_id, legs)
-            if not (repair and found):
+            found[:] = running_balance_mismatches(cfg, account_id, legs)
+            rewrote[0] = False
+            if not (repair and found and rewritable(found)):
                 return
             account = await self._accounts.find_one(
-                {"_id": account_id}, {_core.SEQ: 1}, session=session
+                {"_id": account_id}, {schema.SEQ: 1}, session=session
             )
             if account is None:
                 return
             for mismatch in found:
-                update: dict[str, Any] = {_core.ACCOUNT_SEQ: mismatch.expected_seq}
+                update: dict[str, Any] = {schema.ACCOUNT_SEQ: mismatch.expected_seq}
                 if mismatch.expected_balance_after is not None:
-                    update[_core.BALANCE_AFTER] = bson.Int64(mismatch.expected_balance_after)
+                    update[schema.BALANCE_AFTER] = bson.Int64(mismatch.expected_balance_after)
                 await self._transactions.update_one(
                     {
                         "_id": mismatch.transaction_id,
                         cfg.account_link_field: account_id,
-                        _core.ACCOUNT_SEQ: mismatch.account_seq,
+                        schema.ACCOUNT_SEQ: mismatch.account_seq,
                     },
                     {"$set": update},
                     session=session,
                 )
             # The account's sequence follows its renumbered legs (unless it moved meanwhile).
             await self._accounts.update_one(
-                {"_id": account_id, _core.SEQ: account.get(_core.SEQ)},
-                {"$set": {_core.SEQ: len(legs)}},
+                {"_id": account_id, schema.SEQ: account.get(schema.SEQ)},
+                {"$set": {schema.SEQ: len(legs)}},
                 session=session,
             )
+            rewrote[0] = True
 
         if repair:
             await self._run(body)
         else:
             await body(None)
-        return found
+        return found, rewrote[0]
+
+    async def _confirm_floor(self, account_id: Any) -> FloorViolation | None:
+        """Whether an account is below its floor past the guards (see
+        :func:`~mongoledger._core.audit.is_floor_violation`), on one consistent view of it and
+        its pending holds: a snapshot DB transaction, or without one, two identical looks."""
+        cfg = self._cfg
+        assert cfg.balance_field is not None
+        fields = {cfg.balance_field: 1, schema.MIN_BALANCE: 1}
+        found: list[FloorViolation | None] = [None]
+
+        async def body(session: Any) -> None:
+            found[0] = None
+            doc = await self._accounts.find_one({"_id": account_id}, fields, session=session)
+            rows = await aggregate(self._holds, pending_held_pipeline(account_id), session=session)
+            held = int64_total(rows[0]["held"]) if rows else 0
+            if doc is None or held is None or not floor_candidate(cfg, doc, held):
+                return
+            floor = doc[schema.MIN_BALANCE]
+            below = await self._transactions.find_one(
+                floor_violation_filter(cfg, account_id, floor), {"_id": 1}, session=session
+            )
+            if not is_floor_violation(held, below is not None):
+                return
+            if session is None:  # no snapshot: the account must not have moved meanwhile
+                again = await self._accounts.find_one({"_id": account_id}, fields)
+                if again != doc:
+                    return
+            found[0] = FloorViolation(
+                account_id=account_id,
+                balance=doc[cfg.balance_field],
+                min_balance=floor,
+                held=held,
+            )
+
+        await self._run(body)
+        return found[0]
 
     async def _confirm_drift(
         self, account_id: Any
@@ -219,16 +280,17 @@ class Audit(LedgerBase):
                 self._transactions,
                 [
                     {"$match": {cfg.account_link_field: account_id}},
-                    *_core.balances_pipeline(cfg),
+                    *balances_pipeline(cfg),
                 ],
             )
-            calculated = int(rows[0]["total"]) if rows else 0
+            calculated = int64_total(rows[0]["total"]) if rows else 0
             top = int(rows[0]["seq"] or 0) if rows else 0
             cached = doc.get(cfg.balance_field)
-            seq = doc.get(_core.SEQ)
+            seq = doc.get(schema.SEQ)
             state = {"cached": cached, "seq": seq, "top": top, "calculated": calculated}
             if int(seq or 0) == top or state == previous:
-                if int(seq or 0) == top and cached is not None and int(cached) == calculated:
+                consistent = cached is not None and calculated is not None
+                if int(seq or 0) == top and consistent and int(cached) == calculated:
                     return None
                 mismatch = BalanceMismatch(
                     account_id=account_id, cached=cached, calculated=calculated
@@ -238,16 +300,24 @@ class Audit(LedgerBase):
         return None
 
     async def _repair_balance(self, mismatch: BalanceMismatch, state: dict[str, Any]) -> bool:
-        """Set the cached balance (and sequence) from the transactions, unless it moved."""
+        """Set the cached balance (and sequence) from the transactions, unless it moved (or
+        the transactions sum past int64: no balance can hold that)."""
         cfg = self._cfg
         assert cfg.balance_field is not None
+        if mismatch.calculated is None:
+            return False
         result = await self._accounts.update_one(
             {
                 "_id": mismatch.account_id,
                 cfg.balance_field: state["cached"],
-                _core.SEQ: state["seq"],
+                schema.SEQ: state["seq"],
             },
-            {"$set": {cfg.balance_field: bson.Int64(mismatch.calculated), _core.SEQ: state["top"]}},
+            {
+                "$set": {
+                    cfg.balance_field: bson.Int64(mismatch.calculated),
+                    schema.SEQ: state["top"],
+                }
+            },
         )
         return bool(result.modified_count)
 
@@ -261,7 +331,7 @@ class Audit(LedgerBase):
         records = await to_list(
             self._idempotency.find(
                 {"_id.ledger": self._cfg.transactions_collection},
-                {"transaction_ids": 1, "operation_id": 1, _core.KIND: 1},
+                {"transaction_ids": 1, "operation_id": 1, schema.KIND: 1},
             )
         )
         for start in range(0, len(records), 1000):
@@ -269,7 +339,7 @@ class Audit(LedgerBase):
             firsts: dict[str, list[Any]] = {"transactions": [], "holds": []}
             for r in batch:
                 if r.get("transaction_ids"):  # a hold's record names the hold
-                    where = "holds" if r.get(_core.KIND) == "hold" else "transactions"
+                    where = "holds" if r.get(schema.KIND) == "hold" else "transactions"
                     firsts[where].append(r["transaction_ids"][0])
             found = await to_list(
                 self._transactions.find({"_id": {"$in": firsts["transactions"]}}, {"_id": 1})
@@ -289,52 +359,58 @@ class Audit(LedgerBase):
                 )
                 if repair:
                     await self._idempotency.delete_one(
-                        {"_id": record["_id"], _core.OPERATION_ID: record.get("operation_id")}
+                        {"_id": record["_id"], schema.OPERATION_ID: record.get("operation_id")}
                     )
         return broken
 
     async def _clear_stale_marks(self, links: list[dict[str, Any]]) -> None:
         ids = {repr(d["_id"]) for d in links}
         for doc in links:
-            mark = doc.get(_core.REVERTED_BY)
+            mark = doc.get(schema.REVERTED_BY)
             if mark is None or repr(mark) in ids:
                 continue
             if await self._transactions.find_one({"_id": mark}) is not None:
                 continue  # the reversal was written after links were read
             link = self._cfg.account_link_field
             result = await self._transactions.update_one(
-                {"_id": doc["_id"], link: doc.get(link), _core.REVERTED_BY: mark},
-                {"$unset": {_core.REVERTED_BY: ""}},
+                {"_id": doc["_id"], link: doc.get(link), schema.REVERTED_BY: mark},
+                {"$unset": {schema.REVERTED_BY: ""}},
             )
             if result.modified_count:
-                del doc[_core.REVERTED_BY]
+                del doc[schema.REVERTED_BY]
 
-    async def _check_holds(self, accounts: list[dict[str, Any]], *, repair: bool) -> dict[str, Any]:
+    async def _pending_holds(self) -> dict[str, dict[str, Any]]:
+        """The sum and count of the pending holds of every account that has one, by ``repr``
+        of its ``_id`` (one aggregation over the holds)."""
+        rows = await aggregate(self._holds, pending_held_pipeline(), allowDiskUse=True)
+        return {repr(row["_id"]): row for row in rows}
+
+    async def _check_holds(
+        self,
+        accounts: list[dict[str, Any]],
+        pending: dict[str, dict[str, Any]],
+        *,
+        repair: bool,
+    ) -> dict[str, Any]:
         """Holds: every captured hold against its capture's legs (a capture that failed midway
         without a DB transaction is reopened by a repair), then every account's ``held``
-        against the sum of its pending holds (rebuilt by a repair)."""
+        against the sum of its ``pending`` holds (rebuilt by a repair)."""
         captured = await to_list(
-            self._holds.find({_core.STATUS: "captured"}, {_core.OPERATION_ID: 1})
+            self._holds.find({schema.STATUS: "captured"}, {schema.OPERATION_ID: 1})
         )
-        legs = await aggregate(
-            self._transactions, _reconcile.capture_legs_pipeline(), allowDiskUse=True
-        )
-        broken = _reconcile.check_captures(captured, legs)
+        legs = await aggregate(self._transactions, capture_legs_pipeline(), allowDiskUse=True)
+        broken = check_captures(captured, legs)
         reopened = []
         if repair:
             reopened = [b.hold_id for b in broken if await self._reopen_capture(b.hold_id)]
-        pending = {
-            repr(row["_id"]): row
-            for row in await aggregate(
-                self._holds, _holds.pending_held_pipeline(), allowDiskUse=True
-            )
-        }
+            if reopened:  # they are pending again
+                pending = await self._pending_holds()
         known = {repr(doc["_id"]) for doc in accounts}
         suspects = [
             doc["_id"]
             for doc in accounts
-            if int(doc.get(_core.HELD) or 0)
-            != int(pending.get(repr(doc["_id"]), {}).get("held", 0))
+            if int(doc.get(schema.HELD) or 0)
+            != int64_total(pending.get(repr(doc["_id"]), {}).get("held", 0))
         ]
         mismatches, fixed = [], []
         for account_id in suspects:
@@ -372,29 +448,27 @@ class Audit(LedgerBase):
         async def body(session: Any) -> None:
             outcome[0] = None
             doc = await self._accounts.find_one(
-                {"_id": account_id}, {_core.HELD: 1}, session=session
+                {"_id": account_id}, {schema.HELD: 1}, session=session
             )
-            rows = await aggregate(
-                self._holds, _holds.pending_held_pipeline(account_id), session=session
-            )
+            rows = await aggregate(self._holds, pending_held_pipeline(account_id), session=session)
             if doc is None:
                 return
-            cached = doc.get(_core.HELD)
-            calculated = int(rows[0]["held"]) if rows else 0
+            cached = doc.get(schema.HELD)
+            calculated = int64_total(rows[0]["held"]) if rows else 0
             if int(cached or 0) == calculated:
                 return
             if session is None:  # no snapshot: the value must not have moved meanwhile
-                again = await self._accounts.find_one({"_id": account_id}, {_core.HELD: 1})
-                if again is None or again.get(_core.HELD) != cached:
+                again = await self._accounts.find_one({"_id": account_id}, {schema.HELD: 1})
+                if again is None or again.get(schema.HELD) != cached:
                     return
             fixed = False
-            if repair:
+            if repair and calculated is not None:  # no held sum can be past int64
                 result = await self._accounts.update_one(
                     {
                         "_id": account_id,
-                        _core.HELD: {"$exists": False} if cached is None else cached,
+                        schema.HELD: {"$exists": False} if cached is None else cached,
                     },
-                    {"$set": {_core.HELD: bson.Int64(calculated)}},
+                    {"$set": {schema.HELD: bson.Int64(calculated)}},
                     session=session,
                 )
                 fixed = bool(result.modified_count)
@@ -408,13 +482,13 @@ class Audit(LedgerBase):
         """Reopen a captured hold whose capture has no transactions (the legs never posted)."""
         if hold_id is None:
             return False
-        hold = await self._holds.find_one({"_id": hold_id, _core.STATUS: "captured"})
+        hold = await self._holds.find_one({"_id": hold_id, schema.STATUS: "captured"})
         if hold is None:
             return False
-        operation_id = hold.get(_core.OPERATION_ID)
-        if await self._transactions.find_one({_core.OPERATION_ID: operation_id}) is not None:
+        operation_id = hold.get(schema.OPERATION_ID)
+        if await self._transactions.find_one({schema.OPERATION_ID: operation_id}) is not None:
             return False  # the legs exist: not a capture that never posted
-        flt, update = _holds.reopen(hold_id, "captured", operation_id)
+        flt, update = reopen(hold_id, "captured", operation_id)
         result = await self._holds.update_one(flt, update)
         return bool(result.modified_count)
 

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from mongoledger import _events
 from mongoledger._async._base import LedgerBase
 from mongoledger._async._io import check_callback
 from mongoledger._async.stream import (
@@ -18,6 +17,7 @@ from mongoledger._async.stream import (
     open_stream,
     save_checkpoint,
 )
+from mongoledger._core.events import validate_kinds
 
 __all__ = ["Consumers"]
 
@@ -55,7 +55,7 @@ class Consumers(LedgerBase):
             self._db,
             self._transactions,
             account_ids=account_ids,
-            kinds=_events.validate_kinds(kinds),
+            kinds=validate_kinds(kinds),
             resume_after=resume_after,
             start_after=start_after,
             start_at_operation_time=start_at_operation_time,

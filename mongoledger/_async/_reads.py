@@ -6,10 +6,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mongoledger import _core, _dates
 from mongoledger._async._base import LedgerBase
 from mongoledger._async._io import aggregate, to_list
-from mongoledger.errors import InvalidArgument, TransactionNotFound
+from mongoledger._core import schema
+from mongoledger._core.accounts import account_to_model, validate_attributes
+from mongoledger._core.amounts import checked_total
+from mongoledger._core.currencies import currency_field, validate_currency
+from mongoledger._core.dates import comparable, period_buckets, shortcut_serves, validate_timezone
+from mongoledger._core.reads import (
+    HISTORY_PAGE,
+    REPORT_PAGE,
+    balances_pipeline,
+    bson_sort_key,
+    bucket_pipeline,
+    history_filter,
+    statistics_match,
+    statistics_pipeline,
+    validate_before_seq,
+    validate_page_limit,
+    validate_period,
+    validate_skip,
+    validate_sort,
+)
+from mongoledger._core.transactions import transaction_to_model, validate_transaction_id
+from mongoledger.errors import TransactionNotFound
 from mongoledger.models import Account, PeriodStatistics, Transaction
 
 __all__ = ["Reads"]
@@ -27,10 +47,7 @@ class Reads(LedgerBase):
 
     async def balance(self, account: Any) -> int:
         """The account's cached balance (calculated when ``balance_field`` is None)."""
-        doc = await self._find_account(account)
-        if self._cfg.balance_field is None:
-            return await self._sum({self._cfg.account_link_field: doc["_id"]})
-        return int(doc.get(self._cfg.balance_field, 0))
+        return await self._balance_of(await self._find_account(account))
 
     async def balance_at(self, account: Any, when: Any) -> int:
         """The balance after every transaction dated at or before ``when``, in whatever order
@@ -42,28 +59,26 @@ class Reads(LedgerBase):
         """
         cfg = self._cfg
         doc = await self._find_account(account)
-        last_date = doc.get(_core.LAST_DATE)
+        last_date = doc.get(schema.LAST_DATE)
         when = cfg.check_date(when, what="when", written=last_date)
-        flt = _core.history_filter(cfg, doc["_id"], end=when)
-        backdated = doc.get(_core.BACKDATED_FROM)
-        if cfg.balance_field is None or not _dates.shortcut_serves(when, last_date, backdated):
+        flt = history_filter(cfg, doc["_id"], end=when)
+        backdated = doc.get(schema.BACKDATED_FROM)
+        if cfg.balance_field is None or not shortcut_serves(when, last_date, backdated):
             return await self._sum(flt, what=f"the balance of account {doc['_id']!r} at {when}")
-        last = await self._transactions.find_one(flt, sort=[(_core.ACCOUNT_SEQ, -1)])
-        return 0 if last is None else int(last.get(_core.BALANCE_AFTER, 0))
+        last = await self._transactions.find_one(flt, sort=[(schema.ACCOUNT_SEQ, -1)])
+        return 0 if last is None else int(last.get(schema.BALANCE_AFTER, 0))
 
     async def get_account(self, account: Any) -> Account:
         doc = await self._find_account(account)
-        balance = None
-        if self._cfg.balance_field is None:
-            balance = await self._sum({self._cfg.account_link_field: doc["_id"]})
-        return _core.account_to_model(self._cfg, doc, balance)
+        summed = None if self._cfg.balance_field else await self._balance_of(doc)
+        return account_to_model(self._cfg, doc, summed)
 
     async def get_transaction(self, transaction_id: Any) -> Transaction:
-        tid = _core.validate_transaction_id(transaction_id)
+        tid = validate_transaction_id(transaction_id)
         doc = await self._transactions.find_one({"_id": tid})
         if doc is None:
             raise TransactionNotFound(tid)
-        return _core.transaction_to_model(self._cfg, doc)
+        return transaction_to_model(self._cfg, doc)
 
     async def history(
         self,
@@ -83,22 +98,22 @@ class Reads(LedgerBase):
         ``account_seq`` of the last row of the previous page).
         """
         cfg = self._cfg
-        limit = _core.validate_page_limit(limit, default=_core.HISTORY_PAGE)
-        before_seq = _core.validate_before_seq(before_seq)
+        limit = validate_page_limit(limit, default=HISTORY_PAGE)
+        before_seq = validate_before_seq(before_seq)
         doc = await self._find_account(account)
-        written = doc.get(_core.LAST_DATE)
+        written = doc.get(schema.LAST_DATE)
         if start is not None:
             start = cfg.check_date(start, what="start", written=written)
         if end is not None:
             end = cfg.check_date(end, what="end", written=written)
-        flt = _core.history_filter(cfg, doc["_id"], start=start, end=end, before_seq=before_seq)
-        cursor = self._transactions.find(flt).sort(_core.ACCOUNT_SEQ, -1).limit(limit)
-        rows = [_core.transaction_to_model(cfg, d) for d in await to_list(cursor)]
+        flt = history_filter(cfg, doc["_id"], start=start, end=end, before_seq=before_seq)
+        cursor = self._transactions.find(flt).sort(schema.ACCOUNT_SEQ, -1).limit(limit)
+        rows = [transaction_to_model(cfg, d) for d in await to_list(cursor)]
         if cfg.balance_field is None and rows:
             running = await self._sum(
                 {
                     cfg.account_link_field: doc["_id"],
-                    _core.ACCOUNT_SEQ: {"$lte": rows[0].account_seq},
+                    schema.ACCOUNT_SEQ: {"$lte": rows[0].account_seq},
                 },
                 what=f"the running balance of account {doc['_id']!r}",
             )
@@ -127,20 +142,15 @@ class Reads(LedgerBase):
         that currency (needs ``currency_field``).
         """
         cfg = self._cfg
-        columns = {"balance": cfg.balance_field, "id": "_id", "created_at": _core.CREATED_AT}
-        if not isinstance(sort, str) or sort.lstrip("-") not in columns or sort.count("-") > 1:
-            raise InvalidArgument(
-                f"sort {sort!r} is not one of balance, id, created_at (- to reverse)"
-            )
-        field = sort.lstrip("-")
-        direction = -1 if sort.startswith("-") else 1
-        limit = _core.validate_page_limit(limit, default=_core.REPORT_PAGE)
-        skip = _core.validate_skip(skip)
+        columns = {"balance": cfg.balance_field, "id": "_id", "created_at": schema.CREATED_AT}
+        field, direction = validate_sort(sort)
+        limit = validate_page_limit(limit, default=REPORT_PAGE)
+        skip = validate_skip(skip)
         flt: dict[str, Any] = {}
         if attributes:
-            flt = _core.validate_attributes(attributes, cfg.owned_account_fields)
+            flt = validate_attributes(attributes, cfg.owned_account_fields)
         if currency is not None:
-            flt[_core.currency_field(cfg)] = _core.validate_currency(currency)
+            flt[currency_field(cfg)] = validate_currency(currency)
         if cfg.balance_field is None:
             return await self._computed_report(flt, field, direction, limit, skip)
         # Ties break on _id in the same direction, so one index serves both directions.
@@ -151,7 +161,7 @@ class Reads(LedgerBase):
         if skip:
             cursor = cursor.skip(skip)
         cursor = cursor.limit(limit)
-        return [_core.account_to_model(cfg, d) for d in await to_list(cursor)]
+        return [account_to_model(cfg, d) for d in await to_list(cursor)]
 
     async def _computed_report(
         self, flt: dict[str, Any], field: str, direction: int, limit: int, skip: int
@@ -166,27 +176,25 @@ class Reads(LedgerBase):
         if field != "balance":
             order = [("_id", direction)]
             if field == "created_at":
-                order.insert(0, (_core.CREATED_AT, direction))
+                order.insert(0, (schema.CREATED_AT, direction))
             cursor = self._accounts.find(flt).sort(order)
             if skip:
                 cursor = cursor.skip(skip)
             docs = await to_list(cursor.limit(limit))
             match = {link: {"$in": [d["_id"] for d in docs]}}
-            pipeline = [{"$match": match}, *_core.balances_pipeline(cfg)]
+            pipeline = [{"$match": match}, *balances_pipeline(cfg)]
         else:
             docs = await to_list(self._accounts.find(flt))
-            pipeline = _core.balances_pipeline(cfg)
+            pipeline = balances_pipeline(cfg)
         totals = {
-            repr(row["_id"]): _core.checked_total(
+            repr(row["_id"]): checked_total(
                 row["total"], what=f"the balance of account {row['_id']!r}"
             )
             for row in await aggregate(self._transactions, pipeline, allowDiskUse=True)
         }
-        accounts = [_core.account_to_model(cfg, d, totals.get(repr(d["_id"]), 0)) for d in docs]
+        accounts = [account_to_model(cfg, d, totals.get(repr(d["_id"]), 0)) for d in docs]
         if field == "balance":
-            accounts.sort(
-                key=lambda a: (a.balance, _core.bson_sort_key(a.id)), reverse=direction < 0
-            )
+            accounts.sort(key=lambda a: (a.balance, bson_sort_key(a.id)), reverse=direction < 0)
             accounts = accounts[skip : skip + limit]
         return accounts
 
@@ -207,40 +215,38 @@ class Reads(LedgerBase):
         counts only transactions in that currency (needs ``currency_field``).
         """
         cfg = self._cfg
-        period = _core.validate_period(period)
-        zone = _dates.validate_timezone(timezone)
+        period = validate_period(period)
+        zone = validate_timezone(timezone)
         if start is not None:
             start = cfg.check_date(start, what="start", require="datetime")
         if end is not None:
             end = cfg.check_date(end, what="end", require="datetime")
         account_id = None if account is None else (await self._find_account(account))["_id"]
         if zone is None:
-            pipeline = _core.statistics_pipeline(
+            pipeline = statistics_pipeline(
                 cfg, account_id, period=period, start=start, end=end, currency=currency
             )
             rows = await aggregate(self._transactions, pipeline, allowDiskUse=True)
             labels = None
         else:
-            match = _core.statistics_match(cfg, account_id, start=start, end=end, currency=currency)
+            match = statistics_match(cfg, account_id, start=start, end=end, currency=currency)
             # Only dates fall in a period (the UTC path's $dateToString refuses the rest).
             match.setdefault(cfg.date_field, {})["$type"] = "date"
             bounds = await self._date_bounds(match)
             if bounds is None:
                 return []
-            boundaries, labels = _dates.period_buckets(period, zone, *bounds)
-            pipeline = _core.bucket_pipeline(cfg, match, boundaries)
+            boundaries, labels = period_buckets(period, zone, *bounds)
+            pipeline = bucket_pipeline(cfg, match, boundaries)
             rows = await aggregate(self._transactions, pipeline, allowDiskUse=True)
         out = []
         for row in rows:
             if labels is None:
                 name = row["_id"]
             else:
-                index = [_dates.comparable(b) for b in boundaries].index(
-                    _dates.comparable(row["_id"])
-                )
+                index = [comparable(b) for b in boundaries].index(comparable(row["_id"]))
                 name = labels[index]
-            credit = _core.checked_total(row["credit"], what=f"the credits of {name}")
-            debit = _core.checked_total(row["debit"], what=f"the debits of {name}")
+            credit = checked_total(row["credit"], what=f"the credits of {name}")
+            debit = checked_total(row["debit"], what=f"the debits of {name}")
             out.append(
                 PeriodStatistics(
                     period=name, credit=credit, debit=debit, net=credit - debit, count=row["count"]

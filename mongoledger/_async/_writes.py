@@ -1,5 +1,5 @@
-"""The write path: ``increase``, ``decrease``, ``transfer``, ``post``, ``revert``,
-``open_account`` and the hooks around them.
+"""The write path: ``increase``, ``decrease``, ``transfer``, ``post``, ``revert`` and
+``open_account`` (hooks: ``_hooks``; undoing without DB transactions: ``_compensation``).
 
 Round trips each write sends (a "known" account is referenced by ``_id``; an attribute set
 costs one extra indexed read to resolve it and detect ambiguity):
@@ -26,43 +26,66 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from mongoledger import _core, _dates
-from mongoledger._async._base import Hook, LedgerBase
+from mongoledger._async._compensation import Compensation
+from mongoledger._async._hooks import Hooks
 from mongoledger._async._io import (
-    call_back,
-    check_callback,
     is_plain_mongomock,
     mongomock_writes,
     to_list,
 )
-from mongoledger._core import NO_FLOOR, AccountRef, Leg, NoFloor
+from mongoledger._core import clock, schema
+from mongoledger._core.accounts import (
+    AccountRef,
+    account_creation,
+    account_filter,
+    check_distinct,
+    validate_account,
+)
+from mongoledger._core.amounts import (
+    NO_FLOOR,
+    NoFloor,
+    check_balanced,
+    validate_amount,
+    validate_min_balance,
+    validate_positive,
+)
+from mongoledger._core.currencies import check_currencies
+from mongoledger._core.data import validate_data
+from mongoledger._core.dates import settle_date
+from mongoledger._core.guards import LegUpdate, explain_refusal, kept_conflicting, leg_update
+from mongoledger._core.idempotency import (
+    earlier_fingerprint,
+    fingerprint,
+    idempotency_document,
+    validate_idempotency_key,
+)
+from mongoledger._core.transactions import (
+    Leg,
+    check_sizes,
+    reversal_legs,
+    transaction_document,
+    validate_transaction_id,
+)
 from mongoledger.errors import (
     AccountNotFound,
-    AfterWriteError,
     AlreadyReverted,
-    CurrencyMismatch,
-    InsufficientFunds,
     InvalidAccount,
     InvalidAmount,
     InvalidConfiguration,
-    LedgerError,
     TransactionNotFound,
 )
-from mongoledger.models import EventKind, HookContext, OperationKind
+from mongoledger.models import OperationKind
 
 __all__ = ["Writes"]
 
 _IS_SYNC = False
 _MAX_ATTEMPTS = 5  # re-runs of an operation whose guard failed for a reason that went away
-
-F = TypeVar("F", bound=Hook)
 
 
 class _GuardFailed(Exception):
@@ -89,27 +112,8 @@ class _Posting:
     dates: tuple[Any, Any] = (None, None)  # the first date tried, and the settled one
 
 
-class Writes(LedgerBase):
-    """Operations that move money, and the hooks that see them."""
-
-    # Hooks
-
-    def before_write(self, fn: F) -> F:
-        """Register ``fn(ctx)``: runs per transaction document before the write; may veto."""
-        self._before.append(self._check_hook(fn))
-        return fn
-
-    def after_write(self, fn: F) -> F:
-        """Register ``fn(ctx)``: runs per transaction document after the operation committed."""
-        self._after.append(self._check_hook(fn))
-        return fn
-
-    @staticmethod
-    def _check_hook(fn: Hook) -> Hook:
-        check_callback(fn, "hook")
-        return fn
-
-    # Writes
+class Writes(Hooks, Compensation):
+    """Operations that move money."""
 
     async def increase(
         self,
@@ -120,7 +124,7 @@ class Writes(LedgerBase):
         idempotency_key: str | None = None,
     ) -> ObjectId:
         """Move ``amount`` into ``account`` (negative: out of it). Returns the transaction id."""
-        value = _core.validate_amount(amount)
+        value = validate_amount(amount)
         ids = await self._operation("increase", [(account, value, None)], data, idempotency_key)
         return ids[0]
 
@@ -133,7 +137,7 @@ class Writes(LedgerBase):
         idempotency_key: str | None = None,
     ) -> ObjectId:
         """Move ``amount`` out of ``account``; the same as ``increase(account, -amount)``."""
-        value = _core.validate_amount(amount)
+        value = validate_amount(amount)
         ids = await self._operation("decrease", [(account, -value, None)], data, idempotency_key)
         return ids[0]
 
@@ -147,14 +151,11 @@ class Writes(LedgerBase):
         idempotency_key: str | None = None,
     ) -> list[ObjectId]:
         """Move ``amount`` (> 0) between two accounts. Returns ``[from_leg_id, to_leg_id]``."""
-        value = _core.validate_amount(amount)
-        if value < 0:
-            raise InvalidAmount(f"transfer amount {value!r} must be positive; swap the accounts")
+        value = validate_positive(amount, what="transfer amount", hint="; swap the accounts")
         owned = self._cfg.owned_account_fields
-        source = _core.validate_account(from_account, owned)
-        target = _core.validate_account(to_account, owned)
-        if source.same_account(target):
-            raise InvalidAccount(f"transfer from account {from_account!r} to itself")
+        source = validate_account(from_account, owned)
+        target = validate_account(to_account, owned)
+        check_distinct("transfer", source, target)
         legs = [(source, -value, None), (target, value, None)]
         return await self._operation("transfer", legs, data, idempotency_key)
 
@@ -179,9 +180,9 @@ class Writes(LedgerBase):
                 raise InvalidAmount(f"leg {i} {leg!r} is not an (account, amount[, data]) tuple")
             if len(leg) not in (2, 3):
                 raise InvalidAmount(f"leg {i} {leg!r} is not an (account, amount[, data]) tuple")
-            amount = _core.validate_amount(leg[1], what=f"leg {i} amount")
+            amount = validate_amount(leg[1], what=f"leg {i} amount")
             planned.append((leg[0], amount, leg[2] if len(leg) == 3 else None))
-        _core.check_balanced("post", [amount for _, amount, _ in planned])
+        check_balanced("post", [amount for _, amount, _ in planned])
         return await self._operation("post", planned, data, idempotency_key)
 
     async def revert(
@@ -197,32 +198,32 @@ class Writes(LedgerBase):
         id for a one-leg operation, else the ids in leg order. The originals are marked
         ``reverted_by``; reverting again raises ``AlreadyReverted``.
         """
-        tid = _core.validate_transaction_id(transaction_id)
+        tid = validate_transaction_id(transaction_id)
         cfg = self._cfg
-        extra = _core.validate_data(cfg, data)
-        key = _core.validate_idempotency_key(idempotency_key)
+        extra = validate_data(cfg, data)
+        key = validate_idempotency_key(idempotency_key)
         fp = ""
         if key is not None:
-            fp = _core.fingerprint("revert", [(tid, 0, extra)])
+            fp = fingerprint("revert", [(tid, 0, extra)])
             found = await self._idempotent_result(key, fp)
             if found is not None:
                 return found[0] if len(found) == 1 else found
         original = await self._transactions.find_one(
-            {"_id": tid}, {_core.OPERATION_ID: 1, _core.REVERTED_BY: 1}
+            {"_id": tid}, {schema.OPERATION_ID: 1, schema.REVERTED_BY: 1}
         )
         if original is None:
             raise TransactionNotFound(tid)
-        if original.get(_core.REVERTED_BY) is not None:
-            raise AlreadyReverted(tid, original[_core.REVERTED_BY])
+        if original.get(schema.REVERTED_BY) is not None:
+            raise AlreadyReverted(tid, original[schema.REVERTED_BY])
         docs = await to_list(
-            self._transactions.find({_core.OPERATION_ID: original[_core.OPERATION_ID]}).sort(
-                _core.LEG, 1
+            self._transactions.find({schema.OPERATION_ID: original[schema.OPERATION_ID]}).sort(
+                schema.LEG, 1
             )
         )
         for doc in docs:
-            if doc.get(_core.REVERTED_BY) is not None:
-                raise AlreadyReverted(doc["_id"], doc[_core.REVERTED_BY])
-        legs = _core.reversal_legs(cfg, docs)
+            if doc.get(schema.REVERTED_BY) is not None:
+                raise AlreadyReverted(doc["_id"], doc[schema.REVERTED_BY])
+        legs = reversal_legs(cfg, docs)
         for leg in legs:
             leg.data = dict(extra)
         ids = await self._execute("revert", legs, key, fp, revert=True)
@@ -244,9 +245,12 @@ class Writes(LedgerBase):
         ``attributes=None`` creates a new anonymous account.
         """
         cfg = self._cfg
-        floor = _core.validate_min_balance(min_balance)
+        floor = validate_min_balance(min_balance)
         if floor is not None and cfg.balance_field is None:
-            raise InvalidConfiguration("min_balance needs a cached balance (balance_field)")
+            raise InvalidConfiguration(
+                f"min_balance={floor!r} needs a cached balance: this ledger has "
+                "balance_field=None, so no guard can check a floor"
+            )
         explicit = min_balance is not None
         initial = floor if explicit else cfg.default_min_balance
         await self._supports_transactions()  # Decision 9: detected (or refused) at a first write
@@ -256,11 +260,11 @@ class Writes(LedgerBase):
         else:
             if not isinstance(attributes, Mapping):
                 raise InvalidAccount(f"attributes {attributes!r} is not a mapping")
-            ref = _core.validate_account(attributes, cfg.owned_account_fields)
+            ref = validate_account(attributes, cfg.owned_account_fields)
             existing = await self._find_by_attributes(ref)
             if existing is not None:
                 return self._check_floor(existing, ref, min_balance if explicit else None)
-        flt, update = _core.account_creation(cfg, ref, initial)
+        flt, update = account_creation(cfg, ref, initial)
         try:
             with mongomock_writes(self._accounts):
                 doc = await self._accounts.find_one_and_update(
@@ -275,8 +279,8 @@ class Writes(LedgerBase):
         """The account's id; an explicitly named floor (a number or NO_FLOOR) must be its."""
         if wanted is None:
             return doc["_id"]
-        floor = doc.get(_core.MIN_BALANCE)
-        if floor != _core.validate_min_balance(wanted):
+        floor = doc.get(schema.MIN_BALANCE)
+        if floor != validate_min_balance(wanted):
             raise InvalidAccount(
                 f"account {ref.describe()!r} exists with min_balance "
                 f"{NO_FLOOR if floor is None else floor!r}, not {wanted!r}"
@@ -294,22 +298,25 @@ class Writes(LedgerBase):
     ) -> list[ObjectId]:
         cfg = self._cfg
         owned = cfg.owned_account_fields
-        extra = _core.validate_data(cfg, data)
+        extra = validate_data(cfg, data)
         refs = [
-            account if isinstance(account, AccountRef) else _core.validate_account(account, owned)
+            account if isinstance(account, AccountRef) else validate_account(account, owned)
             for account, _, _ in legs
         ]
         planned = []
         for i, ((_, amount, leg_data), ref) in enumerate(zip(legs, refs, strict=True)):
             merged = dict(extra)
             if leg_data is not None:
-                merged.update(_core.validate_data(cfg, leg_data, what=f"leg {i} data"))
+                merged.update(validate_data(cfg, leg_data, what=f"leg {i} data"))
             planned.append(Leg(account=ref, amount=amount, data=merged))
-        key = _core.validate_idempotency_key(idempotency_key)
+        key = validate_idempotency_key(idempotency_key)
         fp = ""
         if key is not None:
-            fp = _core.fingerprint(kind, [(leg.account, leg.amount, leg.data) for leg in planned])
-            found = await self._idempotent_result(key, fp)
+            args = [(leg.account, leg.amount, leg.data) for leg in planned]
+            fp = fingerprint(kind, args)
+            found = await self._idempotent_result(
+                key, fp, earlier=lambda: earlier_fingerprint(kind, args)
+            )
             if found is not None:
                 return found
         return await self._execute(kind, planned, key, fp)
@@ -330,14 +337,12 @@ class Writes(LedgerBase):
             if leg.account_id is None:
                 ref = leg.account
                 leg.account_id = ref.id if ref.is_id else await self._resolve_for_write(ref)
-        if (
-            kind == "transfer"
-            and legs[0].account_id is not None
-            and _core.same_value(legs[0].account_id, legs[1].account_id)
-        ):
-            raise InvalidAccount(
-                f"transfer from account {legs[0].account.describe()!r} to "
-                f"{legs[1].account.describe()!r}: both are account {legs[0].account_id!r}"
+        if kind == "transfer":
+            check_distinct(
+                "transfer",
+                legs[0].account,
+                legs[1].account,
+                (legs[0].account_id, legs[1].account_id),
             )
         if self._before:
             await self._run_before_hooks(kind, legs, operation_id, revert=revert)
@@ -345,7 +350,7 @@ class Writes(LedgerBase):
         # the DB transaction (see _write), so the size check uses a stand-in (date=None).
         date = None if cfg.date_value is None else cfg.operation_date()
         idempotency = None if key is None else (key, fp)
-        _core.check_sizes(cfg, legs, kind=kind, date=date, idempotency=idempotency)
+        check_sizes(cfg, legs, kind=kind, date=date, idempotency=idempotency)
         resolved = [leg.account_id for leg in legs]  # None: the operation creates the account
         refused = 0
         for _attempt in range(_MAX_ATTEMPTS):
@@ -361,18 +366,15 @@ class Writes(LedgerBase):
             except _Reverted:
                 for leg in legs:
                     doc = await self._transactions.find_one({"_id": leg.reverts})
-                    if doc is not None and doc.get(_core.REVERTED_BY) is not None:
-                        raise AlreadyReverted(leg.reverts, doc[_core.REVERTED_BY]) from None
+                    if doc is not None and doc.get(schema.REVERTED_BY) is not None:
+                        raise AlreadyReverted(leg.reverts, doc[schema.REVERTED_BY]) from None
             except _DuplicateKey:
                 found = await self._idempotent_result(key or "", fp)
                 if found is not None:
                     return found
         else:  # pragma: no cover - needs a guard that flips back and forth five times
-            raise LedgerError(
-                f"{kind} kept conflicting with concurrent writes: the guarded update of account "
-                f"{legs[refused].account.describe()!r} was refused {_MAX_ATTEMPTS} times and "
-                "each time its cause was gone when the ledger looked; try again"
-            )
+            target = f"account {legs[refused].account.describe()!r}"
+            raise kept_conflicting(kind, target, _MAX_ATTEMPTS)
         if self._after:
             await self._run_after_hooks(kind, legs, operation_id)
         return [leg.id for leg in legs]
@@ -429,7 +431,7 @@ class Writes(LedgerBase):
         chosen = self._cfg.date_value is None  # the ledger picks the date: "now"
         # "Now" is read inside the DB transaction, at every attempt: a retried attempt never
         # carries the date of one that lost to a concurrent writer.
-        date = _core.utcnow() if chosen else given
+        date = clock.utcnow() if chosen else given
         posting.dates = (date, date)
         latest: list[tuple[Any, Any]] = []  # (account id, its last_date after the leg)
         await self._move_legs(legs, session, posting.applied, date=date, latest=latest)
@@ -448,19 +450,11 @@ class Writes(LedgerBase):
         session: Any,
     ) -> None:
         """Insert the key's record: the unique ``_id`` makes its first operation the only one."""
-        record = _core.idempotency_document(self._cfg, *idempotency, kind, operation_id, ids)
+        record = idempotency_document(self._cfg, *idempotency, kind, operation_id, ids)
         try:
             await self._idempotency.insert_one(record, session=session)
         except DuplicateKeyError:  # a concurrent call with this key got there first
             raise _DuplicateKey from None
-
-    async def _drop_key(self, idempotency: tuple[str, str], operation_id: ObjectId) -> None:
-        await self._idempotency.delete_one(
-            {
-                "_id": _core.idempotency_id(self._cfg, idempotency[0]),
-                _core.OPERATION_ID: operation_id,
-            }
-        )
 
     async def _move_legs(
         self,
@@ -482,43 +476,47 @@ class Writes(LedgerBase):
             by_id = target.is_id
             if leg.account_id is not None and not by_id:
                 target = AccountRef(id=leg.account_id)
-            update = _core.leg_update(cfg, target, leg.amount, date, leg.held)
+            update = leg_update(cfg, target, leg.amount, date, leg.held)
             if leg.currency_guard is not None and currency_field is not None:
                 update.filter[currency_field] = leg.currency_guard[0]
             doc = await self._move(update, session)
-            created = False
+            created = None
             if doc is None and (leg.account_id is None or (cfg.auto_create_account and by_id)):
                 # The account may not exist yet: create it at zero, then move it.
-                flt, insert = _core.account_creation(cfg, target, cfg.default_min_balance)
-                try:
-                    result = await self._accounts.update_one(
-                        flt, insert, upsert=True, session=session
-                    )
-                except DuplicateKeyError:
-                    # A concurrent caller created it. In a DB transaction the server
-                    # aborted ours: retry the whole operation (it exists now).
-                    if session is not None:
-                        raise _GuardFailed(index) from None
-                else:
-                    created = result.upserted_id is not None
+                created = await self._create_account(target, session, index)
                 doc = await self._move(update, session)
             if doc is None:
                 try:  # explained as the guard saw it: with the account it created
                     await self._explain_refusal(leg, target, session)
                 finally:
-                    if created and session is None:
-                        await self._accounts.delete_one({"_id": result.upserted_id, _core.SEQ: 0})
+                    if created is not None and session is None:
+                        await self._accounts.delete_one({"_id": created, schema.SEQ: 0})
                 raise _GuardFailed(index)
             leg.account_id = doc["_id"]
-            leg.account_seq = int(doc[_core.SEQ])
+            leg.account_seq = int(doc[schema.SEQ])
             if balance_field:
                 leg.balance_after = int(doc[balance_field])
             if currency_field is not None:
                 leg.currency = doc.get(currency_field)
-            applied.append((leg, created))
+            applied.append((leg, created is not None))
             if leg.amount:  # a hold's leg moves no balance and dates nothing
-                latest.append((doc["_id"], doc.get(_core.LAST_DATE)))
-        _core.check_currencies(cfg, legs)
+                latest.append((doc["_id"], doc.get(schema.LAST_DATE)))
+        check_currencies(cfg, legs)
+
+    async def _create_account(self, target: AccountRef, session: Any, index: int) -> Any:
+        """Create the account ``target`` names at zero (an upsert by its ``_id`` or attribute
+        digest, with the ledger's ``default_min_balance``); returns its ``_id``, or None when
+        it existed already. A concurrent creator wins with a duplicate key: in a DB transaction
+        the server aborted ours, so the whole operation runs again (``_GuardFailed(index)``);
+        without one, the account exists now."""
+        flt, insert = account_creation(self._cfg, target, self._cfg.default_min_balance)
+        try:
+            result = await self._accounts.update_one(flt, insert, upsert=True, session=session)
+        except DuplicateKeyError:
+            if session is not None:
+                raise _GuardFailed(index) from None
+            return None
+        return result.upserted_id
 
     async def _insert_legs(
         self,
@@ -535,7 +533,7 @@ class Writes(LedgerBase):
             legs[0].extra_account_id = legs[1].account_id
             legs[1].extra_account_id = legs[0].account_id
         docs = [
-            _core.transaction_document(
+            transaction_document(
                 cfg,
                 leg,
                 index=i,
@@ -558,84 +556,30 @@ class Writes(LedgerBase):
         chosen: bool,
         session: Any,
     ) -> Any:
-        """The operation's date, once every account carries it in ``last_date``.
-
-        Each leg's update raised its account's ``last_date`` to ``date`` and returned it. A
-        higher value means the account already has a later date. The ledger's own "now" then
-        moves up to it (a clock behind another writer's, or a writer that committed between
-        this one's clock read and its write), so each account's dates follow its commit order
-        and ``balance_at`` keeps its one-read shortcut; the other accounts of the operation
-        get the moved date too (only then: one more command each). A date given by
-        ``date_value`` is stored as given: the accounts it backdates record it in
-        ``backdated_from`` (one more command each, only then), which sends ``balance_at``
-        to the aggregation where the shortcut would be wrong.
+        """The operation's date, once every account carries it in ``last_date`` (see
+        :func:`~mongoledger._core.dates.settle_date`): the accounts behind the ledger's own
+        moved-up "now" get it in ``last_date``, so each account's dates follow its commit order
+        and ``balance_at`` keeps its one-read shortcut; the accounts a given ``date_value``
+        backdates record it in ``backdated_from``, which sends ``balance_at`` to the
+        aggregation where the shortcut would be wrong. One command per such account, only then.
         """
-        if all(_dates.same_stored(last, date) for _, last in latest):
-            return date  # the common path: every account's dates are in order
-        stamp = _dates.comparable(date)
-        later = [
-            _dates.comparable(last)
-            for _, last in latest
-            if last is not None and _dates.comparable(last) != stamp
-        ]
-        if not later:
-            return date
-        seen: set[str] = set()
-        if chosen:
-            final = max([stamp, *(d for d in later if isinstance(d, datetime))])
-            for account_id, last in latest:
-                if repr(account_id) not in seen and _dates.comparable(last) != final:
-                    seen.add(repr(account_id))
-                    await self._accounts.update_one(
-                        {"_id": account_id}, {"$max": {_core.LAST_DATE: final}}, session=session
-                    )
-            return final
-        for account_id, last in latest:
-            if repr(account_id) not in seen and _dates.comparable(last) != stamp:
-                seen.add(repr(account_id))
-                before = await self._accounts.find_one_and_update(
-                    {"_id": account_id},
-                    {"$min": {_core.BACKDATED_FROM: date}},
-                    projection={_core.BACKDATED_FROM: 1},
-                    session=session,
-                )
-                flagged.append((account_id, (before or {}).get(_core.BACKDATED_FROM)))
-        return date
-
-    async def _restore_dates(
-        self,
-        applied: list[tuple[Leg, bool]],
-        flagged: list[tuple[Any, Any]],
-        dates: tuple[Any, Any],
-    ) -> None:
-        """Without DB transactions, give a refused operation's accounts back the dates they
-        had: ``last_date`` the latest of their transactions, ``backdated_from`` as it was."""
-        cfg = self._cfg
-        done: set[str] = set()
-        for leg, _ in applied:
-            if repr(leg.account_id) in done:
-                continue
-            done.add(repr(leg.account_id))
-            top = await self._transactions.find_one(
-                {cfg.account_link_field: leg.account_id},
-                {cfg.date_field: 1},
-                sort=[(cfg.date_field, -1)],
-            )
-            ours = {"_id": leg.account_id, _core.LAST_DATE: {"$in": list(dates)}}
-            if top is None:
-                await self._accounts.update_one(ours, {"$unset": {_core.LAST_DATE: ""}})
-            else:
+        settled, behind = settle_date(date, latest, chosen=chosen)
+        for account_id in behind:
+            if chosen:
                 await self._accounts.update_one(
-                    ours, {"$set": {_core.LAST_DATE: top.get(cfg.date_field)}}
+                    {"_id": account_id}, {"$max": {schema.LAST_DATE: settled}}, session=session
                 )
-        for account_id, previous in flagged:
-            ours = {"_id": account_id, _core.BACKDATED_FROM: dates[1]}
-            if previous is None:
-                await self._accounts.update_one(ours, {"$unset": {_core.BACKDATED_FROM: ""}})
-            else:
-                await self._accounts.update_one(ours, {"$set": {_core.BACKDATED_FROM: previous}})
+                continue
+            before = await self._accounts.find_one_and_update(
+                {"_id": account_id},
+                {"$min": {schema.BACKDATED_FROM: date}},
+                projection={schema.BACKDATED_FROM: 1},
+                session=session,
+            )
+            flagged.append((account_id, (before or {}).get(schema.BACKDATED_FROM)))
+        return settled
 
-    async def _move(self, update: _core.LegUpdate, session: Any) -> Any:
+    async def _move(self, update: LegUpdate, session: Any) -> Any:
         """The guarded ``$inc`` of one leg: the account after it, or None if a guard failed
         (or the account does not exist)."""
         return await self._accounts.find_one_and_update(
@@ -655,8 +599,8 @@ class Writes(LedgerBase):
         link = self._cfg.account_link_field
         updates = [
             (
-                {"_id": leg.reverts, link: leg.account_id, _core.REVERTED_BY: {"$exists": False}},
-                {"$set": {_core.REVERTED_BY: leg.id}},
+                {"_id": leg.reverts, link: leg.account_id, schema.REVERTED_BY: {"$exists": False}},
+                {"$set": {schema.REVERTED_BY: leg.id}},
             )
             for leg in legs
         ]
@@ -674,46 +618,6 @@ class Writes(LedgerBase):
                 await self._unmark(legs)
             raise _Reverted
 
-    async def _unmark(self, legs: list[Leg]) -> None:
-        link = self._cfg.account_link_field
-        for leg in legs:
-            await self._transactions.update_one(
-                {"_id": leg.reverts, link: leg.account_id, _core.REVERTED_BY: leg.id},
-                {"$unset": {_core.REVERTED_BY: ""}},
-            )
-
-    async def _compensate(self, applied: list[tuple[Leg, bool]], marked: list[Leg]) -> None:
-        """Undo the writes of a refused operation on a deployment without DB transactions."""
-        cfg = self._cfg
-        for leg, created in reversed(applied):
-            if created:
-                only_ours: dict[str, Any] = {
-                    "_id": leg.account_id,
-                    _core.SEQ: 1 if leg.amount else 0,
-                }
-                if leg.held:
-                    only_ours[_core.HELD] = leg.held
-                result = await self._accounts.delete_one(only_ours)
-                if result.deleted_count:
-                    continue
-            undo: dict[str, Any] = {}
-            if cfg.balance_field and leg.amount:
-                undo[cfg.balance_field] = -leg.amount
-            if leg.held:
-                undo[_core.HELD] = -leg.held
-            if leg.amount:
-                # Give the sequence number back only if no other operation took the next one.
-                result = await self._accounts.update_one(
-                    {"_id": leg.account_id, _core.SEQ: leg.account_seq},
-                    {"$inc": {**undo, _core.SEQ: -1}},
-                )
-                if result.modified_count:
-                    continue
-            if undo:
-                await self._accounts.update_one({"_id": leg.account_id}, {"$inc": undo})
-        if marked:
-            await self._unmark(marked)
-
     async def _explain_refusal(self, leg: Leg, target: AccountRef, session: Any) -> None:
         """Raise the reason the guarded ``$inc`` of ``leg`` matched nothing, or return to let
         the operation run again (the account was being created, or the cause went away).
@@ -723,53 +627,12 @@ class Writes(LedgerBase):
         transactions it is read at once, and a concurrent write may have changed it.)
         """
         cfg = self._cfg
-        doc = await self._accounts.find_one(
-            _core.account_filter(self._cfg, target), session=session
-        )
+        doc = await self._accounts.find_one(account_filter(cfg, target), session=session)
         if doc is None:
             if not cfg.auto_create_account:
                 raise AccountNotFound(leg.account.describe())
             return  # created concurrently, or gone: the operation runs again
-        if leg.currency_guard is not None and cfg.currency_field is not None:
-            currency, counterpart = leg.currency_guard
-            if doc.get(cfg.currency_field) != currency:
-                raise CurrencyMismatch(
-                    {doc["_id"]: doc.get(cfg.currency_field), counterpart: currency},
-                    cfg.currency_field,
-                )
-        held = doc.get(_core.HELD) or 0
-        if isinstance(held, bool) or not isinstance(held, int):
-            raise InvalidAccount(
-                f"account {doc['_id']!r} has no integer {_core.HELD!r} field ({held!r}: changed "
-                "outside the ledger?); verify(repair=True) rebuilds it from the pending holds"
-            )
-        if leg.held > 0 and held + leg.held > _core.INT64_MAX:
-            raise InvalidAmount(
-                f"amount {leg.held} would overflow the int64 held sum {held} of account "
-                f"{doc['_id']!r}"
-            )
-        if cfg.balance_field is None:
-            return
-        balance = doc.get(cfg.balance_field)
-        floor = doc.get(_core.MIN_BALANCE)
-        for name, value in ((cfg.balance_field, balance), (_core.MIN_BALANCE, floor)):
-            if isinstance(value, bool) or not isinstance(value, int | None) or balance is None:
-                raise InvalidAccount(
-                    f"account {doc['_id']!r} has no integer {name!r} field ({value!r}: created "
-                    "or changed outside the ledger?); verify(repair=True) rebuilds the balance"
-                )
-        result = int(balance) + leg.amount
-        if not _core.INT64_MIN <= result <= _core.INT64_MAX:
-            raise InvalidAmount(
-                f"amount {leg.amount} would overflow the int64 balance {balance} of account "
-                f"{doc['_id']!r}"
-            )
-        change = leg.amount - leg.held  # what the leg does to the available balance
-        if floor is not None and change < 0 and int(balance) - held + change < floor:
-            # An account this operation creates is named as the caller referenced it: its
-            # _id goes away with the refused operation.
-            named = doc["_id"] if leg.account_id is not None else leg.account.describe()
-            raise InsufficientFunds(named, int(balance), change, int(floor), held=int(held))
+        explain_refusal(cfg, leg, doc)
 
     async def _resolve_for_write(self, ref: AccountRef) -> Any:
         """The ``_id`` a leg writes to, or None when the operation will create the account."""
@@ -781,74 +644,3 @@ class Writes(LedgerBase):
         if not self._cfg.auto_create_account:
             raise AccountNotFound(ref.describe(), "auto_create_account is off")
         return None
-
-    async def _run_before_hooks(
-        self,
-        kind: EventKind,
-        legs: list[Leg],
-        operation_id: ObjectId | None,
-        *,
-        revert: bool,
-        owned: frozenset[str] | None = None,
-    ) -> None:
-        """``revert``: the amounts are fixed (a reversal, a void); ``owned``: the fields the
-        hooks' data may not use (default: a transaction document's)."""
-        cfg = self._cfg
-        for index, leg in enumerate(legs):
-            ctx = HookContext(
-                kind=kind,
-                account=leg.account.describe(),
-                account_id=leg.account_id,
-                amount=leg.amount,
-                data=dict(leg.data),
-                operation_id=operation_id,
-                leg=index,
-                hold_id=leg.hold_id,
-            )
-            for fn in self._before:
-                await call_back(fn, ctx, "hook")
-            amount = _core.validate_amount(ctx.amount, what="amount set by a before_write hook")
-            if revert and amount != leg.amount:
-                raise InvalidAmount(
-                    f"a before_write hook changed the amount of a {kind} from {leg.amount} to "
-                    f"{amount}; {kind} amounts are fixed"
-                )
-            leg.amount = amount
-            leg.data = _core.validate_data(
-                cfg, ctx.data, what="data set by a before_write hook", owned=owned
-            )
-        if kind in ("transfer", "post", "capture"):
-            _core.check_balanced(kind, [leg.amount for leg in legs])
-
-    async def _run_after_hooks(
-        self,
-        kind: EventKind,
-        legs: list[Leg],
-        operation_id: ObjectId | None,
-        *,
-        result: list[Any] | None = None,
-    ) -> None:
-        """``result``: what the call returns, carried by ``AfterWriteError`` (default: the
-        legs' transaction ids)."""
-        failures: list[BaseException] = []
-        for index, leg in enumerate(legs):
-            ctx = HookContext(
-                kind=kind,
-                account=leg.account.describe(),
-                account_id=leg.account_id,
-                amount=leg.amount,
-                data=dict(leg.data),
-                operation_id=operation_id,
-                leg=index,
-                transaction_id=None if leg.hold_id is not None and kind != "capture" else leg.id,
-                balance_after=leg.balance_after,
-                hold_id=leg.hold_id,
-            )
-            for fn in self._after:
-                try:
-                    await call_back(fn, ctx, "hook")
-                except Exception as exc:  # the operation is committed: run the other hooks
-                    failures.append(exc)
-        if failures:
-            ids = [leg.id for leg in legs] if result is None else result
-            raise AfterWriteError(ids, failures) from failures[0]

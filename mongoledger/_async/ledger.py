@@ -3,12 +3,16 @@
 
 Each concept lives in one module, composed here:
 
-* ``_writes``: increase, decrease, transfer, post, revert, open_account, hooks;
+* ``_writes``: increase, decrease, transfer, post, revert, open_account (the write path);
+* ``_hooks``: before_write and after_write; ``_compensation``: what a refused write undoes
+  without DB transactions;
 * ``_holds``: two-phase transfers (hold, capture, void, expiry) and the available balance;
 * ``_reads``: balances, accounts, transactions, history, report, statistics;
 * ``_audit``: verify and its repairs;
 * ``_consumers``: watch and listen (the change stream itself is in ``stream``);
 * ``_base``: the shared state, deployment detection, indexes and account lookups.
+
+Their I/O-free halves (validation, documents, filters, pipelines) are in ``mongoledger._core``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from mongoledger._async._consumers import Consumers
 from mongoledger._async._holds import Holds
 from mongoledger._async._reads import Reads
 from mongoledger._async._writes import Writes
-from mongoledger._core import LedgerConfig, check_database
+from mongoledger._core.config import LedgerConfig, check_database
 
 __all__ = ["AsyncLedger"]
 

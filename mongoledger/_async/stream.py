@@ -9,7 +9,6 @@ from typing import Any, NoReturn
 
 from pymongo.errors import OperationFailure, PyMongoError
 
-from mongoledger import _core, _events
 from mongoledger._async._io import (
     AwaitableRefused,
     call_back,
@@ -18,7 +17,15 @@ from mongoledger._async._io import (
     sleep,
     to_list,
 )
-from mongoledger._core import LedgerConfig
+from mongoledger._core import clock, schema
+from mongoledger._core.config import LedgerConfig
+from mongoledger._core.events import (
+    UNSUPPORTED_CODES,
+    Grouper,
+    change_stream_pipeline,
+    checkpoint_id,
+    translate_error,
+)
 from mongoledger.errors import ChangeStreamError, ChangeStreamsUnsupported
 from mongoledger.models import LedgerEvent
 
@@ -47,7 +54,7 @@ async def open_stream(
     start_at_operation_time: Any,
     max_await_time_ms: int,
 ) -> AsyncLedgerStream:
-    pipeline = _events.change_stream_pipeline(cfg, account_ids=account_ids, kinds=kinds)
+    pipeline = change_stream_pipeline(cfg, account_ids=account_ids, kinds=kinds)
     # updateLookup: a hold's closing update carries the hold (a closed hold never changes).
     options: dict[str, Any] = {
         "max_await_time_ms": max_await_time_ms,
@@ -85,10 +92,10 @@ def _raise_translated(exc: PyMongoError) -> NoReturn:
 
 
 def _translate(exc: PyMongoError) -> Exception:
-    translated = _events.translate_error(exc)
+    translated = translate_error(exc)
     if translated is not None:
         return translated
-    if getattr(exc, "code", None) in _events.UNSUPPORTED_CODES:
+    if getattr(exc, "code", None) in UNSUPPORTED_CODES:
         return ChangeStreamsUnsupported(
             f"this deployment has no change streams ({exc}): they need a replica set or a "
             "sharded cluster; a standalone mongod can be started as a one-member replica set"
@@ -118,7 +125,7 @@ class AsyncLedgerStream:
         self._raw = raw
         # A token for "before the first event" even if no event arrives: the one resumed
         # from, else the stream's own opening (post-batch) token.
-        self._grouper = _events.Grouper(cfg, start_token=start_token or raw.resume_token)
+        self._grouper = Grouper(cfg, start_token=start_token or raw.resume_token)
         self._fetch_missing = fetch_missing
         self._closed = False
 
@@ -164,9 +171,9 @@ class AsyncLedgerStream:
             return None
         operation_id, _ = oldest
         docs = await to_list(
-            self._transactions.find({_core.OPERATION_ID: operation_id}).sort(_core.LEG, 1)
+            self._transactions.find({schema.OPERATION_ID: operation_id}).sort(schema.LEG, 1)
         )
-        if not docs or len(docs) < int(docs[0].get(_core.LEGS, 1)):
+        if not docs or len(docs) < int(docs[0].get(schema.LEGS, 1)):
             return None  # a non-transactional operation still being written
         finished = self._grouper.complete_with(operation_id, docs)
         return self._grouper.event(finished, self.resume_token)
@@ -217,14 +224,14 @@ async def load_checkpoint(
     """
     if not isinstance(name, str) or not name:
         raise ChangeStreamError(f"checkpoint {name!r} must be a non-empty name")
-    scoped = _core.checkpoint_id(cfg, name)
+    scoped = checkpoint_id(cfg, name)
     saved = await to_list(store.find({"_id": {"$in": [scoped, name]}}))
     doc = next((d for d in saved if d["_id"] == scoped), None)
     if doc is None:
         doc = next((d for d in saved if d["_id"] == name), None)
         if doc is not None and doc.get("operation_id") is not None:
             mine = await transactions.find_one(
-                {_core.OPERATION_ID: doc["operation_id"]}, {"_id": 1}
+                {schema.OPERATION_ID: doc["operation_id"]}, {"_id": 1}
             )
             doc = doc if mine is not None else None
     if doc is None:
@@ -280,7 +287,7 @@ async def save_checkpoint(
     start_at_operation_time: Any = None,
 ) -> None:
     """Store a resume token (or, before a stream has one, its start time) under ``name``."""
-    update: dict[str, Any] = {"updated_at": _core.utcnow()}
+    update: dict[str, Any] = {"updated_at": clock.utcnow()}
     if token:
         update["resume_token"] = dict(token)
     elif start_at_operation_time is not None:
@@ -289,4 +296,4 @@ async def save_checkpoint(
         return  # never store a position a restart could not resume from
     if operation_id is not None:
         update["operation_id"] = operation_id
-    await store.update_one({"_id": _core.checkpoint_id(cfg, name)}, {"$set": update}, upsert=True)
+    await store.update_one({"_id": checkpoint_id(cfg, name)}, {"$set": update}, upsert=True)

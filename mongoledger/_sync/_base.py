@@ -16,8 +16,12 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
-from mongoledger import _core
-from mongoledger._core import AccountRef, LedgerConfig
+from mongoledger._core.accounts import AccountRef, account_lookup_filter, validate_account
+from mongoledger._core.amounts import checked_total
+from mongoledger._core.config import LedgerConfig
+from mongoledger._core.idempotency import idempotency_id
+from mongoledger._core.indexes import IndexSpec, index_definition, index_plan, index_specs
+from mongoledger._core.reads import sum_pipeline
 from mongoledger._sync._io import aggregate, maybe_await, mongomock_writes, to_list
 from mongoledger.errors import (
     AccountNotFound,
@@ -91,7 +95,7 @@ class LedgerBase:
 
     def _find_by_attributes(self, ref: AccountRef) -> Mapping[str, Any] | None:
         assert ref.attributes is not None
-        docs = to_list(self._accounts.find(_core.account_lookup_filter(ref)).limit(2))
+        docs = to_list(self._accounts.find(account_lookup_filter(ref)).limit(2))
         if len(docs) > 1:
             raise InvalidAccount(
                 f"account {ref.attributes!r} is ambiguous: it matches several accounts "
@@ -99,22 +103,28 @@ class LedgerBase:
             )
         return docs[0] if docs else None
 
-    def _idempotent_result(self, key: str, fp: str) -> list[ObjectId] | None:
+    def _idempotent_result(
+        self, key: str, fp: str, earlier: Callable[[], str] | None = None
+    ) -> list[ObjectId] | None:
         """The ids a key's first operation returned on this ledger, or None if it is new.
 
-        A record written before keys were scoped to their ledger (``_id`` is the bare key) is
-        read in the same query and counts only when its transactions are in this ledger.
+        A record the previous version wrote (``_id`` the bare key, before keys were scoped to
+        their ledger) is read in the same query and counts only when its transactions are in
+        this ledger; its fingerprint is that version's (``earlier()`` computes it).
         """
-        scoped = _core.idempotency_id(self._cfg, key)
+        scoped = idempotency_id(self._cfg, key)
         records = to_list(self._idempotency.find({"_id": {"$in": [scoped, key]}}))
         record = next((r for r in records if r["_id"] == scoped), None)
+        same = record is not None and record.get("hash") == fp
         if record is None:
             legacy = next((r for r in records if r["_id"] == key), None)
             if legacy is None or not self._owns(legacy):
                 return None
             record = legacy
+            recorded = legacy.get("hash")
+            same = recorded == fp or (earlier is not None and recorded == earlier())
         ids = list(record["transaction_ids"])
-        if record.get("hash") != fp:
+        if not same:
             raise IdempotencyConflict(key, ids)
         return ids
 
@@ -178,25 +188,44 @@ class LedgerBase:
         missing one: building an index on a large collection takes a while (a replica set
         waits for its commit quorum), so run this at deploy time (``mongoledger init``); the
         first write of a ledger instance also runs it, and then only lists.
+
+        An index under a name the ledger owns (``ledger_...``) whose definition differs from
+        this version's, which an earlier version created, is rebuilt here (dropped, then
+        created): after an upgrade, run this (``mongoledger init``) once. A unique one is not:
+        rebuilding it would leave a moment without the uniqueness it guarantees, so this raises
+        ``InvalidConfiguration`` saying what to do. Before a first write, an outdated index is
+        only logged: it is left as it is, and the write goes ahead.
         """
         self._ensure_indexes(lazily=False)
 
     def _ensure_indexes(self, *, lazily: bool) -> None:
         """``ensure_indexes``; ``lazily`` (before a first write) warns about each build on a
-        collection in use."""
+        collection in use, and leaves an outdated index to ``ensure_indexes``."""
         collections = {
             "accounts": self._accounts,
             "transactions": self._transactions,
             "idempotency": self._idempotency,
             "holds": self._holds,
         }
-        specs = _core.index_specs(self._cfg)
+        specs = index_specs(self._cfg)
         for role, collection in collections.items():
             wanted = [spec for spec in specs if spec.collection == role]
             existing = to_list(maybe_await(collection.list_indexes()))
-            for spec in wanted:
-                if any(_core.index_matches(spec, index) for index in existing):
-                    continue
+            missing, outdated = index_plan(wanted, existing)
+            for spec, index in outdated:
+                if lazily:
+                    log.warning(
+                        "index %r on %r has the definition of an earlier version (%s, this "
+                        "version's is %s); it is left as it is: run `mongoledger init` "
+                        "(ensure_indexes()) to rebuild it",
+                        spec.name,
+                        collection.name,
+                        index_definition(index),
+                        index_definition(spec),
+                    )
+                else:
+                    self._rebuild_index(collection, spec, index)
+            for spec in missing:
                 if lazily and existing:  # a collection in use: the build may take a while
                     log.warning(
                         "creating index %r on %r before the first write; on a large collection "
@@ -207,8 +236,29 @@ class LedgerBase:
                 self._create_index(collection, spec)
         self._indexed = True
 
+    def _rebuild_index(self, collection: Any, spec: IndexSpec, index: Mapping[str, Any]) -> None:
+        """Replace an index of a name the ledger owns that has another definition."""
+        was, now = index_definition(index), index_definition(spec)
+        if spec.unique or index.get("unique"):
+            raise InvalidConfiguration(
+                f"index {spec.name!r} on {collection.name!r} is {was}, not this version's "
+                f"{now}; it is unique, and rebuilding it would leave a moment without the "
+                "uniqueness it guarantees: drop it while nothing writes to the ledger "
+                f"(db.{collection.name}.dropIndex({spec.name!r})), then run "
+                "`mongoledger init` (ensure_indexes())"
+            )
+        log.warning(
+            "rebuilding index %r on %r: it is %s, this version's is %s",
+            spec.name,
+            collection.name,
+            was,
+            now,
+        )
+        collection.drop_index(spec.name)
+        self._create_index(collection, spec)
+
     @staticmethod
-    def _create_index(collection: Any, spec: _core.IndexSpec) -> None:
+    def _create_index(collection: Any, spec: IndexSpec) -> None:
         try:
             collection.create_index(list(spec.keys), **spec.kwargs())
         except OperationFailure as exc:
@@ -224,7 +274,7 @@ class LedgerBase:
     # Account lookups
 
     def _find_account(self, account: Any) -> Mapping[str, Any]:
-        ref = _core.validate_account(account, self._cfg.owned_account_fields)
+        ref = validate_account(account, self._cfg.owned_account_fields)
         if ref.is_id:
             doc = self._accounts.find_one({"_id": ref.id})
         else:
@@ -233,12 +283,20 @@ class LedgerBase:
             raise AccountNotFound(ref.describe())
         return dict(doc)
 
+    def _balance_of(self, doc: Mapping[str, Any]) -> int:
+        """An account document's balance: its cached balance, or (``balance_field=None``) the
+        sum of its transactions on the server."""
+        cfg = self._cfg
+        if cfg.balance_field is None:
+            return self._sum({cfg.account_link_field: doc["_id"]})
+        return int(doc.get(cfg.balance_field, 0))
+
     def _sum(self, match: dict[str, Any], *, what: str = "the balance") -> int:
-        rows = aggregate(self._transactions, _core.sum_pipeline(self._cfg, match))
-        return _core.checked_total(rows[0]["total"], what=what) if rows else 0
+        rows = aggregate(self._transactions, sum_pipeline(self._cfg, match))
+        return checked_total(rows[0]["total"], what=what) if rows else 0
 
     def _account_id(self, account: Any) -> Any:
-        ref = _core.validate_account(account, self._cfg.owned_account_fields)
+        ref = validate_account(account, self._cfg.owned_account_fields)
         if ref.is_id:
             return ref.id
         return (self._find_account(account))["_id"]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from mongoledger import _events
+from mongoledger._core.events import validate_kinds
 from mongoledger._sync._base import LedgerBase
 from mongoledger._sync._io import check_callback
 from mongoledger._sync.stream import (
@@ -57,7 +57,7 @@ class Consumers(LedgerBase):
             self._db,
             self._transactions,
             account_ids=account_ids,
-            kinds=_events.validate_kinds(kinds),
+            kinds=validate_kinds(kinds),
             resume_after=resume_after,
             start_after=start_after,
             start_at_operation_time=start_at_operation_time,

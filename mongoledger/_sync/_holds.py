@@ -36,10 +36,35 @@ from typing import Any
 import bson
 from bson import ObjectId
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import PyMongoError
 
-from mongoledger import _core, _holds
-from mongoledger._core import AccountRef, Leg
+from mongoledger._core import clock, schema
+from mongoledger._core.accounts import AccountRef, account_filter, check_distinct, validate_account
+from mongoledger._core.amounts import validate_positive
+from mongoledger._core.data import validate_data
+from mongoledger._core.guards import kept_conflicting
+from mongoledger._core.holds import (
+    HOLDS_ORDER,
+    capture_update,
+    closing_filter,
+    diagnose,
+    expire_filter,
+    expire_update,
+    expiry_fingerprint,
+    hold_document,
+    hold_to_model,
+    holds_query,
+    reopen,
+    sweep_filter,
+    validate_expiry,
+    validate_hold_id,
+    validate_now,
+    validate_statuses,
+    void_update,
+)
+from mongoledger._core.idempotency import fingerprint, validate_idempotency_key
+from mongoledger._core.reads import validate_page_limit
+from mongoledger._core.transactions import Leg, check_sizes
 from mongoledger._sync._io import sleep, to_list
 from mongoledger._sync._writes import (
     _MAX_ATTEMPTS,
@@ -51,10 +76,8 @@ from mongoledger._sync._writes import (
 from mongoledger.errors import (
     AccountNotFound,
     HoldNotFound,
-    InvalidAccount,
     InvalidAmount,
     InvalidArgument,
-    LedgerError,
 )
 from mongoledger.models import Hold
 
@@ -88,25 +111,22 @@ class Holds(Writes):
         longer be captured and ``expire_holds`` releases it. Returns the hold id.
         """
         cfg = self._cfg
-        value = _core.validate_amount(amount, what="hold amount")
-        if value < 0:
-            raise InvalidAmount(f"hold amount {value!r} must be positive; swap the accounts")
+        value = validate_positive(amount, what="hold amount", hint="; swap the accounts")
         owned = cfg.owned_account_fields
-        source = _core.validate_account(from_account, owned)
-        target = _core.validate_account(to_account, owned)
-        if source == target:
-            raise InvalidAccount(f"hold from account {from_account!r} to itself")
-        extra = _core.validate_data(cfg, data, owned=cfg.owned_hold_fields)
-        now = _core.utcnow()
-        expiry = _holds.validate_expiry(expires_at, now)
-        key = _core.validate_idempotency_key(idempotency_key)
+        source = validate_account(from_account, owned)
+        target = validate_account(to_account, owned)
+        check_distinct("hold", source, target)
+        extra = validate_data(cfg, data, owned=cfg.owned_hold_fields)
+        now = clock.utcnow()
+        expiry = validate_expiry(expires_at, now)
+        key = validate_idempotency_key(idempotency_key)
         fp = ""
         if key is not None:
-            fp = _core.fingerprint(
+            fp = fingerprint(
                 "hold",
                 [
                     (source, -value, extra),
-                    (target, value, {"expires_at": _holds.expiry_fingerprint(expires_at)}),
+                    (target, value, {"expires_at": expiry_fingerprint(expires_at)}),
                 ],
             )
             found = self._idempotent_result(key, fp)
@@ -121,11 +141,7 @@ class Holds(Writes):
             # The source's guarded update matches only an account in the target's currency.
             described = target.describe() if target_id is None else target_id
             leg.currency_guard = (target_currency, described)
-        if leg.account_id is not None and leg.account_id == target_id:
-            raise InvalidAccount(
-                f"hold from account {source.describe()!r} to {target.describe()!r}: both are "
-                f"account {target_id!r}"
-            )
+        check_distinct("hold", source, target, (leg.account_id, target_id))
         if self._before:
             view = self._hold_view(leg)
             self._run_before_hooks(
@@ -152,7 +168,7 @@ class Holds(Writes):
                 if found is not None:
                     return found[0]
         else:  # pragma: no cover - needs a guard that flips back and forth five times
-            raise LedgerError("hold kept conflicting with concurrent writes; try again")
+            raise kept_conflicting("hold", f"account {source.describe()!r}", _MAX_ATTEMPTS)
         if self._after:
             self._run_after_hooks("hold", [self._hold_view(leg)], hold_id, result=[hold_id])
         return hold_id
@@ -172,17 +188,15 @@ class Holds(Writes):
         ``HoldExpired``, even before ``expire_holds`` ran.
         """
         cfg = self._cfg
-        hid = _holds.validate_hold_id(hold_id)
+        hid = validate_hold_id(hold_id)
         value = None
         if amount is not None:
-            value = _core.validate_amount(amount, what="capture amount")
-            if value < 0:
-                raise InvalidAmount(f"capture amount {value!r} must be positive")
-        extra = _core.validate_data(cfg, data)
-        key = _core.validate_idempotency_key(idempotency_key)
+            value = validate_positive(amount, what="capture amount")
+        extra = validate_data(cfg, data)
+        key = validate_idempotency_key(idempotency_key)
         fp = ""
         if key is not None:
-            fp = _core.fingerprint("capture", [(AccountRef(id=hid), value or 0, extra)])
+            fp = fingerprint("capture", [(AccountRef(id=hid), value or 0, extra)])
             found = self._idempotent_result(key, fp)
             if found is not None:
                 return found
@@ -194,29 +208,34 @@ class Holds(Writes):
         ]
         if self._before:
             doc = self._pending_hold(hid, value)
-            self._capture_legs(legs, doc, value or int(doc[_core.AMOUNT]))
+            self._capture_legs(legs, doc, value or int(doc[schema.AMOUNT]))
             self._run_before_hooks("capture", legs, operation_id, revert=False)
             value = legs[1].amount  # a hook may have changed it (the legs still balance)
             if value < 0:
-                raise InvalidAmount(f"capture amount {value} set by a before_write hook")
+                raise InvalidAmount(
+                    f"capture amount {value} set by a before_write hook must be positive"
+                )
         # As for every operation: a date_value is evaluated once; "now" inside the DB transaction.
         date = None if cfg.date_value is None else cfg.operation_date()
         idempotency = None if key is None else (key, fp)
-        _core.check_sizes(cfg, legs, kind="capture", date=date, idempotency=idempotency)
+        check_sizes(cfg, legs, kind="capture", date=date, idempotency=idempotency)
+        refused = f"hold {hid!r}"
         for _attempt in range(_MAX_ATTEMPTS):
             try:
                 self._write_capture(hid, value, legs, operation_id, date, idempotency)
                 break
             except _HoldGuard:
                 self._diagnose_hold(hid, value)
-            except _GuardFailed:
-                pass  # its cause went away (a refusal raised its reason inside): run again
+                refused = f"hold {hid!r}"
+            except _GuardFailed as failed:
+                # its cause went away (a refusal raised its reason inside): run again
+                refused = f"account {legs[failed.index].account.describe()!r}"
             except _DuplicateKey:
                 found = self._idempotent_result(key or "", fp)
                 if found is not None:
                     return found
         else:  # pragma: no cover - needs a guard that flips back and forth five times
-            raise LedgerError("capture kept conflicting with concurrent writes; try again")
+            raise kept_conflicting("capture", refused, _MAX_ATTEMPTS)
         if self._after:
             self._run_after_hooks("capture", legs, operation_id)
         return [leg.id for leg in legs]
@@ -224,8 +243,8 @@ class Holds(Writes):
     def void(self, hold_id: Any, data: Mapping[str, Any] | None = None) -> None:
         """Release the whole of a pending hold. ``data`` is kept on the hold (``void_data``).
         A closed hold raises ``HoldClosed``; one past its ``expires_at`` ``HoldExpired``."""
-        hid = _holds.validate_hold_id(hold_id)
-        extra = _core.validate_data(self._cfg, data, owned=frozenset())  # nested: any name
+        hid = validate_hold_id(hold_id)
+        extra = validate_data(self._cfg, data, owned=frozenset())  # nested: any name
         self._prepare()
         operation_id = ObjectId()
         leg = Leg(account=AccountRef(), amount=0, data=extra, hold_id=hid)
@@ -242,7 +261,7 @@ class Holds(Writes):
             except _HoldGuard:
                 self._diagnose_hold(hid, None)
         else:  # pragma: no cover - needs a guard that flips back and forth five times
-            raise LedgerError("void kept conflicting with concurrent writes; try again")
+            raise kept_conflicting("void", f"hold {hid!r}", _MAX_ATTEMPTS)
         if self._after:
             self._run_after_hooks("void", [self._hold_view(leg)], operation_id, result=[hid])
 
@@ -255,14 +274,14 @@ class Holds(Writes):
         writes barely contend with it. Idempotent and safe to run from several processes at
         once: a hold another process (or a capture, a void) closed first is skipped.
         """
-        when = _holds.validate_now(now)
+        when = validate_now(now)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgument(f"batch_size {batch_size!r} must be a positive integer")
         self._prepare()
         released = 0
         while True:
-            cursor = self._holds.find(_holds.sweep_filter(when), {"_id": 1})
-            batch = to_list(cursor.sort(_core.EXPIRES_AT, 1).limit(batch_size))
+            cursor = self._holds.find(sweep_filter(when), {"_id": 1})
+            batch = to_list(cursor.sort(schema.EXPIRES_AT, 1).limit(batch_size))
             for doc in batch:
                 leg = Leg(account=AccountRef(), amount=0, data={}, hold_id=doc["_id"])
                 if self._write_release(doc["_id"], leg, ObjectId(), expire_at=when):
@@ -299,34 +318,27 @@ class Holds(Writes):
     def available_balance(self, account: Any) -> int:
         """The balance minus the pending holds on the account: what debits may spend."""
         doc = self._find_account(account)
-        if self._cfg.balance_field is None:
-            balance = self._sum({self._cfg.account_link_field: doc["_id"]})
-        else:
-            balance = int(doc.get(self._cfg.balance_field, 0))
-        return balance - int(doc.get(_core.HELD) or 0)
+        return self._balance_of(doc) - int(doc.get(schema.HELD) or 0)
 
     def get_hold(self, hold_id: Any) -> Hold:
-        hid = _holds.validate_hold_id(hold_id)
+        hid = validate_hold_id(hold_id)
         doc = self._holds.find_one({"_id": hid})
         if doc is None:
             raise HoldNotFound(hid)
-        return _holds.hold_to_model(self._cfg, doc)
+        return hold_to_model(self._cfg, doc)
 
     def holds(
         self, account: Any = None, *, status: Any = "pending", limit: int | None = None
     ) -> list[Hold]:
         """Holds newest first: of ``account`` (as source or target) or of every account;
         ``status`` one status, a list of them, or None for all."""
-        statuses = _holds.validate_statuses(status)
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-        ):
-            raise InvalidArgument(f"limit {limit!r} must be a positive integer")
+        statuses = validate_statuses(status)
+        limit = validate_page_limit(limit, default=None)
         account_id = None if account is None else self._account_id(account)
-        cursor = self._holds.find(_holds.holds_query(account_id, statuses)).sort(_holds.HOLDS_ORDER)
+        cursor = self._holds.find(holds_query(account_id, statuses)).sort(HOLDS_ORDER)
         if limit is not None:
             cursor = cursor.limit(limit)
-        return [_holds.hold_to_model(self._cfg, d) for d in to_list(cursor)]
+        return [hold_to_model(self._cfg, d) for d in to_list(cursor)]
 
     # The write path of holds
 
@@ -378,12 +390,8 @@ class Holds(Writes):
                 to_id = target_id
                 if to_id is None:
                     to_id, created = self._create_target(target, session)
-                if to_id == leg.account_id:
-                    raise InvalidAccount(
-                        f"hold from account {leg.account.describe()!r} to "
-                        f"{target.describe()!r}: both are account {to_id!r}"
-                    )
-                doc = _holds.hold_document(
+                check_distinct("hold", leg.account, target, (leg.account_id, to_id))
+                doc = hold_document(
                     cfg,
                     hold_id,
                     from_account_id=leg.account_id,
@@ -400,7 +408,7 @@ class Holds(Writes):
                 if session is None:
                     self._compensate(applied, [])
                     if created is not None:
-                        self._accounts.delete_one({"_id": created, _core.SEQ: 0})
+                        self._accounts.delete_one({"_id": created, schema.SEQ: 0})
                     if recorded and idempotency is not None:
                         self._drop_key(idempotency, hold_id)
                 raise
@@ -410,17 +418,10 @@ class Holds(Writes):
     def _create_target(self, target: AccountRef, session: Any) -> tuple[Any, Any]:
         """Create (or find, if a concurrent call created it) the target account of a hold
         named by a new attribute set; returns its id and, if this call created it, that id."""
-        flt, insert = _core.account_creation(self._cfg, target, self._cfg.default_min_balance)
-        try:
-            result = self._accounts.update_one(flt, insert, upsert=True, session=session)
-        except DuplicateKeyError:
-            # A concurrent caller created it. In a DB transaction the server aborted ours:
-            # retry the whole hold (the account exists now).
-            if session is not None:
-                raise _GuardFailed(0) from None
-            result = None
-        if result is not None and result.upserted_id is not None:
-            return result.upserted_id, result.upserted_id
+        created = self._create_account(target, session, 0)
+        if created is not None:
+            return created, created
+        flt = account_filter(self._cfg, target)
         doc = self._accounts.find_one(flt, {"_id": 1}, session=session)
         assert doc is not None
         return doc["_id"], None
@@ -442,24 +443,24 @@ class Holds(Writes):
                     ids = [leg.id for leg in legs]
                     self._record_key(idempotency, "capture", operation_id, ids, session)
                     recorded = True
-                now = _core.utcnow()
+                now = clock.utcnow()
                 doc = self._holds.find_one_and_update(
-                    _holds.closing_filter(hold_id, now, amount=value),
-                    _holds.capture_update(value, now, operation_id),
+                    closing_filter(hold_id, now, amount=value),
+                    capture_update(value, now, operation_id),
                     return_document=ReturnDocument.AFTER,
                     session=session,
                 )
                 if doc is None:
                     raise _HoldGuard
                 closed = True
-                self._capture_legs(legs, doc, int(doc[_core.CAPTURED_AMOUNT]))
+                self._capture_legs(legs, doc, int(doc[schema.CAPTURED_AMOUNT]))
                 self._post_legs("capture", legs, operation_id, date, idempotency, session, posting)
             except BaseException:
                 if session is None:
                     self._compensate(posting.applied, [])
                     self._restore_dates(posting.applied, posting.flagged, posting.dates)
                     if closed:
-                        self._holds.update_one(*_holds.reopen(hold_id, "captured", operation_id))
+                        self._holds.update_one(*reopen(hold_id, "captured", operation_id))
                     if recorded and idempotency is not None:
                         self._drop_key(idempotency, operation_id)
                 raise
@@ -477,13 +478,13 @@ class Holds(Writes):
         def body(session: Any) -> None:
             closed.clear()
             if expire_at is None:
-                now = _core.utcnow()
-                flt = _holds.closing_filter(hold_id, now)
-                update = _holds.void_update(leg.data, now, operation_id)
+                now = clock.utcnow()
+                flt = closing_filter(hold_id, now)
+                update = void_update(leg.data, now, operation_id)
                 status = "voided"
             else:
-                flt = _holds.expire_filter(hold_id, expire_at)
-                update = _holds.expire_update(expire_at, operation_id)
+                flt = expire_filter(hold_id, expire_at)
+                update = expire_update(expire_at, operation_id)
                 status = "expired"
             doc = self._holds.find_one_and_update(
                 flt, update, return_document=ReturnDocument.AFTER, session=session
@@ -496,12 +497,12 @@ class Holds(Writes):
             try:
                 self._accounts.update_one(
                     {"_id": leg.account_id},
-                    {"$inc": {_core.HELD: bson.Int64(leg.held)}},
+                    {"$inc": {schema.HELD: bson.Int64(leg.held)}},
                     session=session,
                 )
             except BaseException:
                 if session is None:
-                    self._holds.update_one(*_holds.reopen(hold_id, status, operation_id))
+                    self._holds.update_one(*reopen(hold_id, status, operation_id))
                 raise
             closed.append(True)
 
@@ -513,33 +514,33 @@ class Holds(Writes):
     def _pending_hold(self, hold_id: ObjectId, amount: int | None) -> Mapping[str, Any]:
         """Read a hold that must be pending (before hooks run): raise why it cannot close."""
         doc: Mapping[str, Any] | None = self._holds.find_one({"_id": hold_id})
-        _holds.diagnose(doc, hold_id, _core.utcnow(), amount)
+        diagnose(doc, hold_id, clock.utcnow(), amount)
         assert doc is not None
         return doc
 
     def _diagnose_hold(self, hold_id: ObjectId, amount: int | None) -> None:
         """Why a closing update matched nothing; returns to let the caller retry."""
         doc = self._holds.find_one({"_id": hold_id})
-        _holds.diagnose(doc, hold_id, _core.utcnow(), amount)
+        diagnose(doc, hold_id, clock.utcnow(), amount)
 
     @staticmethod
     def _capture_legs(legs: list[Leg], doc: Mapping[str, Any], captured: int) -> None:
         """A capture's two legs from its hold: the source pays ``captured`` and releases the
         whole reservation; the target receives ``captured``."""
         source, target = legs
-        source.account = AccountRef(id=doc[_core.FROM_ACCOUNT_ID])
-        source.account_id = doc[_core.FROM_ACCOUNT_ID]
+        source.account = AccountRef(id=doc[schema.FROM_ACCOUNT_ID])
+        source.account_id = doc[schema.FROM_ACCOUNT_ID]
         source.amount = -captured
-        source.held = -int(doc[_core.AMOUNT])
-        target.account = AccountRef(id=doc[_core.TO_ACCOUNT_ID])
-        target.account_id = doc[_core.TO_ACCOUNT_ID]
+        source.held = -int(doc[schema.AMOUNT])
+        target.account = AccountRef(id=doc[schema.TO_ACCOUNT_ID])
+        target.account_id = doc[schema.TO_ACCOUNT_ID]
         target.amount = captured
 
     @staticmethod
     def _release_leg(leg: Leg, doc: Mapping[str, Any]) -> None:
-        leg.account = AccountRef(id=doc[_core.FROM_ACCOUNT_ID])
-        leg.account_id = doc[_core.FROM_ACCOUNT_ID]
-        leg.held = -int(doc[_core.AMOUNT])
+        leg.account = AccountRef(id=doc[schema.FROM_ACCOUNT_ID])
+        leg.account_id = doc[schema.FROM_ACCOUNT_ID]
+        leg.held = -int(doc[schema.AMOUNT])
 
     @staticmethod
     def _hold_view(leg: Leg) -> Leg:

@@ -19,16 +19,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import logging
 import os
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from mongoledger._format import CurrencyFormat
+from mongoledger._format import CurrencyFormat, one_line
 from mongoledger._sync.ledger import Ledger
-from mongoledger.cli._commands import COMMANDS, Context
-from mongoledger.cli._connection import connect, connect_async, resolve, validate_db_name
+from mongoledger.cli._commands import COMMANDS
+from mongoledger.cli._connection import connect, resolve, validate_db_name
+from mongoledger.cli._context import Context, ledger_for
 from mongoledger.cli._parser import build_parser
 from mongoledger.cli._values import UsageError
 from mongoledger.errors import LedgerError
@@ -69,6 +71,9 @@ def main(
     except ValueError as exc:  # a global option: reported as the command's own, not a subcommand's
         return _usage_error(parser, None, str(exc), err)
     client = None
+    log_printer = _LogPrinter(err)
+    logger = logging.getLogger("mongoledger")
+    logger.addHandler(log_printer)
     with warnings.catch_warnings():
         warnings.showwarning = _warning_printer(err)
         try:
@@ -106,7 +111,7 @@ def main(
             from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
             if isinstance(exc, ServerSelectionTimeoutError):
-                reason = _one_line(exc).split(", Timeout:", 1)[0]
+                reason = one_line(exc).split(", Timeout:", 1)[0]
                 err.write(
                     f"mongoledger: error: cannot reach MongoDB ({reason}); check --uri or "
                     "MONGOLEDGER_URI (without a URI, commands use the embedded store)\n"
@@ -115,13 +120,14 @@ def main(
             from mongoledger.memory import StoreError
 
             if isinstance(exc, StoreError):  # its message names the store and what to do
-                err.write(f"mongoledger: error: {_one_line(exc)}\n")
+                err.write(f"mongoledger: error: {one_line(exc)}\n")
                 return 1
             if isinstance(exc, PyMongoError):
-                err.write(f"mongoledger: database error: {_one_line(exc)}\n")
+                err.write(f"mongoledger: database error: {one_line(exc)}\n")
                 return 1
             raise
         finally:
+            logger.removeHandler(log_printer)
             with contextlib.suppress(BrokenPipeError):
                 out.flush()
             if client is not None:
@@ -168,47 +174,6 @@ def _check_date_format(fmt: str) -> None:
         raise ValueError(f"--date-format {fmt!r} is not a strftime format: {exc}") from None
 
 
-def async_database(args: argparse.Namespace, ctx: Context) -> Any:
-    """The async twin of the database the command connected to (for ``mongoledger serve``).
-
-    The in-process engine (``--memory``, the embedded store) is shared through its server, so
-    both twins see one set of data; a MongoDB URI gets a ``pymongo.AsyncMongoClient``.
-    """
-    from mongoledger.memory import AsyncMemoryClient, MemoryServer
-
-    database = ctx.ledger.database
-    server = getattr(getattr(database, "client", None), "server", None)
-    if isinstance(server, MemoryServer):
-        return AsyncMemoryClient(server=server)[database.name]
-    return connect_async(resolve(args), appname="mongoledger-serve")[database.name]
-
-
-def ledger_for(args: argparse.Namespace, database: Any, cls: Any) -> Any:
-    """A ledger of class ``cls`` (``Ledger`` or ``AsyncLedger``) with the command's layout."""
-    try:
-        return cls(
-            database,
-            accounts_collection=args.accounts_collection,
-            transactions_collection=args.transactions_collection,
-            balance_field=args.balance_field,
-            account_link_field=args.account_link_field,
-            extra_account_link_field=args.extra_account_link_field,
-            idempotency_collection=args.idempotency_collection,
-            holds_collection=args.holds_collection,
-            currency_field=args.currency_field,
-            amount_field=args.amount_field,
-            date_field=args.date_field,
-            data_field=args.data_field,
-            auto_create_account=args.auto_create,
-            require_transactions=args.require_transactions,
-            sharded_accounts=args.sharded_accounts,
-        )
-    except ValueError as exc:
-        if isinstance(exc, LedgerError):
-            raise
-        raise UsageError(str(exc)) from None
-
-
 def _ledger(args: argparse.Namespace, database: Any) -> Ledger:
     ledger: Ledger = ledger_for(args, database, Ledger)
     return ledger
@@ -223,8 +188,17 @@ def _usage_error(
     return 2
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+class _LogPrinter(logging.Handler):
+    """The ledger's log warnings (an index rebuilt by init, a build before a first write) as
+    one line on stderr each, like the command's other warnings."""
+
+    def __init__(self, err: TextIO) -> None:
+        super().__init__(logging.WARNING)
+        self.err = err
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = one_line(Exception(record.getMessage()))
+        self.err.write(f"mongoledger: {record.levelname.lower()}: {text}\n")
 
 
 def _warning_printer(err: TextIO) -> Any:
@@ -236,7 +210,7 @@ def _warning_printer(err: TextIO) -> Any:
         file: TextIO | None = None,
         line: str | None = None,
     ) -> None:
-        err.write(f"mongoledger: warning: {_one_line(Exception(str(message)))}\n")
+        err.write(f"mongoledger: warning: {one_line(Exception(str(message)))}\n")
 
     return show
 

@@ -4,74 +4,35 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
-from mongoledger._core import utcnow
+from mongoledger._core import clock
 from mongoledger._format import (
-    CurrencyFormat,
-    format_date,
     format_value,
     render_table,
     to_jsonable,
 )
-from mongoledger._sync.ledger import Ledger
-from mongoledger.cli._progress import progress
+from mongoledger.cli._context import Context
 from mongoledger.cli._values import (
     UsageError,
     parse_account,
     parse_account_id,
     parse_data,
     parse_duration,
+    parse_pairs,
     parse_resume_token,
-    parse_value,
     parse_when,
 )
-from mongoledger.errors import ChangeStreamsUnsupported, LedgerError
+from mongoledger.errors import LedgerError
 from mongoledger.models import Account, Hold, Transaction
 
-__all__ = ["COMMANDS", "Context", "VerifyFailed"]
+__all__ = ["COMMANDS", "VerifyFailed"]
 
 
 class VerifyFailed(LedgerError):
     """``verify`` found inconsistencies (exit status 1)."""
-
-
-@dataclass
-class Context:
-    """What a command needs besides its arguments."""
-
-    ledger: Ledger
-    money: CurrencyFormat
-    date_format: str
-    json: bool
-    show_progress: bool
-    major: bool
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    client: Any = None  # the connection main() opened (None when given a database)
-
-    def print(self, text: str = "") -> None:
-        self.out.write(text + "\n")
-
-    def emit(self, document: Any) -> None:
-        """One JSON document on stdout."""
-        self.print(json.dumps(to_jsonable(document), indent=2, ensure_ascii=False))
-
-    def amount(self, text: str) -> int:
-        try:
-            return self.money.parse(text, major=self.major)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-
-    def date(self, value: Any) -> str:
-        return format_date(value, self.date_format)
-
-    def progress(self, label: str) -> Any:
-        return progress(label, enabled=self.show_progress and not self.json)
 
 
 # Shared rendering
@@ -134,6 +95,12 @@ def _print_written(ctx: Context, kind: str, ids: Sequence[Any]) -> None:
             right=(2, 3),
         )
     )
+
+
+def _not_negative(value: int, option: str, zero: str) -> None:
+    """The command-line counts (``--limit``, ``--skip``): 0 means ``zero`` ("all", ...)."""
+    if value < 0:
+        raise UsageError(f"{option} {value} must be 0 ({zero}) or positive")
 
 
 def _account(args: argparse.Namespace, name: str = "account") -> Any:
@@ -320,8 +287,7 @@ def cmd_void(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_holds(args: argparse.Namespace, ctx: Context) -> int:
-    if args.limit < 0:
-        raise UsageError(f"--limit {args.limit} must be 0 (all) or positive")
+    _not_negative(args.limit, "--limit", "all")
     account = _account(args) if args.account or args.account_id else None
     status = None if args.status == "all" else args.status
     holds = ctx.ledger.holds(account, status=status, limit=args.limit or None)
@@ -348,18 +314,17 @@ def cmd_expire(args: argparse.Namespace, ctx: Context) -> int:
     while True:  # until Ctrl-C (exit status 130)
         released = ctx.ledger.expire_holds()
         if released:
-            at = utcnow()
+            at = clock.utcnow()
             if ctx.json:
-                ctx.print(json.dumps(to_jsonable({"released": released, "at": at})))
+                ctx.emit_line({"released": released, "at": at})
             else:
                 ctx.print(f"{ctx.date(at)}  released {released} expired hold(s)")
-            ctx.out.flush()
+                ctx.out.flush()
         time.sleep(args.every)
 
 
 def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
-    if args.limit < 0:
-        raise UsageError(f"--limit {args.limit} must be 0 (all) or positive")
+    _not_negative(args.limit, "--limit", "all")
     start = None if args.start is None else parse_when(args.start)
     end = None if args.end is None else parse_when(args.end, end_of_day=True)
     account = ctx.ledger.get_account(_account(args))
@@ -453,21 +418,16 @@ def _print_accounts(ctx: Context, accounts: Sequence[Account], *, total: bool) -
 
 
 def cmd_report(args: argparse.Namespace, ctx: Context) -> int:
-    if args.limit < 0 or args.skip < 0:
-        raise UsageError("--limit and --skip must not be negative")
-    where: dict[str, Any] = {}
-    for pair in args.where or []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--where {pair!r} is not KEY=VALUE")
-        where[key] = parse_value(raw, what=f"--where {key}")
+    _not_negative(args.limit, "--limit", "all")
+    _not_negative(args.skip, "--skip", "none")
+    where = parse_pairs(args.where, option="--where")
     with ctx.progress("reading balances"):
         accounts = _pages(
             lambda size, rows: ctx.ledger.report(
                 sort=args.sort,
                 limit=size,
                 skip=args.skip + len(rows),
-                attributes=where or None,
+                attributes=where,
                 currency=args.currency,
             ),
             args.limit,
@@ -530,14 +490,14 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
     else:
         ctx.print(
             f"checked {report.accounts_checked} accounts, {report.transactions_checked} "
-            f"transactions, {report.operations_checked} operations"
+            f"transactions, {report.operations_checked} operations, {report.holds_checked} holds"
         )
         repaired = {repr(r) for r in report.repaired}
         for m in report.balance_mismatches:
             fixed = " (repaired)" if repr(m.account_id) in repaired else ""
             ctx.print(
                 f"  balance mismatch on {m.account_id}: cached {ctx.money.format(m.cached)}, "
-                f"calculated {ctx.money.format(m.calculated)}{fixed}"
+                f"calculated {_total(ctx, m.calculated)}{fixed}"
             )
         for u in report.unbalanced_operations:
             ctx.print(f"  unbalanced {u.kind} operation {u.operation_id}: {u.problem}")
@@ -554,10 +514,25 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
                 f"#{r.expected_seq} with {r.expected_balance_after}{fixed}"
             )
         for f in report.floor_violations:
+            at = ctx.money.format(f.balance)
+            if f.held:
+                held = ctx.money.format(f.held)
+                at = f"available {ctx.money.format(f.available)} (balance {at}, held {held})"
             ctx.print(
-                f"  account {format_value(f.account_id)} is at {ctx.money.format(f.balance)}, "
-                f"below its min_balance {ctx.money.format(f.min_balance)} after a debit"
+                f"  account {format_value(f.account_id)} is at {at}, below its min_balance "
+                f"{ctx.money.format(f.min_balance)}"
             )
+        fixed_held = {repr(r) for r in report.repaired_held}
+        for h in report.held_mismatches:
+            fixed = " (repaired)" if repr(h.account_id) in fixed_held else ""
+            ctx.print(
+                f"  held on {format_value(h.account_id)}: cached {ctx.money.format(h.cached)}, "
+                f"pending holds {_total(ctx, h.calculated)}{fixed}"
+            )
+        reopened = {repr(r) for r in report.repaired_holds}
+        for hold in report.broken_holds:
+            fixed = " (reopened)" if repr(hold.hold_id) in reopened else ""
+            ctx.print(f"  hold {format_value(hold.hold_id)}: {hold.problem}{fixed}")
         ctx.print("ok" if report.ok else "NOT OK")
     if not report.ok:
         hint = "" if args.repair else "; balance drift can be rebuilt with verify --repair"
@@ -565,21 +540,22 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _total(ctx: Context, amount: int | None) -> str:
+    """A sum verify computed; None is a sum past int64 (written around the ledger)."""
+    return "past int64" if amount is None else ctx.money.format(amount)
+
+
 def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
-    watch = getattr(ctx.ledger, "watch", None)
-    if watch is None:
-        raise ChangeStreamsUnsupported("this mongoledger has no Ledger.watch() yet")
-    if args.limit < 0:
-        raise UsageError(f"--limit {args.limit} must be 0 (no limit) or positive")
+    _not_negative(args.limit, "--limit", "no limit")
     accounts: list[Any] = [parse_account_id(i) for i in args.account_ids or []]
     if args.account:
         accounts.append(parse_account(args.account, None))
     resume = None if args.resume_after is None else parse_resume_token(args.resume_after)
     count = 0
+    watch = ctx.ledger.watch
     with watch(accounts=accounts or None, kinds=args.kind or None, resume_after=resume) as stream:
         for event in stream:
-            ctx.print(json.dumps(to_jsonable(event), ensure_ascii=False))
-            ctx.out.flush()
+            ctx.emit_line(event)
             count += 1
             if args.limit and count >= args.limit:
                 break

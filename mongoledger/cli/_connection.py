@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from mongoledger._format import one_line
 from mongoledger.cli._values import UsageError
 from mongoledger.errors import LedgerError
 
@@ -270,7 +271,7 @@ def connect_server(
             uri_parser.parse_uri(uri, warn=False)  # unknown options are errors, not warnings
         client: Any = MongoClient(uri, **options)
     except (ConfigurationError, ValueError, TypeError) as exc:  # InvalidURI is a ConfigurationError
-        raise UsageError(f"--uri {shown!r} is not a usable MongoDB URI: {_one_line(exc)}") from None
+        raise UsageError(f"--uri {shown!r} is not a usable MongoDB URI: {one_line(exc)}") from None
     host = hosts_of(uri)
     notice = threading.Timer(NOTICE_AFTER, _write, (err, f"{prog}: connecting to {host}..."))
     notice.daemon = True
@@ -290,7 +291,7 @@ def connect_server(
         ) from None
     except PyMongoError as exc:  # e.g. authentication failed
         client.close()
-        raise CannotConnect(f"MongoDB at {host} refused the connection: {_one_line(exc)}") from None
+        raise CannotConnect(f"MongoDB at {host} refused the connection: {one_line(exc)}") from None
     finally:
         notice.cancel()
     return client, client[db_name]
@@ -303,9 +304,5 @@ def _write(err: TextIO, text: str) -> None:
 
 def _reason(exc: BaseException, host: str) -> str:
     """The useful part of a server-selection error: what each host answered."""
-    text = _TIMEOUTS.sub("", _one_line(exc)).split(", Timeout:", 1)[0]
+    text = _TIMEOUTS.sub("", one_line(exc)).split(", Timeout:", 1)[0]
     return text[len(host) + 2 :] if text.startswith(f"{host}: ") else text
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

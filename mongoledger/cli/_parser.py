@@ -8,14 +8,18 @@ import textwrap
 from collections.abc import Mapping
 from typing import Any
 
+from mongoledger._core.dates import PERIOD_FORMATS
+from mongoledger._core.events import KINDS
+from mongoledger._core.holds import STATUSES
+from mongoledger._core.reads import REPORT_SORTS
 from mongoledger._format import DEFAULT_DATE_FORMAT
 from mongoledger.cli._connection import add_connection_defaults, default_store
 
 __all__ = ["build_parser", "connection_arguments"]
 
-KINDS = ("increase", "decrease", "transfer", "post", "revert", "capture", "hold", "void", "expire")
-HOLD_STATUSES = ("pending", "captured", "voided", "expired", "all")
-SORTS = ("balance", "-balance", "id", "-id", "created_at", "-created_at")
+# The choices the ledger accepts, as it names them.
+HOLD_STATUSES = (*STATUSES, "all")
+PERIODS = tuple(reversed(PERIOD_FORMATS))  # day, month, year
 
 DESCRIPTION = """\
 Operate a mongoledger balance ledger kept in MongoDB: write operations, place and settle
@@ -520,7 +524,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "  mongoledger report --sort -balance --limit 20 --where type=wallet",
         environ,
     )
-    p.add_argument("--sort", choices=SORTS, default="-balance", help="default %(default)s")
+    p.add_argument("--sort", choices=REPORT_SORTS, default="-balance", help="default %(default)s")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N accounts")
     p.add_argument("--skip", type=int, default=0, metavar="N", help="skip the first N accounts")
     p.add_argument(
@@ -539,7 +543,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "  mongoledger stats --period month --account user_id=7 --account type=wallet",
         environ,
     )
-    p.add_argument("--period", choices=("day", "month", "year"), default="month")
+    p.add_argument("--period", choices=PERIODS, default="month")
     _add_account(p, what=" (optional; default: all accounts)")
     p.add_argument("--start", metavar="DATE", help="from DATE (inclusive)")
     p.add_argument("--end", metavar="DATE", help="up to DATE (inclusive)")
@@ -550,14 +554,17 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     p = _command(
         sub,
         "verify",
-        "check cached balances, operation legs and revert links; exit 1 on a discrepancy",
+        "check balances, running balances, floors, operation legs, revert links and holds; "
+        "exit 1 on a discrepancy",
         "  mongoledger verify\n  mongoledger verify --repair",
         environ,
     )
     p.add_argument(
         "--repair",
         action="store_true",
-        help="rebuild drifted cached balances from the transactions (the source of truth)",
+        help="rebuild what drifted from the source of truth: cached balances and running "
+        "balances from the transactions, held sums from the pending holds (floors and broken "
+        "operations are reported, never changed)",
     )
 
     p = _command(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mongoledger.cli._values import UsageError
 
 if TYPE_CHECKING:
-    from mongoledger.cli._commands import Context
+    from mongoledger.cli._context import Context
 
 # A server's oplog is capped; so is this one, or a long-running serve-db would keep every
 # change event (each with its document) forever.

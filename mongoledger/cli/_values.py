@@ -32,6 +32,7 @@ __all__ = [
     "parse_data",
     "parse_duration",
     "parse_pair",
+    "parse_pairs",
     "parse_resume_token",
     "parse_value",
     "parse_when",
@@ -150,17 +151,23 @@ def parse_account(
     return attributes
 
 
-def parse_data(pairs: Sequence[str] | None) -> dict[str, Any] | None:
-    """Extra data from ``--data KEY=VALUE`` pairs (None when there are none)."""
+def parse_pairs(pairs: Sequence[str] | None, *, option: str) -> dict[str, Any] | None:
+    """A mapping from repeated ``option KEY=VALUE`` pairs (None when there are none); a key
+    given twice is an error, never a silent choice between the two values."""
     if not pairs:
         return None
-    data: dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for pair in pairs:
-        key, value = parse_pair(pair, what="--data")
-        if key in data:
-            raise UsageError(f"--data names {key!r} twice")
-        data[key] = value
-    return data
+        key, value = parse_pair(pair, what=option)
+        if key in out:
+            raise UsageError(f"{option} names {key!r} twice")
+        out[key] = value
+    return out
+
+
+def parse_data(pairs: Sequence[str] | None) -> dict[str, Any] | None:
+    """Extra data from ``--data KEY=VALUE`` pairs (None when there are none)."""
+    return parse_pairs(pairs, option="--data")
 
 
 def parse_duration(text: str, *, what: str = "duration") -> timedelta:

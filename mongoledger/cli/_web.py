@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from mongoledger._format import format_value, render_table
-from mongoledger.cli._commands import Context
+from mongoledger.cli._context import Context, async_database, ledger_for
 from mongoledger.cli._values import UsageError, parse_account
 from mongoledger.errors import LedgerError
 
@@ -208,7 +208,6 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     import uvicorn
 
     from mongoledger._async.ledger import AsyncLedger
-    from mongoledger.cli import async_database, ledger_for
     from mongoledger.web._serve import served_app
 
     if not 0 <= args.port <= 65535:

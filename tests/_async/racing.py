@@ -1,14 +1,18 @@
-"""Helpers for tests where several callers race: each caller's lookup happens before any of
-them writes (a ``before_write`` hook runs after the lookup, before the DB transaction)."""
+"""Helpers for tests where several callers race: threads in the sync twin, asyncio tasks in
+the async source. Hooks make them interleave where a race matters: between an operation's
+reads and its DB transaction (``yield_point``), or only once every caller has resolved its
+accounts (``hold_writes_until_all_looked_up``)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mongoledger import AsyncLedger
+from mongoledger._async._io import sleep
 
 _IS_SYNC = False
 
@@ -31,22 +35,35 @@ def hold_writes_until_all_looked_up(ledger: AsyncLedger, callers: int) -> None:
     ledger.before_write(gate)
 
 
-async def race(call: Callable[[int], Any], callers: int) -> None:
-    """Run ``call(n)`` for n in range(callers) at once: threads (sync) or tasks (async)."""
+async def run_concurrently(workers: list[Callable[[], Awaitable[None]]]) -> None:
+    """Run every worker at once: threads released together by a barrier (sync), or tasks
+    (async). A worker's exception fails the test."""
     if _IS_SYNC:
-        errors: list[BaseException] = []
+        barrier = threading.Barrier(len(workers))
+        crashed: list[BaseException] = []
 
-        def run(n: int) -> None:
+        def target(work: Callable[[], Any]) -> None:
             try:
-                call(n)
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+                barrier.wait()
+                work()
+            except BaseException as exc:
+                crashed.append(exc)
 
-        threads = [threading.Thread(target=run, args=(n,)) for n in range(callers)]
+        threads = [threading.Thread(target=target, args=(w,)) for w in workers]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert errors == []
+        assert not crashed, crashed
     else:
-        await asyncio.gather(*(call(n) for n in range(callers)))
+        await asyncio.gather(*(w() for w in workers))
+
+
+async def race(call: Callable[[int], Any], callers: int) -> None:
+    """Run ``call(n)`` for n in range(callers) at once."""
+    await run_concurrently([functools.partial(call, n) for n in range(callers)])
+
+
+async def yield_point(ctx: Any) -> None:
+    """A before_write hook that lets other workers run between an operation's reads and writes."""
+    await sleep(0)

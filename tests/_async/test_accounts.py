@@ -38,6 +38,24 @@ async def test_transfer_between_two_spellings_is_a_same_account_transfer(
     assert await to_list(ledger.transactions.find({})) == []
 
 
+async def test_hold_to_itself_is_refused_as_a_transfer_to_itself_is(ledger: AsyncLedger) -> None:
+    """Transfers and holds name one account by the same rule: numbers by value, booleans
+    apart from numbers."""
+    for a, b in ((1, 1.0), (1, Int64(1)), (Int64(1), 1.0), (0, -0.0)):
+        with pytest.raises(InvalidAccount, match="to itself"):
+            await ledger.hold({"a": a}, {"a": b}, 5)
+        with pytest.raises(InvalidAccount, match="to itself"):
+            await ledger.hold(a, b, 5)
+    assert await to_list(ledger.accounts.find({})) == []
+    # True and 1 are two accounts to MongoDB: a hold between them is no hold to itself.
+    await ledger.increase(1, 10)
+    hold_id = await ledger.hold(1, True, 5)
+    hold = await ledger.get_hold(hold_id)
+    assert hold.from_account_id == 1
+    assert hold.to_account_id is True
+    assert await ledger.transfer(1, True, 1)
+
+
 async def test_spellings_of_one_attribute_set_are_one_account(ledger: AsyncLedger) -> None:
     for spelling in [*SEVEN, Decimal128("7")]:
         await ledger.increase({"user_id": spelling, "type": "wallet"}, 1)

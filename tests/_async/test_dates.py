@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from mongoledger import AlreadyReverted, AsyncLedger, InvalidArgument, _core
+from mongoledger import AlreadyReverted, AsyncLedger, InvalidArgument
 from mongoledger._async._io import to_list
+from mongoledger._core import clock as ledger_clock
+from tests._async.stored import account_doc
 
 _IS_SYNC = False
 
@@ -41,12 +43,6 @@ async def dated_sum(ledger: AsyncLedger, account: Any, when: datetime) -> int:
     account_id = (await ledger.get_account(account)).id
     docs = await to_list(ledger.transactions.find({"account_id": account_id}))
     return sum(d["amount"] for d in docs if d["date"].replace(tzinfo=UTC) <= when)
-
-
-async def account_doc(ledger: AsyncLedger, account: Any) -> dict[str, Any]:
-    doc = await ledger.accounts.find_one(account)
-    assert doc is not None
-    return dict(doc)
 
 
 @pytest.fixture(params=["balance", None], ids=["cached", "no-balance-field"])
@@ -131,10 +127,10 @@ async def test_a_clock_behind_never_backdates_an_account(
     async_db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ledger = AsyncLedger(async_db)
-    monkeypatch.setattr(_core, "utcnow", lambda: day(10))
+    monkeypatch.setattr(ledger_clock, "utcnow", lambda: day(10))
     await ledger.transfer(ALICE, BOB, 100)
     # Another writer whose clock is 5 days behind (or a commit that won the race).
-    monkeypatch.setattr(_core, "utcnow", lambda: day(5))
+    monkeypatch.setattr(ledger_clock, "utcnow", lambda: day(5))
     tid = await ledger.increase(ALICE, 10)
     assert (await ledger.get_transaction(tid)).date == day(10)  # moved up to Alice's last date
     solo = await ledger.increase(CAROL, 1)
@@ -172,12 +168,12 @@ async def test_a_commit_between_reading_the_clock_and_writing_keeps_date_order(
         readings.append(day(5))
         if len(readings) == 1:
             # Another process commits on Alice after this one read its clock, before it wrote.
-            monkeypatch.setattr(_core, "utcnow", lambda: day(6))
+            monkeypatch.setattr(ledger_clock, "utcnow", lambda: day(6))
             other.increase(ALICE, 10)
-            monkeypatch.setattr(_core, "utcnow", clock)
+            monkeypatch.setattr(ledger_clock, "utcnow", clock)
         return day(5)
 
-    monkeypatch.setattr(_core, "utcnow", clock)
+    monkeypatch.setattr(ledger_clock, "utcnow", clock)
     tid = await ledger.increase(ALICE, 100)
     assert (await ledger.get_transaction(tid)).date == day(6)  # follows the commit order
     assert await ledger.balance_at(ALICE, day(5, 13)) == 0

@@ -31,6 +31,7 @@ from mongoledger import (
     WriteRetriesExhausted,
 )
 from mongoledger._async._io import to_list
+from tests._async.stored import snapshot
 from tests.conftest import NO_TXN, REAL_URI, SKIP_REAL
 
 _IS_SYNC = False
@@ -201,12 +202,6 @@ async def run(ledger: AsyncLedger, kind: str, target: list[ObjectId], key: str |
         legs = [(ALICE, -10), (BOB, 4), (CAROL, 6)]
         return await ledger.post(legs, {"note": kind}, idempotency_key=key)
     return await ledger.revert(target[1], {"note": kind}, idempotency_key=key)
-
-
-async def snapshot(ledger: AsyncLedger) -> tuple[list[Any], list[Any]]:
-    accounts = await to_list(ledger.accounts.find({}).sort("_id", 1))
-    transactions = await to_list(ledger.transactions.find({}).sort("_id", 1))
-    return accounts, transactions
 
 
 async def check_result(ledger: AsyncLedger, kind: str, result: Any, target: list[ObjectId]) -> None:
@@ -562,7 +557,7 @@ async def test_no_transactions_crash_leaves_drift_that_verify_reports_and_repair
 ) -> None:
     """The database becomes unreachable mid-operation, so compensation cannot run either."""
     ledger, target = async_plain
-    _, transactions_before = await snapshot(ledger)
+    transactions_before = (await snapshot(ledger))[1]
     balances_before = {
         name: (await ledger.accounts.find_one(attributes) or {}).get("balance", 0)
         for name, attributes in NAMED.items()
@@ -578,7 +573,7 @@ async def test_no_transactions_crash_leaves_drift_that_verify_reports_and_repair
     outage.end()
 
     # The transactions (the source of truth) are untouched; cached balances drifted.
-    _, transactions_after = await snapshot(ledger)
+    transactions_after = (await snapshot(ledger))[1]
     if kind == "revert":  # the originals were marked before the crash
         for doc in transactions_after:
             doc.pop("reverted_by", None)

@@ -8,20 +8,20 @@ from typing import Any
 
 import pytest
 
-from mongoledger import NO_FLOOR, AsyncLedger, InsufficientFunds, InvalidAccount
-from mongoledger._async._io import to_list
+from mongoledger import (
+    NO_FLOOR,
+    AsyncLedger,
+    InsufficientFunds,
+    InvalidAccount,
+    InvalidConfiguration,
+)
+from tests._async.stored import snapshot
 
 _IS_SYNC = False
 
 WALLET = {"user_id": 7, "type": "wallet"}
 SHOP = {"type": "revenue"}
 BANK = {"type": "bank"}
-
-
-async def snapshot(ledger: AsyncLedger) -> tuple[list[Any], list[Any]]:
-    accounts = await to_list(ledger.accounts.find({}).sort("_id", 1))
-    transactions = await to_list(ledger.transactions.find({}).sort("_id", 1))
-    return accounts, transactions
 
 
 async def test_open_account_without_min_balance_returns_a_floored_account(async_db: Any) -> None:
@@ -74,3 +74,10 @@ async def test_no_floor_opens_a_system_account_under_a_default(async_db: Any) ->
     anonymous = await ledger.open_account(min_balance=NO_FLOOR)
     await ledger.decrease(anonymous, 5)
     assert (await ledger.get_account(await ledger.open_account())).min_balance == 0
+
+
+async def test_a_floor_without_a_cached_balance_is_refused_naming_it(async_db: Any) -> None:
+    ledger = AsyncLedger(async_db, balance_field=None)
+    with pytest.raises(InvalidConfiguration, match=r"min_balance=0 needs a cached balance"):
+        await ledger.open_account({"user": 1}, min_balance=0)
+    assert await ledger.accounts.count_documents({}) == 0

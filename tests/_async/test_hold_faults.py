@@ -18,6 +18,7 @@ from pymongo.errors import AutoReconnect, OperationFailure, PyMongoError
 
 from mongoledger import AsyncLedger, HoldClosed, WriteRetriesExhausted
 from mongoledger._async._io import to_list
+from tests._async.stored import holds_of, snapshot
 from tests._async.test_faults import (  # noqa: F401 (fixtures)
     OFF,
     ONLY_SYNC,
@@ -65,10 +66,6 @@ EVERY_COMMAND = [
 ]
 
 
-def holds_of(ledger: AsyncLedger) -> Any:
-    return ledger.database[ledger.config.holds_collection]
-
-
 async def setup(ledger: AsyncLedger) -> ObjectId:
     """ALICE (guarded) at 100 with a pending hold of 40 for BOB; returns the hold."""
     from datetime import timedelta
@@ -89,11 +86,6 @@ async def run(ledger: AsyncLedger, kind: str, hold_id: ObjectId, key: str | None
     from datetime import datetime, timedelta, timezone
 
     return await ledger.expire_holds(datetime.now(timezone.utc) + timedelta(hours=2))
-
-
-async def snapshot(ledger: AsyncLedger) -> tuple[list[Any], ...]:
-    collections = (ledger.accounts, ledger.transactions, holds_of(ledger))
-    return tuple([await to_list(c.find({}).sort("_id", 1)) for c in collections])
 
 
 async def check_result(ledger: AsyncLedger, kind: str, result: Any, hold_id: ObjectId) -> None:

@@ -19,11 +19,9 @@ from bson import ObjectId
 
 from mongoledger import AsyncLedger, HoldClosed, HoldExpired, InsufficientFunds
 from mongoledger._async._io import sleep, to_list
-from tests._async.test_concurrency import (  # noqa: F401 (a fixture)
-    async_shared_db,
-    run_concurrently,
-    yield_point,
-)
+from tests._async.racing import run_concurrently, yield_point
+from tests._async.stored import holds_of
+from tests._async.test_concurrency import async_shared_db  # noqa: F401 (a fixture)
 
 _IS_SYNC = False
 
@@ -40,10 +38,6 @@ MIXES = [
 ]
 # (workers, operations per worker): threads in the sync twin, tasks in the async source.
 MIXED = (8, 60) if _IS_SYNC else (200, 3)
-
-
-def holds_of(ledger: AsyncLedger) -> Any:
-    return ledger.database[ledger.config.holds_collection]
 
 
 async def test_twelve_closers_race_on_one_hold(async_shared_db: Any) -> None:

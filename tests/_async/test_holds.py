@@ -1,7 +1,7 @@
 """Two-phase transfers (holds) and currencies: SPEC's "Two-phase transfers" and "Currencies".
 
 Every test runs on every engine (the sync twin adds plain mongomock, without DB transactions).
-A hold's expiry is tested against a settable clock (``mongoledger._core.utcnow``), so no test
+A hold's expiry is tested against a settable clock (``mongoledger._core.clock``), so no test
 waits for time to pass.
 """
 
@@ -35,8 +35,10 @@ from mongoledger import (
     InvalidData,
     LedgerError,
 )
-from mongoledger import _core as core
-from mongoledger._async._io import sleep, to_list
+from mongoledger._async._io import sleep
+from mongoledger._core import clock as ledger_clock
+from mongoledger._core.config import LedgerConfig
+from tests._async.stored import account_doc, hold_doc, holds_of, snapshot
 from tests._async.test_watch import Recorder, drain, start_listener, stop_listener, wait_for
 
 _IS_SYNC = False
@@ -48,7 +50,7 @@ BAD_AMOUNTS = [0, -5, True, 1.5, "10", None, 2**63]
 
 
 class Clock:
-    """The ledger's notion of now, settable (it replaces ``mongoledger._core.utcnow``)."""
+    """The ledger's notion of now, settable (it replaces ``mongoledger._core.clock.utcnow``)."""
 
     def __init__(self) -> None:
         self.now = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -63,7 +65,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
-    monkeypatch.setattr(core, "utcnow", clock)
+    monkeypatch.setattr(ledger_clock, "utcnow", clock)
     return clock
 
 
@@ -73,27 +75,6 @@ async def ledger(async_db: Any) -> AsyncLedger:
     await ledger.open_account(WALLET, min_balance=0)
     await ledger.increase(WALLET, 100)
     return ledger
-
-
-def holds_collection(ledger: AsyncLedger) -> Any:
-    return ledger.database[ledger.config.holds_collection]
-
-
-async def snapshot(ledger: AsyncLedger) -> tuple[list[Any], ...]:
-    collections = (ledger.accounts, ledger.transactions, holds_collection(ledger))
-    return tuple([await to_list(c.find({}).sort("_id", 1)) for c in collections])
-
-
-async def account_doc(ledger: AsyncLedger, attributes: dict[str, Any]) -> dict[str, Any]:
-    doc = await ledger.accounts.find_one(attributes)
-    assert doc is not None
-    return dict(doc)
-
-
-async def hold_doc(ledger: AsyncLedger, hold_id: Any) -> dict[str, Any]:
-    doc = await holds_collection(ledger).find_one({"_id": hold_id})
-    assert doc is not None
-    return dict(doc)
 
 
 # hold
@@ -129,6 +110,20 @@ async def test_hold_reserves_the_available_balance(ledger: AsyncLedger, engine: 
     assert hold.created_at is not None
     assert hold.created_at.tzinfo is not None
     assert (await ledger.verify()).ok
+
+
+async def test_datetimes_in_a_holds_data_come_back_aware(ledger: AsyncLedger) -> None:
+    """Decision 8: every datetime the library returns is timezone-aware UTC, extra data
+    included (as a transaction's is)."""
+    naive = datetime(2026, 6, 1, 9, 30)
+    hold_id = await ledger.hold(WALLET, SHOP, 10, {"ordered_at": naive})
+    await ledger.void(hold_id, {"cancelled_at": naive})
+    hold = await ledger.get_hold(hold_id)
+    expected = naive.replace(tzinfo=timezone.utc)
+    assert hold.data["ordered_at"] == expected
+    assert hold.data["ordered_at"].tzinfo is not None
+    assert hold.void_data["cancelled_at"] == expected
+    assert hold.void_data["cancelled_at"].tzinfo is not None
 
 
 async def test_every_debit_checks_the_available_balance(ledger: AsyncLedger) -> None:
@@ -180,7 +175,7 @@ async def test_auto_create_off_refuses_unknown_targets(async_db: Any) -> None:
         await ledger.hold(wallet, SHOP, 5)
     with pytest.raises(AccountNotFound, match="ghost"):
         await ledger.hold("ghost", wallet, 5)
-    assert await holds_collection(ledger).count_documents({}) == 0
+    assert await holds_of(ledger).count_documents({}) == 0
 
 
 async def test_holds_without_a_cached_balance(async_db: Any) -> None:
@@ -627,7 +622,7 @@ async def test_verify_reopens_a_captured_hold_whose_capture_never_posted(
 ) -> None:
     hold_id = await ledger.hold(WALLET, SHOP, 30)
     ghost = ObjectId()  # what a capture that died midway without a DB transaction leaves
-    await holds_collection(ledger).update_one(
+    await holds_of(ledger).update_one(
         {"_id": hold_id}, {"$set": {"status": "captured", "operation_id": ghost}}
     )
     report = await ledger.verify()
@@ -715,9 +710,9 @@ async def test_reports_and_statistics_filter_by_currency(fx: AsyncLedger) -> Non
 def test_currency_field_must_not_collide() -> None:
     for name in ("balance", "held", "min_balance", "amount", "status", "account_id", "$cur", "a.b"):
         with pytest.raises(InvalidConfiguration, match="currency_field"):
-            core.LedgerConfig(currency_field=name)
+            LedgerConfig(currency_field=name)
     with pytest.raises(InvalidConfiguration, match="holds_collection"):
-        core.LedgerConfig(holds_collection="")
+        LedgerConfig(holds_collection="")
 
 
 async def test_errors_share_the_root(ledger: AsyncLedger) -> None:

@@ -9,6 +9,8 @@ from bson import Int64
 
 from mongoledger import AsyncLedger, IdempotencyConflict
 from mongoledger._async._io import to_list
+from mongoledger._core.accounts import validate_account
+from mongoledger._core.idempotency import earlier_fingerprint, fingerprint
 
 _IS_SYNC = False
 
@@ -69,6 +71,33 @@ async def test_key_records_of_an_earlier_version_count_for_their_ledger(
     other = await games.increase("a", 5, idempotency_key="k")
     assert other != first
     assert await games.balance("a") == 5
+
+
+async def test_a_key_the_previous_version_recorded_answers_a_retry_of_its_call(
+    async_db: Any,
+) -> None:
+    """Its record has the bare key as ``_id`` and that version's fingerprint, which differs
+    from this one's wherever an account reference holds a number: a retry after the upgrade
+    gets the first result, and another call with the key is still a conflict."""
+    ledger = AsyncLedger(async_db)
+    wallet, shop = {"user_id": 7, "type": "wallet"}, {"shop_id": 3}
+    first = await ledger.transfer(wallet, shop, 5, {"order": 1}, idempotency_key="pay-1")
+    args = [
+        (validate_account(wallet), -5, {"order": 1}),
+        (validate_account(shop), 5, {"order": 1}),
+    ]
+    assert earlier_fingerprint("transfer", args) != fingerprint("transfer", args)
+    store = ledger.database["ledger_idempotency"]
+    record = await store.find_one({})
+    await store.delete_one({"_id": record["_id"]})
+    earlier = {**record, "_id": "pay-1", "hash": earlier_fingerprint("transfer", args)}
+    await store.insert_one(earlier)
+    again = await ledger.transfer(wallet, shop, 5, {"order": 1}, idempotency_key="pay-1")
+    assert again == first
+    assert await ledger.transactions.count_documents({}) == 2
+    with pytest.raises(IdempotencyConflict):
+        await ledger.transfer(wallet, shop, 6, {"order": 1}, idempotency_key="pay-1")
+    assert await ledger.balance(shop) == 5
 
 
 async def test_a_retry_may_spell_numbers_differently(async_db: Any) -> None:

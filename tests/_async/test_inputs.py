@@ -22,7 +22,7 @@ from mongoledger import (
     LedgerError,
     TransactionNotFound,
 )
-from mongoledger._async._io import to_list
+from tests._async.stored import snapshot
 
 _IS_SYNC = False
 
@@ -69,12 +69,6 @@ BAD_DATA = [
     ({"value": 2**64}, "value"),
     ("not a mapping", "not a mapping"),
 ]
-
-
-async def snapshot(ledger: AsyncLedger) -> tuple[list[Any], list[Any]]:
-    accounts = await to_list(ledger.accounts.find({}).sort("_id", 1))
-    transactions = await to_list(ledger.transactions.find({}).sort("_id", 1))
-    return accounts, transactions
 
 
 @pytest.fixture

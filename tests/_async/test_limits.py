@@ -13,8 +13,8 @@ import pytest
 from bson import Int64, ObjectId
 
 from mongoledger import AsyncLedger, InvalidAmount, InvalidData
-from mongoledger._core import HEADROOM, MAX_BSON_SIZE, MAX_DOCUMENT_SIZE
-from tests._async.test_inputs import snapshot
+from mongoledger._core.schema import HEADROOM, MAX_BSON_SIZE, MAX_DOCUMENT_SIZE
+from tests._async.stored import snapshot
 
 _IS_SYNC = False
 INT64_MIN = -(2**63)

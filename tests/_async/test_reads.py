@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from mongoledger import AsyncLedger, InvalidAmount, InvalidArgument, _core
+from mongoledger import AsyncLedger, InvalidAmount, InvalidArgument
+from mongoledger._async import _reads as reads
+from mongoledger._core.reads import HISTORY_PAGE, REPORT_PAGE
 
 _IS_SYNC = False
 
@@ -64,9 +66,9 @@ async def test_bad_sorts(ledger: AsyncLedger, sort: Any) -> None:
 async def test_history_and_report_return_one_page_by_default(
     ledger: AsyncLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert (_core.HISTORY_PAGE, _core.REPORT_PAGE) == (100, 100)
-    monkeypatch.setattr(_core, "HISTORY_PAGE", 3)
-    monkeypatch.setattr(_core, "REPORT_PAGE", 2)
+    assert (HISTORY_PAGE, REPORT_PAGE) == (100, 100)
+    monkeypatch.setattr(reads, "HISTORY_PAGE", 3)
+    monkeypatch.setattr(reads, "REPORT_PAGE", 2)
     for i in range(5):
         await ledger.increase("a", i + 1)
     await ledger.increase("b", 1)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from bson import Int64
 
-from mongoledger import AsyncLedger, InsufficientFunds, InvalidAccount, _core
+from mongoledger import AsyncLedger, InsufficientFunds, InvalidAccount
+from mongoledger._core.accounts import attributes_key
 from tests._async.racing import hold_writes_until_all_looked_up, race
 
 _IS_SYNC = False
@@ -78,7 +79,7 @@ async def test_sharded_accounts_have_no_unique_index_but_id(sharded: AsyncLedger
 async def test_sharded_accounts_are_created_once_by_digest_id(sharded: AsyncLedger) -> None:
     ids = await sharded.transfer({"user_id": 7, "type": "wallet"}, {"type": "revenue"}, 5)
     wallet = await sharded.get_transaction(ids[0])
-    key = _core.attributes_key({"type": "wallet", "user_id": 7})
+    key = attributes_key({"type": "wallet", "user_id": 7})
     assert wallet.account_id == key
     doc = await sharded.accounts.find_one({"_id": key})
     assert doc["user_id"] == 7
@@ -91,7 +92,7 @@ async def test_sharded_accounts_are_created_once_by_digest_id(sharded: AsyncLedg
         await sharded.open_account({"user_id": 7, "type": "wallet"}, min_balance=0)
     assert await sharded.accounts.count_documents({}) == 2
     guarded = await sharded.open_account({"user_id": 8}, min_balance=0)
-    assert guarded == _core.attributes_key({"user_id": 8})
+    assert guarded == attributes_key({"user_id": 8})
     with pytest.raises(InsufficientFunds):
         await sharded.decrease({"user_id": 8}, 1)
     assert (await sharded.verify()).ok

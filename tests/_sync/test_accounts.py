@@ -40,6 +40,24 @@ def test_transfer_between_two_spellings_is_a_same_account_transfer(
     assert to_list(ledger.transactions.find({})) == []
 
 
+def test_hold_to_itself_is_refused_as_a_transfer_to_itself_is(ledger: Ledger) -> None:
+    """Transfers and holds name one account by the same rule: numbers by value, booleans
+    apart from numbers."""
+    for a, b in ((1, 1.0), (1, Int64(1)), (Int64(1), 1.0), (0, -0.0)):
+        with pytest.raises(InvalidAccount, match="to itself"):
+            ledger.hold({"a": a}, {"a": b}, 5)
+        with pytest.raises(InvalidAccount, match="to itself"):
+            ledger.hold(a, b, 5)
+    assert to_list(ledger.accounts.find({})) == []
+    # True and 1 are two accounts to MongoDB: a hold between them is no hold to itself.
+    ledger.increase(1, 10)
+    hold_id = ledger.hold(1, True, 5)
+    hold = ledger.get_hold(hold_id)
+    assert hold.from_account_id == 1
+    assert hold.to_account_id is True
+    assert ledger.transfer(1, True, 1)
+
+
 def test_spellings_of_one_attribute_set_are_one_account(ledger: Ledger) -> None:
     for spelling in [*SEVEN, Decimal128("7")]:
         ledger.increase({"user_id": spelling, "type": "wallet"}, 1)

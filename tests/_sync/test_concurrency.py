@@ -15,7 +15,6 @@ size (8 threads x 500 operations, 200 tasks x 20 operations: about 11 s each) is
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import threading
@@ -27,7 +26,8 @@ import pytest
 from bson import ObjectId
 
 from mongoledger import AlreadyReverted, IdempotencyConflict, InsufficientFunds, Ledger
-from mongoledger._sync._io import aggregate, sleep, to_list
+from mongoledger._sync._io import aggregate, to_list
+from tests._sync.racing import run_concurrently, yield_point
 from tests.conftest import REAL_URI, SKIP_REAL
 
 _IS_SYNC = True
@@ -189,34 +189,6 @@ def step(ledger: Ledger, record: Record, rng: random.Random, name: str) -> None:
     except Exception as exc:  # anything else is a bug
         with record.lock:
             record.errors.append(f"{name}: {type(exc).__name__}: {exc}")
-
-
-def run_concurrently(workers: list[Callable[[], None]]) -> None:
-    """Threads in the sync twin (released together by a barrier), tasks in the async source."""
-    if _IS_SYNC:
-        barrier = threading.Barrier(len(workers))
-        crashed: list[BaseException] = []
-
-        def target(work: Callable[[], Any]) -> None:
-            try:
-                barrier.wait()
-                work()
-            except BaseException as exc:
-                crashed.append(exc)
-
-        threads = [threading.Thread(target=target, args=(w,)) for w in workers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert not crashed, crashed
-    else:
-        asyncio.gather(*(w() for w in workers))
-
-
-def yield_point(ctx: Any) -> None:
-    """A before_write hook that lets other workers run between an operation's reads and writes."""
-    sleep(0)
 
 
 def check_ledger(ledger: Ledger, record: Record) -> None:

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from mongoledger import AlreadyReverted, InvalidArgument, Ledger, _core
+from mongoledger import AlreadyReverted, InvalidArgument, Ledger
+from mongoledger._core import clock as ledger_clock
 from mongoledger._sync._io import to_list
+from tests._sync.stored import account_doc
 
 _IS_SYNC = True
 
@@ -43,12 +45,6 @@ def dated_sum(ledger: Ledger, account: Any, when: datetime) -> int:
     account_id = (ledger.get_account(account)).id
     docs = to_list(ledger.transactions.find({"account_id": account_id}))
     return sum(d["amount"] for d in docs if d["date"].replace(tzinfo=UTC) <= when)
-
-
-def account_doc(ledger: Ledger, account: Any) -> dict[str, Any]:
-    doc = ledger.accounts.find_one(account)
-    assert doc is not None
-    return dict(doc)
 
 
 @pytest.fixture(params=["balance", None], ids=["cached", "no-balance-field"])
@@ -129,10 +125,10 @@ def test_a_clock_behind_never_backdates_an_account(
     db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ledger = Ledger(db)
-    monkeypatch.setattr(_core, "utcnow", lambda: day(10))
+    monkeypatch.setattr(ledger_clock, "utcnow", lambda: day(10))
     ledger.transfer(ALICE, BOB, 100)
     # Another writer whose clock is 5 days behind (or a commit that won the race).
-    monkeypatch.setattr(_core, "utcnow", lambda: day(5))
+    monkeypatch.setattr(ledger_clock, "utcnow", lambda: day(5))
     tid = ledger.increase(ALICE, 10)
     assert (ledger.get_transaction(tid)).date == day(10)  # moved up to Alice's last date
     solo = ledger.increase(CAROL, 1)
@@ -170,12 +166,12 @@ def test_a_commit_between_reading_the_clock_and_writing_keeps_date_order(
         readings.append(day(5))
         if len(readings) == 1:
             # Another process commits on Alice after this one read its clock, before it wrote.
-            monkeypatch.setattr(_core, "utcnow", lambda: day(6))
+            monkeypatch.setattr(ledger_clock, "utcnow", lambda: day(6))
             other.increase(ALICE, 10)
-            monkeypatch.setattr(_core, "utcnow", clock)
+            monkeypatch.setattr(ledger_clock, "utcnow", clock)
         return day(5)
 
-    monkeypatch.setattr(_core, "utcnow", clock)
+    monkeypatch.setattr(ledger_clock, "utcnow", clock)
     tid = ledger.increase(ALICE, 100)
     assert (ledger.get_transaction(tid)).date == day(6)  # follows the commit order
     assert ledger.balance_at(ALICE, day(5, 13)) == 0

@@ -10,20 +10,20 @@ from typing import Any
 
 import pytest
 
-from mongoledger import NO_FLOOR, InsufficientFunds, InvalidAccount, Ledger
-from mongoledger._sync._io import to_list
+from mongoledger import (
+    NO_FLOOR,
+    InsufficientFunds,
+    InvalidAccount,
+    InvalidConfiguration,
+    Ledger,
+)
+from tests._sync.stored import snapshot
 
 _IS_SYNC = True
 
 WALLET = {"user_id": 7, "type": "wallet"}
 SHOP = {"type": "revenue"}
 BANK = {"type": "bank"}
-
-
-def snapshot(ledger: Ledger) -> tuple[list[Any], list[Any]]:
-    accounts = to_list(ledger.accounts.find({}).sort("_id", 1))
-    transactions = to_list(ledger.transactions.find({}).sort("_id", 1))
-    return accounts, transactions
 
 
 def test_open_account_without_min_balance_returns_a_floored_account(db: Any) -> None:
@@ -76,3 +76,10 @@ def test_no_floor_opens_a_system_account_under_a_default(db: Any) -> None:
     anonymous = ledger.open_account(min_balance=NO_FLOOR)
     ledger.decrease(anonymous, 5)
     assert (ledger.get_account(ledger.open_account())).min_balance == 0
+
+
+def test_a_floor_without_a_cached_balance_is_refused_naming_it(db: Any) -> None:
+    ledger = Ledger(db, balance_field=None)
+    with pytest.raises(InvalidConfiguration, match=r"min_balance=0 needs a cached balance"):
+        ledger.open_account({"user": 1}, min_balance=0)
+    assert ledger.accounts.count_documents({}) == 0

@@ -20,6 +20,7 @@ from pymongo.errors import AutoReconnect, OperationFailure, PyMongoError
 
 from mongoledger import HoldClosed, Ledger, WriteRetriesExhausted
 from mongoledger._sync._io import to_list
+from tests._sync.stored import holds_of, snapshot
 from tests._sync.test_faults import (  # noqa: F401 (fixtures)
     OFF,
     ONLY_SYNC,
@@ -67,10 +68,6 @@ EVERY_COMMAND = [
 ]
 
 
-def holds_of(ledger: Ledger) -> Any:
-    return ledger.database[ledger.config.holds_collection]
-
-
 def setup(ledger: Ledger) -> ObjectId:
     """ALICE (guarded) at 100 with a pending hold of 40 for BOB; returns the hold."""
     from datetime import timedelta
@@ -91,11 +88,6 @@ def run(ledger: Ledger, kind: str, hold_id: ObjectId, key: str | None) -> Any:
     from datetime import datetime, timedelta, timezone
 
     return ledger.expire_holds(datetime.now(timezone.utc) + timedelta(hours=2))
-
-
-def snapshot(ledger: Ledger) -> tuple[list[Any], ...]:
-    collections = (ledger.accounts, ledger.transactions, holds_of(ledger))
-    return tuple([to_list(c.find({}).sort("_id", 1)) for c in collections])
 
 
 def check_result(ledger: Ledger, kind: str, result: Any, hold_id: ObjectId) -> None:

@@ -21,11 +21,9 @@ from bson import ObjectId
 
 from mongoledger import HoldClosed, HoldExpired, InsufficientFunds, Ledger
 from mongoledger._sync._io import sleep, to_list
-from tests._sync.test_concurrency import (  # noqa: F401 (a fixture)
-    run_concurrently,
-    shared_db,
-    yield_point,
-)
+from tests._sync.racing import run_concurrently, yield_point
+from tests._sync.stored import holds_of
+from tests._sync.test_concurrency import shared_db  # noqa: F401 (a fixture)
 
 _IS_SYNC = True
 
@@ -42,10 +40,6 @@ MIXES = [
 ]
 # (workers, operations per worker): threads in the sync twin, tasks in the async source.
 MIXED = (8, 60) if _IS_SYNC else (200, 3)
-
-
-def holds_of(ledger: Ledger) -> Any:
-    return ledger.database[ledger.config.holds_collection]
 
 
 def test_twelve_closers_race_on_one_hold(shared_db: Any) -> None:

@@ -3,7 +3,7 @@
 """Two-phase transfers (holds) and currencies: SPEC's "Two-phase transfers" and "Currencies".
 
 Every test runs on every engine (the sync twin adds plain mongomock, without DB transactions).
-A hold's expiry is tested against a settable clock (``mongoledger._core.utcnow``), so no test
+A hold's expiry is tested against a settable clock (``mongoledger._core.clock``), so no test
 waits for time to pass.
 """
 
@@ -37,8 +37,10 @@ from mongoledger import (
     Ledger,
     LedgerError,
 )
-from mongoledger import _core as core
-from mongoledger._sync._io import sleep, to_list
+from mongoledger._core import clock as ledger_clock
+from mongoledger._core.config import LedgerConfig
+from mongoledger._sync._io import sleep
+from tests._sync.stored import account_doc, hold_doc, holds_of, snapshot
 from tests._sync.test_watch import Recorder, drain, start_listener, stop_listener, wait_for
 
 _IS_SYNC = True
@@ -50,7 +52,7 @@ BAD_AMOUNTS = [0, -5, True, 1.5, "10", None, 2**63]
 
 
 class Clock:
-    """The ledger's notion of now, settable (it replaces ``mongoledger._core.utcnow``)."""
+    """The ledger's notion of now, settable (it replaces ``mongoledger._core.clock.utcnow``)."""
 
     def __init__(self) -> None:
         self.now = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -65,7 +67,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
-    monkeypatch.setattr(core, "utcnow", clock)
+    monkeypatch.setattr(ledger_clock, "utcnow", clock)
     return clock
 
 
@@ -75,27 +77,6 @@ def ledger(db: Any) -> Ledger:
     ledger.open_account(WALLET, min_balance=0)
     ledger.increase(WALLET, 100)
     return ledger
-
-
-def holds_collection(ledger: Ledger) -> Any:
-    return ledger.database[ledger.config.holds_collection]
-
-
-def snapshot(ledger: Ledger) -> tuple[list[Any], ...]:
-    collections = (ledger.accounts, ledger.transactions, holds_collection(ledger))
-    return tuple([to_list(c.find({}).sort("_id", 1)) for c in collections])
-
-
-def account_doc(ledger: Ledger, attributes: dict[str, Any]) -> dict[str, Any]:
-    doc = ledger.accounts.find_one(attributes)
-    assert doc is not None
-    return dict(doc)
-
-
-def hold_doc(ledger: Ledger, hold_id: Any) -> dict[str, Any]:
-    doc = holds_collection(ledger).find_one({"_id": hold_id})
-    assert doc is not None
-    return dict(doc)
 
 
 # hold
@@ -131,6 +112,20 @@ def test_hold_reserves_the_available_balance(ledger: Ledger, engine: str) -> Non
     assert hold.created_at is not None
     assert hold.created_at.tzinfo is not None
     assert (ledger.verify()).ok
+
+
+def test_datetimes_in_a_holds_data_come_back_aware(ledger: Ledger) -> None:
+    """Decision 8: every datetime the library returns is timezone-aware UTC, extra data
+    included (as a transaction's is)."""
+    naive = datetime(2026, 6, 1, 9, 30)
+    hold_id = ledger.hold(WALLET, SHOP, 10, {"ordered_at": naive})
+    ledger.void(hold_id, {"cancelled_at": naive})
+    hold = ledger.get_hold(hold_id)
+    expected = naive.replace(tzinfo=timezone.utc)
+    assert hold.data["ordered_at"] == expected
+    assert hold.data["ordered_at"].tzinfo is not None
+    assert hold.void_data["cancelled_at"] == expected
+    assert hold.void_data["cancelled_at"].tzinfo is not None
 
 
 def test_every_debit_checks_the_available_balance(ledger: Ledger) -> None:
@@ -182,7 +177,7 @@ def test_auto_create_off_refuses_unknown_targets(db: Any) -> None:
         ledger.hold(wallet, SHOP, 5)
     with pytest.raises(AccountNotFound, match="ghost"):
         ledger.hold("ghost", wallet, 5)
-    assert holds_collection(ledger).count_documents({}) == 0
+    assert holds_of(ledger).count_documents({}) == 0
 
 
 def test_holds_without_a_cached_balance(db: Any) -> None:
@@ -625,7 +620,7 @@ def test_verify_reopens_a_captured_hold_whose_capture_never_posted(
 ) -> None:
     hold_id = ledger.hold(WALLET, SHOP, 30)
     ghost = ObjectId()  # what a capture that died midway without a DB transaction leaves
-    holds_collection(ledger).update_one(
+    holds_of(ledger).update_one(
         {"_id": hold_id}, {"$set": {"status": "captured", "operation_id": ghost}}
     )
     report = ledger.verify()
@@ -713,9 +708,9 @@ def test_reports_and_statistics_filter_by_currency(fx: Ledger) -> None:
 def test_currency_field_must_not_collide() -> None:
     for name in ("balance", "held", "min_balance", "amount", "status", "account_id", "$cur", "a.b"):
         with pytest.raises(InvalidConfiguration, match="currency_field"):
-            core.LedgerConfig(currency_field=name)
+            LedgerConfig(currency_field=name)
     with pytest.raises(InvalidConfiguration, match="holds_collection"):
-        core.LedgerConfig(holds_collection="")
+        LedgerConfig(holds_collection="")
 
 
 def test_errors_share_the_root(ledger: Ledger) -> None:

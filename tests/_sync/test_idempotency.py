@@ -10,6 +10,8 @@ import pytest
 from bson import Int64
 
 from mongoledger import IdempotencyConflict, Ledger
+from mongoledger._core.accounts import validate_account
+from mongoledger._core.idempotency import earlier_fingerprint, fingerprint
 from mongoledger._sync._io import to_list
 
 _IS_SYNC = True
@@ -71,6 +73,33 @@ def test_key_records_of_an_earlier_version_count_for_their_ledger(
     other = games.increase("a", 5, idempotency_key="k")
     assert other != first
     assert games.balance("a") == 5
+
+
+def test_a_key_the_previous_version_recorded_answers_a_retry_of_its_call(
+    db: Any,
+) -> None:
+    """Its record has the bare key as ``_id`` and that version's fingerprint, which differs
+    from this one's wherever an account reference holds a number: a retry after the upgrade
+    gets the first result, and another call with the key is still a conflict."""
+    ledger = Ledger(db)
+    wallet, shop = {"user_id": 7, "type": "wallet"}, {"shop_id": 3}
+    first = ledger.transfer(wallet, shop, 5, {"order": 1}, idempotency_key="pay-1")
+    args = [
+        (validate_account(wallet), -5, {"order": 1}),
+        (validate_account(shop), 5, {"order": 1}),
+    ]
+    assert earlier_fingerprint("transfer", args) != fingerprint("transfer", args)
+    store = ledger.database["ledger_idempotency"]
+    record = store.find_one({})
+    store.delete_one({"_id": record["_id"]})
+    earlier = {**record, "_id": "pay-1", "hash": earlier_fingerprint("transfer", args)}
+    store.insert_one(earlier)
+    again = ledger.transfer(wallet, shop, 5, {"order": 1}, idempotency_key="pay-1")
+    assert again == first
+    assert ledger.transactions.count_documents({}) == 2
+    with pytest.raises(IdempotencyConflict):
+        ledger.transfer(wallet, shop, 6, {"order": 1}, idempotency_key="pay-1")
+    assert ledger.balance(shop) == 5
 
 
 def test_a_retry_may_spell_numbers_differently(db: Any) -> None:

@@ -24,7 +24,7 @@ from mongoledger import (
     LedgerError,
     TransactionNotFound,
 )
-from mongoledger._sync._io import to_list
+from tests._sync.stored import snapshot
 
 _IS_SYNC = True
 
@@ -71,12 +71,6 @@ BAD_DATA = [
     ({"value": 2**64}, "value"),
     ("not a mapping", "not a mapping"),
 ]
-
-
-def snapshot(ledger: Ledger) -> tuple[list[Any], list[Any]]:
-    accounts = to_list(ledger.accounts.find({}).sort("_id", 1))
-    transactions = to_list(ledger.transactions.find({}).sort("_id", 1))
-    return accounts, transactions
 
 
 @pytest.fixture

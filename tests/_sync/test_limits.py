@@ -15,8 +15,8 @@ import pytest
 from bson import Int64, ObjectId
 
 from mongoledger import InvalidAmount, InvalidData, Ledger
-from mongoledger._core import HEADROOM, MAX_BSON_SIZE, MAX_DOCUMENT_SIZE
-from tests._sync.test_inputs import snapshot
+from mongoledger._core.schema import HEADROOM, MAX_BSON_SIZE, MAX_DOCUMENT_SIZE
+from tests._sync.stored import snapshot
 
 _IS_SYNC = True
 INT64_MIN = -(2**63)

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from mongoledger import InvalidAmount, InvalidArgument, Ledger, _core
+from mongoledger import InvalidAmount, InvalidArgument, Ledger
+from mongoledger._core.reads import HISTORY_PAGE, REPORT_PAGE
+from mongoledger._sync import _reads as reads
 
 _IS_SYNC = True
 
@@ -66,9 +68,9 @@ def test_bad_sorts(ledger: Ledger, sort: Any) -> None:
 def test_history_and_report_return_one_page_by_default(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert (_core.HISTORY_PAGE, _core.REPORT_PAGE) == (100, 100)
-    monkeypatch.setattr(_core, "HISTORY_PAGE", 3)
-    monkeypatch.setattr(_core, "REPORT_PAGE", 2)
+    assert (HISTORY_PAGE, REPORT_PAGE) == (100, 100)
+    monkeypatch.setattr(reads, "HISTORY_PAGE", 3)
+    monkeypatch.setattr(reads, "REPORT_PAGE", 2)
     for i in range(5):
         ledger.increase("a", i + 1)
     ledger.increase("b", 1)

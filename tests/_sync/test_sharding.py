@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from bson import Int64
 
-from mongoledger import InsufficientFunds, InvalidAccount, Ledger, _core
+from mongoledger import InsufficientFunds, InvalidAccount, Ledger
+from mongoledger._core.accounts import attributes_key
 from tests._sync.racing import hold_writes_until_all_looked_up, race
 
 _IS_SYNC = True
@@ -80,7 +81,7 @@ def test_sharded_accounts_have_no_unique_index_but_id(sharded: Ledger) -> None:
 def test_sharded_accounts_are_created_once_by_digest_id(sharded: Ledger) -> None:
     ids = sharded.transfer({"user_id": 7, "type": "wallet"}, {"type": "revenue"}, 5)
     wallet = sharded.get_transaction(ids[0])
-    key = _core.attributes_key({"type": "wallet", "user_id": 7})
+    key = attributes_key({"type": "wallet", "user_id": 7})
     assert wallet.account_id == key
     doc = sharded.accounts.find_one({"_id": key})
     assert doc["user_id"] == 7
@@ -93,7 +94,7 @@ def test_sharded_accounts_are_created_once_by_digest_id(sharded: Ledger) -> None
         sharded.open_account({"user_id": 7, "type": "wallet"}, min_balance=0)
     assert sharded.accounts.count_documents({}) == 2
     guarded = sharded.open_account({"user_id": 8}, min_balance=0)
-    assert guarded == _core.attributes_key({"user_id": 8})
+    assert guarded == attributes_key({"user_id": 8})
     with pytest.raises(InsufficientFunds):
         sharded.decrease({"user_id": 8}, 1)
     assert (sharded.verify()).ok

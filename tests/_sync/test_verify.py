@@ -9,12 +9,17 @@ import random
 import threading
 from typing import Any
 
+import pytest
+from bson import Int64, ObjectId
+
 from mongoledger import Ledger
 from mongoledger._sync._io import maybe_await, sleep, to_list
 from mongoledger.memory import MemoryClient
+from tests._sync.stored import snapshot
 
 _IS_SYNC = True
 ACCOUNTS = [f"acct-{i}" for i in range(6)]
+INT64_MAX = 2**63 - 1
 
 
 def test_verify_and_repair_while_writers_run() -> None:
@@ -133,6 +138,113 @@ def test_verify_reports_a_balance_below_its_floor(db: Any) -> None:
         (guarded, -2, 0)
     ]
     assert not report.ok  # money below a floor is a decision for a person, never repaired
+
+
+def test_verify_checks_floors_on_the_available_balance(db: Any) -> None:
+    """The guards keep balance minus held at or above the floor; so does verify's check: a
+    debit around the guard that left the balance above the floor but spent held money is a
+    violation, and a held sum that merely drifted is a held mismatch, not a violation."""
+    ledger = Ledger(db)
+    spent = ledger.open_account({"user": 1}, min_balance=0)
+    ledger.increase(spent, 100)
+    ledger.hold(spent, {"shop": 1}, 60)  # available 40
+    drifted = ledger.open_account({"user": 2}, min_balance=0)
+    ledger.increase(drifted, 100)
+    ledger.hold(drifted, {"shop": 1}, 60)
+    # A debit of 70 around the guard: the balance (30) stays above the floor, the available
+    # balance (-30) does not.
+    ledger.accounts.update_one({"_id": spent}, {"$set": {"min_balance": -1000}})
+    ledger.decrease(spent, 70)
+    ledger.accounts.update_one({"_id": spent}, {"$set": {"min_balance": 0}})
+    # A held sum 50 too high (what a failed void leaves without DB transactions).
+    ledger.accounts.update_one({"_id": drifted}, {"$inc": {"held": 50}})
+    report = ledger.verify()
+    assert [(f.account_id, f.balance, f.held, f.available) for f in report.floor_violations] == [
+        (spent, 30, 60, -30)
+    ]
+    assert [(m.account_id, m.cached, m.calculated) for m in report.held_mismatches] == [
+        (drifted, 110, 60)
+    ]
+    repaired = ledger.verify(repair=True)
+    assert repaired.repaired_held == [drifted]
+    assert [f.account_id for f in repaired.floor_violations] == [spent]  # for a person
+    ledger.void(ledger.hold(drifted, {"shop": 1}, 40))  # the guard agrees
+    assert [f.account_id for f in (ledger.verify()).floor_violations] == [spent]
+
+
+class ServerSums:
+    """Makes a collection's ``aggregate`` answer as a server does when a ``$sum`` of int64
+    values overflows: a double (the engines give an integer past int64)."""
+
+    def __init__(self, collection: Any, monkeypatch: Any) -> None:
+        aggregate = collection.aggregate
+
+        def as_a_server(pipeline: Any, *args: Any, **kwargs: Any) -> Any:
+            rows = to_list(maybe_await(aggregate(pipeline, *args, **kwargs)))
+            return FakeCursor([self.doubled(row) for row in rows])
+
+        monkeypatch.setattr(collection, "aggregate", as_a_server)
+
+    @staticmethod
+    def doubled(row: dict[str, Any]) -> dict[str, Any]:
+        past = [k for k, v in row.items() if isinstance(v, int) and abs(v) > INT64_MAX]
+        return {k: float(v) if k in past else v for k, v in row.items()}
+
+
+@pytest.mark.parametrize("server", [False, True], ids=["engine", "server-double"])
+def test_verify_reports_sums_past_int64_and_repairs_nothing_with_them(
+    db: Any, monkeypatch: Any, server: bool
+) -> None:
+    """Documents written around the ledger can sum past int64 (a server's $sum then gives a
+    double): verify reports the sums as unknown, never a truncated number, and its repair
+    writes neither a balance nor running balances nor a held sum it cannot store."""
+    ledger = Ledger(db)
+    ledger.increase("x", 1)
+    ledger.hold("x", "y", 1)
+    operation = ObjectId()
+    ledger.transactions.insert_many(
+        [
+            {
+                "_id": ObjectId(),
+                "account_id": "x",
+                "amount": Int64(2**62),
+                "date": None,
+                "operation_id": operation,
+                "kind": "increase",
+                "leg": i,
+                "legs": 2,
+            }
+            for i in range(2)
+        ]
+    )
+    holds = ledger.database[ledger.config.holds_collection]
+    holds.insert_many(
+        [
+            {
+                "from_account_id": "x",
+                "to_account_id": "y",
+                "amount": Int64(2**62),
+                "status": "pending",
+            }
+            for _ in range(2)
+        ]
+    )
+    if server:
+        ServerSums(ledger.transactions, monkeypatch)
+        ServerSums(holds, monkeypatch)
+    before = snapshot(ledger)
+    for repair in (False, True):
+        report = ledger.verify(repair=repair)
+        assert [(m.account_id, m.cached, m.calculated) for m in report.balance_mismatches] == [
+            ("x", 1, None)
+        ]
+        assert [(m.account_id, m.cached, m.calculated) for m in report.held_mismatches] == [
+            ("x", 1, None)
+        ]
+        assert {m.account_id for m in report.running_balance_mismatches} == {"x"}
+        assert report.repaired == report.repaired_held == report.repaired_histories == []
+        assert not report.ok
+    assert snapshot(ledger) == before
 
 
 def test_verify_finds_a_reversal_that_does_not_negate_its_original(db: Any) -> None:

@@ -1,4 +1,5 @@
-"""I/O-free change-stream logic: the server-side filter and the grouping of legs into operations.
+"""Change-stream events, I/O-free: the server-side filter, the grouping of legs into operations,
+the errors a stream ends with, and where a ``listen`` checkpoint is kept.
 
 The stream watches the ledger's database, filtered on the server to two collections: inserts
 into the transactions collection (the legs of every operation) and, in the holds collection,
@@ -23,17 +24,26 @@ from typing import Any
 
 from bson.timestamp import Timestamp
 
-from . import _core, _dates, _holds
-from ._core import LedgerConfig
-from .errors import (
+from mongoledger._core import schema
+from mongoledger._core.config import LedgerConfig
+from mongoledger._core.dates import utc
+from mongoledger._core.holds import hold_to_model
+from mongoledger._core.transactions import transaction_to_model
+from mongoledger.errors import (
     ChangeStreamError,
     ChangeStreamHistoryLost,
     ChangeStreamInvalidated,
     InvalidArgument,
 )
-from .models import EventKind, LedgerEvent, OperationKind
+from mongoledger.models import EventKind, LedgerEvent, OperationKind
 
-__all__ = ["Grouper", "change_stream_pipeline", "validate_kinds"]
+__all__ = [
+    "Grouper",
+    "change_stream_pipeline",
+    "checkpoint_id",
+    "translate_error",
+    "validate_kinds",
+]
 
 ENDING_EVENTS = ("drop", "rename", "dropDatabase", "invalidate")
 OPERATION_KINDS: tuple[OperationKind, ...] = (
@@ -95,7 +105,7 @@ def change_stream_pipeline(
     if leg_kinds:
         legs: dict[str, Any] = {"ns.coll": cfg.transactions_collection, "operationType": "insert"}
         if kinds is not None:
-            legs[f"fullDocument.{_core.KIND}"] = {"$in": leg_kinds}
+            legs[f"fullDocument.{schema.KIND}"] = {"$in": leg_kinds}
         if account_ids is not None:
             ids = list(account_ids)
             either = [{f"fullDocument.{cfg.account_link_field}": {"$in": ids}}]
@@ -112,7 +122,7 @@ def change_stream_pipeline(
             {
                 "ns.coll": cfg.holds_collection,
                 "operationType": "update",
-                f"updateDescription.updatedFields.{_core.STATUS}": {"$in": statuses},
+                f"updateDescription.updatedFields.{schema.STATUS}": {"$in": statuses},
             }
         )
         # A capture's pipeline update may be logged as a replacement (a server's choice).
@@ -120,15 +130,15 @@ def change_stream_pipeline(
             {
                 "ns.coll": cfg.holds_collection,
                 "operationType": "replace",
-                f"fullDocument.{_core.STATUS}": {"$in": statuses},
+                f"fullDocument.{schema.STATUS}": {"$in": statuses},
             }
         )
     for branch in hold_branches:
         if account_ids is not None:
             ids = list(account_ids)
             branch["$or"] = [
-                {f"fullDocument.{_core.FROM_ACCOUNT_ID}": {"$in": ids}},
-                {f"fullDocument.{_core.TO_ACCOUNT_ID}": {"$in": ids}},
+                {f"fullDocument.{schema.FROM_ACCOUNT_ID}": {"$in": ids}},
+                {f"fullDocument.{schema.TO_ACCOUNT_ID}": {"$in": ids}},
             ]
         branches.append(branch)
     # Events that end the stream always pass, so the consumer learns why it ended.
@@ -194,7 +204,7 @@ class Grouper:
         if kind != "insert" or not isinstance(doc, Mapping):
             self._last_token = change.get("_id")
             return None
-        operation_id = doc.get(_core.OPERATION_ID)
+        operation_id = doc.get(schema.OPERATION_ID)
         if operation_id in self._done:
             self._last_token = change.get("_id")
             return None
@@ -203,8 +213,8 @@ class Grouper:
             partial = _Partial(first_token=self._last_token, operation_id=operation_id)
             self._partial[operation_id] = partial
         if not partial.expected:
-            partial.expected = int(doc.get(_core.LEGS, 1))
-        partial.legs[int(doc.get(_core.LEG, 0))] = doc
+            partial.expected = int(doc.get(schema.LEGS, 1))
+        partial.legs[int(doc.get(schema.LEG, 0))] = doc
         partial.committed_at = committed_at(change)
         self._last_token = change.get("_id")
         if len(partial.legs) >= partial.expected:
@@ -226,10 +236,10 @@ class Grouper:
             fields = (change.get("updateDescription") or {}).get("updatedFields") or {}
             if op == "replace" and hold is not None:
                 fields = hold
-            kind = _CLOSING_KINDS.get(str(fields.get(_core.STATUS)))
-            operation_id = fields.get(_core.OPERATION_ID)
+            kind = _CLOSING_KINDS.get(str(fields.get(schema.STATUS)))
+            operation_id = fields.get(schema.OPERATION_ID)
             if operation_id is None and hold is not None:
-                operation_id = hold.get(_core.OPERATION_ID)
+                operation_id = hold.get(schema.OPERATION_ID)
             if kind is None:
                 self._last_token = token
                 return None
@@ -267,15 +277,13 @@ class Grouper:
         """Complete an operation with legs read from the collection (account-filtered streams)."""
         partial = self._partial[operation_id]
         for doc in docs:
-            partial.legs[int(doc.get(_core.LEG, 0))] = doc
+            partial.legs[int(doc.get(schema.LEG, 0))] = doc
         return self.finish(operation_id)
 
     def event(self, partial: _Partial, resume_token: Mapping[str, Any] | None) -> LedgerEvent:
         cfg = self._cfg
-        hold = None if partial.hold is None else _holds.hold_to_model(cfg, partial.hold)
-        transactions = [
-            _core.transaction_to_model(cfg, partial.legs[i]) for i in sorted(partial.legs)
-        ]
+        hold = None if partial.hold is None else hold_to_model(cfg, partial.hold)
+        transactions = [transaction_to_model(cfg, partial.legs[i]) for i in sorted(partial.legs)]
         account_ids: list[Any] = []
         if transactions:
             for tx in transactions:
@@ -295,7 +303,7 @@ class Grouper:
             kind=kind,
             transactions=transactions,
             account_ids=account_ids,
-            committed_at=_dates.utc(partial.committed_at),
+            committed_at=utc(partial.committed_at),
             resume_token=dict(resume_token or {}),
             hold_id=hold_id,
             hold=hold,
@@ -337,3 +345,8 @@ def translate_error(exc: Exception) -> Exception | None:
             "checkpoint document) or from a known time"
         )
     return None
+
+
+def checkpoint_id(cfg: LedgerConfig, name: str) -> dict[str, str]:
+    """The ``_id`` of a ``listen`` checkpoint: its name within its ledger."""
+    return {"ledger": cfg.transactions_collection, "name": name}

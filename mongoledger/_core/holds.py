@@ -1,4 +1,4 @@
-"""The I/O-free side of two-phase transfers (holds), shared by ``AsyncLedger`` and ``Ledger``.
+"""Two-phase transfers (holds): the I/O-free side, shared by ``AsyncLedger`` and ``Ledger``.
 
 A hold reserves part of an account's available balance (its balance minus its ``held`` sum)
 for another account. It is a document of the holds collection::
@@ -18,14 +18,17 @@ the diagnosis of a closing update that matched nothing, and the conversion to ``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import bson
 from bson import ObjectId
 
-from . import _core
-from ._core import (
+from mongoledger._core import clock
+from mongoledger._core.config import LedgerConfig
+from mongoledger._core.data import extra_data, place_data
+from mongoledger._core.dates import deep_utc, millis, utc
+from mongoledger._core.schema import (
     AMOUNT,
     CAPTURED_AMOUNT,
     CLOSED_AT,
@@ -38,14 +41,13 @@ from ._core import (
     STATUS,
     TO_ACCOUNT_ID,
     VOID_DATA,
-    LedgerConfig,
 )
-from .errors import HoldClosed, HoldExpired, HoldNotFound, InvalidAmount, InvalidArgument
-from .models import Hold
+from mongoledger._core.transactions import as_object_id
+from mongoledger.errors import HoldClosed, HoldExpired, HoldNotFound, InvalidAmount, InvalidArgument
+from mongoledger.models import Hold
 
 __all__ = [
     "STATUSES",
-    "as_utc",
     "capture_update",
     "closing_filter",
     "diagnose",
@@ -74,22 +76,10 @@ CLOSING_STATUS = {"capture": "captured", "void": "voided", "expire": "expired"}
 
 def validate_hold_id(value: object) -> ObjectId:
     """Hold ids are ObjectIds; a 24-hex-digit string is accepted (the CLI, JSON clients)."""
-    oid = _core.as_object_id(value)
+    oid = as_object_id(value)
     if oid is None:
         raise HoldNotFound(value, "not a hold id (an ObjectId or 24 hex digits)")
     return oid
-
-
-def as_utc(value: datetime) -> datetime:
-    """A datetime in UTC: naive ones are UTC already (as PyMongo returns them)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
-
-
-def _millis(value: datetime) -> datetime:
-    """At the millisecond precision BSON stores, so the stored value is the one validated."""
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 def validate_expiry(value: object, now: datetime) -> datetime | None:
@@ -100,13 +90,13 @@ def validate_expiry(value: object, now: datetime) -> datetime | None:
     if isinstance(value, timedelta):
         if value <= timedelta(0):
             raise InvalidArgument(f"expires_at {value!r} must be a positive duration")
-        return _millis(now + value)
+        return millis(now + value)
     if not isinstance(value, datetime):
         raise InvalidArgument(
             f"expires_at {value!r} is a {type(value).__name__}; pass a datetime (naive means "
             "UTC) or a timedelta from now"
         )
-    when = _millis(as_utc(value))
+    when = millis(utc(value))
     if when <= now:
         raise InvalidArgument(
             f"expires_at {value!r} is not in the future (now is {now.isoformat()}); a hold "
@@ -121,19 +111,19 @@ def expiry_fingerprint(value: object) -> Any:
     if isinstance(value, timedelta):
         return {"in_ms": int(value / timedelta(milliseconds=1))}
     if isinstance(value, datetime):
-        return {"at": _millis(as_utc(value))}
+        return {"at": millis(utc(value))}
     return value
 
 
 def validate_now(value: object) -> datetime:
     """The instant ``expire_holds`` releases up to (default: now)."""
     if value is None:
-        return _core.utcnow()
+        return clock.utcnow()
     if not isinstance(value, datetime):
         raise InvalidArgument(
             f"now {value!r} is a {type(value).__name__}, not a datetime (naive means UTC)"
         )
-    return _millis(as_utc(value))
+    return millis(utc(value))
 
 
 def validate_statuses(status: object) -> list[str]:
@@ -179,20 +169,11 @@ def hold_document(
         doc[IDEMPOTENCY_KEY], doc[IDEMPOTENCY_HASH] = idempotency
     if cfg.currency_field is not None and currency is not None:
         doc[cfg.currency_field] = currency
-    if cfg.data_field is not None:
-        if data:
-            doc[cfg.data_field] = dict(data)
-    else:
-        doc.update(data)
+    place_data(cfg, doc, data)
     return doc
 
 
 def hold_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Hold:
-    if cfg.data_field is not None:
-        data = dict(doc.get(cfg.data_field) or {})
-    else:
-        owned = cfg.owned_hold_fields
-        data = {k: v for k, v in doc.items() if k not in owned}
     captured = doc.get(CAPTURED_AMOUNT)
     return Hold(
         id=doc["_id"],
@@ -201,19 +182,15 @@ def hold_to_model(cfg: LedgerConfig, doc: Mapping[str, Any]) -> Hold:
         amount=int(doc[AMOUNT]),
         status=doc.get(STATUS, PENDING),
         captured_amount=None if captured is None else int(captured),
-        expires_at=_aware(doc.get(EXPIRES_AT)),
-        created_at=_aware(doc.get(CREATED_AT)),
-        closed_at=_aware(doc.get(CLOSED_AT)),
+        expires_at=utc(doc.get(EXPIRES_AT)),
+        created_at=utc(doc.get(CREATED_AT)),
+        closed_at=utc(doc.get(CLOSED_AT)),
         operation_id=doc.get(OPERATION_ID),
         idempotency_key=doc.get(IDEMPOTENCY_KEY),
         currency=doc.get(cfg.currency_field) if cfg.currency_field else None,
-        data=data,
-        void_data=dict(doc.get(VOID_DATA) or {}),
+        data=extra_data(cfg, doc, cfg.owned_hold_fields),
+        void_data=dict(deep_utc(doc.get(VOID_DATA) or {})),
     )
-
-
-def _aware(value: Any) -> Any:
-    return as_utc(value) if isinstance(value, datetime) else value
 
 
 # The guarded steps
@@ -291,9 +268,9 @@ def diagnose(
     status = doc.get(STATUS)
     expires = doc.get(EXPIRES_AT)
     if status == "expired" or (
-        status == PENDING and isinstance(expires, datetime) and as_utc(expires) <= now
+        status == PENDING and isinstance(expires, datetime) and utc(expires) <= now
     ):
-        raise HoldExpired(hold_id, _aware(expires))
+        raise HoldExpired(hold_id, utc(expires))
     if status != PENDING:
         raise HoldClosed(hold_id, str(status))
     held = int(doc[AMOUNT])

@@ -11,19 +11,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mongoledger import _core
-from mongoledger._core import LedgerConfig
+from mongoledger._core import schema
+from mongoledger._core.config import LedgerConfig
+from mongoledger._core.guards import below_floor
+from mongoledger._core.schema import INT64_MAX, INT64_MIN
 from mongoledger.models import BrokenHold, BrokenLink, RunningBalanceMismatch
 
 __all__ = [
-    "below_floor",
     "capture_legs_pipeline",
     "check_captures",
     "check_links",
+    "floor_candidate",
     "floor_violation_filter",
     "history_is_contiguous",
+    "is_floor_violation",
     "operation_anomalies_pipeline",
     "operations_count_pipeline",
+    "rewritable",
     "running_balance_mismatches",
 ]
 
@@ -34,9 +38,9 @@ def operation_anomalies_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
     return [
         {
             "$group": {
-                "_id": f"${_core.OPERATION_ID}",
-                "kind": {"$first": f"${_core.KIND}"},
-                "legs": {"$first": f"${_core.LEGS}"},
+                "_id": f"${schema.OPERATION_ID}",
+                "kind": {"$first": f"${schema.KIND}"},
+                "legs": {"$first": f"${schema.LEGS}"},
                 "count": {"$sum": 1},
                 "total": {"$sum": f"${cfg.amount_field}"},
             }
@@ -53,11 +57,11 @@ def operation_anomalies_pipeline(cfg: LedgerConfig) -> list[dict[str, Any]]:
 
 
 def operations_count_pipeline() -> list[dict[str, Any]]:
-    return [{"$group": {"_id": f"${_core.OPERATION_ID}"}}, {"$count": "operations"}]
+    return [{"$group": {"_id": f"${schema.OPERATION_ID}"}}, {"$count": "operations"}]
 
 
 def history_is_contiguous(row: Mapping[str, Any]) -> bool:
-    """Whether an account's legs are numbered 1..count (a row of ``_core.balances_pipeline``).
+    """Whether an account's legs are numbered 1..count (a row of ``reads.balances_pipeline``).
 
     A leg the ledger compensated while another operation took the next number (possible only
     without DB transactions) leaves a gap, and that operation's ``balance_after`` counted the
@@ -75,8 +79,8 @@ def running_balance_mismatches(
     running = 0
     for position, doc in enumerate(legs, start=1):
         running += int(doc[cfg.amount_field])
-        seq = doc.get(_core.ACCOUNT_SEQ)
-        recorded = doc.get(_core.BALANCE_AFTER)
+        seq = doc.get(schema.ACCOUNT_SEQ)
+        recorded = doc.get(schema.BALANCE_AFTER)
         expected = running if cfg.balance_field is not None else None
         if seq != position or (expected is not None and recorded != expected):
             out.append(
@@ -92,21 +96,43 @@ def running_balance_mismatches(
     return out
 
 
-def below_floor(cfg: LedgerConfig, doc: Mapping[str, Any]) -> bool:
-    """Whether the account's cached balance is below its ``min_balance``: a floor above the
-    balance of a new account is allowed (it refuses debits), a debit that ended below it is
-    not (see :func:`floor_violation_filter`)."""
-    floor = doc.get(_core.MIN_BALANCE)
+def rewritable(mismatches: Sequence[RunningBalanceMismatch]) -> bool:
+    """Whether a repair can write every expected running balance (each fits int64: a history
+    written around the ledger may sum past it, and is then reported, not rewritten)."""
+    return all(
+        m.expected_balance_after is None or INT64_MIN <= m.expected_balance_after <= INT64_MAX
+        for m in mismatches
+    )
+
+
+def floor_candidate(cfg: LedgerConfig, doc: Mapping[str, Any], held: int) -> bool:
+    """Whether an account document is below its floor by the guards' measure: its available
+    balance (its cached balance minus ``held``, the sum of its pending holds) is below its
+    ``min_balance``. Not every such account is a violation (see :func:`is_floor_violation`)."""
+    floor = doc.get(schema.MIN_BALANCE)
     balance = doc.get(cfg.balance_field) if cfg.balance_field else None
-    return isinstance(floor, int) and isinstance(balance, int) and balance < floor
+    return isinstance(floor, int) and isinstance(balance, int) and below_floor(balance, held, floor)
 
 
-def floor_violation_filter(cfg: LedgerConfig, doc: Mapping[str, Any]) -> dict[str, Any]:
+def is_floor_violation(held: int, debit_below: bool) -> bool:
+    """Whether an account below its floor got there past the guards.
+
+    A floor above the balance of a new account is allowed (it refuses debits and holds until
+    money comes in). Every step that lowers the available balance is guarded: a pending hold
+    was placed only where it fitted, and a legitimate debit never ends with its running
+    balance (``balance_after``) below the floor, held money included. So an account below its
+    floor with money held, or with a debit that ended below it (``debit_below``, see
+    :func:`floor_violation_filter`), was taken there around the guards.
+    """
+    return held > 0 or debit_below
+
+
+def floor_violation_filter(cfg: LedgerConfig, account_id: Any, floor: int) -> dict[str, Any]:
     """The debit legs of an account that ended below its floor, which its guard forbids."""
     return {
-        cfg.account_link_field: doc["_id"],
+        cfg.account_link_field: account_id,
         cfg.amount_field: {"$lt": 0},
-        _core.BALANCE_AFTER: {"$lt": doc[_core.MIN_BALANCE]},
+        schema.BALANCE_AFTER: {"$lt": floor},
     }
 
 
@@ -114,7 +140,7 @@ def check_links(cfg: LedgerConfig, docs: list[Mapping[str, Any]]) -> list[Broken
     by_id = {repr(d["_id"]): d for d in docs}
     broken = []
     for doc in docs:
-        reverts = doc.get(_core.REVERTS)
+        reverts = doc.get(schema.REVERTS)
         if reverts is not None:
             target = by_id.get(repr(reverts))
             if target is None:
@@ -124,13 +150,13 @@ def check_links(cfg: LedgerConfig, docs: list[Mapping[str, Any]]) -> list[Broken
                         problem=f"reverts {reverts!r}, which is missing or not marked",
                     )
                 )
-            elif target.get(_core.REVERTED_BY) != doc["_id"]:
+            elif target.get(schema.REVERTED_BY) != doc["_id"]:
                 broken.append(
                     BrokenLink(
                         transaction_id=doc["_id"],
                         problem=(
                             f"reverts {reverts!r}, which is marked reverted_by "
-                            f"{target.get(_core.REVERTED_BY)!r}"
+                            f"{target.get(schema.REVERTED_BY)!r}"
                         ),
                     )
                 )
@@ -144,10 +170,10 @@ def check_links(cfg: LedgerConfig, docs: list[Mapping[str, Any]]) -> list[Broken
                         ),
                     )
                 )
-        reverted_by = doc.get(_core.REVERTED_BY)
+        reverted_by = doc.get(schema.REVERTED_BY)
         if reverted_by is not None:
             reversal = by_id.get(repr(reverted_by))
-            if reversal is None or reversal.get(_core.REVERTS) != doc["_id"]:
+            if reversal is None or reversal.get(schema.REVERTS) != doc["_id"]:
                 broken.append(
                     BrokenLink(
                         transaction_id=doc["_id"],
@@ -163,8 +189,8 @@ def check_links(cfg: LedgerConfig, docs: list[Mapping[str, Any]]) -> list[Broken
 def capture_legs_pipeline() -> list[dict[str, Any]]:
     """Per hold, the operations whose legs name it (served by the partial ``hold_id`` index)."""
     return [
-        {"$match": {_core.HOLD_ID: {"$exists": True}}},
-        {"$group": {"_id": f"${_core.HOLD_ID}", "operations": {"$addToSet": "$operation_id"}}},
+        {"$match": {schema.HOLD_ID: {"$exists": True}}},
+        {"$group": {"_id": f"${schema.HOLD_ID}", "operations": {"$addToSet": "$operation_id"}}},
     ]
 
 
@@ -174,11 +200,11 @@ def check_captures(
     """Every captured hold has its capture's legs, and every capture's legs name a hold that
     this capture closed. (A revert of a capture writes legs without ``hold_id``.)"""
     by_hold = {repr(row["_id"]): [repr(op) for op in row["operations"]] for row in legs}
-    closed_by = {repr(h["_id"]): repr(h.get(_core.OPERATION_ID)) for h in captured}
+    closed_by = {repr(h["_id"]): repr(h.get(schema.OPERATION_ID)) for h in captured}
     broken = [
         BrokenHold(
             hold_id=hold["_id"],
-            problem=f"captured by operation {hold.get(_core.OPERATION_ID)!r}, which has no "
+            problem=f"captured by operation {hold.get(schema.OPERATION_ID)!r}, which has no "
             "transactions (a capture that failed midway without a DB transaction)",
         )
         for hold in captured

@@ -1,5 +1,5 @@
-"""I/O-free date logic: date arguments, returned datetimes, the ``balance_at`` shortcut and the
-period buckets of ``statistics``.
+"""Dates: date arguments, returned datetimes, the ``balance_at`` shortcut
+and the period buckets of ``statistics``.
 
 Dates the ledger writes are BSON dates (``date_value=None``) or whatever a ``date_value``
 gives (Decision 4: stored as given, e.g. yii2tech's integer timestamps). A date argument must
@@ -10,7 +10,7 @@ it with nothing and the answer is a silent 0 or an empty list.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import bson
 
-from .errors import InvalidArgument
+from mongoledger.errors import InvalidArgument
 
 __all__ = [
     "DateKind",
@@ -26,9 +26,11 @@ __all__ = [
     "comparable",
     "date_kind",
     "deep_utc",
+    "millis",
     "naive_utc",
     "period_buckets",
     "same_stored",
+    "settle_date",
     "shortcut_serves",
     "utc",
     "validate_timezone",
@@ -37,6 +39,11 @@ __all__ = [
 DateKind = str  # "datetime" | "number" | "string": the classes a MongoDB query compares within
 
 _NUMBERS = (int, float, bson.Int64, bson.Decimal128)
+
+
+def millis(value: datetime) -> datetime:
+    """``value`` at the millisecond precision BSON stores, so what is stored is what was given."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 def utc(value: Any) -> Any:
@@ -64,8 +71,7 @@ def comparable(value: Any) -> Any:
     """``value`` as the server stores it, for comparing in Python: datetimes aware UTC at
     millisecond precision, Int64 as int."""
     if isinstance(value, datetime):
-        moment = utc(value)
-        return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        return millis(utc(value))
     if isinstance(value, bson.Int64):
         return int(value)
     return value
@@ -137,6 +143,37 @@ def naive_utc(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(timezone.utc).replace(tzinfo=None)
     return value
+
+
+def settle_date(
+    date: Any, latest: Sequence[tuple[Any, Any]], *, chosen: bool
+) -> tuple[Any, list[Any]]:
+    """An operation's date once its accounts' dates are in order, and the accounts to update.
+
+    ``latest`` holds each moved account's ``last_date`` as its leg's update returned it (the
+    update raised it to ``date``): a later value means the account already has a later date.
+    When the ledger ``chosen`` the date (its own "now"), the date moves up to the latest of
+    them (a clock behind another writer's, or a writer that committed between this one's clock
+    read and its write), and the accounts below it must have their ``last_date`` raised to it.
+    A date given by ``date_value`` stays as given, and the accounts it backdates must record
+    it in ``backdated_from``. Each account is listed once; none on the common path.
+    """
+    if all(same_stored(last, date) for _, last in latest):
+        return date, []  # the common path: every account's dates are in order
+    stamp = comparable(date)
+    later = [
+        comparable(last) for _, last in latest if last is not None and comparable(last) != stamp
+    ]
+    if not later:
+        return date, []
+    target = max([stamp, *(d for d in later if isinstance(d, datetime))]) if chosen else stamp
+    behind: list[Any] = []
+    seen: set[str] = set()
+    for account_id, last in latest:
+        if repr(account_id) not in seen and comparable(last) != target:
+            seen.add(repr(account_id))
+            behind.append(account_id)
+    return (target if chosen else date), behind
 
 
 def shortcut_serves(when: Any, last_date: Any, backdated_from: Any) -> bool:
