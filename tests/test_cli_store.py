@@ -66,6 +66,28 @@ def test_contradictory_targets_are_usage_errors(
     assert list(tmp_path.iterdir()) == []  # nothing created
 
 
+def test_serve_connects_its_async_client_where_the_other_commands_connect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mongomock
+
+    import mongoledger.cli._connection as connection
+    from mongoledger.cli._context import async_database
+
+    seen: list[Target] = []
+
+    def fake(target: Target, **_: Any) -> Any:
+        seen.append(target)
+        return {"ledger": "the async database"}
+
+    monkeypatch.setattr(connection, "connect_async", fake)
+    args = build_parser({"MONGOLEDGER_URI": "mongodb://db9:27017"}).parse_args(["serve"])
+    # A database that is not the in-process engine's (whose server would be shared instead).
+    ctx: Any = type("Ctx", (), {"ledger": Ledger(mongomock.MongoClient()["ledger"])})()
+    assert async_database(args, ctx) == "the async database"
+    assert seen == [Target("uri", uri="mongodb://db9:27017")]
+
+
 @pytest.mark.parametrize(
     ("platform", "environ", "expected"),
     [
