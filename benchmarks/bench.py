@@ -1,5 +1,5 @@
-"""Benchmark: commands per operation, throughput against a hand-written PyMongo baseline, and
-growth with collection size.
+"""Benchmark: commands per operation, throughput against a hand-written PyMongo baseline, the
+cost of contention on hot accounts, and growth with collection size.
 
     scripts/bench [--uri URI] [--quick] [--large] [--only OPS] [--cpu] [--json PATH]
 
@@ -13,6 +13,9 @@ that server, counted with PyMongo's command monitoring, in a throw-away database
   careful user would without the library (one ``with_transaction`` per operation: ``$inc`` per
   account with ``update_one`` and one ``insert``), on the same engine in the same run. Each
   async worker writes to its own accounts, so concurrency measures the engine, not conflicts.
+* **Contention**: transfers among 3 hot accounts by 8 threads and by 64 tasks at once:
+  transfers/s, WriteConflicts per committed transfer (the engine counts them; on a server,
+  command monitoring's failed commands with code 112) and p50/p99 latency of a transfer.
 * **Growth**: the first ``history`` page, ``balance_at``, the first ``report`` page and
   ``verify`` on collections of N transactions (about 100 per account), loaded in bulk in the
   ledger's own document shapes; the growth exponent is the least-squares slope of
@@ -37,6 +40,7 @@ import platform
 import random
 import statistics
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -133,6 +137,7 @@ class _Listener(monitoring.CommandListener):
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.captured: list[tuple[str, dict[str, Any]]] | None = None  # (database, command)
+        self.conflicts = 0  # commands that failed with WriteConflict (112)
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.counts[event.command_name] += 1
@@ -143,7 +148,8 @@ class _Listener(monitoring.CommandListener):
         pass
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        if (event.failure or {}).get("code") == 112:
+            self.conflicts += 1
 
 
 @dataclass
@@ -155,6 +161,7 @@ class Target:
     async_: Any
     counts: Callable[[], Counter[str]]
     reset: Callable[[], None]
+    conflicts: Callable[[], int]  # WriteConflict answers so far
     databases: list[str] = field(default_factory=list)
     listener: _Listener | None = None  # a real server's command monitoring
     uri: str | None = None  # a real server's (an async client of it serves one event loop)
@@ -180,6 +187,7 @@ def memory_target(oplog_size: int | None = None) -> Target:
         AsyncMemoryClient(server=server),
         lambda: Counter(server.command_counts),
         server.reset_command_counts,
+        lambda: server.write_conflicts,
     )
 
 
@@ -194,6 +202,7 @@ def uri_target(uri: str) -> Target:
         async_,
         lambda: Counter(listener.counts),
         listener.counts.clear,
+        lambda: listener.conflicts,
         listener=listener,
         uri=uri,
     )
@@ -651,6 +660,114 @@ def web_rows(target: Target, cfg: Settings, log: Callable[[str], None]) -> list[
         gc.unfreeze()
 
 
+# --------------------------------------------------------------------------- contention
+
+HOT = 3  # accounts every worker transfers among
+CONTENDERS = (("threads", 8), ("tasks", 64))
+
+
+def contention(target: Target, cfg: Settings, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Transfers among ``HOT`` hot accounts by 8 threads, then by 64 tasks: what hot
+    accounts cost when transactions overlap and conflict (each conflict is a WriteConflict
+    that with_transaction retried)."""
+    sync_db, async_db = target.database("contention")
+    ledger = Ledger(sync_db)
+    hot = [ledger.open_account({"bench": "hot", "n": n}) for n in range(HOT)]
+    for account in hot:
+        ledger.increase(account, 10**12)  # never short of funds
+    rows = []
+    for kind, workers in CONTENDERS:
+        per_worker = max(cfg.ops // workers, 2)
+        latencies: list[float] = []
+        before = target.conflicts()
+        if kind == "threads":
+            elapsed = contend_threads(ledger, hot, workers, per_worker, latencies, cfg)
+        else:
+            elapsed = asyncio.run(
+                contend_tasks(AsyncLedger(async_db), hot, workers, per_worker, latencies, cfg)
+            )
+        conflicts = target.conflicts() - before
+        rows.append(contention_row(kind, workers, latencies, elapsed, conflicts))
+        r = rows[-1]
+        log(
+            f"  {workers:3d} {kind:7s} {r['ops_s']:8.0f} transfers/s  {r['conflicts_per_op']:.2f} "
+            f"conflicts per transfer  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+        )
+    gc.unfreeze()
+    return rows
+
+
+def contend_threads(
+    ledger: Ledger,
+    hot: list[Any],
+    workers: int,
+    per_worker: int,
+    latencies: list[float],
+    cfg: Settings,
+) -> float:
+    def work(w: int) -> None:
+        rng = random.Random(w)
+        for _ in range(per_worker):
+            a, b = rng.sample(hot, 2)
+            start = time.perf_counter()
+            ledger.transfer(a, b, 1)
+            latencies.append(time.perf_counter() - start)
+
+    barrier = threading.Barrier(workers + 1)
+
+    def target(w: int) -> None:
+        barrier.wait()
+        work(w)
+
+    threads = [threading.Thread(target=target, args=(w,)) for w in range(workers)]
+    for thread in threads:
+        thread.start()
+    with timed_block(cfg.collector):
+        barrier.wait()
+        start = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        return time.perf_counter() - start
+
+
+async def contend_tasks(
+    ledger: AsyncLedger,
+    hot: list[Any],
+    workers: int,
+    per_worker: int,
+    latencies: list[float],
+    cfg: Settings,
+) -> float:
+    async def work(w: int) -> None:
+        rng = random.Random(w)
+        for _ in range(per_worker):
+            a, b = rng.sample(hot, 2)
+            start = time.perf_counter()
+            await ledger.transfer(a, b, 1)
+            latencies.append(time.perf_counter() - start)
+
+    await ledger.transfer(hot[0], hot[1], 1)  # warm: transaction detection
+    with timed_block(cfg.collector):
+        start = time.perf_counter()
+        await asyncio.gather(*(work(w) for w in range(workers)))
+        return time.perf_counter() - start
+
+
+def contention_row(
+    kind: str, workers: int, latencies: list[float], elapsed: float, conflicts: int
+) -> dict[str, Any]:
+    cuts = statistics.quantiles(latencies, n=100)
+    return {
+        "mode": f"{workers} {kind}",
+        "transfers": len(latencies),
+        "ops_s": round(len(latencies) / elapsed, 1),
+        "conflicts": conflicts,
+        "conflicts_per_op": round(conflicts / len(latencies), 3),
+        "p50_ms": round(statistics.median(latencies) * 1000, 3),
+        "p99_ms": round(cuts[98] * 1000, 3),
+    }
+
+
 def alternate(sides: list[T], round_number: int) -> list[T]:
     """The sides in the order of this round: each goes first in every other round, so neither
     always runs on the heap and caches the other one left."""
@@ -1022,6 +1139,23 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['operation']} | {r['mode']} | {r['ledger_ops_s']:,.0f} | "
             f"{r['baseline_ops_s']:,.0f} | {ratio:.2f}{mark} |"
         )
+    if results.get("contention"):
+        out.append("")
+        out.append(f"### Contention: transfers among {HOT} hot accounts")
+        out.append("")
+        out.append(
+            "Every transfer moves two of the three accounts, so concurrent transactions "
+            "conflict (WriteConflict, retried by with_transaction after a backoff): the cost "
+            "of hot accounts."
+        )
+        out.append("")
+        out.append("| workers | transfers | transfers/s | conflicts per transfer | p50 | p99 |")
+        out.append("|---|---:|---:|---:|---:|---:|")
+        out.extend(
+            f"| {r['mode']} | {r['transfers']:,} | {r['ops_s']:,.0f} | "
+            f"{r['conflicts_per_op']:.2f} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms |"
+            for r in results["contention"]
+        )
     if results.get("web"):
         from benchmarks.web import markdown_rows
 
@@ -1150,6 +1284,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         commands = count_commands(target, ledger, pool)
         log(f"throughput (best of {cfg.rounds}, {cfg.ops} operations each)")
         rates = throughput(target, cfg, log)
+        log(f"contention: transfers among {HOT} hot accounts")
+        hot = contention(target, cfg, log)
         log("the web app (mongoledger.web) vs the library")
         web = web_rows(target, cfg, log)
     finally:
@@ -1169,6 +1305,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     results = {
         "commands": commands,
         "throughput": rates,
+        "contention": hot,
         "web": web,
         "growth": grown,
         "explain": plans,

@@ -46,6 +46,11 @@ def test_quick_run_writes_json(tmp_path: Path) -> None:
     assert all(
         row["ledger_ops_s"] > 0 and row["baseline_ops_s"] > 0 for row in results["throughput"]
     )
+    hot = {row["mode"]: row for row in results["contention"]}
+    assert set(hot) == {"8 threads", "64 tasks"}
+    assert all(row["ops_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0 for row in hot.values())
+    assert hot["64 tasks"]["conflicts"] > 0  # the tasks' transactions really overlapped
+    assert "### Contention: transfers among 3 hot accounts" in proc.stdout
     web = {row["operation"]: row for row in results["web"]}
     assert set(web) == {"balance read", "increase"}
     assert all(row["app_ops_s"] > 0 and row["library_ops_s"] > 0 for row in web.values())

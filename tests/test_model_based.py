@@ -10,11 +10,18 @@ history (rows, order and running balances), every hold's status and ``verify()``
 with it, and the ledger's invariants must hold: ``balance - held >= min_balance`` on floored
 accounts, ``held`` = the sum of the account's pending holds, the balances sum to the money
 that entered and left, and a hold closes at most once.
+
+With concurrency on (the ``concurrently`` rule), a step runs a batch of increases and
+transfers in threads at once: their transactions overlap and conflict on the engine as on a
+replica set. The batch holds only operations no order can refuse, so the model predicts the
+balances; each account's new rows must be exactly the batch's legs, in some commit order,
+with running balances that chain.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -373,6 +380,70 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # Invariants
 
+    @rule(
+        ops=st.lists(
+            st.tuples(st.booleans(), NAMES, NAMES, AMOUNTS, st.booleans()), min_size=2, max_size=5
+        )
+    )
+    def concurrently(self, ops: list[tuple[bool, int, int, int, bool]]) -> None:
+        """Increases and transfers at once, each in its own thread."""
+        batch: list[tuple[tuple[Any, ...], list[tuple[int, int]], str | None]] = []
+        debits: dict[int, int] = {}
+        for is_transfer, a, b, amount, keyed in ops:
+            if is_transfer and a == b:
+                continue
+            legs = [(a, -amount), (b, amount)] if is_transfer else [(a, amount)]
+            source = self.accounts.get(a)
+            floor = None if source is None else source.floor
+            debit = debits.get(a, 0) + (amount if is_transfer else 0)
+            available = 0 if source is None else source.balance - self.held(a)
+            if is_transfer and floor is not None and available - debit < floor:
+                continue  # some order could refuse it: not a batch the model can predict
+            debits[a] = debit
+            call = (
+                ("transfer", ref(a), ref(b), amount)
+                if is_transfer
+                else ("increase", ref(a), amount)
+            )
+            batch.append((call, legs, self.key(keyed)))
+        results: list[Any] = [None] * len(batch)
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(len(batch)) if batch else None
+
+        def run(i: int) -> None:
+            try:
+                assert barrier is not None
+                barrier.wait()
+                results[i] = self.invoke(batch[i][0], batch[i][2])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(batch))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        new_rows: dict[int, dict[ObjectId, int]] = {}
+        for (call, legs, key), result in zip(batch, results, strict=True):
+            ids = result if isinstance(result, list) else [result]
+            external = legs[0][1] if call[0] == "increase" else 0
+            op = ModelOperation(legs, ids, external)
+            self.operations.append(op)
+            for (name, amount), tid in zip(legs, ids, strict=True):
+                self.by_id[tid] = op
+                new_rows.setdefault(name, {})[tid] = amount
+            if key is not None:
+                self.keys[key] = (call, ids)
+        for name, rows in new_rows.items():
+            acc = self.accounts.setdefault(name, ModelAccount())
+            latest = self.ledger.history(ref(name), limit=len(rows))[::-1]  # commit order
+            assert {row.id for row in latest} == set(rows), name
+            for row in latest:
+                acc.balance += rows[row.id]
+                assert row.balance_after == acc.balance, name
+                acc.rows.append((row.id, rows[row.id], acc.balance))
+
     @invariant()
     def balances_match(self) -> None:
         for name, acc in self.accounts.items():
@@ -403,7 +474,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def histories_match(self) -> None:
         for name, acc in self.accounts.items():
-            rows = self.ledger.history(ref(name))
+            rows = self.ledger.history(ref(name), limit=len(acc.rows) + 1)  # one page: all
             got = [(row.id, row.amount, row.balance_after) for row in rows]
             assert got == list(reversed(acc.rows)), name
 

@@ -1,10 +1,18 @@
-"""Change streams over the engine's oplog: resume tokens, event shapes, stage application."""
+"""Change streams over the engine's oplog: resume tokens, event shapes, stage application.
+
+Events have the server's shapes (``change_stream_event_transform.cpp``): pre- and post-images
+(``fullDocumentBeforeChange``, ``fullDocument: "whenAvailable" | "required"``) where the
+collection records them, ``showExpandedEvents`` (``create``, ``createIndexes``,
+``dropIndexes``, ``modify``; ``collectionUUID``, ``operationDescription``,
+``updateDescription.disambiguatedPaths``), and the events that end a stream: ``drop`` and
+``rename`` of its collection (either side of the rename) and ``dropDatabase``.
+"""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bson.int64 import Int64
 from bson.timestamp import Timestamp
@@ -12,7 +20,12 @@ from mongomock import aggregate as _mm_aggregate
 from mongomock import filtering as _mm_filtering
 from pymongo.errors import OperationFailure
 
-from ._engine import Document, MemoryServer, _Entry, operation_failure
+from ._bson import Document
+from ._errors import operation_failure
+from ._oplog import Entry
+
+if TYPE_CHECKING:
+    from ._engine import Engine
 
 mm_aggregate: Any = _mm_aggregate
 mm_filtering: Any = _mm_filtering
@@ -40,11 +53,15 @@ _OTHER_KNOWN_STAGES = {
     "$vectorSearch",
 }
 _FULL_DOCUMENT = {None, "default", "updateLookup", "whenAvailable", "required"}
+_BEFORE_CHANGE = {None, "off", "whenAvailable", "required"}
+# Events a stream shows only with showExpandedEvents.
+_EXPANDED = frozenset({"create", "createIndexes", "dropIndexes", "modify", "shardCollection"})
+_PRE_IMAGE_OPS = frozenset({"update", "replace", "delete"})
 _TOKEN_LEN = 2 + 8 + 8 + 16 + 16 + 2
 
 
 def make_token(
-    server: MemoryServer, pos: int, ct: Timestamp | None, invalidate: bool = False
+    server: Engine, pos: int, ct: Timestamp | None, invalidate: bool = False
 ) -> Document:
     """A resume token ``{"_data": <hex>}`` naming an oplog position ("resume before pos")."""
     t = ct or Timestamp(0, 0)
@@ -52,7 +69,7 @@ def make_token(
     return {"_data": f"82{t.time:08X}{t.inc:08X}{server.server_id}{pos:016X}{flag}"}
 
 
-def _parse_token(server: MemoryServer, token: Any) -> tuple[int, bool]:
+def _parse_token(server: Engine, token: Any) -> tuple[int, bool]:
     data = token.get("_data") if isinstance(token, Mapping) else None
     try:
         if not isinstance(data, str) or len(data) != _TOKEN_LEN or not data.startswith("82"):
@@ -66,6 +83,15 @@ def _parse_token(server: MemoryServer, token: Any) -> tuple[int, bool]:
     if pos > server.oplog_end:
         raise _not_found(token)
     return pos, data[50:] == "01"
+
+
+def _no_image(which: str, ops: str, ev: Document) -> OperationFailure:
+    return operation_failure(
+        47,
+        "NoMatchingDocument",
+        f"Change stream was configured to require a {which} for all {ops} events, but the "
+        f"{which} was not found for event: {{_id: {ev['_id']!r}, ns: {ev.get('ns')!r}}}",
+    )
 
 
 def _not_found(token: Any) -> OperationFailure:
@@ -158,7 +184,7 @@ class StreamCore:
 
     def __init__(
         self,
-        server: MemoryServer,
+        server: Engine,
         db: str | None,
         coll: str | None,
         pipeline: Any,
@@ -167,6 +193,8 @@ class StreamCore:
         start_after: Any,
         start_at_operation_time: Timestamp | None,
         max_await_time_ms: int | None,
+        full_document_before_change: str | None = None,
+        show_expanded_events: bool | None = None,
     ) -> None:
         self.server = server
         self.db = db
@@ -176,10 +204,19 @@ class StreamCore:
             raise operation_failure(
                 2, "BadValue", f"unknown full_document option: {full_document!r}"
             )
+        if full_document_before_change not in _BEFORE_CHANGE:
+            raise operation_failure(
+                2,
+                "BadValue",
+                f"unknown fullDocumentBeforeChange option: {full_document_before_change!r}",
+            )
         self.full_document = full_document
+        self.before_change = full_document_before_change or "off"
+        self.expanded = bool(show_expanded_events)
         self.max_await = 0.02 if max_await_time_ms is None else max_await_time_ms / 1000
         self.alive = True
-        self._pending_invalidate: _Entry | None = None
+        self._pending_invalidate: Entry | None = None
+        oplog = server.oplog
         with server._mutex:
             if start_after is not None:
                 self.pos, _ = _parse_token(server, start_after)
@@ -193,52 +230,95 @@ class StreamCore:
                         "from an invalidate notification.",
                     )
             elif start_at_operation_time is not None:
-                self.pos = server.oplog_end
-                for entry in server.oplog_entries(0):
+                self.pos = oplog.end
+                for entry in oplog.read(0):
                     assert entry.cluster_time is not None
                     if entry.cluster_time >= start_at_operation_time:
                         self.pos = entry.pos
                         break
-                base = server._oplog_base
-                if base and self.pos <= base and server._oplog:
-                    first = server._oplog[0].cluster_time
+                if oplog.base and self.pos <= oplog.base and oplog.entries:
+                    first = oplog.entries[0].cluster_time
                     assert first is not None
                     if start_at_operation_time < first:
                         raise history_lost()
             else:
-                self.pos = server.oplog_end
+                self.pos = oplog.end
             self._check_history()
             self.resume_token: Document = make_token(server, self.pos, server.cluster_time)
 
     def _check_history(self) -> None:
-        if self.pos < self.server._oplog_base:
+        if self.pos < self.server.oplog.base:
             raise history_lost()
 
-    def _matches(self, entry: _Entry) -> bool:
-        if self.db is not None and entry.db != self.db:
+    def _matches(self, entry: Entry) -> bool:
+        if entry.op_type in _EXPANDED and not self.expanded:
             return False
-        return self.coll is None or entry.coll == self.coll
+        if self.db is None:
+            return True
+        if self.coll is None:
+            return entry.db == self.db
+        if entry.db == self.db and entry.coll == self.coll:
+            return True
+        return entry.op_type == "rename" and entry.to == (self.db, self.coll)
 
-    def _event(self, entry: _Entry) -> Document:
+    def _ends_stream(self, entry: Entry) -> bool:
+        """Whether ``entry`` invalidates this stream (after its own event)."""
+        if self.coll is not None:
+            return entry.op_type in ("drop", "rename")
+        return self.db is not None and entry.op_type == "dropDatabase"
+
+    def _event(self, entry: Entry) -> Document:
+        op_type = entry.op_type
         ev: Document = {
             "_id": make_token(self.server, entry.pos + 1, entry.cluster_time),
-            "operationType": entry.op_type,
+            "operationType": op_type,
             "clusterTime": entry.cluster_time,
-            "wallTime": entry.wall_time,
         }
-        if entry.op_type in ("insert", "replace") or (
-            entry.op_type == "update" and self.full_document not in (None, "default")
-        ):
+        if self.expanded and entry.uuid is not None:
+            ev["collectionUUID"] = entry.uuid
+        ev["wallTime"] = entry.wall_time
+        if op_type in ("insert", "replace"):
             ev["fullDocument"] = copy.deepcopy(entry.full_document)
-        ev["ns"] = {"db": entry.db, "coll": entry.coll}
-        if entry.op_type != "drop":
+        elif op_type == "update" and self.full_document not in (None, "default"):
+            ev["fullDocument"] = self._post_image(entry, ev)
+        ev["ns"] = {"db": entry.db} if entry.coll is None else {"db": entry.db, "coll": entry.coll}
+        if op_type in ("insert", "update", "replace", "delete"):
             ev["documentKey"] = {"_id": copy.deepcopy(entry.doc_id)}
+        if entry.to is not None:
+            ev["to"] = {"db": entry.to[0], "coll": entry.to[1]}
+        if self.expanded and entry.description is not None:
+            ev["operationDescription"] = copy.deepcopy(entry.description)
         if entry.update_description is not None:
-            ev["updateDescription"] = copy.deepcopy(entry.update_description)
+            description = copy.deepcopy(entry.update_description)
+            if self.expanded:
+                description["disambiguatedPaths"] = _disambiguated(description, entry.paths)
+            ev["updateDescription"] = description
+        if entry.state_before is not None:
+            ev["stateBeforeChange"] = copy.deepcopy(entry.state_before)
+        if self.expanded and op_type == "create":
+            ev["nsType"] = "collection"
+        if self.before_change != "off" and op_type in _PRE_IMAGE_OPS:
+            if entry.images:
+                ev["fullDocumentBeforeChange"] = copy.deepcopy(entry.pre_image)
+            elif self.before_change == "required":
+                self.alive = False
+                raise _no_image("pre-image", "update, delete and replace", ev)
+            else:
+                ev["fullDocumentBeforeChange"] = None
         if entry.lsid is not None:
             ev["lsid"] = copy.deepcopy(entry.lsid)
             ev["txnNumber"] = Int64(entry.txn_number or 0)
         return ev
+
+    def _post_image(self, entry: Entry, ev: Document) -> Document | None:
+        """An update event's ``fullDocument``: ``updateLookup`` gives the document as this
+        commit left it; ``whenAvailable``/``required`` the recorded post-image."""
+        if self.full_document == "updateLookup" or entry.images:
+            return copy.deepcopy(entry.full_document)
+        if self.full_document == "required":
+            self.alive = False
+            raise _no_image("post-image", "update", ev)
+        return None
 
     def _shape(self, ev: Document) -> Document | None:
         docs = [ev]
@@ -248,6 +328,7 @@ class StreamCore:
                 return None
         out = docs[0]
         if out.get("_id") != ev["_id"]:
+            self.alive = False
             raise operation_failure(
                 280,
                 "ChangeStreamFatalError",
@@ -255,6 +336,7 @@ class StreamCore:
                 "modified by the pipeline. Modifying the _id field of an event makes it "
                 "impossible to resume the stream from that point. Only transformations that "
                 "retain the unmodified _id field are allowed.",
+                ["NonResumableChangeStreamError"],
             )
         return out
 
@@ -275,11 +357,11 @@ class StreamCore:
                 "wallTime": entry.wall_time,
             }
         self._check_history()
-        for entry in server.oplog_entries(self.pos):
+        for entry in server.oplog.read(self.pos):
             self.pos = entry.pos + 1
             if not self._matches(entry):
                 continue
-            if entry.op_type == "drop" and self.coll is not None:
+            if self._ends_stream(entry):
                 self._pending_invalidate = entry
             out = self._shape(self._event(entry))
             if out is not None:
@@ -287,6 +369,18 @@ class StreamCore:
                 return out
             if self._pending_invalidate is not None:
                 return self.poll()
-        self.pos = max(self.pos, server.oplog_end)
+        self.pos = max(self.pos, server.oplog.end)
         self.resume_token = make_token(server, self.pos, server.cluster_time)
         return None
+
+
+def _disambiguated(description: Document, paths: dict[str, list[str | int]] | None) -> Document:
+    """``disambiguatedPaths``: each reported path that names a field holding a dot or made
+    of digits (which a reader would take for a nested field or an array index), as the list
+    of its parts (array indexes as numbers)."""
+    if not paths:
+        return {}
+    names = list(description.get("updatedFields", {}))
+    names += description.get("removedFields", [])
+    names += [t["field"] for t in description.get("truncatedArrays", [])]
+    return {name: list(paths[name]) for name in names if name in paths}

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bson import ObjectId
-from mongomock.helpers import hashdict
+
+from ._bson import store_key
 
 # Values whose Python equality and hash agree with the query matcher's equality (1 == 1.0 ==
 # Int64(1) on a server too; True == 1 only widens a bucket, the matcher decides).
@@ -67,7 +68,7 @@ def _id_query_keys(value: Any) -> list[Any] | None:
     """The store keys an ``_id`` filter selects: scalars as for any field, and documents
     (``{"ledger": ..., "key": ...}``), which a server finds through its ``_id`` index too."""
     if isinstance(value, Mapping) and value and not any(str(k).startswith("$") for k in value):
-        return [hashdict(value)]
+        return [value]  # its store key: _bson.store_key
     if isinstance(value, Mapping) and len(value) == 1:
         ((op, arg),) = value.items()
         literals = [arg] if op == "$eq" else arg if op == "$in" else None
@@ -128,6 +129,10 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
 
     Documents a write changed in place are ``dirty`` until the engine re-indexes them (at the
     end of the operation); until then they are candidates of every lookup.
+
+    While transactions overlap, ``overlay`` holds the other versions of the documents some
+    operation must see instead of the stored one (``_transactions.Overlay``), and ``shadow``
+    indexes them (each key under every value its versions hold), so lookups find them too.
     """
 
     def __init__(self) -> None:
@@ -136,6 +141,8 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
         self.dirty: set[Any] = set()
         self.position: dict[Any, int] = {}  # natural order, without walking the collection
         self._next = 0
+        self.overlay: dict[Any, Any] = {}
+        self.shadow: IndexedDocuments | None = None
 
     # -- mutation (every path keeps the indexes current) ----------------------------------
 
@@ -247,12 +254,12 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
         return best
 
     def _lookup(self, name: str, value: Any, indexed: Any, *, ordered: bool) -> list[Any] | None:
-        # _id: the store's own keys (a document _id is kept under its hashdict)
+        # _id: the store's own keys (a document _id is kept under its canonical form)
         wanted = _id_query_keys(value) if name == "_id" else _query_keys(value)
         if wanted is None:
             return None
         if name == "_id":
-            found = [k for k in dict.fromkeys(wanted) if k in self]
+            found = [k for k in dict.fromkeys(map(store_key, wanted)) if k in self]
             if ordered and len(found) > 1:
                 found = self._natural(set(found))
             return found

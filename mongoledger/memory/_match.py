@@ -5,6 +5,7 @@
 ``$and``/``$or``, exactly as ``mongomock.filtering.filter_applies`` would, several times
 faster. Anything else (arrays or sub-documents in the document, dotted paths, ``$expr``,
 regexes, mixed-type comparisons, ...) returns None, and the caller asks mongomock.
+Booleans equal only booleans, as in BSON (Python's ``True == 1`` does not apply).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def _equal(value: Any, wanted: Any) -> bool | None:
         return None
     if value is _ABSENT:
         return wanted is None
+    if (type(value) is bool) is not (type(wanted) is bool):
+        return False  # BSON keeps booleans apart from numbers (Python's True == 1)
     return bool(value == wanted)
 
 

@@ -7,6 +7,9 @@ within its type (numbers, strings, ObjectIds, booleans, naive datetimes, null), 
 key orders the same way: these functions use it, and return None for anything else (arrays,
 documents, NaN, aware datetimes, dotted paths, operators they do not know) so the caller
 falls back to mongomock. Differential tests hold the two paths equal.
+
+``run_pipeline`` is mongomock's pipeline loop with one change: ``$group`` keys compare as BSON
+values (mongomock's Python ``==`` would merge the groups of ``true`` and ``1``).
 """
 
 from __future__ import annotations
@@ -17,8 +20,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bson import Int64, ObjectId
+from mongomock import aggregate as _mm_aggregate
+from mongomock import command_cursor as _mm_command_cursor
+from mongomock import filtering as _mm_filtering
 
+from ._bson import canonical
 from ._match import _nan
+
+mm_aggregate: Any = _mm_aggregate
+mm_command_cursor: Any = _mm_command_cursor
+mm_filtering: Any = _mm_filtering
 
 Document = dict[str, Any]
 
@@ -115,9 +126,7 @@ def native_group(docs: Sequence[Document], spec: Any) -> list[Document] | None:
     for doc in docs:
         value = None if key_field is None else doc.get(key_field)
         key = _key(value)
-        if key is None or key[0] == 8:
-            # Boolean keys: mongomock merges True with 1 (and False with 0) when its sort puts
-            # them side by side; a server never does. Leave that to mongomock, consistently.
+        if key is None:
             return None
         state = groups.get(key)
         first = state is None
@@ -150,3 +159,55 @@ def native_group(docs: Sequence[Document], spec: Any) -> list[Document] | None:
         {**dict(zip(names, groups[key][1:], strict=True)), "_id": groups[key][0]}
         for key in sorted(groups)
     ]
+
+
+def run_pipeline(docs: list[Document], database: Any, stages: Sequence[Any]) -> Any:
+    """mongomock's ``process_pipeline``, its ``$group`` replaced by ``bson_group``."""
+    handlers = mm_aggregate._PIPELINE_HANDLERS
+    collection: Any = docs
+    for stage in stages:
+        for operator, options in stage.items():
+            if operator == "$group":
+                collection = bson_group(list(collection), options)
+                continue
+            try:
+                handler = handlers[operator]
+            except KeyError as err:
+                raise NotImplementedError(
+                    f"{operator} is not a valid operator for the aggregation pipeline."
+                ) from err
+            if not handler:
+                raise NotImplementedError(
+                    f"Although '{operator}' is a valid operator for the aggregation pipeline, "
+                    "it is currently not implemented in Mongomock."
+                )
+            collection = handler(collection, database, options)
+    return mm_command_cursor.CommandCursor(collection)
+
+
+def bson_group(docs: list[Document], spec: Any) -> list[Document]:
+    """mongomock's ``$group`` stage, its groups keyed by BSON equality (``canonical``)."""
+    by = spec["_id"]
+    if not by:
+        groups: list[tuple[Any, list[Document]]] = [(None, docs)]
+    else:
+        parse = mm_aggregate._parse_expression
+
+        def key_of(doc: Document) -> Any:
+            try:
+                return parse(by, doc, ignore_missing_keys=True)
+            except KeyError:
+                return None
+
+        keyed = [(key_of(doc), doc) for doc in docs]
+        keyed.sort(key=lambda pair: mm_filtering.BsonComparable(pair[0]))
+        found: dict[Any, tuple[Any, list[Document]]] = {}
+        for key, doc in keyed:
+            found.setdefault(canonical(key), (key, []))[1].append(doc)
+        groups = list(found.values())
+    out = []
+    for key, members in groups:
+        row = mm_aggregate._accumulate_group(spec, members)
+        row["_id"] = key
+        out.append(row)
+    return out

@@ -1,8 +1,8 @@
 """Collection operations as engine calls: what each PyMongo method does, flavour-neutral.
 
-Each builder returns a ``Call`` (the command name MongoDB would receive plus a function run
-under the engine lock); the sync and async collections only differ in how they run it.
-Query and update semantics are mongomock's.
+Each builder returns a ``Call`` (the command name MongoDB would receive, the namespace it
+reads, plus a function the server runs under its mutex); the sync and async collections only
+differ in how they run it. Query and update semantics are mongomock's.
 """
 
 from __future__ import annotations
@@ -26,28 +26,30 @@ from pymongo.results import (
     InsertOneResult,
     UpdateResult,
 )
+from pymongo.write_concern import WriteConcern
 
-from ._engine import (
-    Document,
-    MemoryServer,
-    _Op,
-    encoded,
-    mongomock,
-    operation_failure,
-    roundtrip,
-    write_conflict,
-)
+from ._bson import Document, encoded, roundtrip
+from ._engine import Engine, Op
+from ._errors import not_in_transaction, operation_failure
+from ._oplog import Entry
+from ._options import write_concern_error
+from ._storage import mongomock
+from ._transactions import Ns
 
 
 @dataclass
 class Call:
-    """One command for the engine: its MongoDB name, body, and retry/event properties."""
+    """One command for the engine: its MongoDB name, body, and retry/event properties.
+
+    ``read`` marks a read, which a transaction refuses unless its read preference is primary.
+    """
 
     cmd: str
-    fn: Callable[[_Op], Any]
+    fn: Callable[[Op], Any]
     what: str
     kind: str = ""
     retryable: bool = True
+    read: bool = False
 
 
 def sort_list(sort: Any, direction: Any = None) -> list[tuple[str, Any]] | None:
@@ -75,6 +77,24 @@ def _bulk_result() -> Document:
     result.update(dict.fromkeys(_BULK_COUNTS, 0))
     result["upserted"] = []
     return result
+
+
+def request_kind(req: Any) -> tuple[str, str]:
+    """Validate a bulk write request (PyMongo's ``InsertOne`` ... ``DeleteMany``): its
+    command and the kind of write (an ``_id`` is added to a document to insert, as PyMongo
+    does)."""
+    if isinstance(req, InsertOne):
+        _ensure_id(req._doc)
+        return "insert", "insert"
+    if isinstance(req, ReplaceOne):
+        validate_ok_for_replace(req._doc)
+        return "update", "replace"
+    if isinstance(req, (UpdateOne, UpdateMany)):
+        validate_ok_for_update(req._doc)
+        return "update", "pipeline" if isinstance(req._doc, list) else "update"
+    if isinstance(req, (DeleteOne, DeleteMany)):
+        return "delete", "delete"
+    raise TypeError(f"{req!r} is not a valid request")
 
 
 def _ensure_id(document: Any) -> Any:
@@ -106,11 +126,12 @@ def _to_store(document: Any) -> tuple[dict[str, Any], bytes]:
 class CollectionOps:
     """Builds the engine calls for one namespace."""
 
-    def __init__(self, server: MemoryServer, db: str, name: str) -> None:
+    def __init__(self, server: Engine, db: str, name: str) -> None:
         self.server = server
         self.db = db
         self.name = name
         self.ns = f"{db}.{name}"
+        self.key: Ns = (db, name)
 
     @property
     def _mc(self) -> Any:
@@ -118,6 +139,11 @@ class CollectionOps:
 
     def _what(self, method: str) -> str:
         return f"{method} on {self.ns}"
+
+    def _call(
+        self, cmd: str, fn: Callable[[Op], Any], method: str, kind: str = "", **kw: Any
+    ) -> Call:
+        return Call(cmd, fn, self._what(method), kind, **kw)
 
     @contextlib.contextmanager
     def _translate(self) -> Iterator[None]:
@@ -135,12 +161,12 @@ class CollectionOps:
         doc_id = _ensure_id(document)
         stored = [_to_store(document)]
 
-        def fn(_op: _Op) -> InsertOneResult:
+        def fn(_op: Op) -> InsertOneResult:
             with self._translate():
                 self._mc.insert_encoded(stored, many=False, ordered=True)
             return InsertOneResult(doc_id, True)
 
-        return Call("insert", fn, self._what("insert_one"), "insert")
+        return self._call("insert", fn, "insert_one", "insert")
 
     def insert_many(self, documents: Any, ordered: bool = True) -> Call:
         if not isinstance(documents, Sequence) or isinstance(documents, Mapping) or not documents:
@@ -148,12 +174,12 @@ class CollectionOps:
         ids = [_ensure_id(d) for d in documents]
         stored = [_to_store(d) for d in documents]
 
-        def fn(_op: _Op) -> InsertManyResult:
+        def fn(_op: Op) -> InsertManyResult:
             with self._translate():
                 self._mc.insert_encoded(stored, many=True, ordered=ordered)
             return InsertManyResult(ids, True)
 
-        return Call("insert", fn, self._what("insert_many"), "insert")
+        return self._call("insert", fn, "insert_many", "insert")
 
     @staticmethod
     def _check_upsert(filter: Any, upsert: bool) -> None:
@@ -183,7 +209,7 @@ class CollectionOps:
         validate_ok_for_update(update)
         method = "update_many" if multi else "update_one"
 
-        def fn(_op: _Op) -> UpdateResult:
+        def fn(_op: Op) -> UpdateResult:
             self._check_upsert(filter, upsert)
             flt = self._by_sort(filter, sort) if not multi else filter
             kwargs: dict[str, Any] = {"upsert": upsert}
@@ -194,7 +220,8 @@ class CollectionOps:
                 res = call(flt, update, **kwargs)
             return UpdateResult(dict(res.raw_result), True)
 
-        return Call("update", fn, self._what(method), "update", retryable=not multi)
+        kind = "pipeline" if isinstance(update, list) else "update"
+        return self._call("update", fn, method, kind, retryable=not multi)
 
     def replace_one(
         self, filter: Any, replacement: Any, upsert: bool = False, sort: Any = None
@@ -202,22 +229,22 @@ class CollectionOps:
         validate_ok_for_replace(replacement)
         stored = roundtrip(replacement)
 
-        def fn(_op: _Op) -> UpdateResult:
+        def fn(_op: Op) -> UpdateResult:
             self._check_upsert(filter, upsert)
             flt = self._by_sort(filter, sort)
             with self._translate():
                 res = self._mc.replace_one(flt, stored, upsert=upsert)
             return UpdateResult(dict(res.raw_result), True)
 
-        return Call("update", fn, self._what("replace_one"), "replace")
+        return self._call("update", fn, "replace_one", "replace")
 
     def delete(self, filter: Any, *, multi: bool) -> Call:
-        def fn(_op: _Op) -> DeleteResult:
+        def fn(_op: Op) -> DeleteResult:
             res = (self._mc.delete_many if multi else self._mc.delete_one)(filter)
             return DeleteResult(dict(res.raw_result), True)
 
         method = "delete_many" if multi else "delete_one"
-        return Call("delete", fn, self._what(method), "delete", retryable=not multi)
+        return self._call("delete", fn, method, "delete", retryable=not multi)
 
     def find_one_and(
         self,
@@ -243,7 +270,7 @@ class CollectionOps:
 
         after = ReturnDocument.AFTER if return_document else ReturnDocument.BEFORE
 
-        def fn(_op: _Op) -> Any:
+        def fn(_op: Op) -> Any:
             mc = self._mc
             order = sort_list(sort)
             if method == "delete":
@@ -256,7 +283,9 @@ class CollectionOps:
                 return mc._find_and_modify(filter, projection, update, upsert, order, after)
 
         kind = "replace" if method == "replace" else "update"
-        return Call("findAndModify", fn, self._what(f"find_one_and_{method}"), kind)
+        if isinstance(update, list):
+            kind = "pipeline"
+        return self._call("findAndModify", fn, f"find_one_and_{method}", kind)
 
     def bulk_write(self, requests: Sequence[Any], ordered: bool = True) -> list[Call]:
         """One call per run of same-kind requests, like the driver's batches."""
@@ -264,70 +293,68 @@ class CollectionOps:
             raise TypeError("requests must be a non-empty list")
         runs: list[tuple[str, str, list[tuple[int, Any]]]] = []
         for i, req in enumerate(requests):
-            kind = "update"
-            if isinstance(req, InsertOne):
-                cmd = kind = "insert"
-                _ensure_id(req._doc)
-            elif isinstance(req, (UpdateOne, UpdateMany, ReplaceOne)):
-                cmd = "update"
-                if isinstance(req, ReplaceOne):
-                    kind = "replace"
-                    validate_ok_for_replace(req._doc)
-                else:
-                    validate_ok_for_update(req._doc)
-            elif isinstance(req, (DeleteOne, DeleteMany)):
-                cmd = kind = "delete"
-            else:
-                raise TypeError(f"{req!r} is not a valid request")
+            cmd, kind = request_kind(req)
             if runs and runs[-1][1] == kind:
                 runs[-1][2].append((i, req))
             else:
                 runs.append((cmd, kind, [(i, req)]))
         return [self._bulk_run(cmd, kind, items, ordered) for cmd, kind, items in runs]
 
+    def apply(self, req: Any) -> Document:
+        """Run one write request of a bulk write (validated by ``request_kind``); its reply
+        as a server's statement reply: ``n``, ``nModified``, ``upserted`` (an ``_id``)."""
+        mc = self._mc
+        if isinstance(req, InsertOne):
+            with self._translate():
+                mc.insert_one(roundtrip(req._doc))
+            return {"n": 1}
+        if isinstance(req, (DeleteOne, DeleteMany)):
+            many = isinstance(req, DeleteMany)
+            return {"n": (mc.delete_many if many else mc.delete_one)(req._filter).deleted_count}
+        upsert = bool(req._upsert)
+        self._check_upsert(req._filter, upsert)
+        with self._translate():
+            if isinstance(req, ReplaceOne):
+                raw = mc.replace_one(req._filter, roundtrip(req._doc), upsert=upsert).raw_result
+            else:  # mongomock's loop, no result object
+                many = isinstance(req, UpdateMany)
+                raw = mc._update(req._filter, req._doc, upsert, multi=many)
+        upserted = raw.get("upserted")
+        if upserted is not None:
+            return {"n": 1, "nModified": 0, "upserted": upserted}
+        return {"n": raw.get("n", 0), "nModified": raw.get("nModified", 0)}
+
     def _bulk_run(self, cmd: str, kind: str, items: list[tuple[int, Any]], ordered: bool) -> Call:
-        def fn(op: _Op) -> Document:
+        def fn(op: Op) -> Document:
             result = _bulk_result()
-            mc = self._mc
             for index, req in items:
                 try:
-                    if isinstance(req, InsertOne):
-                        with self._translate():
-                            mc.insert_one(roundtrip(req._doc))
-                        result["nInserted"] += 1
-                    elif isinstance(req, (DeleteOne, DeleteMany)):
-                        many = isinstance(req, DeleteMany)
-                        res = (mc.delete_many if many else mc.delete_one)(req._filter)
-                        result["nRemoved"] += res.deleted_count
-                    else:
-                        upsert = bool(req._upsert)
-                        self._check_upsert(req._filter, upsert)
-                        with self._translate():
-                            if isinstance(req, ReplaceOne):
-                                raw = mc.replace_one(
-                                    req._filter, roundtrip(req._doc), upsert=upsert
-                                ).raw_result
-                            else:  # validated in bulk_write; mongomock's loop, no result object
-                                many = isinstance(req, UpdateMany)
-                                raw = mc._update(req._filter, req._doc, upsert, multi=many)
-                        if raw.get("upserted") is not None:
-                            result["nUpserted"] += 1
-                            result["upserted"].append({"index": index, "_id": raw["upserted"]})
-                        else:
-                            result["nMatched"] += raw.get("n", 0)
-                            result["nModified"] += raw.get("nModified", 0)
+                    reply = self.apply(req)
+                    self.server._statement_done(op)  # each request its own events
                 except OperationFailure as exc:
                     if getattr(exc, "_memory_rollback", False):
                         raise
+                    op.failed = True
                     errmsg = (exc.details or {}).get("errmsg") or str(exc)
                     result["writeErrors"].append(
                         {"index": index, "code": exc.code, "errmsg": errmsg, "op": req}
                     )
                     if ordered:
                         break
+                    continue
+                if isinstance(req, InsertOne):
+                    result["nInserted"] += 1
+                elif isinstance(req, (DeleteOne, DeleteMany)):
+                    result["nRemoved"] += reply["n"]
+                elif "upserted" in reply:
+                    result["nUpserted"] += 1
+                    result["upserted"].append({"index": index, "_id": reply["upserted"]})
+                else:
+                    result["nMatched"] += reply["n"]
+                    result["nModified"] += reply["nModified"]
             return result
 
-        return Call(cmd, fn, self._what("bulk_write"), kind, retryable=False)
+        return self._call(cmd, fn, "bulk_write", kind, retryable=False)
 
     @staticmethod
     def merge_bulk(results: list[Document]) -> Document:
@@ -342,28 +369,30 @@ class CollectionOps:
         return total
 
     @staticmethod
-    def bulk_result(total: Document) -> BulkWriteResult:
+    def bulk_result(total: Document, wc: WriteConcern | None = None) -> BulkWriteResult:
+        """The driver's answer to a bulk write: its result, or ``BulkWriteError`` with the
+        write errors and the write concern's (``wc``: None inside a transaction)."""
         if total["writeErrors"]:
+            raise BulkWriteError(total)
+        error = write_concern_error(wc)
+        if error is not None:
+            total["writeConcernErrors"].append(error)
             raise BulkWriteError(total)
         return BulkWriteResult(total, True)
 
     def drop(self) -> Call:
-        def fn(op: _Op) -> None:
+        def fn(op: Op) -> None:
             if op.txn is not None:
-                raise operation_failure(
-                    263,
-                    "OperationNotSupportedInTransaction",
-                    f"Cannot run 'drop' in a multi-document transaction (namespace {self.ns})",
-                )
-            if any(k[0] == self.db and k[1] == self.name for t in op.others for k in t.log):
-                raise write_conflict()
-            store = self.server._store[self.db]
-            existed = self.name in store._collections and store[self.name].is_created
+                raise not_in_transaction("drop")
+            store = self.server.store_for(self.db, self.name)
+            if not store.is_created:
+                return
+            check_ddl(self.server, op, self.key)
+            entry = Entry("drop", self.db, self.name, uuid=store.uuid)
             self._mc.drop()
-            if existed:
-                self.server.publish_drop(self.db, self.name)
+            op.ddl.append(entry)
 
-        return Call("drop", fn, self._what("drop"), retryable=False)
+        return self._call("drop", fn, "drop", retryable=False)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -375,77 +404,134 @@ class CollectionOps:
         skip: int,
         limit: int,
     ) -> Call:
-        def fn(_op: _Op) -> list[Document]:
+        def fn(_op: Op) -> list[Document]:
             order = mongomock.helpers.create_index_list(sort) if sort else None
             return self._mc.find_list(filter, projection, order, skip, limit)  # type: ignore[no-any-return]
 
-        return Call("find", fn, self._what("find"))
+        return self._call("find", fn, "find", read=True)
 
     def aggregate(self, pipeline: Any, what: str = "aggregate") -> Call:
-        def fn(_op: _Op) -> list[Document]:
-            return list(self._mc.aggregate(list(pipeline)))
+        stages = list(pipeline)
 
-        return Call("aggregate", fn, self._what(what), "insert")
+        def fn(_op: Op) -> list[Document]:
+            return list(self._mc.aggregate(stages))
+
+        return Call("aggregate", fn, self._what(what), "insert", read=True)
 
     def count_documents(self, filter: Any, **kwargs: Any) -> Call:
-        def fn(_op: _Op) -> int:
+        def fn(_op: Op) -> int:
             return int(self._mc.count_documents(filter, **kwargs))
 
-        return Call("aggregate", fn, self._what("count_documents"))
+        return self._call("aggregate", fn, "count_documents", read=True)
 
     def estimated_document_count(self) -> Call:
-        def fn(_op: _Op) -> int:
+        def fn(op: Op) -> int:
+            if op.txn is not None:
+                raise not_in_transaction("count")
             return int(self._mc.estimated_document_count())
 
-        return Call("count", fn, self._what("estimated_document_count"))
+        return self._call("count", fn, "estimated_document_count", read=True)
 
     def distinct(self, key: str, filter: Any = None) -> Call:
-        def fn(_op: _Op) -> list[Any]:
+        def fn(_op: Op) -> list[Any]:
             return list(self._mc.distinct(key, filter))
 
-        return Call("distinct", fn, self._what("distinct"))
+        return self._call("distinct", fn, "distinct", read=True)
 
     # -- indexes --------------------------------------------------------------------------
 
-    def create_index(self, keys: Any, **kwargs: Any) -> Call:
-        def fn(_op: _Op) -> str:
-            return str(self._mc.create_index(keys, **kwargs))
+    def create_indexes(self, indexes: list[tuple[Any, Document]], method: str) -> Call:
+        """``createIndexes`` of ``(keys, options)`` pairs: the names, in order. Inside a
+        transaction only on a collection it created (or creates now), or for indexes that
+        exist already, as on a server."""
 
-        return Call("createIndexes", fn, self._what("create_index"), retryable=False)
+        def fn(op: Op) -> list[str]:
+            store = self.server.store_for(self.db, self.name)
+            before = dict(store.indexes)
+            if store.is_created:
+                self.server.transactions.check_namespace(op.txn, self.key, op.ctx)
+                if op.txn is not None and self.key not in op.txn.created:
+                    helpers = mongomock.helpers
+                    for keys, options in indexes:
+                        name = options.get("name") or helpers.gen_index_name(
+                            helpers.create_index_list(keys)
+                        )
+                        if name != "_id_" and name not in before:
+                            raise operation_failure(
+                                263,
+                                "OperationNotSupportedInTransaction",
+                                f"Cannot create new indexes on existing collection {self.ns} "
+                                "in a multi-document transaction.",
+                            )
+            names = [str(self._mc.create_index(keys, **options)) for keys, options in indexes]
+            built = [name for name in names if name not in before]
+            if built:
+                specs = [_index_spec(name, store.indexes[name]) for name in built]
+                op.ddl.append(self._indexes_event("createIndexes", store.uuid, specs))
+            return names
 
-    def create_indexes(self, indexes: Any) -> Call:
-        def fn(_op: _Op) -> list[str]:
-            return list(self._mc.create_indexes(indexes))
+        return self._call("createIndexes", fn, method, retryable=False)
 
-        return Call("createIndexes", fn, self._what("create_indexes"), retryable=False)
-
-    def list_indexes(self) -> Call:
-        def fn(_op: _Op) -> list[Document]:
+    def list_indexes(self, method: str = "list_indexes") -> Call:
+        def fn(op: Op) -> list[Document]:
+            if op.txn is not None:
+                raise not_in_transaction("listIndexes")
+            if not collection_visible(self.server, self.key):
+                return []
             return [dict(ix) for ix in self._mc.list_indexes()]
 
-        return Call("listIndexes", fn, self._what("list_indexes"))
-
-    def index_information(self) -> Call:
-        def fn(_op: _Op) -> Document:
-            return dict(self._mc.index_information())
-
-        return Call("listIndexes", fn, self._what("index_information"))
+        return self._call("listIndexes", fn, method, read=True)
 
     def drop_index(self, index_or_name: Any) -> Call:
-        def fn(_op: _Op) -> None:
+        def fn(op: Op) -> None:
+            if op.txn is not None:
+                raise not_in_transaction("dropIndexes")
+            store = self.server.store_for(self.db, self.name)
+            before = dict(store.indexes)
             try:
                 self._mc.drop_index(index_or_name)
             except OperationFailure as exc:
                 raise operation_failure(27, "IndexNotFound", str(exc)) from None
+            gone = [_index_spec(name, spec) for name, spec in before.items()]
+            gone = [spec for spec in gone if spec["name"] not in store.indexes]
+            op.ddl.append(self._indexes_event("dropIndexes", store.uuid, gone))
 
-        return Call("dropIndexes", fn, self._what("drop_index"), retryable=False)
+        return self._call("dropIndexes", fn, "drop_index", retryable=False)
+
+    def _indexes_event(self, op_type: str, uuid: Any, specs: list[Document]) -> Entry:
+        """The ``createIndexes`` or ``dropIndexes`` event of ``specs``."""
+        return Entry(op_type, self.db, self.name, uuid=uuid, description={"indexes": specs})
 
 
-def list_collection_names(server: MemoryServer, db: str) -> Call:
-    def fn(_op: _Op) -> list[str]:
-        return list(server._mock[db].list_collection_names())
+def list_collection_names(server: Engine, db: str) -> Call:
+    def fn(op: Op) -> list[str]:
+        if op.txn is not None:
+            raise not_in_transaction("listCollections")
+        names = server._store[db].list_created_collection_names()
+        return [name for name in names if collection_visible(server, (db, name))]
 
-    return Call("listCollections", fn, f"list_collection_names on {db}")
+    return Call("listCollections", fn, f"list_collection_names on {db}", read=True)
+
+
+def collection_visible(server: Engine, ns: Ns) -> bool:
+    """Whether collection ``ns`` exists for an operation outside a transaction (a
+    collection an open transaction created does not, until it commits)."""
+    return server.store_for(*ns).is_created and ns not in server.transactions.created
+
+
+def check_ddl(server: Engine, op: Op, ns: Ns) -> None:
+    """A DDL command on ``ns`` waits for the open transactions that wrote to it (or fails
+    with WriteConflict when one of them is the caller's own)."""
+    server.transactions.check_ddl(op.txn, ns, op.ctx)
+
+
+def _index_spec(name: str, spec: Document) -> Document:
+    """An index as ``listIndexes`` and change events describe it."""
+    out: Document = {"v": 2, "key": dict(spec.get("key") or {}), "name": name}
+    for option, value in spec.items():
+        if option not in ("key", "v", "name", "ns"):
+            out[option] = value
+    return out
 
 
 def _mentions(value: Any, key: str) -> bool:

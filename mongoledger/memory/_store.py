@@ -1,36 +1,52 @@
 """The embedded store: the in-memory engine's data kept durable in a directory.
 
 ``MemoryServer(path=DIR)`` (and ``MemoryClient(path=DIR)`` / ``AsyncMemoryClient(path=DIR)``)
-loads ``DIR`` when it opens and, from then on, journals everything that becomes visible: the
-change events a commit (or a write outside a transaction) publishes, and index and collection
-changes. A commit returns once its journal record is on disk. The engine calls this module at
-three points only: ``published`` (a commit's change events), ``catalog_changed`` /
-``renamed`` (DDL), and ``wait`` / ``async_wait`` (after the operation, before it returns).
+loads ``DIR`` when it opens and, from then on, journals every commit: the oplog entries a
+commit (a transaction's, or a write's outside one) publishes, document changes and collection
+changes (DDL) alike. A commit returns once its journal record is on disk. The engine calls
+this module at a few points only (``Engine.journal``): ``published`` (in ``_commit_writes``,
+under the engine's mutex, so records follow commit order), ``check`` (an operation starts),
+and ``wait`` / ``async_wait`` (after the operation or the commit, outside the mutex, so
+concurrent committers share one fsync). The oplog's readers see entries only up to what is
+durable (``Oplog.visible``, which ``_show`` advances).
 
-**On-disk format (version 1).** ``DIR`` holds ``lock`` (the pid of the process that has the
+**On-disk format (version 2).** ``DIR`` holds ``lock`` (the pid of the process that has the
 store open, under an OS lock), ``snapshot`` (optional) and ``journal.NNNNNN`` files. Both kinds
 of file are sequences of records ``magic b"\\x89MLR" | length (uint32 LE) | crc32 of length and
 payload (uint32 LE) | payload``, each payload one BSON document. A journal file opens with
 ``{mongoledger: "journal", version, server_id, generation}``; each later record carries the
-next sequence number ``seq`` and either ``oplog`` (the change events of one commit, as the
-engine's oplog entries: operation type, namespace, document key, the full post-image for an
-insert, update or replace, cluster time, wall time, session and transaction number: replaying
-them rebuilds both the documents and the change-stream history), ``catalog`` (a namespace's
-whole index list and created flag after a DDL change) or ``rename``. The snapshot opens with
-``{mongoledger: "snapshot", version, server_id, seq, journal, last_time, oplog_base}``, then per
-namespace a ``ns`` record (its catalog) followed by ``docs`` records (chunks of concatenated
-BSON documents), then ``oplog`` chunks (the kept change-stream history), and ends with an
-``end`` record holding the counts. Opening loads the snapshot, then replays every journal file
-from generation ``journal`` on, records with ``seq`` above the snapshot's. A record cut short at
-the end of the last journal file (a crash mid-write; its commit never returned) is dropped with
-a :class:`StoreRecoveryWarning`; any other invalid record, a missing sequence number or a
-damaged snapshot refuses to open (:class:`StoreCorrupted`). When the journal outgrows
-``max(COMPACT_MIN_BYTES, snapshot size / 4)`` the store compacts itself: later records go to a new
-journal file, the snapshot is written to ``snapshot.tmp``, fsync'd and renamed over
-``snapshot``, and the older journal files are deleted. Documents are copied into the snapshot
-a chunk at a time while writes go on (each chunk consistent, committed data only); replaying
-the journal from the snapshot's ``seq`` brings every document to its final state, and the new
+next sequence number ``seq`` and ``oplog`` (the entries of one commit, every field of the
+engine's ``Entry``: operation type, namespace, collection UUID, document key, the full
+post-image for an insert, update or replace, the update description, the pre-image where the
+collection records images, a DDL event's description, rename target and options before, cluster
+time, wall time, session and transaction number: replaying them rebuilds both the documents
+and the change-stream history), with ``catalog`` when the commit changed collections (the
+state after it of each namespace its DDL events name: created flag, UUID, options, whole index
+list), or ``config`` (the kept history's bound). Replay applies document events, moves the
+documents of a ``rename`` and empties a dropped collection, then sets the recorded catalogs;
+other DDL events change no document. The snapshot opens with ``{mongoledger: "snapshot",
+version, server_id, seq, journal, last_time, oplog_base, oplog_size}``, then per namespace a
+``ns`` record (its catalog) followed by ``docs`` records (chunks of concatenated BSON
+documents), then ``oplog`` chunks (the kept change-stream history), and ends with an ``end``
+record holding the counts. Opening loads the snapshot, then replays every journal file from
+generation ``journal`` on, records with ``seq`` above the snapshot's. A record cut short at the
+end of the last journal file (a crash mid-write; its commit never returned) is dropped with a
+:class:`StoreRecoveryWarning`; any other invalid record, a missing sequence number or a damaged
+snapshot refuses to open (:class:`StoreCorrupted`). When the journal outgrows
+``max(COMPACT_MIN_BYTES, snapshot size / 4)`` the store compacts itself: later records go to a
+new journal file, the snapshot is written to ``snapshot.tmp``, fsync'd and renamed over
+``snapshot``, and the older journal files are deleted. The catalog and the history are copied
+at the switch; documents a chunk at a time while writes go on, committed versions only (an
+open transaction's writes sit in the store's documents; its write log holds the committed
+version each replaced), following a collection renamed meanwhile by its UUID. Replaying the
+journal from the snapshot's ``seq`` brings every document to its final state, and the new
 snapshot is installed only once every record it may reflect is durable.
+
+**Version 1** (the first release: no collection UUIDs or options; DDL as separate ``catalog``
+and ``rename`` records) opens too: its collections get new UUIDs (history written then keeps
+none), and the store is rewritten in version 2 at once (records go to a new journal file, then
+a compaction replaces the old files). A crash during that rewrite leaves files both versions
+read. A newer version than this one reads refuses to open, naming both.
 """
 
 from __future__ import annotations
@@ -42,6 +58,7 @@ import gc
 import os
 import struct
 import threading
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,6 +69,7 @@ from bson.int64 import Int64
 from bson.timestamp import Timestamp
 from pymongo.errors import InvalidOperation, PyMongoError
 
+from ._bson import store_key
 from ._journal import (
     CODEC,
     DamagedRecord,
@@ -66,9 +84,12 @@ from ._journal import (
     write_all,
 )
 from ._lock import LOCK_NAME, StoreLock
+from ._oplog import Entry
+from ._session import current_ctx
 
 if TYPE_CHECKING:
-    from ._engine import MemoryServer, _CollectionStore, _Entry
+    from ._server import MemoryServer
+    from ._storage import CollectionStore
 
 __all__ = [
     "COMPACT_MIN_BYTES",
@@ -80,7 +101,13 @@ __all__ = [
     "StoreRecoveryWarning",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# The versions this one opens: a version-1 store (written before collections had UUIDs and
+# options) is read, then rewritten as version 2 at once (a compaction).
+_READABLE = (1, 2)
+# The change events that change a collection itself: a commit holding one also journals the
+# catalog of the namespaces it names (their state after the commit).
+_DDL = frozenset({"create", "createIndexes", "dropIndexes", "modify", "rename", "drop"})
 SNAPSHOT = "snapshot"
 SNAPSHOT_TMP = "snapshot.tmp"
 # The change events a new store keeps for resuming change streams (oplog_size= changes it,
@@ -118,12 +145,10 @@ class StoreRecoveryWarning(UserWarning):
 
 
 def _entry_fields() -> tuple[str, ...]:
-    from ._engine import _Entry
-
-    return tuple(f.name for f in dataclasses.fields(_Entry))
+    return tuple(f.name for f in dataclasses.fields(Entry))
 
 
-def _entry_raw(entry: _Entry, fields: tuple[str, ...]) -> bytes:
+def _entry_raw(entry: Entry, fields: tuple[str, ...]) -> bytes:
     """An oplog entry as BSON (every dataclass field that is set); a loaded entry that was
     never read is already that."""
     raw = entry.__dict__.get("_raw")
@@ -151,13 +176,11 @@ def _split(raw: bytes) -> list[bytes]:
 
 
 def _stored_entry_type() -> type:
-    """``_Entry`` for history loaded from disk: it keeps its BSON and decodes it the first time
+    """``Entry`` for history loaded from disk: it keeps its BSON and decodes it the first time
     a field is read (opening a store does not decode history nobody resumes from)."""
-    from ._engine import _Entry
-
     fields = [f for f in _entry_fields() if f != "pos"]
 
-    class _StoredEntry(_Entry):
+    class _StoredEntry(Entry):
         def __init__(self, raw: bytes, pos: int) -> None:  # not the dataclass __init__: lazy
             self.__dict__["_raw"] = raw
             self.__dict__["pos"] = pos
@@ -166,6 +189,13 @@ def _stored_entry_type() -> type:
             doc = bson.decode(self.__dict__["_raw"], codec_options=CODEC)
             for name in fields:
                 self.__dict__[name] = doc.get(name)
+            values = self.__dict__
+            values["images"] = bool(values["images"])
+            if values["to"] is not None:  # a BSON array: the engine keeps a tuple
+                values["to"] = tuple(values["to"])
+            lsid = values["lsid"]
+            if lsid is not None and type(lsid.get("uid")) is bytes:  # BSON binary subtype 0
+                lsid["uid"] = bson.Binary(lsid["uid"], 0)
 
     def field(name: str) -> property:
         def get(self: Any) -> Any:
@@ -187,13 +217,38 @@ def _stored_entry_type() -> type:
     return _StoredEntry
 
 
-def _catalog_doc(db: str, coll: str, store: _CollectionStore) -> dict[str, Any]:
-    return {
+def _catalog_doc(db: str, coll: str, store: CollectionStore) -> dict[str, Any]:
+    doc: dict[str, Any] = {
         "db": db,
         "coll": coll,
         "created": bool(store._is_force_created),
         "indexes": [[name, dict(spec)] for name, spec in store.indexes.items()],
+        "options": dict(store.options),
     }
+    if store.uuid is not None:
+        doc["uuid"] = store.uuid
+    return doc
+
+
+def _ddl_catalogs(server: MemoryServer, entries: list[Entry]) -> list[dict[str, Any]]:
+    """The catalog, after the commit, of each namespace the commit's DDL events name."""
+    names: dict[tuple[str, str], None] = {}
+    for entry in entries:
+        if entry.op_type in _DDL and entry.coll is not None:
+            names[(entry.db, entry.coll)] = None
+            if entry.to is not None:
+                names[(entry.to[0], entry.to[1])] = None
+    return [_catalog_doc(db, coll, server._store[db][coll]) for db, coll in names]
+
+
+def _rename(server: MemoryServer, source: tuple[str, str], target: tuple[str, str]) -> None:
+    """Replay a rename: the source's documents, indexes, options and UUID move to the
+    target (dropped first if it exists), as ``renameCollection`` moved them."""
+    src = server._store[source[0]][source[1]]
+    dst = server._store[target[0]][target[1]]
+    if dst.is_created:
+        dst.drop()
+    src.move_to(dst)
 
 
 def _index_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -210,14 +265,13 @@ class _Loader:
     """Applies a snapshot's and the journal's records to a fresh ``MemoryServer``."""
 
     def __init__(self, server: MemoryServer, directory: Path) -> None:
-        from ._engine import _store_key
-
         self.server = server
         self.directory = directory
         self.entry_type = _stored_entry_type()
-        self.store_key = _store_key
-        self.history: list[_Entry] = []
-        self.stores: dict[tuple[str, str], _CollectionStore] = {}
+        self.store_key = store_key
+        self.history: list[Entry] = []
+        self.stores: dict[tuple[str, str], CollectionStore] = {}
+        self.versions: set[int] = set()  # the format versions of the files read
         self.base = 0
         self.last_time = (0, 0)
         self.requested = server.oplog_size  # oplog_size= given now, else what the store says
@@ -235,18 +289,22 @@ class _Loader:
 
     # -- state ----------------------------------------------------------------------------
 
-    def catalog(self, cat: dict[str, Any]) -> _CollectionStore:
+    def catalog(self, cat: dict[str, Any]) -> CollectionStore:
+        """Set a namespace's catalog (created flag, UUID, options, indexes) as recorded."""
         store = self.server._store[cat["db"]][cat["coll"]]
-        store._is_force_created = bool(cat["created"])
         store.indexes = {}
         store._ttl_indexes = {}
         for name, spec in cat["indexes"]:
-            store.create_index(name, _index_spec(spec))
+            store.create_index(name, _index_spec(spec))  # (creates the collection)
+        created = bool(cat["created"])
+        store._is_force_created = created
+        store.uuid = cat.get("uuid") if created else None
+        store.options = dict(cat.get("options") or {}) if created else {}
         return store
 
     def rename(self, spec: dict[str, Any]) -> None:
-        self.server._store[spec["db"]].rename(spec["from"], spec["to"])
-        self.stores.clear()
+        """A version-1 ``rename`` record (a rename within one database)."""
+        _rename(self.server, (spec["db"], spec["from"]), (spec["db"], spec["to"]))
 
     def history_chunk(self, raws: list[bytes], first: int) -> None:
         """Append a snapshot's change events, left encoded until read."""
@@ -262,8 +320,11 @@ class _Loader:
         except ValueError as exc:  # in a record whose checksum held: written so by a bug
             raise self.fail(f"{path.name} at byte {record.offset}", f"holds {exc}") from None
 
-    def replay(self, events: bytes, path: Path, record: Record) -> None:
-        """Apply one commit's change events to the documents and append them to the history."""
+    def replay(
+        self, events: bytes, catalogs: list[dict[str, Any]], path: Path, record: Record
+    ) -> None:
+        """Apply one commit's change events to the documents, append them to the history, and
+        set the catalogs the commit recorded (its DDL's result)."""
         expected = self.base + len(self.history)
         make = self.entry_type
         raws = self.split(events, path, record)
@@ -278,13 +339,19 @@ class _Loader:
             self.apply(doc)
             self.history.append(make(raw, expected))
             expected += 1
+        for cat in catalogs:
+            self.catalog(cat)
         if len(self.history) > 2 * self.limit:
             drop = len(self.history) - self.limit
             del self.history[:drop]
             self.base += drop
 
     def apply(self, event: dict[str, Any]) -> None:
-        """Apply one change event (a decoded oplog entry) to the documents."""
+        """Apply one change event (a decoded oplog entry) to the documents. DDL events move
+        or drop documents where they did (rename, drop); the catalog itself comes with the
+        commit's record."""
+        if event.get("coll") is None:
+            return  # dropDatabase: its collections' own drop events preceded it
         ns = (event["db"], event["coll"])
         store = self.stores.get(ns)
         if store is None:
@@ -297,9 +364,12 @@ class _Loader:
             store._documents.pop(self.store_key(event.get("doc_id")), None)
         elif kind == "drop":
             store.drop()
-        # Other event types (invalidate, ...) change no document.
+        elif kind == "rename":
+            to = event["to"]
+            _rename(self.server, ns, (to[0], to[1]))
+        # Other event types (create, createIndexes, modify, ...) change no document.
 
-    def documents(self, store: _CollectionStore, raw: bytes) -> int:
+    def documents(self, store: CollectionStore, raw: bytes) -> int:
         key = self.store_key
         found = bson.decode_all(raw, CODEC)
         store._documents.load((key(doc["_id"]), doc) for doc in found)
@@ -313,16 +383,25 @@ class _Loader:
 
     def finish(self, server_id: str) -> None:
         server = self.server
-        server.oplog_size = self.limit
+        oplog = server.oplog
+        oplog.size = self.limit
         if len(self.history) > self.limit:
             drop = len(self.history) - self.limit
             del self.history[:drop]
             self.base += drop
-        server._oplog = self.history
-        server._oplog_base = self.base
-        server._last_time = self.last_time
+        oplog.entries = self.history
+        oplog.base = self.base
+        oplog.last_time = self.last_time
+        oplog.visible = oplog.base + len(oplog.entries)
         server.server_id = server_id
-        server._oplog_visible = server._oplog_base + len(server._oplog)
+        # A version-1 store recorded no UUIDs, and a collection existed by holding documents
+        # or indexes: such a collection exists now, under a new UUID.
+        for db in server._store._databases.values():
+            for store in db._collections.values():
+                if store._documents or store.indexes:
+                    store._is_force_created = True
+                if store._is_force_created and store.uuid is None:
+                    store.uuid = bson.Binary(uuid.uuid4().bytes, 4)
 
     # -- files ----------------------------------------------------------------------------
 
@@ -415,7 +494,7 @@ class _Loader:
                 )
             seq += 1
             if "oplog" in doc:
-                self.replay(doc["oplog"], path, record)
+                self.replay(doc["oplog"], doc.get("catalog") or [], path, record)
             elif "catalog" in doc:
                 self.catalog(doc["catalog"])
             elif "rename" in doc:
@@ -438,11 +517,13 @@ def _check_header(loader: _Loader, header: dict[str, Any], kind: str, path: Path
     if header.get("mongoledger") != kind:
         raise loader.fail(f"{path.name}", f"is not a mongoledger {kind} file")
     version = header.get("version")
-    if version != FORMAT_VERSION:
+    if version not in _READABLE:
         raise StoreError(
             f"store {loader.directory}: {path.name} has format version {version}, this "
-            f"mongoledger reads version {FORMAT_VERSION}: open it with the version that wrote it"
+            f"mongoledger reads versions {', '.join(map(str, _READABLE))}: open it with the "
+            "version that wrote it"
         )
+    loader.versions.add(version)
 
 
 def _new_journal(directory: Path, server_id: str, generation: int) -> tuple[int, int]:
@@ -501,7 +582,6 @@ class Store:
         self._fields = _entry_fields()
         self._marks: collections.deque[tuple[int, int]] = collections.deque()
         self._owed: dict[Any, int] = {}
-        self._catalog: dict[tuple[str, str], bytes] = {}
         self._closed = False
         self._compacting = threading.Lock()
         self._compactor: threading.Thread | None = None
@@ -510,10 +590,6 @@ class Store:
         self.compaction_error: BaseException | None = None
         self._retry_at = 0
         self.compactions = 0
-        for db_name, db in server._store._databases.items():
-            for coll_name, store in db._collections.items():
-                key = (db_name, coll_name)
-                self._catalog[key] = bson.encode(_catalog_doc(db_name, coll_name, store))
         self._journal = JournalWriter(fd, seq, size, self._on_durable, self._failure)
 
     # -- opening --------------------------------------------------------------------------
@@ -601,49 +677,45 @@ class Store:
                 ),
                 stacklevel=4,
             )
-        if live and live[-1][1].stat().st_size > 0:
+        old_format = any(version < FORMAT_VERSION for version in loader.versions)
+        if live and live[-1][1].stat().st_size > 0 and not old_format:
             generation, path = live[-1]
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
             size = path.stat().st_size
+        elif old_format:  # records of this version go to a file of this version
+            generation = live[-1][0] + 1 if live else first
+            fd, size = _new_journal(directory, server_id, generation)
         else:  # a new store, or a journal file whose very header a crash cut short
             generation = live[-1][0] if live else first
             fd, size = _new_journal(directory, server_id, generation)
         loader.finish(server_id)
         store = cls(server, directory, lock, fd, generation, seq, size, snapshot_bytes)
-        if loader.stored != loader.limit:  # the bound is the store's, until changed again
-            store._append({"config": {"oplog_size": loader.limit}})
-            store.wait()
+        try:
+            if loader.stored != loader.limit:  # the bound is the store's, until changed again
+                store._append({"config": {"oplog_size": loader.limit}})
+                store.wait()
+            if old_format:  # rewritten in this version: the older files go
+                store.compact()
+        except BaseException:
+            store._journal.close()
+            raise
         return store
 
     # -- the engine's hooks ---------------------------------------------------------------
 
-    def published(self, entries: list[_Entry]) -> None:
-        """A commit's change events became visible (called under the server's mutex)."""
+    def published(self, entries: list[Entry]) -> None:
+        """A commit published its change events (called under the server's mutex, from
+        ``Engine._commit_writes``): one record holds them, and the catalog after the commit
+        of each namespace its DDL events name."""
         fields = self._fields
-        seq = self._append({"oplog": b"".join(_entry_raw(e, fields) for e in entries)})
-        server = self.server
-        self._marks.append((seq, server._oplog_base + len(server._oplog)))
-
-    def catalog_changed(self, db: str, coll: str, store: _CollectionStore) -> None:
-        """A namespace's indexes or created flag changed (journaled when they differ)."""
-        doc = _catalog_doc(db, coll, store)
-        encoded = bson.encode(doc)
-        previous = self._catalog.get((db, coll))
-        if previous == encoded or (previous is None and not doc["created"] and not doc["indexes"]):
-            return  # unchanged (ensure_indexes re-creating an index), or a new empty namespace
-        self._catalog[(db, coll)] = encoded
-        self._append({"catalog": doc})
-
-    def renamed(self, db: str, old: str, new: str) -> None:
-        self._catalog.pop((db, new), None)
-        encoded = self._catalog.pop((db, old), None)
-        if encoded is not None:
-            self._catalog[(db, new)] = encoded
-        self._append({"rename": {"db": db, "from": old, "to": new}})
+        body: dict[str, Any] = {"oplog": b"".join(_entry_raw(e, fields) for e in entries)}
+        catalogs = _ddl_catalogs(self.server, entries)
+        if catalogs:
+            body["catalog"] = catalogs
+        seq = self._append(body)
+        self._marks.append((seq, entries[-1].pos + 1))
 
     def _append(self, body: dict[str, Any]) -> int:
-        from ._engine import current_ctx
-
         seq = self._journal.append(lambda number: frame({"seq": Int64(number), **body}))
         self._owed[current_ctx()] = seq
         return seq
@@ -663,8 +735,6 @@ class Store:
         """Return once what this thread/task wrote is durable (sync flavour)."""
         if not self._owed:
             return  # nothing written since (reads)
-        from ._engine import current_ctx
-
         seq = self._owed.pop(current_ctx(), 0)
         if seq:
             self._journal.wait(seq)
@@ -674,8 +744,6 @@ class Store:
         """Return once what this task wrote is durable, awaiting (async flavour)."""
         if not self._owed:
             return  # nothing written since (reads)
-        from ._engine import current_ctx
-
         seq = self._owed.pop(current_ctx(), 0)
         if seq:
             await self._journal.async_wait(seq)
@@ -707,8 +775,7 @@ class Store:
             pos = marks.popleft()[1]
             while marks and marks[0][0] <= durable:
                 pos = marks.popleft()[1]
-            server._oplog_visible = pos
-            server._oplog_waiters.notify_all()
+            server.oplog.show(pos)
 
     def _journal_bytes(self) -> int:
         return self._journal.bytes
@@ -824,44 +891,53 @@ class Store:
 
 class _Capture:
     """What a compaction copies: the catalog and the change history exactly at the rotation
-    (taken under the server's mutex), the documents a chunk at a time afterwards."""
+    (taken under the server's mutex), the documents a chunk at a time afterwards, committed
+    versions only (an open transaction's writes sit in the store's documents: its write log
+    holds the committed version it replaced)."""
 
     def __init__(self, server: MemoryServer, journal: JournalWriter) -> None:
         self.server = server
         self.journal = journal
-        self.last_time = server._last_time
-        self.oplog_base = server._oplog_base
-        self.oplog_size = server.oplog_size
-        self.oplog = list(server._oplog)
+        oplog = server.oplog
+        self.last_time = oplog.last_time
+        self.oplog_base = oplog.base
+        self.oplog_size = oplog.size
+        self.oplog = list(oplog.entries)
         self.high_water = journal.appended
-        self.namespaces: list[tuple[dict[str, Any], _CollectionStore, list[Any]]] = []
-        overlay = _open_writes(server)
+        self.namespaces: list[tuple[dict[str, Any], list[Any]]] = []
         deleted: dict[tuple[str, str], list[Any]] = collections.defaultdict(list)
-        for (db, coll, key), pre in overlay.items():
+        for (db, coll, key), pre in _open_writes(server).items():
             if pre is not None:
                 deleted[(db, coll)].append(key)
+        uncommitted = server.transactions.created  # collections open transactions created
         for db_name, db in server._store._databases.items():
             for coll_name, store in db._collections.items():
-                keys = list(store._documents.keys())
+                if (db_name, coll_name) in uncommitted:
+                    continue
                 docs = store._documents
+                keys = list(docs.keys())
                 keys += [k for k in deleted.get((db_name, coll_name), ()) if k not in docs]
                 catalog = _catalog_doc(db_name, coll_name, store)
                 if keys or catalog["created"] or catalog["indexes"]:
-                    self.namespaces.append((catalog, store, keys))
+                    self.namespaces.append((catalog, keys))
 
     def records(self, fields: tuple[str, ...]) -> Iterator[tuple[bytes, str, int]]:
         server = self.server
-        for catalog, store, keys in self.namespaces:
+        for catalog, keys in self.namespaces:
             yield frame({"ns": catalog}), "namespaces", 1
-            db, coll = catalog["db"], catalog["coll"]
+            ns = (catalog["db"], catalog["coll"])
             for start in range(0, len(keys), _CHUNK):
                 with server._mutex:
-                    committed = _committed(server, db, coll, store)
                     raws = []
-                    for key in keys[start : start + _CHUNK]:
-                        doc = committed(key)
-                        if doc is not None:
-                            raws.append(bson.encode(doc, codec_options=CODEC))
+                    # Where the collection is now (a rename after the rotation moved it; the
+                    # journal replays the rename after the snapshot).
+                    store = _find(server, ns, catalog.get("uuid"))
+                    if store is not None:
+                        committed = _committed(server, store)
+                        for key in keys[start : start + _CHUNK]:
+                            doc = committed(key)
+                            if doc is not None:
+                                raws.append(bson.encode(doc, codec_options=CODEC))
                     self.high_water = self.journal.appended
                 if raws:
                     yield frame({"docs": len(raws), "bson": b"".join(raws)}), "docs", len(raws)
@@ -872,31 +948,46 @@ class _Capture:
             yield frame({"oplog": len(chunk), "first": first, "bson": raw}), "oplog", len(chunk)
 
 
+def _find(server: MemoryServer, ns: tuple[str, str], uuid: Any) -> CollectionStore | None:
+    """The collection of UUID ``uuid`` (None: it was dropped), looked for at ``ns`` first;
+    with no UUID (a namespace with indexes alone), the collection at ``ns``."""
+    store = server._store[ns[0]][ns[1]]
+    if uuid is None or store.uuid == uuid:
+        return store
+    for db in server._store._databases.values():
+        for other in db._collections.values():
+            if other.uuid == uuid:
+                found: CollectionStore = other
+                return found
+    return None
+
+
 # The two functions below are the store's only knowledge of how the engine keeps uncommitted
-# writes (today: in place, with pre-images in each open transaction's undo log).
+# writes: in place in the store's documents (with overlays for other readers only while
+# transactions overlap), the committed version each replaced in its transaction's write log.
 
 
 def _open_writes(server: MemoryServer) -> dict[tuple[str, str, Any], Any]:
-    """Every document an open transaction wrote, with its committed version (None: absent)."""
-    overlay: dict[tuple[str, str, Any], Any] = {}
-    for txn in server._holding:
+    """Every document an open transaction wrote, with its committed version (None: absent).
+    (One open transaction at most owns a document: a second writer conflicts.)"""
+    found: dict[tuple[str, str, Any], Any] = {}
+    for txn in server.transactions.open:
         for dk, pre in txn.log.items():
-            overlay.setdefault(dk, pre)
-    return overlay
+            found.setdefault(dk, pre)
+    return found
 
 
-def _committed(
-    server: MemoryServer, db: str, coll: str, store: _CollectionStore
-) -> Callable[[Any], Any]:
+def _committed(server: MemoryServer, store: CollectionStore) -> Callable[[Any], Any]:
     """Look up a document's committed version in ``store`` (under the server's mutex)."""
-    overlay = {k[2]: pre for k, pre in _open_writes(server).items() if k[0] == db and k[1] == coll}
+    db, coll = store.ns
+    written = {k[2]: pre for k, pre in _open_writes(server).items() if k[0] == db and k[1] == coll}
     docs = store._documents
-    if not overlay:
+    if not written:
         return docs.get
 
     def get(key: Any) -> Any:
-        if key in overlay:
-            return overlay[key]
+        if key in written:
+            return written[key]
         return docs.get(key)
 
     return get

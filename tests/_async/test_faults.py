@@ -20,7 +20,7 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect, OperationFailure, PyMongoError
 
-import mongoledger.memory._engine
+import mongoledger.memory._session
 from mongoledger import (
     AlreadyReverted,
     AsyncLedger,
@@ -153,7 +153,7 @@ async def async_memory_db() -> Any:
 def quick_give_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make with_transaction give up after 50 ms instead of PyMongo's 120 s."""
     monkeypatch.setattr(pymongo.client_session_shared, "_WITH_TRANSACTION_RETRY_TIME_LIMIT", 0.05)
-    monkeypatch.setattr(mongoledger.memory._engine, "WITH_TRANSACTION_RETRY_TIME_LIMIT", 0.05)
+    monkeypatch.setattr(mongoledger.memory._session, "WITH_TRANSACTION_RETRY_TIME_LIMIT", 0.05)
 
 
 class StepFault:

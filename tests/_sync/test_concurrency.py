@@ -8,9 +8,9 @@ random mix of increases, decreases, transfers, three-leg posts and reverts (some
 idempotency keys, some retried with the same key, some keys shared by all workers) and records
 what succeeded. Afterwards the database must agree with that record to the cent.
 
-The default tier runs 1,000 operations per test (about 3 s on the memory engine); the full
-size (8 threads x 500 operations, 200 tasks x 20 operations: about 11 s each) is marked
-``slow``.
+The default tier runs 1,000 operations per test (a few seconds on the memory engine, where the
+workers' transactions overlap and conflict); the full size (8 threads x 500 operations, 200
+tasks x 20 operations) is marked ``slow``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bson import ObjectId
 from mongoledger import AlreadyReverted, IdempotencyConflict, InsufficientFunds, Ledger
 from mongoledger._sync._io import aggregate, to_list
 from tests._sync.racing import run_concurrently, yield_point
-from tests.conftest import REAL_URI, SKIP_REAL
+from tests.conftest import REAL_URI, SKIP_REAL, WIRE_SERVER
 
 _IS_SYNC = True
 
@@ -289,6 +289,62 @@ def test_random_operations_concurrently(
     assert record.expected_failures > 0
     assert any(op.external == 0 and len(op.legs) == 3 for op in record.ops)
     check_ledger(ledger, record)
+
+
+def memory_server(db: Any) -> Any:
+    """The memory engine ``db`` lives on: the client's, or the wire endpoint's the real
+    tier talks to (None: a real server)."""
+    from mongoledger.memory import MemoryClient
+
+    if isinstance(db.client, MemoryClient):
+        return db.client.server
+    return WIRE_SERVER
+
+
+HOT = 3  # accounts every worker transfers among
+HOT_SIZE = (8, 60) if _IS_SYNC else (64, 8)  # (workers, transfers per worker)
+
+
+def test_hot_accounts_conflict_for_real_and_keep_every_invariant(
+    shared_db: Any, request: pytest.FixtureRequest
+) -> None:
+    """Transfers among three hot accounts by many workers at once: on the memory engine,
+    as on a replica set, transactions overlap and really conflict (WriteConflict, retried
+    by with_transaction); the ledger must still agree with what the workers saw, to the
+    cent. The conflicts counted are reported among the test's user properties."""
+    ledger = Ledger(shared_db)
+    record = Record()
+    for i in GUARDED:  # what check_ledger expects; the hot ones among them
+        ledger.open_account(account(i), min_balance=0)
+    for i in range(HOT):
+        ids = [ledger.increase(account(i), 1_000_000)]
+        record.add(Op(ids, [(i, 1_000_000)], 1_000_000))
+    server = memory_server(shared_db)
+    before = 0 if server is None else server.write_conflicts
+    workers, per_worker = HOT_SIZE
+
+    def worker(w: int) -> Callable[[], None]:
+        def work() -> None:
+            rng = random.Random(w)
+            for _ in range(per_worker):
+                a, b = rng.sample(range(HOT), 2)
+                amount = rng.randint(1, 100)
+                ids = ledger.transfer(account(a), account(b), amount)
+                record.add(Op(ids, [(a, -amount), (b, amount)], 0))
+
+        return work
+
+    run_concurrently([worker(w) for w in range(workers)])
+    assert len(record.ops) == HOT + workers * per_worker
+    check_ledger(ledger, record)
+    if server is not None:
+        conflicts = server.write_conflicts - before
+        per_transfer = round(conflicts / (workers * per_worker), 3)
+        request.node.user_properties += [
+            ("write_conflicts", conflicts),
+            ("per_transfer", per_transfer),
+        ]
+        assert conflicts > 0, "the workers never overlapped"
 
 
 def test_concurrent_auto_create_makes_one_account(shared_db: Any) -> None:

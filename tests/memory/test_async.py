@@ -107,27 +107,33 @@ async def test_async_change_stream_and_shared_sync_writer() -> None:
         await coll.watch([{"$group": {"_id": 1}}])
 
 
-async def test_async_waiter_does_not_block_the_loop() -> None:
+async def test_async_writer_waits_for_the_transaction_without_blocking_the_loop() -> None:
+    """Snapshot isolation: a read outside the transaction sees committed data at once; a write
+    outside it to a document the transaction wrote waits for it to end (a task awaits, so
+    the loop keeps running), then applies on top of the commit."""
     client = AsyncMemoryClient()
     coll = client["db"]["c"]
+    await coll.insert_one({"_id": 1, "n": 0})
     holder_ready = asyncio.Event()
     release = asyncio.Event()
 
     async def holder() -> None:
         async with client.start_session() as s:
             await s.start_transaction()
-            await coll.insert_one({"k": 1}, session=s)
+            await coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, session=s)
             holder_ready.set()
             await release.wait()
             await s.commit_transaction()
 
     task = asyncio.create_task(holder())
     await holder_ready.wait()
-    reader = asyncio.create_task(coll.count_documents({}))
+    assert (await coll.find_one({"_id": 1}))["n"] == 0  # committed data, no waiting
+    writer = asyncio.create_task(coll.update_one({"_id": 1}, {"$inc": {"n": 10}}))
     t0 = time.monotonic()
     await asyncio.sleep(0.02)
-    assert not reader.done()  # waiting, but the loop runs this coroutine
+    assert not writer.done()  # waiting, but the loop runs this coroutine
     release.set()
-    assert await reader == 1
+    assert (await writer).modified_count == 1
     await task
+    assert (await coll.find_one({"_id": 1}))["n"] == 11
     assert time.monotonic() - t0 < 2

@@ -74,7 +74,7 @@ def test_update_lookup_and_transaction_fields(client: MemoryClient) -> None:
 
 def test_aborted_transactions_emit_nothing_and_commit_order_is_kept() -> None:
     client = MemoryClient()
-    coll = client["db"]["c"]
+    coll = client["db"].create_collection("c")  # two transactions creating it would conflict
     stream = coll.watch()
     with client.start_session() as a, client.start_session() as b:
         a.start_transaction()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import types
 
 import bson
@@ -24,7 +23,7 @@ from pymongo.errors import (
 )
 from pymongo.results import InsertManyResult, InsertOneResult, UpdateResult
 
-from mongoledger.memory import MemoryClient, MemoryServer, StrictModeError, _engine
+from mongoledger.memory import MemoryClient, MemoryServer, StrictModeError, _session
 
 
 @pytest.fixture
@@ -398,19 +397,28 @@ def test_two_transactions_in_one_thread_do_not_deadlock(client: MemoryClient, co
     assert docs(coll) == [{"k": 1, "a": 1}, {"k": 2}]
 
 
-def test_other_threads_wait_for_the_transaction(client: MemoryClient, coll) -> None:
+def test_other_threads_read_committed_data_and_their_writes_wait(
+    client: MemoryClient, coll
+) -> None:
+    """A read outside the transaction answers at once with committed data; a write outside it
+    to a document the transaction wrote waits for the transaction to end, then applies."""
     coll.insert_one({"k": 1, "n": 0})
     seen: list[int] = []
     with client.start_session() as s:
         s.start_transaction()
         coll.update_one({"k": 1}, {"$inc": {"n": 1}}, session=s)
-        t = threading.Thread(target=lambda: seen.append(coll.find_one({"k": 1})["n"]))
-        t.start()
-        time.sleep(0.05)
-        assert seen == []  # blocked: nobody reads uncommitted data
+        reader = threading.Thread(target=lambda: seen.append(coll.find_one({"k": 1})["n"]))
+        reader.start()
+        reader.join(5)
+        assert seen == [0]  # snapshot isolation: the uncommitted $inc is invisible
+        writer = threading.Thread(target=lambda: coll.update_one({"k": 1}, {"$inc": {"n": 10}}))
+        writer.start()
+        writer.join(0.05)
+        assert writer.is_alive()  # blocked on the transaction's document
         s.commit_transaction()
-        t.join(5)
-    assert seen == [1]
+        writer.join(5)
+        assert not writer.is_alive()
+    assert coll.find_one({"k": 1})["n"] == 11
 
 
 def test_threads_with_transactions_keep_exact_totals() -> None:
@@ -484,7 +492,7 @@ def test_commit_failure_with_transient_label_reruns_the_callback(
 
 
 def test_persistent_failure_gives_up(client: MemoryClient, coll, monkeypatch) -> None:
-    monkeypatch.setattr(_engine, "WITH_TRANSACTION_RETRY_TIME_LIMIT", 0.05)
+    monkeypatch.setattr(_session, "WITH_TRANSACTION_RETRY_TIME_LIMIT", 0.05)
     client.fail_command(
         ["insert"], times=None, error_code=112, error_labels=["TransientTransactionError"]
     )

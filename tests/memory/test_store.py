@@ -7,6 +7,7 @@ the ledger on a store (sync and async twins) in ``tests/_async/test_store.py``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import os
 import subprocess
@@ -33,6 +34,7 @@ from mongoledger.memory import (
     _journal,
     _store,
 )
+from mongoledger.memory._oplog import Entry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,11 +55,10 @@ def everything(client: Any) -> dict[str, Any]:
     return out
 
 
-def history(server: MemoryServer) -> list[tuple[Any, ...]]:
-    return [
-        (e.pos, e.op_type, e.db, e.coll, e.doc_id, e.full_document, e.cluster_time, e.txn_number)
-        for e in server.oplog_entries(0)
-    ]
+def history(server: MemoryServer) -> list[dict[str, Any]]:
+    """Every field of every oplog entry."""
+    fields = [f.name for f in dataclasses.fields(Entry)]
+    return [{name: getattr(e, name) for name in fields} for e in server.oplog_entries(0)]
 
 
 # --------------------------------------------------------------------------- round trips
@@ -118,7 +119,7 @@ def test_documents_indexes_and_history_survive_a_restart(tmp_path: Path) -> None
     # New writes continue the history and the clock.
     client["app"].things.insert_one({"_id": 9})
     assert client.server.cluster_time > last_time
-    positions = [event[0] for event in history(client.server)]
+    positions = [event["pos"] for event in history(client.server)]
     assert positions == list(range(len(events) + 2))  # the insert above and this one
     client.close()
 
@@ -600,16 +601,68 @@ def test_a_compaction_that_died_before_its_rename_leaves_the_store_as_it_was(
     assert not (tmp_path / "snapshot.tmp").exists()
 
 
-def test_a_rename_is_journaled(tmp_path: Path) -> None:
+def test_collection_ddl_survives_restarts_and_compaction(tmp_path: Path) -> None:
+    """Every DDL event type replays without touching the wrong documents, and collection
+    UUIDs and options (pre- and post-images) survive: from the journal, then the snapshot."""
     client = MemoryClient(path=tmp_path)
-    client["app"]["a"].insert_one({"_id": 1})
-    client["app"]["a"].create_index("k")
-    server = client.server
-    with server._mutex:  # the storage-level rename a renameCollection command performs
-        server._store["app"].rename("a", "b")
+    app, other = client["app"], client["other"]
+    app.create_collection("imaged", changeStreamPreAndPostImages={"enabled": True})
+    app.imaged.insert_many([{"_id": i, "n": i} for i in range(3)])
+    app.imaged.update_one({"_id": 0}, {"$set": {"n": 10}})
+    app.imaged.delete_one({"_id": 1})
+    app.imaged.create_index("n", unique=True, partialFilterExpression={"n": {"$gt": 5}})
+    app.command("collMod", "imaged", changeStreamPreAndPostImages={"enabled": False})
+    app.imaged.update_one({"_id": 2}, {"$set": {"n": 20}})  # no pre-image recorded
+    app.plain.insert_many([{"_id": i} for i in range(4)])
+    app.plain.create_index("x")
+    app.plain.drop_index("x_1")
+    app.plain.rename("moved")  # documents, indexes, options and UUID move
+    other.target.insert_one({"_id": "old target"})
+    app.moved.create_index("y")
+    client.admin.command("renameCollection", "app.moved", to="other.target", dropTarget=True)
+    app.gone.insert_one({"_id": 1})
+    app.gone.drop()
+    app.gone.insert_one({"_id": 2})  # the same name again: a new collection
+    client["scratch"].c.insert_one({"_id": 1})
+    client.drop_database("scratch")
+
+    def state(client: MemoryClient) -> Any:
+        server = client.server
+        catalog = {
+            (db, name): (store.uuid, store.options, store.is_created)
+            for db, names in server._store._databases.items()
+            for name, store in names._collections.items()
+            if store.is_created
+        }
+        return everything(client), catalog, history(server)
+
+    before = state(client)
+    assert before[0]["other.target"][0] == [{"_id": i} for i in range(4)]
+    assert "y_1" in before[0]["other.target"][1]
     client.close()
+    for compact in (False, True):
+        client = MemoryClient(path=tmp_path)
+        assert state(client) == before
+        if compact:
+            client.server.compact()
+        client.close()
     client = MemoryClient(path=tmp_path)
-    assert client["app"].list_collection_names() == ["b"]
-    assert client["app"]["b"].find_one({}) == {"_id": 1}
-    assert "k_1" in client["app"]["b"].index_information()
+    assert state(client) == before
+    # A stream resumed from before the restarts: the same UUIDs, and the pre-image recorded.
+    with client["app"].imaged.watch(
+        start_at_operation_time=bson.Timestamp(0, 0),
+        full_document_before_change="whenAvailable",
+        show_expanded_events=True,
+    ) as stream:
+        events = [stream.next() for _ in range(9)]
+    uuid = client.server.store_for("app", "imaged").uuid
+    assert {e["collectionUUID"] for e in events} == {uuid}
+    kinds = ["create", *["insert"] * 3, "update", "delete", "createIndexes", "modify", "update"]
+    assert [e["operationType"] for e in events] == kinds
+    assert events[0]["operationDescription"]["changeStreamPreAndPostImages"] == {"enabled": True}
+    events = [e for e in events if e["operationType"] in ("update", "delete")]
+    assert events[0]["fullDocumentBeforeChange"] == {"_id": 0, "n": 0}
+    assert events[1]["fullDocumentBeforeChange"] == {"_id": 1, "n": 1}
+    assert events[2]["fullDocumentBeforeChange"] is None  # images were off by then
     client.close()
+

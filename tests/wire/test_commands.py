@@ -181,8 +181,9 @@ def test_aggregate_cursor(db: Any) -> None:
 
 def test_create_coll_mod_rename_drop(db: Any) -> None:
     assert db.command("create", "c")["ok"] == 1.0
-    with pytest.raises(OperationFailure) as info:
-        db.command("create", "c")
+    assert db.command("create", "c")["ok"] == 1.0  # the same options again: ok (7.0)
+    with pytest.raises(OperationFailure) as info:  # other options
+        db.command("create", "c", changeStreamPreAndPostImages={"enabled": True})
     assert (info.value.code, info.value.details["codeName"]) == (48, "NamespaceExists")
     mod = db.command("collMod", "c", changeStreamPreAndPostImages={"enabled": True})
     assert mod["ok"] == 1.0

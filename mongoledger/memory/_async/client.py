@@ -10,6 +10,7 @@ operations block their thread instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -19,30 +20,51 @@ from typing import Any, TypeVar
 
 from bson.timestamp import Timestamp
 from pymongo import ReturnDocument
-from pymongo.errors import InvalidOperation, OperationFailure, PyMongoError
+from pymongo.errors import (
+    CollectionInvalid,
+    ConfigurationError,
+    InvalidOperation,
+    OperationFailure,
+    PyMongoError,
+)
+from pymongo.read_concern import ReadConcern
 from pymongo.results import (
     BulkWriteResult,
+    ClientBulkWriteResult,
     DeleteResult,
     InsertManyResult,
     InsertOneResult,
     UpdateResult,
 )
+from pymongo.write_concern import WriteConcern
 
+from mongoledger.memory._bson import Document
+from mongoledger.memory._catalog import (
+    create_collection,
+    drop_database,
+    rename_collection,
+)
 from mongoledger.memory._changestream import StreamCore
+from mongoledger.memory._client_bulk import client_bulk_write
 from mongoledger.memory._commands import commands_for, error_reply
-from mongoledger.memory._engine import (
+from mongoledger.memory._ops import Call, CollectionOps, list_collection_names, sort_list
+from mongoledger.memory._options import Options, client_options
+from mongoledger.memory._server import MemoryServer
+from mongoledger.memory._session import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,
-    Document,
-    MemoryServer,
     SessionState,
     make_timeout_error,
     max_time_expired_error,
-    operation_failure,
     within_time_limit,
 )
-from mongoledger.memory._ops import Call, CollectionOps, list_collection_names, sort_list
-from mongoledger.memory._shared import async_wait_for_event, fail_command_spec
+from mongoledger.memory._shared import (
+    async_wait_for_event,
+    check_collection_name,
+    fail_command_spec,
+    index_pairs,
+    write_concern_checked,
+)
 
 from .commands import async_run_command
 
@@ -66,7 +88,9 @@ class AsyncMemoryClient:
 
     ``strict`` (default True) refuses an operation sent without ``session=`` from the thread
     or task that has a transaction open. Pass ``server=other_client.server`` to share data,
-    transactions and change streams with another client (sync or async).
+    transactions and change streams with another client (sync or async). Other keyword
+    arguments are PyMongo's URI options for read preference and read/write concerns
+    (``w=``, ``wTimeoutMS=``, ``journal=``, ``readPreference=``, ``readConcernLevel=``).
 
     ``path=DIR`` keeps the data in directory ``DIR`` (the embedded store: documents, indexes
     and change-stream history survive restarts, and a write is on disk when it returns);
@@ -81,6 +105,7 @@ class AsyncMemoryClient:
         *,
         path: str | os.PathLike[str] | None = None,
         oplog_size: int | None = None,
+        **options: Any,
     ) -> None:
         if server is not None and (path is not None or oplog_size is not None):
             raise ValueError("give server= or path=/oplog_size=, not both")
@@ -89,7 +114,20 @@ class AsyncMemoryClient:
             server if server is not None else MemoryServer(path=path, oplog_size=oplog_size)
         )
         self.strict = strict
+        self._options = client_options(options)
         self._closed = False
+
+    @property
+    def read_preference(self) -> Any:
+        return self._options.read_preference
+
+    @property
+    def write_concern(self) -> WriteConcern:
+        return self._options.write_concern
+
+    @property
+    def read_concern(self) -> ReadConcern:
+        return self._options.read_concern
 
     async def _run(self, call: Call, session: AsyncClientSession | None) -> Any:
         return await self.server.run_async(
@@ -100,6 +138,7 @@ class AsyncMemoryClient:
             what=call.what,
             kind=call.kind,
             retryable=call.retryable,
+            read=call.read,
         )
 
     def _session_state(self, session: AsyncClientSession | None) -> SessionState | None:
@@ -117,9 +156,17 @@ class AsyncMemoryClient:
             raise AttributeError(name)
         return AsyncDatabase(self, name)
 
-    def get_database(self, name: str | None = None, **_options: Any) -> AsyncDatabase:
-        """The database ``name`` (default ``"test"``); options are accepted and ignored."""
-        return AsyncDatabase(self, name or "test")
+    def get_database(
+        self,
+        name: str | None = None,
+        codec_options: Any = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> AsyncDatabase:
+        """The database ``name`` (default ``"test"``), with its own options if given."""
+        options = self._options.derive(read_preference, write_concern, read_concern)
+        return AsyncDatabase(self, name or "test", options)
 
     @property
     def admin(self) -> AsyncDatabase:
@@ -131,15 +178,52 @@ class AsyncMemoryClient:
         default_transaction_options: Any = None,
         snapshot: bool | None = False,
     ) -> AsyncClientSession:
-        return AsyncClientSession(self)
+        if causal_consistency and snapshot:
+            raise ConfigurationError("snapshot reads do not support causal_consistency=True")
+        return AsyncClientSession(self, default_transaction_options, bool(snapshot))
 
     async def list_database_names(self, session: AsyncClientSession | None = None) -> list[str]:
         return list(self.server._mock.list_database_names())
 
     async def drop_database(self, name: Any, session: AsyncClientSession | None = None) -> None:
         db = name.name if isinstance(name, AsyncDatabase) else name
-        for coll in list(self.server._mock[db].list_collection_names()):
-            await AsyncDatabase(self, db).drop_collection(coll, session=session)
+        await self._run(drop_database(self.server, db), session)
+
+    async def bulk_write(
+        self,
+        models: Sequence[Any],
+        session: AsyncClientSession | None = None,
+        ordered: bool = True,
+        verbose_results: bool = False,
+        bypass_document_validation: bool | None = None,
+        comment: Any = None,
+        let: Any = None,
+        write_concern: WriteConcern | None = None,
+    ) -> ClientBulkWriteResult:
+        """PyMongo's client-level bulk write (MongoDB 8's ``bulkWrite``): writes to any
+        namespaces, each model naming its own (``InsertOne(doc, namespace="db.coll")``)."""
+        state = self._session_state(session)
+        in_txn = state is not None and state.in_transaction
+        if in_txn:
+            if write_concern:
+                raise InvalidOperation("Cannot set write concern after starting a transaction")
+            assert state is not None
+            write_concern = state.txn_write_concern
+        elif not write_concern:
+            write_concern = self.write_concern
+        assert write_concern is not None
+        bulk = client_bulk_write(self.server, models, ordered, verbose_results, write_concern)
+        if not write_concern.acknowledged:
+            if session is not None and not in_txn:
+                raise ConfigurationError(
+                    "Explicit sessions are incompatible with unacknowledged write concern: "
+                    f"{write_concern!r}"
+                )
+            with contextlib.suppress(PyMongoError):
+                await self._run(bulk.call, None)
+            return ClientBulkWriteResult({}, False, False)
+        full_result = await self._run(bulk.call, session)
+        return bulk.result(full_result, None if in_txn else write_concern)
 
     async def server_info(self) -> Document:
         return self.server.command("admin", {"buildInfo": 1})
@@ -224,19 +308,38 @@ async def _watch(
             args.get("start_after"),
             args.get("start_at_operation_time"),
             args.get("max_await_time_ms"),
+            args.get("full_document_before_change"),
+            args.get("show_expanded_events"),
         )
 
     what = f"watch on {db}.{coll}" if coll else f"watch on {db or 'the deployment'}"
-    core = await client.server.run_async("aggregate", state, fn, strict=client.strict, what=what)
+    core = await client.server.run_async(
+        "aggregate", state, fn, strict=client.strict, what=what, read=True
+    )
     return AsyncChangeStream(core)
 
 
 class AsyncDatabase:
     """A database served by :class:`AsyncMemoryClient`."""
 
-    def __init__(self, client: AsyncMemoryClient, name: str) -> None:
+    def __init__(
+        self, client: AsyncMemoryClient, name: str, options: Options | None = None
+    ) -> None:
         self.client = client
         self.name = name
+        self._options = client._options if options is None else options
+
+    @property
+    def read_preference(self) -> Any:
+        return self._options.read_preference
+
+    @property
+    def write_concern(self) -> WriteConcern:
+        return self._options.write_concern
+
+    @property
+    def read_concern(self) -> ReadConcern:
+        return self._options.read_concern
 
     def __getitem__(self, name: str) -> AsyncCollection:
         return AsyncCollection(self, name)
@@ -259,11 +362,26 @@ class AsyncDatabase:
     def __repr__(self) -> str:
         return f"AsyncDatabase({self.client!r}, {self.name!r})"
 
-    def get_collection(self, name: str, **_options: Any) -> AsyncCollection:
-        return AsyncCollection(self, name)
+    def get_collection(
+        self,
+        name: str,
+        codec_options: Any = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> AsyncCollection:
+        options = self._options.derive(read_preference, write_concern, read_concern)
+        return AsyncCollection(self, name, options)
 
-    def with_options(self, **_options: Any) -> AsyncDatabase:
-        return self
+    def with_options(
+        self,
+        codec_options: Any = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> AsyncDatabase:
+        options = self._options.derive(read_preference, write_concern, read_concern)
+        return AsyncDatabase(self.client, self.name, options)
 
     async def command(
         self,
@@ -298,20 +416,31 @@ class AsyncDatabase:
         return names
 
     async def create_collection(
-        self, name: str, session: AsyncClientSession | None = None, **_kw: Any
+        self,
+        name: str,
+        codec_options: Any = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+        session: AsyncClientSession | None = None,
+        check_exists: bool | None = True,
+        **kwargs: Any,
     ) -> AsyncCollection:
-        if name in await self.list_collection_names(session=session):
-            raise operation_failure(
-                48, "NamespaceExists", f"Collection {self.name}.{name} already exists."
-            )
-        server = self.client.server
-
-        def fn(_op: Any) -> None:
-            server._store[self.name].create_collection(name)
-
-        what = f"create_collection on {self.name}.{name}"
-        await self.client._run(Call("create", fn, what, retryable=False), session)
-        return AsyncCollection(self, name)
+        """Create collection ``name`` with options (``changeStreamPreAndPostImages``);
+        inside a transaction it appears to others when the transaction commits."""
+        check_collection_name(name)
+        coll = self.get_collection(
+            name, codec_options, read_preference, write_concern, read_concern
+        )
+        in_txn = session is not None and session.in_transaction
+        if (
+            check_exists
+            and not in_txn
+            and name in await self.list_collection_names(session=session)
+        ):
+            raise CollectionInvalid(f"collection {name} already exists")
+        await coll._ddl(create_collection(self.client.server, self.name, name, kwargs), session)
+        return coll
 
     async def drop_collection(
         self, name_or_collection: Any, session: AsyncClientSession | None = None, **_kw: Any
@@ -345,14 +474,27 @@ class AsyncDatabase:
 class AsyncCollection:
     """A collection served by :class:`AsyncMemoryClient` (PyMongo's ``AsyncCollection``)."""
 
-    def __init__(self, database: AsyncDatabase, name: str) -> None:
+    def __init__(self, database: AsyncDatabase, name: str, options: Options | None = None) -> None:
         self.database = database
         self.name = name
         self.full_name = f"{database.name}.{name}"
+        self._options = database._options if options is None else options
         self._ops = CollectionOps(database.client.server, database.name, name)
 
+    @property
+    def read_preference(self) -> Any:
+        return self._options.read_preference
+
+    @property
+    def write_concern(self) -> WriteConcern:
+        return self._options.write_concern
+
+    @property
+    def read_concern(self) -> ReadConcern:
+        return self._options.read_concern
+
     def __getitem__(self, name: str) -> AsyncCollection:
-        return AsyncCollection(self.database, f"{self.name}.{name}")
+        return AsyncCollection(self.database, f"{self.name}.{name}", self._options)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -370,8 +512,48 @@ class AsyncCollection:
     async def _run(self, call: Call, session: AsyncClientSession | None) -> Any:
         return await self.database.client._run(call, session)
 
-    def with_options(self, **_options: Any) -> AsyncCollection:
-        return self
+    async def _write(
+        self,
+        call: Call,
+        session: AsyncClientSession | None,
+        unacknowledged: Callable[[], T],
+        *,
+        bulk: bool = False,
+    ) -> T:
+        """Run a write under this collection's write concern (a transaction's statements
+        take the transaction's, at commit): unacknowledged, nothing of the reply is read;
+        one a one-member set cannot satisfy fails after the write, as on a server."""
+        if self._options.plain_writes:
+            plain: T = await self._run(call, session)
+            return plain
+        in_txn = session is not None and session.in_transaction
+        wc = self._options.write_concern
+        if not in_txn and not wc.acknowledged:
+            if session is not None:
+                raise ConfigurationError(
+                    f"Explicit sessions are incompatible with unacknowledged write concern: {wc!r}"
+                )
+            with contextlib.suppress(PyMongoError):
+                await self._run(call, None)
+            return unacknowledged()
+        result: T = await self._run(call, session)
+        return write_concern_checked(result, None if in_txn else wc, bulk=bulk)
+
+    async def _ddl(self, call: Call, session: AsyncClientSession | None) -> Any:
+        """Run a collection command under this collection's write concern."""
+        in_txn = session is not None and session.in_transaction
+        result = await self._run(call, session)
+        return write_concern_checked(result, None if in_txn else self._options.write_concern)
+
+    def with_options(
+        self,
+        codec_options: Any = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> AsyncCollection:
+        options = self._options.derive(read_preference, write_concern, read_concern)
+        return AsyncCollection(self.database, self.name, options)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -382,8 +564,10 @@ class AsyncCollection:
         session: AsyncClientSession | None = None,
         comment: Any = None,
     ) -> InsertOneResult:
-        result: InsertOneResult = await self._run(self._ops.insert_one(document), session)
-        return result
+        call = self._ops.insert_one(document)
+        return await self._write(
+            call, session, lambda: InsertOneResult(_id_of(document), acknowledged=False)
+        )
 
     async def insert_many(
         self,
@@ -393,10 +577,13 @@ class AsyncCollection:
         session: AsyncClientSession | None = None,
         comment: Any = None,
     ) -> InsertManyResult:
-        result: InsertManyResult = await self._run(
-            self._ops.insert_many(documents, ordered), session
+        call = self._ops.insert_many(documents, ordered)
+        return await self._write(
+            call,
+            session,
+            lambda: InsertManyResult([_id_of(d) for d in documents], acknowledged=False),
+            bulk=True,
         )
-        return result
 
     async def update_one(
         self,
@@ -415,8 +602,7 @@ class AsyncCollection:
         call = self._ops.update(
             filter, update, multi=False, upsert=upsert, array_filters=array_filters, sort=sort
         )
-        result: UpdateResult = await self._run(call, session)
-        return result
+        return await self._write(call, session, _unacknowledged_update)
 
     async def update_many(
         self,
@@ -434,8 +620,7 @@ class AsyncCollection:
         call = self._ops.update(
             filter, update, multi=True, upsert=upsert, array_filters=array_filters
         )
-        result: UpdateResult = await self._run(call, session)
-        return result
+        return await self._write(call, session, _unacknowledged_update)
 
     async def replace_one(
         self,
@@ -451,8 +636,7 @@ class AsyncCollection:
         comment: Any = None,
     ) -> UpdateResult:
         call = self._ops.replace_one(filter, replacement, upsert, sort)
-        result: UpdateResult = await self._run(call, session)
-        return result
+        return await self._write(call, session, _unacknowledged_update)
 
     async def delete_one(
         self,
@@ -463,8 +647,8 @@ class AsyncCollection:
         let: Any = None,
         comment: Any = None,
     ) -> DeleteResult:
-        result: DeleteResult = await self._run(self._ops.delete(filter, multi=False), session)
-        return result
+        call = self._ops.delete(filter, multi=False)
+        return await self._write(call, session, _unacknowledged_delete)
 
     async def delete_many(
         self,
@@ -475,8 +659,8 @@ class AsyncCollection:
         let: Any = None,
         comment: Any = None,
     ) -> DeleteResult:
-        result: DeleteResult = await self._run(self._ops.delete(filter, multi=True), session)
-        return result
+        call = self._ops.delete(filter, multi=True)
+        return await self._write(call, session, _unacknowledged_delete)
 
     async def find_one_and_update(
         self,
@@ -503,7 +687,7 @@ class AsyncCollection:
             return_document=return_document,
             array_filters=array_filters,
         )
-        return await self._run(call, session)
+        return await self._find_and_modify(call, session)
 
     async def find_one_and_replace(
         self,
@@ -528,7 +712,7 @@ class AsyncCollection:
             upsert=upsert,
             return_document=return_document,
         )
-        return await self._run(call, session)
+        return await self._find_and_modify(call, session)
 
     async def find_one_and_delete(
         self,
@@ -542,7 +726,14 @@ class AsyncCollection:
         **_kwargs: Any,
     ) -> Any:
         call = self._ops.find_one_and("delete", filter, projection=projection, sort=sort)
-        return await self._run(call, session)
+        return await self._find_and_modify(call, session)
+
+    async def _find_and_modify(self, call: Call, session: AsyncClientSession | None) -> Any:
+        if self._options.plain_writes:
+            return await self._run(call, session)
+        in_txn = session is not None and session.in_transaction
+        result = await self._run(call, session)
+        return write_concern_checked(result, None if in_txn else self._options.write_concern)
 
     async def bulk_write(
         self,
@@ -553,17 +744,53 @@ class AsyncCollection:
         comment: Any = None,
         let: Any = None,
     ) -> BulkWriteResult:
+        calls = self._ops.bulk_write(requests, ordered)
+        in_txn = session is not None and session.in_transaction
+        wc = self._options.write_concern
+        if not in_txn and not wc.acknowledged:
+            if session is not None:
+                raise ConfigurationError(
+                    f"Explicit sessions are incompatible with unacknowledged write concern: {wc!r}"
+                )
+            for call in calls:
+                with contextlib.suppress(PyMongoError):
+                    await self._run(call, None)
+            return BulkWriteResult({}, acknowledged=False)
         results: list[Document] = []
-        for call in self._ops.bulk_write(requests, ordered):
+        for call in calls:
             results.append(await self._run(call, session))
             if ordered and results[-1]["writeErrors"]:
                 break
-        return CollectionOps.bulk_result(CollectionOps.merge_bulk(results))
+        return CollectionOps.bulk_result(CollectionOps.merge_bulk(results), None if in_txn else wc)
 
     async def drop(
         self, session: AsyncClientSession | None = None, comment: Any = None, **_kw: Any
     ) -> None:
-        await self._run(self._ops.drop(), session)
+        await self._ddl(self._ops.drop(), session)
+
+    async def rename(
+        self,
+        new_name: str,
+        session: AsyncClientSession | None = None,
+        comment: Any = None,
+        **kwargs: Any,
+    ) -> Document:
+        """Rename this collection (``dropTarget=True`` replaces an existing one); streams on
+        either name see a ``rename`` event, then ``invalidate``."""
+        if not isinstance(new_name, str):
+            raise TypeError(f"new_name must be an instance of str, not {type(new_name)}")
+        check_collection_name(new_name)
+        drop_target = bool(kwargs.pop("dropTarget", False))
+        call = rename_collection(
+            self.database.client.server,
+            self.database.name,
+            self.name,
+            self.database.name,
+            new_name,
+            drop_target=drop_target,
+        )
+        result: Document = await self._ddl(call, session)
+        return result
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -599,7 +826,9 @@ class AsyncCollection:
         result: int = await self._run(self._ops.count_documents(filter, **kwargs), session)
         return result
 
-    async def estimated_document_count(self, **_kwargs: Any) -> int:
+    async def estimated_document_count(self, comment: Any = None, **kwargs: Any) -> int:
+        if "session" in kwargs:
+            raise ConfigurationError("estimated_document_count does not support sessions")
         result: int = await self._run(self._ops.estimated_document_count(), None)
         return result
 
@@ -618,13 +847,16 @@ class AsyncCollection:
     async def create_index(
         self, keys: Any, session: AsyncClientSession | None = None, **kwargs: Any
     ) -> str:
-        result: str = await self._run(self._ops.create_index(keys, **kwargs), session)
-        return result
+        kwargs.pop("comment", None)
+        call = self._ops.create_indexes([(keys, kwargs)], "create_index")
+        names: list[str] = await self._ddl(call, session)
+        return names[0]
 
     async def create_indexes(
         self, indexes: Sequence[Any], session: AsyncClientSession | None = None, **_kw: Any
     ) -> list[str]:
-        result: list[str] = await self._run(self._ops.create_indexes(indexes), session)
+        call = self._ops.create_indexes(index_pairs(indexes), "create_indexes")
+        result: list[str] = await self._ddl(call, session)
         return result
 
     async def list_indexes(
@@ -635,13 +867,18 @@ class AsyncCollection:
     async def index_information(
         self, session: AsyncClientSession | None = None, **_kw: Any
     ) -> Document:
-        result: Document = await self._run(self._ops.index_information(), session)
-        return result
+        indexes = await self._run(self._ops.list_indexes("index_information"), session)
+        info: Document = {}
+        for listed in indexes:
+            index = dict(listed)
+            index["key"] = list(index["key"].items())
+            info[index.pop("name")] = index
+        return info
 
     async def drop_index(
         self, index_or_name: Any, session: AsyncClientSession | None = None, **_kw: Any
     ) -> None:
-        await self._run(self._ops.drop_index(index_or_name), session)
+        await self._ddl(self._ops.drop_index(index_or_name), session)
 
     async def watch(
         self,
@@ -761,6 +998,18 @@ class AsyncCommandCursor:
         await self.close()
 
 
+def _id_of(document: Any) -> Any:
+    return document.get("_id") if isinstance(document, Mapping) else None
+
+
+def _unacknowledged_update() -> UpdateResult:
+    return UpdateResult({}, acknowledged=False)
+
+
+def _unacknowledged_delete() -> DeleteResult:
+    return DeleteResult({}, acknowledged=False)
+
+
 def _next(docs: Iterator[Document]) -> Document:
     doc = next(docs, None)
     if doc is None:
@@ -797,9 +1046,19 @@ class _AsyncTransactionContext:
 class AsyncClientSession:
     """A logical session (PyMongo's ``AsyncClientSession``): transactions and their retry helper."""
 
-    def __init__(self, client: AsyncMemoryClient) -> None:
+    def __init__(
+        self,
+        client: AsyncMemoryClient,
+        default_transaction_options: Any = None,
+        snapshot: bool = False,
+    ) -> None:
         self.client = client
-        self._state = SessionState(client.server)
+        self._state = SessionState(
+            client.server,
+            client,
+            default_transaction_options=default_transaction_options,
+            snapshot=snapshot,
+        )
 
     @property
     def session_id(self) -> Document:
@@ -824,12 +1083,16 @@ class AsyncClientSession:
         read_preference: Any = None,
         max_commit_time_ms: int | None = None,
     ) -> _AsyncTransactionContext:
-        self._state.start_transaction()
+        self._state.start_transaction(
+            read_concern, write_concern, read_preference, max_commit_time_ms
+        )
         return _AsyncTransactionContext(self)
 
     async def commit_transaction(self) -> None:
-        self._state.commit_transaction()
-        await self.client.server.async_wait_durable()
+        try:
+            self._state.commit_transaction()
+        finally:  # committed (a write concern error too): on disk before it returns
+            await self.client.server.async_wait_durable()
 
     async def abort_transaction(self) -> None:
         self._state.abort_transaction()

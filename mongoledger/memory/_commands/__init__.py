@@ -27,7 +27,10 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from mongoledger.memory._engine import Document, MemoryServer, SessionState, operation_failure
+from mongoledger.memory._bson import Document
+from mongoledger.memory._engine import Engine
+from mongoledger.memory._errors import operation_failure
+from mongoledger.memory._session import SessionState
 
 from . import _engine_api as engine
 from ._catalog import Catalog
@@ -65,9 +68,9 @@ __all__ = [
 
 
 class Commands:
-    """The command dispatcher of one ``MemoryServer``: cursors and wire sessions included."""
+    """The command dispatcher of one engine: cursors and wire sessions included."""
 
-    def __init__(self, server: MemoryServer) -> None:
+    def __init__(self, server: Engine) -> None:
         self.server = server
         self.lock = threading.Lock()  # the cursor and session tables
         self.sessions = Sessions(self)
@@ -170,11 +173,11 @@ _ENGINE_COUNTED = frozenset(
 )
 
 
-_COMMANDS: weakref.WeakKeyDictionary[MemoryServer, Commands] = weakref.WeakKeyDictionary()
+_COMMANDS: weakref.WeakKeyDictionary[Engine, Commands] = weakref.WeakKeyDictionary()
 _COMMANDS_LOCK = threading.Lock()
 
 
-def commands_for(server: MemoryServer) -> Commands:
+def commands_for(server: Engine) -> Commands:
     """The dispatcher of ``server`` (one per server: its cursors and sessions are shared by
     every client and connection)."""
     with _COMMANDS_LOCK:

@@ -10,15 +10,12 @@ from typing import Any
 import bson
 from bson.int64 import Int64
 
-from mongoledger.memory._engine import (
-    Document,
-    MemoryServer,
-    SessionState,
-    _Op,
-    mongomock,
-    operation_failure,
-)
+from mongoledger.memory._bson import Document
+from mongoledger.memory._engine import Engine, Op
+from mongoledger.memory._errors import operation_failure
 from mongoledger.memory._ops import Call
+from mongoledger.memory._session import SessionState
+from mongoledger.memory._storage import mongomock
 
 from . import _engine_api as engine
 from ._common import (
@@ -37,75 +34,13 @@ from ._common import (
     _type_mismatch,
 )
 
-# Collection options the engine keeps (``listCollections`` shows them). Others that a server
-# knows are refused by name rather than accepted and silently not enforced.
-_KEPT_OPTIONS = frozenset({"changeStreamPreAndPostImages"})
-_KNOWN_CREATE = frozenset(
-    {
-        "capped",
-        "size",
-        "max",
-        "validator",
-        "validationLevel",
-        "validationAction",
-        "viewOn",
-        "pipeline",
-        "timeseries",
-        "clusteredIndex",
-        "collation",
-        "expireAfterSeconds",
-        "storageEngine",
-        "indexOptionDefaults",
-        "encryptedFields",
-        "changeStreamPreAndPostImages",
-        "idIndex",
-        "autoIndexId",
-    }
-)
-_KNOWN_COLLMOD = frozenset(
-    {
-        "changeStreamPreAndPostImages",
-        "validator",
-        "validationLevel",
-        "validationAction",
-        "index",
-        "expireAfterSeconds",
-        "viewOn",
-        "pipeline",
-        "timeseries",
-        "cappedSize",
-        "cappedMax",
-        "dryRun",
-    }
-)
-
 
 def _options_of(command: str, body: Mapping[str, Any]) -> Document:
-    """The collection options of a ``create``/``collMod`` body: kept, or refused by name."""
-    options = {k: v for k, v in body.items() if k not in _GENERIC_FIELDS and k != command}
-    known = _KNOWN_CREATE if command == "create" else _KNOWN_COLLMOD
-    for name, value in options.items():
-        if name not in known:
-            raise operation_failure(
-                40415, "Location40415", f"BSON field '{command}.{name}' is an unknown field."
-            )
-        if name == "idIndex":
-            continue
-        if name not in _KEPT_OPTIONS:
-            raise _bad_value(
-                f"{command} option {name!r} is not implemented by the mongoledger memory engine"
-            )
-        if (
-            not isinstance(value, Mapping)
-            or set(value) != {"enabled"}
-            or not isinstance(value["enabled"], bool)
-        ):
-            raise _bad_value(f"{name} must be {{enabled: <bool>}}, not {value!r}")
-    options.pop("idIndex", None)
-    return options
+    """The collection options of a ``create``/``collMod`` body (the engine checks them)."""
+    return {k: v for k, v in body.items() if k not in _GENERIC_FIELDS and k != command}
 
 
-def _database_size(server: MemoryServer, db: str) -> int:
+def _database_size(server: Engine, db: str) -> int:
     return sum(
         len(bson.encode(doc))
         for name in engine.collection_names(server, db)
@@ -139,14 +74,8 @@ class Catalog(Part):
         coll = _collection_name(body, "create")
         options = _options_of("create", body)
 
-        def fn(_op: _Op) -> Document:
-            if self._exists(db, coll):
-                raise operation_failure(
-                    48, "NamespaceExists", f"Collection {db}.{coll} already exists."
-                )
-            engine.create_collection(self.server, db, coll)
-            engine.set_collection_options(self.server, db, coll, options)
-            return {"ok": 1.0}
+        def fn(op: Op) -> Document:
+            return engine.create_collection(self.server, op, db, coll, options)
 
         return EngineStep(
             Call("create", fn, f"create on {db}.{coll}", retryable=False), session, _identity
@@ -162,11 +91,10 @@ class Catalog(Part):
         ops = self._ops(db, coll)
         dropping = ops.drop()
 
-        def fn(op: _Op) -> Document:
+        def fn(op: Op) -> Document:
             existed = self._exists(db, coll)
             count = 1 + len(engine.index_specs(self.server, db, coll)) if existed else 0
             dropping.fn(op)
-            engine.set_collection_options(self.server, db, coll, {})
             reply: Document = {"ok": 1.0}
             if existed:
                 reply = {"nIndexesWas": count, "ns": ns, "ok": 1.0}
@@ -180,7 +108,7 @@ class Catalog(Part):
         if session is None:
             self.commands.sessions._preempt(db, None)
 
-        def fn(op: _Op) -> Document:
+        def fn(op: Op) -> Document:
             engine.drop_database(self.server, op, db)
             return {"dropped": db, "ok": 1.0}
 
@@ -193,13 +121,8 @@ class Catalog(Part):
         coll = _collection_name(body, "collMod")
         changes = _options_of("collMod", body)
 
-        def fn(_op: _Op) -> Document:
-            if not self._exists(db, coll):
-                raise _ns_not_found(f"ns does not exist: {db}.{coll}")
-            options = engine.collection_options(self.server, db, coll)
-            options.update(changes)
-            engine.set_collection_options(self.server, db, coll, options)
-            return {"ok": 1.0}
+        def fn(op: Op) -> Document:
+            return engine.coll_mod(self.server, op, db, coll, changes)
 
         call = Call("collMod", fn, f"collMod on {db}.{coll}", retryable=False)
         return EngineStep(call, session, _identity)
@@ -215,32 +138,11 @@ class Catalog(Part):
         dst_db, _, dst_coll = target.partition(".")
         if not src_coll or not dst_coll:
             raise operation_failure(73, "InvalidNamespace", f"Invalid namespace: {source!r}")
-        if src_db != dst_db:
-            raise _bad_value(
-                "renameCollection across databases is not implemented by the mongoledger "
-                "memory engine"
-            )
         drop_target = bool(body.get("dropTarget"))
 
-        def fn(op: _Op) -> Document:
-            if not self._exists(src_db, src_coll):
-                raise _ns_not_found(f"Source collection {source} does not exist")
-            if source == target:
-                raise operation_failure(
-                    20, "IllegalOperation", "Can't rename a collection to itself"
-                )
-            if self._exists(dst_db, dst_coll):
-                if not drop_target:
-                    raise operation_failure(48, "NamespaceExists", "target namespace exists")
-                engine.drop_collection(self.server, op, dst_db, dst_coll)
-            if engine.other_transaction_writes(op, src_db, src_coll):
-                raise operation_failure(
-                    112, "WriteConflict", "a transaction is writing to the collection"
-                )
-            options = engine.collection_options(self.server, src_db, src_coll)
-            engine.rename_collection(self.server, src_db, src_coll, dst_coll)
-            engine.set_collection_options(self.server, dst_db, dst_coll, options)
-            return {"ok": 1.0}
+        def fn(op: Op) -> Document:
+            source_ns, target_ns = (src_db, src_coll), (dst_db, dst_coll)
+            return engine.rename_collection(self.server, op, source_ns, target_ns, drop_target)
 
         call = Call("renameCollection", fn, f"renameCollection of {source}", retryable=False)
         return EngineStep(call, session, _identity)
@@ -252,7 +154,7 @@ class Catalog(Part):
         name_only = bool(body.get("nameOnly"))
         batch = _batch_size((body.get("cursor") or {}).get("batchSize"))
 
-        def fn(_op: _Op) -> list[Document]:
+        def fn(_op: Op) -> list[Document]:
             out = []
             for name in sorted(engine.collection_names(self.server, db)):
                 entry: Document = {"name": name, "type": "collection"}
@@ -279,7 +181,7 @@ class Catalog(Part):
         name_only = bool(body.get("nameOnly"))
         flt = _doc_option(body, "filter") or {}
 
-        def fn(_op: _Op) -> Document:
+        def fn(_op: Op) -> Document:
             dbs = []
             for name in sorted(engine.database_names(self.server)):
                 entry: Document = {"name": name}
@@ -312,14 +214,13 @@ class Catalog(Part):
             options = {k: v for k, v in spec.items() if k not in ("key", "v", "ns")}
             parsed.append((list(spec["key"].items()), options))
 
-        def fn(_op: _Op) -> Document:
+        def fn(op: Op) -> Document:
             existed = self._exists(db, coll)
             before = 1 + len(engine.index_specs(self.server, db, coll)) if existed else 0
-            for keys, options in parsed:
-                if keys == [("_id", 1)]:
-                    continue
-                engine.create_index(self.server, db, coll, keys, options)
-            engine.create_collection(self.server, db, coll)
+            wanted = [(keys, options) for keys, options in parsed if keys != [("_id", 1)]]
+            engine.create_indexes(self.server, op, db, coll, wanted)
+            if not wanted and not existed:  # only _id: the collection itself
+                engine.create_collection(self.server, op, db, coll, {})
             after = 1 + len(engine.index_specs(self.server, db, coll))
             return {
                 "numIndexesBefore": max(before, 1),
@@ -338,7 +239,7 @@ class Catalog(Part):
         batch = _batch_size((body.get("cursor") or {}).get("batchSize"))
         ns = f"{db}.{coll}"
 
-        def fn(_op: _Op) -> list[Document]:
+        def fn(_op: Op) -> list[Document]:
             if not self._exists(db, coll):
                 raise _ns_not_found(f"ns does not exist: {ns}")
             out = []
@@ -362,14 +263,14 @@ class Catalog(Part):
         coll = _collection_name(body, next(iter(body)))
         which = body.get("index")
 
-        def fn(_op: _Op) -> Document:
+        def fn(op: Op) -> Document:
             if not self._exists(db, coll):
                 raise _ns_not_found(f"ns not found {db}.{coll}")
             indexes = engine.index_specs(self.server, db, coll)
             count = 1 + len(indexes)
             if which == "*":
                 for name in indexes:
-                    engine.drop_index(self.server, db, coll, name)
+                    engine.drop_index(self.server, op, db, coll, name)
                 return {
                     "nIndexesWas": count,
                     "msg": "non-_id indexes dropped for collection",
@@ -397,7 +298,7 @@ class Catalog(Part):
                         27, "IndexNotFound", f"index not found with name [{name}]"
                     )
             for name in names:
-                engine.drop_index(self.server, db, coll, name)
+                engine.drop_index(self.server, op, db, coll, name)
             return {"nIndexesWas": count, "ok": 1.0}
 
         call = Call("dropIndexes", fn, f"dropIndexes on {db}.{coll}", retryable=False)
@@ -406,7 +307,7 @@ class Catalog(Part):
     def _db_stats(
         self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
     ) -> Next:
-        def fn(_op: _Op) -> Document:
+        def fn(_op: Op) -> Document:
             names = engine.collection_names(self.server, db)
             objects = sum(engine.document_count(self.server, db, n) for n in names)
             size = _database_size(self.server, db)
@@ -428,7 +329,7 @@ class Catalog(Part):
     ) -> Next:
         coll = _collection_name(body, "collStats")
 
-        def fn(_op: _Op) -> Document:
+        def fn(_op: Op) -> Document:
             if not self._exists(db, coll):
                 raise _ns_not_found(f"Collection [{db}.{coll}] not found.")
             return {

@@ -21,15 +21,13 @@ from pymongo.errors import (
 )
 from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES
 
+from mongoledger.memory._bson import MAX_BSON_SIZE, Document
 from mongoledger.memory._changestream import StreamCore
-from mongoledger.memory._engine import (
-    MAX_BSON_SIZE,
-    Document,
-    MemoryServer,
-    SessionState,
-    operation_failure,
-)
+from mongoledger.memory._engine import Engine
+from mongoledger.memory._errors import operation_failure
 from mongoledger.memory._ops import Call, CollectionOps
+from mongoledger.memory._options import unsatisfied
+from mongoledger.memory._session import SessionState
 
 from . import _engine_api as engine
 
@@ -269,7 +267,7 @@ def error_reply(exc: BaseException, *, retryable_write: bool = False) -> Documen
     }
 
 
-def cluster_time_fields(server: MemoryServer) -> Document:
+def cluster_time_fields(server: Engine) -> Document:
     """``$clusterTime`` and ``operationTime``, which replica-set members add to replies."""
     ts = server.cluster_time
     if ts == Timestamp(0, 0):
@@ -288,7 +286,7 @@ class Part:
 
     def __init__(self, commands: Commands) -> None:
         self.commands = commands
-        self.server: MemoryServer = commands.server
+        self.server: Engine = commands.server
         self._lock = commands.lock
 
     def handlers(self) -> dict[str, Handler]:
@@ -331,27 +329,14 @@ WRITE_CONCERN_COMMANDS = frozenset(
 
 def write_concern_error(body: Mapping[str, Any]) -> Document | None:
     """The ``writeConcernError`` a one-member replica set answers for ``body``'s write concern
-    (None: satisfiable). A malformed ``w`` fails the command instead, as on a server."""
+    (None: satisfiable; the rule is the clients' too). A malformed ``w`` fails the command
+    instead, as on a server."""
     concern = body.get("writeConcern")
     if not isinstance(concern, Mapping) or "w" not in concern:
         return None
     w = concern["w"]
     if isinstance(w, bool) or not isinstance(w, (int, str)):
         raise operation_failure(9, "FailedToParse", f"w has to be a number or string: {w!r}")
-    if isinstance(w, int):
-        if w < 0:
-            raise operation_failure(9, "FailedToParse", f"w has to be a non-negative number: {w}")
-        if w <= 1:
-            return None
-        code, name, message = 100, "UnsatisfiableWriteConcern", "Not enough data-bearing nodes"
-    elif w == "majority":
-        return None
-    else:
-        code, name = 79, "UnknownReplWriteConcern"
-        message = f"No write concern mode named '{w}' found in replica set configuration"
-    return {
-        "code": code,
-        "codeName": name,
-        "errmsg": message,
-        "errInfo": {"writeConcern": dict(concern)},
-    }
+    if isinstance(w, int) and w < 0:
+        raise operation_failure(9, "FailedToParse", f"w has to be a non-negative number: {w}")
+    return unsatisfied(concern)

@@ -12,21 +12,22 @@ module.
 from __future__ import annotations
 
 import uuid
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import bson
 
+from mongoledger.memory import _catalog
+from mongoledger.memory._bson import Document
 from mongoledger.memory._changestream import StreamCore
-from mongoledger.memory._engine import Document, MemoryServer, SessionState, _Op, _TxnState
+from mongoledger.memory._engine import Engine, Op
+from mongoledger.memory._ops import CollectionOps, collection_visible
+from mongoledger.memory._session import SessionState, TxnState, current_ctx
 
 # -- commands and fail points -------------------------------------------------------------
 
 
-def count_command(
-    server: MemoryServer, name: str, *, fail_point: bool, in_txn: bool = False
-) -> None:
+def count_command(server: Engine, name: str, *, fail_point: bool, in_txn: bool = False) -> None:
     """Count a command run outside an engine call; check the fail point unless told not to."""
     with server._mutex:
         server.command_counts[name] += 1
@@ -36,17 +37,17 @@ def count_command(
 
 # -- sessions and transactions ------------------------------------------------------------
 
-NONE = _TxnState.NONE
-STARTING = _TxnState.STARTING
-IN_PROGRESS = _TxnState.IN_PROGRESS
-COMMITTED = _TxnState.COMMITTED
-COMMITTED_EMPTY = _TxnState.COMMITTED_EMPTY
-ABORTED = _TxnState.ABORTED
+NONE = TxnState.NONE
+STARTING = TxnState.STARTING
+IN_PROGRESS = TxnState.IN_PROGRESS
+COMMITTED = TxnState.COMMITTED
+COMMITTED_EMPTY = TxnState.COMMITTED_EMPTY
+ABORTED = TxnState.ABORTED
 
 
-def new_session(server: MemoryServer, lsid: bytes) -> SessionState:
+def new_session(server: Engine, lsid: bytes) -> SessionState:
     """The engine's session for a driver's logical session id."""
-    state = SessionState(server)
+    state = SessionState(server, None)  # no client: transaction options are the server's
     state.session_id = {"id": bson.Binary(lsid, 4)}
     return state
 
@@ -65,7 +66,7 @@ def phase(state: SessionState) -> str:
     return str(state.state)
 
 
-def start_transaction(server: MemoryServer, state: SessionState, number: int) -> None:
+def start_transaction(server: Engine, state: SessionState, number: int) -> None:
     """Start transaction ``number`` (what the session left open is aborted first)."""
     end_transaction(server, state)
     state.txn = None
@@ -78,7 +79,7 @@ def start_transaction(server: MemoryServer, state: SessionState, number: int) ->
     state.txn_ctx = (0, id(state))
 
 
-def end_transaction(server: MemoryServer, state: SessionState) -> None:
+def end_transaction(server: Engine, state: SessionState) -> None:
     """Abort what the session left open (a new txnNumber or the lifetime limit ends it)."""
     txn = state.txn
     if state.in_transaction or (txn is not None and not txn.aborted):
@@ -89,7 +90,7 @@ def end_transaction(server: MemoryServer, state: SessionState) -> None:
         server._session_closed(state)
 
 
-def commit(server: MemoryServer, state: SessionState) -> None:
+def commit(server: Engine, state: SessionState) -> None:
     """``commitTransaction``: once, as the server does it (the driver retries, not this)."""
     if state.state in (STARTING, COMMITTED_EMPTY):
         count_command(server, "commitTransaction", fail_point=True)
@@ -107,7 +108,7 @@ def commit(server: MemoryServer, state: SessionState) -> None:
     server._session_closed(state)
 
 
-def abort(server: MemoryServer, state: SessionState) -> None:
+def abort(server: Engine, state: SessionState) -> None:
     """``abortTransaction``: restore what the transaction wrote."""
     if state.state == STARTING:
         count_command(server, "abortTransaction", fail_point=True)
@@ -128,138 +129,126 @@ def transaction_touches(state: SessionState, db: str, coll: str | None) -> bool:
 # -- running a command outside any transaction ---------------------------------------------
 
 
-def run_outside_transactions(server: MemoryServer, cmd: str, fn: Any, kind: str) -> Any:
-    """Run a read of no transaction without waiting for open transactions: it sees committed
-    data, as the engine runs a thread's own reads beside its transaction (decision 13). A
-    server never makes a read wait for a transaction; the engine's lock would (until
-    snapshot isolation replaces it, when this becomes ``run_async``). Writes still wait."""
-    return server._execute(cmd, None, None, fn, kind)
+def run_outside_transactions(server: Engine, cmd: str, fn: Any, kind: str) -> Any:
+    """Run a read of no transaction at once: it sees committed data (snapshot isolation: a
+    read never waits for a transaction, on a server neither)."""
+    return server._execute(cmd, None, None, fn, kind, current_ctx())
 
 
 # -- what an operation wrote --------------------------------------------------------------
 
 
-def in_transaction(op: _Op) -> bool:
+def in_transaction(op: Op) -> bool:
     return op.txn is not None
 
 
-def written(op: _Op, db: str, coll: str) -> list[tuple[Any, Document | None]]:
+def written(op: Op, db: str, coll: str) -> list[tuple[Any, Document | None]]:
     """The documents the operation wrote in ``db.coll``: (store key, pre-image or None)."""
     return [(key, pre) for (d, c, key), pre in op.log.items() if d == db and c == coll]
-
-
-def other_transaction_writes(op: _Op, db: str, coll: str) -> bool:
-    """Whether another open transaction wrote in ``db.coll``."""
-    return any(k[0] == db and k[1] == coll for t in op.others for k in t.log)
 
 
 # -- the catalog --------------------------------------------------------------------------
 
 
-def _store(server: MemoryServer, db: str, coll: str) -> Any:
+def _store(server: Engine, db: str, coll: str) -> Any:
     return server._store[db][coll]
 
 
-def collection_exists(server: MemoryServer, db: str, coll: str) -> bool:
-    store = server._store[db]
-    return coll in store._collections and bool(store[coll].is_created)
+def collection_exists(server: Engine, db: str, coll: str) -> bool:
+    """Whether ``db.coll`` exists outside any transaction (one an open transaction created
+    does not, until it commits)."""
+    return collection_visible(server, (db, coll))
 
 
-def collection_names(server: MemoryServer, db: str) -> list[str]:
-    return list(server._mock[db].list_collection_names())
+def collection_names(server: Engine, db: str) -> list[str]:
+    names = server._store[db].list_created_collection_names()
+    return [name for name in names if collection_visible(server, (db, name))]
 
 
-def database_names(server: MemoryServer) -> list[str]:
+def database_names(server: Engine) -> list[str]:
     return list(server._mock.list_database_names())
 
 
-def stored_document(server: MemoryServer, db: str, coll: str, key: Any) -> Document | None:
+def stored_document(server: Engine, db: str, coll: str, key: Any) -> Document | None:
     doc: Document | None = _store(server, db, coll)._documents.get(key)
     return doc
 
 
-def documents(server: MemoryServer, db: str, coll: str) -> Iterator[Document]:
+def documents(server: Engine, db: str, coll: str) -> Iterator[Document]:
     return iter(list(_store(server, db, coll)._documents.values()))
 
 
-def document_count(server: MemoryServer, db: str, coll: str) -> int:
+def document_count(server: Engine, db: str, coll: str) -> int:
     return len(_store(server, db, coll)._documents)
 
 
-def index_specs(server: MemoryServer, db: str, coll: str) -> dict[str, Document]:
+def index_specs(server: Engine, db: str, coll: str) -> dict[str, Document]:
     """The collection's indexes other than ``_id_``, by name (key as a list of pairs)."""
     if not collection_exists(server, db, coll):
         return {}
     return dict(_store(server, db, coll).indexes)
 
 
-def create_index(server: MemoryServer, db: str, coll: str, keys: Any, options: Document) -> None:
-    server.mock_collection(db, coll).create_index(keys, **options)
-
-
-def drop_index(server: MemoryServer, db: str, coll: str, name: str) -> None:
-    server.mock_collection(db, coll).drop_index(name)
-
-
-def list_indexes(server: MemoryServer, db: str, coll: str) -> list[Document]:
+def list_indexes(server: Engine, db: str, coll: str) -> list[Document]:
     return [dict(ix) for ix in server.mock_collection(db, coll).list_indexes()]
 
 
-def create_collection(server: MemoryServer, db: str, coll: str) -> None:
-    _store(server, db, coll).create()
+# The catalog's commands are the engine's (``_catalog``, ``_ops``): run inside the running
+# operation, they leave their change events and keep a transaction's DDL to its commit.
 
 
-def drop_collection(server: MemoryServer, op: _Op, db: str, coll: str) -> None:
+def create_collection(server: Engine, op: Op, db: str, coll: str, options: Document) -> Document:
+    reply: Document = _catalog.create_collection(server, db, coll, options).fn(op)
+    return reply
+
+
+def coll_mod(server: Engine, op: Op, db: str, coll: str, changes: Document) -> Document:
+    reply: Document = _catalog.coll_mod(server, db, coll, changes).fn(op)
+    return reply
+
+
+def rename_collection(
+    server: Engine, op: Op, source: tuple[str, str], target: tuple[str, str], drop: bool
+) -> Document:
+    call = _catalog.rename_collection(server, *source, *target, drop_target=drop)
+    reply: Document = call.fn(op)
+    return reply
+
+
+def drop_collection(server: Engine, op: Op, db: str, coll: str) -> None:
     """Drop ``db.coll`` inside the running operation (its drop event included)."""
-    from mongoledger.memory._ops import CollectionOps
-
     CollectionOps(server, db, coll).drop().fn(op)
-    set_collection_options(server, db, coll, {})
 
 
-def drop_database(server: MemoryServer, op: _Op, db: str) -> None:
-    for coll in collection_names(server, db):
-        drop_collection(server, op, db, coll)
-    server._mock.drop_database(db)
+def drop_database(server: Engine, op: Op, db: str) -> None:
+    _catalog.drop_database(server, db).fn(op)
 
 
-def rename_collection(server: MemoryServer, db: str, source: str, target: str) -> None:
-    """Move ``db.source`` to ``db.target`` (documents, indexes, options); streams on the
-    source are invalidated."""
-    store = server._store[db]
-    moved = store._collections.pop(source)
-    moved.name = target
-    store._collections[target] = moved
-    server._mock_collections.pop((db, source), None)
-    server._mock_collections.pop((db, target), None)
-    server.publish_drop(db, source)
+def create_indexes(
+    server: Engine, op: Op, db: str, coll: str, indexes: list[tuple[Any, Document]]
+) -> list[str]:
+    names: list[str] = CollectionOps(server, db, coll).create_indexes(indexes, "x").fn(op)
+    return names
 
 
-# Collection options (``create``/``collMod``) and UUIDs, kept beside the engine's stores.
-_OPTIONS: weakref.WeakKeyDictionary[Any, Document] = weakref.WeakKeyDictionary()
-_UUIDS: weakref.WeakKeyDictionary[Any, bson.Binary] = weakref.WeakKeyDictionary()
+def drop_index(server: Engine, op: Op, db: str, coll: str, name: str) -> None:
+    CollectionOps(server, db, coll).drop_index(name).fn(op)
 
 
-def collection_options(server: MemoryServer, db: str, coll: str) -> Document:
-    return dict(_OPTIONS.get(_store(server, db, coll)) or {})
+def collection_options(server: Engine, db: str, coll: str) -> Document:
+    return dict(_store(server, db, coll).options)
 
 
-def set_collection_options(server: MemoryServer, db: str, coll: str, options: Document) -> None:
-    _OPTIONS[_store(server, db, coll)] = dict(options)
-
-
-def collection_uuid(server: MemoryServer, db: str, coll: str) -> bson.Binary:
-    store = _store(server, db, coll)
-    value = _UUIDS.get(store)
-    if value is None:
-        value = _UUIDS[store] = bson.Binary(uuid.uuid4().bytes, 4)
-    return value
+def collection_uuid(server: Engine, db: str, coll: str) -> bson.Binary:
+    uuid_: bson.Binary | None = _store(server, db, coll).uuid
+    assert uuid_ is not None, "a collection that exists has a UUID"
+    return uuid_
 
 
 # -- change streams -----------------------------------------------------------------------
 
 
-def poll_events(server: MemoryServer, core: StreamCore, limit: int) -> list[Document]:
+def poll_events(server: Engine, core: StreamCore, limit: int) -> list[Document]:
     """Up to ``limit`` events the stream has now (none waited for)."""
     events: list[Document] = []
     with server._mutex:
@@ -271,6 +260,6 @@ def poll_events(server: MemoryServer, core: StreamCore, limit: int) -> list[Docu
     return events
 
 
-def locked(server: MemoryServer) -> Any:
+def locked(server: Engine) -> Any:
     """The engine's mutex (a context manager): reads of the catalog outside an engine call."""
     return server._mutex

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mongoledger.memory._engine import (
-    Document,
-    SessionState,
-)
+from mongoledger.memory._bson import Document
+from mongoledger.memory._session import SessionState
 
 from . import _engine_api as engine
 from ._common import (

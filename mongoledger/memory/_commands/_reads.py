@@ -13,14 +13,12 @@ from typing import TYPE_CHECKING, Any
 import bson
 from bson.int64 import Int64
 
+from mongoledger.memory._bson import Document
 from mongoledger.memory._changestream import StreamCore
-from mongoledger.memory._engine import (
-    Document,
-    SessionState,
-    _Op,
-    operation_failure,
-)
+from mongoledger.memory._engine import Op
+from mongoledger.memory._errors import operation_failure
 from mongoledger.memory._ops import Call
+from mongoledger.memory._session import SessionState
 
 from . import _engine_api as engine
 from ._common import (
@@ -357,7 +355,7 @@ class Reads(Part):
                 )
         ns = f"{db}.{ns_coll}"
 
-        def fn(_op: _Op) -> StreamCore:
+        def fn(_op: Op) -> StreamCore:
             return StreamCore(
                 self.server,
                 db_filter,

@@ -11,10 +11,7 @@ from typing import Any
 
 from bson.int64 import Int64
 
-from mongoledger.memory._engine import (
-    MAX_BSON_SIZE,
-    Document,
-)
+from mongoledger.memory._bson import MAX_BSON_SIZE, Document
 
 from ._common import (
     _GENERIC_FIELDS,

@@ -16,11 +16,9 @@ from pymongo.errors import (
     OperationFailure,
 )
 
-from mongoledger.memory._engine import (
-    Document,
-    SessionState,
-    operation_failure,
-)
+from mongoledger.memory._bson import Document
+from mongoledger.memory._errors import operation_failure
+from mongoledger.memory._session import SessionState
 
 from . import _engine_api as engine
 from ._common import (

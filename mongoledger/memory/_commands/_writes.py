@@ -10,16 +10,12 @@ from typing import Any
 import bson
 from bson import ObjectId
 
-from mongoledger.memory._engine import (
-    Document,
-    MemoryServer,
-    SessionState,
-    _Op,
-    encoded,
-    mongomock,
-    operation_failure,
-)
+from mongoledger.memory._bson import Document, encoded
+from mongoledger.memory._engine import Engine, Op
+from mongoledger.memory._errors import operation_failure
 from mongoledger.memory._ops import Call, CollectionOps, _mentions
+from mongoledger.memory._session import SessionState
+from mongoledger.memory._storage import mongomock
 
 from . import _engine_api as engine
 from ._common import (
@@ -52,13 +48,15 @@ def _each_statement(
         try:
             n += apply(index, item)
         except _STATEMENT_ERRORS as exc:
+            if getattr(exc, "_memory_rollback", False):
+                raise  # a write conflict fails the command (TransientTransactionError)
             errors.append(_write_error(index, exc, ns))
             if ordered:
                 break
     return n, errors
 
 
-def _write_reply(op: _Op, counts: Document, errors: list[Document]) -> Document:
+def _write_reply(op: Op, counts: Document, errors: list[Document]) -> Document:
     reply: Document = dict(counts)
     if errors:
         reply["writeErrors"] = errors
@@ -135,7 +133,7 @@ def _one_update(ops: CollectionOps, stmt: Any) -> Document:
     return result
 
 
-def _upserted_id(server: MemoryServer, op: _Op, db: str, coll: str) -> Any:
+def _upserted_id(server: Engine, op: Op, db: str, coll: str) -> Any:
     """The ``_id`` of the document the operation inserted into ``db.coll``."""
     for key, pre in engine.written(op, db, coll):
         if pre is None:
@@ -192,7 +190,7 @@ class Writes(Part):
             mc_ops._mc.insert_encoded([(doc, raw)], many=False, ordered=True)
             return 1
 
-        def fn(op: _Op) -> Document:
+        def fn(op: Op) -> Document:
             n, errors = _each_statement(documents, ordered, ns, insert_one)
             return _write_reply(op, {"n": n}, errors)
 
@@ -222,7 +220,7 @@ class Writes(Part):
                 return reply
             stmt = statements[index]
 
-            def fn(op: _Op) -> Document | None:
+            def fn(op: Op) -> Document | None:
                 try:
                     return _one_update(ops, stmt)
                 except _STATEMENT_ERRORS as exc:
@@ -269,7 +267,7 @@ class Writes(Part):
                 (mc.delete_one if limit == 1 else mc.delete_many)(dict(stmt["q"])).deleted_count
             )
 
-        def fn(op: _Op) -> Document:
+        def fn(op: Op) -> Document:
             n, errors = _each_statement(statements, ordered, ns, delete)
             return _write_reply(op, {"n": n}, errors)
 
@@ -308,7 +306,7 @@ class Writes(Part):
             raise _type_mismatch("findAndModify's update must be a document or a pipeline")
         ns = f"{db}.{coll}"
 
-        def fn(op: _Op) -> Document:
+        def fn(op: Op) -> Document:
             mc = ops._mc
             order = mongomock.helpers.create_index_list(sort) if sort else None
             if upsert and _mentions(flt, "$expr"):

@@ -11,6 +11,7 @@ operations block their thread instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -20,30 +21,51 @@ from typing import Any, TypeVar
 
 from bson.timestamp import Timestamp
 from pymongo import ReturnDocument
-from pymongo.errors import InvalidOperation, OperationFailure, PyMongoError
+from pymongo.errors import (
+    CollectionInvalid,
+    ConfigurationError,
+    InvalidOperation,
+    OperationFailure,
+    PyMongoError,
+)
+from pymongo.read_concern import ReadConcern
 from pymongo.results import (
     BulkWriteResult,
+    ClientBulkWriteResult,
     DeleteResult,
     InsertManyResult,
     InsertOneResult,
     UpdateResult,
 )
+from pymongo.write_concern import WriteConcern
 
+from mongoledger.memory._bson import Document
+from mongoledger.memory._catalog import (
+    create_collection,
+    drop_database,
+    rename_collection,
+)
 from mongoledger.memory._changestream import StreamCore
+from mongoledger.memory._client_bulk import client_bulk_write
 from mongoledger.memory._commands import commands_for, error_reply
-from mongoledger.memory._engine import (
+from mongoledger.memory._ops import Call, CollectionOps, list_collection_names, sort_list
+from mongoledger.memory._options import Options, client_options
+from mongoledger.memory._server import MemoryServer
+from mongoledger.memory._session import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,
-    Document,
-    MemoryServer,
     SessionState,
     make_timeout_error,
     max_time_expired_error,
-    operation_failure,
     within_time_limit,
 )
-from mongoledger.memory._ops import Call, CollectionOps, list_collection_names, sort_list
-from mongoledger.memory._shared import fail_command_spec, wait_for_event
+from mongoledger.memory._shared import (
+    check_collection_name,
+    fail_command_spec,
+    index_pairs,
+    wait_for_event,
+    write_concern_checked,
+)
 
 from .commands import run_command
 
@@ -67,7 +89,9 @@ class MemoryClient:
 
     ``strict`` (default True) refuses an operation sent without ``session=`` from the thread
     or task that has a transaction open. Pass ``server=other_client.server`` to share data,
-    transactions and change streams with another client (sync or async).
+    transactions and change streams with another client (sync or async). Other keyword
+    arguments are PyMongo's URI options for read preference and read/write concerns
+    (``w=``, ``wTimeoutMS=``, ``journal=``, ``readPreference=``, ``readConcernLevel=``).
 
     ``path=DIR`` keeps the data in directory ``DIR`` (the embedded store: documents, indexes
     and change-stream history survive restarts, and a write is on disk when it returns);
@@ -82,6 +106,7 @@ class MemoryClient:
         *,
         path: str | os.PathLike[str] | None = None,
         oplog_size: int | None = None,
+        **options: Any,
     ) -> None:
         if server is not None and (path is not None or oplog_size is not None):
             raise ValueError("give server= or path=/oplog_size=, not both")
@@ -90,7 +115,20 @@ class MemoryClient:
             server if server is not None else MemoryServer(path=path, oplog_size=oplog_size)
         )
         self.strict = strict
+        self._options = client_options(options)
         self._closed = False
+
+    @property
+    def read_preference(self) -> Any:
+        return self._options.read_preference
+
+    @property
+    def write_concern(self) -> WriteConcern:
+        return self._options.write_concern
+
+    @property
+    def read_concern(self) -> ReadConcern:
+        return self._options.read_concern
 
     def _run(self, call: Call, session: ClientSession | None) -> Any:
         return self.server.run_sync(
@@ -101,6 +139,7 @@ class MemoryClient:
             what=call.what,
             kind=call.kind,
             retryable=call.retryable,
+            read=call.read,
         )
 
     def _session_state(self, session: ClientSession | None) -> SessionState | None:
@@ -118,9 +157,17 @@ class MemoryClient:
             raise AttributeError(name)
         return Database(self, name)
 
-    def get_database(self, name: str | None = None, **_options: Any) -> Database:
-        """The database ``name`` (default ``"test"``); options are accepted and ignored."""
-        return Database(self, name or "test")
+    def get_database(
+        self,
+        name: str | None = None,
+        codec_options: Any = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> Database:
+        """The database ``name`` (default ``"test"``), with its own options if given."""
+        options = self._options.derive(read_preference, write_concern, read_concern)
+        return Database(self, name or "test", options)
 
     @property
     def admin(self) -> Database:
@@ -132,15 +179,52 @@ class MemoryClient:
         default_transaction_options: Any = None,
         snapshot: bool | None = False,
     ) -> ClientSession:
-        return ClientSession(self)
+        if causal_consistency and snapshot:
+            raise ConfigurationError("snapshot reads do not support causal_consistency=True")
+        return ClientSession(self, default_transaction_options, bool(snapshot))
 
     def list_database_names(self, session: ClientSession | None = None) -> list[str]:
         return list(self.server._mock.list_database_names())
 
     def drop_database(self, name: Any, session: ClientSession | None = None) -> None:
         db = name.name if isinstance(name, Database) else name
-        for coll in list(self.server._mock[db].list_collection_names()):
-            Database(self, db).drop_collection(coll, session=session)
+        self._run(drop_database(self.server, db), session)
+
+    def bulk_write(
+        self,
+        models: Sequence[Any],
+        session: ClientSession | None = None,
+        ordered: bool = True,
+        verbose_results: bool = False,
+        bypass_document_validation: bool | None = None,
+        comment: Any = None,
+        let: Any = None,
+        write_concern: WriteConcern | None = None,
+    ) -> ClientBulkWriteResult:
+        """PyMongo's client-level bulk write (MongoDB 8's ``bulkWrite``): writes to any
+        namespaces, each model naming its own (``InsertOne(doc, namespace="db.coll")``)."""
+        state = self._session_state(session)
+        in_txn = state is not None and state.in_transaction
+        if in_txn:
+            if write_concern:
+                raise InvalidOperation("Cannot set write concern after starting a transaction")
+            assert state is not None
+            write_concern = state.txn_write_concern
+        elif not write_concern:
+            write_concern = self.write_concern
+        assert write_concern is not None
+        bulk = client_bulk_write(self.server, models, ordered, verbose_results, write_concern)
+        if not write_concern.acknowledged:
+            if session is not None and not in_txn:
+                raise ConfigurationError(
+                    "Explicit sessions are incompatible with unacknowledged write concern: "
+                    f"{write_concern!r}"
+                )
+            with contextlib.suppress(PyMongoError):
+                self._run(bulk.call, None)
+            return ClientBulkWriteResult({}, False, False)
+        full_result = self._run(bulk.call, session)
+        return bulk.result(full_result, None if in_txn else write_concern)
 
     def server_info(self) -> Document:
         return self.server.command("admin", {"buildInfo": 1})
@@ -225,19 +309,36 @@ def _watch(
             args.get("start_after"),
             args.get("start_at_operation_time"),
             args.get("max_await_time_ms"),
+            args.get("full_document_before_change"),
+            args.get("show_expanded_events"),
         )
 
     what = f"watch on {db}.{coll}" if coll else f"watch on {db or 'the deployment'}"
-    core = client.server.run_sync("aggregate", state, fn, strict=client.strict, what=what)
+    core = client.server.run_sync(
+        "aggregate", state, fn, strict=client.strict, what=what, read=True
+    )
     return ChangeStream(core)
 
 
 class Database:
     """A database served by :class:`MemoryClient`."""
 
-    def __init__(self, client: MemoryClient, name: str) -> None:
+    def __init__(self, client: MemoryClient, name: str, options: Options | None = None) -> None:
         self.client = client
         self.name = name
+        self._options = client._options if options is None else options
+
+    @property
+    def read_preference(self) -> Any:
+        return self._options.read_preference
+
+    @property
+    def write_concern(self) -> WriteConcern:
+        return self._options.write_concern
+
+    @property
+    def read_concern(self) -> ReadConcern:
+        return self._options.read_concern
 
     def __getitem__(self, name: str) -> Collection:
         return Collection(self, name)
@@ -260,11 +361,26 @@ class Database:
     def __repr__(self) -> str:
         return f"Database({self.client!r}, {self.name!r})"
 
-    def get_collection(self, name: str, **_options: Any) -> Collection:
-        return Collection(self, name)
+    def get_collection(
+        self,
+        name: str,
+        codec_options: Any = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> Collection:
+        options = self._options.derive(read_preference, write_concern, read_concern)
+        return Collection(self, name, options)
 
-    def with_options(self, **_options: Any) -> Database:
-        return self
+    def with_options(
+        self,
+        codec_options: Any = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> Database:
+        options = self._options.derive(read_preference, write_concern, read_concern)
+        return Database(self.client, self.name, options)
 
     def command(
         self,
@@ -299,20 +415,27 @@ class Database:
         return names
 
     def create_collection(
-        self, name: str, session: ClientSession | None = None, **_kw: Any
+        self,
+        name: str,
+        codec_options: Any = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+        session: ClientSession | None = None,
+        check_exists: bool | None = True,
+        **kwargs: Any,
     ) -> Collection:
-        if name in self.list_collection_names(session=session):
-            raise operation_failure(
-                48, "NamespaceExists", f"Collection {self.name}.{name} already exists."
-            )
-        server = self.client.server
-
-        def fn(_op: Any) -> None:
-            server._store[self.name].create_collection(name)
-
-        what = f"create_collection on {self.name}.{name}"
-        self.client._run(Call("create", fn, what, retryable=False), session)
-        return Collection(self, name)
+        """Create collection ``name`` with options (``changeStreamPreAndPostImages``);
+        inside a transaction it appears to others when the transaction commits."""
+        check_collection_name(name)
+        coll = self.get_collection(
+            name, codec_options, read_preference, write_concern, read_concern
+        )
+        in_txn = session is not None and session.in_transaction
+        if check_exists and not in_txn and name in self.list_collection_names(session=session):
+            raise CollectionInvalid(f"collection {name} already exists")
+        coll._ddl(create_collection(self.client.server, self.name, name, kwargs), session)
+        return coll
 
     def drop_collection(
         self, name_or_collection: Any, session: ClientSession | None = None, **_kw: Any
@@ -346,14 +469,27 @@ class Database:
 class Collection:
     """A collection served by :class:`MemoryClient` (PyMongo's ``Collection``)."""
 
-    def __init__(self, database: Database, name: str) -> None:
+    def __init__(self, database: Database, name: str, options: Options | None = None) -> None:
         self.database = database
         self.name = name
         self.full_name = f"{database.name}.{name}"
+        self._options = database._options if options is None else options
         self._ops = CollectionOps(database.client.server, database.name, name)
 
+    @property
+    def read_preference(self) -> Any:
+        return self._options.read_preference
+
+    @property
+    def write_concern(self) -> WriteConcern:
+        return self._options.write_concern
+
+    @property
+    def read_concern(self) -> ReadConcern:
+        return self._options.read_concern
+
     def __getitem__(self, name: str) -> Collection:
-        return Collection(self.database, f"{self.name}.{name}")
+        return Collection(self.database, f"{self.name}.{name}", self._options)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -371,8 +507,48 @@ class Collection:
     def _run(self, call: Call, session: ClientSession | None) -> Any:
         return self.database.client._run(call, session)
 
-    def with_options(self, **_options: Any) -> Collection:
-        return self
+    def _write(
+        self,
+        call: Call,
+        session: ClientSession | None,
+        unacknowledged: Callable[[], T],
+        *,
+        bulk: bool = False,
+    ) -> T:
+        """Run a write under this collection's write concern (a transaction's statements
+        take the transaction's, at commit): unacknowledged, nothing of the reply is read;
+        one a one-member set cannot satisfy fails after the write, as on a server."""
+        if self._options.plain_writes:
+            plain: T = self._run(call, session)
+            return plain
+        in_txn = session is not None and session.in_transaction
+        wc = self._options.write_concern
+        if not in_txn and not wc.acknowledged:
+            if session is not None:
+                raise ConfigurationError(
+                    f"Explicit sessions are incompatible with unacknowledged write concern: {wc!r}"
+                )
+            with contextlib.suppress(PyMongoError):
+                self._run(call, None)
+            return unacknowledged()
+        result: T = self._run(call, session)
+        return write_concern_checked(result, None if in_txn else wc, bulk=bulk)
+
+    def _ddl(self, call: Call, session: ClientSession | None) -> Any:
+        """Run a collection command under this collection's write concern."""
+        in_txn = session is not None and session.in_transaction
+        result = self._run(call, session)
+        return write_concern_checked(result, None if in_txn else self._options.write_concern)
+
+    def with_options(
+        self,
+        codec_options: Any = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> Collection:
+        options = self._options.derive(read_preference, write_concern, read_concern)
+        return Collection(self.database, self.name, options)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -383,8 +559,10 @@ class Collection:
         session: ClientSession | None = None,
         comment: Any = None,
     ) -> InsertOneResult:
-        result: InsertOneResult = self._run(self._ops.insert_one(document), session)
-        return result
+        call = self._ops.insert_one(document)
+        return self._write(
+            call, session, lambda: InsertOneResult(_id_of(document), acknowledged=False)
+        )
 
     def insert_many(
         self,
@@ -394,8 +572,13 @@ class Collection:
         session: ClientSession | None = None,
         comment: Any = None,
     ) -> InsertManyResult:
-        result: InsertManyResult = self._run(self._ops.insert_many(documents, ordered), session)
-        return result
+        call = self._ops.insert_many(documents, ordered)
+        return self._write(
+            call,
+            session,
+            lambda: InsertManyResult([_id_of(d) for d in documents], acknowledged=False),
+            bulk=True,
+        )
 
     def update_one(
         self,
@@ -414,8 +597,7 @@ class Collection:
         call = self._ops.update(
             filter, update, multi=False, upsert=upsert, array_filters=array_filters, sort=sort
         )
-        result: UpdateResult = self._run(call, session)
-        return result
+        return self._write(call, session, _unacknowledged_update)
 
     def update_many(
         self,
@@ -433,8 +615,7 @@ class Collection:
         call = self._ops.update(
             filter, update, multi=True, upsert=upsert, array_filters=array_filters
         )
-        result: UpdateResult = self._run(call, session)
-        return result
+        return self._write(call, session, _unacknowledged_update)
 
     def replace_one(
         self,
@@ -450,8 +631,7 @@ class Collection:
         comment: Any = None,
     ) -> UpdateResult:
         call = self._ops.replace_one(filter, replacement, upsert, sort)
-        result: UpdateResult = self._run(call, session)
-        return result
+        return self._write(call, session, _unacknowledged_update)
 
     def delete_one(
         self,
@@ -462,8 +642,8 @@ class Collection:
         let: Any = None,
         comment: Any = None,
     ) -> DeleteResult:
-        result: DeleteResult = self._run(self._ops.delete(filter, multi=False), session)
-        return result
+        call = self._ops.delete(filter, multi=False)
+        return self._write(call, session, _unacknowledged_delete)
 
     def delete_many(
         self,
@@ -474,8 +654,8 @@ class Collection:
         let: Any = None,
         comment: Any = None,
     ) -> DeleteResult:
-        result: DeleteResult = self._run(self._ops.delete(filter, multi=True), session)
-        return result
+        call = self._ops.delete(filter, multi=True)
+        return self._write(call, session, _unacknowledged_delete)
 
     def find_one_and_update(
         self,
@@ -502,7 +682,7 @@ class Collection:
             return_document=return_document,
             array_filters=array_filters,
         )
-        return self._run(call, session)
+        return self._find_and_modify(call, session)
 
     def find_one_and_replace(
         self,
@@ -527,7 +707,7 @@ class Collection:
             upsert=upsert,
             return_document=return_document,
         )
-        return self._run(call, session)
+        return self._find_and_modify(call, session)
 
     def find_one_and_delete(
         self,
@@ -541,7 +721,14 @@ class Collection:
         **_kwargs: Any,
     ) -> Any:
         call = self._ops.find_one_and("delete", filter, projection=projection, sort=sort)
-        return self._run(call, session)
+        return self._find_and_modify(call, session)
+
+    def _find_and_modify(self, call: Call, session: ClientSession | None) -> Any:
+        if self._options.plain_writes:
+            return self._run(call, session)
+        in_txn = session is not None and session.in_transaction
+        result = self._run(call, session)
+        return write_concern_checked(result, None if in_txn else self._options.write_concern)
 
     def bulk_write(
         self,
@@ -552,15 +739,51 @@ class Collection:
         comment: Any = None,
         let: Any = None,
     ) -> BulkWriteResult:
+        calls = self._ops.bulk_write(requests, ordered)
+        in_txn = session is not None and session.in_transaction
+        wc = self._options.write_concern
+        if not in_txn and not wc.acknowledged:
+            if session is not None:
+                raise ConfigurationError(
+                    f"Explicit sessions are incompatible with unacknowledged write concern: {wc!r}"
+                )
+            for call in calls:
+                with contextlib.suppress(PyMongoError):
+                    self._run(call, None)
+            return BulkWriteResult({}, acknowledged=False)
         results: list[Document] = []
-        for call in self._ops.bulk_write(requests, ordered):
+        for call in calls:
             results.append(self._run(call, session))
             if ordered and results[-1]["writeErrors"]:
                 break
-        return CollectionOps.bulk_result(CollectionOps.merge_bulk(results))
+        return CollectionOps.bulk_result(CollectionOps.merge_bulk(results), None if in_txn else wc)
 
     def drop(self, session: ClientSession | None = None, comment: Any = None, **_kw: Any) -> None:
-        self._run(self._ops.drop(), session)
+        self._ddl(self._ops.drop(), session)
+
+    def rename(
+        self,
+        new_name: str,
+        session: ClientSession | None = None,
+        comment: Any = None,
+        **kwargs: Any,
+    ) -> Document:
+        """Rename this collection (``dropTarget=True`` replaces an existing one); streams on
+        either name see a ``rename`` event, then ``invalidate``."""
+        if not isinstance(new_name, str):
+            raise TypeError(f"new_name must be an instance of str, not {type(new_name)}")
+        check_collection_name(new_name)
+        drop_target = bool(kwargs.pop("dropTarget", False))
+        call = rename_collection(
+            self.database.client.server,
+            self.database.name,
+            self.name,
+            self.database.name,
+            new_name,
+            drop_target=drop_target,
+        )
+        result: Document = self._ddl(call, session)
+        return result
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -596,7 +819,9 @@ class Collection:
         result: int = self._run(self._ops.count_documents(filter, **kwargs), session)
         return result
 
-    def estimated_document_count(self, **_kwargs: Any) -> int:
+    def estimated_document_count(self, comment: Any = None, **kwargs: Any) -> int:
+        if "session" in kwargs:
+            raise ConfigurationError("estimated_document_count does not support sessions")
         result: int = self._run(self._ops.estimated_document_count(), None)
         return result
 
@@ -613,26 +838,34 @@ class Collection:
     # -- indexes --------------------------------------------------------------------------
 
     def create_index(self, keys: Any, session: ClientSession | None = None, **kwargs: Any) -> str:
-        result: str = self._run(self._ops.create_index(keys, **kwargs), session)
-        return result
+        kwargs.pop("comment", None)
+        call = self._ops.create_indexes([(keys, kwargs)], "create_index")
+        names: list[str] = self._ddl(call, session)
+        return names[0]
 
     def create_indexes(
         self, indexes: Sequence[Any], session: ClientSession | None = None, **_kw: Any
     ) -> list[str]:
-        result: list[str] = self._run(self._ops.create_indexes(indexes), session)
+        call = self._ops.create_indexes(index_pairs(indexes), "create_indexes")
+        result: list[str] = self._ddl(call, session)
         return result
 
     def list_indexes(self, session: ClientSession | None = None, **_kw: Any) -> CommandCursor:
         return CommandCursor(self._run(self._ops.list_indexes(), session))
 
     def index_information(self, session: ClientSession | None = None, **_kw: Any) -> Document:
-        result: Document = self._run(self._ops.index_information(), session)
-        return result
+        indexes = self._run(self._ops.list_indexes("index_information"), session)
+        info: Document = {}
+        for listed in indexes:
+            index = dict(listed)
+            index["key"] = list(index["key"].items())
+            info[index.pop("name")] = index
+        return info
 
     def drop_index(
         self, index_or_name: Any, session: ClientSession | None = None, **_kw: Any
     ) -> None:
-        self._run(self._ops.drop_index(index_or_name), session)
+        self._ddl(self._ops.drop_index(index_or_name), session)
 
     def watch(
         self,
@@ -752,6 +985,18 @@ class CommandCursor:
         self.close()
 
 
+def _id_of(document: Any) -> Any:
+    return document.get("_id") if isinstance(document, Mapping) else None
+
+
+def _unacknowledged_update() -> UpdateResult:
+    return UpdateResult({}, acknowledged=False)
+
+
+def _unacknowledged_delete() -> DeleteResult:
+    return DeleteResult({}, acknowledged=False)
+
+
 def _next(docs: Iterator[Document]) -> Document:
     doc = next(docs, None)
     if doc is None:
@@ -788,9 +1033,19 @@ class _TransactionContext:
 class ClientSession:
     """A logical session (PyMongo's ``ClientSession``): transactions and their retry helper."""
 
-    def __init__(self, client: MemoryClient) -> None:
+    def __init__(
+        self,
+        client: MemoryClient,
+        default_transaction_options: Any = None,
+        snapshot: bool = False,
+    ) -> None:
         self.client = client
-        self._state = SessionState(client.server)
+        self._state = SessionState(
+            client.server,
+            client,
+            default_transaction_options=default_transaction_options,
+            snapshot=snapshot,
+        )
 
     @property
     def session_id(self) -> Document:
@@ -815,12 +1070,16 @@ class ClientSession:
         read_preference: Any = None,
         max_commit_time_ms: int | None = None,
     ) -> _TransactionContext:
-        self._state.start_transaction()
+        self._state.start_transaction(
+            read_concern, write_concern, read_preference, max_commit_time_ms
+        )
         return _TransactionContext(self)
 
     def commit_transaction(self) -> None:
-        self._state.commit_transaction()
-        self.client.server.wait_durable()
+        try:
+            self._state.commit_transaction()
+        finally:  # committed (a write concern error too): on disk before it returns
+            self.client.server.wait_durable()
 
     def abort_transaction(self) -> None:
         self._state.abort_transaction()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mongoledger.memory._bson import Document
 from mongoledger.memory._commands import (
     Commands,
     ConnectionInfo,
@@ -20,7 +21,7 @@ from mongoledger.memory._commands import (
     WaitStep,
 )
 from mongoledger.memory._commands import _engine_api as engine
-from mongoledger.memory._engine import Document, SessionState
+from mongoledger.memory._session import SessionState
 from mongoledger.memory._shared import wait_for_event
 
 __all__ = ["run_command"]

@@ -26,13 +26,14 @@ from typing import Any
 from pymongo.errors import AutoReconnect
 
 from mongoledger.memory._async.commands import async_run_command
+from mongoledger.memory._bson import Document
 from mongoledger.memory._commands import (
     ConnectionInfo,
     cluster_time_fields,
     commands_for,
     error_reply,
 )
-from mongoledger.memory._engine import Document, MemoryServer
+from mongoledger.memory._engine import Engine
 
 from ._protocol import (
     HEADER_SIZE,
@@ -84,7 +85,7 @@ class WireServer:
 
     def __init__(
         self,
-        memory: MemoryServer,
+        memory: Engine,
         host: str = "127.0.0.1",
         port: int = 0,
         *,
