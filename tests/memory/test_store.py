@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import datetime
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -666,3 +667,113 @@ def test_collection_ddl_survives_restarts_and_compaction(tmp_path: Path) -> None
     assert events[2]["fullDocumentBeforeChange"] is None  # images were off by then
     client.close()
 
+
+def copy_of_files(src: Path, dst: Path) -> Path:
+    """The store's files as a crash would leave them now (the copy has no holder)."""
+    dst.mkdir()
+    for path in src.iterdir():
+        if path.name != "lock":
+            dst.joinpath(path.name).write_bytes(path.read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize("overlapping", [False, True])
+def test_a_compaction_copies_committed_versions_only(tmp_path: Path, overlapping: bool) -> None:
+    """An open transaction's writes sit in the store's documents: the snapshot holds the
+    versions they replaced, alone (no overlays) or beside another transaction (overlays)."""
+    store_dir = tmp_path / "store"
+    client = MemoryClient(path=store_dir, strict=False)  # reads beside open transactions
+    coll = client["app"]["c"]
+    coll.insert_many([{"_id": i, "v": "committed"} for i in range(3)])
+    session = client.start_session()
+    session.start_transaction()
+    coll.update_one({"_id": 0}, {"$set": {"v": "uncommitted"}}, session=session)
+    coll.delete_one({"_id": 1}, session=session)
+    coll.insert_one({"_id": 9, "v": "uncommitted"}, session=session)
+    client["app"].create_collection("new", session=session)
+    client["app"]["new"].insert_one({"_id": 1}, session=session)
+    if overlapping:  # another transaction beside it: versions kept in overlays
+        other = client.start_session()
+        other.start_transaction()
+        coll.update_one({"_id": 2}, {"$set": {"v": "other, uncommitted"}}, session=other)
+    client.server.compact()
+    crashed = copy_of_files(store_dir, tmp_path / "crashed")
+    session.commit_transaction()
+    after_commit = everything(client)
+    if overlapping:
+        other.abort_transaction()
+        other.end_session()
+    session.end_session()
+    client.close()
+
+    with MemoryClient(path=crashed) as copy:  # the snapshot and the journal after it
+        assert everything(copy)["app.c"][0] == [{"_id": i, "v": "committed"} for i in range(3)]
+        assert copy["app"].list_collection_names() == ["c"]
+    with MemoryClient(path=store_dir) as again:
+        assert everything(again) == after_commit
+        assert again["app"]["c"].find_one({"_id": 0}) == {"_id": 0, "v": "uncommitted"}
+        assert again["app"]["new"].find_one({}) == {"_id": 1}
+
+
+def test_overlapping_transactions_journal_in_commit_order(tmp_path: Path) -> None:
+    client = MemoryClient(path=tmp_path, strict=False)  # writes beside open transactions
+    coll = client["app"]["c"]
+    coll.insert_many([{"_id": i, "n": 0} for i in range(4)])
+    first, second = client.start_session(), client.start_session()
+    first.start_transaction()
+    second.start_transaction()
+    coll.update_one({"_id": 0}, {"$inc": {"n": 1}}, session=first)  # first writes first
+    coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, session=second)
+    coll.insert_one({"_id": 5}, session=first)
+    coll.update_one({"_id": 2}, {"$inc": {"n": 1}}, session=second)
+    second.commit_transaction()  # ... and commits first
+    coll.update_one({"_id": 3}, {"$inc": {"n": 1}})
+    first.commit_transaction()
+    first.end_session()
+    second.end_session()
+    before, events = everything(client), history(client.server)
+    assert [e["doc_id"] for e in events[5:]] == [1, 2, 3, 0, 5]  # create, 4 inserts, commits
+    client.close()
+    with MemoryClient(path=tmp_path) as again:
+        assert everything(again) == before
+        assert history(again.server) == events
+
+
+def test_a_version_1_store_opens_and_is_rewritten_in_this_version(tmp_path: Path) -> None:
+    """``data/store-v1`` was written by the store's first format (before collections had
+    UUIDs and options; a snapshot, then a journal): it opens with its data and history, and
+    is compacted into this version's files at once."""
+    store_dir = tmp_path / "store"
+    shutil.copytree(Path(__file__).parent / "data" / "store-v1", store_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no recovery: nothing was torn
+        client = MemoryClient(path=store_dir)
+    ledger = Ledger(client["shop"])
+    assert ledger.balance({"user_id": 1}) == 350
+    assert ledger.balance({"user_id": 2}) == 150
+    assert ledger.verify().ok
+    app = client["app"]
+    assert app.list_collection_names() == ["b"]
+    assert list(app.b.find({}).sort("_id", 1)) == [{"_id": 1, "k": 10}, {"_id": 2, "k": 2}]
+    assert app.b.index_information()["k_1"]["unique"]
+    with pytest.raises(DuplicateKeyError):
+        app.b.insert_one({"k": 2})
+    server = client.server
+    uuids = {name: server.store_for("app", name).uuid for name in ("b",)}
+    assert uuids["b"] is not None
+    before, events = everything(client), history(server)
+    assert events
+    assert events[0]["pos"] == 0
+    client.close()
+    headers = {}
+    for path in store_dir.iterdir():
+        if path.name != "lock":
+            records = list(_journal.RecordReader(path))
+            headers[path.name] = records[0].decode()["version"]
+    assert set(headers.values()) == {_store.FORMAT_VERSION}
+    assert "snapshot" in headers
+    assert len(headers) == 2  # and one journal file
+    with MemoryClient(path=store_dir) as again:
+        assert everything(again) == before
+        assert history(again.server) == events
+        assert again.server.store_for("app", "b").uuid == uuids["b"]
