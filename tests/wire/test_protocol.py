@@ -355,8 +355,10 @@ def test_close_stops_with_drivers_still_connected() -> None:
 
 def test_transactions_of_two_sessions_on_one_connection_do_not_interleave(server: Any) -> None:
     """Drivers do not pin a replica set's transactions to a connection: two sessions'
-    transactions arriving on the same connection are still two owners, so the second waits
-    for the first instead of slipping past its unique-index entry."""
+    transactions arriving on the same connection are still two owners. The second one's
+    write to the unique-index entry the first holds uncommitted fails at once with
+    WriteConflict (112, TransientTransactionError), as on MongoDB; retried after the first
+    committed, it meets the committed entry (11000). One document holds the key at the end."""
     _, host, port = server
     with connect(host, port) as setup:
         command(
@@ -368,10 +370,10 @@ def test_transactions_of_two_sessions_on_one_connection_do_not_interleave(server
             },
         )
 
-    def txn_fields(lsid: bytes, **extra: Any) -> dict[str, Any]:
+    def txn_fields(lsid: bytes, number: int, **extra: Any) -> dict[str, Any]:
         return {
             "lsid": {"id": bson.Binary(lsid, 4)},
-            "txnNumber": Int64(1),
+            "txnNumber": Int64(number),
             "autocommit": False,
             **extra,
             "$db": "t",
@@ -385,30 +387,32 @@ def test_transactions_of_two_sessions_on_one_connection_do_not_interleave(server
             {
                 "insert": "c",
                 "documents": [{"_id": 1, "k": 1}],
-                **txn_fields(a, startTransaction=True),
+                **txn_fields(a, 1, startTransaction=True),
             },
         )
         assert first["n"] == 1
-        replies: list[dict[str, Any]] = []
-        second = threading.Thread(
-            target=lambda: replies.append(
-                command(
-                    shared,
-                    {
-                        "insert": "c",
-                        "documents": [{"_id": 2, "k": 1}],
-                        **txn_fields(b, startTransaction=True),
-                    },
-                )
-            )
+        conflict = command(
+            shared,
+            {
+                "insert": "c",
+                "documents": [{"_id": 2, "k": 1}],
+                **txn_fields(b, 1, startTransaction=True),
+            },
         )
-        second.start()
-        committed = command(other, {"commitTransaction": 1, **txn_fields(a), "$db": "admin"})
+        assert conflict["ok"] == 0.0 and conflict["code"] == 112, conflict
+        assert "TransientTransactionError" in conflict["errorLabels"]
+        committed = command(other, {"commitTransaction": 1, **txn_fields(a, 1), "$db": "admin"})
         assert committed["ok"] == 1.0
-        second.join(30)
-        assert replies, "the second transaction's insert never answered"
-        assert [e["code"] for e in replies[0].get("writeErrors", [])] == [11000]
-        command(other, {"abortTransaction": 1, **txn_fields(b), "$db": "admin"})
+        retried = command(
+            shared,
+            {
+                "insert": "c",
+                "documents": [{"_id": 2, "k": 1}],
+                **txn_fields(b, 2, startTransaction=True),
+            },
+        )
+        assert [e["code"] for e in retried.get("writeErrors", [])] == [11000], retried
+        command(other, {"abortTransaction": 1, **txn_fields(b, 2), "$db": "admin"})
         assert command(other, {"count": "c", "query": {"k": 1}, "$db": "t"})["n"] == 1
     finally:
         shared.close()
