@@ -20,6 +20,9 @@ that server, counted with PyMongo's command monitoring, in a throw-away database
   ``verify`` on collections of N transactions (about 100 per account), loaded in bulk in the
   ledger's own document shapes; the growth exponent is the least-squares slope of
   log(time) against log(N) (0: independent of size, 1: linear).
+* **The embedded store** (without ``--uri``): transfers on ``MemoryClient(path=...)`` against
+  the plain engine, fsyncs per operation, one fsync's cost, opening a store of 100,000
+  transactions (``benchmarks/store.py``; ``--store-only`` runs just this part).
 """
 
 from __future__ import annotations
@@ -1096,6 +1099,10 @@ def machine() -> dict[str, Any]:
 def markdown(results: dict[str, Any]) -> str:
     out = []
     meta = results["meta"]
+    if "commands" not in results:  # --store-only
+        from benchmarks import store
+
+        return "\n".join(store.markdown(results["store"])) + "\n"
     m = meta["machine"]
     out.append(
         f"Target: {meta['target']}. Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, "
@@ -1230,6 +1237,10 @@ def markdown(results: dict[str, Any]) -> str:
             listed = ", ".join(f"{k} {v:g}" for k, v in sorted(names.items()))
             out.append("")
             out.append(f"medici's commands per transfer: {listed}.")
+    if results.get("store"):
+        from benchmarks import store
+
+        out += store.markdown(results["store"])
     return "\n".join(out) + "\n"
 
 
@@ -1257,6 +1268,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.wire:
         target.name = f"memory engine's wire endpoint (serve-db at {target.name[11:]})"
     started = time.perf_counter()
+    if getattr(args, "store_only", False):
+        from benchmarks import store
+
+        return {
+            "meta": _meta(target, cfg, started),
+            "store": store.run(cfg.quick, cfg.ops, cfg.rounds, log),
+        }
     try:
         log(f"commands per operation on the {target.name}")
         db, _ = target.database("commands")
@@ -1284,19 +1302,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     for peer in args.peer or ():
         log(f"peer: {peer} through the same serve-db")
         peers[peer] = wire.medici(64 if cfg.quick else 1000, 8, log)
-    return {
-        "meta": {
-            "target": target.name,
-            "quick": cfg.quick,
-            "large": cfg.large,
-            "date": now().isoformat(timespec="seconds"),
-            "machine": machine(),
-            "ops_per_measurement": cfg.ops,
-            "rounds": cfg.rounds,
-            "collector_in_timed_blocks": cfg.collector,
-            "cpu_clock": cfg.clock is time.process_time,
-            "seconds": round(time.perf_counter() - started, 1),
-        },
+    results = {
         "commands": commands,
         "throughput": rates,
         "contention": hot,
@@ -1305,6 +1311,26 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "explain": plans,
         "wire": overhead,
         "peers": peers,
+    }
+    if not args.uri and not args.wire and only is None:
+        from benchmarks import store
+
+        results["store"] = store.run(cfg.quick, cfg.ops, cfg.rounds, log)
+    return {"meta": _meta(target, cfg, started), **results}
+
+
+def _meta(target: Target, cfg: Settings, started: float) -> dict[str, Any]:
+    return {
+        "target": target.name,
+        "quick": cfg.quick,
+        "large": cfg.large,
+        "date": now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "ops_per_measurement": cfg.ops,
+        "rounds": cfg.rounds,
+        "collector_in_timed_blocks": cfg.collector,
+        "cpu_clock": cfg.clock is time.process_time,
+        "seconds": round(time.perf_counter() - started, 1),
     }
 
 
@@ -1330,6 +1356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"measure the throughput of these alone, no growth (of {','.join(WRITES)})",
     )
     parser.add_argument("--json", default="bench-results.json", help="where to write the JSON")
+    parser.add_argument(
+        "--store-only",
+        action="store_true",
+        help="run only the embedded store's part (benchmarks/store.py)",
+    )
     parser.add_argument(
         "--gc",
         action="store_true",

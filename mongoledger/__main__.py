@@ -1,7 +1,5 @@
 """``python -m mongoledger``: the ``mongoledger`` command."""
 
-import sys
+from mongoledger.cli import run
 
-from mongoledger.cli import main
-
-sys.exit(main())
+run()

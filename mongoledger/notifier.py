@@ -5,9 +5,12 @@
 
 It runs ``Ledger.listen`` with a named checkpoint, so a restarted notifier continues where it
 stopped (at least once: the operation in flight at a crash may print twice). Ctrl-C stops it.
-It takes the command line's connection options (``--uri``, ``--db``, ``--memory``) with the
-same messages: a bad value is one line (exit 2), a slow server is announced, an unreachable
-one is one line naming the host (exit 1).
+It takes the command line's connection options (``--uri``, ``--store``, ``--db``,
+``--memory``) with the same messages: a bad value is one line (exit 2), a slow server is
+announced, an unreachable one is one line naming the host (exit 1). Without ``--uri``,
+``--store`` or their environment variables it follows the server at localhost, not the
+embedded store: a store is open in one process at a time, so a notifier holding it would
+lock every writer out (on a store it catches up from its checkpoint, then waits alone).
 Copy it as the skeleton of a real consumer: replace ``describe`` + ``print`` with the work to do
 (send a receipt, update a projection), keyed by ``event.operation_id`` so a re-delivery is
 harmless.
@@ -47,14 +50,17 @@ def main(
     ready: Any = None,
 ) -> int:
     """Run the notifier; returns the exit status (0, 1 an error, 2 a usage error)."""
+    from mongoledger.cli._connection import add_connection_defaults
     from mongoledger.cli._parser import connection_arguments
 
     err = stderr if stderr is not None else sys.stderr
     parser = argparse.ArgumentParser(
         prog="notifier", description=__doc__.splitlines()[0] if __doc__ else None
     )
-    for names, options in connection_arguments(os.environ if environ is None else environ):
+    environ = os.environ if environ is None else environ
+    for names, options in connection_arguments(environ):
         parser.add_argument(*names, **options)
+    add_connection_defaults(parser, environ)
     parser.add_argument("--checkpoint", default="notifier", help="resume-token name to keep")
     parser.add_argument(
         "--kind", action="append", dest="kinds", choices=KINDS, help="only these kinds"
@@ -67,24 +73,25 @@ def main(
     from pymongo.errors import PyMongoError
 
     from mongoledger import Ledger, LedgerError
-    from mongoledger.cli._connection import connect_server, validate_db_name
+    from mongoledger.cli._connection import connect, resolve
     from mongoledger.cli._values import UsageError
 
     client: Any = None
     try:
-        if args.memory:
-            from mongoledger.memory import MemoryClient
-
-            validate_db_name(args.db)
-            client = MemoryClient()
-            database = client[args.db]
+        target = resolve(args, fallback="uri")
+        client, database = connect(
+            target, args.db, err, appname="mongoledger-notifier", prog="notifier"
+        )
+        if target.kind == "memory":
             err.write(
                 "notifier: listening on a fresh in-memory engine: only this process can write "
                 "to it, so nothing will print (use --uri to follow a server)\n"
             )
-        else:
-            client, database = connect_server(
-                args.uri, args.db, err, appname="mongoledger-notifier", prog="notifier"
+        elif target.kind == "store":
+            err.write(
+                f"notifier: listening on {target.describe()}: it prints what was written since "
+                "its checkpoint, then holds the store, so no other process can write to it "
+                "(use --uri to follow a server)\n"
             )
         ledger = Ledger(database)
         ledger.listen(

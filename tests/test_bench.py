@@ -59,6 +59,17 @@ def test_quick_run_writes_json(tmp_path: Path) -> None:
     assert len(growth["sizes"]) >= 2
     for query in ("history page", "balance_at", "report page", "verify"):
         assert len(growth["queries"][query]["seconds"]) == len(growth["sizes"])
+    store = results["store"]
+    assert [row["mode"] for row in store["throughput"]] == [
+        "sync",
+        "async x1",
+        "async x16",
+        "async x64",
+    ]
+    assert all(row["store_ops_s"] > 0 and row["fsyncs_per_op"] > 0 for row in store["throughput"])
+    assert store["fsync"]["median_us"] > 0
+    assert store["open"]["transactions"] == 10_000
+    assert "### The embedded store" in proc.stdout
 
 
 def test_captured_commands_are_explained_as_sent() -> None:

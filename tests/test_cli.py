@@ -25,6 +25,7 @@ from bson import ObjectId
 from mongoledger import Ledger
 from mongoledger.cli import build_parser, main
 from mongoledger.cli._commands import COMMANDS
+from mongoledger.cli._connection import resolve
 from mongoledger.cli._values import (
     UsageError,
     parse_account,
@@ -700,9 +701,9 @@ def test_environment_supplies_uri_and_db() -> None:
     args = build_parser({"MONGOLEDGER_URI": "mongodb://db0", "MONGOLEDGER_DB": "pay"}).parse_args(
         ["init"]
     )
-    assert (args.uri, args.db) == ("mongodb://db0", "pay")
+    assert (resolve(args).uri, args.db) == ("mongodb://db0", "pay")
     args = build_parser({}).parse_args(["--db", "other", "init"])
-    assert (args.uri, args.db) == (None, "other")
+    assert (resolve(args).kind, args.db) == ("store", "other")
 
 
 def test_memory_option_runs_without_a_server(capsys: pytest.CaptureFixture[str]) -> None:
@@ -725,7 +726,7 @@ def test_an_unreachable_server_is_announced_then_one_line_exit_1(
     assert lines == [
         "mongoledger: connecting to 127.0.0.1:1...",
         "mongoledger: error: cannot reach MongoDB at 127.0.0.1:1 ([Errno 111] Connection "
-        "refused); check --uri or MONGOLEDGER_URI (mongoledger demo needs no server)",
+        "refused); check --uri or MONGOLEDGER_URI (without one, commands use the embedded store)",
     ]
 
 

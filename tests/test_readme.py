@@ -59,7 +59,8 @@ async def current_user(request: Any) -> Any:
     return None  # the web example's own authentication: nobody is signed in
 
 
-def test_the_python_examples_run() -> None:
+def test_the_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # what an example writes (the embedded store's directory)
     audit_log = AuditLog()
     namespace: dict[str, Any] = {
         "MemoryClient": MemoryClient,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -28,13 +29,13 @@ from typing import Any, TextIO
 from mongoledger._format import CurrencyFormat, one_line
 from mongoledger._sync.ledger import Ledger
 from mongoledger.cli._commands import COMMANDS
-from mongoledger.cli._connection import connect_server, validate_db_name
+from mongoledger.cli._connection import connect, resolve, validate_db_name
 from mongoledger.cli._context import Context, ledger_for
 from mongoledger.cli._parser import build_parser
 from mongoledger.cli._values import UsageError
 from mongoledger.errors import LedgerError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]
 
 
 def main(
@@ -47,7 +48,8 @@ def main(
 ) -> int:
     """Run ``mongoledger`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
-    ``database`` (a PyMongo-compatible database) replaces ``--uri``/``--db``/``--memory``;
+    ``database`` (a PyMongo-compatible database) replaces ``--uri``/``--store``/``--db``/
+    ``--memory`` (where the data goes otherwise: ``_connection``);
     ``environ`` replaces ``os.environ`` for the MONGOLEDGER_* defaults.
     """
     out = stdout if stdout is not None else sys.stdout
@@ -112,8 +114,13 @@ def main(
                 reason = one_line(exc).split(", Timeout:", 1)[0]
                 err.write(
                     f"mongoledger: error: cannot reach MongoDB ({reason}); check --uri or "
-                    "MONGOLEDGER_URI (mongoledger demo needs no server)\n"
+                    "MONGOLEDGER_URI (without a URI, commands use the embedded store)\n"
                 )
+                return 1
+            from mongoledger.memory import StoreError
+
+            if isinstance(exc, StoreError):  # its message names the store and what to do
+                err.write(f"mongoledger: error: {one_line(exc)}\n")
                 return 1
             if isinstance(exc, PyMongoError):
                 err.write(f"mongoledger: database error: {one_line(exc)}\n")
@@ -127,6 +134,17 @@ def main(
                 client.close()
 
 
+def run() -> None:
+    """The ``mongoledger`` console script: :func:`main`, then exit.
+
+    The engine's documents (an embedded store holds every one in memory) are reference
+    cycles the interpreter would otherwise collect one by one as it exits: frozen, they are
+    left to the operating system, which frees the whole process at once."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 def _symbol(args: argparse.Namespace) -> str:
     if args.currency_symbol is not None:
         return str(args.currency_symbol)
@@ -134,20 +152,17 @@ def _symbol(args: argparse.Namespace) -> str:
 
 
 def _connect(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any]:
-    """The one connection path of every command: bad names and URIs are usage errors naming
-    the value, a slow server is announced, an unreachable one is one line (see _connect)."""
-    if args.memory:
-        from mongoledger.memory import MemoryClient
-
-        validate_db_name(args.db)
-        if args.command == "watch":
-            raise UsageError(
-                "--memory watch would wait forever: a fresh in-memory engine has no other "
-                "writer. Watch a server (--uri), or see events in mongoledger demo"
-            )
-        memory = MemoryClient()
-        return memory, memory[args.db]
-    return connect_server(args.uri, args.db, err, appname="mongoledger-cli")
+    """The one connection path of every command (see ``_connection``): bad names and URIs are
+    usage errors naming the value, a slow server is announced, an unreachable one is one
+    line, a store that cannot be opened says why and what to do."""
+    validate_db_name(args.db)
+    target = resolve(args)
+    if target.kind == "memory" and args.command == "watch":
+        raise UsageError(
+            "--memory watch would wait forever: a fresh in-memory engine has no other "
+            "writer. Watch a server (--uri), or see events in mongoledger demo"
+        )
+    return connect(target, args.db, err, appname="mongoledger-cli")
 
 
 def _check_date_format(fmt: str) -> None:

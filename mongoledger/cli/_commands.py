@@ -562,6 +562,62 @@ def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _print_counts(ctx: Context, verb: str, where: str, counts: dict[str, int]) -> None:
+    total = sum(counts.values())
+    ctx.print(f"{verb} {len(counts)} collection(s), {total:,} document(s) {where}")
+    rows = [[name, f"{n:,}"] for name, n in counts.items()]
+    if rows:
+        ctx.print(render_table(["collection", "documents"], rows, right=(1,)))
+
+
+def cmd_export(args: argparse.Namespace, ctx: Context) -> int:
+    from pathlib import Path
+
+    from mongoledger.cli._dump import export_database
+
+    db = ctx.ledger.database
+    directory = Path(args.directory).expanduser()
+    counts = export_database(db, directory, fmt=args.format, only=args.collection or ())
+    folder = directory / db.name
+    if ctx.json:
+        ctx.emit(
+            {
+                "database": db.name,
+                "directory": str(folder),
+                "format": args.format,
+                "collections": counts,
+            }
+        )
+        return 0
+    _print_counts(ctx, "exported", f"of database {db.name!r} to {folder}", counts)
+    if args.format == "bson":
+        ctx.print(f'into MongoDB: mongorestore --uri "mongodb://HOST/?replicaSet=RS" {directory}')
+    else:
+        ctx.print(
+            f'into MongoDB: mongoimport --uri "mongodb://HOST/?replicaSet=RS" --db {db.name} '
+            f"--collection NAME --file {folder}/NAME.json (for each collection), then "
+            "mongoledger init"
+        )
+    ctx.print(f"or: mongoledger --uri URI --db {db.name} import {directory}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, ctx: Context) -> int:
+    from pathlib import Path
+
+    from mongoledger.cli._dump import import_database
+
+    db = ctx.ledger.database
+    directory = Path(args.directory).expanduser()
+    with ctx.progress("importing"):
+        counts = import_database(db, directory, drop=args.drop, only=args.collection or ())
+    if ctx.json:
+        ctx.emit({"database": db.name, "collections": counts})
+        return 0
+    _print_counts(ctx, "imported", f"into database {db.name!r}", counts)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     from mongoledger.demo import run_demo
 
@@ -600,6 +656,8 @@ COMMANDS: dict[str, Command] = {
     "stats": cmd_stats,
     "verify": cmd_verify,
     "watch": cmd_watch,
+    "export": cmd_export,
+    "import": cmd_import,
     "demo": cmd_demo,
     "serve-db": cmd_serve_db,
     "serve": lambda args, ctx: _web_command("serve", args, ctx),

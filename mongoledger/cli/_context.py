@@ -11,7 +11,6 @@ from typing import Any, TextIO
 
 from mongoledger._format import CurrencyFormat, format_date, to_jsonable
 from mongoledger._sync.ledger import Ledger
-from mongoledger.cli._connection import SERVER_SELECTION_MS
 from mongoledger.cli._progress import progress
 from mongoledger.cli._values import UsageError
 from mongoledger.errors import LedgerError
@@ -70,13 +69,9 @@ def async_database(args: argparse.Namespace, ctx: Context) -> Any:
     server = getattr(getattr(database, "client", None), "server", None)
     if isinstance(server, MemoryServer):
         return AsyncMemoryClient(server=server)[database.name]
-    from pymongo import AsyncMongoClient
+    from mongoledger.cli._connection import connect_async, resolve
 
-    uri = args.uri or "mongodb://localhost:27017"
-    options: dict[str, Any] = {"appname": "mongoledger-serve"}
-    if "serverselectiontimeoutms" not in uri.lower():
-        options["serverSelectionTimeoutMS"] = SERVER_SELECTION_MS
-    return AsyncMongoClient(uri, **options)[database.name]
+    return connect_async(resolve(args), appname="mongoledger-serve")[database.name]
 
 
 def ledger_for(args: argparse.Namespace, database: Any, cls: Any) -> Any:

@@ -13,6 +13,7 @@ from mongoledger._core.events import KINDS
 from mongoledger._core.holds import STATUSES
 from mongoledger._core.reads import REPORT_SORTS
 from mongoledger._format import DEFAULT_DATE_FORMAT
+from mongoledger.cli._connection import add_connection_defaults, default_store
 
 __all__ = ["build_parser", "connection_arguments"]
 
@@ -52,7 +53,12 @@ dates: ISO 8601, UTC unless an offset is given (2026-11-25, 2026-11-25T10:30Z).
 exit status: 0 success; 1 a ledger or database error (one line on stderr), or
   verify found inconsistencies; 2 a usage error.
 
-environment: MONGOLEDGER_URI (--uri), MONGOLEDGER_DB (--db).
+where the data is: --uri (or MONGOLEDGER_URI) names a MongoDB replica set; otherwise
+  the embedded store keeps it on this machine, in --store DIR (or MONGOLEDGER_STORE),
+  else in the per-user default directory (created on first use, said once on stderr).
+  One process opens a store at a time. --memory keeps nothing.
+
+environment: MONGOLEDGER_URI (--uri), MONGOLEDGER_STORE (--store), MONGOLEDGER_DB (--db).
 
 examples:
   mongoledger --uri mongodb://localhost:27017/?replicaSet=rs0 init
@@ -64,7 +70,7 @@ examples:
 
 GLOBAL_HINT = """
 
-The global options (--uri, --db, --memory, --json, --major, the currency and date
+The global options (--uri, --store, --db, --memory, --json, --major, the currency and date
 formats, the ledger layout) may be given before or after the command; see
 mongoledger --help, which also explains the value, amount and date syntax.
 """
@@ -77,15 +83,24 @@ def _env(environ: Mapping[str, str], name: str, default: str | None = None) -> s
 
 def connection_arguments(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], Any]]:
     """The connection options (names, ``add_argument`` keywords), shared by ``mongoledger``
-    and the notifier."""
+    and the notifier. ``--uri`` and ``--store`` default to nothing: the environment's values
+    are recorded by ``add_connection_defaults`` and ranked by ``_connection.resolve``."""
     return [
         (
             ("--uri",),
             {
-                "default": _env(environ, "MONGOLEDGER_URI"),
-                "help": "MongoDB connection string (env MONGOLEDGER_URI; default "
-                "mongodb://localhost:27017; serverSelectionTimeoutMS=N bounds the wait, "
-                "10 s by default)",
+                "default": None,
+                "help": "a MongoDB replica set's connection string (env MONGOLEDGER_URI; "
+                "serverSelectionTimeoutMS=N bounds the wait, 10 s by default)",
+            },
+        ),
+        (
+            ("--store",),
+            {
+                "default": None,
+                "metavar": "DIR",
+                "help": "keep the data in the embedded store in DIR (env MONGOLEDGER_STORE; "
+                f"default {default_store(environ)}); used when no URI is given",
             },
         ),
         (
@@ -100,7 +115,7 @@ def connection_arguments(environ: Mapping[str, str]) -> list[tuple[tuple[str, ..
             {
                 "action": "store_true",
                 "default": False,
-                "help": "use a fresh in-memory engine instead of a server (empty at every start)",
+                "help": "use a fresh in-memory engine, empty at every start (keeps nothing)",
             },
         ),
     ]
@@ -125,7 +140,7 @@ def _add_global_options(
                 kwargs["help"] = argparse.SUPPRESS
             self._group.add_argument(*names, **kwargs)
 
-    conn = _Group("connection")
+    conn = _Group("connection (default: the embedded store, see --store)")
     for names, options in connection_arguments(environ):
         options["default"] = default(options["default"])
         conn.add_argument(*names, **options)
@@ -246,6 +261,12 @@ def _add_account(parser: argparse.ArgumentParser, name: str = "account", what: s
     group.add_argument(f"--{name}-id", dest=f"{name}_id", metavar="ID", help="the account's _id")
 
 
+def _add_collections(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--collection", action="append", metavar="NAME", help="only this collection (repeatable)"
+    )
+
+
 def _add_write_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
@@ -291,6 +312,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         allow_abbrev=False,  # --account must never be read as --accounts-collection
     )
     _add_global_options(parser, environ=environ, suppress=False)
+    add_connection_defaults(parser, environ)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     _command(
@@ -574,6 +596,39 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="continue after this resume_token (as printed in an event)",
     )
     p.add_argument("--limit", type=int, default=0, metavar="N", help="stop after N operations")
+
+    p = _command(
+        sub,
+        "export",
+        "write the database's collections as files mongorestore (or mongoimport) reads",
+        "  mongoledger export backup/\n"
+        "  mongorestore --uri 'mongodb://db0/?replicaSet=rs0' backup/   # into a replica set\n"
+        "  mongoledger --store ~/ledger export --format json backup-json/",
+        environ,
+        description="Write every collection of --db (indexes included) under DIR/<db>/ in "
+        "mongodump's layout: <collection>.bson and <collection>.metadata.json, which "
+        "mongorestore reads; with --format json, <collection>.json (canonical extended JSON, "
+        "one document per line) for mongoimport. The way to move a store into a replica set.",
+    )
+    p.add_argument("directory", metavar="DIR", help="a new or empty directory")
+    p.add_argument("--format", choices=("bson", "json"), default="bson", help="default bson")
+    _add_collections(p)
+
+    p = _command(
+        sub,
+        "import",
+        "load an export (or mongodump/mongoexport output) into the database",
+        "  mongoledger import backup/ --drop\n"
+        "  mongoledger --uri 'mongodb://db0/?replicaSet=rs0' --db shop import backup/",
+        environ,
+        description="Insert the collections exported under DIR (DIR/<db>/ or the folder itself; "
+        ".bson or extended JSON files) into --db, creating their indexes first. Collections "
+        "that already hold documents are refused (nothing is written) unless --drop replaces "
+        "them.",
+    )
+    p.add_argument("directory", metavar="DIR", help="what export (or mongodump) wrote")
+    p.add_argument("--drop", action="store_true", help="drop each collection before loading it")
+    _add_collections(p)
 
     p = _command(
         sub,

@@ -25,24 +25,21 @@ DEFAULT_OPLOG_SIZE = 100_000
 
 SUMMARY = "serve the in-memory engine or the embedded store over the MongoDB wire protocol"
 EXAMPLE = (
+    "  mongoledger serve-db --port 27018     # the store the other commands use\n"
     "  mongoledger serve-db --memory --port 27018\n"
     '  mongosh "$(mongoledger serve-db --memory | head -1)"   # or any driver, with the URI'
 )
 DESCRIPTION = (
-    "Serve the in-memory engine (--memory: empty at every start) or the embedded store "
-    "(--store DIR) to real MongoDB drivers and tools (PyMongo, Motor, mongosh, Compass). "
-    "Prints the URI, a one-member replica set, then serves until Ctrl-C or SIGTERM. There is "
-    "no authentication: it listens on loopback only unless --allow-remote is given."
+    "Serve the embedded store the other commands use (--store DIR, MONGOLEDGER_STORE, else "
+    "the per-user default; MONGOLEDGER_URI is not consulted: it may name this endpoint) or "
+    "the in-memory engine (--memory: empty at every start) to real MongoDB drivers and tools "
+    "(PyMongo, Motor, mongosh, Compass), so several processes share one store. Prints the "
+    "URI, a one-member replica set, then serves until Ctrl-C or SIGTERM. There is no "
+    "authentication: it listens on loopback only unless --allow-remote is given."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    if not any(action.dest == "store" for action in parser._actions):
-        parser.add_argument(
-            "--store",
-            metavar="DIR",
-            help="serve the embedded store in DIR (created if missing) instead of --memory",
-        )
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -60,10 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--oplog-size",
         type=int,
-        default=DEFAULT_OPLOG_SIZE,
+        default=None,
         metavar="N",
-        help=f"change events kept for resuming change streams (default {DEFAULT_OPLOG_SIZE:,}; "
-        "older resume tokens get ChangeStreamHistoryLost, as past a server's oplog window)",
+        help=f"change events kept for resuming change streams (default {DEFAULT_OPLOG_SIZE:,}, "
+        "or what the store was last given; older resume tokens get ChangeStreamHistoryLost, "
+        "as past a server's oplog window)",
     )
     parser.add_argument(
         "--max-connections",
@@ -74,29 +72,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _server(args: argparse.Namespace) -> Any:
-    from mongoledger.memory import MemoryServer
+def _server(args: argparse.Namespace, err: Any) -> tuple[Any, str]:
+    """The engine to serve, chosen as every command chooses (``_connection.resolve``: --memory,
+    --store, MONGOLEDGER_STORE, the default store), and what it is."""
+    from mongoledger.cli._connection import open_server, resolve
 
-    store = getattr(args, "store", None)
-    if store and args.memory:
-        raise UsageError("give --store DIR or --memory, not both")
-    if not store and not args.memory:
-        raise UsageError("give --memory (an empty in-memory engine) or --store DIR")
-    if args.oplog_size < 1:
+    if args.oplog_size is not None and args.oplog_size < 1:
         raise UsageError(f"--oplog-size must be at least 1, not {args.oplog_size}")
-    if not store:
-        return MemoryServer(oplog_size=args.oplog_size)
-    try:
-        return MemoryServer(path=store, oplog_size=args.oplog_size)  # type: ignore[call-arg]
-    except TypeError:
-        raise UsageError(
-            f"--store {store}: this version of mongoledger has no embedded store "
-            "(MemoryServer(path=...)); serve an in-memory engine with --memory instead"
-        ) from None
+    target = resolve(args, serving=True)
+    size = args.oplog_size
+    if target.kind == "memory" and size is None:
+        size = DEFAULT_OPLOG_SIZE
+    server = open_server(target, err=err, oplog_size=size)
+    return server, target.describe()
 
 
 def cmd_serve_db(args: argparse.Namespace, ctx: Context) -> int:
-    server = _server(args)
+    server, what = _server(args, sys.stderr)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -119,7 +111,7 @@ def cmd_serve_db(args: argparse.Namespace, ctx: Context) -> int:
             raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
         ctx.out.write(uri + "\n")
         ctx.out.flush()
-        sys.stderr.write(f"mongoledger: serving {_what(args)} at {uri} (Ctrl-C stops)\n")
+        sys.stderr.write(f"mongoledger: serving {what} at {uri} (Ctrl-C stops)\n")
         sys.stderr.flush()
         while not stop.wait(3600):
             pass
@@ -128,11 +120,6 @@ def cmd_serve_db(args: argparse.Namespace, ctx: Context) -> int:
         server.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _what(args: argparse.Namespace) -> str:
-    store = getattr(args, "store", None)
-    return f"the store {store}" if store else "an in-memory engine"
 
 
 def register(sub: Any, command: Any, environ: Mapping[str, str]) -> None:

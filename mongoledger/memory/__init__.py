@@ -52,6 +52,12 @@ MongoDB 8's client-level bulk write, in process):
 * indexed lookups: equality on ``_id`` and on fields that lead an index (any top-level field
   under a wildcard index) reads a hash bucket instead of testing every document; other
   queries scan, as a server would without a suitable index (see ``_index``).
+* the embedded store: ``MemoryClient(path=DIR)`` / ``AsyncMemoryClient(path=DIR)`` /
+  ``MemoryServer(path=DIR)`` keep documents, indexes, collections' options and UUIDs and the
+  change-stream history in ``DIR`` (a journal of commits with group commit, a self-compacting
+  snapshot, recovery; one process at a time, under an OS lock: ``StoreLocked``); a commit is
+  on disk before it returns, and change streams see only what is on disk (MongoDB's majority
+  read point). The on-disk format: ``_store``.
 
 Not emulated: read preferences outside transactions and read concerns (the one member answers
 every read with the data as described above), causal consistency and snapshot sessions'
@@ -85,6 +91,7 @@ from ._async.client import (
 )
 from ._engine import StrictModeError
 from ._server import MemoryServer
+from ._store import StoreCorrupted, StoreError, StoreLocked, StoreRecoveryWarning
 from ._sync.client import ChangeStream, ClientSession, Collection, Database, MemoryClient
 
 __all__ = [
@@ -99,5 +106,9 @@ __all__ = [
     "Database",
     "MemoryClient",
     "MemoryServer",
+    "StoreCorrupted",
+    "StoreError",
+    "StoreLocked",
+    "StoreRecoveryWarning",
     "StrictModeError",
 ]

@@ -19,7 +19,6 @@ from typing import Any
 from ._bson import Document
 from ._engine import Engine, Op
 from ._errors import not_in_transaction, operation_failure
-from ._index import IndexedDocuments
 from ._oplog import Entry
 from ._ops import Call, check_ddl, collection_visible
 from ._transactions import Ns
@@ -193,12 +192,7 @@ def rename_collection(
                 raise operation_failure(48, "NamespaceExists", "target namespace exists")
             description["dropTarget"] = dst.uuid
             dst.drop()
-        dst._documents, src._documents = src._documents, IndexedDocuments()
-        dst.indexes, src.indexes = src.indexes, {}
-        dst._ttl_indexes, src._ttl_indexes = src._ttl_indexes, {}
-        dst.options, src.options = src.options, {}
-        dst.uuid, src.uuid = src.uuid, None
-        dst._is_force_created, src._is_force_created = True, False
+        src.move_to(dst)
         server._mock_collections.pop(source, None)
         server._mock_collections.pop(target, None)
         op.ddl.append(Entry("rename", db, name, uuid=dst.uuid, to=target, description=description))

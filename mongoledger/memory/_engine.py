@@ -12,8 +12,11 @@ wait for a transaction to end does so outside the mutex (a thread blocks on a co
 task awaits a future), and then runs again.
 
 ``_commit_writes`` is the one place where a write set becomes committed and visible: a
-transaction's at ``commitTransaction``, a single write's at the end of its operation. (A
-journal of commits would hook in there, before the commit is published.)
+transaction's at ``commitTransaction``, a single write's at the end of its operation. The
+embedded store (``_store``, ``MemoryServer(path=...)``) hooks in there: it journals each
+commit's entries in commit order (``journal.published``), and an operation that committed
+waits for its record to be on disk after it left the mutex (``journal.wait``), so concurrent
+committers share fsyncs.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import bson
 from bson.int64 import Int64
@@ -47,6 +50,9 @@ from ._options import raise_write_concern_error, write_concern_error
 from ._session import SessionState, current_ctx, describe_ctx, is_retryable
 from ._storage import CollectionStore, MockCollection, ServerStore, WorkingCopy, mongomock, put
 from ._transactions import Blocked, Ctx, DocKey, Ns, Transactions, Txn, View
+
+if TYPE_CHECKING:
+    from ._store import Store
 
 T = TypeVar("T")
 # The engine's own pause, taken once: a test that replaces ``time.sleep`` (to skip an
@@ -105,6 +111,10 @@ class Engine:
     bounds how long a write outside a transaction waits for a transaction holding its
     document: a transaction older than that is aborted by the server, as MongoDB does.
     """
+
+    # The embedded store (``MemoryServer(path=...)``): journals every commit; None keeps
+    # nothing on disk.
+    journal: Store | None = None
 
     def __init__(
         self, *, oplog_size: int | None = None, transaction_lifetime_limit: float = 60.0
@@ -227,20 +237,24 @@ class Engine:
         attempts = 2 if retryable and txn is None else 1
         if threading.active_count() > 1:
             _pause(0)  # let other threads run, as a driver's round trip does
-        for attempt in range(attempts):
-            name = cmd
-            try:
-                while True:
-                    try:
-                        return self._execute(name, session, txn, fn, kind, ctx)
-                    except Blocked as blocked:
-                        name = ""  # the same command, run again once the owner ended
-                        self._wait_sync(blocked.txn)
-            except PyMongoError as exc:
-                if attempt + 1 < attempts and is_retryable(exc):
-                    continue
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            for attempt in range(attempts):
+                name = cmd
+                try:
+                    while True:
+                        try:
+                            return self._execute(name, session, txn, fn, kind, ctx)
+                        except Blocked as blocked:
+                            name = ""  # the same command, run again once the owner ended
+                            self._wait_sync(blocked.txn)
+                except PyMongoError as exc:
+                    if attempt + 1 < attempts and is_retryable(exc):
+                        continue
+                    raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            if self.journal is not None:  # what it committed is on disk before it returns
+                self.journal.wait()
 
     async def run_async(
         self,
@@ -261,20 +275,24 @@ class Engine:
         txn = session.txn_for_op(read=read) if session is not None else None
         attempts = 2 if retryable and txn is None else 1
         await asyncio.sleep(0)
-        for attempt in range(attempts):
-            name = cmd
-            try:
-                while True:
-                    try:
-                        return self._execute(name, session, txn, fn, kind, ctx)
-                    except Blocked as blocked:
-                        name = ""
-                        await self._wait_async(blocked.txn)
-            except PyMongoError as exc:
-                if attempt + 1 < attempts and is_retryable(exc):
-                    continue
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            for attempt in range(attempts):
+                name = cmd
+                try:
+                    while True:
+                        try:
+                            return self._execute(name, session, txn, fn, kind, ctx)
+                        except Blocked as blocked:
+                            name = ""
+                            await self._wait_async(blocked.txn)
+                except PyMongoError as exc:
+                    if attempt + 1 < attempts and is_retryable(exc):
+                        continue
+                    raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            if self.journal is not None:  # awaited: the loop runs the other committers
+                await self.journal.async_wait()
 
     def _wait_sync(self, txn: Txn) -> None:
         """Block until ``txn`` ends (aborting it once it outlives its lifetime)."""
@@ -322,6 +340,8 @@ class Engine:
         ctx: Ctx,
     ) -> T:
         with self._mutex:
+            if self.journal is not None:
+                self.journal.check()  # closed, or its journal failed: refuse
             if cmd:
                 self.command_counts[cmd] += 1
                 self._check_fail_point(cmd, txn is not None)
@@ -588,6 +608,10 @@ class Engine:
             }
             self.oplog.publish(entries, lsid=lsid, txn_number=txn.number)
             self._ended.notify_all()
+        if self.journal is not None and entries:
+            # Under the mutex: journal records follow commit order. The committer waits for
+            # its record after leaving the mutex (run_sync/run_async, commit_transaction).
+            self.journal.published(entries)
 
     def _commit(self, session: SessionState) -> None:
         with self._mutex:
@@ -631,6 +655,17 @@ class Engine:
             if txn.session.txn is txn:
                 txn.session.txn = None
             self._ended.notify_all()
+
+    def wait_durable(self) -> None:
+        """Return once what this thread committed is on disk (the embedded store; at once
+        without one)."""
+        if self.journal is not None:
+            self.journal.wait()
+
+    async def async_wait_durable(self) -> None:
+        """Return once what this task committed is on disk, awaiting (the embedded store)."""
+        if self.journal is not None:
+            await self.journal.async_wait()
 
     # -- oplog ----------------------------------------------------------------------------
 

@@ -156,6 +156,23 @@ class IndexedDocuments(collections.OrderedDict[Any, Any]):
             index.add(key, doc, appended=appended)
         self.dirty.discard(key)
 
+    def load(self, items: Iterable[tuple[Any, Any]]) -> None:
+        """Store documents in bulk (opening the embedded store): ``self[key] = doc`` for each,
+        without the per-document index upkeep while no field index is built yet."""
+        if self.fields:
+            for key, doc in items:
+                self[key] = doc
+            return
+        put = super().__setitem__
+        position, n = self.position, self._next
+        for key, doc in items:
+            if key not in position:
+                position[key] = n
+                n += 1
+            put(key, doc)
+            self.dirty.discard(key)
+        self._next = n
+
     def __delitem__(self, key: Any) -> None:
         super().__delitem__(key)
         del self.position[key]

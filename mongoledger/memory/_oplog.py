@@ -3,7 +3,9 @@
 A write becomes an ``Entry`` (what the server's oplog entry would let a change stream say:
 the operation, the document, the update description, the pre- and post-images when the
 collection records them, the collection's UUID); a commit publishes its entries under one
-cluster time. ``StreamCore`` (``_changestream``) shapes entries into events.
+cluster time. ``StreamCore`` (``_changestream``) shapes entries into events. With the
+embedded store, readers see entries only up to ``visible`` (what is on disk: MongoDB's
+majority read point), which the store advances as commits become durable.
 """
 
 from __future__ import annotations
@@ -88,10 +90,21 @@ class Oplog:
         self.base = 0  # the position of entries[0]
         self.last_time = (0, 0)
         self.waiters = Waiters(mutex)
+        # The end of what readers may see (None: everything published); the embedded store
+        # keeps it at what is durable.
+        self.visible: int | None = None
 
     @property
     def end(self) -> int:
-        return self.base + len(self.entries)
+        """The position after the last entry readers see."""
+        end = self.base + len(self.entries)
+        visible = self.visible
+        return end if visible is None or visible > end else visible
+
+    def show(self, end: int) -> None:
+        """Let readers see the entries before position ``end`` (now durable) and wake them."""
+        self.visible = end
+        self.waiters.notify_all()
 
     @property
     def cluster_time(self) -> Timestamp:
@@ -128,7 +141,8 @@ class Oplog:
         self.waiters.notify_all()
 
     def read(self, start: int) -> Iterator[Entry]:
-        for i in range(max(start - self.base, 0), len(self.entries)):
+        """The entries readers see from position ``start`` on."""
+        for i in range(max(start - self.base, 0), self.end - self.base):
             yield self.entries[i]
 
 

@@ -1,21 +1,27 @@
-"""``MemoryServer``: the engine with its command dispatcher and its wire endpoint.
+"""``MemoryServer``: the engine with its command dispatcher, its wire endpoint and its store.
 
 The engine (``_engine``) runs operations; the dispatcher (``_commands``) turns command
 documents into them, for ``db.command(...)`` and for the wire protocol (``_wire``), which
-serves the engine to real drivers. Both sit above the engine and import it; this class is
-where the three meet, so the engine itself depends on neither.
+serves the engine to real drivers; the embedded store (``_store``, ``path=``) keeps the
+engine's data on disk. All three sit above the engine and import it; this class is where they
+meet, so the engine itself depends on none of them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ._bson import Document
 from ._commands import commands_for
 from ._engine import Engine
 from ._sync.commands import run_command
 from ._wire import WireServer
+
+if TYPE_CHECKING:
+    from ._store import Store
 
 __all__ = ["MemoryServer"]
 
@@ -29,9 +35,46 @@ class MemoryServer(Engine):
     bounds how long a write outside a transaction waits for a transaction holding its
     document: a transaction older than that is aborted by the server, as MongoDB does.
     ``listen()`` serves it over the MongoDB wire protocol.
+
+    ``path`` keeps everything in that directory (the embedded store, see ``_store``): the
+    server loads it now and holds it (one process at a time) until ``close()``; the store
+    keeps ``oplog_size`` events (default 100,000).
     """
 
     _wire: WireServer | None = None
+
+    def __init__(
+        self,
+        *,
+        oplog_size: int | None = None,
+        transaction_lifetime_limit: float = 60.0,
+        path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(
+            oplog_size=oplog_size, transaction_lifetime_limit=transaction_lifetime_limit
+        )
+        if path is not None:
+            from ._store import Store
+
+            self.journal = Store.open(self, path)
+
+    # -- the embedded store (``path=``) -----------------------------------------------------
+
+    @property
+    def path(self) -> Path | None:
+        """The store's directory, or None for a server that keeps nothing."""
+        return None if self.journal is None else self.journal.directory
+
+    @property
+    def store(self) -> Store | None:
+        """The open embedded store (counters in ``store.stats``), or None."""
+        return self.journal
+
+    def compact(self) -> None:
+        """Snapshot the store now and drop the journal it replaces (the store also does
+        this by itself as the journal grows); a no-op without ``path``."""
+        if self.journal is not None:
+            self.journal.compact()
 
     def command(self, db: str, command: Mapping[str, Any]) -> Document:
         """Run a database command outside any session (the dispatcher in ``_commands``)."""
@@ -68,8 +111,12 @@ class MemoryServer(Engine):
             raise
 
     def close(self) -> None:
-        """Stop the wire endpoint (if listening) and close its connections; idempotent."""
+        """Stop the wire endpoint (if listening) and close its connections; then flush and
+        close the store, releasing its lock (with ``path``: the server refuses operations
+        afterwards). Idempotent."""
         wire = self._wire
         self._wire = None
         if wire is not None:
             wire.close()
+        if self.journal is not None:
+            self.journal.close()

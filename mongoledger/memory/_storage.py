@@ -126,6 +126,7 @@ class CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
         self.options: Document = {}
 
     _is_force_created: bool
+    _ttl_indexes: dict[str, Any]
 
     @property
     def is_created(self) -> bool:
@@ -143,6 +144,16 @@ class CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
         self._documents = IndexedDocuments()
         self.uuid = None
         self.options = {}
+
+    def move_to(self, dst: CollectionStore) -> None:
+        """Rename: documents, indexes, options and UUID move to ``dst`` (not created, or
+        dropped first), and this namespace is left without a collection."""
+        dst._documents, self._documents = self._documents, IndexedDocuments()
+        dst.indexes, self.indexes = self.indexes, {}
+        dst._ttl_indexes, self._ttl_indexes = self._ttl_indexes, {}
+        dst.options, self.options = self.options, {}
+        dst.uuid, self.uuid = self.uuid, None
+        dst._is_force_created, self._is_force_created = True, False
 
     def __contains__(self, key: Any) -> bool:
         """Whether an insert of ``_id`` ``key`` is a duplicate (mongomock's own check): one

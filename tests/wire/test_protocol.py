@@ -399,7 +399,8 @@ def test_transactions_of_two_sessions_on_one_connection_do_not_interleave(server
                 **txn_fields(b, 1, startTransaction=True),
             },
         )
-        assert conflict["ok"] == 0.0 and conflict["code"] == 112, conflict
+        assert conflict["ok"] == 0.0, conflict
+        assert conflict["code"] == 112, conflict
         assert "TransientTransactionError" in conflict["errorLabels"]
         committed = command(other, {"commitTransaction": 1, **txn_fields(a, 1), "$db": "admin"})
         assert committed["ok"] == 1.0

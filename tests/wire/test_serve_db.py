@@ -70,10 +70,47 @@ def test_refuses_a_remote_address_without_opt_in() -> None:
     assert done.stdout == ""
 
 
-def test_needs_memory_or_store(tmp_path: Any) -> None:
-    done = run("--port", "0")
-    assert done.returncode == 2
-    assert "give --memory" in done.stderr
+def test_serves_the_store_the_other_commands_use_and_refuses_contradictions(
+    tmp_path: Any,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGOLEDGER_", "XDG_"))}
+    env |= {"HOME": str(tmp_path), "MONGOLEDGER_URI": "mongodb://elsewhere:1"}
+    proc = subprocess.Popen(  # no flags: the default store (MONGOLEDGER_URI is not served)
+        [sys.executable, "-m", "mongoledger", "serve-db", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        uri = proc.stdout.readline().strip()
+        assert uri.startswith("mongodb://127.0.0.1:")
+        client: Any = MongoClient(uri, serverSelectionTimeoutMS=10_000)
+        try:
+            client.shop.accounts.insert_one({"_id": 1})
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert proc.stderr is not None
+        store = tmp_path / ".local" / "share" / "mongoledger" / "store"
+        assert f"serving the store {store}" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    from mongoledger.memory import MemoryClient
+
+    with MemoryClient(path=store) as served:  # the lock was released at the signal
+        assert served.shop.accounts.find_one() == {"_id": 1}
     both = run("--memory", "--store", str(tmp_path), "--port", "0")
     assert both.returncode == 2
-    assert "not both" in both.stderr
+    assert "exclude each other" in both.stderr
+    server = run("--uri", "mongodb://db0:27017", "--port", "0")
+    assert server.returncode == 2
+    assert "serve-db serves the embedded store" in server.stderr

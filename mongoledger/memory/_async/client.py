@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -90,12 +91,28 @@ class AsyncMemoryClient:
     transactions and change streams with another client (sync or async). Other keyword
     arguments are PyMongo's URI options for read preference and read/write concerns
     (``w=``, ``wTimeoutMS=``, ``journal=``, ``readPreference=``, ``readConcernLevel=``).
+
+    ``path=DIR`` keeps the data in directory ``DIR`` (the embedded store: documents, indexes
+    and change-stream history survive restarts, and a write is on disk when it returns);
+    ``close()`` releases it for another process. ``oplog_size`` bounds the change events kept
+    for resuming streams (default: unbounded in memory, 100,000 in a store).
     """
 
     def __init__(
-        self, strict: bool = True, server: MemoryServer | None = None, **options: Any
+        self,
+        strict: bool = True,
+        server: MemoryServer | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        oplog_size: int | None = None,
+        **options: Any,
     ) -> None:
-        self.server = server if server is not None else MemoryServer()
+        if server is not None and (path is not None or oplog_size is not None):
+            raise ValueError("give server= or path=/oplog_size=, not both")
+        self._owns_server = server is None
+        self.server = (
+            server if server is not None else MemoryServer(path=path, oplog_size=oplog_size)
+        )
         self.strict = strict
         self._options = client_options(options)
         self._closed = False
@@ -257,7 +274,11 @@ class AsyncMemoryClient:
             return None
 
     async def close(self) -> None:
+        """Close the client; with ``path=``, close the store and release its lock (a client
+        given ``server=`` leaves that server open)."""
         self._closed = True
+        if self._owns_server:
+            self.server.close()
 
     async def __aenter__(self) -> AsyncMemoryClient:
         return self
@@ -266,7 +287,9 @@ class AsyncMemoryClient:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"AsyncMemoryClient(strict={self.strict})"
+        path = self.server.path
+        where = "" if path is None else f", path={str(path)!r}"
+        return f"AsyncMemoryClient(strict={self.strict}{where})"
 
 
 async def _watch(
@@ -1066,7 +1089,10 @@ class AsyncClientSession:
         return _AsyncTransactionContext(self)
 
     async def commit_transaction(self) -> None:
-        self._state.commit_transaction()
+        try:
+            self._state.commit_transaction()
+        finally:  # committed (a write concern error too): on disk before it returns
+            await self.client.server.async_wait_durable()
 
     async def abort_transaction(self) -> None:
         self._state.abort_transaction()

@@ -76,4 +76,7 @@ async def async_run_command(
             assert isinstance(step, WaitStep)
             event = await async_wait_for_event(step.core, step.timeout)
             step = step.then(event)
+    # The embedded store: what a handler committed itself (commitTransaction) is on disk
+    # before the reply goes out, as what run_async ran is.
+    await server.async_wait_durable()
     return step

@@ -78,4 +78,7 @@ def run_command(
             assert isinstance(step, WaitStep)
             event = wait_for_event(step.core, step.timeout)
             step = step.then(event)
+    # The embedded store: what a handler committed itself (commitTransaction) is on disk
+    # before the reply goes out, as what run_sync ran is.
+    server.wait_durable()
     return step
