@@ -158,7 +158,7 @@ def settle_date(
     A date given by ``date_value`` stays as given, and the accounts it backdates must record
     it in ``backdated_from``. Each account is listed once; none on the common path.
     """
-    if all(same_stored(last, date) for _, last in latest):
+    if _all_stored(date, latest):
         return date, []  # the common path: every account's dates are in order
     stamp = comparable(date)
     later = [
@@ -174,6 +174,20 @@ def settle_date(
             seen.add(repr(account_id))
             behind.append(account_id)
     return (target if chosen else date), behind
+
+
+def _all_stored(date: Any, latest: Sequence[tuple[Any, Any]]) -> bool:
+    """Whether every ``last_date`` in ``latest`` is ``date`` as stored (:func:`same_stored`):
+    the write path's test, on every write. A naive stored datetime is compared with ``date``
+    made naive once, instead of each made aware (a fast answer only when it is yes)."""
+    if type(date) is datetime and date.tzinfo is timezone.utc:
+        naive = date.replace(tzinfo=None)
+        for _, last in latest:
+            if type(last) is not datetime or last.tzinfo is not None or last != naive:
+                break
+        else:
+            return True
+    return all(same_stored(last, date) for _, last in latest)
 
 
 def shortcut_serves(when: Any, last_date: Any, backdated_from: Any) -> bool:
