@@ -740,6 +740,15 @@ COMMAND_ARGS = {
     "stats": [],
     "verify": [],
     "watch": [],
+    "hold": ["--from", "user_id=1", "--to", "user_id=2", "5"],
+    "capture": ["65ab12cd34ef56ab78cd90ef"],
+    "void": ["65ab12cd34ef56ab78cd90ef"],
+    "holds": [],
+    "expire": [],
+    "serve": [],
+    "users": ["list"],
+    "export": ["exported"],
+    "import": ["exported"],
 }
 BAD_GLOBALS = [
     (["--uri", "mongodb://localhost:99999"], "'mongodb://localhost:99999'"),
