@@ -28,9 +28,13 @@ MongoDB 8's client-level bulk write, in process):
   writes to a document the transaction wrote fail with ``WriteConflict`` (code 112,
   ``TransientTransactionError``);
 * collections: ``create`` (with ``changeStreamPreAndPostImages``), ``collMod``,
-  ``renameCollection`` (``rename``), ``dropDatabase`` (``db.command(...)`` for those four); a
-  ``create`` or ``createIndexes`` in a transaction (on a collection it created) becomes
-  visible at commit and vanishes on abort; commands a transaction refuses answer 263;
+  ``renameCollection`` (``rename``), ``dropDatabase``; a ``create`` or ``createIndexes`` in a
+  transaction (on a collection it created) becomes visible at commit and vanishes on abort;
+  commands a transaction refuses answer 263;
+* ``db.command(...)`` (sync and async) for those, the CRUD commands (find, insert, update,
+  delete, findAndModify, aggregate, count, distinct, getMore, killCursors), indexes and
+  sessions, with the server's reply shapes, in and out of transactions (the dispatcher
+  ``_commands``, which the wire endpoint shares);
 * ``MongoClient.bulk_write`` (MongoDB 8's ``bulkWrite``) inside and outside transactions, in
   process (the wire endpoint answers as 7.0, which has no ``bulkWrite`` command);
 * change streams (``watch`` on a collection, database or client) with MongoDB's event shapes,
