@@ -31,6 +31,17 @@ def test_two_roles_never_share_a_collection(options: dict[str, Any], shown: str)
     assert db.list_collection_names() == []  # nothing was created
 
 
+@pytest.mark.parametrize(("options", "shown"), ROLES)
+async def test_two_roles_never_share_a_collection_async(
+    options: dict[str, Any], shown: str
+) -> None:
+    db = AsyncMemoryClient()["shop"]
+    with pytest.raises(InvalidConfiguration, match="each role needs its own collection") as info:
+        AsyncLedger(db, **options)
+    assert shown in str(info.value)
+    assert await db.list_collection_names() == []  # nothing was created
+
+
 @pytest.mark.parametrize("name", ["", "a$b", "a\x00b", None, 5])
 def test_unusable_collection_names(name: Any) -> None:
     with pytest.raises(InvalidConfiguration, match="collection name"):

@@ -65,11 +65,17 @@ def test_describe_hold_steps() -> None:
     assert "void: 5 of alice for shop  {'reason': 'gone'}" in describe(events[3])
 
 
-def test_main_reports_an_unreachable_server_in_one_line() -> None:
+def test_main_reports_an_unreachable_server_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mongoledger.cli._connection
+
+    monkeypatch.setattr(mongoledger.cli._connection, "NOTICE_AFTER", 0.01)
     err = io.StringIO()
-    assert main(["--uri", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=50"], stderr=err) == 1
-    last = err.getvalue().splitlines()[-1]
-    assert last.startswith("notifier: error: cannot reach MongoDB at 127.0.0.1:1 (")
+    uri = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300"  # the user's wait is honoured
+    assert main(["--uri", uri], environ={}, stderr=err) == 1
+    lines = err.getvalue().splitlines()
+    assert lines[0] == "notifier: connecting to 127.0.0.1:1..."
+    assert lines[1].startswith("notifier: error: cannot reach MongoDB at 127.0.0.1:1 (")
+    assert len(lines) == 2
     assert "Topology" not in err.getvalue()
 
 
