@@ -65,8 +65,19 @@ def shop(served: str) -> Iterator[dict[str, Any]]:
     ledger.post([(wallets[1], -30), (wallets[2], 10), (wallets[3], 20)])
     ledger.increase(wallets[0], 5)  # money entering from outside
     ledger.decrease(wallets[1], 7)
+    holds = [ledger.hold(wallets[0], wallets[1], amount) for amount in [40, 30, 20, 10, 5]]
+    ledger.capture(holds[0], 25)
+    ledger.capture(holds[1])
+    ledger.void(holds[2])
     try:
-        yield {"client": client, "ledger": ledger, "uri": served, "wallets": wallets, "bank": bank}
+        yield {
+            "client": client,
+            "ledger": ledger,
+            "uri": served,
+            "wallets": wallets,
+            "bank": bank,
+            "holds": holds,
+        }
     finally:
         client.close()
 
@@ -169,3 +180,69 @@ def test_mongosh_start_up_and_server_information(shop: dict[str, Any]) -> None:
     assert info["version"].startswith("7.")
     assert {"accounts", "transactions"} <= set(info["collections"])
     assert _long(info["indexes"]) >= 5
+
+
+def test_pending_holds_by_age(shop: dict[str, Any]) -> None:
+    oldest = mongosh(
+        shop["uri"],
+        'db.holds.find({ status: "pending" }).sort({ created_at: 1 }).limit(50).toArray()',
+    )
+    assert [r["_id"]["$oid"] for r in oldest] == [str(h) for h in shop["holds"][3:]]
+    rows = mongosh(
+        shop["uri"],
+        """db.holds.aggregate([
+  { $match: { status: "pending" } },
+  { $group: { _id: { $dateToString: { format: "%Y-%m-%d", date: "$created_at" } },
+              holds: { $sum: 1 }, reserved: { $sum: "$amount" } } },
+  { $sort: { _id: 1 } }]).toArray()""",
+    )
+    expected: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for doc in shop["client"]["shop"]["holds"].find({"status": "pending"}):
+        per_day = expected[doc["created_at"].strftime("%Y-%m-%d")]
+        per_day[0] += 1
+        per_day[1] += doc["amount"]
+    got = {r["_id"]: [_long(r["holds"]), _long(r["reserved"])] for r in rows}
+    assert got == dict(expected)
+    assert sum(n for n, _ in got.values()) == 2
+    assert sum(amount for _, amount in got.values()) == 15
+    assert [r["_id"] for r in rows] == sorted(got)
+
+
+def test_captured_and_voided_holds_per_day(shop: dict[str, Any]) -> None:
+    rows = mongosh(
+        shop["uri"],
+        """db.holds.aggregate([
+  { $match: { status: { $in: ["captured", "voided", "expired"] } } },
+  { $group: { _id: { day: { $dateToString: { format: "%Y-%m-%d", date: "$closed_at" } },
+                     status: "$status" },
+              holds: { $sum: 1 }, held: { $sum: "$amount" },
+              captured: { $sum: { $ifNull: ["$captured_amount", 0] } } } },
+  { $sort: { "_id.day": 1, "_id.status": 1 } }]).toArray()""",
+    )
+    got = [
+        (
+            r["_id"]["day"],
+            r["_id"]["status"],
+            _long(r["holds"]),
+            _long(r["held"]),
+            _long(r["captured"]),
+        )
+        for r in rows
+    ]
+    closed = {
+        doc["_id"]: doc
+        for doc in shop["client"]["shop"]["holds"].find({"status": {"$ne": "pending"}})
+    }
+    day = next(iter(closed.values()))["closed_at"].strftime("%Y-%m-%d")
+    assert got == [(day, "captured", 2, 70, 55), (day, "voided", 1, 20, 0)]
+
+
+def test_an_accounts_reserved_money(shop: dict[str, Any]) -> None:
+    wallet = shop["wallets"][0]
+    rows = mongosh(
+        shop["uri"],
+        f"""db.holds.aggregate([{{ $match: {{ status: "pending", from_account_id: ObjectId("{wallet}") }} }},
+                    {{ $group: {{ _id: null, held: {{ $sum: "$amount" }} }} }}]).toArray()""",
+    )
+    assert [_long(r["held"]) for r in rows] == [15]
+    assert shop["ledger"].get_account(wallet).held == 15
