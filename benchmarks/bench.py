@@ -687,7 +687,7 @@ def contention(target: Target, cfg: Settings, log: Callable[[str], None]) -> lis
             elapsed = contend_threads(ledger, hot, workers, per_worker, latencies, cfg)
         else:
             elapsed = asyncio.run(
-                contend_tasks(AsyncLedger(async_db), hot, workers, per_worker, latencies, cfg)
+                contend_in_a_loop(target, async_db, hot, workers, per_worker, latencies, cfg)
             )
         conflicts = target.conflicts() - before
         rows.append(contention_row(kind, workers, latencies, elapsed, conflicts))
@@ -731,6 +731,29 @@ def contend_threads(
         for thread in threads:
             thread.join()
         return time.perf_counter() - start
+
+
+async def contend_in_a_loop(
+    target: Target,
+    async_db: Any,
+    hot: list[Any],
+    workers: int,
+    per_worker: int,
+    latencies: list[float],
+    cfg: Settings,
+) -> float:
+    """``contend_tasks`` on the target's async database; on a server through a client of this
+    event loop (PyMongo binds an async client to the loop it first ran on), counting its
+    conflicts with the target's listener."""
+    if target.uri is None:
+        return await contend_tasks(AsyncLedger(async_db), hot, workers, per_worker, latencies, cfg)
+    listeners = [target.listener] if target.listener is not None else []
+    client: Any = pymongo.AsyncMongoClient(target.uri, event_listeners=listeners)
+    try:
+        ledger = AsyncLedger(client[async_db.name])
+        return await contend_tasks(ledger, hot, workers, per_worker, latencies, cfg)
+    finally:
+        await client.close()
 
 
 async def contend_tasks(

@@ -72,6 +72,46 @@ def test_quick_run_writes_json(tmp_path: Path) -> None:
     assert "### The embedded store" in proc.stdout
 
 
+def test_quick_run_over_the_wire_counts_commands_with_the_driver(tmp_path: Path) -> None:
+    """``--wire`` (as ``--uri`` would): real PyMongo clients, sync and async, through a
+    serve-db subprocess; commands counted by command monitoring, conflicts of the contention
+    rows counted from the driver's replies."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench",
+            "--wire",
+            "--quick",
+            "--only",
+            "transfer",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    assert "wire endpoint" in results["meta"]["target"]
+    commands = {row["operation"]: row for row in results["commands"]}
+    assert commands["transfer"]["commands"] == {
+        "commitTransaction": 1,
+        "findAndModify": 2,
+        "insert": 1,
+    }
+    modes = [row["mode"] for row in results["throughput"]]
+    assert modes == ["sync", "async x1", "async x16", "async x64"]
+    hot = {row["mode"]: row for row in results["contention"]}
+    assert set(hot) == {"8 threads", "64 tasks"}
+    assert all(row["ops_s"] > 0 for row in hot.values())
+    assert hot["64 tasks"]["conflicts"] > 0  # counted by the listener of the task's own client
+
+
 def test_captured_commands_are_explained_as_sent() -> None:
     """The ``--uri`` path (no server here): a find the ledger sent is captured by command
     monitoring and explained without its session and transaction fields."""
