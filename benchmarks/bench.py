@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -55,11 +55,10 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
+from benchmarks._data import BASE_DATE, load
+from benchmarks._timing import alternate, time_async, time_sync, timed_block
 from mongoledger import AsyncLedger, Ledger
 from mongoledger._core import schema
-from mongoledger._core.accounts import AccountRef, new_account_fields, validate_account
-from mongoledger._core.config import LedgerConfig
-from mongoledger._core.transactions import Leg, transaction_document
 
 T = TypeVar("T")
 
@@ -482,60 +481,6 @@ def async_workload(api: Any, kind: str, pool: list[Any]) -> Callable[[int, Any],
     return sync_workload(api, kind, pool)  # the same calls; they return coroutines
 
 
-@contextlib.contextmanager
-def timed_block(collector: bool) -> Iterator[None]:
-    """Around a timed block: first move what earlier blocks stored out of the cyclic garbage
-    collector's reach, then (unless ``collector``) switch the collector off until the block
-    ends, as ``timeit`` does.
-
-    The engine's documents live in this process (with a server they would not): a block
-    stores about a hundred thousand new tracked objects, and a full collection rescanning
-    them lands on whichever side crosses the collector's threshold inside its block (the
-    ledger, allocating a little more per operation, crosses it more often). Reference
-    counting still frees each operation's own objects either way."""
-    gc.collect()
-    gc.freeze()
-    paused = not collector and gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if paused:
-            gc.enable()
-
-
-def time_sync(
-    fn: Callable[[int, Any], Any],
-    args: Sequence[Any],
-    collector: bool,
-    clock: Callable[[], float] = time.perf_counter,
-) -> float:
-    with timed_block(collector):
-        start = clock()
-        for arg in args:
-            fn(0, arg)
-        elapsed = clock() - start
-    return len(args) / elapsed
-
-
-async def time_async(
-    fn: Callable[[int, Any], Awaitable[Any]],
-    args: Sequence[Sequence[Any]],
-    collector: bool,
-    clock: Callable[[], float] = time.perf_counter,
-) -> float:
-    async def worker(w: int) -> None:
-        for arg in args[w]:
-            await fn(w, arg)
-
-    with timed_block(collector):
-        start = clock()
-        await asyncio.gather(*(worker(w) for w in range(len(args))))
-        elapsed = clock() - start
-    return sum(len(a) for a in args) / elapsed
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -794,14 +739,6 @@ def contention_row(
     }
 
 
-def alternate(sides: list[T], round_number: int) -> list[T]:
-    """The sides in the order of this round, rotated by one each round: each goes first as
-    often as the others (two sides: every other round), so none always runs on the heap and
-    caches another one left."""
-    turn = round_number % len(sides)
-    return sides[turn:] + sides[:turn]
-
-
 def prepare_args(api: Any, kind: str, pool: list[Any], workers: int, per: int) -> list[list[Any]]:
     """Per worker, the argument of each call: a fresh transfer's leg for a revert, a fresh
     hold for a capture."""
@@ -840,93 +777,6 @@ def fmt_rate(cell: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- growth
-
-BASE_DATE = datetime.datetime(2024, 1, 1)
-
-
-def generate(cfg: LedgerConfig, n: int, seed: int = 7) -> tuple[list[Any], Iterator[Any]]:
-    """Accounts (about 100 transactions each) and a stream of transaction documents shaped
-    exactly as the ledger writes them (half increases, half transfers)."""
-    rng = random.Random(seed)
-    n_accounts = max(n // 100, 10)
-    refs = [validate_account({"user_id": i, "type": "wallet"}) for i in range(n_accounts)]
-    accounts = []
-    for ref in refs:
-        doc = {"_id": ObjectId(), **new_account_fields(cfg, ref, None)}
-        doc["balance"], doc[schema.SEQ] = 0, 0
-        accounts.append(doc)
-
-    def legs_of(doc: dict[str, Any], amount: int) -> Leg:
-        doc[schema.SEQ] += 1
-        doc["balance"] += amount
-        return Leg(
-            account=AccountRef(id=doc["_id"]),
-            amount=amount,
-            data={},
-            account_id=doc["_id"],
-            balance_after=doc["balance"],
-            account_seq=doc[schema.SEQ],
-        )
-
-    def stream() -> Iterator[dict[str, Any]]:
-        written, second = 0, 0
-        while written < n:
-            second += 1
-            date = BASE_DATE + datetime.timedelta(seconds=second)
-            op = ObjectId()
-            if rng.random() < 0.5 or n - written < 2:
-                legs = [legs_of(rng.choice(accounts), rng.randrange(1, 10_000))]
-                kind = "increase"
-            else:
-                a, b = rng.sample(accounts, 2)
-                amount = rng.randrange(1, 1_000)
-                legs = [legs_of(a, -amount), legs_of(b, amount)]
-                legs[0].extra_account_id = b["_id"]
-                legs[1].extra_account_id = a["_id"]
-                kind = "transfer"
-            for i, leg in enumerate(legs):
-                yield transaction_document(
-                    cfg,
-                    leg,
-                    index=i,
-                    count=len(legs),
-                    kind=kind,  # type: ignore[arg-type]
-                    operation_id=op,
-                    date=date,
-                    idempotency=None,
-                )
-            written += len(legs)
-
-    return accounts, stream()
-
-
-def load(db: Any, ledger: Ledger, n: int) -> tuple[list[dict[str, Any]], datetime.datetime]:
-    gc.disable()  # millions of new objects: the cyclic collector would rescan them all
-    try:
-        return _load(ledger, n)
-    finally:
-        gc.enable()
-        gc.freeze()  # long-lived data: keep it out of later collections
-
-
-def _load(ledger: Ledger, n: int) -> tuple[list[dict[str, Any]], datetime.datetime]:
-    accounts, docs = generate(ledger.config, n)
-    chunk: list[dict[str, Any]] = []
-    last = BASE_DATE
-    for doc in docs:
-        chunk.append(doc)
-        last = doc["date"]
-        if len(chunk) == 5_000:
-            ledger.transactions.insert_many(chunk, ordered=False)
-            chunk = []
-    if chunk:
-        ledger.transactions.insert_many(chunk, ordered=False)
-    # The cached balances and sequences the stream ended with, as the ledger keeps them.
-    for doc in accounts:
-        doc["balance"] = Int64(doc["balance"])
-    ledger.accounts.insert_many(accounts, ordered=False)
-    ledger.ensure_indexes()
-    return accounts, last
 
 
 def median_time(fn: Callable[[], Any], samples: int) -> float:

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks._data import load
+from benchmarks._timing import timed_block
 from mongoledger import AsyncLedger, Ledger
 from mongoledger.memory import AsyncMemoryClient, MemoryClient, MemoryServer
 
@@ -80,7 +82,6 @@ def _time_block(side: _Side, workers: int, ops: int) -> tuple[float, int, int]:
     """ops/s of ``ops`` transfers (``workers`` tasks, 0: the calling thread), and the fsyncs
     and journal records they cost. The cyclic collector is off meanwhile, as in the main
     throughput table (``bench.timed_block``); the store's own compactions are not."""
-    from benchmarks.bench import timed_block
 
     with timed_block(collector=False):
         return _run_block(side, workers, ops)
@@ -158,7 +159,6 @@ def throughput(
 
 
 def open_times(directory: Path, n: int, log: Callable[[str], None]) -> dict[str, Any]:
-    from benchmarks.bench import load
 
     path = directory / "open"
     client = MemoryClient(path=path)

@@ -20,6 +20,7 @@ import statistics
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from benchmarks._timing import alternate
 from mongoledger import AsyncLedger
 
 WORKERS = 16
@@ -122,7 +123,6 @@ async def web_throughput(
 ) -> list[dict[str, Any]]:
     """The bench rows: per operation, app and library ops/s and their time ratio, and the
     floor (a bare ASGI app making the same calls) with its ratio."""
-    from benchmarks.bench import alternate
     from mongoledger._text import account_id_text
     from mongoledger.web import ADJUST, VIEW_ALL, Viewer, create_app
 
