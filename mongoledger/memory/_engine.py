@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import bson
 from bson.int64 import Int64
@@ -51,10 +51,24 @@ from ._session import SessionState, current_ctx, describe_ctx, is_retryable
 from ._storage import CollectionStore, MockCollection, ServerStore, WorkingCopy, mongomock, put
 from ._transactions import Blocked, Ctx, DocKey, Ns, Transactions, Txn, View
 
-if TYPE_CHECKING:
-    from ._store import Store
-
 T = TypeVar("T")
+
+
+class Journal(Protocol):
+    """What the engine asks of a journal (the embedded store, ``_store.Store``): the engine
+    calls it at these points only, and knows nothing else of it."""
+
+    def check(self) -> None:
+        """Refuse the operation about to run (the store is closed, or its journal failed)."""
+
+    def published(self, entries: list[Entry]) -> None:
+        """Journal one commit's entries (called under the engine's mutex, in commit order)."""
+
+    def wait(self) -> None:
+        """Return once what this thread committed is on disk."""
+
+    async def async_wait(self) -> None:
+        """Return once what this task committed is on disk."""
 
 
 def _sleep_zero() -> None:
@@ -124,7 +138,7 @@ class Engine:
 
     # The embedded store (``MemoryServer(path=...)``): journals every commit; None keeps
     # nothing on disk.
-    journal: Store | None = None
+    journal: Journal | None = None
 
     def __init__(
         self, *, oplog_size: int | None = None, transaction_lifetime_limit: float = 60.0

@@ -42,6 +42,7 @@ class MemoryServer(Engine):
     """
 
     _wire: WireServer | None = None
+    _embedded: Store | None = None  # the embedded store (``path=``), also the engine's journal
 
     def __init__(
         self,
@@ -56,25 +57,25 @@ class MemoryServer(Engine):
         if path is not None:
             from ._store import Store
 
-            self.journal = Store.open(self, path)
+            self.journal = self._embedded = Store.open(self, path)
 
     # -- the embedded store (``path=``) -----------------------------------------------------
 
     @property
     def path(self) -> Path | None:
         """The store's directory, or None for a server that keeps nothing."""
-        return None if self.journal is None else self.journal.directory
+        return None if self._embedded is None else self._embedded.directory
 
     @property
     def store(self) -> Store | None:
         """The open embedded store (counters in ``store.stats``), or None."""
-        return self.journal
+        return self._embedded
 
     def compact(self) -> None:
         """Snapshot the store now and drop the journal it replaces (the store also does
         this by itself as the journal grows); a no-op without ``path``."""
-        if self.journal is not None:
-            self.journal.compact()
+        if self._embedded is not None:
+            self._embedded.compact()
 
     def command(self, db: str, command: Mapping[str, Any]) -> Document:
         """Run a database command outside any session (the dispatcher in ``_commands``)."""
@@ -118,5 +119,5 @@ class MemoryServer(Engine):
         self._wire = None
         if wire is not None:
             wire.close()
-        if self.journal is not None:
-            self.journal.close()
+        if self._embedded is not None:
+            self._embedded.close()

@@ -88,7 +88,7 @@ from ._oplog import Entry
 from ._session import current_ctx
 
 if TYPE_CHECKING:
-    from ._server import MemoryServer
+    from ._engine import Engine
     from ._storage import CollectionStore
 
 __all__ = [
@@ -230,7 +230,7 @@ def _catalog_doc(db: str, coll: str, store: CollectionStore) -> dict[str, Any]:
     return doc
 
 
-def _ddl_catalogs(server: MemoryServer, entries: list[Entry]) -> list[dict[str, Any]]:
+def _ddl_catalogs(server: Engine, entries: list[Entry]) -> list[dict[str, Any]]:
     """The catalog, after the commit, of each namespace the commit's DDL events name."""
     names: dict[tuple[str, str], None] = {}
     for entry in entries:
@@ -241,7 +241,7 @@ def _ddl_catalogs(server: MemoryServer, entries: list[Entry]) -> list[dict[str, 
     return [_catalog_doc(db, coll, server._store[db][coll]) for db, coll in names]
 
 
-def _rename(server: MemoryServer, source: tuple[str, str], target: tuple[str, str]) -> None:
+def _rename(server: Engine, source: tuple[str, str], target: tuple[str, str]) -> None:
     """Replay a rename: the source's documents, indexes, options and UUID move to the
     target (dropped first if it exists), as ``renameCollection`` moved them."""
     src = server._store[source[0]][source[1]]
@@ -262,9 +262,9 @@ def _index_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Loader:
-    """Applies a snapshot's and the journal's records to a fresh ``MemoryServer``."""
+    """Applies a snapshot's and the journal's records to a fresh engine."""
 
-    def __init__(self, server: MemoryServer, directory: Path) -> None:
+    def __init__(self, server: Engine, directory: Path) -> None:
         self.server = server
         self.directory = directory
         self.entry_type = _stored_entry_type()
@@ -565,7 +565,7 @@ class Store:
 
     def __init__(
         self,
-        server: MemoryServer,
+        server: Engine,
         directory: Path,
         lock: StoreLock,
         fd: int,
@@ -595,7 +595,7 @@ class Store:
     # -- opening --------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, server: MemoryServer, path: str | os.PathLike[str]) -> Store:
+    def open(cls, server: Engine, path: str | os.PathLike[str]) -> Store:
         """Open (or create) the store in ``path`` for ``server``, whose state it loads."""
         directory = Path(path).expanduser().absolute()
         if directory.exists() and not directory.is_dir():
@@ -636,7 +636,7 @@ class Store:
                 gc.enable()
 
     @classmethod
-    def _load(cls, server: MemoryServer, directory: Path, lock: StoreLock) -> Store:
+    def _load(cls, server: Engine, directory: Path, lock: StoreLock) -> Store:
         (directory / SNAPSHOT_TMP).unlink(missing_ok=True)  # a compaction that never finished
         if server.oplog_size is not None and server.oplog_size < 1:
             raise ValueError(f"oplog_size must be a positive number of events: {server.oplog_size}")
@@ -895,7 +895,7 @@ class _Capture:
     versions only (an open transaction's writes sit in the store's documents: its write log
     holds the committed version it replaced)."""
 
-    def __init__(self, server: MemoryServer, journal: JournalWriter) -> None:
+    def __init__(self, server: Engine, journal: JournalWriter) -> None:
         self.server = server
         self.journal = journal
         oplog = server.oplog
@@ -948,7 +948,7 @@ class _Capture:
             yield frame({"oplog": len(chunk), "first": first, "bson": raw}), "oplog", len(chunk)
 
 
-def _find(server: MemoryServer, ns: tuple[str, str], uuid: Any) -> CollectionStore | None:
+def _find(server: Engine, ns: tuple[str, str], uuid: Any) -> CollectionStore | None:
     """The collection of UUID ``uuid`` (None: it was dropped), looked for at ``ns`` first;
     with no UUID (a namespace with indexes alone), the collection at ``ns``."""
     store = server._store[ns[0]][ns[1]]
@@ -967,7 +967,7 @@ def _find(server: MemoryServer, ns: tuple[str, str], uuid: Any) -> CollectionSto
 # transactions overlap), the committed version each replaced in its transaction's write log.
 
 
-def _open_writes(server: MemoryServer) -> dict[tuple[str, str, Any], Any]:
+def _open_writes(server: Engine) -> dict[tuple[str, str, Any], Any]:
     """Every document an open transaction wrote, with its committed version (None: absent).
     (One open transaction at most owns a document: a second writer conflicts.)"""
     found: dict[tuple[str, str, Any], Any] = {}
@@ -977,7 +977,7 @@ def _open_writes(server: MemoryServer) -> dict[tuple[str, str, Any], Any]:
     return found
 
 
-def _committed(server: MemoryServer, store: CollectionStore) -> Callable[[Any], Any]:
+def _committed(server: Engine, store: CollectionStore) -> Callable[[Any], Any]:
     """Look up a document's committed version in ``store`` (under the server's mutex)."""
     db, coll = store.ns
     written = {k[2]: pre for k, pre in _open_writes(server).items() if k[0] == db and k[1] == coll}
