@@ -112,6 +112,31 @@ async def test_hold_reserves_the_available_balance(ledger: AsyncLedger, engine: 
     assert (await ledger.verify()).ok
 
 
+async def test_balance_and_held_answer_from_one_read(ledger: AsyncLedger, async_db: Any) -> None:
+    assert await ledger.balance_and_held(WALLET) == (100, 0)
+    hold_id = await ledger.hold(WALLET, SHOP, 60)
+    assert await ledger.balance_and_held(WALLET) == (100, 60)
+    await ledger.capture(hold_id, 25)
+    account = await ledger.get_account(WALLET)
+    assert await ledger.balance_and_held(WALLET) == (account.balance, account.held) == (75, 0)
+    assert await ledger.balance_and_held(SHOP) == (25, 0)
+    with pytest.raises(AccountNotFound):
+        await ledger.balance_and_held({"user_id": 404})
+    # Without cached balances the balance is the sum of the amounts.
+    summed = AsyncLedger(
+        async_db,
+        balance_field=None,
+        accounts_collection="summed_accounts",
+        transactions_collection="summed_transactions",
+        idempotency_collection="summed_keys",
+        holds_collection="summed_holds",
+    )
+    await summed.increase(WALLET, 50)
+    await summed.hold(WALLET, SHOP, 20)
+    assert await summed.balance_and_held(WALLET) == (50, 20)
+    assert await summed.available_balance(WALLET) == 30
+
+
 async def test_datetimes_in_a_holds_data_come_back_aware(ledger: AsyncLedger) -> None:
     """Decision 8: every datetime the library returns is timezone-aware UTC, extra data
     included (as a transaction's is)."""

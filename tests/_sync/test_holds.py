@@ -114,6 +114,31 @@ def test_hold_reserves_the_available_balance(ledger: Ledger, engine: str) -> Non
     assert (ledger.verify()).ok
 
 
+def test_balance_and_held_answer_from_one_read(ledger: Ledger, db: Any) -> None:
+    assert ledger.balance_and_held(WALLET) == (100, 0)
+    hold_id = ledger.hold(WALLET, SHOP, 60)
+    assert ledger.balance_and_held(WALLET) == (100, 60)
+    ledger.capture(hold_id, 25)
+    account = ledger.get_account(WALLET)
+    assert ledger.balance_and_held(WALLET) == (account.balance, account.held) == (75, 0)
+    assert ledger.balance_and_held(SHOP) == (25, 0)
+    with pytest.raises(AccountNotFound):
+        ledger.balance_and_held({"user_id": 404})
+    # Without cached balances the balance is the sum of the amounts.
+    summed = Ledger(
+        db,
+        balance_field=None,
+        accounts_collection="summed_accounts",
+        transactions_collection="summed_transactions",
+        idempotency_collection="summed_keys",
+        holds_collection="summed_holds",
+    )
+    summed.increase(WALLET, 50)
+    summed.hold(WALLET, SHOP, 20)
+    assert summed.balance_and_held(WALLET) == (50, 20)
+    assert summed.available_balance(WALLET) == 30
+
+
 def test_datetimes_in_a_holds_data_come_back_aware(ledger: Ledger) -> None:
     """Decision 8: every datetime the library returns is timezone-aware UTC, extra data
     included (as a transaction's is)."""
