@@ -195,8 +195,8 @@ def api_router(web: WebContext) -> APIRouter:
         elif calculated in ("1", "true"):
             body["balance"] = await ledger.calculate_balance(aid)
         else:  # now: with what pending holds reserve of it
-            account = await ledger.get_account(aid)
-            body.update(balance=account.balance, held=account.held, available=account.available)
+            balance, held = await ledger.balance_and_held(aid)
+            body.update(balance=balance, held=held, available=balance - held)
         return _json(body)
 
     @router.get("/accounts/{account_id}/history", summary="The balance sheet, newest first")
