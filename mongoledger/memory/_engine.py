@@ -71,17 +71,13 @@ class Journal(Protocol):
         """Return once what this task committed is on disk."""
 
 
-def _sleep_zero() -> None:
-    time.sleep(0)
-
-
-# The engine's own yield to other threads, taken once: a test that replaces ``time.sleep``
-# (to skip an application's waits) does not reach into the engine's scheduling. Both release
-# the GIL around a system call, so a thread waiting for it can run; ``sched_yield`` returns
-# at once where ``sleep(0)`` is a timed sleep (measured on our CI machines: 0.8 us against
-# 82 us per call, three calls per transfer: a process with any second thread, a driver's
-# monitor for one, ran in-process transfers at half speed).
-_pause: Callable[[], None] = getattr(os, "sched_yield", _sleep_zero)
+# The engine's own pause, taken once: a test that replaces ``time.sleep`` (to skip an
+# application's waits) does not reach into the engine's scheduling.
+_pause = time.sleep
+# How long after another thread's command (or an open session beside one's own) commands keep
+# pausing for the others: longer than the interpreter's switch interval (5 ms), so threads
+# that take turns on the engine keep interleaving.
+_OTHERS_WINDOW = 0.1
 
 __all__ = ["Document", "Engine", "Op", "StrictModeError"]
 
@@ -153,6 +149,8 @@ class Engine:
         self._mock: Any = mongomock.MongoClient(_store=self._store)
         self._mock_collections: dict[Ns, MockCollection] = {}
         self._open_sessions: set[SessionState] = set()
+        self._last_thread = 0  # the thread of the latest command (see _others_use_me)
+        self._others_seen = -_OTHERS_WINDOW  # when another engine thread was last seen
         self._op: Op | None = None
         self._dirty_stores: set[CollectionStore] = set()
         self.server_id = os.urandom(8).hex().upper()
@@ -259,8 +257,8 @@ class Engine:
         self._check_strict(strict, session, ctx, what)
         txn = session.txn_for_op(read=read) if session is not None else None
         attempts = 2 if retryable and txn is None else 1
-        if threading.active_count() > 1:
-            _pause()  # let other threads run, as a driver's round trip does
+        if self._others_use_me(ctx[0]):
+            _pause(0)  # let the other threads run, as a driver's round trip does
         try:
             for attempt in range(attempts):
                 name = cmd
@@ -279,6 +277,22 @@ class Engine:
         finally:
             if self.journal is not None:  # what it committed is on disk before it returns
                 self.journal.wait()
+
+    def _others_use_me(self, thread: int) -> bool:
+        """Whether other threads are using the engine: a command of another thread, or
+        sessions open beside this one's, within the last ``_OTHERS_WINDOW`` seconds. Only
+        then does a command pause to let them run. The pause is a real sleep (``sleep(0)``:
+        about 80 us on our machines, more than a command), which threads that never call the
+        engine (a driver's monitors, a web server's) must not cost a lone caller;
+        ``os.sched_yield`` would be cheap but rarely hands the GIL over, and engine threads
+        would stop interleaving as round trips make them."""
+        if threading.active_count() == 1:
+            return False
+        now = time.monotonic()
+        if thread != self._last_thread or len(self._open_sessions) > 1:
+            self._others_seen = now
+        self._last_thread = thread
+        return now - self._others_seen < _OTHERS_WINDOW
 
     async def run_async(
         self,
