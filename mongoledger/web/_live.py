@@ -39,8 +39,7 @@ async def balance_events(
     and available balance, whenever either changes)."""
     stream = await ledger.watch(accounts=[account_id])
     try:
-        account = await ledger.get_account(account_id)
-        balance, held = account.balance, account.held
+        balance, held = await ledger.balance_and_held(account_id)
         yield "retry: 3000\n\n"
         yield _event("balance", {"balance": balance, "formatted": money.format(balance)})
         if held:
@@ -56,7 +55,7 @@ async def balance_events(
             quiet_since = time.monotonic()
             was_held = held
             if event.hold_id is not None:  # a hold step or a capture: the held sum moved
-                held = (await ledger.get_account(account_id)).held
+                _, held = await ledger.balance_and_held(account_id)
             legs = [t for t in event.transactions if same_id(t.account_id, account_id)]
             if legs:
                 last = legs[-1].balance_after
