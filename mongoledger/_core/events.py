@@ -20,14 +20,14 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from bson.timestamp import Timestamp
 
 from mongoledger._core import schema
 from mongoledger._core.config import LedgerConfig
 from mongoledger._core.dates import utc
-from mongoledger._core.holds import hold_to_model
+from mongoledger._core.holds import CLOSING_STATUS, hold_to_model
 from mongoledger._core.transactions import transaction_to_model
 from mongoledger.errors import (
     ChangeStreamError,
@@ -55,11 +55,9 @@ OPERATION_KINDS: tuple[OperationKind, ...] = (
     "capture",
 )
 KINDS: tuple[EventKind, ...] = (*OPERATION_KINDS, "hold", "void", "expire")
-# The hold status a closing update sets, for each kind of event it is.
+# The kind of event a closing update of a hold is, by the status it sets.
 _CLOSING_KINDS: dict[str, EventKind] = {
-    "voided": "void",
-    "expired": "expire",
-    "captured": "capture",
+    status: cast(EventKind, kind) for kind, status in CLOSING_STATUS.items()
 }
 
 # Server error codes a change stream can end with.
