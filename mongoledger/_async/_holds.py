@@ -1,6 +1,5 @@
 """Two-phase transfers: ``hold``, ``capture``, ``void``, ``expire_holds`` (and ``sweep_holds``,
-which runs it periodically in a service), ``available_balance``, ``balance_and_held``,
-``get_hold`` and ``holds``.
+which runs it periodically in a service), ``get_hold`` and ``holds``.
 
 A hold reserves part of the source account's available balance: its ``held`` field (the sum of
 its pending holds) goes up in the same guarded ``findAndModify`` that checks
@@ -315,18 +314,6 @@ class Holds(Writes):
                 waited += step
 
     # Reads
-
-    async def available_balance(self, account: Any) -> int:
-        """The balance minus the pending holds on the account: what debits may spend."""
-        balance, held = await self.balance_and_held(account)
-        return balance - held
-
-    async def balance_and_held(self, account: Any) -> tuple[int, int]:
-        """The account's balance and what its pending holds reserve of it, from one read (the
-        available balance is their difference); lighter than ``get_account`` where these two
-        numbers are all a caller shows."""
-        doc = await self._find_account(account)
-        return await self._balance_of(doc), int(doc.get(schema.HELD) or 0)
 
     async def get_hold(self, hold_id: Any) -> Hold:
         hid = validate_hold_id(hold_id)

@@ -49,6 +49,18 @@ class Reads(LedgerBase):
         """The account's cached balance (calculated when ``balance_field`` is None)."""
         return await self._balance_of(await self._find_account(account))
 
+    async def available_balance(self, account: Any) -> int:
+        """The balance minus the pending holds on the account: what debits may spend."""
+        balance, held = await self.balance_and_held(account)
+        return balance - held
+
+    async def balance_and_held(self, account: Any) -> tuple[int, int]:
+        """The account's balance and what its pending holds reserve of it, from one read (the
+        available balance is their difference); lighter than ``get_account`` where these two
+        numbers are all a caller shows."""
+        doc = await self._find_account(account)
+        return await self._balance_of(doc), int(doc.get(schema.HELD) or 0)
+
     async def balance_at(self, account: Any, when: Any) -> int:
         """The balance after every transaction dated at or before ``when``, in whatever order
         they were written (reverts included).
