@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.types import DecoratedCallable
 from starlette.responses import Response, StreamingResponse
 
+from mongoledger._core.reads import REPORT_SORTS
 from mongoledger._format import json_bytes, to_jsonable
 from mongoledger._text import account_id_text
 from mongoledger.errors import InvalidArgument
@@ -42,7 +43,6 @@ from mongoledger.web._schemas import (
 __all__ = ["api_router"]
 
 MAX_PAGE = 1000
-_SORTS = ("balance", "-balance", "id", "-id", "created_at", "-created_at")
 
 
 T = TypeVar("T")
@@ -258,8 +258,8 @@ def api_router(web: WebContext) -> APIRouter:
         where: Annotated[list[str] | None, Query()] = None,
     ) -> Response:
         authorize(await web.access(request), VIEW_ALL)
-        if sort not in _SORTS:
-            raise InvalidArgument(f"sort {sort!r} is not one of {', '.join(_SORTS)}")
+        if sort not in REPORT_SORTS:
+            raise InvalidArgument(f"sort {sort!r} is not one of {', '.join(REPORT_SORTS)}")
         page = int_from_text(limit, what="limit", minimum=1, maximum=MAX_PAGE) or web.page_size
         offset = int_from_text(skip, what="skip", minimum=0, maximum=2**31) or 0
         accounts = await ledger.report(
