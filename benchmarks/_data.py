@@ -78,7 +78,7 @@ def generate(cfg: LedgerConfig, n: int, seed: int = 7) -> tuple[list[Any], Itera
     return accounts, stream()
 
 
-def load(db: Any, ledger: Ledger, n: int) -> tuple[list[dict[str, Any]], datetime.datetime]:
+def load(ledger: Ledger, n: int) -> tuple[list[dict[str, Any]], datetime.datetime]:
     gc.disable()  # millions of new objects: the cyclic collector would rescan them all
     try:
         return _load(ledger, n)

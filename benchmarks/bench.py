@@ -591,14 +591,12 @@ def web_rows(target: Target, cfg: Settings, log: Callable[[str], None]) -> list[
 
     async def run() -> list[dict[str, Any]]:
         if target.uri is None:
-            return await web_throughput(
-                async_db, cfg.ops, cfg.rounds, time_async, cfg.collector, log
-            )
+            return await web_throughput(async_db, cfg.ops, cfg.rounds, cfg.collector, log)
         # PyMongo binds an async client to the event loop it first ran on: this one gets its own.
         client: Any = pymongo.AsyncMongoClient(target.uri)
         try:
             db = client[async_db.name]
-            return await web_throughput(db, cfg.ops, cfg.rounds, time_async, cfg.collector, log)
+            return await web_throughput(db, cfg.ops, cfg.rounds, cfg.collector, log)
         finally:
             await client.close()
 
@@ -843,7 +841,7 @@ def measure_size(
     db, _ = target.database(f"growth{n}")
     ledger = Ledger(db)
     start = time.perf_counter()
-    accounts, last = load(db, ledger, n)
+    accounts, last = load(ledger, n)
     loaded = round(time.perf_counter() - start, 2)
     rng = random.Random(n)
     picks = [rng.choice(accounts)["_id"] for _ in range(cfg.samples)]

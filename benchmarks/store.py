@@ -164,7 +164,7 @@ def open_times(directory: Path, n: int, log: Callable[[str], None]) -> dict[str,
     client = MemoryClient(path=path)
     ledger = Ledger(client["bench"])
     start = time.perf_counter()
-    accounts, _ = load(client["bench"], ledger, n)
+    accounts, _ = load(ledger, n)
     loaded = time.perf_counter() - start
     for i in range(2_000):  # real commits after the bulk load: a journal tail to replay
         ledger.transfer(accounts[i % 50]["_id"], accounts[i % 50 + 1]["_id"], 1)

@@ -20,7 +20,7 @@ import statistics
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from benchmarks._timing import alternate
+from benchmarks._timing import alternate, time_async
 from mongoledger import AsyncLedger
 
 WORKERS = 16
@@ -117,7 +117,6 @@ async def web_throughput(
     async_db: Any,
     ops: int,
     rounds: int,
-    time_async: Callable[..., Awaitable[float]],
     collector: bool,
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:

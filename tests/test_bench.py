@@ -223,7 +223,7 @@ def test_explain_reads_run_on_loaded_data() -> None:
     target.listener = bench._Listener()
     db, _ = target.database("explain")
     ledger = Ledger(db)
-    accounts, last = bench.load(db, ledger, 1_000)
+    accounts, last = bench.load(ledger, 1_000)
     assert bench.explain_plans(target, ledger, accounts[0]["_id"], last) == {}
     assert ledger.verify().ok
     # The loaded transfers have the ledger's shape, counterpart link included.
