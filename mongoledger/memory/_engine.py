@@ -364,9 +364,7 @@ class Engine:
         its next statement or commit gets NoSuchTransaction (251)."""
         with self._mutex:
             if txn in self.transactions.open:
-                self._abort(txn, count=False)
-                txn.aborted = True
-                txn.session.txn = txn
+                self._abort_for_good(txn)
 
     def _execute(
         self,
@@ -450,6 +448,12 @@ class Engine:
         """A failed statement aborts the whole transaction on the server: later statements
         and the commit get NoSuchTransaction (251)."""
         self._rollback_op(op)
+        self._abort_for_good(txn)
+
+    def _abort_for_good(self, txn: Txn) -> None:
+        """Abort ``txn`` as the server does on its own (a failed statement, the lifetime
+        limit): the session keeps it, aborted, so its next statement or commit gets
+        NoSuchTransaction (251) instead of running outside it."""
         self._abort(txn, count=False)
         txn.aborted = True
         txn.session.txn = txn

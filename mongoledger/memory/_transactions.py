@@ -202,17 +202,6 @@ class Transactions:
             for (db, coll, key), pre in txn.log.items():
                 self._own(self.docs_of((db, coll)), key, txn, pre)
 
-    def view(self, docs: IndexedDocuments, txn: Txn | None) -> View | None:
-        """What an operation of ``txn`` sees of ``docs`` (None: the stored documents)."""
-        return View(docs, txn) if docs.overlay else None
-
-    def owner(self, dk: DocKey, txn: Txn | None = None) -> Txn | None:
-        """The open transaction other than ``txn`` that wrote ``dk``, if any."""
-        for other in self.open:
-            if other is not txn and dk in other.log:
-                return other
-        return None
-
     def check_write(
         self, txn: Txn | None, ns: Ns, docs: IndexedDocuments, key: Any, ctx: Ctx
     ) -> None:
