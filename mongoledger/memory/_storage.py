@@ -51,6 +51,10 @@ from ._index import IndexedDocuments, index_fields, wildcard_covers
 from ._match import match as fast_match
 from ._native import native_group, native_sort, run_pipeline
 from ._transactions import View
+from ._update import Plan, is_long
+from ._update import apply as update_apply
+from ._update import fields as update_fields
+from ._update import plan as update_plan
 
 
 class Server(Protocol):
@@ -240,13 +244,21 @@ def _needs_patching(value: Any) -> bool:
     kind = type(value)
     if kind in UNPATCHED:
         return False
-    if kind is dict or kind is list:
-        # A loop, not any() over a generator: this runs on every query's every value.
-        for item in value.values() if kind is dict else value:
-            if type(item) not in UNPATCHED and _needs_patching(item):
+    if kind is not dict and kind is not list:
+        return isinstance(value, datetime.datetime | tuple | Mapping)
+    # A loop over a stack, not recursion: this runs on every query's every value.
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        for item in node.values() if type(node) is dict else node:
+            kind = type(item)
+            if kind in UNPATCHED:
+                continue
+            if kind is dict or kind is list:
+                stack.append(item)
+            elif isinstance(item, datetime.datetime | tuple | Mapping):
                 return True
-        return False
-    return isinstance(value, datetime.datetime | tuple | Mapping)
+    return False
 
 
 def _patch_datetimes(query: Any) -> Any:
@@ -305,14 +317,9 @@ def _long_increments(doc: Document, update: Any) -> list[list[str]]:
             current = _child(current, part)
         integers = (int, Int64)
         operands = type(by) in integers and type(current) in (*integers, type(None))
-        if operands and (_is_long(by) or _is_long(current)):
+        if operands and (is_long(by) or is_long(current)):
             paths.append(parts)
     return paths
-
-
-def _is_long(value: Any) -> bool:
-    """Whether BSON holds ``value`` as an int64 (PyMongo encodes an int beyond int32 so)."""
-    return type(value) is Int64 or (type(value) is int and not -(2**31) <= value < 2**31)
 
 
 def _child(parent: Any, part: str) -> Any:
@@ -432,17 +439,69 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
     _selected: Document | None = None
     _updating = False
 
-    def _update(self, *args: Any, **kwargs: Any) -> Any:
-        """mongomock's update loop, handed working copies to change (see WorkingCopy)."""
+    def _update(
+        self,
+        spec: Any,
+        document: Any,
+        upsert: bool = False,
+        manipulate: bool = False,
+        multi: bool = False,
+        check_keys: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """mongomock's update loop, handed working copies to change (see WorkingCopy); the
+        common update shape (``memory._update``) applied natively."""
+        steps = None if upsert or any(kwargs.values()) else update_plan(document)
+        if steps is not None:
+            return self._update_natively(spec, document, steps, multi)
         self._updating = True
         try:
-            return super()._update(*args, **kwargs)
+            return super()._update(spec, document, upsert, manipulate, multi, check_keys, **kwargs)
         except WriteError as exc:
             if exc.code is None and "the (immutable) field '_id'" in str(exc):
                 raise _immutable_id(str(exc)) from None
             raise
         finally:
             self._updating = False
+
+    def _update_natively(self, spec: Any, document: Any, steps: Plan, multi: bool) -> Any:
+        """mongomock's update loop (less the upsert, which ``_update`` leaves to it) for an
+        update ``update_plan`` recognised: the same results, writes and checks, without
+        rebuilding the update and the filter, encoding each value, or walking paths."""
+        spec = _patch_datetimes(spec)
+        mongomock.collection.validate_is_mapping("spec", spec)
+        matched = modified = 0
+        for stored in self._matching(spec):
+            matched += 1
+            modified += self._update_one_natively(stored, spec, document, steps)
+            if not multi:
+                break
+        return {
+            "connectionId": self.database.client._id,
+            "err": None,
+            "n": matched,
+            "nModified": modified,
+            "ok": 1,
+            "upserted": None,
+            "updatedExisting": matched > 0,
+        }
+
+    def _update_one_natively(self, stored: Document, spec: Any, document: Any, steps: Plan) -> bool:
+        """One document of ``_update_natively``; whether the update modified it."""
+        working = WorkingCopy(stored)
+        if update_apply(working, steps):
+            self._capture_in_place(working, update_fields(steps))
+        else:  # a value apply leaves to mongomock's path, which takes the update patched
+            patched = mongomock.helpers.patch_datetime_awareness_in_document(document)
+            self._apply_update_document(working, spec, patched, False)
+        if working == stored:  # as mongomock tells a modified document
+            return False
+        try:
+            self._ensure_uniques(working)
+        except DuplicateKeyError:
+            self._store[stored["_id"]] = stored  # mongomock's rollback
+            raise
+        return True
 
     def _iter_documents(self, filter: Any) -> Iterator[Document]:
         found = self._matching(filter)
@@ -648,7 +707,10 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
             if not after:
                 old = self._copy_only_fields(stored, projection, dict)
             query = {"_id": stored["_id"]}
-        if remove:
+        steps = None if remove or stored is None else update_plan(update)
+        if steps is not None and stored is not None:  # the common update, without the loop
+            self._update_one_natively(stored, query, update, steps)
+        elif remove:
             self.delete_one(query)
         else:
             self._selected = stored  # _update's lookup of {"_id": ...} is this document

@@ -1,0 +1,117 @@
+"""The common update, applied natively: ``$inc``, ``$set``, ``$max`` and ``$min`` of top-level
+fields to plain values (what a ledger's every write sends), with exactly mongomock's results.
+
+mongomock applies an update through generic machinery: it rebuilds the update and the filter
+to normalise their datetimes, walks each path part by part, BSON-encodes every ``$set`` value
+to validate it, and deep-compares the whole document. For the shape above, all of that comes
+down to a few dictionary operations; :func:`plan` recognises the shape (None: mongomock's path
+serves) and :func:`apply` performs it on one document, refusing (False, nothing changed) when
+that document's current values are outside what it reproduces exactly (then mongomock's path
+serves that document).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import bson
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+
+from ._bson import ABSENT, Document
+
+__all__ = ["Plan", "apply", "fields", "is_long", "plan"]
+
+# (operator, field, value), in the order the update document gives them.
+Plan = tuple[tuple[str, str, Any], ...]
+
+_NUMBERS = frozenset({int, Int64, float})
+_ORDERED = frozenset({int, Int64, float, datetime.datetime})  # $max/$min: Python's order is BSON's
+_SETTABLE = frozenset(
+    {str, int, Int64, float, bool, type(None), bson.ObjectId, datetime.datetime, Decimal128}
+)
+_INT64 = range(-(2**63), 2**63)
+
+
+def _stored_datetime(value: datetime.datetime) -> datetime.datetime:
+    """mongomock's normalisation of a datetime (``patch_datetime_awareness_in_document``):
+    naive UTC, to the millisecond, as BSON stores it."""
+    millis = value.microsecond // 1000 * 1000
+    offset = value.utcoffset()
+    if offset:  # None (naive) and zero (UTC) need no arithmetic
+        value = value - offset
+    return value.replace(tzinfo=None, microsecond=millis)
+
+
+def plan(update: Any) -> Plan | None:
+    """The native plan of an update document, or None when mongomock's path must serve it."""
+    if type(update) is not dict or not update:
+        return None
+    steps: list[tuple[str, str, Any]] = []
+    seen: set[str] = set()
+    for op, fields in update.items():
+        if op not in ("$inc", "$set", "$max", "$min") or type(fields) is not dict or not fields:
+            return None
+        for name, value in fields.items():
+            # Top-level names only (no paths, positional operators, NUL, or the _id), each
+            # once: a name twice is a conflict the server refuses, left to mongomock's path.
+            if type(name) is not str or not name or name == "_id" or name in seen:
+                return None
+            if "." in name or "$" in name or "\0" in name:
+                return None
+            kind = type(value)
+            if op == "$set":
+                if kind not in _SETTABLE or (kind is int and value not in _INT64):
+                    return None  # an int beyond int64: mongomock's encoding check refuses it
+            elif kind not in (_NUMBERS if op == "$inc" else _ORDERED):
+                return None
+            seen.add(name)
+            # A datetime to the millisecond, naive UTC, as stored.
+            steps.append(
+                (op, name, _stored_datetime(value) if kind is datetime.datetime else value)
+            )
+    return tuple(steps)
+
+
+def fields(steps: Plan) -> frozenset[str]:
+    """The top-level fields a plan can change."""
+    return frozenset(name for _, name, _ in steps)
+
+
+def apply(doc: Document, steps: Plan) -> bool:
+    """Apply ``steps`` to ``doc`` as mongomock would, or return False having changed nothing
+    when one of ``doc``'s values is outside what this reproduces exactly (a non-numeric
+    ``$inc`` target, ``$max`` across types, ...)."""
+    for op, name, value in steps:
+        if op == "$set":
+            continue
+        current = doc.get(name, ABSENT)
+        if current is ABSENT:
+            continue
+        kind = type(current)
+        if op == "$inc":
+            if kind not in _NUMBERS:
+                return False
+        elif kind is not type(value) and not (kind in _NUMBERS and type(value) in _NUMBERS):
+            return False  # $max/$min across types: BSON's type order, mongomock's path
+    for op, name, value in steps:
+        if op == "$set":
+            doc[name] = value
+        elif op == "$inc":
+            current = doc.get(name, 0)
+            result = current + value
+            # mongomock adds Python ints: an int64 operand keeps the result an int64.
+            if type(result) is int and (is_long(value) or is_long(current)):
+                result = Int64(result)
+            doc[name] = result
+        elif op == "$max":
+            doc[name] = max(doc.get(name, value), value)
+        else:
+            doc[name] = min(doc.get(name, value), value)
+    return True
+
+
+def is_long(value: Any) -> bool:
+    """Whether BSON holds ``value`` as an int64 (PyMongo encodes an int beyond int32 so)."""
+    return type(value) is Int64 or (type(value) is int and not -(2**31) <= value < 2**31)
