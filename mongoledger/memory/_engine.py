@@ -603,7 +603,16 @@ class Engine:
             images = bool((store.options.get("changeStreamPreAndPostImages") or {}).get("enabled"))
             inside = None if op.inside is None else op.inside.get(dk)
             entry = change_entry(
-                kind, db, coll, pre, post, raw, images=images, uuid=store.uuid, inside=inside
+                kind,
+                db,
+                coll,
+                pre,
+                post,
+                raw,
+                images=images,
+                uuid=store.uuid,
+                inside=inside,
+                touched=op.touched.get(dk),
             )
             if entry is not None:
                 entries.append(entry)

@@ -160,12 +160,14 @@ def change_entry(
     images: bool = False,
     uuid: bson.Binary | None = None,
     inside: set[str] | None = None,
+    touched: frozenset[str] | None = None,
 ) -> Entry | None:
     """The oplog entry of one write (None: it changed nothing). ``kind`` is the operation
     ("insert", "update", "pipeline" for an update by pipeline, "replace", "delete"); ``raw``
     is ``post`` encoded (decoding it is a cheaper private copy than ``deepcopy``); with
     ``images`` the entry keeps the document's pre-image (and an update's post-image);
-    ``inside`` names the paths an update by operators reached inside of."""
+    ``inside`` names the paths an update by operators reached inside of, ``touched`` the
+    top-level fields it could change (None: any)."""
     if pre is None and post is None:
         return None
 
@@ -180,7 +182,7 @@ def change_entry(
         return Entry("delete", db, coll, pre["_id"], images=images, pre_image=pre_image, uuid=uuid)
     diff = _Diff(whole_arrays=kind != "pipeline", inside=inside)
     if kind != "replace":
-        diff.walk(pre, post, "", None)  # BSON-exact, so usually decides alone
+        diff.walk(pre, post, "", None, touched)  # BSON-exact, so usually decides alone
     if diff.empty:
         same_doc = same(pre, post) if raw is None else bson.encode(pre, codec_options=CODEC) == raw
         if same_doc:
@@ -244,10 +246,21 @@ class _Diff:
             self.paths[name] = list(parts)
         return name, parts
 
-    def walk(self, pre: Any, post: Any, prefix: str, parts: tuple[str | int, ...] | None) -> None:
+    def walk(
+        self,
+        pre: Any,
+        post: Any,
+        prefix: str,
+        parts: tuple[str | int, ...] | None,
+        only: frozenset[str] | None = None,
+    ) -> None:
+        """Describe the change from ``pre`` to ``post`` (``only``: the fields that can differ;
+        None: any)."""
         if isinstance(pre, dict):
             child = self._child
             for k, v in post.items():
+                if only is not None and k not in only:
+                    continue
                 if k not in pre:
                     self.updated[child(prefix, parts, k)[0]] = unshared(v)
                     continue
@@ -262,7 +275,11 @@ class _Diff:
                     self.updated[name] = unshared(v)
                 else:
                     self._changed(old, v, name, sub)
-            self.removed.extend(child(prefix, parts, k)[0] for k in pre if k not in post)
+            self.removed.extend(
+                child(prefix, parts, k)[0]
+                for k in (pre if only is None else [k for k in pre if k in only])
+                if k not in post
+            )
             return
         # Two lists.
         shared = min(len(pre), len(post))

@@ -879,7 +879,10 @@ class WorkingCopy(dict):  # type: ignore[type-arg]
     __slots__ = ("original",)
 
     def __init__(self, original: Document) -> None:
-        super().__init__({k: unshared(v) for k, v in original.items()})
+        super().__init__(original)
+        for name, value in original.items():
+            if type(value) not in IMMUTABLE:
+                self[name] = copy.deepcopy(value)
         self.original: Document | None = original
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Document:
