@@ -493,7 +493,10 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
             self._capture_in_place(working, update_fields(steps))
         else:  # a value apply leaves to mongomock's path, which takes the update patched
             patched = mongomock.helpers.patch_datetime_awareness_in_document(document)
-            self._apply_update_document(working, spec, patched, False)
+            if isinstance(document, list):
+                self._apply_update_pipeline(working, patched, None)
+            else:
+                self._apply_update_document(working, spec, patched, False)
         if working == stored:  # as mongomock tells a modified document
             return False
         try:

@@ -1,5 +1,6 @@
 """The common update, applied natively: ``$inc``, ``$set``, ``$max`` and ``$min`` of top-level
-fields to plain values (what a ledger's every write sends), with exactly mongomock's results.
+fields to plain values (what a ledger's every write sends), and a one-stage ``$set`` pipeline
+of literals and fields (a ledger's capture), with exactly mongomock's results.
 
 mongomock applies an update through generic machinery: it rebuilds the update and the filter
 to normalise their datetimes, walks each path part by part, BSON-encodes every ``$set`` value
@@ -23,7 +24,8 @@ from ._bson import ABSENT, Document
 
 __all__ = ["Plan", "apply", "fields", "is_long", "plan"]
 
-# (operator, field, value), in the order the update document gives them.
+# (operator, field, value), in the order the update document gives them; a pipeline's field
+# path is ("$copy", field, the field it names).
 Plan = tuple[tuple[str, str, Any], ...]
 
 _NUMBERS = frozenset({int, Int64, float})
@@ -46,6 +48,8 @@ def _stored_datetime(value: datetime.datetime) -> datetime.datetime:
 
 def plan(update: Any) -> Plan | None:
     """The native plan of an update document, or None when mongomock's path must serve it."""
+    if type(update) is list:
+        return _pipeline_plan(update)
     if type(update) is not dict or not update:
         return None
     steps: list[tuple[str, str, Any]] = []
@@ -56,9 +60,7 @@ def plan(update: Any) -> Plan | None:
         for name, value in fields.items():
             # Top-level names only (no paths, positional operators, NUL, or the _id), each
             # once: a name twice is a conflict the server refuses, left to mongomock's path.
-            if type(name) is not str or not name or name == "_id" or name in seen:
-                return None
-            if "." in name or "$" in name or "\0" in name:
+            if type(name) is not str or not _top_level(name) or name in seen:
                 return None
             kind = type(value)
             if op == "$set":
@@ -74,6 +76,42 @@ def plan(update: Any) -> Plan | None:
     return tuple(steps)
 
 
+def _pipeline_plan(pipeline: list[Any]) -> Plan | None:
+    """The plan of an update pipeline of one ``$set`` (``$addFields``) stage whose values are
+    ``$literal`` plain values or top-level field paths (a ledger's capture closes its hold
+    so): ``$set`` steps, and ``$copy`` steps naming the field to copy."""
+    if len(pipeline) != 1 or type(pipeline[0]) is not dict or len(pipeline[0]) != 1:
+        return None
+    ((stage, fields),) = pipeline[0].items()
+    if stage not in ("$set", "$addFields") or type(fields) is not dict or not fields:
+        return None
+    steps: list[tuple[str, str, Any]] = []
+    for name, value in fields.items():
+        if type(name) is not str or not _top_level(name):
+            return None
+        if type(value) is str:
+            source = value[1:]
+            if value[:1] != "$" or (not _top_level(source) and source != "_id"):
+                return None
+            steps.append(("$copy", name, source))
+            continue
+        if type(value) is not dict or len(value) != 1 or "$literal" not in value:
+            return None
+        literal = value["$literal"]
+        kind = type(literal)
+        if kind not in _SETTABLE or (kind is int and literal not in _INT64):
+            return None
+        steps.append(
+            ("$set", name, _stored_datetime(literal) if kind is datetime.datetime else literal)
+        )
+    return tuple(steps)
+
+
+def _top_level(name: str) -> bool:
+    """A top-level field name an update may set (not ``_id``, no path, operator or NUL)."""
+    return bool(name) and name != "_id" and not ("." in name or "$" in name or "\0" in name)
+
+
 def fields(steps: Plan) -> frozenset[str]:
     """The top-level fields a plan can change."""
     return frozenset(name for _, name, _ in steps)
@@ -83,8 +121,17 @@ def apply(doc: Document, steps: Plan) -> bool:
     """Apply ``steps`` to ``doc`` as mongomock would, or return False having changed nothing
     when one of ``doc``'s values is outside what this reproduces exactly (a non-numeric
     ``$inc`` target, ``$max`` across types, ...)."""
+    copies = None  # a pipeline stage reads every field as the document was before it
     for op, name, value in steps:
         if op == "$set":
+            continue
+        if op == "$copy":
+            found = doc.get(value, ABSENT)
+            if type(found) not in _SETTABLE:  # missing, or a value to deep-copy
+                return False
+            if copies is None:
+                copies = {}
+            copies[name] = found
             continue
         current = doc.get(name, ABSENT)
         if current is ABSENT:
@@ -98,6 +145,9 @@ def apply(doc: Document, steps: Plan) -> bool:
     for op, name, value in steps:
         if op == "$set":
             doc[name] = value
+        elif op == "$copy":
+            assert copies is not None
+            doc[name] = copies[name]
         elif op == "$inc":
             current = doc.get(name, 0)
             result = current + value

@@ -41,12 +41,25 @@ VALUES = st.one_of(
     st.fixed_dictionaries({"x": st.integers(-2, 2)}),
 )
 DOCUMENTS = st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=3)
-UPDATES = st.dictionaries(
+OPERATORS = st.dictionaries(
     st.sampled_from(["$inc", "$set", "$max", "$min", "$unset"]),
     st.dictionaries(st.sampled_from([*FIELDS, "_id", "a.b"]), VALUES, max_size=2),
     min_size=1,
     max_size=3,
 )
+# Pipelines: one or two $set stages of literals and field paths (a capture's shape), and
+# values the native path leaves to mongomock (plain strings, expressions).
+STAGE_VALUES = st.one_of(
+    st.builds(lambda v: {"$literal": v}, VALUES),
+    st.sampled_from(["$a", "$b", "$c", "$_id", "$missing", "$$ROOT", "plain"]),
+    st.just({"$add": ["$a", 1]}),
+)
+STAGES = st.builds(
+    lambda stage, fields: {stage: fields},
+    st.sampled_from(["$set", "$addFields"]),
+    st.dictionaries(st.sampled_from([*FIELDS, "d"]), STAGE_VALUES, min_size=1, max_size=3),
+)
+UPDATES = st.one_of(OPERATORS, st.lists(STAGES, min_size=1, max_size=2))
 
 
 def outcome(fn):
@@ -113,15 +126,22 @@ def test_native_find_one_and_update_matches_mongomocks_path(doc, update, after):
 
 
 def test_the_ledgers_update_takes_the_native_path():
-    """A leg's update (``$inc`` of ints, ``$max`` of an aware datetime) is planned natively;
-    paths, operators it does not reproduce, and a field named twice are not."""
+    """A leg's update (``$inc`` of ints, ``$max`` of an aware datetime) and a capture's close
+    (a ``$set`` stage of literals and a field) are planned natively; paths, operators it does
+    not reproduce, and a field named twice are not."""
     now = datetime.datetime.now(UTC)
     steps = plan({"$inc": {"seq": 1, "balance": Int64(-5)}, "$max": {"last_date": now}})
     assert steps is not None
     ((_, _, when),) = [s for s in steps if s[0] == "$max"]
     assert when.tzinfo is None  # stored as the server does: naive UTC, to the millisecond
     assert when.microsecond % 1000 == 0
+    close = [{"$set": {"status": {"$literal": "captured"}, "captured_amount": "$amount"}}]
+    assert plan(close) == (("$set", "status", "captured"), ("$copy", "captured_amount", "amount"))
     for update in (
+        [{"$set": {"a": "$b.c"}}],
+        [{"$set": {"a": "b"}}],
+        [{"$set": {"a": {"$literal": 1}}}, {"$set": {"b": 1}}],
+        [{"$unset": "a"}],
         {"$inc": {"a.b": 1}},
         {"$push": {"a": 1}},
         {"$set": {"a": [1]}},
@@ -145,6 +165,13 @@ def test_a_unique_index_refuses_a_native_update_and_keeps_the_document():
     result = coll.bulk_write([UpdateOne({"_id": 2}, {"$inc": {"k": 10}})])
     assert result.modified_count == 1
     assert coll.find_one({"_id": 2})["k"] == 12
+
+
+def test_a_pipeline_reads_the_document_as_it_was_before_the_stage():
+    coll = MemoryClient()["db"]["c"]
+    coll.insert_one({"_id": 1, "a": 1, "b": 2})
+    coll.update_one({"_id": 1}, [{"$set": {"a": "$b", "b": "$a"}}])
+    assert coll.find_one({}) == {"_id": 1, "a": 2, "b": 1}
 
 
 def test_nan_increments_are_modifications():
