@@ -74,11 +74,12 @@ def main(
 
     from mongoledger import Ledger, LedgerError
     from mongoledger._text import UsageError
-    from mongoledger.cli._connection import connect, resolve
+    from mongoledger.cli._connection import connect, resolve, validate_db_name
 
     client: Any = None
     try:
         target = resolve(args, fallback="uri")
+        validate_db_name(args.db)
         client, database = connect(
             target, args.db, err, appname="mongoledger-notifier", prog="notifier"
         )

@@ -15,7 +15,8 @@ choose as the others do:
 A store is created on first use, and the command says once on stderr where it is.
 
 **Connecting** (:func:`connect`): every mistake is one line that names the value: a bad
-``--uri`` (syntax, port, options) or ``--db`` is a usage error (exit 2) before anything is sent;
+``--uri`` (syntax, port, options) or ``--db`` (:func:`validate_db_name`, which the caller runs
+once, first) is a usage error (exit 2) before anything is sent;
 a server selection that takes more than a moment prints ``connecting to HOST...`` on stderr
 (TTY or not); an unreachable server ends with one line naming the host and the reason (exit 1);
 a store that cannot be opened (in use by another process, damaged) says which and what to do.
@@ -104,13 +105,15 @@ def default_store(environ: Mapping[str, str] | None = None, platform: str | None
     return base / "mongoledger" / "store"
 
 
-def add_connection_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+def add_connection_defaults(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str], store: Path | None = None
+) -> None:
     """Record the environment's say on the parser, so :func:`resolve` can rank it below the
-    command line."""
+    command line (``store``: :func:`default_store`, if already known)."""
     parser.set_defaults(
         env_uri=environ.get("MONGOLEDGER_URI") or None,
         env_store=environ.get("MONGOLEDGER_STORE") or None,
-        default_store=str(default_store(environ)),
+        default_store=str(default_store(environ) if store is None else store),
     )
 
 
@@ -157,8 +160,9 @@ def _directory(text: str) -> Path:
 def connect(
     target: Target, db_name: str, err: TextIO, *, appname: str, prog: str = "mongoledger"
 ) -> tuple[Any, Any]:
-    """A connected sync ``(client, database)`` for ``target``."""
-    validate_db_name(db_name)
+    """A connected sync ``(client, database)`` for ``target``; ``db_name`` is one
+    :func:`validate_db_name` accepted (the caller checks it first, so that a bad ``--db`` is
+    reported before the command's other mistakes)."""
     if target.kind == "uri":
         assert target.uri is not None
         return connect_server(target.uri, db_name, err, appname=appname, prog=prog)
@@ -256,11 +260,11 @@ def validate_db_name(name: Any, *, option: str = "--db") -> str:
 def connect_server(
     uri: str | None, db_name: str, err: TextIO, *, appname: str, prog: str = "mongoledger"
 ) -> tuple[Any, Any]:
-    """A connected ``(client, database)``; see the module docstring for the messages."""
+    """A connected ``(client, database)`` (``db_name``: as for :func:`connect`); see the module
+    docstring for the messages."""
     from pymongo import MongoClient, uri_parser
     from pymongo.errors import ConfigurationError, PyMongoError, ServerSelectionTimeoutError
 
-    validate_db_name(db_name)
     uri = uri or DEFAULT_URI
     shown = redact(uri)
     options: dict[str, Any] = {"appname": appname}

@@ -10,7 +10,6 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +121,6 @@ def cmd_serve_db(args: argparse.Namespace, ctx: Context) -> int:
             signal.signal(sig, handler)
 
 
-def register(sub: Any, command: Any, environ: Mapping[str, str]) -> None:
-    parser = command(sub, "serve-db", SUMMARY, EXAMPLE, environ, description=DESCRIPTION)
+def register(sub: Any, command: Any, connection: Any) -> None:
+    parser = command(sub, "serve-db", SUMMARY, EXAMPLE, connection, description=DESCRIPTION)
     add_arguments(parser)
