@@ -112,8 +112,8 @@ def test_help_names_the_store_and_its_default(capsys: pytest.CaptureFixture[str]
 
 
 def test_one_parser_computes_the_default_store_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mongoledger.cli._connection as connection
     import mongoledger.cli._parser as parser
+    import mongoledger.cli._target as choice
 
     calls: list[object] = []
 
@@ -122,7 +122,7 @@ def test_one_parser_computes_the_default_store_once(monkeypatch: pytest.MonkeyPa
         return default_store(environ, platform)
 
     monkeypatch.setattr(parser, "default_store", counted)
-    monkeypatch.setattr(connection, "default_store", counted)
+    monkeypatch.setattr(choice, "default_store", counted)
     args = build_parser({"HOME": "/home/u"}).parse_args(["balance", "--account", "a=1"])
     assert len(calls) == 1  # not once per subcommand
     assert resolve(args).store == Path("/home/u/.local/share/mongoledger/store")

@@ -14,7 +14,7 @@ from mongoledger._core.events import KINDS
 from mongoledger._core.holds import STATUSES
 from mongoledger._core.reads import REPORT_SORTS
 from mongoledger._format import DEFAULT_DATE_FORMAT
-from mongoledger.cli._connection import add_connection_defaults, default_store
+from mongoledger.cli._target import add_connection_defaults, default_store
 
 __all__ = ["build_parser", "connection_arguments"]
 
@@ -88,7 +88,7 @@ def connection_arguments(
     """The connection options (names, ``add_argument`` keywords), shared by ``mongoledger``
     and the notifier; ``store``: the default store, if already known. ``--uri`` and
     ``--store`` default to nothing: the environment's values are recorded by
-    ``add_connection_defaults`` and ranked by ``_connection.resolve``."""
+    ``add_connection_defaults`` and ranked by ``_target.resolve``."""
     if store is None:
         store = default_store(environ)
     return [

@@ -72,9 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _server(args: argparse.Namespace, err: Any) -> tuple[Any, str]:
-    """The engine to serve, chosen as every command chooses (``_connection.resolve``: --memory,
+    """The engine to serve, chosen as every command chooses (``_target.resolve``: --memory,
     --store, MONGOLEDGER_STORE, the default store), and what it is."""
-    from mongoledger.cli._connection import open_server, resolve
+    from mongoledger.cli._connection import open_server
+    from mongoledger.cli._target import resolve
 
     if args.oplog_size is not None and args.oplog_size < 1:
         raise UsageError(f"--oplog-size must be at least 1, not {args.oplog_size}")
