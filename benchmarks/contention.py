@@ -12,7 +12,8 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pymongo
@@ -20,7 +21,7 @@ import pymongo
 from benchmarks._timing import timed_block
 from mongoledger import AsyncLedger, Ledger
 
-__all__ = ["CONTENDERS", "HOT", "Deployment", "markdown_rows", "run"]
+__all__ = ["CONTENDERS", "HOT", "Contenders", "Deployment", "markdown_rows", "run"]
 
 
 class Deployment(Protocol):
@@ -52,17 +53,14 @@ def run(
         ledger.increase(account, 10**12)  # never short of funds
     rows = []
     for kind, workers in CONTENDERS:
-        per_worker = max(ops // workers, 2)
-        latencies: list[float] = []
+        contenders = Contenders(hot, workers, max(ops // workers, 2), collector)
         before = target.conflicts()
         if kind == "threads":
-            elapsed = contend_threads(ledger, hot, workers, per_worker, latencies, collector)
+            elapsed = contend_threads(ledger, contenders)
         else:
-            elapsed = asyncio.run(
-                contend_in_a_loop(target, async_db, hot, workers, per_worker, latencies, collector)
-            )
+            elapsed = asyncio.run(contend_in_a_loop(target, async_db, contenders))
         conflicts = target.conflicts() - before
-        rows.append(contention_row(kind, workers, latencies, elapsed, conflicts))
+        rows.append(contention_row(kind, workers, contenders.latencies, elapsed, conflicts))
         r = rows[-1]
         log(
             f"  {workers:3d} {kind:7s} {r['ops_s']:8.0f} transfers/s  {r['conflicts_per_op']:.2f} "
@@ -72,22 +70,33 @@ def run(
     return rows
 
 
-def contend_threads(
-    ledger: Ledger,
-    hot: list[Any],
-    workers: int,
-    per_worker: int,
-    latencies: list[float],
-    collector: bool,
-) -> float:
-    def work(w: int) -> None:
+@dataclass
+class Contenders:
+    """``workers`` threads or tasks, each making ``per_worker`` transfers among ``hot``."""
+
+    hot: list[Any]
+    workers: int
+    per_worker: int
+    collector: bool  # keep the cyclic garbage collector on while timed (timed_block)
+    latencies: list[float] = field(default_factory=list)  # seconds, one per transfer
+
+    def pairs(self, w: int) -> Iterator[list[Any]]:
+        """Worker ``w``'s transfers: two of the hot accounts each, a seeded random draw."""
         rng = random.Random(w)
-        for _ in range(per_worker):
-            a, b = rng.sample(hot, 2)
+        for _ in range(self.per_worker):
+            yield rng.sample(self.hot, 2)
+
+
+def contend_threads(ledger: Ledger, contenders: Contenders) -> float:
+    latencies = contenders.latencies
+
+    def work(w: int) -> None:
+        for a, b in contenders.pairs(w):
             start = time.perf_counter()
             ledger.transfer(a, b, 1)
             latencies.append(time.perf_counter() - start)
 
+    workers = contenders.workers
     barrier = threading.Barrier(workers + 1)
 
     def target(w: int) -> None:
@@ -97,7 +106,7 @@ def contend_threads(
     threads = [threading.Thread(target=target, args=(w,)) for w in range(workers)]
     for thread in threads:
         thread.start()
-    with timed_block(collector):
+    with timed_block(contenders.collector):
         barrier.wait()
         start = time.perf_counter()
         for thread in threads:
@@ -105,51 +114,35 @@ def contend_threads(
         return time.perf_counter() - start
 
 
-async def contend_in_a_loop(
-    target: Deployment,
-    async_db: Any,
-    hot: list[Any],
-    workers: int,
-    per_worker: int,
-    latencies: list[float],
-    collector: bool,
-) -> float:
+async def contend_in_a_loop(target: Deployment, async_db: Any, contenders: Contenders) -> float:
     """``contend_tasks`` on the target's async database; on a server through a client of this
     event loop (PyMongo binds an async client to the loop it first ran on), counting its
     conflicts with the target's listener."""
     if target.uri is None:
-        return await contend_tasks(
-            AsyncLedger(async_db), hot, workers, per_worker, latencies, collector
-        )
+        return await contend_tasks(AsyncLedger(async_db), contenders)
     listeners = [target.listener] if target.listener is not None else []
     client: Any = pymongo.AsyncMongoClient(target.uri, event_listeners=listeners)
     try:
         ledger = AsyncLedger(client[async_db.name])
-        return await contend_tasks(ledger, hot, workers, per_worker, latencies, collector)
+        return await contend_tasks(ledger, contenders)
     finally:
         await client.close()
 
 
-async def contend_tasks(
-    ledger: AsyncLedger,
-    hot: list[Any],
-    workers: int,
-    per_worker: int,
-    latencies: list[float],
-    collector: bool,
-) -> float:
+async def contend_tasks(ledger: AsyncLedger, contenders: Contenders) -> float:
+    latencies = contenders.latencies
+
     async def work(w: int) -> None:
-        rng = random.Random(w)
-        for _ in range(per_worker):
-            a, b = rng.sample(hot, 2)
+        for a, b in contenders.pairs(w):
             start = time.perf_counter()
             await ledger.transfer(a, b, 1)
             latencies.append(time.perf_counter() - start)
 
+    hot = contenders.hot
     await ledger.transfer(hot[0], hot[1], 1)  # warm: transaction detection
-    with timed_block(collector):
+    with timed_block(contenders.collector):
         start = time.perf_counter()
-        await asyncio.gather(*(work(w) for w in range(workers)))
+        await asyncio.gather(*(work(w) for w in range(contenders.workers)))
         return time.perf_counter() - start
 
 
