@@ -36,7 +36,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import PyMongoError
 
-from mongoledger._async._io import sleep, to_list
+from mongoledger._async._io import call_back, check_callback, sleep, to_list
 from mongoledger._async._writes import (
     _MAX_ATTEMPTS,
     Writes,
@@ -290,26 +290,41 @@ class Holds(Writes):
                 return released
 
     async def sweep_holds(
-        self, *, interval: float = 10.0, stop: Any = None, batch_size: int = 100
+        self,
+        *,
+        interval: float = 10.0,
+        stop: Any = None,
+        batch_size: int = 100,
+        report: Any = None,
     ) -> None:
         """Run ``expire_holds()`` every ``interval`` seconds until ``stop.is_set()`` (a
         ``threading.Event`` or ``asyncio.Event``), cancellation or KeyboardInterrupt: the one
         call a service makes to release expired holds in the background (several instances
         may run it at once). A database error is logged and the next round tries again.
+        ``report``, if given, is called instead of the log with each round's outcome: the
+        number of holds released, or the database error (what it raises ends the sweep).
         """
         if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
             raise InvalidArgument(f"interval {interval!r} must be a positive number of seconds")
+        if report is not None:
+            check_callback(report, "report")
         while stop is None or not stop.is_set():
             try:
                 released = await self.expire_holds(batch_size=batch_size)
             except PyMongoError as exc:
-                log.warning("expire_holds failed (%r); retrying in %.1fs", exc, interval)
+                if report is not None:
+                    await call_back(report, exc, "report")
+                else:
+                    log.warning("expire_holds failed (%r); retrying in %.1fs", exc, interval)
             else:
-                if released:
+                if report is not None:
+                    await call_back(report, released, "report")
+                elif released:
                     log.info("released %d expired hold(s)", released)
             waited = 0.0
             while waited < interval and (stop is None or not stop.is_set()):
-                step = min(0.1, interval - waited)
+                # In steps only to notice ``stop``; without one, the interval in one sleep.
+                step = interval if stop is None else min(0.1, interval - waited)
                 await sleep(step)
                 waited += step
 
