@@ -54,7 +54,6 @@ from mongoledger._core.data import validate_data
 from mongoledger._core.dates import settle_date
 from mongoledger._core.guards import LegUpdate, explain_refusal, leg_update
 from mongoledger._core.idempotency import (
-    earlier_fingerprint,
     fingerprint,
     idempotency_document,
     validate_idempotency_key,
@@ -304,7 +303,7 @@ class Writes(Hooks, Compensation):
             args = [(leg.account, leg.amount, leg.data) for leg in planned]
             fp = fingerprint(kind, args)
             found = self._idempotent_result(
-                key, fp, earlier=lambda: earlier_fingerprint(kind, args)
+                key, fp, earlier=lambda: fingerprint(kind, args, earlier=True)
             )
             if found is not None:
                 return found
