@@ -113,7 +113,7 @@ class LedgerBase:
     async def _attempts(
         self,
         kind: str,
-        attempt: Callable[[], Awaitable[None]],
+        attempt: Callable[[], Awaitable[object]],
         legs: list[Leg],
         *,
         idempotency: tuple[str, str] | None = None,

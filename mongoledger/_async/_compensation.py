@@ -10,7 +10,6 @@ so it never reverts a concurrent operation's write; what it cannot undo safely i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
@@ -26,17 +25,22 @@ __all__ = ["Compensation"]
 _IS_SYNC = False
 
 
-@dataclass
 class _Posting:
-    """What one attempt of an operation wrote: undone without DB transactions if it fails."""
+    """What one attempt of an operation wrote: undone without DB transactions if it fails.
 
-    applied: list[tuple[Leg, bool]] = field(default_factory=list)  # (leg, account created)
-    flagged: list[tuple[Any, Any]] = field(default_factory=list)  # (account, backdated_from)
+    Made at every attempt of every write, so ``__init__`` sets only the lists; the rest
+    stays at the class's default until the attempt writes it.
+    """
+
     dates: tuple[Any, Any] | None = None  # the first date tried, and the settled one
-    marked: Sequence[Leg] = ()  # the legs whose originals a revert marks ``reverted_by``
     key: tuple[str, str] | None = None  # the idempotency key (and fingerprint) it recorded
     created: Any = None  # an account it created besides its legs' (a hold's target)
     closed: tuple[Any, str] | None = None  # the hold it closed, and its closing status
+
+    def __init__(self, marked: Sequence[Leg] = ()) -> None:
+        self.applied: list[tuple[Leg, bool]] = []  # (leg, whether it created the account)
+        self.flagged: list[tuple[Any, Any]] = []  # (account, its backdated_from before)
+        self.marked = marked  # the legs whose originals a revert marks ``reverted_by``
 
 
 class Compensation(LedgerBase):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import bson
@@ -146,15 +147,11 @@ class Holds(Writes):
             leg.held, leg.data = view.amount, view.data
         idempotency = None if key is None else (key, fp)
         resolved = leg.account_id  # None: the hold creates the source account
-
-        async def attempt() -> None:
-            # Every attempt starts from the resolution, never from an id an aborted (or
-            # compensated) attempt created: an account it created is gone with it.
-            leg.account_id = resolved
-            await self._write_hold(leg, target, target_id, expiry, now, idempotency)
-
+        write = partial(
+            self._write_hold, leg, resolved, target, target_id, expiry, now, idempotency
+        )
         # A refusal raises its reason inside: a guard that failed had a cause that went away.
-        found = await self._attempts("hold", attempt, [leg], idempotency=idempotency)
+        found = await self._attempts("hold", write, [leg], idempotency=idempotency)
         if found is not None:
             return found[0]
         if self._after:
@@ -207,13 +204,10 @@ class Holds(Writes):
         date = None if cfg.date_value is None else cfg.operation_date()
         idempotency = None if key is None else (key, fp)
         check_sizes(cfg, legs, kind="capture", date=date, idempotency=idempotency)
-
-        async def attempt() -> None:
-            await self._write_capture(hid, value, legs, operation_id, date, idempotency)
-
+        write = partial(self._write_capture, hid, value, legs, operation_id, date, idempotency)
         found = await self._attempts(
             "capture",
-            attempt,
+            write,
             legs,
             idempotency=idempotency,
             retry=lambda _: self._diagnose_hold(hid, value),
@@ -241,11 +235,8 @@ class Holds(Writes):
                 "void", [view], operation_id, revert=True, owned=frozenset()
             )
             leg.data = view.data
-
-        async def attempt() -> None:
-            await self._write_release(hid, leg, operation_id, expire_at=None)
-
-        await self._attempts("void", attempt, [leg], retry=lambda _: self._diagnose_hold(hid, None))
+        write = partial(self._write_release, hid, leg, operation_id, expire_at=None)
+        await self._attempts("void", write, [leg], retry=lambda _: self._diagnose_hold(hid, None))
         if self._after:
             await self._run_after_hooks("void", [self._hold_view(leg)], operation_id, result=[hid])
 
@@ -345,14 +336,15 @@ class Holds(Writes):
     async def _write_hold(
         self,
         leg: Leg,
+        resolved: Any,
         target: AccountRef,
         target_id: Any,
         expiry: datetime | None,
         now: datetime,
         idempotency: tuple[str, str] | None,
     ) -> None:
+        """One attempt of a hold, from the ``resolved`` source id (as ``_write``)."""
         cfg = self._cfg
-        resolved = leg.account_id
         hold_id = leg.hold_id
 
         async def body(session: Any) -> None:
@@ -471,7 +463,9 @@ class Holds(Writes):
                 )
             except BaseException:
                 if session is None:
-                    await self._undo(_Posting(closed=(hold_id, status)), operation_id)
+                    posting = _Posting()
+                    posting.closed = (hold_id, status)
+                    await self._undo(posting, operation_id)
                 raise
             closed.append(True)
 

@@ -25,6 +25,7 @@ costs one extra indexed read to resolve it and detect ambiguity):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from bson import ObjectId
@@ -96,6 +97,9 @@ def _is_sequence(value: object) -> bool:
 
 class _Reverted(_Retry):
     """A leg to revert was marked ``reverted_by`` concurrently."""
+
+    def __init__(self, legs: list[Leg]) -> None:
+        self.legs = legs
 
 
 class Writes(Hooks, Compensation):
@@ -339,21 +343,10 @@ class Writes(Hooks, Compensation):
         idempotency = None if key is None else (key, fp)
         check_sizes(cfg, legs, kind=kind, date=date, idempotency=idempotency)
         resolved = [leg.account_id for leg in legs]  # None: the operation creates the account
-
-        async def attempt() -> None:
-            # Every attempt starts from the resolution, never from ids an aborted (or
-            # compensated) attempt created: an account it created is gone with it.
-            for leg, account_id in zip(legs, resolved, strict=True):
-                leg.account_id = account_id
-            await self._write(kind, legs, operation_id, date, idempotency, revert)
-
-        async def reverted(_: _Retry) -> None:  # a leg's original was marked concurrently
-            for leg in legs:
-                doc = await self._transactions.find_one({"_id": leg.reverts})
-                if doc is not None and doc.get(schema.REVERTED_BY) is not None:
-                    raise AlreadyReverted(leg.reverts, doc[schema.REVERTED_BY]) from None
-
-        found = await self._attempts(kind, attempt, legs, idempotency=idempotency, retry=reverted)
+        write = partial(self._write, kind, legs, resolved, operation_id, date, idempotency, revert)
+        found = await self._attempts(
+            kind, write, legs, idempotency=idempotency, retry=self._already_reverted
+        )
         if found is not None:
             return found
         if self._after:
@@ -364,15 +357,17 @@ class Writes(Hooks, Compensation):
         self,
         kind: OperationKind,
         legs: list[Leg],
+        resolved: list[Any],
         operation_id: ObjectId,
         given: Any,
         idempotency: tuple[str, str] | None,
         revert: bool,
     ) -> None:
-        resolved = [leg.account_id for leg in legs]
+        """One attempt of an operation. It starts from the ``resolved`` account ids (and so
+        does every run with_transaction makes of it), never from ids an aborted (or
+        compensated) run created: an account it created is gone with it."""
 
         async def body(session: Any) -> None:
-            # with_transaction may run this again: start from the resolved ids every time.
             for leg, account_id in zip(legs, resolved, strict=True):
                 leg.account_id = account_id
             posting = _Posting(marked=legs) if revert else _Posting()
@@ -594,7 +589,16 @@ class Writes(Hooks, Compensation):
         if modified != len(legs):
             if session is None:
                 await self._unmark(legs)
-            raise _Reverted
+            raise _Reverted(legs)
+
+    async def _already_reverted(self, reverted: _Retry) -> None:
+        """A revert lost to a concurrent one (``_Reverted``): raise ``AlreadyReverted`` naming
+        the reversal that marked an original, or return to run again (its mark is gone)."""
+        assert isinstance(reverted, _Reverted)
+        for leg in reverted.legs:
+            doc = await self._transactions.find_one({"_id": leg.reverts})
+            if doc is not None and doc.get(schema.REVERTED_BY) is not None:
+                raise AlreadyReverted(leg.reverts, doc[schema.REVERTED_BY]) from None
 
     async def _explain_refusal(self, leg: Leg, target: AccountRef, session: Any) -> None:
         """Raise the reason the guarded ``$inc`` of ``leg`` matched nothing, or return to let

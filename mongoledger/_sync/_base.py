@@ -115,7 +115,7 @@ class LedgerBase:
     def _attempts(
         self,
         kind: str,
-        attempt: Callable[[], None],
+        attempt: Callable[[], object],
         legs: list[Leg],
         *,
         idempotency: tuple[str, str] | None = None,
