@@ -136,7 +136,8 @@ class Holds(Writes):
             # The source's guarded update matches only an account in the target's currency.
             described = target.describe() if target_id is None else target_id
             leg.currency_guard = (target_currency, described)
-        check_distinct("hold", source, target, (leg.account_id, target_id))
+        if not (source.is_id and target.is_id):  # two ids were compared above already
+            check_distinct("hold", source, target, (leg.account_id, target_id))
         if self._before:
             view = self._hold_view(leg)
             self._run_before_hooks(
@@ -374,7 +375,8 @@ class Holds(Writes):
                 to_id = target_id
                 if to_id is None:
                     to_id, posting.created = self._create_target(target, session)
-                check_distinct("hold", leg.account, target, (leg.account_id, to_id))
+                if not (leg.account.is_id and target.is_id):  # else hold() compared them
+                    check_distinct("hold", leg.account, target, (leg.account_id, to_id))
                 doc = hold_document(
                     cfg,
                     hold_id,
