@@ -29,6 +29,7 @@ Round trips (accounts referenced by ``_id``, steady state):
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from functools import partial
@@ -280,8 +281,14 @@ class Holds(Writes):
         ``report``, if given, is called instead of the log with each round's outcome: the
         number of holds released, or the database error (what it raises ends the sweep).
         """
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
-            raise InvalidArgument(f"interval {interval!r} must be a positive number of seconds")
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not 0 < interval < math.inf  # nan fails both
+        ):
+            raise InvalidArgument(
+                f"interval {interval!r} must be a positive, finite number of seconds"
+            )
         if report is not None:
             check_callback(report, "report")
         while stop is None or not stop.is_set():

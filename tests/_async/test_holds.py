@@ -8,6 +8,7 @@ waits for time to pass.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from datetime import date, datetime, timedelta, timezone
@@ -364,8 +365,10 @@ async def test_expire_holds_arguments(ledger: AsyncLedger) -> None:
     for size in (0, -1, True, 1.5):
         with pytest.raises(InvalidArgument, match="batch_size"):
             await ledger.expire_holds(batch_size=size)  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgument, match="interval"):
-        await ledger.sweep_holds(interval=0)
+    for interval in (0, -1, math.nan, math.inf, True, "10"):
+        # nan would loop without sleeping, inf never run a second round
+        with pytest.raises(InvalidArgument, match="interval"):
+            await ledger.sweep_holds(interval=interval)  # type: ignore[arg-type]
 
 
 async def test_sweep_holds_releases_in_the_background_until_stopped(
