@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 _MIN_BALANCE_PATH = f"${MIN_BALANCE}"
-_HELD_OR_ZERO = {"$ifNull": [f"${HELD}", 0]}
+_HELD_PATH = f"${HELD}"
 
 
 class LegUpdate(NamedTuple):  # built for every leg of every write: a tuple is cheapest
@@ -100,12 +100,17 @@ def leg_update(
 
 
 def floor_guard(cfg: LedgerConfig, change: int) -> list[dict[str, Any]]:
-    """``balance + change >= min_balance + held``, or no floor at all: the branches of an
-    ``$or``. A missing ``held`` is zero (``$ifNull``)."""
+    """``balance + change - held >= min_balance``, or no floor at all: the branches of an
+    ``$or``. A missing ``held`` is zero, spelled out as its own branch (``$add`` with a missing
+    field is null, which every number compares above)."""
     after = {"$add": [cfg.balance_path, change]}
     return [
         {MIN_BALANCE: None},  # matches a missing field too: an unguarded account
-        {"$expr": {"$gte": [after, {"$add": [_MIN_BALANCE_PATH, _HELD_OR_ZERO]}]}},
+        {HELD: {"$exists": False}, "$expr": {"$gte": [after, _MIN_BALANCE_PATH]}},
+        {
+            HELD: {"$exists": True},
+            "$expr": {"$gte": [after, {"$add": [_MIN_BALANCE_PATH, _HELD_PATH]}]},
+        },
     ]
 
 

@@ -2,10 +2,9 @@
 
 ``match(filter, doc)`` decides filters made of top-level fields compared with plain scalars
 (equality, ``$eq``/``$ne``/``$gt``/``$gte``/``$lt``/``$lte``/``$exists``/``$in``) joined by
-``$and``/``$or``, and ``$expr`` comparisons of numbers (fields, ``$add``, ``$ifNull``),
-exactly as ``mongomock.filtering.filter_applies`` would, several times faster. Anything else
-(arrays or sub-documents in the document, dotted paths, other expressions, regexes,
-mixed-type comparisons, ...) returns None, and the caller asks mongomock.
+``$and``/``$or``, exactly as ``mongomock.filtering.filter_applies`` would, several times
+faster. Anything else (arrays or sub-documents in the document, dotted paths, ``$expr``,
+regexes, mixed-type comparisons, ...) returns None, and the caller asks mongomock.
 Booleans equal only booleans, as in BSON (Python's ``True == 1`` does not apply).
 """
 
@@ -150,9 +149,7 @@ def _expr_value(arg: Any, doc: dict[str, Any]) -> Any:
         return value if _number(value) else _ABSENT
     if _number(arg):
         return arg
-    if type(arg) is not dict or len(arg) != 1:
-        return _ABSENT
-    if type(arg.get("$add")) is list:
+    if type(arg) is dict and len(arg) == 1 and type(arg.get("$add")) is list:
         total: Any = 0
         for item in arg["$add"]:
             value = _expr_value(item, doc)
@@ -160,15 +157,6 @@ def _expr_value(arg: Any, doc: dict[str, Any]) -> Any:
                 return _ABSENT
             total += value
         return total
-    fallback = arg.get("$ifNull")
-    if type(fallback) is list and len(fallback) == 2 and type(fallback[0]) is str:
-        # {"$ifNull": ["$field", number]}: the field's number, or the number when the field
-        # is missing or null
-        path = fallback[0]
-        if path.startswith("$") and not path.startswith("$$") and "." not in path:
-            if doc.get(path[1:]) is None:
-                return _expr_value(fallback[1], doc)
-            return _expr_value(path, doc)
     return _ABSENT
 
 
@@ -177,8 +165,7 @@ def _number(value: Any) -> bool:
 
 
 def _expr(expr: Any, doc: dict[str, Any]) -> bool | None:
-    """``$expr`` comparisons of numbers, fields holding numbers, ``$add`` and ``$ifNull`` of a
-    field (else None)."""
+    """``$expr`` comparisons of numbers, fields holding numbers and ``$add`` (else None)."""
     if type(expr) is not dict or len(expr) != 1:
         return None
     ((op, args),) = expr.items()

@@ -289,8 +289,6 @@ def random_operand(rng: random.Random, depth: int = 0) -> object:
         return "$" + rng.choice(["a", "b", "c"])
     if roll < 0.6 and depth < 2:
         return {"$add": [random_operand(rng, depth + 1) for _ in range(rng.randrange(1, 3))]}
-    if roll < 0.7 and depth < 2:
-        return {"$ifNull": [random_operand(rng, depth + 1), random_operand(rng, depth + 1)]}
     return rng.choice([0, 1, -1, 2.5, Int64(7), -(2**62), True, None, "a"])
 
 
