@@ -41,7 +41,8 @@ from ._transactions import Ns
 class Call:
     """One command for the engine: its MongoDB name, body, and retry/event properties.
 
-    ``read`` marks a read, which a transaction refuses unless its read preference is primary.
+    ``read`` marks a read, which a transaction refuses unless its read preference is primary
+    (and which, over the wire and outside a transaction, never waits for one).
     """
 
     cmd: str
