@@ -13,7 +13,7 @@ from bson import ObjectId
 from mongoledger.memory._bson import Document, encoded
 from mongoledger.memory._engine import Engine, Op
 from mongoledger.memory._errors import operation_failure
-from mongoledger.memory._ops import Call, CollectionOps, _mentions, each_statement
+from mongoledger.memory._ops import Call, CollectionOps, each_statement
 from mongoledger.memory._session import SessionState
 from mongoledger.memory._storage import mongomock
 
@@ -95,12 +95,7 @@ def _one_update(ops: CollectionOps, stmt: Any) -> Document:
     array_filters = stmt.get("arrayFilters")
     sort = stmt.get("sort")
     q = dict(q)
-    if upsert and _mentions(q, "$expr"):
-        raise operation_failure(
-            224,
-            "QueryFeatureNotAllowed",
-            "$expr is not allowed in the query predicate for an upsert",
-        )
+    ops._check_upsert(q, upsert)
     mc = ops._mc
     with ops._translate():
         if _is_replacement(stmt):
@@ -303,12 +298,7 @@ class Writes(Part):
         def fn(op: Op) -> Document:
             mc = ops._mc
             order = mongomock.helpers.create_index_list(sort) if sort else None
-            if upsert and _mentions(flt, "$expr"):
-                raise operation_failure(
-                    224,
-                    "QueryFeatureNotAllowed",
-                    "$expr is not allowed in the query predicate for an upsert",
-                )
+            ops._check_upsert(flt, upsert)
             if method == "delete":
                 value = mc.find_one_and_delete(flt, projection=fields, sort=order)
                 last: Document = {"n": 0 if value is None else 1}
