@@ -1,5 +1,6 @@
 """How the benchmark times a block of operations, and in which order the sides take turns:
-shared by the main table (``bench``), the store's (``store``) and the web app's (``web``)."""
+shared by the main table (``bench``), the contention rows (``contention``), the store's
+(``store``) and the web app's (``web``)."""
 
 from __future__ import annotations
 

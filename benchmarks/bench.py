@@ -15,7 +15,8 @@ that server, counted with PyMongo's command monitoring, in a throw-away database
   async worker writes to its own accounts, so concurrency measures the engine, not conflicts.
 * **Contention**: transfers among 3 hot accounts by 8 threads and by 64 tasks at once:
   transfers/s, WriteConflicts per committed transfer (the engine counts them; on a server,
-  command monitoring's failed commands with code 112) and p50/p99 latency of a transfer.
+  command monitoring's failed commands with code 112) and p50/p99 latency of a transfer
+  (``benchmarks/contention.py``).
 * **Growth**: the first ``history`` page, ``balance_at``, the first ``report`` page and
   ``verify`` on collections of N transactions (about 100 per account), loaded in bulk in the
   ledger's own document shapes; the growth exponent is the least-squares slope of
@@ -40,7 +41,6 @@ import platform
 import random
 import statistics
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -55,8 +55,11 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
+from benchmarks import contention
 from benchmarks._data import BASE_DATE, load
-from benchmarks._timing import alternate, time_async, time_sync, timed_block
+
+# (timed_block is contention's now; tests/test_bench.py still reaches it as bench.timed_block)
+from benchmarks._timing import alternate, time_async, time_sync, timed_block  # noqa: F401
 from mongoledger import AsyncLedger, Ledger
 from mongoledger._core import schema
 
@@ -606,137 +609,6 @@ def web_rows(target: Target, cfg: Settings, log: Callable[[str], None]) -> list[
         gc.unfreeze()
 
 
-# --------------------------------------------------------------------------- contention
-
-HOT = 3  # accounts every worker transfers among
-CONTENDERS = (("threads", 8), ("tasks", 64))
-
-
-def contention(target: Target, cfg: Settings, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Transfers among ``HOT`` hot accounts by 8 threads, then by 64 tasks: what hot
-    accounts cost when transactions overlap and conflict (each conflict is a WriteConflict
-    that with_transaction retried)."""
-    sync_db, async_db = target.database("contention")
-    ledger = Ledger(sync_db)
-    hot = [ledger.open_account({"bench": "hot", "n": n}) for n in range(HOT)]
-    for account in hot:
-        ledger.increase(account, 10**12)  # never short of funds
-    rows = []
-    for kind, workers in CONTENDERS:
-        per_worker = max(cfg.ops // workers, 2)
-        latencies: list[float] = []
-        before = target.conflicts()
-        if kind == "threads":
-            elapsed = contend_threads(ledger, hot, workers, per_worker, latencies, cfg)
-        else:
-            elapsed = asyncio.run(
-                contend_in_a_loop(target, async_db, hot, workers, per_worker, latencies, cfg)
-            )
-        conflicts = target.conflicts() - before
-        rows.append(contention_row(kind, workers, latencies, elapsed, conflicts))
-        r = rows[-1]
-        log(
-            f"  {workers:3d} {kind:7s} {r['ops_s']:8.0f} transfers/s  {r['conflicts_per_op']:.2f} "
-            f"conflicts per transfer  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
-        )
-    gc.unfreeze()
-    return rows
-
-
-def contend_threads(
-    ledger: Ledger,
-    hot: list[Any],
-    workers: int,
-    per_worker: int,
-    latencies: list[float],
-    cfg: Settings,
-) -> float:
-    def work(w: int) -> None:
-        rng = random.Random(w)
-        for _ in range(per_worker):
-            a, b = rng.sample(hot, 2)
-            start = time.perf_counter()
-            ledger.transfer(a, b, 1)
-            latencies.append(time.perf_counter() - start)
-
-    barrier = threading.Barrier(workers + 1)
-
-    def target(w: int) -> None:
-        barrier.wait()
-        work(w)
-
-    threads = [threading.Thread(target=target, args=(w,)) for w in range(workers)]
-    for thread in threads:
-        thread.start()
-    with timed_block(cfg.collector):
-        barrier.wait()
-        start = time.perf_counter()
-        for thread in threads:
-            thread.join()
-        return time.perf_counter() - start
-
-
-async def contend_in_a_loop(
-    target: Target,
-    async_db: Any,
-    hot: list[Any],
-    workers: int,
-    per_worker: int,
-    latencies: list[float],
-    cfg: Settings,
-) -> float:
-    """``contend_tasks`` on the target's async database; on a server through a client of this
-    event loop (PyMongo binds an async client to the loop it first ran on), counting its
-    conflicts with the target's listener."""
-    if target.uri is None:
-        return await contend_tasks(AsyncLedger(async_db), hot, workers, per_worker, latencies, cfg)
-    listeners = [target.listener] if target.listener is not None else []
-    client: Any = pymongo.AsyncMongoClient(target.uri, event_listeners=listeners)
-    try:
-        ledger = AsyncLedger(client[async_db.name])
-        return await contend_tasks(ledger, hot, workers, per_worker, latencies, cfg)
-    finally:
-        await client.close()
-
-
-async def contend_tasks(
-    ledger: AsyncLedger,
-    hot: list[Any],
-    workers: int,
-    per_worker: int,
-    latencies: list[float],
-    cfg: Settings,
-) -> float:
-    async def work(w: int) -> None:
-        rng = random.Random(w)
-        for _ in range(per_worker):
-            a, b = rng.sample(hot, 2)
-            start = time.perf_counter()
-            await ledger.transfer(a, b, 1)
-            latencies.append(time.perf_counter() - start)
-
-    await ledger.transfer(hot[0], hot[1], 1)  # warm: transaction detection
-    with timed_block(cfg.collector):
-        start = time.perf_counter()
-        await asyncio.gather(*(work(w) for w in range(workers)))
-        return time.perf_counter() - start
-
-
-def contention_row(
-    kind: str, workers: int, latencies: list[float], elapsed: float, conflicts: int
-) -> dict[str, Any]:
-    cuts = statistics.quantiles(latencies, n=100)
-    return {
-        "mode": f"{workers} {kind}",
-        "transfers": len(latencies),
-        "ops_s": round(len(latencies) / elapsed, 1),
-        "conflicts": conflicts,
-        "conflicts_per_op": round(conflicts / len(latencies), 3),
-        "p50_ms": round(statistics.median(latencies) * 1000, 3),
-        "p99_ms": round(cuts[98] * 1000, 3),
-    }
-
-
 def prepare_args(api: Any, kind: str, pool: list[Any], workers: int, per: int) -> list[list[Any]]:
     """Per worker, the argument of each call: a fresh transfer's leg for a revert, a fresh
     hold for a capture."""
@@ -1017,21 +889,7 @@ def markdown(results: dict[str, Any]) -> str:
         )
     if results.get("contention"):
         out.append("")
-        out.append(f"### Contention: transfers among {HOT} hot accounts")
-        out.append("")
-        out.append(
-            "Every transfer moves two of the three accounts, so concurrent transactions "
-            "conflict (WriteConflict, retried by with_transaction after a backoff): the cost "
-            "of hot accounts."
-        )
-        out.append("")
-        out.append("| workers | transfers | transfers/s | conflicts per transfer | p50 | p99 |")
-        out.append("|---|---:|---:|---:|---:|---:|")
-        out.extend(
-            f"| {r['mode']} | {r['transfers']:,} | {r['ops_s']:,.0f} | "
-            f"{r['conflicts_per_op']:.2f} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms |"
-            for r in results["contention"]
-        )
+        out.extend(contention.markdown_rows(results["contention"]))
     if results.get("web"):
         from benchmarks.web import markdown_rows
 
@@ -1162,8 +1020,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         rates = throughput(target, cfg, log)
         hot: list[dict[str, Any]] = []
         if cfg.writes:  # (--only web: the web app's rows alone)
-            log(f"contention: transfers among {HOT} hot accounts")
-            hot = contention(target, cfg, log)
+            log(f"contention: transfers among {contention.HOT} hot accounts")
+            hot = contention.run(target, cfg.ops, cfg.collector, log)
         web = []
         if cfg.web:
             log("the web app (mongoledger.web) vs the library")

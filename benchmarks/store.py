@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._data import load
-from benchmarks._timing import timed_block
+from benchmarks._timing import alternate, time_async, time_sync
 from mongoledger import AsyncLedger, Ledger
 from mongoledger.memory import AsyncMemoryClient, MemoryClient, MemoryServer
 
@@ -80,40 +80,27 @@ class _Side:
 
 def _time_block(side: _Side, workers: int, ops: int) -> tuple[float, int, int]:
     """ops/s of ``ops`` transfers (``workers`` tasks, 0: the calling thread), and the fsyncs
-    and journal records they cost. The cyclic collector is off meanwhile, as in the main
-    throughput table (``bench.timed_block``); the store's own compactions are not."""
-
-    with timed_block(collector=False):
-        return _run_block(side, workers, ops)
-
-
-def _run_block(side: _Side, workers: int, ops: int) -> tuple[float, int, int]:
+    and journal records they cost. Timed as the main throughput table times its blocks
+    (``_timing``: the cyclic collector off meanwhile); the store's own compactions are not."""
     before = side.fsyncs()
     pool = side.pool
     if workers == 0:
         ledger = side.ledger
-        start = time.perf_counter()
-        for i in range(ops):
+
+        def transfer(_: int, i: int) -> None:
             ledger.transfer(pool[0], pool[1], 1 + i % 7)
-        elapsed = time.perf_counter() - start
+
+        rate = time_sync(transfer, range(ops), collector=False)
     else:
         per = max(ops // workers, 1)
         aledger = side.aledger
 
-        async def worker(w: int) -> None:
-            a, b = pool[2 * w], pool[2 * w + 1]
-            for i in range(per):
-                await aledger.transfer(a, b, 1 + i % 7)
+        async def atransfer(w: int, i: int) -> None:
+            await aledger.transfer(pool[2 * w], pool[2 * w + 1], 1 + i % 7)
 
-        async def run() -> float:
-            start = time.perf_counter()
-            await asyncio.gather(*(worker(w) for w in range(workers)))
-            return time.perf_counter() - start
-
-        elapsed = asyncio.run(run())
-        ops = per * workers
+        rate = asyncio.run(time_async(atransfer, [range(per)] * workers, collector=False))
     after = side.fsyncs()
-    return ops / elapsed, after[0] - before[0], after[1] - before[1]
+    return rate, after[0] - before[0], after[1] - before[1]
 
 
 def throughput(
@@ -127,8 +114,7 @@ def throughput(
             rates: dict[str, list[float]] = {"memory": [], "store": []}
             fsyncs = records = done = 0
             for n in range(rounds):
-                sides = [memory, store] if n % 2 == 0 else [store, memory]
-                for side in sides:
+                for side in alternate([memory, store], n):
                     rate, synced, written = _time_block(side, workers, ops)
                     rates[side.name].append(rate)
                     if side is store:

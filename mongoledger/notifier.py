@@ -50,8 +50,8 @@ def main(
     ready: Any = None,
 ) -> int:
     """Run the notifier; returns the exit status (0, 1 an error, 2 a usage error)."""
-    from mongoledger.cli._connection import add_connection_defaults
     from mongoledger.cli._parser import connection_arguments
+    from mongoledger.cli._target import add_connection_defaults
 
     err = stderr if stderr is not None else sys.stderr
     parser = argparse.ArgumentParser(
@@ -74,11 +74,13 @@ def main(
 
     from mongoledger import Ledger, LedgerError
     from mongoledger._text import UsageError
-    from mongoledger.cli._connection import connect, resolve
+    from mongoledger.cli._connection import connect, validate_db_name
+    from mongoledger.cli._target import resolve
 
     client: Any = None
     try:
         target = resolve(args, fallback="uri")
+        validate_db_name(args.db)
         client, database = connect(
             target, args.db, err, appname="mongoledger-notifier", prog="notifier"
         )

@@ -636,6 +636,31 @@ def test_expire_every_runs_until_interrupted(cli: Cli, monkeypatch: pytest.Monke
     assert naps == [0.5, 0.5]
 
 
+def test_expire_every_ends_on_a_database_error(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from pymongo.errors import AutoReconnect
+
+    def unreachable(self: Ledger, *args: Any, **kwargs: Any) -> int:
+        raise AutoReconnect("the database is unreachable")
+
+    def nap(seconds: float) -> None:
+        raise AssertionError("a failed round is not retried by the command")
+
+    monkeypatch.setattr(Ledger, "expire_holds", unreachable)
+    monkeypatch.setattr(time, "sleep", nap)
+    result = cli("expire", "--every", "5")
+    assert result.code == 1
+    assert result.err == "mongoledger: database error: the database is unreachable\n"
+
+
+@pytest.mark.parametrize("every", ["nan", "inf"])
+def test_expire_every_takes_a_finite_number_of_seconds(cli: Cli, every: str) -> None:
+    result = cli("expire", "--every", every)
+    assert result.code == 2
+    assert "--every takes a positive number of seconds" in result.err
+
+
 def test_currencies_on_the_command_line(cli: Cli) -> None:
     fx = ["--currency-field", "currency"]
     cli.ok(*fx, "increase", "--account", "user_id=1", "--account", "currency=EUR", "100")

@@ -111,6 +111,23 @@ def test_help_names_the_store_and_its_default(capsys: pytest.CaptureFixture[str]
     assert "/home/u/.local/share/mongoledger/store" in " ".join(text.split())
 
 
+def test_one_parser_computes_the_default_store_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mongoledger.cli._parser as parser
+    import mongoledger.cli._target as choice
+
+    calls: list[object] = []
+
+    def counted(environ: Any = None, platform: str | None = None) -> Path:
+        calls.append(environ)
+        return default_store(environ, platform)
+
+    monkeypatch.setattr(parser, "default_store", counted)
+    monkeypatch.setattr(choice, "default_store", counted)
+    args = build_parser({"HOME": "/home/u"}).parse_args(["balance", "--account", "a=1"])
+    assert len(calls) == 1  # not once per subcommand
+    assert resolve(args).store == Path("/home/u/.local/share/mongoledger/store")
+
+
 # --------------------------------------------------------------------------- separate processes
 
 

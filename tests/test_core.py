@@ -273,6 +273,21 @@ def test_fingerprint_distinguishes_arguments() -> None:
     assert base != fingerprint("post", [(a, -5, x1), (b, 5, x1)])
 
 
+def test_fingerprints_are_those_recorded_in_stored_idempotency_records() -> None:
+    """Idempotency records keep the digest: this version's and the previous version's
+    (``earlier``) must stay what they were, or a retry after an upgrade is a conflict."""
+    args = [
+        (validate_account({"user_id": bson.Int64(7), "type": "wallet"}), -5, {"tags": [2.0]}),
+        (validate_account(ObjectId("64b000000000000000000001")), 5, {"n": {"b": 1, "a": 2}}),
+    ]
+    assert fingerprint("transfer", args) == (
+        "17d31f6e10193f4957ff3dbf8e830e3c33d51f8e87d6fc4bb9fd78f716d9c291"
+    )
+    assert fingerprint("transfer", args, earlier=True) == (
+        "91d324a330310c0692fce7e53cf515b2641ccb02fb63b5d65ef54ffd50736ea2"
+    )
+
+
 @pytest.mark.parametrize(
     "cfg",
     [

@@ -21,7 +21,7 @@ from mongoledger import (
     InvalidArgument,
 )
 from mongoledger._core.accounts import AccountRef
-from mongoledger._core.audit import check_captures
+from mongoledger._core.audit import check_captures, held_sums
 from mongoledger._core.config import LedgerConfig
 from mongoledger._core.currencies import check_currencies
 from mongoledger._core.events import Grouper, change_stream_pipeline
@@ -335,3 +335,16 @@ def test_captured_holds_and_their_legs() -> None:
     assert "no transactions" in never.problem
     (stray,) = check_captures([], [{"_id": hid, "operations": [op]}])
     assert "not captured by that operation" in stray.problem
+
+
+def test_held_sums_give_every_account_what_its_held_must_be() -> None:
+    """Zero without pending holds, None past int64 (verify reports it, never truncates), and
+    nothing for holds of an account that does not exist (verify reports those apart)."""
+    a, b, c, gone = ObjectId(), ObjectId(), ObjectId(), ObjectId()
+    pending = {
+        repr(a): {"_id": a, "held": Int64(7), "count": 2},
+        repr(c): {"_id": c, "held": 2**63, "count": 2},
+        repr(gone): {"_id": gone, "held": 3, "count": 1},
+    }
+    sums = held_sums([{"_id": a}, {"_id": b}, {"_id": c}], pending)
+    assert sums == {repr(a): 7, repr(b): 0, repr(c): None}

@@ -17,6 +17,7 @@ from mongoledger._core.audit import (
     check_links,
     floor_candidate,
     floor_violation_filter,
+    held_sums,
     history_is_contiguous,
     is_floor_violation,
     operation_anomalies_pipeline,
@@ -77,6 +78,7 @@ class Audit(LedgerBase):
         accounts = await to_list(self._accounts.find({}, dict.fromkeys(fields, 1)))
         known = {repr(a["_id"]) for a in accounts}
         pending = await self._pending_holds()
+        sums = held_sums(accounts, pending)
         running, rewritten = [], []
         for account_id, row in totals.items():
             if repr(account_id) in known and not history_is_contiguous(row):
@@ -88,7 +90,7 @@ class Audit(LedgerBase):
         for doc in accounts:
             if cfg.balance_field is None:
                 continue
-            held = int64_total(pending.get(repr(doc["_id"]), {}).get("held", 0))
+            held = sums[repr(doc["_id"])]
             if held is not None and floor_candidate(cfg, doc, held):
                 # The account and the holds were read apart: confirm on one view.
                 violation = await self._confirm_floor(doc["_id"])
@@ -151,7 +153,7 @@ class Audit(LedgerBase):
         broken = check_links(cfg, links)
         if not await self._has_transactions():
             broken += await self._orphan_keys(repair=repair)
-        holds = await self._check_holds(accounts, pending, repair=repair)
+        holds = await self._check_holds(accounts, pending, sums, repair=repair)
         return VerifyReport(
             accounts_checked=len(accounts),
             transactions_checked=sum(int(row["count"]) for row in totals.values()),
@@ -235,8 +237,7 @@ class Audit(LedgerBase):
         async def body(session: Any) -> None:
             found[0] = None
             doc = await self._accounts.find_one({"_id": account_id}, fields, session=session)
-            rows = await aggregate(self._holds, pending_held_pipeline(account_id), session=session)
-            held = int64_total(rows[0]["held"]) if rows else 0
+            held = await self._held_sum(account_id, session)
             if doc is None or held is None or not floor_candidate(cfg, doc, held):
                 return
             floor = doc[schema.MIN_BALANCE]
@@ -385,16 +386,22 @@ class Audit(LedgerBase):
         rows = await aggregate(self._holds, pending_held_pipeline(), allowDiskUse=True)
         return {repr(row["_id"]): row for row in rows}
 
+    async def _held_sum(self, account_id: Any, session: Any) -> int | None:
+        """The sum of one account's pending holds (None past int64: see ``int64_total``)."""
+        rows = await aggregate(self._holds, pending_held_pipeline(account_id), session=session)
+        return int64_total(rows[0]["held"]) if rows else 0
+
     async def _check_holds(
         self,
         accounts: list[dict[str, Any]],
         pending: dict[str, dict[str, Any]],
+        sums: dict[str, int | None],
         *,
         repair: bool,
     ) -> dict[str, Any]:
         """Holds: every captured hold against its capture's legs (a capture that failed midway
         without a DB transaction is reopened by a repair), then every account's ``held``
-        against the sum of its ``pending`` holds (rebuilt by a repair)."""
+        against the sum of its ``pending`` holds, in ``sums`` (rebuilt by a repair)."""
         captured = await to_list(
             self._holds.find({schema.STATUS: "captured"}, {schema.OPERATION_ID: 1})
         )
@@ -405,12 +412,11 @@ class Audit(LedgerBase):
             reopened = [b.hold_id for b in broken if await self._reopen_capture(b.hold_id)]
             if reopened:  # they are pending again
                 pending = await self._pending_holds()
-        known = {repr(doc["_id"]) for doc in accounts}
+                sums = held_sums(accounts, pending)
         suspects = [
             doc["_id"]
             for doc in accounts
-            if int(doc.get(schema.HELD) or 0)
-            != int64_total(pending.get(repr(doc["_id"]), {}).get("held", 0))
+            if int(doc.get(schema.HELD) or 0) != sums[repr(doc["_id"])]
         ]
         mismatches, fixed = [], []
         for account_id in suspects:
@@ -427,7 +433,7 @@ class Audit(LedgerBase):
                 f"{row['_id']!r}, which does not exist",
             )
             for key, row in pending.items()
-            if key not in known
+            if key not in sums  # it has every account
         ]
         return {
             "holds_checked": sum(int(row["count"]) for row in pending.values()) + len(captured),
@@ -450,11 +456,10 @@ class Audit(LedgerBase):
             doc = await self._accounts.find_one(
                 {"_id": account_id}, {schema.HELD: 1}, session=session
             )
-            rows = await aggregate(self._holds, pending_held_pipeline(account_id), session=session)
+            calculated = await self._held_sum(account_id, session)
             if doc is None:
                 return
             cached = doc.get(schema.HELD)
-            calculated = int64_total(rows[0]["held"]) if rows else 0
             if int(cached or 0) == calculated:
                 return
             if session is None:  # no snapshot: the value must not have moved meanwhile

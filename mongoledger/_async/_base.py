@@ -1,11 +1,12 @@
 """State and plumbing every part of the ledger shares: the collections, the deployment's
-capabilities, index creation, the DB-transaction runner and account lookups."""
+capabilities, index creation, the DB-transaction runner, the attempts of a write and account
+lookups."""
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from bson import ObjectId
@@ -18,9 +19,11 @@ from mongoledger._async._io import aggregate, maybe_await, mongomock_writes, to_
 from mongoledger._core.accounts import AccountRef, account_lookup_filter, validate_account
 from mongoledger._core.amounts import checked_total
 from mongoledger._core.config import LedgerConfig
+from mongoledger._core.guards import kept_conflicting
 from mongoledger._core.idempotency import idempotency_id
 from mongoledger._core.indexes import IndexSpec, index_definition, index_plan, index_specs
 from mongoledger._core.reads import sum_pipeline
+from mongoledger._core.transactions import Leg
 from mongoledger.errors import (
     AccountNotFound,
     IdempotencyConflict,
@@ -42,8 +45,24 @@ _MAJORITY = WriteConcern("majority")
 _COMMAND_NOT_FOUND = 59
 _INDEX_OPTIONS_CONFLICT = 85  # the index exists under another name, or the name with other options
 _INDEX_KEY_SPECS_CONFLICT = 86  # the name exists with other keys
+_MAX_ATTEMPTS = 5  # re-runs of an operation whose guard failed for a reason that went away
 
 Hook = Callable[[HookContext], Any]
+
+
+class _Retry(Exception):
+    """An attempt lost to a concurrent write; ``_attempts`` runs the operation again."""
+
+
+class _GuardFailed(_Retry):
+    """A guarded ``$inc`` matched nothing; diagnosed after the DB transaction has ended."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+class _DuplicateKey(Exception):
+    """The idempotency key was inserted concurrently."""
 
 
 class LedgerBase:
@@ -90,6 +109,46 @@ class LedgerBase:
                 raise WriteRetriesExhausted(
                     exc, may_have_committed=committed, idempotency_key=idempotency_key
                 ) from exc
+
+    async def _attempts(
+        self,
+        kind: str,
+        attempt: Callable[[], Awaitable[object]],
+        legs: list[Leg],
+        *,
+        idempotency: tuple[str, str] | None = None,
+        retry: Callable[[_Retry], Awaitable[str | None]] | None = None,
+        refused: Callable[[], str] | None = None,
+    ) -> list[ObjectId] | None:
+        """Run ``attempt`` (one try of a write of ``legs``, in its own DB transaction) until
+        it writes, at most ``_MAX_ATTEMPTS`` times; None once it has.
+
+        An attempt that lost to a concurrent write raises a ``_Retry``, and the write runs
+        again: a ``_GuardFailed`` (its cause went away, or the account was just created), or
+        another, for which ``retry`` raises the real reason if there is one, else returns what
+        refused the attempt (None: no change). The error after the last attempt names the
+        last refusal (before any: ``refused()``, by default the first leg's account). When a
+        concurrent call with the same idempotency key wrote first, its ids are returned.
+        """
+        target: str | None = None
+        for _attempt in range(_MAX_ATTEMPTS):
+            try:
+                await attempt()
+                return None
+            except _GuardFailed as failed:
+                target = f"account {legs[failed.index].account.describe()!r}"
+            except _Retry as exc:
+                if retry is not None:
+                    target = await retry(exc) or target
+            except _DuplicateKey:
+                assert idempotency is not None
+                found = await self._idempotent_result(*idempotency)
+                if found is not None:
+                    return found
+        # Only a guard that flips back and forth _MAX_ATTEMPTS times gets here.
+        if target is None:
+            target = f"account {legs[0].account.describe()!r}" if refused is None else refused()
+        raise kept_conflicting(kind, target, _MAX_ATTEMPTS)
 
     async def _find_by_attributes(self, ref: AccountRef) -> Mapping[str, Any] | None:
         assert ref.attributes is not None

@@ -9,12 +9,14 @@ so it never reverts a concurrent operation's write; what it cannot undo safely i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from bson import ObjectId
 
 from mongoledger._async._base import LedgerBase
 from mongoledger._core import schema
+from mongoledger._core.holds import reopen
 from mongoledger._core.idempotency import idempotency_id
 from mongoledger._core.transactions import Leg
 
@@ -23,10 +25,42 @@ __all__ = ["Compensation"]
 _IS_SYNC = False
 
 
+class _Posting:
+    """What one attempt of an operation wrote: undone without DB transactions if it fails.
+
+    Made at every attempt of every write, so ``__init__`` sets only the lists; the rest
+    stays at the class's default until the attempt writes it.
+    """
+
+    dates: tuple[Any, Any] | None = None  # the first date tried, and the settled one
+    key: tuple[str, str] | None = None  # the idempotency key (and fingerprint) it recorded
+    created: Any = None  # an account it created besides its legs' (a hold's target)
+    closed: tuple[Any, str] | None = None  # the hold it closed, and its closing status
+
+    def __init__(self, marked: Sequence[Leg] = ()) -> None:
+        self.applied: list[tuple[Leg, bool]] = []  # (leg, whether it created the account)
+        self.flagged: list[tuple[Any, Any]] = []  # (account, its backdated_from before)
+        self.marked = marked  # the legs whose originals a revert marks ``reverted_by``
+
+
 class Compensation(LedgerBase):
     """Undoing a refused operation's writes without DB transactions."""
 
-    async def _compensate(self, applied: list[tuple[Leg, bool]], marked: list[Leg]) -> None:
+    async def _undo(self, posting: _Posting, operation_id: ObjectId) -> None:
+        """Undo what a failed attempt of operation ``operation_id`` (a hold: the hold's id)
+        wrote on a deployment without DB transactions, as ``posting`` recorded it."""
+        await self._compensate(posting.applied, posting.marked)
+        if posting.dates is not None:
+            await self._restore_dates(posting.applied, posting.flagged, posting.dates)
+        if posting.created is not None:
+            await self._drop_account(posting.created)
+        if posting.closed is not None:
+            hold_id, status = posting.closed
+            await self._holds.update_one(*reopen(hold_id, status, operation_id))
+        if posting.key is not None:
+            await self._drop_key(posting.key, operation_id)
+
+    async def _compensate(self, applied: list[tuple[Leg, bool]], marked: Sequence[Leg]) -> None:
         """Undo the writes of a refused operation on a deployment without DB transactions."""
         cfg = self._cfg
         for leg, created in reversed(applied):
@@ -58,7 +92,11 @@ class Compensation(LedgerBase):
         if marked:
             await self._unmark(marked)
 
-    async def _unmark(self, legs: list[Leg]) -> None:
+    async def _drop_account(self, account_id: Any) -> None:
+        """Delete an account this operation created, unless an operation has moved it since."""
+        await self._accounts.delete_one({"_id": account_id, schema.SEQ: 0})
+
+    async def _unmark(self, legs: Sequence[Leg]) -> None:
         link = self._cfg.account_link_field
         for leg in legs:
             await self._transactions.update_one(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import bson
@@ -36,19 +37,14 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import PyMongoError
 
-from mongoledger._async._io import sleep, to_list
-from mongoledger._async._writes import (
-    _MAX_ATTEMPTS,
-    Writes,
-    _DuplicateKey,
-    _GuardFailed,
-    _Posting,
-)
+from mongoledger._async._base import _Retry
+from mongoledger._async._compensation import _Posting
+from mongoledger._async._io import call_back, check_callback, sleep, to_list
+from mongoledger._async._writes import Writes
 from mongoledger._core import clock, schema
 from mongoledger._core.accounts import AccountRef, account_filter, check_distinct, validate_account
 from mongoledger._core.amounts import validate_positive
 from mongoledger._core.data import validate_data
-from mongoledger._core.guards import kept_conflicting
 from mongoledger._core.holds import (
     HOLDS_ORDER,
     capture_update,
@@ -60,7 +56,6 @@ from mongoledger._core.holds import (
     hold_document,
     hold_to_model,
     holds_query,
-    reopen,
     sweep_filter,
     validate_expiry,
     validate_hold_id,
@@ -85,7 +80,7 @@ _IS_SYNC = False
 log = logging.getLogger("mongoledger.holds")
 
 
-class _HoldGuard(Exception):
+class _HoldGuard(_Retry):
     """A closing update matched nothing; diagnosed after the DB transaction has ended."""
 
 
@@ -152,21 +147,13 @@ class Holds(Writes):
             leg.held, leg.data = view.amount, view.data
         idempotency = None if key is None else (key, fp)
         resolved = leg.account_id  # None: the hold creates the source account
-        for _attempt in range(_MAX_ATTEMPTS):
-            # Every attempt starts from the resolution, never from an id an aborted (or
-            # compensated) attempt created: an account it created is gone with it.
-            leg.account_id = resolved
-            try:
-                await self._write_hold(leg, target, target_id, expiry, now, idempotency)
-                break
-            except _GuardFailed:
-                pass  # its cause went away (a refusal raised its reason inside): run again
-            except _DuplicateKey:
-                found = await self._idempotent_result(key or "", fp)
-                if found is not None:
-                    return found[0]
-        else:  # pragma: no cover - needs a guard that flips back and forth five times
-            raise kept_conflicting("hold", f"account {source.describe()!r}", _MAX_ATTEMPTS)
+        write = partial(
+            self._write_hold, leg, resolved, target, target_id, expiry, now, idempotency
+        )
+        # A refusal raises its reason inside: a guard that failed had a cause that went away.
+        found = await self._attempts("hold", write, [leg], idempotency=idempotency)
+        if found is not None:
+            return found[0]
         if self._after:
             await self._run_after_hooks("hold", [self._hold_view(leg)], hold_id, result=[hold_id])
         return hold_id
@@ -217,23 +204,17 @@ class Holds(Writes):
         date = None if cfg.date_value is None else cfg.operation_date()
         idempotency = None if key is None else (key, fp)
         check_sizes(cfg, legs, kind="capture", date=date, idempotency=idempotency)
-        refused = f"hold {hid!r}"
-        for _attempt in range(_MAX_ATTEMPTS):
-            try:
-                await self._write_capture(hid, value, legs, operation_id, date, idempotency)
-                break
-            except _HoldGuard:
-                await self._diagnose_hold(hid, value)
-                refused = f"hold {hid!r}"
-            except _GuardFailed as failed:
-                # its cause went away (a refusal raised its reason inside): run again
-                refused = f"account {legs[failed.index].account.describe()!r}"
-            except _DuplicateKey:
-                found = await self._idempotent_result(key or "", fp)
-                if found is not None:
-                    return found
-        else:  # pragma: no cover - needs a guard that flips back and forth five times
-            raise kept_conflicting("capture", refused, _MAX_ATTEMPTS)
+        write = partial(self._write_capture, hid, value, legs, operation_id, date, idempotency)
+        found = await self._attempts(
+            "capture",
+            write,
+            legs,
+            idempotency=idempotency,
+            retry=lambda _: self._diagnose_hold(hid, value),
+            refused=lambda: f"hold {hid!r}",
+        )
+        if found is not None:
+            return found
         if self._after:
             await self._run_after_hooks("capture", legs, operation_id)
         return [leg.id for leg in legs]
@@ -254,14 +235,8 @@ class Holds(Writes):
                 "void", [view], operation_id, revert=True, owned=frozenset()
             )
             leg.data = view.data
-        for _attempt in range(_MAX_ATTEMPTS):
-            try:
-                await self._write_release(hid, leg, operation_id, expire_at=None)
-                break
-            except _HoldGuard:
-                await self._diagnose_hold(hid, None)
-        else:  # pragma: no cover - needs a guard that flips back and forth five times
-            raise kept_conflicting("void", f"hold {hid!r}", _MAX_ATTEMPTS)
+        write = partial(self._write_release, hid, leg, operation_id, expire_at=None)
+        await self._attempts("void", write, [leg], retry=lambda _: self._diagnose_hold(hid, None))
         if self._after:
             await self._run_after_hooks("void", [self._hold_view(leg)], operation_id, result=[hid])
 
@@ -290,26 +265,41 @@ class Holds(Writes):
                 return released
 
     async def sweep_holds(
-        self, *, interval: float = 10.0, stop: Any = None, batch_size: int = 100
+        self,
+        *,
+        interval: float = 10.0,
+        stop: Any = None,
+        batch_size: int = 100,
+        report: Any = None,
     ) -> None:
         """Run ``expire_holds()`` every ``interval`` seconds until ``stop.is_set()`` (a
         ``threading.Event`` or ``asyncio.Event``), cancellation or KeyboardInterrupt: the one
         call a service makes to release expired holds in the background (several instances
         may run it at once). A database error is logged and the next round tries again.
+        ``report``, if given, is called instead of the log with each round's outcome: the
+        number of holds released, or the database error (what it raises ends the sweep).
         """
         if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
             raise InvalidArgument(f"interval {interval!r} must be a positive number of seconds")
+        if report is not None:
+            check_callback(report, "report")
         while stop is None or not stop.is_set():
             try:
                 released = await self.expire_holds(batch_size=batch_size)
             except PyMongoError as exc:
-                log.warning("expire_holds failed (%r); retrying in %.1fs", exc, interval)
+                if report is not None:
+                    await call_back(report, exc, "report")
+                else:
+                    log.warning("expire_holds failed (%r); retrying in %.1fs", exc, interval)
             else:
-                if released:
+                if report is not None:
+                    await call_back(report, released, "report")
+                elif released:
                     log.info("released %d expired hold(s)", released)
             waited = 0.0
             while waited < interval and (stop is None or not stop.is_set()):
-                step = min(0.1, interval - waited)
+                # In steps only to notice ``stop``; without one, the interval in one sleep.
+                step = interval if stop is None else min(0.1, interval - waited)
                 await sleep(step)
                 waited += step
 
@@ -361,30 +351,29 @@ class Holds(Writes):
     async def _write_hold(
         self,
         leg: Leg,
+        resolved: Any,
         target: AccountRef,
         target_id: Any,
         expiry: datetime | None,
         now: datetime,
         idempotency: tuple[str, str] | None,
     ) -> None:
+        """One attempt of a hold, from the ``resolved`` source id (as ``_write``)."""
         cfg = self._cfg
-        resolved = leg.account_id
         hold_id = leg.hold_id
 
         async def body(session: Any) -> None:
             leg.account_id = resolved
-            applied: list[tuple[Leg, bool]] = []
-            recorded = False
-            created = None
+            posting = _Posting()
             try:
                 if idempotency is not None:
                     await self._record_key(idempotency, "hold", hold_id, [hold_id], session)
-                    recorded = True
+                    posting.key = idempotency
                 # A hold moves no balance: no date to settle (date=None, nothing in latest).
-                await self._move_legs([leg], session, applied, date=None, latest=[])
+                await self._move_legs([leg], session, posting.applied, date=None, latest=[])
                 to_id = target_id
                 if to_id is None:
-                    to_id, created = await self._create_target(target, session)
+                    to_id, posting.created = await self._create_target(target, session)
                 check_distinct("hold", leg.account, target, (leg.account_id, to_id))
                 doc = hold_document(
                     cfg,
@@ -401,11 +390,7 @@ class Holds(Writes):
                 await self._holds.insert_one(doc, session=session)
             except BaseException:
                 if session is None:
-                    await self._compensate(applied, [])
-                    if created is not None:
-                        await self._accounts.delete_one({"_id": created, schema.SEQ: 0})
-                    if recorded and idempotency is not None:
-                        await self._drop_key(idempotency, hold_id)
+                    await self._undo(posting, hold_id)
                 raise
 
         await self._run(body, None if idempotency is None else idempotency[0])
@@ -432,12 +417,11 @@ class Holds(Writes):
     ) -> None:
         async def body(session: Any) -> None:
             posting = _Posting()
-            recorded = closed = False
             try:
                 if idempotency is not None:
                     ids = [leg.id for leg in legs]
                     await self._record_key(idempotency, "capture", operation_id, ids, session)
-                    recorded = True
+                    posting.key = idempotency
                 now = clock.utcnow()
                 doc = await self._holds.find_one_and_update(
                     closing_filter(hold_id, now, amount=value),
@@ -447,19 +431,14 @@ class Holds(Writes):
                 )
                 if doc is None:
                     raise _HoldGuard
-                closed = True
+                posting.closed = (hold_id, "captured")
                 self._capture_legs(legs, doc, int(doc[schema.CAPTURED_AMOUNT]))
                 await self._post_legs(
                     "capture", legs, operation_id, date, idempotency, session, posting
                 )
             except BaseException:
                 if session is None:
-                    await self._compensate(posting.applied, [])
-                    await self._restore_dates(posting.applied, posting.flagged, posting.dates)
-                    if closed:
-                        await self._holds.update_one(*reopen(hold_id, "captured", operation_id))
-                    if recorded and idempotency is not None:
-                        await self._drop_key(idempotency, operation_id)
+                    await self._undo(posting, operation_id)
                 raise
 
         await self._run(body, None if idempotency is None else idempotency[0])
@@ -499,7 +478,9 @@ class Holds(Writes):
                 )
             except BaseException:
                 if session is None:
-                    await self._holds.update_one(*reopen(hold_id, status, operation_id))
+                    posting = _Posting()
+                    posting.closed = (hold_id, status)
+                    await self._undo(posting, operation_id)
                 raise
             closed.append(True)
 
@@ -515,10 +496,12 @@ class Holds(Writes):
         assert doc is not None
         return doc
 
-    async def _diagnose_hold(self, hold_id: ObjectId, amount: int | None) -> None:
-        """Why a closing update matched nothing; returns to let the caller retry."""
+    async def _diagnose_hold(self, hold_id: ObjectId, amount: int | None) -> str:
+        """Why a closing update matched nothing (``_HoldGuard``): raise it, or return what
+        refused ("hold ...") to let the caller retry."""
         doc = await self._holds.find_one({"_id": hold_id})
         diagnose(doc, hold_id, clock.utcnow(), amount)
+        return f"hold {hold_id!r}"
 
     @staticmethod
     def _capture_legs(legs: list[Leg], doc: Mapping[str, Any], captured: int) -> None:

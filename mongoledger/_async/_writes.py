@@ -25,14 +25,15 @@ costs one extra indexed read to resolve it and detect ambiguity):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from mongoledger._async._compensation import Compensation
+from mongoledger._async._base import _DuplicateKey, _GuardFailed, _Retry
+from mongoledger._async._compensation import Compensation, _Posting
 from mongoledger._async._hooks import Hooks
 from mongoledger._async._io import (
     is_plain_mongomock,
@@ -58,9 +59,8 @@ from mongoledger._core.amounts import (
 from mongoledger._core.currencies import check_currencies
 from mongoledger._core.data import validate_data
 from mongoledger._core.dates import settle_date
-from mongoledger._core.guards import LegUpdate, explain_refusal, kept_conflicting, leg_update
+from mongoledger._core.guards import LegUpdate, explain_refusal, leg_update
 from mongoledger._core.idempotency import (
-    earlier_fingerprint,
     fingerprint,
     idempotency_document,
     validate_idempotency_key,
@@ -85,7 +85,6 @@ from mongoledger.models import OperationKind
 __all__ = ["Writes"]
 
 _IS_SYNC = False
-_MAX_ATTEMPTS = 5  # re-runs of an operation whose guard failed for a reason that went away
 
 
 def _is_sequence(value: object) -> bool:
@@ -96,28 +95,11 @@ def _is_sequence(value: object) -> bool:
     return not isinstance(value, Mapping | str | bytes) and isinstance(value, Sequence)
 
 
-class _GuardFailed(Exception):
-    """A guarded ``$inc`` matched nothing; diagnosed after the DB transaction has ended."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-
-class _Reverted(Exception):
+class _Reverted(_Retry):
     """A leg to revert was marked ``reverted_by`` concurrently."""
 
-
-class _DuplicateKey(Exception):
-    """The idempotency key was inserted concurrently."""
-
-
-@dataclass
-class _Posting:
-    """What one attempt of an operation moved: undone without DB transactions if it fails."""
-
-    applied: list[tuple[Leg, bool]] = field(default_factory=list)  # (leg, account created)
-    flagged: list[tuple[Any, Any]] = field(default_factory=list)  # (account, backdated_from)
-    dates: tuple[Any, Any] = (None, None)  # the first date tried, and the settled one
+    def __init__(self, legs: list[Leg]) -> None:
+        self.legs = legs
 
 
 class Writes(Hooks, Compensation):
@@ -323,7 +305,7 @@ class Writes(Hooks, Compensation):
             args = [(leg.account, leg.amount, leg.data) for leg in planned]
             fp = fingerprint(kind, args)
             found = await self._idempotent_result(
-                key, fp, earlier=lambda: earlier_fingerprint(kind, args)
+                key, fp, earlier=lambda: fingerprint(kind, args, earlier=True)
             )
             if found is not None:
                 return found
@@ -361,29 +343,12 @@ class Writes(Hooks, Compensation):
         idempotency = None if key is None else (key, fp)
         check_sizes(cfg, legs, kind=kind, date=date, idempotency=idempotency)
         resolved = [leg.account_id for leg in legs]  # None: the operation creates the account
-        refused = 0
-        for _attempt in range(_MAX_ATTEMPTS):
-            # Every attempt starts from the resolution, never from ids an aborted (or
-            # compensated) attempt created: an account it created is gone with it.
-            for leg, account_id in zip(legs, resolved, strict=True):
-                leg.account_id = account_id
-            try:
-                await self._write(kind, legs, operation_id, date, idempotency, revert)
-                break
-            except _GuardFailed as failed:
-                refused = failed.index  # its cause went away, or the account was just created
-            except _Reverted:
-                for leg in legs:
-                    doc = await self._transactions.find_one({"_id": leg.reverts})
-                    if doc is not None and doc.get(schema.REVERTED_BY) is not None:
-                        raise AlreadyReverted(leg.reverts, doc[schema.REVERTED_BY]) from None
-            except _DuplicateKey:
-                found = await self._idempotent_result(key or "", fp)
-                if found is not None:
-                    return found
-        else:  # pragma: no cover - needs a guard that flips back and forth five times
-            target = f"account {legs[refused].account.describe()!r}"
-            raise kept_conflicting(kind, target, _MAX_ATTEMPTS)
+        write = partial(self._write, kind, legs, resolved, operation_id, date, idempotency, revert)
+        found = await self._attempts(
+            kind, write, legs, idempotency=idempotency, retry=self._already_reverted
+        )
+        if found is not None:
+            return found
         if self._after:
             await self._run_after_hooks(kind, legs, operation_id)
         return [leg.id for leg in legs]
@@ -392,24 +357,25 @@ class Writes(Hooks, Compensation):
         self,
         kind: OperationKind,
         legs: list[Leg],
+        resolved: list[Any],
         operation_id: ObjectId,
         given: Any,
         idempotency: tuple[str, str] | None,
         revert: bool,
     ) -> None:
-        resolved = [leg.account_id for leg in legs]
+        """One attempt of an operation. It starts from the ``resolved`` account ids (and so
+        does every run with_transaction makes of it), never from ids an aborted (or
+        compensated) run created: an account it created is gone with it."""
 
         async def body(session: Any) -> None:
-            # with_transaction may run this again: start from the resolved ids every time.
             for leg, account_id in zip(legs, resolved, strict=True):
                 leg.account_id = account_id
-            posting = _Posting()
-            recorded = False
+            posting = _Posting(marked=legs) if revert else _Posting()
             try:
                 if idempotency is not None:
                     ids = [leg.id for leg in legs]
                     await self._record_key(idempotency, kind, operation_id, ids, session)
-                    recorded = True
+                    posting.key = idempotency
                 if revert:
                     await self._mark_reverted(legs, session)
                 await self._post_legs(
@@ -417,10 +383,7 @@ class Writes(Hooks, Compensation):
                 )
             except BaseException:
                 if session is None:
-                    await self._compensate(posting.applied, legs if revert else [])
-                    await self._restore_dates(posting.applied, posting.flagged, posting.dates)
-                    if recorded and idempotency is not None:
-                        await self._drop_key(idempotency, operation_id)
+                    await self._undo(posting, operation_id)
                 raise
 
         await self._run(body, None if idempotency is None else idempotency[0])
@@ -499,7 +462,7 @@ class Writes(Hooks, Compensation):
                     await self._explain_refusal(leg, target, session)
                 finally:
                     if created is not None and session is None:
-                        await self._accounts.delete_one({"_id": created, schema.SEQ: 0})
+                        await self._drop_account(created)
                 raise _GuardFailed(index)
             leg.account_id = doc["_id"]
             leg.account_seq = int(doc[schema.SEQ])
@@ -626,7 +589,16 @@ class Writes(Hooks, Compensation):
         if modified != len(legs):
             if session is None:
                 await self._unmark(legs)
-            raise _Reverted
+            raise _Reverted(legs)
+
+    async def _already_reverted(self, reverted: _Retry) -> None:
+        """A revert lost to a concurrent one (``_Reverted``): raise ``AlreadyReverted`` naming
+        the reversal that marked an original, or return to run again (its mark is gone)."""
+        assert isinstance(reverted, _Reverted)
+        for leg in reverted.legs:
+            doc = await self._transactions.find_one({"_id": leg.reverts})
+            if doc is not None and doc.get(schema.REVERTED_BY) is not None:
+                raise AlreadyReverted(leg.reverts, doc[schema.REVERTED_BY]) from None
 
     async def _explain_refusal(self, leg: Leg, target: AccountRef, session: Any) -> None:
         """Raise the reason the guarded ``$inc`` of ``leg`` matched nothing, or return to let

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mongoledger._core import schema
+from mongoledger._core.amounts import int64_total
 from mongoledger._core.config import LedgerConfig
 from mongoledger._core.guards import below_floor
 from mongoledger._core.schema import INT64_MAX, INT64_MIN
@@ -23,6 +24,7 @@ __all__ = [
     "check_links",
     "floor_candidate",
     "floor_violation_filter",
+    "held_sums",
     "history_is_contiguous",
     "is_floor_violation",
     "operation_anomalies_pipeline",
@@ -192,6 +194,19 @@ def capture_legs_pipeline() -> list[dict[str, Any]]:
         {"$match": {schema.HOLD_ID: {"$exists": True}}},
         {"$group": {"_id": f"${schema.HOLD_ID}", "operations": {"$addToSet": "$operation_id"}}},
     ]
+
+
+def held_sums(
+    accounts: Sequence[Mapping[str, Any]], pending: Mapping[str, Mapping[str, Any]]
+) -> dict[str, int | None]:
+    """Every account's sum of its pending holds (``pending``: the rows of
+    :func:`~mongoledger._core.holds.pending_held_pipeline` by ``repr`` of their ``_id``), by
+    ``repr`` of its ``_id``: what its ``held`` must be (None: a sum past int64)."""
+    sums: dict[str, int | None] = {}
+    for doc in accounts:
+        key = repr(doc["_id"])
+        sums[key] = int64_total(pending[key]["held"]) if key in pending else 0
+    return sums
 
 
 def check_captures(

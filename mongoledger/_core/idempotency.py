@@ -17,7 +17,6 @@ from mongoledger._core.schema import CODEC, CREATED_AT, KIND, OPERATION_ID
 from mongoledger.errors import InvalidData
 
 __all__ = [
-    "earlier_fingerprint",
     "fingerprint",
     "idempotency_document",
     "idempotency_id",
@@ -25,18 +24,33 @@ __all__ = [
 ]
 
 
-def fingerprint(kind: str, legs: Sequence[tuple[Any, int, Mapping[str, Any]]]) -> str:
+def fingerprint(
+    kind: str, legs: Sequence[tuple[Any, int, Mapping[str, Any]]], *, earlier: bool = False
+) -> str:
     """A digest of an operation's arguments (accounts, amounts and each leg's data), before
-    hooks: equal calls have equal digests."""
+    hooks: equal calls have equal digests.
+
+    ``earlier``: the digest the previous version recorded, before account references compared
+    numbers by value (each value as given). It is read only with a record of that version's
+    layout (``_id`` the bare key), so a call it recorded and retried after an upgrade still
+    gets its first result, not an ``IdempotencyConflict``.
+    """
     canon = {
         "kind": kind,
-        "legs": [[_canonical(account), amount, _canonical(data)] for account, amount, data in legs],
+        "legs": [
+            [_canonical(account, earlier), amount, _canonical(data, earlier)]
+            for account, amount, data in legs
+        ],
     }
     return hashlib.sha256(bson.encode(canon, codec_options=CODEC)).hexdigest()
 
 
-def _canonical(value: Any) -> Any:
+def _canonical(value: Any, earlier: bool) -> Any:
     if isinstance(value, AccountRef):  # one account, however its numbers are spelled
+        if earlier:  # the previous version's: each value as given
+            if value.attributes:
+                return {"attributes": _canonical(value.attributes, earlier)}
+            return {"id": value.id}
         if value.attributes:
             return {
                 "attributes": {
@@ -45,36 +59,9 @@ def _canonical(value: Any) -> Any:
             }
         return {"id": equality_key(value.id)}
     if isinstance(value, Mapping):
-        return {str(k): _canonical(value[k]) for k in sorted(value, key=str)}
+        return {str(k): _canonical(value[k], earlier) for k in sorted(value, key=str)}
     if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
-    return value
-
-
-def earlier_fingerprint(kind: str, legs: Sequence[tuple[Any, int, Mapping[str, Any]]]) -> str:
-    """The fingerprint the previous version recorded (before account references compared
-    numbers by value: each value as given). Read only with a record of that version's layout
-    (``_id`` the bare key), so a call it recorded and retried after an upgrade still gets its
-    first result, not an ``IdempotencyConflict``."""
-    canon = {
-        "kind": kind,
-        "legs": [
-            [_earlier_canonical(account), amount, _earlier_canonical(data)]
-            for account, amount, data in legs
-        ],
-    }
-    return hashlib.sha256(bson.encode(canon, codec_options=CODEC)).hexdigest()
-
-
-def _earlier_canonical(value: Any) -> Any:
-    if isinstance(value, AccountRef):
-        if value.attributes:
-            return {"attributes": _earlier_canonical(value.attributes)}
-        return {"id": value.id}
-    if isinstance(value, Mapping):
-        return {str(k): _earlier_canonical(value[k]) for k in sorted(value, key=str)}
-    if isinstance(value, list | tuple):
-        return [_earlier_canonical(v) for v in value]
+        return [_canonical(v, earlier) for v in value]
     return value
 
 

@@ -30,9 +30,10 @@ from mongoledger._format import CurrencyFormat, one_line
 from mongoledger._sync.ledger import Ledger
 from mongoledger._text import UsageError
 from mongoledger.cli._commands import COMMANDS
-from mongoledger.cli._connection import connect, resolve, validate_db_name
+from mongoledger.cli._connection import connect, validate_db_name
 from mongoledger.cli._context import Context, ledger_for
 from mongoledger.cli._parser import build_parser
+from mongoledger.cli._target import resolve
 from mongoledger.errors import LedgerError
 
 __all__ = ["build_parser", "main", "run"]
@@ -49,7 +50,7 @@ def main(
     """Run ``mongoledger`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
     ``database`` (a PyMongo-compatible database) replaces ``--uri``/``--store``/``--db``/
-    ``--memory`` (where the data goes otherwise: ``_connection``);
+    ``--memory`` (where the data goes otherwise: ``_target``);
     ``environ`` replaces ``os.environ`` for the MONGOLEDGER_* defaults.
     """
     out = stdout if stdout is not None else sys.stdout
@@ -152,9 +153,10 @@ def _symbol(args: argparse.Namespace) -> str:
 
 
 def _connect(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any]:
-    """The one connection path of every command (see ``_connection``): bad names and URIs are
-    usage errors naming the value, a slow server is announced, an unreachable one is one
-    line, a store that cannot be opened says why and what to do."""
+    """The one connection path of every command (``_target`` chooses, ``_connection``
+    connects): bad names and URIs are usage errors naming the value, a slow server is
+    announced, an unreachable one is one line, a store that cannot be opened says why and
+    what to do."""
     validate_db_name(args.db)
     target = resolve(args)
     if target.kind == "memory" and args.command == "watch":

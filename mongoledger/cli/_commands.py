@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import time
+import math
+import time  # noqa: F401 - tests/test_cli.py patches _commands.time.sleep (the sweep's nap)
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -301,18 +302,22 @@ def cmd_expire(args: argparse.Namespace, ctx: Context) -> int:
         else:
             ctx.print(f"released {released} expired hold(s)")
         return 0
-    if now is not None or args.every <= 0:
+    if now is not None or not 0 < args.every < math.inf:
         raise UsageError("--every takes a positive number of seconds, and no --now")
-    while True:  # until Ctrl-C (exit status 130)
-        released = ctx.ledger.expire_holds()
-        if released:
+
+    def report(outcome: int | Exception) -> None:
+        if isinstance(outcome, Exception):
+            raise outcome  # a database error ends the command (exit 1), not retried
+        if outcome:
             at = clock.utcnow()
             if ctx.json:
-                ctx.emit_line({"released": released, "at": at})
+                ctx.emit_line({"released": outcome, "at": at})
             else:
-                ctx.print(f"{ctx.date(at)}  released {released} expired hold(s)")
+                ctx.print(f"{ctx.date(at)}  released {outcome} expired hold(s)")
                 ctx.out.flush()
-        time.sleep(args.every)
+
+    ctx.ledger.sweep_holds(interval=args.every, report=report)  # until Ctrl-C (exit 130)
+    return 0
 
 
 def cmd_history(args: argparse.Namespace, ctx: Context) -> int:

@@ -1,67 +1,46 @@
-"""Where a command (``mongoledger``, the notifier) keeps its data, and connecting to it.
-
-**The choice** (:func:`resolve`), the same for every command, so ``serve`` and ``serve-db``
-choose as the others do:
-
-1. ``--memory``: a fresh in-memory engine, empty at every start;
-2. ``--uri URI`` or ``--store DIR`` on the command line (not both);
-3. ``MONGOLEDGER_URI``, then ``MONGOLEDGER_STORE`` in the environment;
-4. otherwise the embedded store in the per-user default directory (:func:`default_store`):
-   ``$XDG_DATA_HOME/mongoledger/store`` (``~/.local/share/mongoledger/store``) on Linux,
-   ``~/Library/Application Support/mongoledger/store`` on macOS,
-   ``%LOCALAPPDATA%\\mongoledger\\store`` on Windows (a long-running consumer such as the
-   notifier asks for a server there instead: ``mongodb://localhost:27017``).
-
+"""Connecting a command (``mongoledger``, the notifier) to the target it chose
+(:mod:`._target`: ``--memory``, ``--uri``, ``--store``, the environment, the default store).
 A store is created on first use, and the command says once on stderr where it is.
 
-**Connecting** (:func:`connect`): every mistake is one line that names the value: a bad
-``--uri`` (syntax, port, options) or ``--db`` is a usage error (exit 2) before anything is sent;
-a server selection that takes more than a moment prints ``connecting to HOST...`` on stderr
-(TTY or not); an unreachable server ends with one line naming the host and the reason (exit 1);
-a store that cannot be opened (in use by another process, damaged) says which and what to do.
-The user's ``serverSelectionTimeoutMS`` is honoured; without it the wait is 10 s, not
-PyMongo's 30 s.
+:func:`connect`: every mistake is one line that names the value: a bad ``--uri`` (syntax,
+port, options) or ``--db`` (:func:`validate_db_name`, which the caller runs once, first) is
+a usage error (exit 2) before anything is sent; a server selection that takes more than a
+moment prints ``connecting to HOST...`` on stderr (TTY or not); an unreachable server ends
+with one line naming the host and the reason (exit 1); a store that cannot be opened (in use
+by another process, damaged) says which and what to do. The user's
+``serverSelectionTimeoutMS`` is honoured; without it the wait is 10 s, not PyMongo's 30 s.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import sys
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 from mongoledger._format import one_line
 from mongoledger._text import UsageError
+from mongoledger.cli._target import DEFAULT_URI, Target, default_store, hosts_of, redact, resolve
 from mongoledger.errors import LedgerError
 
+# default_store and resolve are the choice's (._target), still importable from here.
 __all__ = [
     "NOTICE_AFTER",
     "SERVER_SELECTION_MS",
     "CannotConnect",
-    "Target",
-    "add_connection_defaults",
     "connect",
     "connect_async",
     "connect_server",
     "default_store",
-    "hosts_of",
     "open_server",
-    "redact",
     "resolve",
     "validate_db_name",
 ]
 
 SERVER_SELECTION_MS = 10_000
 NOTICE_AFTER = 0.5  # seconds of waiting before "connecting to HOST..." is printed
-DEFAULT_URI = "mongodb://localhost:27017"
 # MongoDB refuses these in database names (on every platform); a name is under 64 bytes.
 _DB_FORBIDDEN = '/\\. "$\x00'
-_CREDENTIALS = re.compile(r"^(mongodb(?:\+srv)?://)([^@/]*)@")
 _TIMEOUTS = re.compile(r" \(configured timeouts: [^)]*\)")
 
 
@@ -69,96 +48,12 @@ class CannotConnect(LedgerError):
     """The server could not be reached, or refused the connection (exit status 1)."""
 
 
-# --------------------------------------------------------------------------- the choice
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a command connects to: ``kind`` is "uri", "store" or "memory"."""
-
-    kind: str
-    uri: str | None = None
-    store: Path | None = None
-    default: bool = False  # the store is the per-user default one
-
-    def describe(self) -> str:
-        if self.kind == "uri":
-            return f"MongoDB at {hosts_of(self.uri or DEFAULT_URI)}"
-        if self.kind == "store":
-            return f"the store {self.store}"
-        return "an in-memory engine"
-
-
-def default_store(environ: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
-    """The per-user default store directory (see the module docstring)."""
-    env = os.environ if environ is None else environ
-    platform = sys.platform if platform is None else platform
-    home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
-    if platform == "win32":
-        base = Path(env["LOCALAPPDATA"]) if env.get("LOCALAPPDATA") else home / "AppData/Local"
-    elif platform == "darwin":
-        base = home / "Library" / "Application Support"
-    else:
-        xdg = env.get("XDG_DATA_HOME")
-        base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".local" / "share"
-    return base / "mongoledger" / "store"
-
-
-def add_connection_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
-    """Record the environment's say on the parser, so :func:`resolve` can rank it below the
-    command line."""
-    parser.set_defaults(
-        env_uri=environ.get("MONGOLEDGER_URI") or None,
-        env_store=environ.get("MONGOLEDGER_STORE") or None,
-        default_store=str(default_store(environ)),
-    )
-
-
-def resolve(args: argparse.Namespace, *, fallback: str = "store", serving: bool = False) -> Target:
-    """The target the parsed arguments (and the environment they carry) choose; without any
-    choice, the default store (``fallback="uri"``: the local server). ``serving`` (serve-db,
-    which serves a store or an engine) passes over ``MONGOLEDGER_URI``: that names where the
-    other commands connect, possibly this very endpoint."""
-    uri = getattr(args, "uri", None)
-    store = getattr(args, "store", None)
-    if getattr(args, "memory", False):
-        if uri or store:
-            given = "--uri" if uri else "--store"
-            raise UsageError(f"--memory and {given} exclude each other: --memory keeps nothing")
-        return Target("memory")
-    if uri and store:
-        raise UsageError(
-            "--uri and --store exclude each other: --uri names a MongoDB server, "
-            "--store a directory the embedded store keeps its data in"
-        )
-    if uri:
-        return Target("uri", uri=uri)
-    if store:
-        return Target("store", store=_directory(store))
-    env_uri = None if serving else getattr(args, "env_uri", None)
-    if env_uri:
-        return Target("uri", uri=env_uri)
-    env_store = getattr(args, "env_store", None)
-    if env_store:
-        return Target("store", store=_directory(env_store))
-    if fallback == "uri":
-        return Target("uri", uri=DEFAULT_URI)
-    chosen = getattr(args, "default_store", None) or str(default_store())
-    return Target("store", store=_directory(chosen), default=True)
-
-
-def _directory(text: str) -> Path:
-    return Path(text).expanduser().absolute()
-
-
-# --------------------------------------------------------------------------- connecting
-
-
 def connect(
     target: Target, db_name: str, err: TextIO, *, appname: str, prog: str = "mongoledger"
 ) -> tuple[Any, Any]:
-    """A connected sync ``(client, database)`` for ``target``."""
-    validate_db_name(db_name)
+    """A connected sync ``(client, database)`` for ``target``; ``db_name`` is one
+    :func:`validate_db_name` accepted (the caller checks it first, so that a bad ``--db`` is
+    reported before the command's other mistakes)."""
     if target.kind == "uri":
         assert target.uri is not None
         return connect_server(target.uri, db_name, err, appname=appname, prog=prog)
@@ -225,21 +120,6 @@ def _announce(target: Target, err: TextIO, prog: str) -> None:
         err.write(f"{prog}: created the store {target.store}\n")
 
 
-def redact(uri: str) -> str:
-    """The URI with its password hidden, fit for an error message."""
-    match = _CREDENTIALS.match(uri)
-    if match is None:
-        return uri
-    user = match.group(2).split(":", 1)[0]
-    return f"{match.group(1)}{user}:***@{uri[match.end() :]}"
-
-
-def hosts_of(uri: str) -> str:
-    """The host list of a MongoDB URI (``db0:27017,db1``), for messages."""
-    rest = _CREDENTIALS.sub(r"\1", uri).split("://", 1)[-1]
-    return re.split(r"[/?]", rest, maxsplit=1)[0] or "localhost"
-
-
 def validate_db_name(name: Any, *, option: str = "--db") -> str:
     """A database name MongoDB accepts, or a ``UsageError`` naming it."""
     if not isinstance(name, str) or not name:
@@ -256,11 +136,11 @@ def validate_db_name(name: Any, *, option: str = "--db") -> str:
 def connect_server(
     uri: str | None, db_name: str, err: TextIO, *, appname: str, prog: str = "mongoledger"
 ) -> tuple[Any, Any]:
-    """A connected ``(client, database)``; see the module docstring for the messages."""
+    """A connected ``(client, database)`` (``db_name``: as for :func:`connect`); see the module
+    docstring for the messages."""
     from pymongo import MongoClient, uri_parser
     from pymongo.errors import ConfigurationError, PyMongoError, ServerSelectionTimeoutError
 
-    validate_db_name(db_name)
     uri = uri or DEFAULT_URI
     shown = redact(uri)
     options: dict[str, Any] = {"appname": appname}

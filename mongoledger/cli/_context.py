@@ -69,7 +69,8 @@ def async_database(args: argparse.Namespace, ctx: Context) -> Any:
     server = getattr(getattr(database, "client", None), "server", None)
     if isinstance(server, MemoryServer):
         return AsyncMemoryClient(server=server)[database.name]
-    from mongoledger.cli._connection import connect_async, resolve
+    from mongoledger.cli._connection import connect_async
+    from mongoledger.cli._target import resolve
 
     return connect_async(resolve(args), appname="mongoledger-serve")[database.name]
 

@@ -6,6 +6,7 @@ import argparse
 import os
 import textwrap
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from mongoledger._core.dates import PERIOD_FORMATS
@@ -13,7 +14,7 @@ from mongoledger._core.events import KINDS
 from mongoledger._core.holds import STATUSES
 from mongoledger._core.reads import REPORT_SORTS
 from mongoledger._format import DEFAULT_DATE_FORMAT
-from mongoledger.cli._connection import add_connection_defaults, default_store
+from mongoledger.cli._target import add_connection_defaults, default_store
 
 __all__ = ["build_parser", "connection_arguments"]
 
@@ -81,10 +82,15 @@ def _env(environ: Mapping[str, str], name: str, default: str | None = None) -> s
     return value if value else default
 
 
-def connection_arguments(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], Any]]:
+def connection_arguments(
+    environ: Mapping[str, str], store: Path | None = None
+) -> list[tuple[tuple[str, ...], Any]]:
     """The connection options (names, ``add_argument`` keywords), shared by ``mongoledger``
-    and the notifier. ``--uri`` and ``--store`` default to nothing: the environment's values
-    are recorded by ``add_connection_defaults`` and ranked by ``_connection.resolve``."""
+    and the notifier; ``store``: the default store, if already known. ``--uri`` and
+    ``--store`` default to nothing: the environment's values are recorded by
+    ``add_connection_defaults`` and ranked by ``_target.resolve``."""
+    if store is None:
+        store = default_store(environ)
     return [
         (
             ("--uri",),
@@ -100,7 +106,7 @@ def connection_arguments(environ: Mapping[str, str]) -> list[tuple[tuple[str, ..
                 "default": None,
                 "metavar": "DIR",
                 "help": "keep the data in the embedded store in DIR (env MONGOLEDGER_STORE; "
-                f"default {default_store(environ)}); used when no URI is given",
+                f"default {store}); used when no URI is given",
             },
         ),
         (
@@ -121,10 +127,14 @@ def connection_arguments(environ: Mapping[str, str]) -> list[tuple[tuple[str, ..
     ]
 
 
+Connection = list[tuple[tuple[str, ...], Any]]  # connection_arguments()
+
+
 def _add_global_options(
-    parser: argparse.ArgumentParser, *, environ: Mapping[str, str], suppress: bool
+    parser: argparse.ArgumentParser, *, connection: Connection, suppress: bool
 ) -> None:
-    """The global options; on subcommands they default to SUPPRESS so either place works."""
+    """The global options (``connection``: the connection options, built once per parser);
+    on subcommands they default to SUPPRESS so either place works."""
 
     def default(value: object) -> object:
         return argparse.SUPPRESS if suppress else value
@@ -141,9 +151,8 @@ def _add_global_options(
             self._group.add_argument(*names, **kwargs)
 
     conn = _Group("connection (default: the embedded store, see --store)")
-    for names, options in connection_arguments(environ):
-        options["default"] = default(options["default"])
-        conn.add_argument(*names, **options)
+    for names, options in connection:
+        conn.add_argument(*names, **{**options, "default": default(options["default"])})
 
     layout = _Group("ledger layout (match the application's Ledger options)")
     layout.add_argument("--accounts-collection", default=default("accounts"), metavar="NAME")
@@ -286,7 +295,7 @@ def _command(
     name: str,
     summary: str,
     example: str,
-    environ: Mapping[str, str],
+    connection: Connection,
     description: str = "",
 ) -> argparse.ArgumentParser:
     parser = sub.add_parser(
@@ -297,7 +306,7 @@ def _command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
-    _add_global_options(parser, environ=environ, suppress=True)
+    _add_global_options(parser, connection=connection, suppress=True)
     return parser
 
 
@@ -311,8 +320,10 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # --account must never be read as --accounts-collection
     )
-    _add_global_options(parser, environ=environ, suppress=False)
-    add_connection_defaults(parser, environ)
+    store = default_store(environ)  # once: every subcommand takes the connection options
+    connection = connection_arguments(environ, store)
+    _add_global_options(parser, connection=connection, suppress=False)
+    add_connection_defaults(parser, environ, store)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     _command(
@@ -320,7 +331,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "init",
         "create the indexes the ledger needs (idempotent)",
         "  mongoledger init --uri mongodb://db0/?replicaSet=rs0 --db payments",
-        environ,
+        connection,
     )
 
     p = _command(
@@ -328,7 +339,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "open",
         "get or create an account, optionally with an overdraft floor",
         "  mongoledger open --account user_id=7 --account type=wallet --min-balance 0",
-        environ,
+        connection,
     )
     _add_account(p)
     p.add_argument(
@@ -352,7 +363,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
             "--idempotency-key order-1187",
         ),
     ):
-        p = _command(sub, name, summary, example, environ)
+        p = _command(sub, name, summary, example, connection)
         _add_account(p)
         p.add_argument("amount", metavar="AMOUNT")
         _add_write_options(p)
@@ -363,7 +374,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "move AMOUNT (> 0) from one account to another, atomically",
         "  mongoledger transfer --from user_id=1 --from type=wallet "
         "--to user_id=2 --to type=wallet 1500 --data note=rent",
-        environ,
+        connection,
     )
     _add_account(p, "from", " (debited)")
     _add_account(p, "to", " (credited)")
@@ -377,7 +388,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "  mongoledger post --leg -1000 user_id=3 type=wallet \\\n"
         "                   --leg 900 user_id=3 type=purchases \\\n"
         "                   --leg 100 user_id=1 type=commission --data order=A-17",
-        environ,
+        connection,
         description="Post a balanced multi-leg operation: every --leg is AMOUNT followed by the "
         "account's KEY=VALUE attributes (or _id=ID); the amounts must sum to zero.",
     )
@@ -396,7 +407,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "revert",
         "compensate an operation (never deletes); a leg reverts its whole operation",
         "  mongoledger revert 65ab12cd34ef56ab78cd90ef --data reason=refund",
-        environ,
+        connection,
     )
     p.add_argument("transaction_id", metavar="TRANSACTION_ID", help="24 hex digits")
     _add_write_options(p)
@@ -408,7 +419,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "  mongoledger hold --from user_id=7 --from type=wallet --to shop_id=3 2500 "
         "--expires-in 7d --data order=A-17\n"
         "  mongoledger --json hold --from-id 65ab12cd34ef56ab78cd90ef --to-id shop-3 990",
-        environ,
+        connection,
         description="Reserve AMOUNT (> 0) of the source account's available balance (its "
         "balance minus its pending holds) for the target. Nothing moves yet: capture moves "
         "all or part of it, void releases it, and past its expiry expire releases it.",
@@ -429,7 +440,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "move all (or --amount) of a pending hold; the rest of it is released",
         "  mongoledger capture 65ab12cd34ef56ab78cd90ef\n"
         "  mongoledger capture 65ab12cd34ef56ab78cd90ef --amount 1990 --data shipment=S-9",
-        environ,
+        connection,
     )
     p.add_argument("hold_id", metavar="HOLD_ID", help="24 hex digits")
     p.add_argument("--amount", metavar="AMOUNT", help="at most the held amount (default: all)")
@@ -440,7 +451,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "void",
         "release a pending hold entirely",
         "  mongoledger void 65ab12cd34ef56ab78cd90ef --data reason=cancelled",
-        environ,
+        connection,
     )
     p.add_argument("hold_id", metavar="HOLD_ID", help="24 hex digits")
     p.add_argument(
@@ -456,7 +467,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "list holds, newest first: of an account (as source or target) or of all accounts",
         "  mongoledger holds --account user_id=7 --account type=wallet\n"
         "  mongoledger holds --status all --limit 20",
-        environ,
+        connection,
     )
     _add_account(p, what=" (optional; default: all accounts)")
     p.add_argument("--status", choices=HOLD_STATUSES, default="pending", help="default pending")
@@ -467,7 +478,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "expire",
         "release every pending hold past its expiry (once, or --every SECONDS until Ctrl-C)",
         "  mongoledger expire\n  mongoledger expire --every 30",
-        environ,
+        connection,
     )
     p.add_argument("--now", metavar="DATE", help="release holds expiring up to DATE (default: now)")
     p.add_argument(
@@ -483,7 +494,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "show an account's balance",
         "  mongoledger balance --account user_id=7 --account type=wallet\n"
         "  mongoledger balance --account-id 65ab12cd34ef56ab78cd90ef --at 2026-10-31",
-        environ,
+        connection,
     )
     _add_account(p)
     how = p.add_mutually_exclusive_group()
@@ -502,7 +513,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "--limit 20\n"
         "  mongoledger history --account user_id=7 --account type=wallet --limit 20 "
         "--before-seq 41",
-        environ,
+        connection,
     )
     _add_account(p)
     p.add_argument("--start", metavar="DATE", help="from DATE (inclusive)")
@@ -522,7 +533,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "report",
         "every account with its balance (the all-balances report)",
         "  mongoledger report --sort -balance --limit 20 --where type=wallet",
-        environ,
+        connection,
     )
     p.add_argument("--sort", choices=REPORT_SORTS, default="-balance", help="default %(default)s")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N accounts")
@@ -541,7 +552,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "credit and debit totals per day, month or year (all accounts or one)",
         "  mongoledger stats --period day --start 2026-11-01\n"
         "  mongoledger stats --period month --account user_id=7 --account type=wallet",
-        environ,
+        connection,
     )
     p.add_argument("--period", choices=PERIODS, default="month")
     _add_account(p, what=" (optional; default: all accounts)")
@@ -557,7 +568,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "check balances, running balances, floors, operation legs, revert links and holds; "
         "exit 1 on a discrepancy",
         "  mongoledger verify\n  mongoledger verify --repair",
-        environ,
+        connection,
     )
     p.add_argument(
         "--repair",
@@ -573,7 +584,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "print committed operations as JSON lines, one per operation (needs change streams)",
         "  mongoledger watch --kind transfer | jq .transactions[].amount\n"
         '  mongoledger watch --resume-after \'{"_data": "8263..."}\' --limit 100',
-        environ,
+        connection,
     )
     p.add_argument(
         "--account",
@@ -604,7 +615,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "  mongoledger export backup/\n"
         "  mongorestore --uri 'mongodb://db0/?replicaSet=rs0' backup/   # into a replica set\n"
         "  mongoledger --store ~/ledger export --format json backup-json/",
-        environ,
+        connection,
         description="Write every collection of --db (indexes included) under DIR/<db>/ in "
         "mongodump's layout: <collection>.bson and <collection>.metadata.json, which "
         "mongorestore reads; with --format json, <collection>.json (canonical extended JSON, "
@@ -620,7 +631,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "load an export (or mongodump/mongoexport output) into the database",
         "  mongoledger import backup/ --drop\n"
         "  mongoledger --uri 'mongodb://db0/?replicaSet=rs0' --db shop import backup/",
-        environ,
+        connection,
         description="Insert the collections exported under DIR (DIR/<db>/ or the folder itself; "
         ".bson or extended JSON files) into --db, creating their indexes first. Collections "
         "that already hold documents are refused (nothing is written) unless --drop replaces "
@@ -637,7 +648,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "  mongoledger users add admin --permission view_all --permission adjust\n"
         "  mongoledger serve --port 8000\n"
         "  mongoledger --memory serve --demo      # a throwaway demo with printed logins",
-        environ,
+        connection,
         description="Serve the balance pages and the JSON API over HTTP with uvicorn, on the "
         "same database the other commands use. Visitors log in as users of the users "
         "collection (mongoledger users); anonymous visitors get the login page. Sessions are "
@@ -665,7 +676,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "  printf '%s\\n' \"$PASSWORD\" | mongoledger users add admin --admin --password-stdin\n"
         "  mongoledger users list\n  mongoledger users passwd alice\n"
         "  mongoledger users remove alice",
-        environ,
+        connection,
         description="Manage the users who can log in to mongoledger serve. Passwords are read "
         "from a prompt (or one line of standard input with --password-stdin), never from the "
         "command line, and stored as Argon2id hashes. Permissions: view_own (the user's own "
@@ -680,7 +691,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         ("passwd", "set a user's password (asks for it)"),
     ):
         q = users_sub.add_parser(action, help=summary, description=summary, allow_abbrev=False)
-        _add_global_options(q, environ=environ, suppress=True)
+        _add_global_options(q, connection=connection, suppress=True)
         q.add_argument(
             "--users-collection", default="web_users", metavar="NAME", help="default %(default)s"
         )
@@ -710,7 +721,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "run a realistic scenario on the in-memory engine (no server needed)",
         "  mongoledger demo\n  mongoledger --currency-symbol ' EUR' --symbol-position after "
         "--thousands-sep . --decimal-sep , demo",
-        environ,
+        connection,
         description="Run a realistic scenario on the in-memory engine, no server needed: users "
         "with virtual-money, payment-gateway and purchases accounts; top-ups, purchases, a "
         "refund, a refused overdraft, an idempotent retry, a commission split, a change-stream "
@@ -720,5 +731,5 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
 
     from mongoledger.cli import _serve_db
 
-    _serve_db.register(sub, _command, environ)
+    _serve_db.register(sub, _command, connection)
     return parser

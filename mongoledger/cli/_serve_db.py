@@ -10,7 +10,6 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -73,9 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _server(args: argparse.Namespace, err: Any) -> tuple[Any, str]:
-    """The engine to serve, chosen as every command chooses (``_connection.resolve``: --memory,
+    """The engine to serve, chosen as every command chooses (``_target.resolve``: --memory,
     --store, MONGOLEDGER_STORE, the default store), and what it is."""
-    from mongoledger.cli._connection import open_server, resolve
+    from mongoledger.cli._connection import open_server
+    from mongoledger.cli._target import resolve
 
     if args.oplog_size is not None and args.oplog_size < 1:
         raise UsageError(f"--oplog-size must be at least 1, not {args.oplog_size}")
@@ -122,6 +122,6 @@ def cmd_serve_db(args: argparse.Namespace, ctx: Context) -> int:
             signal.signal(sig, handler)
 
 
-def register(sub: Any, command: Any, environ: Mapping[str, str]) -> None:
-    parser = command(sub, "serve-db", SUMMARY, EXAMPLE, environ, description=DESCRIPTION)
+def register(sub: Any, command: Any, connection: Any) -> None:
+    parser = command(sub, "serve-db", SUMMARY, EXAMPLE, connection, description=DESCRIPTION)
     add_arguments(parser)

@@ -63,14 +63,9 @@ class OpenAccountIn(_Body):
     min_balance: StrictInt | None = None
 
 
-class HoldIn(DataIn):
+class HoldIn(TransferIn):
     """A hold: reserve ``amount`` of ``from``'s available balance for ``to``."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    from_account: StrictStr = Field(alias="from")
-    to_account: StrictStr = Field(alias="to")
-    amount: StrictInt = Field(description="integer > 0, minor unit")
     expires_at: StrictStr | None = Field(
         default=None, description="ISO 8601 date-time, UTC unless it names an offset"
     )

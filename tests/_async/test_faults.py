@@ -12,6 +12,7 @@ leaves drift that ``verify()`` reports and a repair fixes from the transactions.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -30,6 +31,7 @@ from mongoledger import (
     LedgerError,
     WriteRetriesExhausted,
 )
+from mongoledger._async import _holds as holds_module
 from mongoledger._async._io import to_list
 from tests._async.stored import snapshot
 from tests.conftest import NO_TXN, REAL_URI, SKIP_REAL
@@ -821,3 +823,40 @@ async def test_plain_mongomock_threads_never_cross_a_floor(
     assert await ledger.balance(ALICE) == 0
     report = await ledger.verify()
     assert report.ok, report
+
+
+async def test_a_refusal_whose_cause_keeps_vanishing_is_tried_five_times(
+    async_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A guard that refuses while its cause is gone whenever the ledger looks (a concurrent
+    writer flipping it back and forth) runs the operation again, five times in all; then the
+    error names what refused, and nothing was written."""
+    ledger = AsyncLedger(async_db)
+    alice = await ledger.open_account(ALICE, min_balance=0)
+    bob = await ledger.open_account(BOB)
+    await ledger.increase(alice, 10)
+    hold_id = await ledger.hold(alice, bob, 4)
+    await ledger.void(hold_id)
+    before = await snapshot(ledger)
+    looks: list[Any] = []
+
+    async def cause_gone(*args: Any) -> None:  # the account no longer explains the refusal
+        looks.append(args)
+
+    monkeypatch.setattr(AsyncLedger, "_explain_refusal", cause_gone)
+    monkeypatch.setattr(holds_module, "diagnose", lambda *args: looks.append(args))
+    conflict = "{} kept conflicting with concurrent writes: the guarded update of {} was refused 5"
+    with pytest.raises(
+        LedgerError, match=re.escape(conflict.format("transfer", f"account {alice!r}"))
+    ):
+        await ledger.transfer(alice, bob, 11)
+    with pytest.raises(LedgerError, match=re.escape(conflict.format("hold", f"account {alice!r}"))):
+        await ledger.hold(alice, bob, 11)
+    with pytest.raises(
+        LedgerError, match=re.escape(conflict.format("capture", f"hold {hold_id!r}"))
+    ):
+        await ledger.capture(hold_id)
+    with pytest.raises(LedgerError, match=re.escape(conflict.format("void", f"hold {hold_id!r}"))):
+        await ledger.void(hold_id)
+    assert len(looks) == 4 * 5
+    assert await snapshot(ledger) == before

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from bson import Int64, ObjectId
+from pymongo.errors import AutoReconnect
 
 from mongoledger import (
     AccountNotFound,
@@ -392,6 +393,37 @@ async def test_sweep_holds_releases_in_the_background_until_stopped(
     else:
         await asyncio.wait_for(task, 10)
     assert (await ledger.holds(WALLET, status="expired"))[0].amount == 60
+
+
+async def test_sweep_holds_reports_each_round_and_ends_when_the_report_raises(
+    ledger: AsyncLedger, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await ledger.hold(WALLET, SHOP, 60, expires_at=timedelta(seconds=30))
+    clock.advance(seconds=31)
+    expire_holds = ledger.expire_holds
+    failure = AutoReconnect("the database is unreachable")
+    rounds: list[int] = []
+
+    async def third_round_fails(**options: Any) -> int:
+        rounds.append(1)
+        if len(rounds) == 3:
+            raise failure
+        return await expire_holds(**options)
+
+    monkeypatch.setattr(ledger, "expire_holds", third_round_fails)
+    seen: list[Any] = []
+
+    def report(outcome: Any) -> None:
+        seen.append(outcome)
+        if isinstance(outcome, Exception):
+            raise outcome
+
+    with pytest.raises(AutoReconnect):
+        await ledger.sweep_holds(interval=0.01, report=report)
+    assert seen == [1, 0, failure]  # what was released, then the error: not logged, not retried
+    assert (await ledger.holds(WALLET, status="expired"))[0].amount == 60
+    with pytest.raises(TypeError, match="report"):
+        await ledger.sweep_holds(report="print")
 
 
 async def test_expires_at_forms(ledger: AsyncLedger, clock: Clock) -> None:

@@ -10,7 +10,7 @@ from bson import Int64
 from mongoledger import AsyncLedger, IdempotencyConflict
 from mongoledger._async._io import to_list
 from mongoledger._core.accounts import validate_account
-from mongoledger._core.idempotency import earlier_fingerprint, fingerprint
+from mongoledger._core.idempotency import fingerprint
 
 _IS_SYNC = False
 
@@ -86,11 +86,11 @@ async def test_a_key_the_previous_version_recorded_answers_a_retry_of_its_call(
         (validate_account(wallet), -5, {"order": 1}),
         (validate_account(shop), 5, {"order": 1}),
     ]
-    assert earlier_fingerprint("transfer", args) != fingerprint("transfer", args)
+    assert fingerprint("transfer", args, earlier=True) != fingerprint("transfer", args)
     store = ledger.database["ledger_idempotency"]
     record = await store.find_one({})
     await store.delete_one({"_id": record["_id"]})
-    earlier = {**record, "_id": "pay-1", "hash": earlier_fingerprint("transfer", args)}
+    earlier = {**record, "_id": "pay-1", "hash": fingerprint("transfer", args, earlier=True)}
     await store.insert_one(earlier)
     again = await ledger.transfer(wallet, shop, 5, {"order": 1}, idempotency_key="pay-1")
     assert again == first

@@ -14,6 +14,7 @@ leaves drift that ``verify()`` reports and a repair fixes from the transactions.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -32,6 +33,7 @@ from mongoledger import (
     LedgerError,
     WriteRetriesExhausted,
 )
+from mongoledger._sync import _holds as holds_module
 from mongoledger._sync._io import to_list
 from tests._sync.stored import snapshot
 from tests.conftest import NO_TXN, REAL_URI, SKIP_REAL
@@ -813,3 +815,40 @@ def test_plain_mongomock_threads_never_cross_a_floor(
     assert ledger.balance(ALICE) == 0
     report = ledger.verify()
     assert report.ok, report
+
+
+def test_a_refusal_whose_cause_keeps_vanishing_is_tried_five_times(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A guard that refuses while its cause is gone whenever the ledger looks (a concurrent
+    writer flipping it back and forth) runs the operation again, five times in all; then the
+    error names what refused, and nothing was written."""
+    ledger = Ledger(db)
+    alice = ledger.open_account(ALICE, min_balance=0)
+    bob = ledger.open_account(BOB)
+    ledger.increase(alice, 10)
+    hold_id = ledger.hold(alice, bob, 4)
+    ledger.void(hold_id)
+    before = snapshot(ledger)
+    looks: list[Any] = []
+
+    def cause_gone(*args: Any) -> None:  # the account no longer explains the refusal
+        looks.append(args)
+
+    monkeypatch.setattr(Ledger, "_explain_refusal", cause_gone)
+    monkeypatch.setattr(holds_module, "diagnose", lambda *args: looks.append(args))
+    conflict = "{} kept conflicting with concurrent writes: the guarded update of {} was refused 5"
+    with pytest.raises(
+        LedgerError, match=re.escape(conflict.format("transfer", f"account {alice!r}"))
+    ):
+        ledger.transfer(alice, bob, 11)
+    with pytest.raises(LedgerError, match=re.escape(conflict.format("hold", f"account {alice!r}"))):
+        ledger.hold(alice, bob, 11)
+    with pytest.raises(
+        LedgerError, match=re.escape(conflict.format("capture", f"hold {hold_id!r}"))
+    ):
+        ledger.capture(hold_id)
+    with pytest.raises(LedgerError, match=re.escape(conflict.format("void", f"hold {hold_id!r}"))):
+        ledger.void(hold_id)
+    assert len(looks) == 4 * 5
+    assert snapshot(ledger) == before

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from bson import Int64, ObjectId
+from pymongo.errors import AutoReconnect
 
 from mongoledger import (
     AccountNotFound,
@@ -390,6 +391,37 @@ def test_sweep_holds_releases_in_the_background_until_stopped(ledger: Ledger, cl
     else:
         asyncio.wait_for(task, 10)
     assert (ledger.holds(WALLET, status="expired"))[0].amount == 60
+
+
+def test_sweep_holds_reports_each_round_and_ends_when_the_report_raises(
+    ledger: Ledger, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger.hold(WALLET, SHOP, 60, expires_at=timedelta(seconds=30))
+    clock.advance(seconds=31)
+    expire_holds = ledger.expire_holds
+    failure = AutoReconnect("the database is unreachable")
+    rounds: list[int] = []
+
+    def third_round_fails(**options: Any) -> int:
+        rounds.append(1)
+        if len(rounds) == 3:
+            raise failure
+        return expire_holds(**options)
+
+    monkeypatch.setattr(ledger, "expire_holds", third_round_fails)
+    seen: list[Any] = []
+
+    def report(outcome: Any) -> None:
+        seen.append(outcome)
+        if isinstance(outcome, Exception):
+            raise outcome
+
+    with pytest.raises(AutoReconnect):
+        ledger.sweep_holds(interval=0.01, report=report)
+    assert seen == [1, 0, failure]  # what was released, then the error: not logged, not retried
+    assert (ledger.holds(WALLET, status="expired"))[0].amount == 60
+    with pytest.raises(TypeError, match="report"):
+        ledger.sweep_holds(report="print")
 
 
 def test_expires_at_forms(ledger: Ledger, clock: Clock) -> None:

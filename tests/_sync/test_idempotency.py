@@ -11,7 +11,7 @@ from bson import Int64
 
 from mongoledger import IdempotencyConflict, Ledger
 from mongoledger._core.accounts import validate_account
-from mongoledger._core.idempotency import earlier_fingerprint, fingerprint
+from mongoledger._core.idempotency import fingerprint
 from mongoledger._sync._io import to_list
 
 _IS_SYNC = True
@@ -88,11 +88,11 @@ def test_a_key_the_previous_version_recorded_answers_a_retry_of_its_call(
         (validate_account(wallet), -5, {"order": 1}),
         (validate_account(shop), 5, {"order": 1}),
     ]
-    assert earlier_fingerprint("transfer", args) != fingerprint("transfer", args)
+    assert fingerprint("transfer", args, earlier=True) != fingerprint("transfer", args)
     store = ledger.database["ledger_idempotency"]
     record = store.find_one({})
     store.delete_one({"_id": record["_id"]})
-    earlier = {**record, "_id": "pay-1", "hash": earlier_fingerprint("transfer", args)}
+    earlier = {**record, "_id": "pay-1", "hash": fingerprint("transfer", args, earlier=True)}
     store.insert_one(earlier)
     again = ledger.transfer(wallet, shop, 5, {"order": 1}, idempotency_key="pay-1")
     assert again == first

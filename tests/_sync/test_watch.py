@@ -354,15 +354,19 @@ def test_listen_keeps_a_quiet_checkpoint_fresh(ledger: Ledger) -> None:
     )
     start = (store.find_one({"_id": checkpoint_id("quiet")}))["updated_at"]
     ledger.increase("a", 1)  # not for this listener: only the stream position moves
-    # The listener may have refreshed its token before the increase committed (over a network
-    # it has time to): wait for a token stored after this read, which comes after the increase.
-    before = store.find_one({"_id": "quiet"})
+    # A token the listener stores after this read may still come from a getMore that ran
+    # before the increase committed (the listener's own checkpoint writes move the stream
+    # position too, so a new token says nothing on its own). The loop is sequential: the
+    # second new token comes from a getMore issued after the first was stored, so after the
+    # increase.
+    before = store.find_one({"_id": checkpoint_id("quiet")})
     saved: list[Any] = []
+    tokens: list[Any] = [before["resume_token"]]
 
     def refreshed() -> bool:
-        if not saved or saved[-1] is None:
-            return False
-        return before is None or saved[-1]["resume_token"] != before["resume_token"]
+        if saved and saved[-1] is not None and saved[-1]["resume_token"] != tokens[-1]:
+            tokens.append(saved[-1]["resume_token"])
+        return len(tokens) > 2
 
     def stored() -> None:
         saved.append(store.find_one({"_id": checkpoint_id("quiet"), "updated_at": {"$gt": start}}))
