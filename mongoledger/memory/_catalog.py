@@ -20,7 +20,7 @@ from ._bson import Document
 from ._engine import Engine, Op
 from ._errors import not_in_transaction, operation_failure
 from ._oplog import Entry
-from ._ops import Call, check_ddl, collection_visible
+from ._ops import Call, CollectionOps, check_ddl, collection_visible
 from ._transactions import Ns
 
 __all__ = [
@@ -213,10 +213,7 @@ def drop_database(server: Engine, db: str) -> Call:
         for name in names:
             check_ddl(server, op, (db, name))  # waits for transactions writing to it
         for name in names:
-            store = server.store_for(db, name)
-            entry = Entry("drop", db, name, uuid=store.uuid)
-            server.mock_collection(db, name).drop()
-            op.ddl.append(entry)
+            CollectionOps(server, db, name).drop().fn(op)
         op.ddl.append(Entry("dropDatabase", db, None))
         return {"ok": 1.0, "dropped": db}
 

@@ -22,7 +22,7 @@ from pymongo.write_concern import WriteConcern
 from ._bson import Document
 from ._engine import Engine, Op
 from ._errors import CODE_NAMES
-from ._ops import Call, CollectionOps, request_kind
+from ._ops import Call, CollectionOps, each_statement, errmsg, request_kind
 from ._options import write_concern_error
 
 __all__ = ["ClientBulk", "client_bulk_write"]
@@ -92,33 +92,33 @@ def client_bulk_write(
             "updateResults": {},
             "deleteResults": {},
         }
-        for idx, (kind, ops, model) in enumerate(plan):
+
+        def run(idx: int, step: tuple[str, CollectionOps, Any]) -> None:
+            kind, ops, model = step
             op.kind = kind
-            try:
-                reply = ops.apply(model)
-            except OperationFailure as exc:
-                if getattr(exc, "_memory_rollback", False):
-                    raise
-                op.failed = True
-                code = exc.code or 0
-                full["writeErrors"].append(
-                    {
-                        "ok": 0.0,
-                        "idx": idx,
-                        "code": code,
-                        "codeName": CODE_NAMES.get(code, ""),
-                        "errmsg": (exc.details or {}).get("errmsg") or str(exc),
-                    }
-                )
-                if ordered:
-                    break
-                continue
+            reply = ops.apply(model)
             server._statement_done(op)
             full["anySuccessful"] = True
             _count(full, idx, kind, model, reply, verbose)
+
+        full["writeErrors"] = each_statement(plan, ordered, run, OperationFailure, _write_error)
+        if full["writeErrors"]:
+            op.failed = True
         return full
 
     return ClientBulk(Call("bulkWrite", fn, "bulk_write", retryable=False), verbose)
+
+
+def _write_error(idx: int, _step: object, exc: OperationFailure) -> Document:
+    """The reply's entry for a statement that failed."""
+    code = exc.code or 0
+    return {
+        "ok": 0.0,
+        "idx": idx,
+        "code": code,
+        "codeName": CODE_NAMES.get(code, ""),
+        "errmsg": errmsg(exc),
+    }
 
 
 def _count(full: Document, idx: int, kind: str, model: Any, reply: Document, verbose: bool) -> None:

@@ -101,6 +101,8 @@ class Op:
     )
 
     def __init__(self, txn: Txn | None, kind: str, ctx: Ctx) -> None:
+        # Also how each statement of a multi-statement command starts afresh
+        # (``Engine._statement_done``, which keeps ``failed`` and a dict's ``kinds``).
         self.txn = txn
         self.kind = kind
         self.ctx = ctx
@@ -628,15 +630,11 @@ class Engine:
         writes get their own events (and, outside a transaction, their own commit)."""
         if op.log or op.ddl:
             self._finish_writes(op)
-        op.log = {}
-        op.ddl = []
-        op.per_collection = {}
-        op.new_in_txn = set()
-        op.encoded = {}
-        op.touched = {}
-        op.inside = None
-        if op.kinds is not None:
-            op.kinds = {}
+        failed, kinds = op.failed, op.kinds
+        Op.__init__(op, op.txn, op.kind, op.ctx)  # the state a statement starts with
+        op.failed = failed
+        if kinds is not None:
+            op.kinds = {}  # a client bulk write's statements: writes of their own kinds
 
     def _commit_writes(
         self,

@@ -8,9 +8,9 @@ differ in how they run it. Query and update semantics are mongomock's.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import bson
 from bson import ObjectId
@@ -36,12 +36,16 @@ from ._options import write_concern_error
 from ._storage import mongomock
 from ._transactions import Ns
 
+S = TypeVar("S")
+E = TypeVar("E", bound=Exception)
+
 
 @dataclass
 class Call:
     """One command for the engine: its MongoDB name, body, and retry/event properties.
 
-    ``read`` marks a read, which a transaction refuses unless its read preference is primary.
+    ``read`` marks a read, which a transaction refuses unless its read preference is primary
+    (and which, over the wire and outside a transaction, never waits for one).
     """
 
     cmd: str
@@ -77,6 +81,36 @@ def _bulk_result() -> Document:
     result.update(dict.fromkeys(_BULK_COUNTS, 0))
     result["upserted"] = []
     return result
+
+
+def each_statement(
+    statements: Iterable[S],
+    ordered: bool,
+    apply: Callable[[int, S], object],
+    catch: type[E] | tuple[type[E], ...],
+    error: Callable[[int, S, E], Document],
+) -> list[Document]:
+    """Run ``apply(index, statement)`` for each statement of a multi-statement write (a bulk
+    write, an ``insert`` or ``delete`` command): a statement that fails with a ``catch`` error
+    gets the entry ``error(index, statement, exc)`` in the write errors returned, and an
+    ordered write stops at its first. An error marked to roll the operation back (a write
+    conflict) fails the whole write instead."""
+    errors: list[Document] = []
+    for index, statement in enumerate(statements):
+        try:
+            apply(index, statement)
+        except catch as exc:
+            if getattr(exc, "_memory_rollback", False):
+                raise  # the command fails (a write conflict: TransientTransactionError)
+            errors.append(error(index, statement, exc))
+            if ordered:
+                break
+    return errors
+
+
+def errmsg(exc: OperationFailure) -> str:
+    """The server's message of a statement's error."""
+    return (exc.details or {}).get("errmsg") or str(exc)
 
 
 def request_kind(req: Any) -> tuple[str, str]:
@@ -327,21 +361,11 @@ class CollectionOps:
     def _bulk_run(self, cmd: str, kind: str, items: list[tuple[int, Any]], ordered: bool) -> Call:
         def fn(op: Op) -> Document:
             result = _bulk_result()
-            for index, req in items:
-                try:
-                    reply = self.apply(req)
-                    self.server._statement_done(op)  # each request its own events
-                except OperationFailure as exc:
-                    if getattr(exc, "_memory_rollback", False):
-                        raise
-                    op.failed = True
-                    errmsg = (exc.details or {}).get("errmsg") or str(exc)
-                    result["writeErrors"].append(
-                        {"index": index, "code": exc.code, "errmsg": errmsg, "op": req}
-                    )
-                    if ordered:
-                        break
-                    continue
+
+            def run(_position: int, item: tuple[int, Any]) -> None:
+                index, req = item
+                reply = self.apply(req)
+                self.server._statement_done(op)  # each request its own events
                 if isinstance(req, InsertOne):
                     result["nInserted"] += 1
                 elif isinstance(req, (DeleteOne, DeleteMany)):
@@ -352,6 +376,14 @@ class CollectionOps:
                 else:
                     result["nMatched"] += reply["n"]
                     result["nModified"] += reply["nModified"]
+
+            def error(_position: int, item: tuple[int, Any], exc: OperationFailure) -> Document:
+                index, req = item
+                return {"index": index, "code": exc.code, "errmsg": errmsg(exc), "op": req}
+
+            result["writeErrors"] = each_statement(items, ordered, run, OperationFailure, error)
+            if result["writeErrors"]:
+                op.failed = True
             return result
 
         return self._call(cmd, fn, "bulk_write", kind, retryable=False)

@@ -124,6 +124,22 @@ def test_bulk_write_and_indexes(coll) -> None:
     coll.insert_one({"k": 1})
 
 
+def test_an_ordered_bulk_write_stops_at_its_first_write_error(coll) -> None:
+    coll.insert_one({"_id": 1})
+    requests = [
+        InsertOne({"_id": 2}),
+        InsertOne({"_id": 1}),
+        InsertOne({"_id": 3}),
+        UpdateOne({"_id": 2}, {"$set": {"a": 1}}),
+    ]
+    with pytest.raises(BulkWriteError) as info:
+        coll.bulk_write(requests)
+    details = info.value.details
+    assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(1, 11000)]
+    assert (details["nInserted"], details["nMatched"], details["nModified"]) == (1, 0, 0)
+    assert list(coll.find().sort("_id", 1)) == [{"_id": 1}, {"_id": 2}]
+
+
 def test_stored_documents_are_bson_copies(coll) -> None:
     doc = {"k": 1, "nested": {"a": [1, 2]}}
     coll.insert_one(doc)

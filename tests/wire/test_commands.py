@@ -135,6 +135,18 @@ def test_find_and_modify_count_distinct(db: Any) -> None:
     assert sorted(db.command("distinct", "c", key="k")["values"]) == [0, 1]
 
 
+def test_an_upsert_refuses_expr_in_its_query(db: Any) -> None:
+    query = {"$expr": {"$eq": ["$_id", 1]}}
+    with pytest.raises(OperationFailure, match=r"\$expr is not allowed") as fam:
+        db.command("findAndModify", "c", query=query, update={"$set": {"a": 1}}, upsert=True)
+    assert fam.value.code == 224
+    statement = {"q": query, "u": {"$set": {"a": 1}}, "upsert": True}
+    [error] = db.command("update", "c", updates=[statement])["writeErrors"]
+    assert (error["index"], error["code"]) == (0, 224)
+    assert "$expr is not allowed" in error["errmsg"]
+    assert db.c.count_documents({}) == 0
+
+
 def test_find_cursor_batches_get_more_and_kill(db: Any) -> None:
     db.c.insert_many([{"_id": i} for i in range(7)])
     first = db.command("find", "c", sort={"_id": 1}, batchSize=3)

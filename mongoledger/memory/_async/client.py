@@ -141,6 +141,19 @@ class AsyncMemoryClient:
             read=call.read,
         )
 
+    async def _send_unacknowledged(
+        self, calls: Sequence[Call], session: AsyncClientSession | None, wc: WriteConcern
+    ) -> None:
+        """Send writes under write concern ``wc`` of ``w: 0``, as a driver does: in no
+        session (an explicit one is refused), and with no reply read, so no error seen."""
+        if session is not None:
+            raise ConfigurationError(
+                f"Explicit sessions are incompatible with unacknowledged write concern: {wc!r}"
+            )
+        for call in calls:
+            with contextlib.suppress(PyMongoError):
+                await self._run(call, None)
+
     def _session_state(self, session: AsyncClientSession | None) -> SessionState | None:
         if session is None:
             return None
@@ -213,14 +226,8 @@ class AsyncMemoryClient:
             write_concern = self.write_concern
         assert write_concern is not None
         bulk = client_bulk_write(self.server, models, ordered, verbose_results, write_concern)
-        if not write_concern.acknowledged:
-            if session is not None and not in_txn:
-                raise ConfigurationError(
-                    "Explicit sessions are incompatible with unacknowledged write concern: "
-                    f"{write_concern!r}"
-                )
-            with contextlib.suppress(PyMongoError):
-                await self._run(bulk.call, None)
+        if not write_concern.acknowledged:  # never a transaction's (it refuses to start)
+            await self._send_unacknowledged([bulk.call], session, write_concern)
             return ClientBulkWriteResult({}, False, False)
         full_result = await self._run(bulk.call, session)
         return bulk.result(full_result, None if in_txn else write_concern)
@@ -439,7 +446,7 @@ class AsyncDatabase:
             and name in await self.list_collection_names(session=session)
         ):
             raise CollectionInvalid(f"collection {name} already exists")
-        await coll._ddl(create_collection(self.client.server, self.name, name, kwargs), session)
+        await coll._checked(create_collection(self.client.server, self.name, name, kwargs), session)
         return coll
 
     async def drop_collection(
@@ -520,30 +527,34 @@ class AsyncCollection:
         *,
         bulk: bool = False,
     ) -> T:
-        """Run a write under this collection's write concern (a transaction's statements
-        take the transaction's, at commit): unacknowledged, nothing of the reply is read;
-        one a one-member set cannot satisfy fails after the write, as on a server."""
-        if self._options.plain_writes:
+        """Run a write under this collection's write concern: unacknowledged, nothing of
+        the reply is read (``unacknowledged()`` is the result); otherwise as ``_checked``."""
+        if self._options.plain_writes:  # the common case, kept one call short
             plain: T = await self._run(call, session)
             return plain
-        in_txn = session is not None and session.in_transaction
-        wc = self._options.write_concern
-        if not in_txn and not wc.acknowledged:
-            if session is not None:
-                raise ConfigurationError(
-                    f"Explicit sessions are incompatible with unacknowledged write concern: {wc!r}"
-                )
-            with contextlib.suppress(PyMongoError):
-                await self._run(call, None)
+        if not self._acknowledged(session):
+            await self.database.client._send_unacknowledged([call], session, self.write_concern)
             return unacknowledged()
-        result: T = await self._run(call, session)
-        return write_concern_checked(result, None if in_txn else wc, bulk=bulk)
+        result: T = await self._checked(call, session, bulk=bulk)
+        return result
 
-    async def _ddl(self, call: Call, session: AsyncClientSession | None) -> Any:
-        """Run a collection command under this collection's write concern."""
+    async def _checked(
+        self, call: Call, session: AsyncClientSession | None, *, bulk: bool = False
+    ) -> Any:
+        """Run a command under this collection's write concern (a transaction's statements
+        take the transaction's, at commit): one a one-member set cannot satisfy fails after
+        the command, as on a server."""
+        if self._options.plain_writes:
+            return await self._run(call, session)
         in_txn = session is not None and session.in_transaction
         result = await self._run(call, session)
-        return write_concern_checked(result, None if in_txn else self._options.write_concern)
+        wc = None if in_txn else self._options.write_concern
+        return write_concern_checked(result, wc, bulk=bulk)
+
+    def _acknowledged(self, session: AsyncClientSession | None) -> bool:
+        """Whether a write gets a reply: outside a transaction, as the write concern says."""
+        in_txn = session is not None and session.in_transaction
+        return in_txn or self._options.write_concern.acknowledged
 
     def with_options(
         self,
@@ -687,7 +698,7 @@ class AsyncCollection:
             return_document=return_document,
             array_filters=array_filters,
         )
-        return await self._find_and_modify(call, session)
+        return await self._checked(call, session)
 
     async def find_one_and_replace(
         self,
@@ -712,7 +723,7 @@ class AsyncCollection:
             upsert=upsert,
             return_document=return_document,
         )
-        return await self._find_and_modify(call, session)
+        return await self._checked(call, session)
 
     async def find_one_and_delete(
         self,
@@ -726,14 +737,7 @@ class AsyncCollection:
         **_kwargs: Any,
     ) -> Any:
         call = self._ops.find_one_and("delete", filter, projection=projection, sort=sort)
-        return await self._find_and_modify(call, session)
-
-    async def _find_and_modify(self, call: Call, session: AsyncClientSession | None) -> Any:
-        if self._options.plain_writes:
-            return await self._run(call, session)
-        in_txn = session is not None and session.in_transaction
-        result = await self._run(call, session)
-        return write_concern_checked(result, None if in_txn else self._options.write_concern)
+        return await self._checked(call, session)
 
     async def bulk_write(
         self,
@@ -745,17 +749,11 @@ class AsyncCollection:
         let: Any = None,
     ) -> BulkWriteResult:
         calls = self._ops.bulk_write(requests, ordered)
+        if not self._acknowledged(session):
+            await self.database.client._send_unacknowledged(calls, session, self.write_concern)
+            return BulkWriteResult({}, acknowledged=False)
         in_txn = session is not None and session.in_transaction
         wc = self._options.write_concern
-        if not in_txn and not wc.acknowledged:
-            if session is not None:
-                raise ConfigurationError(
-                    f"Explicit sessions are incompatible with unacknowledged write concern: {wc!r}"
-                )
-            for call in calls:
-                with contextlib.suppress(PyMongoError):
-                    await self._run(call, None)
-            return BulkWriteResult({}, acknowledged=False)
         results: list[Document] = []
         for call in calls:
             results.append(await self._run(call, session))
@@ -766,7 +764,7 @@ class AsyncCollection:
     async def drop(
         self, session: AsyncClientSession | None = None, comment: Any = None, **_kw: Any
     ) -> None:
-        await self._ddl(self._ops.drop(), session)
+        await self._checked(self._ops.drop(), session)
 
     async def rename(
         self,
@@ -789,7 +787,7 @@ class AsyncCollection:
             new_name,
             drop_target=drop_target,
         )
-        result: Document = await self._ddl(call, session)
+        result: Document = await self._checked(call, session)
         return result
 
     # -- reads ----------------------------------------------------------------------------
@@ -849,14 +847,14 @@ class AsyncCollection:
     ) -> str:
         kwargs.pop("comment", None)
         call = self._ops.create_indexes([(keys, kwargs)], "create_index")
-        names: list[str] = await self._ddl(call, session)
+        names: list[str] = await self._checked(call, session)
         return names[0]
 
     async def create_indexes(
         self, indexes: Sequence[Any], session: AsyncClientSession | None = None, **_kw: Any
     ) -> list[str]:
         call = self._ops.create_indexes(index_pairs(indexes), "create_indexes")
-        result: list[str] = await self._ddl(call, session)
+        result: list[str] = await self._checked(call, session)
         return result
 
     async def list_indexes(
@@ -878,7 +876,7 @@ class AsyncCollection:
     async def drop_index(
         self, index_or_name: Any, session: AsyncClientSession | None = None, **_kw: Any
     ) -> None:
-        await self._ddl(self._ops.drop_index(index_or_name), session)
+        await self._checked(self._ops.drop_index(index_or_name), session)
 
     async def watch(
         self,

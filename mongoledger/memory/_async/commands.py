@@ -24,21 +24,6 @@ from mongoledger.memory._shared import async_wait_for_event
 
 __all__ = ["async_run_command"]
 
-# Engine calls that only read: over the wire, outside a transaction, they do not wait for one.
-_READS = frozenset(
-    {
-        "find",
-        "aggregate",
-        "count",
-        "distinct",
-        "listCollections",
-        "listIndexes",
-        "listDatabases",
-        "dbStats",
-        "collStats",
-    }
-)
-
 
 async def async_run_command(
     commands: Commands,
@@ -56,7 +41,7 @@ async def async_run_command(
         if isinstance(step, EngineStep):
             call = step.call
             try:
-                if connection is not None and step.session is None and call.cmd in _READS:
+                if connection is not None and step.session is None and call.read:
                     # A read of no transaction never waits for one (on a server neither).
                     value = engine.run_outside_transactions(server, call.cmd, call.fn, call.kind)
                 else:

@@ -168,7 +168,7 @@ class Catalog(Part):
             return out
 
         ns = f"{db}.$cmd.listCollections"
-        call = Call("listCollections", fn, f"listCollections on {db}")
+        call = Call("listCollections", fn, f"listCollections on {db}", read=True)
         reads = self.commands.reads
         return EngineStep(
             call, session, lambda docs: reads._first_batch(ns, docs, batch, False, session)
@@ -196,7 +196,7 @@ class Catalog(Part):
                 reply["totalSizeMb"] = Int64(reply["totalSize"] // (1024 * 1024))
             return reply
 
-        return EngineStep(Call("listDatabases", fn, "listDatabases"), session, _identity)
+        return EngineStep(Call("listDatabases", fn, "listDatabases", read=True), session, _identity)
 
     def _create_indexes(
         self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
@@ -251,7 +251,7 @@ class Catalog(Part):
                 out.append(entry)
             return out
 
-        call = Call("listIndexes", fn, f"listIndexes on {ns}")
+        call = Call("listIndexes", fn, f"listIndexes on {ns}", read=True)
         reads = self.commands.reads
         return EngineStep(
             call, session, lambda docs: reads._first_batch(ns, docs, batch, False, session)
@@ -322,7 +322,7 @@ class Catalog(Part):
                 "ok": 1.0,
             }
 
-        return EngineStep(Call("dbStats", fn, f"dbStats on {db}"), session, _identity)
+        return EngineStep(Call("dbStats", fn, f"dbStats on {db}", read=True), session, _identity)
 
     def _coll_stats(
         self, db: str, body: Mapping[str, Any], session: SessionState | None, conn: Any
@@ -339,4 +339,6 @@ class Catalog(Part):
                 "ok": 1.0,
             }
 
-        return EngineStep(Call("collStats", fn, f"collStats on {db}.{coll}"), session, _identity)
+        return EngineStep(
+            Call("collStats", fn, f"collStats on {db}.{coll}", read=True), session, _identity
+        )

@@ -368,7 +368,7 @@ class Reads(Part):
                 None,
             )
 
-        call = Call("aggregate", fn, f"aggregate on {ns}")
+        call = Call("aggregate", fn, f"aggregate on {ns}", read=True)
 
         def opened(core: StreamCore) -> Next:
             cursor_id = self._register(ns, None, core, session)

@@ -13,7 +13,7 @@ from bson import ObjectId
 from mongoledger.memory._bson import Document, encoded
 from mongoledger.memory._engine import Engine, Op
 from mongoledger.memory._errors import operation_failure
-from mongoledger.memory._ops import Call, CollectionOps, _mentions
+from mongoledger.memory._ops import Call, CollectionOps, each_statement
 from mongoledger.memory._session import SessionState
 from mongoledger.memory._storage import mongomock
 
@@ -37,27 +37,23 @@ from ._common import (
 MAX_WRITE_BATCH = 100_000
 
 
-def _each_statement(
-    items: list[Any], ordered: bool, ns: str, apply: Callable[[int, Any], int]
-) -> tuple[int, list[Document]]:
-    """Apply each statement of a write command: what they counted, and a write error per
-    statement that failed (an ordered command stops at its first)."""
+def _counted_reply(
+    op: Op, items: list[Any], ordered: bool, ns: str, apply: Callable[[int, Any], int]
+) -> Document:
+    """Apply each statement of an ``insert`` or ``delete`` command (``apply`` answers how
+    many documents it wrote); the reply: their total ``n``, and a write error per statement
+    that failed (an ordered command stops at its first)."""
     n = 0
-    errors: list[Document] = []
-    for index, item in enumerate(items):
-        try:
-            n += apply(index, item)
-        except _STATEMENT_ERRORS as exc:
-            if getattr(exc, "_memory_rollback", False):
-                raise  # a write conflict fails the command (TransientTransactionError)
-            errors.append(_write_error(index, exc, ns))
-            if ordered:
-                break
-    return n, errors
 
+    def count(index: int, item: Any) -> None:
+        nonlocal n
+        n += apply(index, item)
 
-def _write_reply(op: Op, counts: Document, errors: list[Document]) -> Document:
-    reply: Document = dict(counts)
+    def error(index: int, _item: Any, exc: Exception) -> Document:
+        return _write_error(index, exc, ns)
+
+    errors = each_statement(items, ordered, count, _STATEMENT_ERRORS, error)
+    reply: Document = {"n": n}
     if errors:
         reply["writeErrors"] = errors
         if engine.in_transaction(op):
@@ -99,12 +95,7 @@ def _one_update(ops: CollectionOps, stmt: Any) -> Document:
     array_filters = stmt.get("arrayFilters")
     sort = stmt.get("sort")
     q = dict(q)
-    if upsert and _mentions(q, "$expr"):
-        raise operation_failure(
-            224,
-            "QueryFeatureNotAllowed",
-            "$expr is not allowed in the query predicate for an upsert",
-        )
+    ops._check_upsert(q, upsert)
     mc = ops._mc
     with ops._translate():
         if _is_replacement(stmt):
@@ -191,8 +182,7 @@ class Writes(Part):
             return 1
 
         def fn(op: Op) -> Document:
-            n, errors = _each_statement(documents, ordered, ns, insert_one)
-            return _write_reply(op, {"n": n}, errors)
+            return _counted_reply(op, documents, ordered, ns, insert_one)
 
         call = Call("insert", fn, f"insert on {ns}", "insert", retryable=False)
         return EngineStep(call, session, _identity)
@@ -268,8 +258,7 @@ class Writes(Part):
             )
 
         def fn(op: Op) -> Document:
-            n, errors = _each_statement(statements, ordered, ns, delete)
-            return _write_reply(op, {"n": n}, errors)
+            return _counted_reply(op, statements, ordered, ns, delete)
 
         call = Call("delete", fn, f"delete on {ns}", "delete", retryable=False)
         return EngineStep(call, session, _identity)
@@ -309,12 +298,7 @@ class Writes(Part):
         def fn(op: Op) -> Document:
             mc = ops._mc
             order = mongomock.helpers.create_index_list(sort) if sort else None
-            if upsert and _mentions(flt, "$expr"):
-                raise operation_failure(
-                    224,
-                    "QueryFeatureNotAllowed",
-                    "$expr is not allowed in the query predicate for an upsert",
-                )
+            ops._check_upsert(flt, upsert)
             if method == "delete":
                 value = mc.find_one_and_delete(flt, projection=fields, sort=order)
                 last: Document = {"n": 0 if value is None else 1}

@@ -142,6 +142,19 @@ class MemoryClient:
             read=call.read,
         )
 
+    def _send_unacknowledged(
+        self, calls: Sequence[Call], session: ClientSession | None, wc: WriteConcern
+    ) -> None:
+        """Send writes under write concern ``wc`` of ``w: 0``, as a driver does: in no
+        session (an explicit one is refused), and with no reply read, so no error seen."""
+        if session is not None:
+            raise ConfigurationError(
+                f"Explicit sessions are incompatible with unacknowledged write concern: {wc!r}"
+            )
+        for call in calls:
+            with contextlib.suppress(PyMongoError):
+                self._run(call, None)
+
     def _session_state(self, session: ClientSession | None) -> SessionState | None:
         if session is None:
             return None
@@ -214,14 +227,8 @@ class MemoryClient:
             write_concern = self.write_concern
         assert write_concern is not None
         bulk = client_bulk_write(self.server, models, ordered, verbose_results, write_concern)
-        if not write_concern.acknowledged:
-            if session is not None and not in_txn:
-                raise ConfigurationError(
-                    "Explicit sessions are incompatible with unacknowledged write concern: "
-                    f"{write_concern!r}"
-                )
-            with contextlib.suppress(PyMongoError):
-                self._run(bulk.call, None)
+        if not write_concern.acknowledged:  # never a transaction's (it refuses to start)
+            self._send_unacknowledged([bulk.call], session, write_concern)
             return ClientBulkWriteResult({}, False, False)
         full_result = self._run(bulk.call, session)
         return bulk.result(full_result, None if in_txn else write_concern)
@@ -434,7 +441,7 @@ class Database:
         in_txn = session is not None and session.in_transaction
         if check_exists and not in_txn and name in self.list_collection_names(session=session):
             raise CollectionInvalid(f"collection {name} already exists")
-        coll._ddl(create_collection(self.client.server, self.name, name, kwargs), session)
+        coll._checked(create_collection(self.client.server, self.name, name, kwargs), session)
         return coll
 
     def drop_collection(
@@ -515,30 +522,32 @@ class Collection:
         *,
         bulk: bool = False,
     ) -> T:
-        """Run a write under this collection's write concern (a transaction's statements
-        take the transaction's, at commit): unacknowledged, nothing of the reply is read;
-        one a one-member set cannot satisfy fails after the write, as on a server."""
-        if self._options.plain_writes:
+        """Run a write under this collection's write concern: unacknowledged, nothing of
+        the reply is read (``unacknowledged()`` is the result); otherwise as ``_checked``."""
+        if self._options.plain_writes:  # the common case, kept one call short
             plain: T = self._run(call, session)
             return plain
-        in_txn = session is not None and session.in_transaction
-        wc = self._options.write_concern
-        if not in_txn and not wc.acknowledged:
-            if session is not None:
-                raise ConfigurationError(
-                    f"Explicit sessions are incompatible with unacknowledged write concern: {wc!r}"
-                )
-            with contextlib.suppress(PyMongoError):
-                self._run(call, None)
+        if not self._acknowledged(session):
+            self.database.client._send_unacknowledged([call], session, self.write_concern)
             return unacknowledged()
-        result: T = self._run(call, session)
-        return write_concern_checked(result, None if in_txn else wc, bulk=bulk)
+        result: T = self._checked(call, session, bulk=bulk)
+        return result
 
-    def _ddl(self, call: Call, session: ClientSession | None) -> Any:
-        """Run a collection command under this collection's write concern."""
+    def _checked(self, call: Call, session: ClientSession | None, *, bulk: bool = False) -> Any:
+        """Run a command under this collection's write concern (a transaction's statements
+        take the transaction's, at commit): one a one-member set cannot satisfy fails after
+        the command, as on a server."""
+        if self._options.plain_writes:
+            return self._run(call, session)
         in_txn = session is not None and session.in_transaction
         result = self._run(call, session)
-        return write_concern_checked(result, None if in_txn else self._options.write_concern)
+        wc = None if in_txn else self._options.write_concern
+        return write_concern_checked(result, wc, bulk=bulk)
+
+    def _acknowledged(self, session: ClientSession | None) -> bool:
+        """Whether a write gets a reply: outside a transaction, as the write concern says."""
+        in_txn = session is not None and session.in_transaction
+        return in_txn or self._options.write_concern.acknowledged
 
     def with_options(
         self,
@@ -682,7 +691,7 @@ class Collection:
             return_document=return_document,
             array_filters=array_filters,
         )
-        return self._find_and_modify(call, session)
+        return self._checked(call, session)
 
     def find_one_and_replace(
         self,
@@ -707,7 +716,7 @@ class Collection:
             upsert=upsert,
             return_document=return_document,
         )
-        return self._find_and_modify(call, session)
+        return self._checked(call, session)
 
     def find_one_and_delete(
         self,
@@ -721,14 +730,7 @@ class Collection:
         **_kwargs: Any,
     ) -> Any:
         call = self._ops.find_one_and("delete", filter, projection=projection, sort=sort)
-        return self._find_and_modify(call, session)
-
-    def _find_and_modify(self, call: Call, session: ClientSession | None) -> Any:
-        if self._options.plain_writes:
-            return self._run(call, session)
-        in_txn = session is not None and session.in_transaction
-        result = self._run(call, session)
-        return write_concern_checked(result, None if in_txn else self._options.write_concern)
+        return self._checked(call, session)
 
     def bulk_write(
         self,
@@ -740,17 +742,11 @@ class Collection:
         let: Any = None,
     ) -> BulkWriteResult:
         calls = self._ops.bulk_write(requests, ordered)
+        if not self._acknowledged(session):
+            self.database.client._send_unacknowledged(calls, session, self.write_concern)
+            return BulkWriteResult({}, acknowledged=False)
         in_txn = session is not None and session.in_transaction
         wc = self._options.write_concern
-        if not in_txn and not wc.acknowledged:
-            if session is not None:
-                raise ConfigurationError(
-                    f"Explicit sessions are incompatible with unacknowledged write concern: {wc!r}"
-                )
-            for call in calls:
-                with contextlib.suppress(PyMongoError):
-                    self._run(call, None)
-            return BulkWriteResult({}, acknowledged=False)
         results: list[Document] = []
         for call in calls:
             results.append(self._run(call, session))
@@ -759,7 +755,7 @@ class Collection:
         return CollectionOps.bulk_result(CollectionOps.merge_bulk(results), None if in_txn else wc)
 
     def drop(self, session: ClientSession | None = None, comment: Any = None, **_kw: Any) -> None:
-        self._ddl(self._ops.drop(), session)
+        self._checked(self._ops.drop(), session)
 
     def rename(
         self,
@@ -782,7 +778,7 @@ class Collection:
             new_name,
             drop_target=drop_target,
         )
-        result: Document = self._ddl(call, session)
+        result: Document = self._checked(call, session)
         return result
 
     # -- reads ----------------------------------------------------------------------------
@@ -840,14 +836,14 @@ class Collection:
     def create_index(self, keys: Any, session: ClientSession | None = None, **kwargs: Any) -> str:
         kwargs.pop("comment", None)
         call = self._ops.create_indexes([(keys, kwargs)], "create_index")
-        names: list[str] = self._ddl(call, session)
+        names: list[str] = self._checked(call, session)
         return names[0]
 
     def create_indexes(
         self, indexes: Sequence[Any], session: ClientSession | None = None, **_kw: Any
     ) -> list[str]:
         call = self._ops.create_indexes(index_pairs(indexes), "create_indexes")
-        result: list[str] = self._ddl(call, session)
+        result: list[str] = self._checked(call, session)
         return result
 
     def list_indexes(self, session: ClientSession | None = None, **_kw: Any) -> CommandCursor:
@@ -865,7 +861,7 @@ class Collection:
     def drop_index(
         self, index_or_name: Any, session: ClientSession | None = None, **_kw: Any
     ) -> None:
-        self._ddl(self._ops.drop_index(index_or_name), session)
+        self._checked(self._ops.drop_index(index_or_name), session)
 
     def watch(
         self,

@@ -12,6 +12,7 @@ from pymongo.errors import (
     OperationFailure,
     WriteConcernError,
 )
+from pymongo.operations import InsertOne
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
@@ -225,6 +226,47 @@ async def test_statements_in_a_transaction_ignore_the_collection_write_concern()
         await coll.insert_many([{"_id": 2}], session=s)
         await s.commit_transaction()  # the client's default write concern
     assert await docs(coll) == [1, 2]
+
+
+async def test_find_and_modify_in_a_transaction_ignores_the_collection_write_concern() -> None:
+    client = AsyncMemoryClient()
+    coll = client["db"].get_collection("c", write_concern=WriteConcern(w=5))
+    async with client.start_session() as s:
+        await s.start_transaction()
+        await coll.insert_one({"_id": 1, "n": 0}, session=s)
+        before = await coll.find_one_and_update({"_id": 1}, {"$inc": {"n": 1}}, session=s)
+        assert before == {"_id": 1, "n": 0}
+        await s.commit_transaction()
+    assert await client["db"]["c"].find_one() == {"_id": 1, "n": 1}
+
+
+async def test_collection_commands_fail_on_an_unsatisfiable_write_concern_once_done() -> None:
+    client = AsyncMemoryClient(w=2)
+    coll = client["db"]["c"]
+    with pytest.raises(WriteConcernError) as info:
+        await coll.create_index("a")
+    assert info.value.code == 100
+    assert "a_1" in await coll.index_information()  # the index was built
+    with pytest.raises(WriteConcernError):
+        await coll.drop()
+    assert await client["db"].list_collection_names() == []
+
+
+async def test_unacknowledged_bulk_writes() -> None:
+    client = AsyncMemoryClient(w=0)
+    coll = client["db"]["c"]
+    requests = [InsertOne({"_id": 1}), InsertOne({"_id": 1}), InsertOne({"_id": 2})]
+    result = await coll.bulk_write(requests, ordered=False)
+    assert result.acknowledged is False  # the duplicate key is never reported
+    models = [InsertOne({"_id": 3}, namespace="db.c"), InsertOne({"_id": 3}, namespace="db.c")]
+    assert (await client.bulk_write(models, ordered=False)).acknowledged is False
+    async with client.start_session() as s:
+        with pytest.raises(ConfigurationError, match="Explicit sessions are incompatible"):
+            await coll.bulk_write([InsertOne({"_id": 4})], session=s)
+        models = [InsertOne({"_id": 5}, namespace="db.c")]
+        with pytest.raises(ConfigurationError, match="Explicit sessions are incompatible"):
+            await client.bulk_write(models, session=s, ordered=False)
+    assert await docs(coll.with_options(write_concern=WriteConcern(w=1))) == [1, 2, 3]
 
 
 async def test_unacknowledged_writes() -> None:

@@ -82,6 +82,29 @@ def test_write_errors_raise_pymongos_exception() -> None:
     assert ids(coll) == [1, 2, 4]
 
 
+def test_a_write_conflict_fails_the_whole_write_and_its_transaction() -> None:
+    client = MemoryClient()
+    coll = client["db"]["a"]
+    coll.insert_one({"_id": 1, "n": 0})
+    models = [
+        InsertOne({"_id": 2}, namespace="db.a"),
+        UpdateOne({"_id": 1}, {"$inc": {"n": 10}}, namespace="db.a"),
+    ]
+    with client.start_session() as first, client.start_session() as second:
+        first.start_transaction()
+        coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, session=first)
+        second.start_transaction()
+        with pytest.raises(OperationFailure) as info:
+            client.bulk_write(models, session=second)
+        assert info.value.code == 112
+        assert info.value.has_error_label("TransientTransactionError")
+        with pytest.raises(OperationFailure) as aborted:
+            second.commit_transaction()
+        assert aborted.value.code == 251  # the conflict aborted it
+        first.commit_transaction()
+    assert [d for d in coll.find({})] == [{"_id": 1, "n": 1}]
+
+
 def test_in_a_transaction_commit_keeps_and_abort_undoes() -> None:
     client = MemoryClient(strict=False)
     models = [InsertOne({"_id": 1}, namespace="db.a"), InsertOne({"_id": 2}, namespace="db.b")]
