@@ -23,6 +23,8 @@ _ABSENT = object()
 _EQ_TYPES = (str, int, float, ObjectId, datetime.datetime, type(None))
 _NUMBERS = (int, float)
 _INTS = frozenset({int, Int64})  # exact types: bool is an int too, and sorts apart
+# Exact types _plain accepts without asking (a float may be NaN).
+_PLAIN_TYPES = frozenset({str, int, Int64, bool, ObjectId, datetime.datetime, type(None)})
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "$gt": operator.gt,
     "$gte": operator.ge,
@@ -113,18 +115,26 @@ def match(flt: Any, doc: dict[str, Any]) -> bool | None:
         if name.startswith("$") or "." in name:
             return None
         value = doc.get(name, _ABSENT)
-        if value is not _ABSENT and not _plain(value):
+        kind = type(value)
+        if value is not _ABSENT and kind not in _PLAIN_TYPES and not _plain(value):
             return None  # arrays and sub-documents have their own matching rules
         if isinstance(cond, dict):
-            if len(cond) == 1 and type(value) in _INTS:  # the common {field: {"$gte": 5}}
+            if len(cond) == 1:  # the common {field: {"$gte": 5}} and {field: {"$exists": b}}
                 ((op, arg),) = cond.items()
+                if op == "$exists":
+                    if bool(arg) != (value is not _ABSENT):
+                        return False
+                    continue
                 compare = _COMPARE.get(op)
-                if compare is not None and type(arg) in _INTS:
+                if compare is not None and kind in _INTS and type(arg) in _INTS:
                     if not compare(value, arg):
                         return False
                     continue
-            if not cond or not all(isinstance(op, str) and op.startswith("$") for op in cond):
+            if not cond:
                 return None
+            for op in cond:
+                if not (isinstance(op, str) and op.startswith("$")):
+                    return None
             for op, arg in cond.items():
                 result = _operator(op, arg, value)
                 if result is None:
