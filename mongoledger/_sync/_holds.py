@@ -130,7 +130,8 @@ class Holds(Writes):
                 return found[0]
         self._prepare()
         hold_id = ObjectId()
-        leg = Leg(account=source, amount=0, data=extra, held=value, hold_id=hold_id)
+        # A hold writes no transaction: its leg goes by the hold id (as hooks see it).
+        leg = Leg(account=source, amount=0, data=extra, held=value, hold_id=hold_id, id=hold_id)
         leg.account_id = self._resolve_for_write(source)
         target_id, target_currency = self._hold_target(target)
         if cfg.currency_field is not None:
@@ -230,7 +231,7 @@ class Holds(Writes):
         extra = validate_data(self._cfg, data, owned=frozenset())  # nested: any name
         self._prepare()
         operation_id = ObjectId()
-        leg = Leg(account=AccountRef(), amount=0, data=extra, hold_id=hid)
+        leg = Leg(account=AccountRef(), amount=0, data=extra, hold_id=hid, id=hid)
         if self._before:
             doc = self._pending_hold(hid, None)
             self._release_leg(leg, doc)
@@ -260,8 +261,9 @@ class Holds(Writes):
             cursor = self._holds.find(sweep_filter(when), {"_id": 1})
             batch = to_list(cursor.sort(schema.EXPIRES_AT, 1).limit(batch_size))
             for doc in batch:
-                leg = Leg(account=AccountRef(), amount=0, data={}, hold_id=doc["_id"])
-                if self._write_release(doc["_id"], leg, ObjectId(), expire_at=when):
+                hid = doc["_id"]
+                leg = Leg(account=AccountRef(), amount=0, data={}, hold_id=hid, id=hid)
+                if self._write_release(hid, leg, ObjectId(), expire_at=when):
                     released += 1
             if len(batch) < batch_size:
                 return released
