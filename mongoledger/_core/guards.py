@@ -72,30 +72,31 @@ def leg_update(
         inc = {}
         update = {"$inc": inc}
         projection = {SEQ: 1}
-    guard: dict[str, Any] | None = None  # the held overflow guard
     if held:
         inc[HELD] = bson.Int64(held)
-        if held > 0:  # a missing held sum is zero
-            guard = {"$or": [{HELD: {"$exists": False}}, {HELD: {"$lte": INT64_MAX - held}}]}
     if cfg.currency_field is not None:
         projection[cfg.currency_field] = 1
+    floor = bal is not None and amount - held < 0  # the available balance goes down
     if bal is not None:
         projection[bal] = 1
         if amount > 0:
             flt[bal] = {"$lte": INT64_MAX - amount}
         elif amount < 0:
             flt[bal] = {"$gte": INT64_MIN - amount}
-        if amount - held < 0:  # the available balance goes down: the floor applies
-            floor = {"$or": floor_guard(cfg, amount - held)}
-            if guard is None:
-                guard = floor
-            else:
-                flt["$and"] = [guard, floor]
-                guard = None
         if amount:
             inc[bal] = bson.Int64(amount)
-    if guard is not None:
-        flt.update(guard)
+    if held > 0:  # the held sum must not overflow int64 (a missing one is zero)
+        room = {"$lte": INT64_MAX - held}
+        if floor:  # a hold: each branch of the floor under its own held case
+            without, with_held = _floor_expressions(cfg, amount - held)
+            flt["$or"] = [
+                {HELD: {"$exists": False}, "$or": [{MIN_BALANCE: None}, {"$expr": without}]},
+                {HELD: room, "$or": [{MIN_BALANCE: None}, {"$expr": with_held}]},
+            ]
+        else:
+            flt["$or"] = [{HELD: {"$exists": False}}, {HELD: room}]
+    elif floor:
+        flt["$or"] = floor_guard(cfg, amount - held)
     return LegUpdate(filter=flt, update=update, projection=projection)
 
 
@@ -103,15 +104,21 @@ def floor_guard(cfg: LedgerConfig, change: int) -> list[dict[str, Any]]:
     """``balance + change - held >= min_balance``, or no floor at all: the branches of an
     ``$or``. A missing ``held`` is zero, spelled out as its own branch (``$add`` with a missing
     field is null, which every number compares above)."""
-    after = {"$add": [cfg.balance_path, change]}
+    without, with_held = _floor_expressions(cfg, change)
     return [
         {MIN_BALANCE: None},  # matches a missing field too: an unguarded account
-        {HELD: {"$exists": False}, "$expr": {"$gte": [after, _MIN_BALANCE_PATH]}},
-        {
-            HELD: {"$exists": True},
-            "$expr": {"$gte": [after, {"$add": [_MIN_BALANCE_PATH, _HELD_PATH]}]},
-        },
+        {HELD: {"$exists": False}, "$expr": without},
+        {HELD: {"$exists": True}, "$expr": with_held},
     ]
+
+
+def _floor_expressions(cfg: LedgerConfig, change: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The floor as ``$expr`` comparisons: without a held sum, and with one."""
+    after = {"$add": [cfg.balance_path, change]}
+    return (
+        {"$gte": [after, _MIN_BALANCE_PATH]},
+        {"$gte": [after, {"$add": [_MIN_BALANCE_PATH, _HELD_PATH]}]},
+    )
 
 
 def below_floor(balance: int, held: int, floor: int | None) -> bool:
