@@ -277,8 +277,8 @@ class _Diff:
                     self._changed(old, v, name, sub)
             self.removed.extend(
                 child(prefix, parts, k)[0]
-                for k in (pre if only is None else [k for k in pre if k in only])
-                if k not in post
+                for k in pre
+                if k not in post and (only is None or k in only)
             )
             return
         # Two lists.

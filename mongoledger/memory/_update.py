@@ -57,22 +57,21 @@ def plan(update: Any) -> Plan | None:
     for op, fields in update.items():
         if op not in ("$inc", "$set", "$max", "$min") or type(fields) is not dict or not fields:
             return None
-        for name, value in fields.items():
+        for name, given in fields.items():
             # Top-level names only (no paths, positional operators, NUL, or the _id), each
             # once: a name twice is a conflict the server refuses, left to mongomock's path.
             if type(name) is not str or not _top_level(name) or name in seen:
                 return None
-            kind = type(value)
             if op == "$set":
-                if kind not in _SETTABLE or (kind is int and value not in _INT64):
-                    return None  # an int beyond int64: mongomock's encoding check refuses it
-            elif kind not in (_NUMBERS if op == "$inc" else _ORDERED):
+                value = _stored(given)
+                if value is ABSENT:
+                    return None
+            elif type(given) not in (_NUMBERS if op == "$inc" else _ORDERED):
                 return None
+            else:  # $max/$min of a datetime compare it as stored
+                value = _stored_datetime(given) if type(given) is datetime.datetime else given
             seen.add(name)
-            # A datetime to the millisecond, naive UTC, as stored.
-            steps.append(
-                (op, name, _stored_datetime(value) if kind is datetime.datetime else value)
-            )
+            steps.append((op, name, value))
     return tuple(steps)
 
 
@@ -97,14 +96,21 @@ def _pipeline_plan(pipeline: list[Any]) -> Plan | None:
             continue
         if type(value) is not dict or len(value) != 1 or "$literal" not in value:
             return None
-        literal = value["$literal"]
-        kind = type(literal)
-        if kind not in _SETTABLE or (kind is int and literal not in _INT64):
+        literal = _stored(value["$literal"])
+        if literal is ABSENT:
             return None
-        steps.append(
-            ("$set", name, _stored_datetime(literal) if kind is datetime.datetime else literal)
-        )
+        steps.append(("$set", name, literal))
     return tuple(steps)
+
+
+def _stored(value: Any) -> Any:
+    """A value to set as the document will store it (a datetime naive UTC to the
+    millisecond), or ABSENT when it is not one the native path sets (a container, an int
+    beyond int64, which mongomock's encoding check refuses, ...)."""
+    kind = type(value)
+    if kind not in _SETTABLE or (kind is int and value not in _INT64):
+        return ABSENT
+    return _stored_datetime(value) if kind is datetime.datetime else value
 
 
 def _top_level(name: str) -> bool:
