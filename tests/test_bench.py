@@ -11,19 +11,24 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quick_run_writes_json(tmp_path: Path) -> None:
+def run_quick(tmp_path: Path, *options: str, timeout: int) -> tuple[str, dict[str, Any]]:
+    """``scripts/bench --quick`` with ``options``: its output, and the JSON it wrote."""
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.bench", "--quick", *options, "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "### Commands per operation" in proc.stdout
-    results = json.loads(out.read_text())
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_quick_run_writes_json(tmp_path: Path) -> None:
+    stdout, results = run_quick(tmp_path, timeout=120)
+    assert "### Commands per operation" in stdout
     assert results["meta"]["quick"] is True
     commands = {row["operation"]: row for row in results["commands"]}
     assert set(commands) >= {"increase", "transfer", "post (5 legs)", "revert (transfer)"}
@@ -50,11 +55,11 @@ def test_quick_run_writes_json(tmp_path: Path) -> None:
     assert set(hot) == {"8 threads", "64 tasks"}
     assert all(row["ops_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0 for row in hot.values())
     assert hot["64 tasks"]["conflicts"] > 0  # the tasks' transactions really overlapped
-    assert "### Contention: transfers among 3 hot accounts" in proc.stdout
+    assert "### Contention: transfers among 3 hot accounts" in stdout
     web = {row["operation"]: row for row in results["web"]}
     assert set(web) == {"balance read", "increase"}
     assert all(row["app_ops_s"] > 0 and row["library_ops_s"] > 0 for row in web.values())
-    assert "### The web app" in proc.stdout
+    assert "### The web app" in stdout
     growth = results["growth"]
     assert len(growth["sizes"]) >= 2
     for query in ("history page", "balance_at", "report page", "verify"):
@@ -69,34 +74,14 @@ def test_quick_run_writes_json(tmp_path: Path) -> None:
     assert all(row["store_ops_s"] > 0 and row["fsyncs_per_op"] > 0 for row in store["throughput"])
     assert store["fsync"]["median_us"] > 0
     assert store["open"]["transactions"] == 10_000
-    assert "### The embedded store" in proc.stdout
+    assert "### The embedded store" in stdout
 
 
 def test_quick_run_over_the_wire_counts_commands_with_the_driver(tmp_path: Path) -> None:
     """``--wire`` (as ``--uri`` would): real PyMongo clients, sync and async, through a
     serve-db subprocess; commands counted by command monitoring, conflicts of the contention
     rows counted from the driver's replies."""
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.bench",
-            "--wire",
-            "--quick",
-            "--only",
-            "transfer",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    results = json.loads(out.read_text())
+    _, results = run_quick(tmp_path, "--wire", "--only", "transfer", timeout=300)
     assert "wire endpoint" in results["meta"]["target"]
     commands = {row["operation"]: row for row in results["commands"]}
     assert commands["transfer"]["commands"] == {
