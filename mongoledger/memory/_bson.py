@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import bson
+import mongomock.helpers as _mm_helpers
 from bson.codec_options import CodecOptions
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
@@ -22,6 +23,8 @@ from bson.timestamp import Timestamp
 from pymongo.errors import DocumentTooLarge
 
 Document = dict[str, Any]
+
+_patch_in_document: Any = _mm_helpers.patch_datetime_awareness_in_document
 
 MAX_BSON_SIZE = 16 * 1024 * 1024
 CODEC = CodecOptions(document_class=dict, tz_aware=False)
@@ -31,6 +34,47 @@ CODEC = CodecOptions(document_class=dict, tz_aware=False)
 UNPATCHED = frozenset({str, int, bool, float, type(None), bson.ObjectId, Int64, bytes})
 # Values no update changes in place (exact types), shared between a document's versions.
 IMMUTABLE = UNPATCHED | {datetime.datetime, bson.Binary, Decimal128, Timestamp}
+
+
+def stored_datetime(value: datetime.datetime) -> datetime.datetime:
+    """A datetime as mongomock's patching (``patch_datetime_awareness_in_document``) leaves it,
+    and as BSON stores it: naive UTC, to the millisecond."""
+    millis = value.microsecond // 1000 * 1000
+    offset = value.utcoffset()
+    if offset:  # None (naive) and zero (UTC) need no arithmetic
+        value = value - offset
+    return value.replace(tzinfo=None, microsecond=millis)
+
+
+def needs_patching(value: Any) -> bool:
+    """Whether mongomock's datetime patching would change a query (datetimes, tuples)."""
+    kind = type(value)
+    if kind in UNPATCHED:
+        return False
+    if kind is not dict and kind is not list:
+        return isinstance(value, datetime.datetime | tuple | Mapping)
+    # A loop over a stack, not recursion: this runs on every query's every value.
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        for item in node.values() if type(node) is dict else node:
+            kind = type(item)
+            if kind in UNPATCHED:
+                continue
+            if kind is dict or kind is list:
+                stack.append(item)
+            elif isinstance(item, datetime.datetime | tuple | Mapping):
+                return True
+    return False
+
+
+def patched(query: Any) -> Any:
+    """mongomock's datetime normalization of a query, skipped when it would change nothing
+    (it rebuilds every dict and list of the query). Only mongomock's own matcher needs it:
+    the engine's fast matcher normalises the datetimes it compares (``_match``)."""
+    if needs_patching(query):
+        return _patch_in_document(query)
+    return query
 
 
 def roundtrip(document: Mapping[str, Any]) -> Document:

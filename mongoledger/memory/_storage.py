@@ -14,7 +14,6 @@ Every method here runs under the engine's mutex, inside one operation.
 from __future__ import annotations
 
 import copy
-import datetime
 import itertools
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -36,10 +35,10 @@ from pymongo.errors import (
 from ._bson import (
     ABSENT,
     IMMUTABLE,
-    UNPATCHED,
     Document,
     canonical,
     mixes_bools,
+    patched,
     private_copy,
     same_value,
     store_key,
@@ -237,36 +236,6 @@ class CollectionStore(mm_store.CollectionStore):  # type: ignore[misc]
                     every = every | set(names) if plain and every is not None else None
             self._unique_cache = (found, None if every is None else frozenset(every))
         return self._unique_cache
-
-
-def _needs_patching(value: Any) -> bool:
-    """Whether mongomock's datetime patching would change a query (datetimes, tuples)."""
-    kind = type(value)
-    if kind in UNPATCHED:
-        return False
-    if kind is not dict and kind is not list:
-        return isinstance(value, datetime.datetime | tuple | Mapping)
-    # A loop over a stack, not recursion: this runs on every query's every value.
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        for item in node.values() if type(node) is dict else node:
-            kind = type(item)
-            if kind in UNPATCHED:
-                continue
-            if kind is dict or kind is list:
-                stack.append(item)
-            elif isinstance(item, datetime.datetime | tuple | Mapping):
-                return True
-    return False
-
-
-def _patch_datetimes(query: Any) -> Any:
-    """mongomock's datetime normalization of a query, skipped when it would change nothing
-    (it rebuilds every dict and list of the query, a large share of a guarded update)."""
-    if _needs_patching(query):
-        return mongomock.helpers.patch_datetime_awareness_in_document(query)
-    return query
 
 
 def _update_paths(update: Any) -> tuple[frozenset[str] | None, tuple[str, ...]]:
@@ -468,7 +437,6 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
         """mongomock's update loop (less the upsert, which ``_update`` leaves to it) for an
         update ``update_plan`` recognised: the same results, writes and checks, without
         rebuilding the update and the filter, encoding each value, or walking paths."""
-        spec = _patch_datetimes(spec)
         mongomock.collection.validate_is_mapping("spec", spec)
         matched = modified = 0
         for stored in self._matching(spec):
@@ -491,12 +459,13 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
         working = WorkingCopy(stored)
         if update_apply(working, steps):
             self._capture_in_place(working, update_fields(steps))
-        else:  # a value apply leaves to mongomock's path, which takes the update patched
-            patched = mongomock.helpers.patch_datetime_awareness_in_document(document)
+        else:  # a value apply leaves to mongomock's path, which takes both patched
+            helpers = mongomock.helpers
+            update = helpers.patch_datetime_awareness_in_document(document)
             if isinstance(document, list):
-                self._apply_update_pipeline(working, patched, None)
+                self._apply_update_pipeline(working, update, None)
             else:
-                self._apply_update_document(working, spec, patched, False)
+                self._apply_update_document(working, patched(spec), update, False)
         if working == stored:  # as mongomock tells a modified document
             return False
         try:
@@ -521,10 +490,10 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
         store = self._store
         docs: IndexedDocuments = store._documents
         if store._ttl_indexes or not isinstance(filter, Mapping):
-            return super()._iter_documents(filter)  # type: ignore[no-any-return]
+            return super()._iter_documents(patched(filter))  # type: ignore[no-any-return]
         keys = docs.candidates(filter, store.indexed)
-        if not docs:
-            mongomock.filtering.filter_applies(filter, {})  # validates the filter, as mongomock
+        if not docs:  # validates the filter, as mongomock
+            mongomock.filtering.filter_applies(patched(filter), {})
         view = self._server._view(store) if docs.overlay else None
         if view is not None:  # versions the operation sees instead of the stored ones
             found = view.documents(view.keys(filter, keys, store.indexed))
@@ -679,7 +648,6 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
         """``list(find(...).sort().skip().limit())`` copying only the documents returned."""
         spec = {} if filter is None else filter
         mongomock.collection.validate_is_mapping("filter", spec)
-        spec = _patch_datetimes(spec)
         stop = skip + abs(limit) if limit else None
         found = itertools.islice(self._select(spec, sort, stop), skip, stop)
         return [self._copy_only_fields(d, projection, dict) for d in found]
@@ -699,8 +667,7 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
         remove = kwargs.get("remove", False)
         if not (remove or update):
             raise ValueError("Must either update or remove")
-        spec = _patch_datetimes(query)
-        found = self._iter_documents(spec) if sort is None else self._select(spec, sort)
+        found = self._iter_documents(query) if sort is None else self._select(query, sort)
         stored = next(iter(found), None)
         if stored is None and not upsert:
             return None
@@ -742,7 +709,7 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
         if stages and isinstance(stages[0], Mapping) and list(stages[0]) == ["$match"]:
             spec = stages.pop(0)["$match"]
             mongomock.collection.validate_is_mapping("filter", spec)
-            selected = self._select(_patch_datetimes(spec), None)
+            selected = self._select(spec, None)
         else:
             view = self._server._view(self._store)
             docs = self._store._documents
@@ -765,7 +732,7 @@ class MockCollection(mongomock.Collection):  # type: ignore[misc]
         spec = {} if filter is None else filter
         mongomock.collection.validate_is_mapping("filter", spec)
         found: dict[Any, Any] = {}
-        for doc in self._iter_documents(_patch_datetimes(spec)):
+        for doc in self._iter_documents(spec):
             for values in mongomock.filtering.iter_key_candidates(key, doc):
                 if values is mongomock.filtering.NOTHING:
                     continue
@@ -805,6 +772,7 @@ def applies(flt: Any, doc: Document) -> bool:
     result = fast_match(flt, doc)
     if result is not None:
         return result
+    flt = patched(flt)
     filter_applies = mongomock.filtering.filter_applies
     if mixes_bools(flt):
         try:

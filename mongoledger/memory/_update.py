@@ -20,7 +20,7 @@ import bson
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
-from ._bson import ABSENT, Document
+from ._bson import ABSENT, Document, stored_datetime
 
 __all__ = ["Plan", "apply", "fields", "is_long", "plan"]
 
@@ -34,16 +34,6 @@ _SETTABLE = frozenset(
     {str, int, Int64, float, bool, type(None), bson.ObjectId, datetime.datetime, Decimal128}
 )
 _INT64 = range(-(2**63), 2**63)
-
-
-def _stored_datetime(value: datetime.datetime) -> datetime.datetime:
-    """mongomock's normalisation of a datetime (``patch_datetime_awareness_in_document``):
-    naive UTC, to the millisecond, as BSON stores it."""
-    millis = value.microsecond // 1000 * 1000
-    offset = value.utcoffset()
-    if offset:  # None (naive) and zero (UTC) need no arithmetic
-        value = value - offset
-    return value.replace(tzinfo=None, microsecond=millis)
 
 
 def plan(update: Any) -> Plan | None:
@@ -69,7 +59,7 @@ def plan(update: Any) -> Plan | None:
             elif type(given) not in (_NUMBERS if op == "$inc" else _ORDERED):
                 return None
             else:  # $max/$min of a datetime compare it as stored
-                value = _stored_datetime(given) if type(given) is datetime.datetime else given
+                value = stored_datetime(given) if type(given) is datetime.datetime else given
             seen.add(name)
             steps.append((op, name, value))
     return tuple(steps)
@@ -110,7 +100,7 @@ def _stored(value: Any) -> Any:
     kind = type(value)
     if kind not in _SETTABLE or (kind is int and value not in _INT64):
         return ABSENT
-    return _stored_datetime(value) if kind is datetime.datetime else value
+    return stored_datetime(value) if kind is datetime.datetime else value
 
 
 def _top_level(name: str) -> bool:
