@@ -47,6 +47,7 @@ from mongoledger._core.accounts import AccountRef, account_filter, check_distinc
 from mongoledger._core.amounts import validate_positive
 from mongoledger._core.data import validate_data
 from mongoledger._core.holds import (
+    CLOSED_PROJECTION,
     HOLDS_ORDER,
     capture_update,
     closing_filter,
@@ -437,6 +438,7 @@ class Holds(Writes):
                 doc = await self._holds.find_one_and_update(
                     closing_filter(hold_id, now, amount=value),
                     capture_update(value, now, operation_id),
+                    projection=CLOSED_PROJECTION,
                     return_document=ReturnDocument.AFTER,
                     session=session,
                 )
@@ -474,7 +476,11 @@ class Holds(Writes):
                 update = expire_update(expire_at, operation_id)
                 status = "expired"
             doc = await self._holds.find_one_and_update(
-                flt, update, return_document=ReturnDocument.AFTER, session=session
+                flt,
+                update,
+                projection=CLOSED_PROJECTION,
+                return_document=ReturnDocument.AFTER,
+                session=session,
             )
             if doc is None:
                 if expire_at is None:

@@ -47,6 +47,7 @@ from mongoledger.errors import HoldClosed, HoldExpired, HoldNotFound, InvalidAmo
 from mongoledger.models import Hold
 
 __all__ = [
+    "CLOSED_PROJECTION",
     "STATUSES",
     "capture_update",
     "closing_filter",
@@ -209,6 +210,10 @@ def closing_filter(
     if amount is not None:
         flt[AMOUNT] = {"$gte": amount}
     return flt
+
+
+# What closing a hold needs back from its update: the legs it moves (not the hold's data).
+CLOSED_PROJECTION = {FROM_ACCOUNT_ID: 1, TO_ACCOUNT_ID: 1, AMOUNT: 1, CAPTURED_AMOUNT: 1}
 
 
 def capture_update(amount: int | None, now: datetime, operation_id: ObjectId) -> list[Any]:
