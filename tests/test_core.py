@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+import random
+from datetime import datetime, timedelta, timezone
 
 import bson
 import pytest
 from bson import ObjectId
 
-from mongoledger._core import schema
+from mongoledger._core import clock, schema
 from mongoledger._core.accounts import (
     AccountRef,
     account_creation,
@@ -354,3 +355,25 @@ def test_index_plan_tells_missing_from_outdated() -> None:
         "unique": True,
         "partialFilterExpression": {"attributes_key": {"$exists": True}},
     }
+
+
+def test_the_clock_reads_now_in_utc_to_the_millisecond() -> None:
+    before = datetime.now(timezone.utc)
+    now = clock.utcnow()
+    after = datetime.now(timezone.utc)
+    assert now.tzinfo is timezone.utc
+    assert now.microsecond % 1000 == 0
+    assert before - timedelta(milliseconds=1) < now <= after
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_clock_truncates_to_exactly_the_millisecond(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole milliseconds over two centuries come back exact (no float rounding to .999)."""
+    rng = random.Random(seed)
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    for _ in range(20_000):
+        ns = rng.randrange(0, 230 * 365 * 86_400 * 10**9)  # up to the year 2200
+        monkeypatch.setattr(clock, "_time_ns", lambda ns=ns: ns)
+        assert clock.utcnow() == epoch + timedelta(milliseconds=ns // 1_000_000), ns

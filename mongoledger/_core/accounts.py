@@ -8,10 +8,9 @@ import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import bson
 from bson import ObjectId
@@ -54,8 +53,7 @@ __all__ = [
 _SCALARS = (str, int, float, bool, ObjectId, datetime, bytes, bson.Binary, bson.Decimal128)
 
 
-@dataclass(frozen=True)
-class AccountRef:
+class AccountRef(NamedTuple):  # made for every account of every call: a tuple is cheapest
     """A validated account reference: an ``_id`` or an attribute set."""
 
     id: Any = None
