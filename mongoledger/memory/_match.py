@@ -37,6 +37,9 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "$lt": operator.lt,
     "$lte": operator.le,
 }
+_EXPR_COMPARE = {**_COMPARE, "$eq": operator.eq, "$ne": operator.ne}
+# Exact types whose Python equality is BSON's between two values of that same type.
+_SAME_TYPE_EQUAL = frozenset({str, int, Int64, ObjectId})
 
 
 def _nan(value: Any) -> bool:
@@ -101,36 +104,47 @@ def match(flt: Any, doc: dict[str, Any]) -> bool | None:
     """Whether ``doc`` matches ``flt``; None when this fast path cannot tell."""
     if type(flt) is not dict:
         return None
+    get = doc.get
     for name, cond in flt.items():
-        if name in ("$and", "$or"):
-            if not isinstance(cond, list) or not cond:
-                return None
-            want_all = name == "$and"
-            for sub in cond:
-                result = match(sub, doc)
+        if type(name) is not str:
+            return None
+        if name[:1] == "$":
+            if name in ("$and", "$or"):
+                if type(cond) is not list or not cond:
+                    return None
+                want_all = name == "$and"
+                for sub in cond:
+                    result = match(sub, doc)
+                    if result is None:
+                        return None
+                    if result is not want_all:
+                        break
+                else:
+                    result = want_all
+            elif name == "$expr":
+                result = _expr(cond, doc)
                 if result is None:
                     return None
-                if result != want_all:
-                    break
             else:
-                result = want_all
-            if not result:
-                return False
-            continue
-        if name == "$expr":
-            result = _expr(cond, doc)
-            if result is None:
                 return None
             if not result:
                 return False
             continue
-        if name.startswith("$") or "." in name:
+        if "." in name:
             return None
-        value = doc.get(name, _ABSENT)
+        value = get(name, _ABSENT)
         kind = type(value)
+        if kind is type(cond) and kind in _SAME_TYPE_EQUAL:  # {field: value}, the commonest
+            if value != cond:
+                return False
+            continue
         if value is not _ABSENT and kind not in _PLAIN_TYPES and not _plain(value):
             return None  # arrays and sub-documents have their own matching rules
-        if isinstance(cond, dict):
+        if cond is None:  # {field: None}: missing or null
+            if value is not _ABSENT and value is not None:
+                return False
+            continue
+        if type(cond) is dict:
             if len(cond) == 1:  # the common {field: {"$gte": 5}} and {field: {"$exists": b}}
                 ((op, arg),) = cond.items()
                 if op == "$exists":
@@ -153,6 +167,8 @@ def match(flt: Any, doc: dict[str, Any]) -> bool | None:
                     return None
                 if not result:
                     return False
+        elif isinstance(cond, dict):
+            return None  # a dict subclass: mongomock's path
         else:
             result = _equal(value, cond)
             if result is None:
@@ -164,22 +180,30 @@ def match(flt: Any, doc: dict[str, Any]) -> bool | None:
 
 def _expr_value(arg: Any, doc: dict[str, Any]) -> Any:
     """A number an aggregation expression evaluates to, or _ABSENT when this path can't tell."""
-    if type(arg) is str:
-        if not arg.startswith("$") or arg.startswith("$$") or "." in arg:
+    kind = type(arg)
+    if kind is str:
+        if arg[:1] != "$" or arg[1:2] == "$" or "." in arg:
             return _ABSENT
         value = doc.get(arg[1:], _ABSENT)
-        return value if _number(value) else _ABSENT
-    if _number(arg):
+        if type(value) in _INTS or _number(value):
+            return value
+        return _ABSENT
+    if kind in _INTS:
         return arg
-    if type(arg) is dict and len(arg) == 1 and type(arg.get("$add")) is list:
+    if kind is dict:
+        if len(arg) != 1:
+            return _ABSENT
+        terms = arg.get("$add")
+        if type(terms) is not list:
+            return _ABSENT
         total: Any = 0
-        for item in arg["$add"]:
+        for item in terms:
             value = _expr_value(item, doc)
             if value is _ABSENT:
                 return _ABSENT
             total += value
         return total
-    return _ABSENT
+    return arg if _number(arg) else _ABSENT
 
 
 def _number(value: Any) -> bool:
@@ -191,10 +215,11 @@ def _expr(expr: Any, doc: dict[str, Any]) -> bool | None:
     if type(expr) is not dict or len(expr) != 1:
         return None
     ((op, args),) = expr.items()
-    compare = _COMPARE.get(op) or {"$eq": operator.eq, "$ne": operator.ne}.get(op)
+    compare = _EXPR_COMPARE.get(op)
     if compare is None or type(args) is not list or len(args) != 2:
         return None
-    left, right = (_expr_value(arg, doc) for arg in args)
+    left = _expr_value(args[0], doc)
+    right = _expr_value(args[1], doc)
     if left is _ABSENT or right is _ABSENT:
         return None
     return bool(compare(left, right))

@@ -451,3 +451,35 @@ def test_filter_datetimes_compare_as_stored() -> None:
     )
     assert coll.update_one({"at": {"$gt": at}}, {"$inc": {"n": 10}}).modified_count == 1
     assert sorted(d["n"] for d in coll.find()) == [11, 12]
+
+
+@pytest.mark.parametrize("held", [0, 5])
+@pytest.mark.parametrize("floor", [None, 0, -100])
+def test_fast_matcher_decides_the_ledgers_guards(held: int, floor: int | None) -> None:
+    """Every write's guarded update and a hold's closing filter are decided without mongomock
+    (its matcher is ten times slower), and as mongomock decides them."""
+    from mongoledger._core.accounts import AccountRef
+    from mongoledger._core.config import LedgerConfig
+    from mongoledger._core.guards import leg_update
+    from mongoledger._core.holds import closing_filter
+
+    cfg, oid = LedgerConfig(), ObjectId()
+    account = {"_id": oid, "balance": Int64(3), "seq": 1, "min_balance": floor}
+    if held:
+        account["held"] = Int64(held)
+    now = datetime.datetime(2024, 5, 1, 12, 0, 0, 250_400, tzinfo=datetime.timezone.utc)
+    hold = {"_id": oid, "status": "pending", "amount": Int64(7)}
+    cases = [
+        (leg_update(cfg, AccountRef(id=oid), amount, None, held=h).filter, account)
+        for amount, h in [(1, 0), (-1, 0), (-10, 0), (0, 1), (0, 9), (-7, -7)]
+    ]
+    cases += [(closing_filter(oid, now, amount=a), hold) for a in (None, 7, 8)]
+    stored = now.replace(tzinfo=None, microsecond=250_000)  # as the store holds it
+    cases += [
+        (closing_filter(oid, now), {**hold, "expires_at": at})
+        for at in (stored, stored + HOUR, stored - HOUR)
+    ]
+    for flt, doc in cases:
+        fast = match(flt, doc)
+        assert fast is not None, flt
+        assert fast == bson_applies(patched(flt), doc), (flt, doc)
