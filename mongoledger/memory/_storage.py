@@ -795,30 +795,33 @@ def _unchanged(names: tuple[str, ...], pre: Document, post: Document) -> bool:
 
 def _project(doc: Document, projection: Any) -> Document | None:
     """A private copy of ``doc`` cut to a plain inclusion projection of top-level fields
-    (``{"a": 1, "b": 1}``), or None for any other projection (mongomock's path handles it)."""
+    (``{"a": 1, "b": 1}``), or None for any other projection (mongomock's path handles it).
+    Its fields come ``_id`` first, then in the projection's order (a server keeps the
+    document's: equal as dicts, different when listed)."""
     if type(projection) is not dict or not projection:
         return None
+    # _id first, as a server returns it; dropped at the end if the projection excludes it.
+    out: Document = {"_id": doc["_id"]} if "_id" in doc else {}
     keep_id = True
-    out: Document = {}
     immutable = True
     for name, flag in projection.items():
         kind = type(flag)
-        if type(name) is not str or name[:1] == "$" or "." in name:
-            return None
-        if kind is not int and kind is not bool:
+        if type(name) is not str or (kind is not int and kind is not bool):
             return None
         if name == "_id":
             keep_id = bool(flag)
             continue
-        if flag != 1:
+        if flag != 1 or name[:1] == "$" or "." in name:
             return None
-        if name in doc:
-            value = out[name] = doc[name]
-            immutable = immutable and type(value) in IMMUTABLE
-    if len(projection) == 1 and not keep_id:
-        return None  # {"_id": 0} alone is an exclusion projection
-    if keep_id and "_id" in doc:
-        out = {"_id": doc["_id"], **out}
+        value = doc.get(name, ABSENT)
+        if value is not ABSENT:
+            out[name] = value
+            if type(value) not in IMMUTABLE:
+                immutable = False
+    if not keep_id:
+        if len(projection) == 1:
+            return None  # {"_id": 0} alone is an exclusion projection
+        out.pop("_id", None)
     return out if immutable else private_copy(out)  # immutable values: already a copy
 
 

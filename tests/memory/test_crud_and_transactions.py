@@ -610,6 +610,8 @@ def test_aware_datetimes_in_queries_match_stored_utc(client: MemoryClient, coll)
         {"a": 0},
         {"a.x": 1},
         {"_id": 0},
+        {"c": 1, "_id": False, "b": 1},
+        {"b": 1, "_id": 1, "c": True},
         ["a"],
     ],
 )
