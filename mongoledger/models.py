@@ -263,7 +263,10 @@ class HeldMismatch(_Model):
     """An account whose cached ``held`` differs from the sum of its pending holds."""
 
     account_id: Any
-    cached: int | None
+    cached: Any = Field(
+        description="Its `held` field as found: None when missing or null; anything but an "
+        "integer was set outside the ledger."
+    )
     calculated: int | None = Field(
         description="The sum of its pending holds; None when that sum is past int64."
     )

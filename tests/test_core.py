@@ -182,6 +182,14 @@ def test_explain_refusal_names_what_the_guard_saw() -> None:
         _refused(cfg, 0, {**account, "held": schema.INT64_MAX}, held=1)
     with pytest.raises(InvalidAccount, match="no integer 'held'"):
         _refused(cfg, -1, {**account, "held": "4"})
+    for bad in (None, 1.5, True):  # null would let a floor's $add pass any debit
+        with pytest.raises(InvalidAccount, match="no integer 'held'"):
+            _refused(cfg, -1, {**account, "held": bad})
+        with pytest.raises(InvalidAccount, match="no integer 'held'"):
+            _refused(cfg, 0, {**account, "held": bad}, held=1)
+        with pytest.raises(InvalidAmount, match="overflow the int64 balance"):  # held unread
+            _refused(cfg, 1, {**account, "held": bad, "balance": schema.INT64_MAX})
+        _refused(cfg, -1, {**account, "held": bad, "min_balance": None})  # no floor to read it
     with pytest.raises(InvalidAccount, match="no integer 'balance'"):
         _refused(cfg, -1, {**account, "balance": 1.5})
     eur = LedgerConfig(currency_field="currency")

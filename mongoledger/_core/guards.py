@@ -26,6 +26,7 @@ __all__ = [
     "below_floor",
     "explain_refusal",
     "floor_guard",
+    "held_of",
     "kept_conflicting",
     "leg_update",
 ]
@@ -103,12 +104,14 @@ def leg_update(
 def floor_guard(cfg: LedgerConfig, change: int) -> list[dict[str, Any]]:
     """``balance + change - held >= min_balance``, or no floor at all: the branches of an
     ``$or``. A missing ``held`` is zero, spelled out as its own branch (``$add`` with a missing
-    field is null, which every number compares above)."""
+    field is null, which every number compares above). A ``held`` that is not a number (set
+    outside the ledger: null would pass any floor, a string fail the ``$add``) matches no
+    branch: the refusal names it (:func:`explain_refusal`)."""
     without, with_held = _floor_expressions(cfg, change)
     return [
         {MIN_BALANCE: None},  # matches a missing field too: an unguarded account
         {HELD: {"$exists": False}, "$expr": without},
-        {HELD: {"$exists": True}, "$expr": with_held},
+        {HELD: {"$type": "number"}, "$expr": with_held},
     ]
 
 
@@ -119,6 +122,15 @@ def _floor_expressions(cfg: LedgerConfig, change: int) -> tuple[dict[str, Any], 
         {"$gte": [after, _MIN_BALANCE_PATH]},
         {"$gte": [after, {"$add": [_MIN_BALANCE_PATH, _HELD_PATH]}]},
     )
+
+
+def held_of(doc: Mapping[str, Any]) -> int | None:
+    """An account's ``held`` sum: the field, zero when missing; None when it holds anything
+    but an integer (null, a string, a float: changed outside the ledger)."""
+    held = doc.get(HELD, 0)
+    if isinstance(held, bool) or not isinstance(held, int):
+        return None
+    return int(held)
 
 
 def below_floor(balance: int, held: int, floor: int | None) -> bool:
@@ -138,12 +150,14 @@ def explain_refusal(cfg: LedgerConfig, leg: Leg, doc: Mapping[str, Any]) -> None
                 {doc["_id"]: doc.get(cfg.currency_field), counterpart: currency},
                 cfg.currency_field,
             )
-    held = doc.get(HELD) or 0
-    if isinstance(held, bool) or not isinstance(held, int):
+    held = held_of(doc)
+    floored = leg.amount - leg.held < 0 and doc.get(MIN_BALANCE) is not None
+    if held is None and (leg.held > 0 or floored):  # a guard that reads held refused
         raise InvalidAccount(
-            f"account {doc['_id']!r} has no integer {HELD!r} field ({held!r}: changed "
+            f"account {doc['_id']!r} has no integer {HELD!r} field ({doc[HELD]!r}: changed "
             "outside the ledger?); verify(repair=True) rebuilds it from the pending holds"
         )
+    held = held or 0  # a leg whose guard ignores it
     if leg.held > 0 and held + leg.held > INT64_MAX:
         raise InvalidAmount(
             f"amount {leg.held} would overflow the int64 held sum {held} of account {doc['_id']!r}"

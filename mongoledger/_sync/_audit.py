@@ -25,6 +25,7 @@ from mongoledger._core.audit import (
     rewritable,
     running_balance_mismatches,
 )
+from mongoledger._core.guards import held_of
 from mongoledger._core.holds import pending_held_pipeline, reopen
 from mongoledger._core.reads import balances_pipeline
 from mongoledger._sync._base import LedgerBase
@@ -408,7 +409,7 @@ class Audit(LedgerBase):
         suspects = [
             doc["_id"]
             for doc in accounts
-            if int(doc.get(schema.HELD) or 0) != sums[repr(doc["_id"])]
+            if held_of(doc) != sums[repr(doc["_id"])]  # None (not an integer) never matches
         ]
         mismatches, fixed = [], []
         for account_id in suspects:
@@ -448,7 +449,7 @@ class Audit(LedgerBase):
             if doc is None:
                 return
             cached = doc.get(schema.HELD)
-            if int(cached or 0) == calculated:
+            if held_of(doc) == calculated:
                 return
             if session is None:  # no snapshot: the value must not have moved meanwhile
                 again = self._accounts.find_one({"_id": account_id}, {schema.HELD: 1})
@@ -459,7 +460,7 @@ class Audit(LedgerBase):
                 result = self._accounts.update_one(
                     {
                         "_id": account_id,
-                        schema.HELD: {"$exists": False} if cached is None else cached,
+                        schema.HELD: cached if schema.HELD in doc else {"$exists": False},
                     },
                     {"$set": {schema.HELD: bson.Int64(calculated)}},
                     session=session,

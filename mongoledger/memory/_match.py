@@ -1,13 +1,13 @@
 """A fast path for mongomock's matcher on the filters an application sends most.
 
 ``match(filter, doc)`` decides filters made of top-level fields compared with plain scalars
-(equality, ``$eq``/``$ne``/``$gt``/``$gte``/``$lt``/``$lte``/``$exists``/``$in``) joined by
-``$and``/``$or``, exactly as ``mongomock.filtering.filter_applies`` would after the datetime
-normalization of the filter (``_bson.patched``: naive UTC, to the millisecond), several times
-faster. It normalizes the datetimes it compares itself, so a filter it decides is never
-patched. Anything else (arrays or sub-documents in the document, dotted paths, ``$expr``
-beyond numbers, regexes, mixed-type comparisons, ...) returns None, and the caller asks
-mongomock.
+(equality, ``$eq``/``$ne``/``$gt``/``$gte``/``$lt``/``$lte``/``$exists``/``$in``, ``$type:
+"number"``) joined by ``$and``/``$or``, exactly as ``mongomock.filtering.filter_applies``
+would after the datetime normalization of the filter (``_bson.patched``: naive UTC, to the
+millisecond), several times faster. It normalizes the datetimes it compares itself, so a
+filter it decides is never patched. Anything else (arrays or sub-documents in the document,
+dotted paths, ``$expr`` beyond numbers, regexes, mixed-type comparisons, ...) returns None,
+and the caller asks mongomock.
 Booleans equal only booleans, as in BSON (Python's ``True == 1`` does not apply).
 """
 
@@ -28,6 +28,7 @@ _ABSENT = object()
 _EQ_TYPES = (str, int, float, ObjectId, datetime.datetime, type(None))
 _DATETIME = datetime.datetime
 _NUMBERS = (int, float)
+_NUMBER_TYPES = frozenset({int, Int64, float})  # the plain values $type "number" matches
 _INTS = frozenset({int, Int64})  # exact types: bool is an int too, and sorts apart
 # Exact types _plain accepts without asking (a float may be NaN).
 _PLAIN_TYPES = frozenset({str, int, Int64, bool, ObjectId, datetime.datetime, type(None)})
@@ -94,6 +95,8 @@ def _operator(op: str, arg: Any, value: Any) -> bool | None:
         return _compare(_COMPARE[op], value, arg)
     if op == "$exists":
         return bool(arg) == (value is not _ABSENT)
+    if op == "$type" and type(arg) is str and arg == "number":  # a plain value, or missing
+        return type(value) in _NUMBER_TYPES
     if op == "$in" and isinstance(arg, list) and value is not _ABSENT:
         results = [_equal(value, item) for item in arg]
         return None if None in results else any(results)
@@ -149,6 +152,10 @@ def match(flt: Any, doc: dict[str, Any]) -> bool | None:
                 ((op, arg),) = cond.items()
                 if op == "$exists":
                     if bool(arg) != (value is not _ABSENT):
+                        return False
+                    continue
+                if op == "$type" and arg == "number" and type(arg) is str:
+                    if kind not in _NUMBER_TYPES:
                         return False
                     continue
                 compare = _COMPARE.get(op)

@@ -677,6 +677,37 @@ async def test_verify_finds_and_repairs_held_drift(ledger: AsyncLedger) -> None:
     assert await ledger.available_balance(WALLET) == 50
 
 
+@pytest.mark.parametrize("bad", [None, "30"])
+async def test_a_held_changed_outside_the_ledger_is_refused_found_and_repaired(
+    ledger: AsyncLedger, bad: Any
+) -> None:
+    """A ``held`` that is not an integer (null, a string) never lets a debit through the floor
+    (null used to: the floor's sum with it is null, below every balance); the refusal names
+    it, verify finds it, and its repair gives the floor back its meaning."""
+    await ledger.hold(WALLET, SHOP, 30)
+    wallet = (await account_doc(ledger, WALLET))["_id"]
+    await ledger.accounts.update_one({"_id": wallet}, {"$set": {"held": bad}})
+    before = await snapshot(ledger)
+    for write in (
+        lambda: ledger.decrease(WALLET, 500),
+        lambda: ledger.transfer(WALLET, SHOP, 1),
+        lambda: ledger.hold(WALLET, SHOP, 1),
+    ):
+        with pytest.raises(InvalidAccount, match=r"no integer 'held'.*verify"):
+            await write()
+    assert await snapshot(ledger) == before
+    report = await ledger.verify()
+    assert [(m.account_id, m.cached, m.calculated) for m in report.held_mismatches] == [
+        (wallet, bad, 30)
+    ]
+    fixed = await ledger.verify(repair=True)
+    assert fixed.repaired_held == [wallet]
+    assert (await ledger.verify()).ok
+    with pytest.raises(InsufficientFunds):
+        await ledger.decrease(WALLET, 71)  # 100, 30 held: 70 available
+    await ledger.decrease(WALLET, 70)
+
+
 async def test_verify_reopens_a_captured_hold_whose_capture_never_posted(
     ledger: AsyncLedger,
 ) -> None:

@@ -675,6 +675,37 @@ def test_verify_finds_and_repairs_held_drift(ledger: Ledger) -> None:
     assert ledger.available_balance(WALLET) == 50
 
 
+@pytest.mark.parametrize("bad", [None, "30"])
+def test_a_held_changed_outside_the_ledger_is_refused_found_and_repaired(
+    ledger: Ledger, bad: Any
+) -> None:
+    """A ``held`` that is not an integer (null, a string) never lets a debit through the floor
+    (null used to: the floor's sum with it is null, below every balance); the refusal names
+    it, verify finds it, and its repair gives the floor back its meaning."""
+    ledger.hold(WALLET, SHOP, 30)
+    wallet = (account_doc(ledger, WALLET))["_id"]
+    ledger.accounts.update_one({"_id": wallet}, {"$set": {"held": bad}})
+    before = snapshot(ledger)
+    for write in (
+        lambda: ledger.decrease(WALLET, 500),
+        lambda: ledger.transfer(WALLET, SHOP, 1),
+        lambda: ledger.hold(WALLET, SHOP, 1),
+    ):
+        with pytest.raises(InvalidAccount, match=r"no integer 'held'.*verify"):
+            write()
+    assert snapshot(ledger) == before
+    report = ledger.verify()
+    assert [(m.account_id, m.cached, m.calculated) for m in report.held_mismatches] == [
+        (wallet, bad, 30)
+    ]
+    fixed = ledger.verify(repair=True)
+    assert fixed.repaired_held == [wallet]
+    assert (ledger.verify()).ok
+    with pytest.raises(InsufficientFunds):
+        ledger.decrease(WALLET, 71)  # 100, 30 held: 70 available
+    ledger.decrease(WALLET, 70)
+
+
 def test_verify_reopens_a_captured_hold_whose_capture_never_posted(
     ledger: Ledger,
 ) -> None:

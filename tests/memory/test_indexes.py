@@ -278,8 +278,10 @@ def random_filter(rng: random.Random, depth: int = 0) -> dict:
         if roll < 0.5:
             flt[name] = rng.choice(SCALARS)
         else:
-            op = rng.choice(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$exists", "$in"])
-            if op == "$exists":
+            op = rng.choice(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$exists", "$in", "$type"])
+            if op == "$type":
+                arg = rng.choice(["number", "string", 1])
+            elif op == "$exists":
                 arg = rng.choice([True, False])
             elif op == "$in":
                 arg = rng.sample(SCALARS, 2)
