@@ -16,6 +16,7 @@ import bson
 from bson import ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo import ReturnDocument
+from pymongo.collation import validate_collation_or_none
 from pymongo.common import validate_ok_for_replace, validate_ok_for_update
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from pymongo.operations import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
@@ -129,6 +130,32 @@ def request_kind(req: Any) -> tuple[str, str]:
     if isinstance(req, (DeleteOne, DeleteMany)):
         return "delete", "delete"
     raise TypeError(f"{req!r} is not a valid request")
+
+
+def request_op(req: Any) -> Any:
+    """The operation a bulk write error names (``writeErrors[i]["op"]``), as PyMongo builds
+    it from the request it sent (``bulk_shared``): the document of an insert, the statement
+    of an update, a replacement or a delete."""
+    if isinstance(req, InsertOne):
+        return req._doc
+    statement: dict[str, Any] = {"q": req._filter}
+    if isinstance(req, (DeleteOne, DeleteMany)):
+        statement["limit"] = 0 if isinstance(req, DeleteMany) else 1
+    else:
+        statement["u"] = req._doc
+        if not isinstance(req, ReplaceOne):
+            statement["multi"] = isinstance(req, UpdateMany)
+        upsert = bool(req._upsert) if isinstance(req, UpdateOne) else req._upsert
+        if upsert is not None:
+            statement["upsert"] = upsert
+    options = {
+        "collation": validate_collation_or_none(getattr(req, "_collation", None)),
+        "arrayFilters": getattr(req, "_array_filters", None),
+        "hint": getattr(req, "_hint", None),
+        "sort": getattr(req, "_sort", None),
+    }
+    statement.update((name, value) for name, value in options.items() if value is not None)
+    return statement
 
 
 def _ensure_id(document: Any) -> Any:
@@ -379,7 +406,8 @@ class CollectionOps:
 
             def error(_position: int, item: tuple[int, Any], exc: OperationFailure) -> Document:
                 index, req = item
-                return {"index": index, "code": exc.code, "errmsg": errmsg(exc), "op": req}
+                op = request_op(req)
+                return {"index": index, "code": exc.code, "errmsg": errmsg(exc), "op": op}
 
             result["writeErrors"] = each_statement(items, ordered, run, OperationFailure, error)
             if result["writeErrors"]:

@@ -532,3 +532,36 @@ def test_database_and_deployment_change_streams(wire_client: Any) -> None:
         assert seen == ["a", "b"]
         assert everything.next()["ns"] == {"db": db.name, "coll": "a"}
     assert "getMore" in recorder.names
+
+
+def test_bulk_write_errors_name_the_failed_operation_as_the_driver_does(db: Any) -> None:
+    """``writeErrors[i]["op"]`` is the statement PyMongo built from the request (over the wire
+    the driver adds it to the server's reply; in process the engine must build the same)."""
+    from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
+    from pymongo.errors import BulkWriteError
+
+    coll = db.c
+    coll.create_index("u", unique=True)
+    coll.insert_many([{"_id": 1, "u": 1}, {"_id": 2, "u": 2}])
+    taken = {"$set": {"u": 1}}
+    requests: list[Any] = [
+        InsertOne({"_id": 1}),
+        UpdateOne({"_id": 2}, taken),
+        UpdateMany({"_id": 2}, taken),
+        UpdateOne({"_id": 2}, taken, upsert=True, hint=[("_id", 1)]),
+        ReplaceOne({"_id": 2}, {"u": 1}),
+        ReplaceOne({"_id": 2}, {"u": 1}, upsert=False),
+        DeleteOne({"_id": 9}),
+    ]
+    with pytest.raises(BulkWriteError) as refused:
+        coll.bulk_write(requests, ordered=False)
+    errors = refused.value.details["writeErrors"]
+    assert [(e["index"], e["code"]) for e in errors] == [(i, 11000) for i in range(6)]
+    assert [e["op"] for e in errors] == [
+        {"_id": 1},
+        {"q": {"_id": 2}, "u": taken, "multi": False, "upsert": False},
+        {"q": {"_id": 2}, "u": taken, "multi": True},
+        {"q": {"_id": 2}, "u": taken, "multi": False, "upsert": True, "hint": {"_id": 1}},
+        {"q": {"_id": 2}, "u": {"u": 1}},
+        {"q": {"_id": 2}, "u": {"u": 1}, "upsert": False},
+    ]
