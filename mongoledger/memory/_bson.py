@@ -46,7 +46,7 @@ def stored_datetime(value: datetime.datetime) -> datetime.datetime:
     return value.replace(tzinfo=None, microsecond=millis)
 
 
-def needs_patching(value: Any) -> bool:
+def _needs_patching(value: Any) -> bool:
     """Whether mongomock's datetime patching would change a query (datetimes, tuples)."""
     kind = type(value)
     if kind in UNPATCHED:
@@ -72,7 +72,7 @@ def patched(query: Any) -> Any:
     """mongomock's datetime normalization of a query, skipped when it would change nothing
     (it rebuilds every dict and list of the query). Only mongomock's own matcher needs it:
     the engine's fast matcher normalises the datetimes it compares (``_match``)."""
-    if needs_patching(query):
+    if _needs_patching(query):
         return _patch_in_document(query)
     return query
 

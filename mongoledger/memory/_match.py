@@ -154,7 +154,7 @@ def match(flt: Any, doc: dict[str, Any]) -> bool | None:
                     if bool(arg) != (value is not _ABSENT):
                         return False
                     continue
-                if op == "$type" and arg == "number" and type(arg) is str:
+                if op == "$type" and type(arg) is str and arg == "number":
                     if kind not in _NUMBER_TYPES:
                         return False
                     continue

@@ -406,8 +406,8 @@ class CollectionOps:
 
             def error(_position: int, item: tuple[int, Any], exc: OperationFailure) -> Document:
                 index, req = item
-                op = request_op(req)
-                return {"index": index, "code": exc.code, "errmsg": errmsg(exc), "op": op}
+                sent = request_op(req)  # not ``op``: that is the engine's operation
+                return {"index": index, "code": exc.code, "errmsg": errmsg(exc), "op": sent}
 
             result["writeErrors"] = each_statement(items, ordered, run, OperationFailure, error)
             if result["writeErrors"]:
